@@ -1,0 +1,1 @@
+//! The kcore node agent: inventory, day-2 storage and configuration, served over HTTPS.

@@ -1,0 +1,2 @@
+//! kcore resource and manifest types (`kind`/`metadata`/`spec`), API request and response
+//! types, and validation of names, sizes, device paths and flake refs. No I/O.

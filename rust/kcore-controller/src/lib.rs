@@ -1,0 +1,1 @@
+//! The kcore controller: the cluster's state, PKI authority and API.

@@ -1,0 +1,2 @@
+//! `kcore-controller`: parse, start tracing, hand over to the library.
+fn main() {}

@@ -1,0 +1,107 @@
+//! The top-level parser: global flags shared by every command, and one subcommand
+//! family per module (`disko`, `node`, ...), each exporting `Args` and `run()`.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::OutputFormat;
+
+/// kcore's operator CLI: install, join, manage storage on and upgrade NixOS hypervisor nodes.
+#[derive(Debug, Parser)]
+#[command(name = "kctl", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Output format for commands that print data.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value_t
+    )]
+    pub output: OutputFormat,
+
+    /// More log output (repeat for more).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short = 'q', long = "quiet", global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// The node agent to talk to, as HOST:PORT (agents listen on 9091).
+    #[arg(long = "node", global = true, value_name = "HOST:PORT")]
+    pub node: Option<String>,
+
+    /// Accept the agent's certificate without verifying it (live-ISO install mode only).
+    #[arg(short = 'k', long = "insecure", global = true)]
+    pub insecure: bool,
+
+    /// Pin the agent's self-signed certificate by its SHA-256 fingerprint (hex, colons optional).
+    #[arg(long = "fingerprint", global = true, value_name = "SHA256")]
+    pub fingerprint: Option<String>,
+
+    /// A controller as HOST:PORT; repeat for failover, tried in order.
+    #[arg(short = 's', long = "server", global = true, value_name = "HOST:PORT")]
+    pub servers: Vec<String>,
+
+    /// The context from the kctl config to use instead of the current one.
+    #[arg(long = "context", global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Path of the kctl config file.
+    #[arg(
+        long = "kubeconfig",
+        alias = "config-file",
+        global = true,
+        env = "KCORE_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+impl GlobalArgs {
+    /// Logs go to stderr; `-v` raises the level, `-q` keeps only errors, `RUST_LOG` overrides both.
+    pub fn init_tracing(&self) {
+        let default_level = if self.quiet {
+            "error"
+        } else {
+            match self.verbose {
+                0 => "warn",
+                1 => "info",
+                2 => "debug",
+                _ => "trace",
+            }
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .try_init();
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render, validate and plan disko storage layouts (offline).
+    Disko(crate::disko::Args),
+    /// Talk to one node: inventory, day-2 storage and configuration, approval.
+    Node(crate::node::Args),
+}
+
+/// Run the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Disko(args) => crate::disko::run(args, &cli.global).await,
+        Command::Node(args) => crate::node::run(args, &cli.global).await,
+    }
+}

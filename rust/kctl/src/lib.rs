@@ -1,0 +1,45 @@
+//! The kcore operator CLI as a library: argument parsing (`cli`), one module per
+//! subcommand family, output formatting and the mapping of errors to exit codes.
+
+pub mod cli;
+pub mod disko;
+pub mod exit;
+pub mod node;
+pub mod output;
+
+use clap::Parser;
+
+/// Parse the command line, set up logging, run the command, map the outcome to an exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout with exit 0 and usage errors with exit 2.
+            let _ = err.print();
+            return std::process::ExitCode::from(if err.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    cli.global.init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::from(exit::FAILED);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::from(exit::OK),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(exit::code_for(&err))
+        }
+    }
+}
