@@ -1,2 +1,5 @@
 //! kcore resource and manifest types (`kind`/`metadata`/`spec`), API request and response
 //! types, and validation of names, sizes, device paths and flake refs. No I/O.
+pub mod error;
+
+pub use error::ApiError;

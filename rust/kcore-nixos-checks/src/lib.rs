@@ -1,0 +1,3 @@
+//! Offline evaluation checks of kcore's NixOS modules (`modules/`) against nixpkgs' lib.
+//! The library is empty: the checks live in `tests/`.
+
