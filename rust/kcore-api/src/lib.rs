@@ -1,5 +1,9 @@
 //! kcore resource and manifest types (`kind`/`metadata`/`spec`), API request and response
 //! types, and validation of names, sizes, device paths and flake refs. No I/O.
+
+pub mod cluster;
 pub mod error;
+pub mod inventory;
+pub mod validate;
 
 pub use error::ApiError;

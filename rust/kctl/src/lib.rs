@@ -2,10 +2,15 @@
 //! subcommand family, output formatting and the mapping of errors to exit codes.
 
 pub mod cli;
+pub mod config;
+pub mod create;
+pub mod describe;
 pub mod disko;
 pub mod exit;
+pub mod get;
 pub mod node;
 pub mod output;
+pub mod rotate;
 
 use clap::Parser;
 

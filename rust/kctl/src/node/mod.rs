@@ -1,5 +1,9 @@
 //! `kctl node ...`: commands about one node. Inventory and day-2 changes talk to the
-//! node's agent (`--node HOST:9091`, see `agent`); approval talks to a controller.
+//! node's agent (`--node HOST:9091`, module `agent`); approval talks to a controller
+//! (module `approval`).
+
+pub mod agent;
+pub mod approval;
 
 use clap::Subcommand;
 
@@ -12,8 +16,16 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum NodeCommand {}
+pub enum NodeCommand {
+    #[command(flatten)]
+    Agent(agent::AgentCommand),
+    #[command(flatten)]
+    Approval(approval::ApprovalCommand),
+}
 
-pub async fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<()> {
-    match args.command {}
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    match args.command {
+        NodeCommand::Agent(command) => agent::run(command, global).await,
+        NodeCommand::Approval(command) => approval::run(command, global).await,
+    }
 }

@@ -1,0 +1,18 @@
+//! `kctl create ...`.
+
+use clap::Subcommand;
+
+use crate::cli::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: CreateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {}
+
+pub async fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<()> {
+    match args.command {}
+}

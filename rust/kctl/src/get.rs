@@ -1,0 +1,18 @@
+//! `kctl get ...`.
+
+use clap::Subcommand;
+
+use crate::cli::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: GetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {}
+
+pub async fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<()> {
+    match args.command {}
+}

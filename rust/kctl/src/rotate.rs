@@ -1,0 +1,18 @@
+//! `kctl rotate ...`.
+
+use clap::Subcommand;
+
+use crate::cli::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: RotateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotateCommand {}
+
+pub async fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<()> {
+    match args.command {}
+}
