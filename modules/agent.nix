@@ -1,0 +1,244 @@
+# services.kcore.agent: the node agent daemon (HTTPS, port 9091).
+#
+# `settings` follows RFC 42: a freeform YAML attribute set whose keys are the agent's serde
+# fields one to one (docs/configuration.md), with a few typed sub-options for the keys this
+# module reads itself or that operators set most. It is rendered to /etc/kcore/node-agent.yaml.
+# The `storage` keys are NOT set here: they are derived from `kcore.storage` (storage.nix), the
+# one place where a node's backend and names are declared; this module needs storage.nix (and
+# through it disko's module) in the same configuration, as `nixosModules.agent` provides.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.kcore.agent;
+  klib = import ./lib.nix { inherit lib; };
+  settingsFormat = pkgs.formats.yaml { };
+
+  configPath = "/etc/kcore/node-agent.yaml";
+  configFile = settingsFormat.generate "node-agent.yaml" (klib.dropNulls cfg.settings);
+
+  tlsOption =
+    name: example:
+    lib.mkOption {
+      type = lib.types.nullOr klib.runtimePath;
+      default = null;
+      inherit example;
+      description = "Path of the node's ${name} (PEM). A path on the node, never copied into the Nix store.";
+    };
+in
+{
+  options.services.kcore.agent = {
+    enable = lib.mkEnableOption "the kcore node agent";
+
+    package = lib.mkPackageOption pkgs "kcore" { };
+
+    diskoPackage = lib.mkPackageOption pkgs "disko" {
+      extraDescription = ''
+        Used for `apply-disko`. The kcore flake sets it to its own `disko` input, so that the
+        tool that formats disks and the source used to validate layouts
+        (`settings.disko.diskoSource`) are the same revision.
+      '';
+    };
+
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Open the TCP port of `settings.listen` in the firewall.";
+    };
+
+    settings = lib.mkOption {
+      default = { };
+      description = ''
+        Contents of `${configPath}`, see `docs/configuration.md`. Keys are camelCase and must be
+        keys the agent knows: it refuses to start on an unknown key. `null` values are left out,
+        so the agent's own default applies. The `storage` section is set from `kcore.storage`.
+      '';
+      example = lib.literalExpression ''
+        {
+          nodeId = "node-1";
+          dcId = "DC1";
+          controllers = [ "ctl1.example.org:9090" ];
+          tls = {
+            caFile = "/etc/kcore/pki/ca.crt";
+            certFile = "/etc/kcore/pki/node.crt";
+            keyFile = "/etc/kcore/pki/node.key";
+          };
+        }
+      '';
+      type = lib.types.submodule {
+        freeformType = settingsFormat.type;
+        options = {
+          nodeId = lib.mkOption {
+            type = lib.types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+            example = "node-1";
+            description = "Identity of this node in the cluster (lower-case letters, digits and `-`).";
+          };
+          dcId = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            example = "DC1";
+            description = "Data centre this node belongs to; `null` leaves the agent's default (`default`).";
+          };
+          listen = lib.mkOption {
+            type = lib.types.str;
+            default = "0.0.0.0:9091";
+            description = "Address and port the agent serves HTTPS on.";
+          };
+          mode = lib.mkOption {
+            type = lib.types.enum [
+              "managed"
+              "install"
+            ];
+            default = "managed";
+            description = ''
+              `managed`: mTLS with the cluster CA, all routes. `install`: the live ISO, a
+              self-signed certificate and only the inventory and install routes.
+            '';
+          };
+          controllers = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            example = [
+              "ctl1.example.org:9090"
+              "ctl2.example.org:9090"
+            ];
+            description = "Controllers (`host:port`), tried in order for registration and heartbeats.";
+          };
+          tls = {
+            caFile = tlsOption "cluster CA certificate" "/etc/kcore/pki/ca.crt";
+            certFile = tlsOption "certificate" "/etc/kcore/pki/node.crt";
+            keyFile = tlsOption "private key" "/etc/kcore/pki/node.key";
+          };
+          disko = {
+            managementModeFile = lib.mkOption {
+              type = klib.runtimePath;
+              default = config.kcore.storage.managementModeFile;
+              defaultText = lib.literalExpression "config.kcore.storage.managementModeFile";
+              description = "File holding the disko management mode; the agent reads it on every request.";
+            };
+            stateDir = lib.mkOption {
+              type = klib.runtimePath;
+              default = "/etc/kcore/disko";
+              description = "Where the agent keeps applied disko fragments (and their `.bak`).";
+            };
+            diskoSource = lib.mkOption {
+              type = lib.types.nullOr lib.types.str;
+              default = null;
+              defaultText = lib.literalMD "the kcore flake's `disko` input, when the module comes from the flake";
+              description = ''
+                Store path of the disko source tree. Enables the deep validation level (layouts
+                evaluated through disko's own types), with `nixpkgsLib`.
+              '';
+            };
+            nixpkgsLib = lib.mkOption {
+              type = lib.types.nullOr lib.types.str;
+              default = null;
+              defaultText = lib.literalMD "`lib/` of the kcore flake's `nixpkgs` input, when the module comes from the flake";
+              description = "Store path of nixpkgs' `lib/` directory, used with `diskoSource`.";
+            };
+          };
+        };
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion =
+          cfg.settings.mode != "managed"
+          || (cfg.settings.tls.caFile != null && cfg.settings.tls.certFile != null && cfg.settings.tls.keyFile != null);
+        message = ''
+          services.kcore.agent: managed mode needs mTLS material. Set
+          services.kcore.agent.settings.tls.{caFile,certFile,keyFile} to paths on the node
+          (kctl writes them at install), or set settings.mode = "install" on a live ISO.
+        '';
+      }
+      {
+        assertion = (cfg.settings.disko.diskoSource == null) == (cfg.settings.disko.nixpkgsLib == null);
+        message = ''
+          services.kcore.agent: settings.disko.diskoSource and settings.disko.nixpkgsLib go together:
+          set both (the kcore flake's nixosModules do) or neither.
+        '';
+      }
+    ];
+
+    services.kcore.agent.settings.binaries = {
+      # Explicit store paths: the agent does not depend on the PATH it was started with.
+      nixInstantiate = lib.mkDefault "${config.nix.package}/bin/nix-instantiate";
+      nixosRebuild = lib.mkDefault "${config.system.build.nixos-rebuild}/bin/nixos-rebuild";
+      systemdRun = lib.mkDefault "${config.systemd.package}/bin/systemd-run";
+      disko = lib.mkDefault (lib.getExe' cfg.diskoPackage "disko");
+      lsblk = lib.mkDefault (lib.getExe' pkgs.util-linux "lsblk");
+    };
+
+    environment.etc."kcore/node-agent.yaml".source = configFile;
+
+    environment.systemPackages = [ cfg.package ];
+
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [
+      (klib.listenPort cfg.settings.listen)
+    ];
+
+    systemd.services.kcore-agent = {
+      description = "kcore node agent";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+      # The unit reads the file from /etc; restart it when the rendered file changes.
+      restartTriggers = [ configFile ];
+      # Tools the agent and disko's scripts call by name (disko's create scripts expect them).
+      path = [
+        cfg.diskoPackage
+        pkgs.util-linux
+        pkgs.lvm2
+        pkgs.cryptsetup
+        pkgs.iproute2
+      ]
+      ++ lib.optional (config.kcore.storage.backend == "zfs") config.boot.zfs.package;
+      serviceConfig = {
+        ExecStart = lib.escapeShellArgs [
+          (lib.getExe' cfg.package "kcore-agent")
+          "--config"
+          configPath
+        ];
+        Restart = "on-failure";
+        RestartSec = 5;
+
+        # Relaxed on purpose (the agent manages disks and activates systems):
+        # - runs as root: partitions, LUKS, LVM and ZFS need CAP_SYS_ADMIN and raw block devices,
+        #   so no User=, no CapabilityBoundingSet= and no DevicePolicy= narrowing;
+        # - no ProtectSystem=, ProtectHome=, PrivateTmp=, PrivateDevices=, ProtectKernelTunables=,
+        #   ProtectKernelModules=, ProtectControlGroups=: each one gives the unit its own mount
+        #   namespace, and the file systems disko mounts for new volumes must be visible to the
+        #   whole host, not only inside the agent's namespace; lvm and zpool also write /sys and
+        #   load modules;
+        # - no MemoryDenyWriteExecute=: it is inherited by the children (nix, lvm, zfs tools,
+        #   disko's shell scripts), which are not audited for W^X;
+        # - UMask 0022, not 0077: volume mount points it creates must stay traversable by the
+        #   hypervisor; the agent writes private keys with an explicit 0600 mode.
+        UMask = "0022";
+
+        # Kept:
+        NoNewPrivileges = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        RestrictRealtime = true;
+        # nixos-rebuild runs in a transient unit started through systemd-run (by PID 1), so it
+        # is not affected by these filters.
+        RestrictNamespaces = true;
+        SystemCallArchitectures = "native";
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+          # udev settle (used by disko) and NIC inventory talk netlink.
+          "AF_NETLINK"
+        ];
+      };
+    };
+  };
+}

@@ -1,0 +1,198 @@
+# services.kcore.controller: the controller daemon (HTTPS, port 9090), the cluster's state
+# (SQLite in its StateDirectory) and authority (the sub-CA that signs node certificates).
+#
+# `settings` follows RFC 42 (freeform YAML, keys = the controller's serde fields, see
+# docs/configuration.md) and is rendered to /etc/kcore/controller.yaml. The daemon runs as a
+# dynamic user with no capabilities; everything it writes lives in its state directory.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.kcore.controller;
+  klib = import ./lib.nix { inherit lib; };
+  settingsFormat = pkgs.formats.yaml { };
+
+  stateDir = "/var/lib/kcore-controller";
+  configPath = "/etc/kcore/controller.yaml";
+  configFile = settingsFormat.generate "controller.yaml" (klib.dropNulls cfg.settings);
+
+  tlsOption =
+    name: file:
+    lib.mkOption {
+      type = klib.runtimePath;
+      default = "${stateDir}/pki/${file}";
+      description = ''
+        Path of the controller's ${name} (PEM). Must be readable by the controller's dynamic
+        user: keep it in the state directory (the default), where renewals and sub-CA rotation
+        write it.
+      '';
+    };
+in
+{
+  options.services.kcore.controller = {
+    enable = lib.mkEnableOption "the kcore controller";
+
+    package = lib.mkPackageOption pkgs "kcore" { };
+
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Open the TCP port of `settings.listen` in the firewall.";
+    };
+
+    settings = lib.mkOption {
+      default = { };
+      description = ''
+        Contents of `${configPath}`, see `docs/configuration.md`. Keys are camelCase and must be
+        keys the controller knows: it refuses to start on an unknown key. `null` values are
+        left out, so the controller's own default applies.
+      '';
+      example = lib.literalExpression ''
+        {
+          controllerId = "ctl1";
+          clusterName = "lab";
+          dcId = "DC1";
+          peers = [ "ctl2.example.org:9090" ];
+          requireManualApproval = true;
+        }
+      '';
+      type = lib.types.submodule {
+        freeformType = settingsFormat.type;
+        options = {
+          controllerId = lib.mkOption {
+            type = lib.types.str;
+            example = "ctl1";
+            description = "Identity of this controller.";
+          };
+          clusterName = lib.mkOption {
+            type = lib.types.str;
+            example = "lab";
+            description = "Cluster name, the `<cluster>` in `kcore://<cluster>/<role>/<id>` certificate identities.";
+          };
+          dcId = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            example = "DC1";
+            description = "Data centre of this controller; `null` leaves the controller's default (`default`).";
+          };
+          listen = lib.mkOption {
+            type = lib.types.str;
+            default = "0.0.0.0:9090";
+            description = "Address and port the controller serves HTTPS on (keep the port above 1024: the unit has no capabilities).";
+          };
+          requireManualApproval = lib.mkOption {
+            type = lib.types.bool;
+            default = false;
+            description = "Hold newly registered nodes as `Pending` until `kctl node approve`.";
+          };
+          peers = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            example = [ "ctl2.example.org:9090" ];
+            description = "Other controllers (`host:port`) to replicate state with.";
+          };
+          databasePath = lib.mkOption {
+            type = klib.runtimePath;
+            default = "${stateDir}/state.sqlite";
+            description = "SQLite database; must lie in the state directory, the only place the unit may write.";
+          };
+          tls = {
+            caFile = tlsOption "CA bundle trusted for clients (root CA and sub-CAs)" "ca-bundle.crt";
+            certFile = tlsOption "certificate" "controller.crt";
+            keyFile = tlsOption "private key" "controller.key";
+            subCaCertFile = tlsOption "sub-CA certificate (signs node CSRs)" "sub-ca.crt";
+            subCaKeyFile = tlsOption "sub-CA private key" "sub-ca.key";
+          };
+        };
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = lib.hasPrefix "${stateDir}/" cfg.settings.databasePath;
+        message = ''
+          services.kcore.controller.settings.databasePath must be under ${stateDir}/ (the unit's
+          StateDirectory, the only writable place for its dynamic user); it is ${builtins.toJSON cfg.settings.databasePath}.
+        '';
+      }
+      {
+        assertion = klib.listenPort cfg.settings.listen >= 1024;
+        message = ''
+          services.kcore.controller.settings.listen uses a privileged port, but the unit has no
+          capabilities (CAP_NET_BIND_SERVICE). Use a port >= 1024, e.g. "0.0.0.0:9090".
+        '';
+      }
+    ];
+
+    environment.etc."kcore/controller.yaml".source = configFile;
+
+    environment.systemPackages = [ cfg.package ];
+
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [
+      (klib.listenPort cfg.settings.listen)
+    ];
+
+    systemd.services.kcore-controller = {
+      description = "kcore controller";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+      restartTriggers = [ configFile ];
+      serviceConfig = {
+        ExecStart = lib.escapeShellArgs [
+          (lib.getExe' cfg.package "kcore-controller")
+          "--config"
+          configPath
+        ];
+        Restart = "on-failure";
+        RestartSec = 5;
+
+        DynamicUser = true;
+        StateDirectory = "kcore-controller";
+        StateDirectoryMode = "0700";
+        WorkingDirectory = stateDir;
+
+        # No capabilities at all: it only serves a port above 1024 and writes its state dir.
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+        NoNewPrivileges = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        PrivateUsers = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        ProtectHostname = true;
+        ProtectClock = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+          "~@resources"
+        ];
+        UMask = "0077";
+      };
+    };
+  };
+}

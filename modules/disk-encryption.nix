@@ -1,0 +1,168 @@
+# kcore.diskEncryption: the OS disk is LUKS2, unlocked at boot by the TPM2 (systemd initrd,
+# `tpm2-device=auto`) or by a key file that is not on the unencrypted ESP.
+#
+# TPM2 flow: the installer formats the LUKS2 container with a temporary key (kept as
+# `temporaryKeyFile` inside the encrypted root), adds a recovery key (saved to
+# `recoveryKeyFile`) and enrolls the TPM2 without PCR binding so that the first boot unlocks.
+# On that first boot `kcore-tpm2-enroll` binds a new TPM2 slot to the PCRs of the installed
+# system (not the live ISO's), wipes the unbound slot and the temporary key's slot, and deletes
+# the temporary key file; it does not run again once the file is gone.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.kcore.diskEncryption;
+  klib = import ./lib.nix { inherit lib; };
+
+  espMount = config.boot.loader.efi.efiSysMountPoint;
+  # Places whose content is readable without the LUKS key: the ESP and /boot, and initrd
+  # secrets (appended to the initrd, which lives on the ESP with systemd-boot).
+  unencryptedPrefixes = lib.unique [
+    espMount
+    "/boot"
+    "/efi"
+  ];
+  keyFileOnUnencrypted =
+    cfg.keyFile != null
+    && (
+      lib.any (p: cfg.keyFile == p || lib.hasPrefix "${p}/" cfg.keyFile) unencryptedPrefixes
+      || lib.hasAttr cfg.keyFile config.boot.initrd.secrets
+    );
+
+  cryptenroll = lib.getExe' config.systemd.package "systemd-cryptenroll";
+in
+{
+  options.kcore.diskEncryption = {
+    enable = lib.mkEnableOption "LUKS2 encryption of the OS disk (kcore nodes always enable it)";
+
+    name = lib.mkOption {
+      type = lib.types.strMatching "[A-Za-z0-9_-]+";
+      default = "cryptroot";
+      description = "Name of the opened device (`/dev/mapper/<name>`), as in the disko layout.";
+    };
+
+    device = lib.mkOption {
+      type = klib.runtimePath;
+      example = "/dev/disk/by-partlabel/disk-os-luks";
+      description = "The LUKS2 partition of the OS disk (a stable `/dev/disk/by-*` path).";
+    };
+
+    unlock = lib.mkOption {
+      type = lib.types.enum [
+        "tpm2"
+        "keyFile"
+      ];
+      default = "tpm2";
+      description = ''
+        `tpm2`: the systemd initrd unlocks with the TPM2 (`tpm2-device=auto`), enrolled on first
+        boot. `keyFile`: the initrd reads `keyFile` (for machines without a TPM).
+      '';
+    };
+
+    keyFile = lib.mkOption {
+      type = lib.types.nullOr klib.runtimePath;
+      default = null;
+      example = "/dev/disk/by-id/usb-Vendor_Key_0123-0:0";
+      description = ''
+        Key file (or raw key device) read in the initrd when `unlock = "keyFile"`. Never on the
+        ESP, `/boot` or in `boot.initrd.secrets`: those are readable without the key.
+      '';
+    };
+
+    tpm2Pcrs = lib.mkOption {
+      type = lib.types.listOf (lib.types.ints.between 0 23);
+      default = [ 7 ];
+      description = "PCRs the TPM2 slot is bound to on first boot (7: Secure Boot state).";
+    };
+
+    temporaryKeyFile = lib.mkOption {
+      type = klib.runtimePath;
+      default = "/etc/kcore/luks-temporary.key";
+      description = "Temporary key the installer leaves inside the encrypted root; removed (file and slot) after TPM2 enrollment.";
+    };
+
+    recoveryKeyFile = lib.mkOption {
+      type = klib.plainPath;
+      default = "/etc/kcore/recovery/luks-recovery-key.txt";
+      description = "Where the installer saves the LUKS recovery key; kept at mode 0400, owner root.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.unlock != "keyFile" || cfg.keyFile != null;
+        message = ''
+          kcore.diskEncryption.unlock = "keyFile" needs kcore.diskEncryption.keyFile (a key file or
+          raw key device that is not on the ESP), or use unlock = "tpm2" on a machine with a TPM.
+        '';
+      }
+      {
+        assertion = !keyFileOnUnencrypted;
+        message = ''
+          kcore.diskEncryption.keyFile = ${builtins.toJSON cfg.keyFile} is on the unencrypted ESP /boot
+          (or in boot.initrd.secrets, which end up there): anyone with the disk could read it.
+          Use a removable key device (/dev/disk/by-id/usb-...) or unlock = "tpm2".
+        '';
+      }
+    ];
+
+    # TPM2 unlock in the initrd needs systemd's cryptsetup there.
+    boot.initrd.systemd.enable = lib.mkIf (cfg.unlock == "tpm2") true;
+
+    boot.initrd.luks.devices.${cfg.name} = {
+      inherit (cfg) device;
+      crypttabExtraOpts = lib.optional (cfg.unlock == "tpm2") "tpm2-device=auto";
+      keyFile = lib.mkIf (cfg.unlock == "keyFile") cfg.keyFile;
+    };
+
+    systemd.tmpfiles.rules = [
+      "d ${dirOf cfg.recoveryKeyFile} 0700 root root -"
+      # `z` only fixes owner and mode of an existing file; it never creates or reads it.
+      "z ${cfg.recoveryKeyFile} 0400 root root -"
+    ];
+
+    systemd.services.kcore-tpm2-enroll = lib.mkIf (cfg.unlock == "tpm2") {
+      description = "Bind the LUKS2 root to this system's TPM2 PCRs (first boot)";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "cryptsetup.target" ];
+      unitConfig.ConditionPathExists = cfg.temporaryKeyFile;
+      serviceConfig = {
+        Type = "oneshot";
+        # Each step is idempotent, so a failed first boot simply retries on the next one.
+        ExecStart = [
+          # Enroll a PCR-bound TPM2 slot; `--wipe-slot=tpm2` removes the installer's unbound
+          # TPM2 slot afterwards (the slot being enrolled is never wiped).
+          (lib.escapeShellArgs [
+            cryptenroll
+            "--unlock-key-file=${cfg.temporaryKeyFile}"
+            "--tpm2-device=auto"
+            "--tpm2-pcrs=${lib.concatMapStringsSep "+" toString cfg.tpm2Pcrs}"
+            "--wipe-slot=tpm2"
+            cfg.device
+          ])
+          # Remove the temporary key's slot, then the key itself.
+          (lib.escapeShellArgs [
+            (lib.getExe' pkgs.cryptsetup "cryptsetup")
+            "luksRemoveKey"
+            "--key-file=${cfg.temporaryKeyFile}"
+            cfg.device
+          ])
+          (lib.escapeShellArgs [
+            (lib.getExe' pkgs.coreutils "rm")
+            "--force"
+            "--"
+            cfg.temporaryKeyFile
+          ])
+        ];
+        # Needs root and the TPM/block devices; no network.
+        PrivateNetwork = true;
+        NoNewPrivileges = true;
+        UMask = "0077";
+      };
+    };
+  };
+}

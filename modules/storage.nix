@@ -1,0 +1,186 @@
+# kcore.storage: the node's VM-volume storage backend and its names, its day-2 disko fragments
+# and the runtime support the backend needs.
+#
+# This is the one place a node's storage is declared: the agent's `settings.storage` is derived
+# from it (defining those keys elsewhere conflicts), and the disko fragments are merged into
+# `disko.devices` (this module needs disko's NixOS module, which the kcore flake imports).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.kcore.storage;
+  klib = import ./lib.nix { inherit lib; };
+
+  # A fragment is what kcore-disko renders and the agent keeps under /etc/kcore/disko: a file
+  # (or the attribute set it evaluates to) of the form `{ disko.devices = { ... }; }`.
+  fragmentValue = f: if builtins.isAttrs f then f else import f;
+  fragmentDevices = f: (fragmentValue f).disko.devices or { };
+  badFragments = lib.filter (f: !(lib.hasAttrByPath [ "disko" "devices" ] (fragmentValue f))) cfg.diskoFragments;
+
+  # Thin pools declared by the fragments (disko's lvm_vg type: lvs.<name>.lvm_type = "thin-pool").
+  fragmentThinPools = lib.concatMap (
+    f:
+    lib.concatMap (vg: lib.filter (lv: (lv.lvm_type or null) == "thin-pool") (lib.attrValues (vg.lvs or { }))) (
+      lib.attrValues ((fragmentDevices f).lvm_vg or { })
+    )
+  ) cfg.diskoFragments;
+in
+{
+  options.kcore.storage = {
+    backend = lib.mkOption {
+      type = lib.types.enum [
+        "filesystem"
+        "lvm"
+        "zfs"
+      ];
+      default = "filesystem";
+      description = ''
+        Where VM volumes live: image files under `filesystemVolumeDir`, LVM logical volumes in
+        `lvm.vgName`, or ZFS volumes under `zfs.poolName`/`zfs.datasetPrefix`.
+      '';
+    };
+
+    filesystemVolumeDir = lib.mkOption {
+      type = klib.plainPath;
+      default = "/var/lib/kcore/volumes";
+      description = ''
+        Directory for volume files (backend `filesystem`). Further volume mounts added on day 2
+        follow the pattern `/var/lib/kcore/volumes1`, `volumes2`, ...
+      '';
+    };
+
+    imageCacheDir = lib.mkOption {
+      type = klib.plainPath;
+      default = "/var/lib/kcore/images";
+      description = "Directory where downloaded VM images are cached.";
+    };
+
+    lvm = {
+      vgName = lib.mkOption {
+        type = lib.types.str;
+        default = "vg_kcore";
+        description = "Volume group holding VM volumes (backend `lvm`).";
+      };
+      lvPrefix = lib.mkOption {
+        type = lib.types.str;
+        default = "kcore-";
+        description = "Prefix of the logical volumes kcore creates; other LVs in the group are left alone.";
+      };
+      thinProvisioning = lib.mkOption {
+        type = lib.types.bool;
+        default = fragmentThinPools != [ ];
+        defaultText = lib.literalMD "`true` when a disko fragment declares an LV with `lvm_type = \"thin-pool\"`";
+        description = "Install the thin-provisioning tools (`thin_check`, ...) in the system and the initrd.";
+      };
+    };
+
+    zfs = {
+      poolName = lib.mkOption {
+        type = lib.types.str;
+        default = "tank0";
+        description = "ZFS pool holding VM volumes (backend `zfs`); imported at boot.";
+      };
+      datasetPrefix = lib.mkOption {
+        type = lib.types.str;
+        default = "kcore";
+        description = "Dataset under the pool where kcore creates volumes.";
+      };
+    };
+
+    diskoFragments = lib.mkOption {
+      type = lib.types.listOf (lib.types.either lib.types.path (lib.types.attrsOf lib.types.anything));
+      default = [ ];
+      example = lib.literalExpression "[ ./disko/data1.nix ]";
+      description = ''
+        Day-2 disko fragments of this node, each `{ disko.devices = { ... }; }` as rendered by
+        `kcore-disko` (a file, or the attribute set itself). They are merged into
+        `disko.devices`, so the volumes they create are mounted on every boot. Copy the
+        fragments `kctl node apply-disko` applied (`/etc/kcore/disko/*.nix` on the node) into
+        the host's configuration. Needs `managementMode = "controller-managed"`.
+      '';
+    };
+
+    managementMode = lib.mkOption {
+      type = lib.types.enum [
+        "installer-only"
+        "controller-managed"
+      ];
+      default = "installer-only";
+      description = ''
+        Content written to `managementModeFile` when that file does not exist yet. An existing
+        file is never overwritten by a rebuild (it is the node's runtime state: change it on
+        the node). `installer-only` refuses every `apply-disko`; `controller-managed` allows
+        additive changes only.
+      '';
+    };
+
+    managementModeFile = lib.mkOption {
+      type = klib.plainPath;
+      default = "/etc/kcore/disko-management-mode";
+      description = "File holding the disko management mode, read by the agent on every request.";
+    };
+  };
+
+  config = {
+    assertions = [
+      {
+        assertion = cfg.backend != "zfs" || config.networking.hostId != null;
+        message = ''
+          kcore.storage.backend = "zfs" needs networking.hostId (ZFS refuses to import a pool
+          last used by another host id). Set it to 8 hex digits unique to this host, e.g. the
+          output of `head -c4 /dev/urandom | od -A none -t x4 | tr -d ' '`.
+        '';
+      }
+      {
+        assertion = cfg.diskoFragments == [ ] || cfg.managementMode == "controller-managed";
+        message = ''
+          kcore.storage.diskoFragments is set while kcore.storage.managementMode is
+          "installer-only": day-2 fragments exist only on controller-managed nodes. Set
+          kcore.storage.managementMode = "controller-managed" (and the node's
+          ${cfg.managementModeFile}), or describe the installer's layout in disko.devices.
+        '';
+      }
+      {
+        assertion = badFragments == [ ];
+        message = ''
+          kcore.storage.diskoFragments: ${toString (lib.length badFragments)} fragment(s) have no
+          `disko.devices` attribute. Each fragment must be `{ disko.devices = { ... }; }`, as
+          kcore-disko renders it.
+        '';
+      }
+    ];
+
+    services.kcore.agent.settings.storage = {
+      inherit (cfg) backend filesystemVolumeDir imageCacheDir;
+      lvm = {
+        inherit (cfg.lvm) vgName lvPrefix;
+      };
+      zfs = {
+        inherit (cfg.zfs) poolName datasetPrefix;
+      };
+    };
+
+    disko.devices = lib.mkMerge (map fragmentDevices cfg.diskoFragments);
+
+    # `f` creates the file with this content only when it does not exist: a rebuild never
+    # overwrites the mode an operator (or the controller) set on the node.
+    systemd.tmpfiles.rules = [
+      "d /etc/kcore 0755 root root -"
+      "f ${cfg.managementModeFile} 0644 root root - ${cfg.managementMode}"
+      "d ${cfg.imageCacheDir} 0755 root root -"
+    ]
+    ++ lib.optional (cfg.backend == "filesystem") "d ${cfg.filesystemVolumeDir} 0755 root root -";
+
+    boot.supportedFilesystems = lib.mkIf (cfg.backend == "zfs") { zfs = true; };
+    # The volume pool usually has no file system in fileSystems, so import it explicitly.
+    boot.zfs.extraPools = lib.mkIf (cfg.backend == "zfs") [ cfg.zfs.poolName ];
+
+    services.lvm.boot.thin.enable = lib.mkIf (cfg.backend == "lvm" && cfg.lvm.thinProvisioning) true;
+    environment.systemPackages = lib.mkIf (cfg.backend == "lvm" && cfg.lvm.thinProvisioning) [
+      pkgs.thin-provisioning-tools
+    ];
+  };
+}

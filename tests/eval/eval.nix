@@ -1,0 +1,76 @@
+# Offline evaluation harness of the kcore NixOS modules (modules/), run by
+# rust/kcore-nixos-checks/tests. It evaluates the modules with nixpkgs' `lib.evalModules`
+# against the option declarations in nixos-stubs.nix and the fake `pkgs` of fake-pkgs.nix, for
+# a configuration given as JSON, and returns what the tests assert on.
+#
+#   nix-instantiate --eval --strict --json --readonly-mode tests/eval/eval.nix \
+#     --argstr nixpkgsLib /path/to/nixpkgs/lib --argstr configJSON '{ ... }' --argstr select outputs
+#
+# `select = "assertions"` returns only the messages of the failed assertions (a configuration
+# under test may be deliberately wrong); `select = "outputs"` returns the rendered files,
+# units and merged devices, and fails if any assertion fails.
+{
+  nixpkgsLib,
+  configJSON,
+  select ? "outputs",
+}:
+let
+  lib = import nixpkgsLib;
+  pkgs = import ./fake-pkgs.nix { inherit lib; };
+
+  evaluated = lib.evalModules {
+    modules = [
+      ./nixos-stubs.nix
+      ../../modules/default.nix
+      { _module.args.pkgs = pkgs; }
+      # The configuration under test, a plain data module.
+      { config = builtins.fromJSON configJSON; }
+    ];
+  };
+  inherit (evaluated) config;
+
+  failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+
+  etcText = name: if config.environment.etc ? ${name} then config.environment.etc.${name}.source.text else null;
+
+  unit =
+    name:
+    if config.systemd.services ? ${name} then
+      {
+        inherit (config.systemd.services.${name})
+          serviceConfig
+          unitConfig
+          wantedBy
+          after
+          ;
+        path = map (p: p.name) config.systemd.services.${name}.path;
+      }
+    else
+      null;
+
+  outputs = {
+    agentConfig = etcText "kcore/node-agent.yaml";
+    controllerConfig = etcText "kcore/controller.yaml";
+    units = lib.genAttrs [
+      "kcore-agent"
+      "kcore-controller"
+      "kcore-tpm2-enroll"
+    ] unit;
+    diskoDevices = config.disko.devices;
+    tmpfiles = config.systemd.tmpfiles.rules;
+    allowedTCPPorts = config.networking.firewall.allowedTCPPorts;
+    supportedFilesystems = config.boot.supportedFilesystems;
+    zfsExtraPools = config.boot.zfs.extraPools;
+    lvmThin = config.services.lvm.boot.thin.enable;
+    systemPackages = map (p: p.name) config.environment.systemPackages;
+    initrdSystemd = config.boot.initrd.systemd.enable;
+    luks = config.boot.initrd.luks.devices;
+    warnings = config.warnings;
+  };
+in
+if select == "assertions" then
+  failed
+else if failed != [ ] then
+  throw "kcore eval harness: failed assertions:\n${lib.concatStringsSep "\n" failed}"
+else
+  outputs
