@@ -1,2 +1,30 @@
 //! Cluster PKI: root CA, sub-CA, leaf certificates, CSR signing, identities in the SAN
 //! URI, and the rustls client and server configurations built from them.
+//!
+//! Chain design (see `docs/pki.md`): the root CA lives on the operator's machine, each
+//! controller holds a sub-CA that signs node CSRs, and every leaf chain carries the
+//! sub-CA certificate so servers only need to trust the root. Keys never leave the
+//! machine that uses them: nodes call [`generate_csr`] and send only the CSR.
+
+mod authority;
+mod error;
+mod files;
+mod identity;
+mod inspect;
+mod tls;
+
+pub use authority::{Authority, CertifiedKey, generate_csr, self_signed_install};
+pub use error::PkiError;
+pub use files::write_atomically;
+pub use identity::{Identity, Role};
+pub use inspect::{
+    certs_from_pem, fingerprint_sha256, identity_of, needs_renewal, normalise_fingerprint,
+    not_after, not_after_der, serial_hex,
+};
+pub use tls::{
+    client_config, client_config_insecure, client_config_pinned, crypto_provider, server_config,
+    server_config_no_client_auth, server_config_with_crls,
+};
+
+/// Renewal starts this long before a certificate expires (DESIGN.md: 30 days).
+pub const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);

@@ -1,0 +1,439 @@
+//! Certificate authorities (root and sub-CA), leaf issuance, CSR creation and signing,
+//! and the self-signed certificate of the install-mode agent.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+use crate::identity::Identity;
+use crate::inspect::{certs_from_pem, fingerprint_sha256, is_self_signed};
+use crate::{PkiError, identity_of};
+
+/// A certificate (PEM, leaf first, followed by any intermediate CA certificates that a
+/// verifier needs to reach the root) and its private key (PKCS#8 PEM).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CertifiedKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertifiedKey {
+    // The key is a secret: keep it out of logs and panic messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertifiedKey")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A CA that can sign: the cluster root or a controller's sub-CA.
+pub struct Authority {
+    /// As given: the CA certificate first, then its own issuers (if any were supplied).
+    cert_pem: String,
+    key_pem: String,
+    /// Certificates appended to every issued leaf: this CA and its issuers, minus the
+    /// self-signed root (verifiers hold the root as trust anchor already).
+    chain_pem: String,
+    /// The CA certificate re-created from its parameters, used by rcgen only for the
+    /// issuer name and key identifier (the signature comes from `key`).
+    issuer: rcgen::Certificate,
+    key: KeyPair,
+    not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Certificates start this long in the past so a peer whose clock is slightly behind
+/// does not see them as "not yet valid".
+const BACKDATE: time::Duration = time::Duration::minutes(5);
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn add(start: OffsetDateTime, validity: Duration) -> Result<OffsetDateTime, PkiError> {
+    start
+        .checked_add(
+            time::Duration::try_from(validity)
+                .map_err(|e| PkiError::Validity(format!("{validity:?}: {e}")))?,
+        )
+        .ok_or_else(|| PkiError::Validity(format!("{validity:?} runs past year 9999")))
+}
+
+/// 16 random bytes with the top bit clear (serials must be positive), so that
+/// re-issuing for the same key still yields a distinct serial for revocation lists.
+fn random_serial() -> Result<SerialNumber, PkiError> {
+    let mut bytes = [0u8; 16];
+    crate::tls::crypto_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| PkiError::Validity("system random number generator failed".into()))?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // avoid a leading zero byte, which DER would strip
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn san_for(name: &str) -> Result<SanType, PkiError> {
+    match name.parse::<IpAddr>() {
+        Ok(ip) => Ok(SanType::IpAddress(ip)),
+        Err(_) => Ok(SanType::DnsName(name.to_string().try_into().map_err(
+            |e: rcgen::Error| PkiError::parse(format!("DNS name {name:?}"), e),
+        )?)),
+    }
+}
+
+fn dn(common_name: &str, cluster: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, format!("kcore cluster {cluster}"));
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn leaf_params(
+    identity: &Identity,
+    dns_names: &[String],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(
+        &format!("{} {}", identity.role, identity.id),
+        &identity.cluster,
+    );
+    params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?)];
+    for name in dns_names {
+        params.subject_alt_names.push(san_for(name)?);
+    }
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Every kcore process is both a TLS server and a TLS client (agents serve the
+    // controller and call it), so leaves carry both purposes.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
+}
+
+fn ca_params(
+    common_name: &str,
+    cluster: &str,
+    constraint: BasicConstraints,
+    validity: Duration,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(common_name, cluster);
+    params.is_ca = IsCa::Ca(constraint);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = now() - BACKDATE;
+    params.not_after = add(now(), validity)?;
+    params.serial_number = Some(random_serial()?);
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+impl Authority {
+    /// A new self-signed cluster root CA (kept on the operator's machine).
+    pub fn new_root(cluster: &str, validity: Duration) -> Result<Authority, PkiError> {
+        // Validate the cluster name the same way identities do.
+        Identity::new(cluster, crate::Role::Admin, "root")?;
+        let key = KeyPair::generate()?;
+        let mut params = ca_params(
+            &format!("kcore {cluster} root CA"),
+            cluster,
+            BasicConstraints::Unconstrained,
+            validity,
+        )?;
+        params.use_authority_key_identifier_extension = false;
+        let cert = params.self_signed(&key)?;
+        Authority::from_pem(&cert.pem(), &key.serialize_pem())
+    }
+
+    /// A sub-CA signed by this CA (a controller's signing authority). It may sign
+    /// leaves only (path length 0).
+    pub fn new_sub_ca(&self, name: &str, validity: Duration) -> Result<Authority, PkiError> {
+        let cluster = self.cluster_name();
+        let key = KeyPair::generate()?;
+        let mut params = ca_params(
+            &format!("kcore {cluster} sub-CA {name}"),
+            &cluster,
+            BasicConstraints::Constrained(0),
+            validity,
+        )?;
+        params.not_after = params.not_after.min(self.not_after);
+        let cert = params.signed_by(&key, &self.issuer, &self.key)?;
+        let mut bundle = cert.pem();
+        // Keep intermediates above this CA (if any) so the sub-CA's chain is complete.
+        bundle.push_str(&self.chain_pem);
+        Authority::from_pem(&bundle, &key.serialize_pem())
+    }
+
+    /// Loads a CA from its certificate (first PEM block; any further blocks are its
+    /// issuers) and its PKCS#8 key. Fails if the key does not belong to the certificate.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, PkiError> {
+        let certs = certs_from_pem(cert_pem)?;
+        let first = certs
+            .first()
+            .ok_or_else(|| PkiError::parse("CA certificate PEM", "no CERTIFICATE block"))?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::parse("CA key PEM", e))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(first)
+            .map_err(|e| PkiError::parse("CA certificate", e))?;
+        if parsed.public_key().raw != key.public_key_der().as_slice() {
+            return Err(PkiError::parse(
+                "CA key PEM",
+                "the key does not belong to the CA certificate",
+            ));
+        }
+        if !parsed.is_ca() {
+            return Err(PkiError::parse(
+                "CA certificate",
+                "it is not a CA certificate (basicConstraints CA:TRUE missing)",
+            ));
+        }
+        let not_after = parsed.validity().not_after.to_datetime();
+        let params = CertificateParams::from_ca_cert_der(first)?;
+        let issuer = params.self_signed(&key)?;
+        let mut chain_pem = String::new();
+        for der in &certs {
+            if !is_self_signed(der)? {
+                chain_pem.push_str(&pem_block(der));
+            }
+        }
+        Ok(Authority {
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            chain_pem,
+            issuer,
+            key,
+            not_after,
+        })
+    }
+
+    /// The CA certificate PEM (followed by its issuers, if loaded with them).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA's PKCS#8 private key PEM (store with mode 0600).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The intermediates appended to every leaf this CA issues (empty for the root).
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// When this CA certificate expires; leaves are clamped to it.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// The cluster this CA belongs to, read back from its organisation name.
+    pub fn cluster_name(&self) -> String {
+        match self
+            .issuer
+            .params()
+            .distinguished_name
+            .get(&DnType::OrganizationName)
+        {
+            Some(value) => dn_value_text(value)
+                .strip_prefix("kcore cluster ")
+                .map(str::to_string)
+                .unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+
+    /// Issues a leaf with a key generated here (admin certificates, tests). Nodes use
+    /// [`generate_csr`] + [`Authority::sign_csr`] instead so their key stays local.
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        dns_names: &[String],
+        validity: Duration,
+    ) -> Result<CertifiedKey, PkiError> {
+        let start = now() - BACKDATE;
+        let end = add(now(), validity)?.min(self.not_after);
+        self.issue_between(identity, dns_names, start, end)
+    }
+
+    /// Issues a leaf valid exactly from `not_before` to `not_after` (used by tests for
+    /// expired or not-yet-valid certificates, and by tooling that needs fixed windows).
+    pub fn issue_between(
+        &self,
+        identity: &Identity,
+        dns_names: &[String],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<CertifiedKey, PkiError> {
+        if not_after <= not_before {
+            return Err(PkiError::Validity(format!(
+                "not_after {not_after} is not after not_before {not_before}"
+            )));
+        }
+        let key = KeyPair::generate()?;
+        let params = leaf_params(identity, dns_names, not_before, not_after)?;
+        let cert = params.signed_by(&key, &self.issuer, &self.key)?;
+        Ok(CertifiedKey {
+            cert_pem: format!("{}{}", cert.pem(), self.chain_pem),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Signs a node's CSR. Refuses unless the CSR's SAN URI identity equals `expected`
+    /// (the controller decides who the caller is, not the CSR). DNS/IP SANs requested in
+    /// the CSR are kept; nothing else from the CSR (CA flag, key usages) is honoured.
+    /// Returns the certificate PEM followed by this CA's chain.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        expected: &Identity,
+        validity: Duration,
+    ) -> Result<String, PkiError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::parse("CSR PEM", e))?;
+        let mut found: Option<Identity> = None;
+        let mut names = Vec::new();
+        for san in &csr.params.subject_alt_names {
+            match san {
+                SanType::URI(uri) => {
+                    let ident = Identity::parse_uri(uri.as_str())?;
+                    if found.is_some() {
+                        return Err(PkiError::parse(
+                            "CSR",
+                            "more than one SAN URI; a certificate speaks for one identity",
+                        ));
+                    }
+                    found = Some(ident);
+                }
+                SanType::DnsName(name) => names.push(name.as_str().to_string()),
+                SanType::IpAddress(ip) => names.push(ip.to_string()),
+                other => {
+                    return Err(PkiError::parse(
+                        "CSR",
+                        format!("unsupported subject alternative name {other:?}"),
+                    ));
+                }
+            }
+        }
+        let found = found.ok_or_else(|| PkiError::NoIdentity { what: "CSR".into() })?;
+        if &found != expected {
+            return Err(PkiError::IdentityMismatch {
+                expected: expected.uri(),
+                found: found.uri(),
+            });
+        }
+        let start = now() - BACKDATE;
+        let end = add(now(), validity)?.min(self.not_after);
+        let params = leaf_params(expected, &names, start, end)?;
+        let signed = CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer, &self.key)?;
+        // Belt and braces: what we hand out must carry exactly the expected identity.
+        if &identity_of(signed.der())? != expected {
+            return Err(PkiError::IdentityMismatch {
+                expected: expected.uri(),
+                found: "signed certificate".into(),
+            });
+        }
+        Ok(format!("{}{}", signed.pem(), self.chain_pem))
+    }
+}
+
+fn dn_value_text(value: &rcgen::DnValue) -> String {
+    match value {
+        rcgen::DnValue::Utf8String(s) => s.clone(),
+        rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
+        rcgen::DnValue::Ia5String(s) => s.as_str().to_string(),
+        rcgen::DnValue::TeletexString(s) => s.as_str().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+pub(crate) fn pem_block(der: &[u8]) -> String {
+    pem_encode("CERTIFICATE", der)
+}
+
+fn pem_encode(tag: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {tag}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {tag}-----\n"));
+    out
+}
+
+/// Creates a key pair and a CSR for `identity`; the key stays with the caller.
+/// Returns `(key_pem, csr_pem)`.
+pub fn generate_csr(
+    identity: &Identity,
+    dns_names: &[String],
+) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(
+        &format!("{} {}", identity.role, identity.id),
+        &identity.cluster,
+    );
+    params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?)];
+    for name in dns_names {
+        params.subject_alt_names.push(san_for(name)?);
+    }
+    let csr = params.serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
+}
+
+/// The install-mode agent's self-signed certificate (valid one year; the live ISO
+/// makes a fresh one each boot) and its SHA-256 fingerprint for the console.
+pub fn self_signed_install(hostnames: &[String]) -> Result<(CertifiedKey, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "kcore installer");
+    params.distinguished_name = dn;
+    for name in hostnames {
+        params.subject_alt_names.push(san_for(name)?);
+    }
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now() - BACKDATE;
+    params.not_after = add(now(), Duration::from_secs(365 * 24 * 3600))?;
+    params.serial_number = Some(random_serial()?);
+    let cert = params.self_signed(&key)?;
+    let fingerprint = fingerprint_sha256(cert.der());
+    Ok((
+        CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+        fingerprint,
+    ))
+}

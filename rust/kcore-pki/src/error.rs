@@ -1,0 +1,46 @@
+//! The error type of every kcore-pki operation.
+
+/// Why a PKI operation failed. Messages name the input that was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A `kcore://<cluster>/<role>/<id>` URI that does not parse.
+    #[error(
+        "invalid identity URI {uri:?}: {reason} (expected kcore://<cluster>/<role>/<id>, role admin|controller|node)"
+    )]
+    InvalidIdentity { uri: String, reason: String },
+    /// The certificate or CSR carries no `kcore://` SAN URI.
+    #[error("{what} carries no kcore:// SAN URI identity")]
+    NoIdentity { what: String },
+    /// A CSR asked for another identity than the one the signer expected.
+    #[error(
+        "CSR identity {found} does not match the expected identity {expected}; refusing to sign"
+    )]
+    IdentityMismatch { expected: String, found: String },
+    /// PEM or DER input that could not be read.
+    #[error("cannot parse {what}: {reason}")]
+    Parse { what: String, reason: String },
+    /// A fingerprint that is not 64 hex digits (colons allowed).
+    #[error("invalid SHA-256 fingerprint {0:?}: expected 64 hex digits, colons allowed")]
+    InvalidFingerprint(String),
+    /// Certificate generation or signing failed inside rcgen.
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The client certificate verifier could not be built (for example an empty trust bundle).
+    #[error("cannot build certificate verifier: {0}")]
+    Verifier(String),
+    /// A validity or time computation went out of range.
+    #[error("invalid validity: {0}")]
+    Validity(String),
+}
+
+impl PkiError {
+    pub(crate) fn parse(what: impl Into<String>, reason: impl ToString) -> Self {
+        Self::Parse {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Reading certificates: PEM splitting, fingerprints, the identity in the SAN URI,
+//! expiry and the renewal decision.
+
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::X509Certificate;
+
+use crate::{Identity, PkiError};
+
+/// All `CERTIFICATE` blocks of a PEM bundle, in order. Other block types are skipped.
+pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::parse("certificate PEM", e))
+}
+
+fn first_cert(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
+    certs_from_pem(pem)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::parse("certificate PEM", "no CERTIFICATE block found"))
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| PkiError::parse("certificate DER", e))
+}
+
+/// SHA-256 over the DER certificate: lowercase hex, no colons.
+pub fn fingerprint_sha256(cert_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(cert_der))
+}
+
+/// Accepts a fingerprint as people paste it (`AB:CD:...`, upper or lower case, with
+/// spaces) and returns the canonical lowercase form, or an error if it is not 32 bytes.
+pub fn normalise_fingerprint(input: &str) -> Result<String, PkiError> {
+    let cleaned: String = input
+        .trim()
+        .trim_start_matches("sha256:")
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '-'))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if cleaned.len() != 64 || !cleaned.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(PkiError::InvalidFingerprint(input.to_string()));
+    }
+    Ok(cleaned)
+}
+
+/// The `kcore://` identity in a certificate's SAN URI. A certificate with none, or
+/// with two, has no usable identity.
+pub fn identity_of(cert_der: &[u8]) -> Result<Identity, PkiError> {
+    let cert = parse(cert_der)?;
+    let mut found = None;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                if uri.starts_with("kcore://") {
+                    if found.is_some() {
+                        return Err(PkiError::parse(
+                            "certificate",
+                            "more than one kcore:// SAN URI",
+                        ));
+                    }
+                    found = Some(Identity::parse_uri(uri)?);
+                }
+            }
+        }
+    }
+    found.ok_or_else(|| PkiError::NoIdentity {
+        what: "certificate".into(),
+    })
+}
+
+/// Expiry of the first certificate in a PEM bundle (the leaf).
+pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, PkiError> {
+    not_after_der(&first_cert(cert_pem)?)
+}
+
+/// Expiry of a DER certificate.
+pub fn not_after_der(cert_der: &[u8]) -> Result<OffsetDateTime, PkiError> {
+    Ok(parse(cert_der)?.validity().not_after.to_datetime())
+}
+
+/// Serial number of a DER certificate as lowercase hex (what revocation lists hold).
+pub fn serial_hex(cert_der: &[u8]) -> Result<String, PkiError> {
+    Ok(hex::encode(parse(cert_der)?.raw_serial()))
+}
+
+/// True when the leaf expires within `before` of `now` (or already has).
+pub fn needs_renewal(
+    cert_pem: &str,
+    now: OffsetDateTime,
+    before: Duration,
+) -> Result<bool, PkiError> {
+    let expiry = not_after(cert_pem)?;
+    let margin = time::Duration::try_from(before)
+        .map_err(|e| PkiError::Validity(format!("{before:?}: {e}")))?;
+    Ok(expiry - margin <= now)
+}
+
+pub(crate) fn is_self_signed(der: &[u8]) -> Result<bool, PkiError> {
+    let cert = parse(der)?;
+    // A root is its own issuer; the trust decision itself is left to webpki.
+    Ok(cert.subject() == cert.issuer())
+}

@@ -1,0 +1,174 @@
+//! Integration tests of the certificate authority, CSR flow and inspection helpers.
+//! TLS handshakes over real sockets are tested in kcore-net.
+#![allow(clippy::unwrap_used)] // tests may unwrap (team rule); helpers are test code too
+
+use std::time::Duration;
+
+use kcore_pki::*;
+use time::OffsetDateTime;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn ident(role: Role, id: &str) -> Identity {
+    Identity::new("lab", role, id).unwrap()
+}
+
+fn leaf_der(pem: &str) -> Vec<u8> {
+    certs_from_pem(pem).unwrap()[0].to_vec()
+}
+
+#[test]
+fn root_sub_ca_and_leaf_chain() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    assert!(
+        root.chain_pem().is_empty(),
+        "a root adds nothing to leaf chains"
+    );
+    assert_eq!(root.cluster_name(), "lab");
+    let sub = root.new_sub_ca("c1", 365 * DAY).unwrap();
+    assert_eq!(certs_from_pem(sub.chain_pem()).unwrap().len(), 1);
+    assert_eq!(sub.cluster_name(), "lab");
+
+    let leaf = sub
+        .issue(
+            &ident(Role::Node, "n1"),
+            &["n1.lab".into(), "127.0.0.1".into()],
+            90 * DAY,
+        )
+        .unwrap();
+    let chain = certs_from_pem(&leaf.cert_pem).unwrap();
+    assert_eq!(chain.len(), 2, "leaf + sub-CA");
+    assert_eq!(
+        chain[1].as_ref(),
+        certs_from_pem(sub.cert_pem()).unwrap()[0].as_ref()
+    );
+    assert_eq!(identity_of(&chain[0]).unwrap(), ident(Role::Node, "n1"));
+    assert!(leaf.key_pem.contains("BEGIN PRIVATE KEY"), "PKCS#8");
+    assert!(
+        !format!("{leaf:?}").contains("PRIVATE"),
+        "Debug must not print the key"
+    );
+
+    // An Authority reloaded from its PEMs keeps signing valid chains.
+    let reloaded = Authority::from_pem(sub.cert_pem(), sub.key_pem()).unwrap();
+    let again = reloaded
+        .issue(&ident(Role::Admin, "ops"), &[], DAY)
+        .unwrap();
+    assert_eq!(
+        identity_of(&leaf_der(&again.cert_pem)).unwrap().role,
+        Role::Admin
+    );
+}
+
+#[test]
+fn leaf_validity_is_clamped_to_the_issuer() {
+    let root = Authority::new_root("lab", 10 * DAY).unwrap();
+    let sub = root.new_sub_ca("c1", 100 * DAY).unwrap();
+    assert!(sub.not_after() <= root.not_after());
+    let leaf = sub
+        .issue(&ident(Role::Node, "n1"), &[], 1000 * DAY)
+        .unwrap();
+    assert!(not_after(&leaf.cert_pem).unwrap() <= root.not_after());
+}
+
+#[test]
+fn from_pem_refuses_a_foreign_key_and_a_leaf() {
+    let a = Authority::new_root("lab", DAY).unwrap();
+    let b = Authority::new_root("lab", DAY).unwrap();
+    let err = Authority::from_pem(a.cert_pem(), b.key_pem()).unwrap_err();
+    assert!(err.to_string().contains("does not belong"), "{err}");
+    let leaf = a.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let err = Authority::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap_err();
+    assert!(err.to_string().contains("not a CA"), "{err}");
+}
+
+#[test]
+fn csr_flow_signs_only_the_expected_identity() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let sub = root.new_sub_ca("c1", 365 * DAY).unwrap();
+    let me = ident(Role::Node, "n7");
+    let (key_pem, csr_pem) = generate_csr(&me, &["n7.lab".into(), "10.0.0.7".into()]).unwrap();
+    assert!(csr_pem.contains("CERTIFICATE REQUEST"));
+    assert!(!csr_pem.contains("PRIVATE KEY"));
+
+    let cert_pem = sub.sign_csr(&csr_pem, &me, 90 * DAY).unwrap();
+    let chain = certs_from_pem(&cert_pem).unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(identity_of(&chain[0]).unwrap(), me);
+    // The certificate is for the caller's key: it builds a usable client config.
+    client_config(root.cert_pem(), &cert_pem, &key_pem).unwrap();
+
+    for wrong in [
+        ident(Role::Node, "n8"),
+        ident(Role::Controller, "n7"),
+        Identity::new("other", Role::Node, "n7").unwrap(),
+    ] {
+        let err = sub.sign_csr(&csr_pem, &wrong, DAY).unwrap_err();
+        assert!(matches!(err, PkiError::IdentityMismatch { .. }), "{err}");
+    }
+    let err = sub.sign_csr("garbage", &me, DAY).unwrap_err();
+    assert!(err.to_string().contains("CSR"), "{err}");
+}
+
+#[test]
+fn certificates_without_identity_are_reported() {
+    let (install, fp) = self_signed_install(&["127.0.0.1".into(), "kcore-iso".into()]).unwrap();
+    let der = leaf_der(&install.cert_pem);
+    assert_eq!(fp, fingerprint_sha256(&der));
+    assert!(matches!(
+        identity_of(&der),
+        Err(PkiError::NoIdentity { .. })
+    ));
+}
+
+#[test]
+fn fingerprints_normalise() {
+    let (install, fp) = self_signed_install(&["localhost".into()]).unwrap();
+    assert_eq!(fp.len(), 64);
+    assert!(
+        fp.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    let colons = fp
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    assert_eq!(normalise_fingerprint(&colons).unwrap(), fp);
+    assert!(normalise_fingerprint(&fp[1..]).is_err());
+    assert!(normalise_fingerprint(&fp.replace(&fp[..1], "z")).is_err());
+    drop(install);
+}
+
+#[test]
+fn renewal_window() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let leaf = root.issue(&ident(Role::Node, "n1"), &[], 90 * DAY).unwrap();
+    let expiry = not_after(&leaf.cert_pem).unwrap();
+    let now = OffsetDateTime::now_utc();
+    assert!((expiry - now - time::Duration::days(90)).abs() < time::Duration::minutes(1));
+    assert!(!needs_renewal(&leaf.cert_pem, now, RENEW_BEFORE).unwrap());
+    assert!(needs_renewal(&leaf.cert_pem, now + time::Duration::days(61), RENEW_BEFORE).unwrap());
+    assert!(!needs_renewal(&leaf.cert_pem, now + time::Duration::days(59), RENEW_BEFORE).unwrap());
+}
+
+#[test]
+fn issue_between_makes_expired_certificates_for_tests() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let old = root
+        .issue_between(
+            &ident(Role::Node, "n1"),
+            &[],
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    assert!(not_after(&old.cert_pem).unwrap() < now);
+    assert!(
+        root.issue_between(&ident(Role::Node, "n1"), &[], now, now)
+            .is_err()
+    );
+}
