@@ -1,2 +1,702 @@
 //! Harness for the QEMU storage test bed (`tests/storage-bed/`): boots a Debian guest with
 //! virtual disks (optionally a swtpm TPM2 and ZFS), runs a payload, returns its results.
+//!
+//! The host kernel has no device-mapper, so LVM, LUKS2, ZFS and disko's generated scripts
+//! only run for real inside a guest. [`Bed::ensure`] installs the host tools
+//! (`setup-host.sh`) and builds or finds the cached guest image (`build-image.sh`);
+//! [`Bed::run`] boots it once under TCG with the requested disks, passes the payload
+//! directory in as a tar over fw_cfg, and collects the exit code, the serial console log
+//! and the files the payload wrote to `$KCORE_RESULTS`.
+//!
+//! Runs are serialised process-wide: the machines this runs on have two cores and one
+//! TCG guest already uses both.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Where the bed's shell scripts live, relative to this crate (overridable with
+/// `KCORE_STORAGE_BED_DIR`, for a checkout laid out differently).
+const SCRIPTS_REL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/storage-bed");
+
+/// Serial of the raw disk the guest writes its results tar onto.
+const RESULTS_SERIAL: &str = "kcore-results";
+/// Size of that disk; sparse on the host, so only what is written costs space.
+const RESULTS_DISK_BYTES: u64 = 256 << 20;
+/// Upper bound for any run's timeout, as everywhere in kcore.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// One TCG guest at a time in this process.
+static RUN_LOCK: Mutex<()> = Mutex::new(());
+
+/// Why the bed could not be prepared or a run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BedError {
+    /// The host cannot run the bed at all (no QEMU and installing it failed). Tests print
+    /// `SKIP:` for this one only; every other error is a failure.
+    #[error("storage bed unavailable on this host: {0}")]
+    Unavailable(String),
+    /// A helper program failed.
+    #[error("`{argv}` failed ({status}): {stderr_tail}")]
+    Command {
+        /// The full argument vector, for copy-paste.
+        argv: String,
+        /// How it ended.
+        status: String,
+        /// The end of its standard error.
+        stderr_tail: String,
+    },
+    /// A helper program could not be started.
+    #[error("cannot start `{argv}`: {source}")]
+    Spawn {
+        /// The full argument vector.
+        argv: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file operation on the host failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The run's parameters are wrong.
+    #[error("invalid run: {0}")]
+    Invalid(String),
+    /// The guest did not power off within the timeout; QEMU was killed.
+    #[error("guest did not finish within {timeout:?}; serial log tail:\n{serial_tail}")]
+    Timeout {
+        /// The timeout that expired.
+        timeout: Duration,
+        /// The end of the serial console log.
+        serial_tail: String,
+    },
+    /// The guest stopped without reporting an exit code (kernel panic, init failure).
+    #[error("guest ended without a result (qemu {status}); serial log tail:\n{serial_tail}")]
+    NoResult {
+        /// QEMU's exit status.
+        status: String,
+        /// The end of the serial console log.
+        serial_tail: String,
+    },
+}
+
+/// What kind of guest image a test needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BedOptions {
+    /// Use the image with OpenZFS 2.3 (built lazily with dkms the first time, then cached).
+    pub zfs: bool,
+}
+
+/// A virtual disk attached to the guest as `/dev/disk/by-id/virtio-<serial>`.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    /// virtio-blk serial (at most 20 bytes; letters, digits, `-`, `_`).
+    pub serial: String,
+    /// Size of a newly created disk.
+    pub size_bytes: u64,
+    /// A raw image file to use and keep (created at `size_bytes` if missing), so a later
+    /// boot sees the same disk. `None`: a fresh sparse disk that is deleted after the run.
+    pub image: Option<PathBuf>,
+}
+
+impl Disk {
+    /// A fresh, throw-away disk.
+    pub fn new(serial: &str, size_bytes: u64) -> Self {
+        Self {
+            serial: serial.to_owned(),
+            size_bytes,
+            image: None,
+        }
+    }
+
+    /// A disk backed by `image`, kept across runs.
+    pub fn persistent(serial: &str, size_bytes: u64, image: &Path) -> Self {
+        Self {
+            serial: serial.to_owned(),
+            size_bytes,
+            image: Some(image.to_owned()),
+        }
+    }
+}
+
+/// One boot of the guest.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Data disks, in this order on the PCI bus after the root disk.
+    pub disks: Vec<Disk>,
+    /// swtpm state directory: `Some` attaches a TPM2 (state kept there across runs).
+    pub tpm_state_dir: Option<PathBuf>,
+    /// Directory with `run.sh` and whatever it needs; unpacked at `/payload` in the guest,
+    /// where `run.sh` runs as root with `$KCORE_RESULTS` pointing at the results directory.
+    pub payload_dir: PathBuf,
+    /// Wall-clock limit for the whole boot (capped at one hour).
+    pub timeout: Duration,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit code of the payload's `run.sh`.
+    pub exit_code: i32,
+    /// Everything the guest wrote to its serial console (kernel, init, payload output).
+    pub serial_log: String,
+    /// Files the payload wrote to `$KCORE_RESULTS` (removed when the `Outcome` drops).
+    pub results_dir: PathBuf,
+    /// Guest uptime in seconds when the init script started (boot to userspace).
+    pub userspace_at_secs: Option<f64>,
+    /// Wall-clock time of the whole run on the host.
+    pub wall: Duration,
+    _results_tmp: tempfile::TempDir,
+}
+
+impl Outcome {
+    /// Reads a result file the payload wrote (`$KCORE_RESULTS/<name>`).
+    pub fn result(&self, name: &str) -> Result<String, BedError> {
+        let path = self.results_dir.join(name);
+        fs::read_to_string(&path).map_err(|source| BedError::Io {
+            what: "reading result",
+            path,
+            source,
+        })
+    }
+}
+
+/// A prepared bed: host tools present and a guest image built.
+#[derive(Debug, Clone)]
+pub struct Bed {
+    image_dir: PathBuf,
+    scripts_dir: PathBuf,
+}
+
+impl Bed {
+    /// Installs host tools if needed and builds (or finds cached) the guest image.
+    ///
+    /// Returns [`BedError::Unavailable`] only when the host truly cannot run the bed.
+    pub fn ensure(opts: BedOptions) -> Result<Bed, BedError> {
+        let scripts_dir = std::env::var_os("KCORE_STORAGE_BED_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(SCRIPTS_REL));
+        let setup = scripts_dir.join("setup-host.sh");
+        if !setup.is_file() {
+            return Err(BedError::Invalid(format!(
+                "{} not found; set KCORE_STORAGE_BED_DIR to the tests/storage-bed directory",
+                setup.display()
+            )));
+        }
+        if let Err(e) = run_cmd(Command::new(&setup)) {
+            // Installing failed: skip only if the tools really are missing.
+            if !on_path("qemu-system-x86_64") || !on_path("swtpm") {
+                return Err(BedError::Unavailable(format!(
+                    "qemu-system-x86_64/swtpm missing and setup-host.sh failed: {e}"
+                )));
+            }
+            return Err(e);
+        }
+        let mut build = Command::new(scripts_dir.join("build-image.sh"));
+        if opts.zfs {
+            build.arg("--zfs");
+        }
+        let out = run_cmd(build)?;
+        let image_dir = out
+            .lines()
+            .last()
+            .map(|l| PathBuf::from(l.trim()))
+            .filter(|p| p.join("root.img").is_file())
+            .ok_or_else(|| {
+                BedError::Invalid(format!(
+                    "build-image.sh printed no image directory (stdout: {out:?})"
+                ))
+            })?;
+        Ok(Bed {
+            image_dir,
+            scripts_dir,
+        })
+    }
+
+    /// The directory holding `root.img`, `vmlinuz`, `initrd.img` and `packages.txt`.
+    pub fn image_dir(&self) -> &Path {
+        &self.image_dir
+    }
+
+    /// The `tests/storage-bed` directory the bed was prepared from.
+    pub fn scripts_dir(&self) -> &Path {
+        &self.scripts_dir
+    }
+
+    /// Boots the guest once with `run`'s disks, TPM and payload and collects the outcome.
+    pub fn run(&self, run: &Run) -> Result<Outcome, BedError> {
+        let _guard = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        validate(run)?;
+        let started = Instant::now();
+        let work = tempfile::Builder::new()
+            .prefix("kcore-bed-")
+            .tempdir()
+            .map_err(|source| BedError::Io {
+                what: "creating temp dir",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let w = work.path();
+
+        let payload_tar = w.join("payload.tar");
+        let mut tar = Command::new("tar");
+        tar.arg("-cf")
+            .arg(&payload_tar)
+            .arg("-C")
+            .arg(&run.payload_dir)
+            .arg(".");
+        run_cmd(tar)?;
+
+        let results_img = w.join("results.img");
+        create_sparse(&results_img, RESULTS_DISK_BYTES)?;
+
+        let mut drives: Vec<(PathBuf, String)> = Vec::new();
+        for (i, d) in run.disks.iter().enumerate() {
+            let path = match &d.image {
+                Some(p) => p.clone(),
+                None => w.join(format!("disk{i}.img")),
+            };
+            if !path.exists() {
+                create_sparse(&path, d.size_bytes)?;
+            }
+            drives.push((path, d.serial.clone()));
+        }
+
+        let serial_log = w.join("serial.log");
+        let mut swtpm = match &run.tpm_state_dir {
+            Some(dir) => Some(start_swtpm(dir, &w.join("swtpm.sock"))?),
+            None => None,
+        };
+
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(qemu_argv(
+            &self.image_dir,
+            &drives,
+            &results_img,
+            &payload_tar,
+            &serial_log,
+            run.tpm_state_dir.as_ref().map(|_| w.join("swtpm.sock")),
+        ));
+        let argv = describe(&qemu);
+        tracing::debug!(%argv, "booting storage bed");
+        let waited = spawn_and_wait(qemu, run.timeout.min(MAX_TIMEOUT));
+        if let Some(child) = swtpm.as_mut() {
+            // swtpm --terminate exits when QEMU disconnects; reap it, or kill it if not.
+            if wait_timeout(child, Duration::from_secs(5)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let serial = fs::read(&serial_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let status = match waited {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                return Err(BedError::Timeout {
+                    timeout: run.timeout,
+                    serial_tail: tail(&serial, 60),
+                });
+            }
+            Err(source) => return Err(BedError::Spawn { argv, source }),
+        };
+
+        let results_tmp = tempfile::Builder::new()
+            .prefix("kcore-bed-results-")
+            .tempdir()
+            .map_err(|source| BedError::Io {
+                what: "creating temp dir",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let mut untar = Command::new("tar");
+        untar
+            .arg("-xf")
+            .arg(&results_img)
+            .arg("-C")
+            .arg(results_tmp.path());
+        let untarred = run_cmd(untar);
+        let code = fs::read_to_string(results_tmp.path().join("exit-code"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let exit_code = match (untarred, code) {
+            (Ok(_), Some(c)) => c,
+            _ => {
+                return Err(BedError::NoResult {
+                    status: status.to_string(),
+                    serial_tail: tail(&serial, 60),
+                });
+            }
+        };
+        Ok(Outcome {
+            exit_code,
+            userspace_at_secs: marker_value(&serial, "KCORE-BED: userspace uptime="),
+            serial_log: serial,
+            results_dir: results_tmp.path().to_owned(),
+            wall: started.elapsed(),
+            _results_tmp: results_tmp,
+        })
+    }
+}
+
+/// The QEMU argument vector for one boot. TCG, not KVM: the hosts this runs on are
+/// paravirtualised and `-accel kvm` aborts or crawls there.
+fn qemu_argv(
+    image_dir: &Path,
+    drives: &[(PathBuf, String)],
+    results_img: &Path,
+    payload_tar: &Path,
+    serial_log: &Path,
+    tpm_socket: Option<PathBuf>,
+) -> Vec<String> {
+    let p = |x: &Path| x.display().to_string();
+    let mut a: Vec<String> = [
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    a.push("-serial".into());
+    a.push(format!("file:{}", p(serial_log)));
+    a.push("-kernel".into());
+    a.push(p(&image_dir.join("vmlinuz")));
+    a.push("-initrd".into());
+    a.push(p(&image_dir.join("initrd.img")));
+    a.push("-append".into());
+    a.push(
+        "console=ttyS0 root=LABEL=kcore-bed-root rw init=/sbin/kcore-bed-init panic=-1 \
+         loglevel=4 fsck.mode=skip"
+            .into(),
+    );
+    let mut drive = |file: &Path, id: &str, serial: &str, extra: &str| {
+        a.push("-drive".into());
+        a.push(format!(
+            "file={},format=raw,if=none,id={id}{extra}",
+            qemu_escape(&p(file))
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-blk-pci,drive={id},serial={serial}"));
+    };
+    // The root image is shared by every run: snapshot=on keeps guest writes in a temp file.
+    drive(
+        &image_dir.join("root.img"),
+        "root",
+        "kcore-root",
+        ",snapshot=on",
+    );
+    for (i, (file, serial)) in drives.iter().enumerate() {
+        drive(file, &format!("d{i}"), serial, "");
+    }
+    drive(results_img, "results", RESULTS_SERIAL, "");
+    a.push("-fw_cfg".into());
+    a.push(format!(
+        "name=opt/kcore.payload,file={}",
+        qemu_escape(&p(payload_tar))
+    ));
+    a.push("-device".into());
+    a.push("virtio-rng-pci".into());
+    if let Some(sock) = tpm_socket {
+        a.push("-chardev".into());
+        a.push(format!("socket,id=chrtpm,path={}", qemu_escape(&p(&sock))));
+        a.push("-tpmdev".into());
+        a.push("emulator,id=tpm0,chardev=chrtpm".into());
+        a.push("-device".into());
+        a.push("tpm-tis,tpmdev=tpm0".into());
+    }
+    a
+}
+
+/// QEMU option values separate with `,`; a literal comma is written `,,`.
+fn qemu_escape(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+fn validate(run: &Run) -> Result<(), BedError> {
+    if !run.payload_dir.join("run.sh").is_file() {
+        return Err(BedError::Invalid(format!(
+            "payload_dir {} has no run.sh",
+            run.payload_dir.display()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &run.disks {
+        let ok = !d.serial.is_empty()
+            && d.serial.len() <= 20
+            && d.serial
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(BedError::Invalid(format!(
+                "disk serial {:?}: use 1-20 letters, digits, '-' or '_'",
+                d.serial
+            )));
+        }
+        if d.serial == RESULTS_SERIAL || d.serial == "kcore-root" {
+            return Err(BedError::Invalid(format!(
+                "disk serial {:?} is reserved by the bed",
+                d.serial
+            )));
+        }
+        if !seen.insert(d.serial.clone()) {
+            return Err(BedError::Invalid(format!(
+                "disk serial {:?} used twice",
+                d.serial
+            )));
+        }
+        if d.size_bytes == 0 && d.image.as_ref().is_none_or(|p| !p.exists()) {
+            return Err(BedError::Invalid(format!(
+                "disk {:?}: size_bytes must be > 0 for a new disk",
+                d.serial
+            )));
+        }
+    }
+    if run.timeout.is_zero() {
+        return Err(BedError::Invalid("timeout must be > 0".into()));
+    }
+    Ok(())
+}
+
+fn create_sparse(path: &Path, size: u64) -> Result<(), BedError> {
+    let io = |source| BedError::Io {
+        what: "creating disk image",
+        path: path.to_owned(),
+        source,
+    };
+    let f = fs::File::create(path).map_err(io)?;
+    f.set_len(size).map_err(io)
+}
+
+fn start_swtpm(state_dir: &Path, sock: &Path) -> Result<Child, BedError> {
+    fs::create_dir_all(state_dir).map_err(|source| BedError::Io {
+        what: "creating swtpm state dir",
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    let mut cmd = Command::new("swtpm");
+    cmd.arg("socket")
+        .arg("--tpm2")
+        .arg("--tpmstate")
+        .arg(format!(
+            "dir={}",
+            qemu_escape(&state_dir.display().to_string())
+        ))
+        .arg("--ctrl")
+        .arg(format!(
+            "type=unixio,path={}",
+            qemu_escape(&sock.display().to_string())
+        ))
+        .arg("--terminate")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let argv = describe(&cmd);
+    let mut child = cmd.spawn().map_err(|source| BedError::Spawn {
+        argv: argv.clone(),
+        source,
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(BedError::Command {
+                argv,
+                status: status.to_string(),
+                stderr_tail: "exited before creating its socket".into(),
+            });
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BedError::Command {
+                argv,
+                status: "timeout".into(),
+                stderr_tail: "no control socket after 10 s".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+/// Spawns `cmd` in its own process group and waits up to `timeout`; on expiry kills the
+/// whole group (QEMU and anything it started) and returns `Ok(None)`.
+fn spawn_and_wait(mut cmd: Command, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn()?;
+    match wait_timeout(&mut child, timeout) {
+        Some(status) => Ok(Some(status)),
+        None => {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait();
+            Ok(None)
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            _ => return None,
+        }
+    }
+}
+
+/// Runs a helper to completion; stdout is returned, stderr is passed through to the test's
+/// stderr (build progress) and its tail kept for the error.
+fn run_cmd(mut cmd: Command) -> Result<String, BedError> {
+    let argv = describe(&cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| BedError::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
+    let mut err_pipe = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = p.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                eprint!("{}", String::from_utf8_lossy(&buf[..n]));
+                all.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let mut out = String::new();
+    if let Some(mut p) = child.stdout.take() {
+        let _ = p.read_to_string(&mut out);
+    }
+    let status = child.wait().map_err(|source| BedError::Spawn {
+        argv: argv.clone(),
+        source,
+    })?;
+    let err = err_thread.join().unwrap_or_default();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(BedError::Command {
+            argv,
+            status: status.to_string(),
+            stderr_tail: tail(&err, 20),
+        })
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+fn marker_value(log: &str, marker: &str) -> Option<f64> {
+    log.lines()
+        .find_map(|l| l.split_once(marker).map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_argv_attaches_disks_by_serial_and_escapes_commas() {
+        let a = qemu_argv(
+            Path::new("/img"),
+            &[(PathBuf::from("/t/a,b.img"), "data1".into())],
+            Path::new("/t/res.img"),
+            Path::new("/t/p.tar"),
+            Path::new("/t/serial.log"),
+            None,
+        );
+        let joined = a.join(" ");
+        assert!(joined.contains("file=/t/a,,b.img,format=raw,if=none,id=d0"));
+        assert!(joined.contains("virtio-blk-pci,drive=d0,serial=data1"));
+        assert!(joined.contains("file=/img/root.img,format=raw,if=none,id=root,snapshot=on"));
+        assert!(joined.contains("-accel tcg"));
+        assert!(!joined.contains("tpm-tis"));
+    }
+
+    #[test]
+    fn invalid_serials_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("run.sh"), "true\n").unwrap();
+        let mut run = Run {
+            disks: vec![Disk::new("has space", 1 << 20)],
+            tpm_state_dir: None,
+            payload_dir: dir.path().to_owned(),
+            timeout: Duration::from_secs(1),
+        };
+        let e = validate(&run).unwrap_err().to_string();
+        assert!(
+            e.contains("has space") && e.contains("letters, digits"),
+            "{e}"
+        );
+        run.disks = vec![Disk::new("kcore-results", 1 << 20)];
+        assert!(validate(&run).unwrap_err().to_string().contains("reserved"));
+        run.disks = vec![Disk::new("a", 1 << 20), Disk::new("a", 1 << 20)];
+        assert!(validate(&run).unwrap_err().to_string().contains("twice"));
+        run.disks = vec![Disk::new("a", 1 << 20)];
+        assert!(validate(&run).is_ok());
+    }
+
+    #[test]
+    fn marker_value_reads_the_uptime() {
+        let log = "noise\nKCORE-BED: userspace uptime=9.81\nmore";
+        assert_eq!(
+            marker_value(log, "KCORE-BED: userspace uptime="),
+            Some(9.81)
+        );
+        assert_eq!(marker_value("none", "KCORE-BED: userspace uptime="), None);
+    }
+}
