@@ -1,3 +1,21 @@
 //! HTTPS plumbing shared by the agent, the controller and kctl: a TLS accept loop that
 //! hands each request the peer's identity, hot-reloadable certificates, the JSON error
-//! envelope, and a client with mTLS, pinning and controller failover.
+//! envelope, role checks, NDJSON progress streams, and a client with mTLS, pinning and
+//! controller failover. The protocol is described in `docs/wire-protocol.md`.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod ndjson;
+pub mod server;
+
+pub use auth::{Authenticated, allow_roles, ensure_self, require_role};
+pub use client::{Client, ClientError, ClientOptions};
+pub use error::{ApiFailure, ApiJson, codes};
+pub use ndjson::ndjson_response;
+pub use server::{
+    PeerCert, PeerCertInfo, PeerIdentity, ServeOptions, TlsSource, serve, serve_with,
+};
+
+/// Every API path starts with this prefix.
+pub const API_PREFIX: &str = "/v1";
