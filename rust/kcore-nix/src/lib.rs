@@ -1,3 +1,19 @@
 //! Typed runners for the external programs kcore drives (`nix-instantiate`, `nix`,
 //! `nixos-rebuild`, `disko`, `systemd-run`, `lsblk`, ...): argument vectors only, never a
 //! shell. Also Nix string escaping and pinned flake URLs.
+//!
+//! - [`runner`]: resolve a program once, run it with an argv, a timeout that kills the
+//!   whole process group, and errors that carry the full argv, exit status and stderr tail.
+//! - [`programs`]: the well-known programs and the environment variables that override them.
+//! - [`escape`]: values spliced into Nix source (string literals, attribute names).
+//! - [`flake`]: `flake_ref` + `flake_rev` into a URL that pins the revision.
+
+pub mod escape;
+pub mod flake;
+pub mod programs;
+pub mod runner;
+
+pub use escape::{EscapeError, attr_name, is_valid_attr_name, nix_string};
+pub use flake::{FlakeError, pinned_flake_url};
+pub use programs::Tool;
+pub use runner::{Invocation, Output, Program, RunError, StreamLine};
