@@ -178,11 +178,18 @@ struct AnyOrPinned {
 }
 
 /// The error a wrong pin produces; kctl shows it, so it names both fingerprints.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("server certificate fingerprint {actual} does not match the pinned {expected}")]
 struct PinMismatch {
     expected: String,
     actual: String,
+}
+
+// rustls prints nested certificate errors with `{:?}`: make that the readable message.
+impl std::fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl ServerCertVerifier for AnyOrPinned {

@@ -1,0 +1,702 @@
+//! kcore-net against real TLS on 127.0.0.1: mTLS admission (missing, foreign, expired
+//! certificates), sub-CA rotation, role and self-only checks, install mode (-k and
+//! pinning), certificate hot reload, graceful shutdown, NDJSON, and client failover.
+#![allow(clippy::unwrap_used)] // tests may unwrap (team rule); helpers are test code too
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kcore_net::*;
+use kcore_pki::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+struct Pki {
+    root: Authority,
+    sub: Authority,
+}
+
+fn pki() -> Pki {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let sub = root.new_sub_ca("c1", 365 * DAY).unwrap();
+    Pki { root, sub }
+}
+
+fn ident(role: Role, id: &str) -> Identity {
+    Identity::new("lab", role, id).unwrap()
+}
+
+fn local_names() -> Vec<String> {
+    vec!["127.0.0.1".into(), "localhost".into()]
+}
+
+fn mtls_server(p: &Pki) -> TlsSource {
+    let leaf = p
+        .sub
+        .issue(&ident(Role::Controller, "c1"), &local_names(), 30 * DAY)
+        .unwrap();
+    TlsSource::new(server_config(p.root.cert_pem(), &leaf.cert_pem, &leaf.key_pem).unwrap())
+}
+
+fn quick() -> ClientOptions {
+    ClientOptions {
+        connect_timeout: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(3),
+        total_timeout: Duration::from_secs(8),
+        stream_idle_timeout: Duration::from_secs(5),
+    }
+}
+
+fn client_with(urls: &[&str], tls: rustls::ClientConfig, options: ClientOptions) -> Client {
+    Client::new(urls.iter().map(|u| u.to_string()).collect(), tls, options).unwrap()
+}
+
+fn mtls_client(trust: &Authority, cert: &CertifiedKey, urls: &[&str]) -> Client {
+    client_with(
+        urls,
+        client_config(trust.cert_pem(), &cert.cert_pem, &cert.key_pem).unwrap(),
+        quick(),
+    )
+}
+
+struct Running {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+async fn start(tls: TlsSource, app: Router) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(serve(listener, tls, app, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        url,
+        stop: Some(tx),
+        handle,
+    }
+}
+
+#[derive(Clone, Default)]
+struct AppState {
+    name: &'static str,
+    hits: Arc<AtomicUsize>,
+    gate: Arc<Notify>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct WhoAmI {
+    identity: Option<String>,
+    not_after: Option<i64>,
+    server: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Step {
+    step: u32,
+}
+
+const ADMIN_ONLY: &[Role] = &[Role::Admin];
+
+fn app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/v1/admin", get(|| async { Json(json!({"ok": true})) }))
+        .route_layer(from_fn_with_state(ADMIN_ONLY, allow_roles));
+    Router::new()
+        .route(
+            "/v1/whoami",
+            get(
+                |State(s): State<AppState>, peer: PeerIdentity, cert: PeerCert| async move {
+                    s.hits.fetch_add(1, Ordering::SeqCst);
+                    Json(WhoAmI {
+                        identity: peer.0.map(|i| i.uri()),
+                        not_after: cert.0.map(|c| c.not_after.unix_timestamp()),
+                        server: s.name.to_string(),
+                    })
+                },
+            ),
+        )
+        .route(
+            "/v1/nodes/{id}/report",
+            post(
+                |Authenticated(who): Authenticated,
+                 Path(id): Path<String>,
+                 ApiJson(body): ApiJson<Step>| async move {
+                    ensure_self(&who, &id)?;
+                    Ok::<_, ApiFailure>(Json(
+                        json!({"node": id, "step": body.step, "by": who.uri()}),
+                    ))
+                },
+            ),
+        )
+        .route(
+            "/v1/conflict",
+            get(|State(s): State<AppState>| async move {
+                s.hits.fetch_add(1, Ordering::SeqCst);
+                ApiFailure::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "PLAN_HASH_MISMATCH",
+                    "plan changed",
+                )
+            }),
+        )
+        .route(
+            "/v1/maybe",
+            get(|State(s): State<AppState>| async move {
+                s.hits.fetch_add(1, Ordering::SeqCst);
+                if s.name == "down" {
+                    Err(ApiFailure::unavailable("draining"))
+                } else {
+                    Ok(Json(json!({"server": s.name})))
+                }
+            }),
+        )
+        .route(
+            "/v1/progress",
+            post(|ApiJson(req): ApiJson<Value>| async move {
+                let count = req["count"].as_u64().unwrap_or(0) as u32;
+                ndjson_response(futures::stream::iter((0..count).map(|step| Step { step })))
+            }),
+        )
+        .route(
+            "/v1/gated",
+            // One item, then wait for the test to open the gate, then a second item.
+            get(|State(s): State<AppState>| async move {
+                let gate = s.gate.clone();
+                let items = futures::stream::unfold(0u32, move |n| {
+                    let gate = gate.clone();
+                    async move {
+                        match n {
+                            0 => Some((Step { step: 0 }, 1)),
+                            1 => {
+                                gate.notified().await;
+                                Some((Step { step: 1 }, 2))
+                            }
+                            _ => None,
+                        }
+                    }
+                });
+                ndjson_response(items)
+            }),
+        )
+        .merge(admin)
+        .fallback(kcore_net::error::not_found)
+        .with_state(state)
+}
+
+fn named(name: &'static str) -> AppState {
+    AppState {
+        name,
+        ..AppState::default()
+    }
+}
+
+#[tokio::test]
+async fn mtls_identity_and_expiry_reach_the_handler() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let client = mtls_client(&p.root, &admin, &[&server.url]);
+    let who: WhoAmI = client.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(who.identity.as_deref(), Some("kcore://lab/admin/ops"));
+    assert_eq!(
+        who.not_after,
+        Some(not_after(&admin.cert_pem).unwrap().unix_timestamp())
+    );
+    // Unknown routes answer with the envelope as well.
+    let err = client.get_json::<Value>("/v1/nope").await.unwrap_err();
+    assert_eq!(err.api_code(), Some("NOT_FOUND"), "{err}");
+    server.stop().await;
+}
+
+/// Expects the call to fail at the TLS layer (the server refuses the handshake).
+async fn assert_refused(client: &Client) {
+    match client.get_json::<WhoAmI>("/v1/whoami").await {
+        Err(ClientError::Unreachable { attempts, .. }) => assert_eq!(attempts.len(), 1),
+        other => panic!("expected a refused handshake, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn clients_without_valid_certificates_are_refused() {
+    let p = pki();
+    let state = named("a");
+    let hits = state.hits.clone();
+    let server = start(mtls_server(&p), app(state)).await;
+
+    // Positive control: a good node certificate from the sub-CA is accepted.
+    let node = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let who: WhoAmI = mtls_client(&p.root, &node, &[&server.url])
+        .get_json("/v1/whoami")
+        .await
+        .unwrap();
+    assert_eq!(who.identity.as_deref(), Some("kcore://lab/node/n1"));
+
+    // No client certificate at all.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(certs_from_pem(p.root.cert_pem()).unwrap()[0].clone())
+        .unwrap();
+    let anonymous = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    assert_refused(&client_with(&[&server.url], anonymous, quick())).await;
+
+    // A certificate from another cluster's CA, even with a plausible identity.
+    let other = Authority::new_root("lab", DAY).unwrap();
+    let foreign = other.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    assert_refused(&mtls_client(&p.root, &foreign, &[&server.url])).await;
+
+    // An expired certificate from the right sub-CA.
+    let now = OffsetDateTime::now_utc();
+    let expired = p
+        .sub
+        .issue_between(
+            &ident(Role::Node, "n1"),
+            &[],
+            now - time::Duration::days(30),
+            now - time::Duration::hours(1),
+        )
+        .unwrap();
+    assert_refused(&mtls_client(&p.root, &expired, &[&server.url])).await;
+
+    // A leaf whose chain lacks its sub-CA cannot be verified against the root.
+    let leaf_only = CertifiedKey {
+        cert_pem: node
+            .cert_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .unwrap()
+            .to_string(),
+        key_pem: node.key_pem.clone(),
+    };
+    assert_eq!(certs_from_pem(&leaf_only.cert_pem).unwrap().len(), 1);
+    assert_refused(&mtls_client(&p.root, &leaf_only, &[&server.url])).await;
+
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "only the good client reached the handler"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn leaves_of_a_rotated_sub_ca_stay_valid_until_they_expire() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let old_leaf = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let rotated = p.root.new_sub_ca("c1-2", 365 * DAY).unwrap();
+    let new_leaf = rotated.issue(&ident(Role::Node, "n2"), &[], DAY).unwrap();
+    assert_ne!(
+        certs_from_pem(&old_leaf.cert_pem).unwrap()[1],
+        certs_from_pem(&new_leaf.cert_pem).unwrap()[1],
+        "the two leaves carry different sub-CAs"
+    );
+    for (leaf, id) in [(&old_leaf, "n1"), (&new_leaf, "n2")] {
+        let who: WhoAmI = mtls_client(&p.root, leaf, &[&server.url])
+            .get_json("/v1/whoami")
+            .await
+            .unwrap();
+        assert_eq!(who.identity, Some(format!("kcore://lab/node/{id}")));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn routes_enforce_roles_and_self_only() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let node = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let ctl = p
+        .sub
+        .issue(&ident(Role::Controller, "c2"), &[], DAY)
+        .unwrap();
+    let admin_c = mtls_client(&p.root, &admin, &[&server.url]);
+    let node_c = mtls_client(&p.root, &node, &[&server.url]);
+    let ctl_c = mtls_client(&p.root, &ctl, &[&server.url]);
+
+    let ok: Value = admin_c.get_json("/v1/admin").await.unwrap();
+    assert_eq!(ok["ok"], true);
+    for c in [&node_c, &ctl_c] {
+        match c.get_json::<Value>("/v1/admin").await.unwrap_err() {
+            ClientError::Api { status, error, .. } => {
+                assert_eq!(status, 403);
+                assert_eq!(error.code, "FORBIDDEN");
+                assert!(
+                    error.message.contains("allowed roles: admin"),
+                    "{}",
+                    error.message
+                );
+            }
+            other => panic!("expected 403, got {other:?}"),
+        }
+    }
+
+    let body = Step { step: 3 };
+    let mine: Value = node_c
+        .post_json("/v1/nodes/n1/report", &body)
+        .await
+        .unwrap();
+    assert_eq!(mine["by"], "kcore://lab/node/n1");
+    let err = node_c
+        .post_json::<_, Value>("/v1/nodes/n2/report", &body)
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_code(), Some("FORBIDDEN"), "{err}");
+    let theirs: Value = ctl_c.post_json("/v1/nodes/n2/report", &body).await.unwrap();
+    assert_eq!(theirs["node"], "n2");
+
+    // Bad JSON gets the envelope with the parser's explanation.
+    let err = node_c
+        .post_json::<_, Value>("/v1/nodes/n1/report", &json!({"step": "three"}))
+        .await
+        .unwrap_err();
+    match err {
+        ClientError::Api { status, error, .. } => {
+            assert_eq!(status, 422);
+            assert_eq!(error.code, "BAD_REQUEST");
+            assert!(error.message.contains("step"), "{}", error.message);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_identity_get_401() {
+    use tower::ServiceExt as _;
+    // Requests that did not pass through `serve` carry no PeerIdentity: the extractor
+    // and the middleware must both treat them as unauthenticated.
+    for (method, uri, body) in [
+        ("GET", "/v1/admin", ""),
+        ("POST", "/v1/nodes/n1/report", r#"{"step":1}"#),
+    ] {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let resp = app(named("a")).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 401, "{uri}");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let err: kcore_api::ApiError = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(err.code, "UNAUTHENTICATED");
+    }
+}
+
+#[tokio::test]
+async fn install_mode_with_insecure_and_pinned_clients() {
+    let (cert, fingerprint) = self_signed_install(&local_names()).unwrap();
+    let tls = TlsSource::new(server_config_no_client_auth(&cert.cert_pem, &cert.key_pem).unwrap());
+    let server = start(tls, app(named("iso"))).await;
+
+    let insecure = client_with(&[&server.url], client_config_insecure().unwrap(), quick());
+    let who: WhoAmI = insecure.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(who.identity, None, "install mode has no client identity");
+
+    let upper_with_colons = fingerprint
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let pinned = client_with(
+        &[&server.url],
+        client_config_pinned(&upper_with_colons).unwrap(),
+        quick(),
+    );
+    let who: WhoAmI = pinned.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(who.server, "iso");
+
+    let (_, other_fp) = self_signed_install(&local_names()).unwrap();
+    let wrong = client_with(
+        &[&server.url],
+        client_config_pinned(&other_fp).unwrap(),
+        quick(),
+    );
+    let err = wrong.get_json::<WhoAmI>("/v1/whoami").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("does not match the pinned"), "{text}");
+    assert!(
+        text.contains(&fingerprint),
+        "names the actual fingerprint: {text}"
+    );
+
+    // A cluster client does not trust the self-signed installer certificate.
+    let p = pki();
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    assert_refused(&mtls_client(&p.root, &admin, &[&server.url])).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_the_certificate_without_dropping_connections() {
+    let (a, fp_a) = self_signed_install(&local_names()).unwrap();
+    let (b, fp_b) = self_signed_install(&local_names()).unwrap();
+    let tls = TlsSource::new(server_config_no_client_auth(&a.cert_pem, &a.key_pem).unwrap());
+    let state = named("hot");
+    let gate = state.gate.clone();
+    let server = start(tls.clone(), app(state)).await;
+    let pinned = |fp: &str| client_with(&[&server.url], client_config_pinned(fp).unwrap(), quick());
+
+    let _: WhoAmI = pinned(&fp_a).get_json("/v1/whoami").await.unwrap();
+
+    // A stream opened with certificate A, still running while we swap.
+    let streaming = Arc::new(pinned(&fp_a));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream_task = {
+        let streaming = streaming.clone();
+        tokio::spawn(async move {
+            streaming
+                .stream_ndjson("/v1/gated", None::<&()>, |s: Step| tx.send(s.step).unwrap())
+                .await
+        })
+    };
+    assert_eq!(rx.recv().await, Some(0));
+
+    tls.replace(server_config_no_client_auth(&b.cert_pem, &b.key_pem).unwrap());
+
+    let err = pinned(&fp_a)
+        .get_json::<WhoAmI>("/v1/whoami")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not match the pinned"),
+        "{err}"
+    );
+    let who: WhoAmI = pinned(&fp_b).get_json("/v1/whoami").await.unwrap();
+    assert_eq!(who.server, "hot");
+
+    // The connection made before the swap is still alive and finishes its stream.
+    gate.notify_one();
+    assert_eq!(rx.recv().await, Some(1));
+    stream_task.await.unwrap().unwrap();
+    assert!(!server.handle.is_finished(), "the server kept running");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ndjson_streams_items_in_order() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let client = mtls_client(&p.root, &admin, &[&server.url]);
+    let mut seen = Vec::new();
+    client
+        .stream_ndjson("/v1/progress", Some(&json!({"count": 50})), |s: Step| {
+            seen.push(s.step)
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    // Errors before the stream starts are ordinary API errors.
+    let err = client
+        .stream_ndjson("/v1/conflict", None::<&()>, |_: Value| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_code(), Some("PLAN_HASH_MISMATCH"), "{err}");
+    server.stop().await;
+}
+
+async fn closed_port_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+/// Accepts TCP connections and never says anything (a hung server).
+async fn hanging_url() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn failover_past_a_closed_port_and_a_hung_server() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("good"))).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let tls = || client_config(p.root.cert_pem(), &admin.cert_pem, &admin.key_pem).unwrap();
+    let closed = closed_port_url().await;
+    let (hung, hung_task) = hanging_url().await;
+    let options = ClientOptions {
+        attempt_timeout: Duration::from_millis(700),
+        total_timeout: Duration::from_secs(10),
+        ..quick()
+    };
+
+    let client = client_with(&[&closed, &hung, &server.url], tls(), options.clone());
+    let who: WhoAmI = client.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(who.server, "good");
+
+    // Every server bad: the error lists each one and why.
+    let closed2 = closed_port_url().await;
+    let client = client_with(&[&closed2, &hung], tls(), options.clone());
+    match client.get_json::<WhoAmI>("/v1/whoami").await.unwrap_err() {
+        ClientError::Unreachable {
+            attempts,
+            not_tried,
+        } => {
+            assert_eq!(attempts.len(), 2);
+            assert_eq!(attempts[0].0, closed2);
+            assert!(
+                attempts[0].1.to_lowercase().contains("refused"),
+                "{}",
+                attempts[0].1
+            );
+            assert_eq!(attempts[1].0, hung);
+            assert!(
+                attempts[1].1.contains("no answer within"),
+                "{}",
+                attempts[1].1
+            );
+            assert!(not_tried.is_empty());
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+
+    // The total budget bounds the call: with two hung servers ahead of the good one and
+    // a budget of about one attempt, the good server is never reached.
+    let (hung2, hung2_task) = hanging_url().await;
+    let tight = ClientOptions {
+        attempt_timeout: Duration::from_millis(700),
+        total_timeout: Duration::from_millis(1000),
+        ..quick()
+    };
+    let client = client_with(&[&hung, &hung2, &server.url], tls(), tight);
+    match client.get_json::<WhoAmI>("/v1/whoami").await.unwrap_err() {
+        ClientError::Unreachable {
+            attempts,
+            not_tried,
+        } => {
+            assert_eq!(attempts.len(), 2, "{attempts:?}");
+            assert_eq!(not_tried, vec![server.url.clone()]);
+            let text = ClientError::Unreachable {
+                attempts,
+                not_tried,
+            }
+            .to_string();
+            assert!(
+                text.contains("not tried (total time budget spent)"),
+                "{text}"
+            );
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    hung_task.abort();
+    hung2_task.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn api_errors_are_returned_as_is_and_503_fails_over() {
+    let p = pki();
+    let first = named("down");
+    let second = named("up");
+    let (first_hits, second_hits) = (first.hits.clone(), second.hits.clone());
+    let s1 = start(mtls_server(&p), app(first)).await;
+    let s2 = start(mtls_server(&p), app(second)).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let client = mtls_client(&p.root, &admin, &[&s1.url, &s2.url]);
+
+    match client.get_json::<Value>("/v1/conflict").await.unwrap_err() {
+        ClientError::Api {
+            status,
+            error,
+            server,
+        } => {
+            assert_eq!(status, 409);
+            assert_eq!(error.code, "PLAN_HASH_MISMATCH");
+            assert_eq!(server, s1.url);
+        }
+        other => panic!("expected the 409 as is, got {other:?}"),
+    }
+    assert_eq!(first_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        second_hits.load(Ordering::SeqCst),
+        0,
+        "a 4xx must not fail over"
+    );
+
+    let answer: Value = client.get_json("/v1/maybe").await.unwrap();
+    assert_eq!(answer["server"], "up");
+    assert_eq!(first_hits.load(Ordering::SeqCst), 2);
+    assert_eq!(second_hits.load(Ordering::SeqCst), 1);
+    // The server that answered is preferred next time.
+    let _: WhoAmI = client.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(first_hits.load(Ordering::SeqCst), 2);
+    s1.stop().await;
+    s2.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let p = pki();
+    let state = named("a");
+    let gate = state.gate.clone();
+    let server = start(mtls_server(&p), app(state)).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let client = Arc::new(mtls_client(&p.root, &admin, &[&server.url]));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .stream_ndjson("/v1/gated", None::<&()>, |s: Step| tx.send(s.step).unwrap())
+                .await
+        })
+    };
+    assert_eq!(rx.recv().await, Some(0));
+    let Running { url, stop, handle } = server;
+    stop.unwrap().send(()).unwrap();
+    // Shutdown waits for the open request rather than cutting it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !handle.is_finished(),
+        "serve returned while a request was in flight"
+    );
+    gate.notify_one();
+    assert_eq!(rx.recv().await, Some(1));
+    in_flight.await.unwrap().unwrap();
+    handle.await.unwrap().unwrap();
+    // And the port is closed afterwards.
+    let fresh = mtls_client(&p.root, &admin, &[&url]);
+    assert!(matches!(
+        fresh.get_json::<WhoAmI>("/v1/whoami").await,
+        Err(ClientError::Unreachable { .. })
+    ));
+}
