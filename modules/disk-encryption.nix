@@ -40,13 +40,13 @@ in
 
     name = lib.mkOption {
       type = lib.types.strMatching "[A-Za-z0-9_-]+";
-      default = "cryptroot";
-      description = "Name of the opened device (`/dev/mapper/<name>`), as in the disko layout.";
+      default = "crypted";
+      description = "Name of the opened device (`/dev/mapper/<name>`), as in the disko layout (kcore-disko names it `crypted`).";
     };
 
     device = lib.mkOption {
       type = klib.runtimePath;
-      example = "/dev/disk/by-partlabel/disk-os-luks";
+      example = "/dev/disk/by-partlabel/disk-os-root";
       description = "The LUKS2 partition of the OS disk (a stable `/dev/disk/by-*` path).";
     };
 
@@ -115,7 +115,9 @@ in
 
     boot.initrd.luks.devices.${cfg.name} = {
       inherit (cfg) device;
-      crypttabExtraOpts = lib.optional (cfg.unlock == "tpm2") "tpm2-device=auto";
+      # mkDefault: disko's luks type already sets this from the kcore-disko layout; a second
+      # identical entry would only duplicate the crypttab option.
+      crypttabExtraOpts = lib.mkDefault (lib.optional (cfg.unlock == "tpm2") "tpm2-device=auto");
       keyFile = lib.mkIf (cfg.unlock == "keyFile") cfg.keyFile;
     };
 

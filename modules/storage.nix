@@ -3,7 +3,7 @@
 #
 # This is the one place a node's storage is declared: the agent's `settings.storage` is derived
 # from it (defining those keys elsewhere conflicts), and the disko fragments are merged into
-# `disko.devices` (this module needs disko's NixOS module, which the kcore flake imports).
+# `disko.devices` with the install-time layout (this module needs disko's NixOS module, which the kcore flake imports).
 {
   config,
   lib,
@@ -16,9 +16,11 @@ let
 
   # A fragment is what kcore-disko renders and the agent keeps under /etc/kcore/disko: a file
   # (or the attribute set it evaluates to) of the form `{ disko.devices = { ... }; }`.
+  fragmentType = lib.types.either lib.types.path (lib.types.attrsOf lib.types.anything);
+  allFragments = lib.optional (cfg.layout != null) cfg.layout ++ cfg.diskoFragments;
   fragmentValue = f: if builtins.isAttrs f then f else import f;
   fragmentDevices = f: (fragmentValue f).disko.devices or { };
-  badFragments = lib.filter (f: !(lib.hasAttrByPath [ "disko" "devices" ] (fragmentValue f))) cfg.diskoFragments;
+  badFragments = lib.filter (f: !(lib.hasAttrByPath [ "disko" "devices" ] (fragmentValue f))) allFragments;
 
   # Thin pools declared by the fragments (disko's lvm_vg type: lvs.<name>.lvm_type = "thin-pool").
   fragmentThinPools = lib.concatMap (
@@ -26,7 +28,7 @@ let
     lib.concatMap (vg: lib.filter (lv: (lv.lvm_type or null) == "thin-pool") (lib.attrValues (vg.lvs or { }))) (
       lib.attrValues ((fragmentDevices f).lvm_vg or { })
     )
-  ) cfg.diskoFragments;
+  ) allFragments;
 in
 {
   options.kcore.storage = {
@@ -90,8 +92,19 @@ in
       };
     };
 
+    layout = lib.mkOption {
+      type = lib.types.nullOr fragmentType;
+      default = null;
+      example = lib.literalExpression "./disko.nix";
+      description = ''
+        The node's install-time disko layout (OS disk and data disks), `{ disko.devices = { ... }; }`
+        as `kcore-disko` renders it for the installer (a file, or the attribute set itself).
+        Merged into `disko.devices`, like `diskoFragments`.
+      '';
+    };
+
     diskoFragments = lib.mkOption {
-      type = lib.types.listOf (lib.types.either lib.types.path (lib.types.attrsOf lib.types.anything));
+      type = lib.types.listOf fragmentType;
       default = [ ];
       example = lib.literalExpression "[ ./disko/data1.nix ]";
       description = ''
@@ -140,14 +153,14 @@ in
           kcore.storage.diskoFragments is set while kcore.storage.managementMode is
           "installer-only": day-2 fragments exist only on controller-managed nodes. Set
           kcore.storage.managementMode = "controller-managed" (and the node's
-          ${cfg.managementModeFile}), or describe the installer's layout in disko.devices.
+          ${cfg.managementModeFile}), or put the install-time layout in kcore.storage.layout.
         '';
       }
       {
         assertion = badFragments == [ ];
         message = ''
-          kcore.storage.diskoFragments: ${toString (lib.length badFragments)} fragment(s) have no
-          `disko.devices` attribute. Each fragment must be `{ disko.devices = { ... }; }`, as
+          kcore.storage.layout / diskoFragments: ${toString (lib.length badFragments)} fragment(s) have
+          no `disko.devices` attribute. Each fragment must be `{ disko.devices = { ... }; }`, as
           kcore-disko renders it.
         '';
       }
@@ -163,7 +176,7 @@ in
       };
     };
 
-    disko.devices = lib.mkMerge (map fragmentDevices cfg.diskoFragments);
+    disko.devices = lib.mkMerge (map fragmentDevices allFragments);
 
     # `f` creates the file with this content only when it does not exist: a rebuild never
     # overwrites the mode an operator (or the controller) set on the node.

@@ -6,6 +6,9 @@
 #   nix-instantiate --eval --strict --json --readonly-mode tests/eval/eval.nix \
 #     --argstr nixpkgsLib /path/to/nixpkgs/lib --argstr configJSON '{ ... }' --argstr select outputs
 #
+# `host = "<dir>"` evaluates an example host (hosts/<dir>) with host-stubs.nix in place of
+# the JSON configuration.
+#
 # `select = "assertions"` returns only the messages of the failed assertions (a configuration
 # under test may be deliberately wrong); `select = "outputs"` returns the rendered files,
 # units and merged devices, and fails if any assertion fails.
@@ -13,6 +16,7 @@
   nixpkgsLib,
   configJSON,
   select ? "outputs",
+  host ? "",
 }:
 let
   lib = import nixpkgsLib;
@@ -25,6 +29,10 @@ let
       { _module.args.pkgs = pkgs; }
       # The configuration under test, a plain data module.
       { config = builtins.fromJSON configJSON; }
+    ]
+    ++ lib.optionals (host != "") [
+      ./host-stubs.nix
+      (../../hosts + "/${host}")
     ];
   };
   inherit (evaluated) config;

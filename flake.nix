@@ -1,0 +1,126 @@
+{
+  description = "kcore: install, join, store and roll out clusters of NixOS hypervisor nodes";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    disko = {
+      url = "github:nix-community/disko";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
+
+  outputs =
+    {
+      self,
+      nixpkgs,
+      disko,
+    }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      # The flake's store paths (kcore package, disko tool and source, nixpkgs lib) for the
+      # modules; see modules/flake-inputs.nix.
+      flakeInputs = import ./modules/flake-inputs.nix { inherit self disko nixpkgs; };
+      withInputs = module: {
+        imports = [
+          module
+          flakeInputs
+        ];
+      };
+
+      # Every directory under hosts/ is a nixosConfiguration of the same name.
+      hostNames = lib.attrNames (lib.filterAttrs (_: type: type == "directory") (builtins.readDir ./hosts));
+      mkHost =
+        name:
+        lib.nixosSystem {
+          modules = [
+            self.nixosModules.default
+            ./hosts/${name}
+          ];
+          specialArgs = {
+            kcoreFlake = self;
+          };
+        };
+    in
+    {
+      nixosModules = {
+        default = withInputs ./modules;
+        agent = withInputs {
+          imports = [
+            ./modules/agent.nix
+            ./modules/storage.nix
+          ];
+        };
+        controller = withInputs ./modules/controller.nix;
+        storage = withInputs {
+          imports = [
+            ./modules/agent.nix
+            ./modules/storage.nix
+          ];
+        };
+        diskEncryption = withInputs ./modules/disk-encryption.nix;
+      };
+
+      overlays.default = final: _prev: {
+        kcore = final.callPackage ./pkgs/kcore/package.nix { };
+      };
+
+      packages = forAllSystems (pkgs: {
+        kcore = pkgs.callPackage ./pkgs/kcore/package.nix { };
+        default = self.packages.${pkgs.stdenv.hostPlatform.system}.kcore;
+        installer-iso = self.nixosConfigurations.installer.config.system.build.isoImage;
+      });
+
+      nixosConfigurations = lib.genAttrs hostNames mkHost;
+
+      checks = forAllSystems (
+        pkgs:
+        let
+          system = pkgs.stdenv.hostPlatform.system;
+          vmTest = file: pkgs.testers.runNixOSTest (import file { inherit self; });
+        in
+        {
+          # hosts/*/disko.nix are kcore-disko's output (checked against it by kcore-nixos-checks).
+          formatting = pkgs.runCommand "kcore-nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
+            find ${self} -name '*.nix' -not -path '*/rust/target/*' -not -path '*/hosts/*/disko.nix' -print0 \
+              | xargs -0 nixfmt --check
+            touch $out
+          '';
+          kcore = self.packages.${system}.kcore;
+        }
+        # Every host evaluates and builds (srvos-style: each host is a check).
+        // lib.optionalAttrs (system == "x86_64-linux") (
+          lib.mapAttrs' (
+            name: host: lib.nameValuePair "host-${name}" host.config.system.build.toplevel
+          ) self.nixosConfigurations
+          // {
+            vm-join = vmTest ./tests/vm/join.nix;
+            vm-apply-disko = vmTest ./tests/vm/apply-disko.nix;
+            vm-luks-tpm2 = vmTest ./tests/vm/luks-tpm2.nix;
+            vm-rollout = vmTest ./tests/vm/rollout.nix;
+          }
+        )
+      );
+
+      formatter = forAllSystems (pkgs: pkgs.nixfmt-tree);
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.kcore ];
+          packages = [
+            pkgs.cargo
+            pkgs.clippy
+            pkgs.rustfmt
+            pkgs.rust-analyzer
+            pkgs.nixfmt
+            pkgs.qemu_kvm
+          ];
+        };
+      });
+    };
+}
