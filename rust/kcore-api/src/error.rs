@@ -32,9 +32,37 @@ impl ApiError {
     }
 }
 
+/// The stable code for a request field that failed validation.
+pub const INVALID_FIELD: &str = "INVALID_FIELD";
+
+/// A rejected field travels as `INVALID_FIELD` with `{field, value, problem, fix}` in
+/// `details`, so clients can point at the field without parsing the message.
+impl From<crate::validate::FieldError> for ApiError {
+    fn from(err: crate::validate::FieldError) -> Self {
+        let details = serde_json::json!({
+            "field": err.field,
+            "value": err.value,
+            "problem": err.problem,
+            "fix": err.fix,
+        });
+        ApiError::new(INVALID_FIELD, err.to_string()).with_details(details)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_errors_become_invalid_field_with_details() {
+        let field_err = crate::validate::lvm_vg_name("storage.lvm.vgName", "a b").unwrap_err();
+        let api: ApiError = field_err.clone().into();
+        assert_eq!(api.code, INVALID_FIELD);
+        assert_eq!(api.message, field_err.to_string());
+        assert_eq!(api.details["field"], "storage.lvm.vgName");
+        assert_eq!(api.details["value"], "a b");
+        assert_eq!(api.details["fix"], field_err.fix);
+    }
 
     #[test]
     fn round_trips_and_omits_null_details() {
