@@ -1,0 +1,403 @@
+//! Validation levels 2 and 3, and the whole level 1-3 pipeline ([`validate_file`]).
+//!
+//! Level 2 evaluates the fragment with `nix-instantiate --eval --strict --json --readonly-mode`
+//! and checks the JSON against [`DeviceTree`]. Level 3 evaluates it through disko's own option
+//! types (`diskoLib.toplevel` under `lib.evalModules`, nixpkgs `lib` only, no `pkgs`) down to
+//! the real `_create` and `_mount` scripts.
+//!
+//! The Nix expressions below are constants: the fragment path, the disko source and the
+//! nixpkgs lib enter as `--argstr` values (strings in the argv, never spliced into source).
+//! A fragment may be a function like disko's examples (`{ disks ? [ ... ], lib, ... }:`);
+//! it is called with its defaults and, when known, `lib`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kcore_nix::programs::NIX_INSTANTIATE;
+use kcore_nix::runner::{Invocation, Program, RunError};
+use serde::Serialize;
+
+use crate::model::DeviceTree;
+use crate::syntax;
+
+/// How long one evaluation may take before its process group is killed.
+pub const EVAL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Level 2: import the fragment (calling it if it is a function) and return it as data.
+const LEVEL2_EXPR: &str = r#"
+{ fragment, nixpkgsLib ? "" }:
+let
+  raw = import (/. + fragment);
+  args = if nixpkgsLib == "" then { } else { lib = import (/. + nixpkgsLib); };
+in
+if builtins.isFunction raw then raw (builtins.intersectAttrs (builtins.functionArgs raw) args) else raw
+"#;
+
+/// Level 3: the fragment as a module under disko's `toplevel` type, down to its scripts.
+const LEVEL3_EXPR: &str = r#"
+{ fragment, disko, nixpkgsLib }:
+let
+  lib = import (/. + nixpkgsLib);
+  diskoLib = import (/. + disko + "/lib") { inherit lib; };
+  raw = import (/. + fragment);
+  module = if builtins.isFunction raw then raw (builtins.intersectAttrs (builtins.functionArgs raw) { inherit lib; }) else raw;
+  evaluated = lib.evalModules {
+    modules = [
+      { options.disko.devices = lib.mkOption { type = diskoLib.toplevel; }; }
+      (lib.setDefaultModuleLocation fragment module)
+    ];
+  };
+  devices = evaluated.config.disko.devices;
+in
+# disko's _mount reads _config.fileSystems, which only exists when something is mounted.
+{ create = devices._create; mount = if devices._config ? fileSystems then devices._mount else ""; }
+"#;
+
+/// The disko source and nixpkgs `lib/` directory that level 3 evaluates with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeepInputs {
+    /// The disko source root (it has `lib/default.nix`).
+    pub disko: PathBuf,
+    /// nixpkgs' `lib/` directory itself (it has `default.nix`).
+    pub nixpkgs_lib: PathBuf,
+}
+
+impl DeepInputs {
+    /// From `KCORE_TEST_DISKO` / `KCORE_TEST_NIXPKGS_LIB`, else from
+    /// `${XDG_CACHE_HOME:-$HOME/.cache}/kcore/test-inputs/{disko,nixpkgs-lib}`; `None` if
+    /// either is missing.
+    pub fn from_env() -> Option<DeepInputs> {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("kcore").join("test-inputs"));
+        let pick = |var: &str, dir: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| cache.as_ref().map(|c| c.join(dir)))
+        };
+        let inputs = DeepInputs {
+            disko: pick("KCORE_TEST_DISKO", "disko")?,
+            nixpkgs_lib: pick("KCORE_TEST_NIXPKGS_LIB", "nixpkgs-lib")?,
+        };
+        inputs.check().ok().map(|()| inputs)
+    }
+
+    /// Both directories look right (`lib/default.nix` in disko, `default.nix` in lib).
+    pub fn check(&self) -> Result<(), String> {
+        if !self.disko.join("lib").join("default.nix").is_file() {
+            return Err(format!(
+                "{} is not a disko source (no lib/default.nix): point --disko / KCORE_TEST_DISKO at a disko checkout",
+                self.disko.display()
+            ));
+        }
+        if !self.nixpkgs_lib.join("default.nix").is_file()
+            || !self.nixpkgs_lib.join("modules.nix").is_file()
+        {
+            return Err(format!(
+                "{} is not nixpkgs' lib/ directory (no default.nix and modules.nix): point --nixpkgs-lib / KCORE_TEST_NIXPKGS_LIB at <nixpkgs>/lib",
+                self.nixpkgs_lib.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The scripts disko would run for a fragment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DeepOutput {
+    /// The create script (partition, format): `diskoLib.create`.
+    pub create: String,
+    /// The mount script: `diskoLib.mount`.
+    pub mount: String,
+}
+
+/// One problem found by a validation level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// 1, 2 or 3.
+    pub level: u8,
+    /// `file:line:column`, or the disko option path.
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "level {}: {}: {}",
+            self.level, self.location, self.message
+        )
+    }
+}
+
+/// Why validation did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// The fragment is invalid; each finding says where.
+    #[error("invalid disko fragment:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Finding>),
+    /// The fragment could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// nix-instantiate could not be found, started, or timed out.
+    #[error(transparent)]
+    Tool(#[from] RunError),
+    /// The deep inputs are not usable.
+    #[error("{0}")]
+    Inputs(String),
+}
+
+/// What a successful validation established.
+#[derive(Debug, Clone, Serialize)]
+pub struct Validated {
+    /// The file that was validated.
+    pub file: String,
+    /// The highest level that ran (2 or 3).
+    pub level: u8,
+    /// The typed device tree (level 2).
+    pub tree: DeviceTree,
+    /// The create and mount scripts (level 3, when it ran).
+    pub deep: Option<DeepOutput>,
+}
+
+/// Runs `nix-instantiate` for levels 2 and 3.
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    program: Program,
+    timeout: Duration,
+}
+
+impl Evaluator {
+    /// Locate `nix-instantiate` (explicit path, then `KCORE_NIX_INSTANTIATE`, then PATH).
+    pub fn new(explicit: Option<&Path>) -> Result<Evaluator, RunError> {
+        Ok(Evaluator {
+            program: NIX_INSTANTIATE.resolve(explicit)?,
+            timeout: EVAL_TIMEOUT,
+        })
+    }
+
+    fn base(&self, expr: &str) -> Invocation {
+        Invocation::new(&self.program)
+            .args([
+                "--eval",
+                "--strict",
+                "--json",
+                "--readonly-mode",
+                "--expr",
+                expr,
+            ])
+            .timeout(self.timeout)
+    }
+
+    /// Level 2 on a fragment file: its evaluated JSON, checked against the device tree.
+    /// `nixpkgs_lib` is passed to fragments that are functions of `lib`.
+    pub async fn level2(
+        &self,
+        fragment: &Path,
+        nixpkgs_lib: Option<&Path>,
+    ) -> Result<DeviceTree, ValidateError> {
+        let fragment = absolute(fragment)?;
+        let mut inv = self
+            .base(LEVEL2_EXPR)
+            .arg("--argstr")
+            .arg("fragment")
+            .arg(&fragment);
+        if let Some(lib) = nixpkgs_lib {
+            inv = inv.arg("--argstr").arg("nixpkgsLib").arg(absolute(lib)?);
+        }
+        let json: serde_json::Value = self.run_json(inv, 2, &fragment).await?;
+        DeviceTree::from_json(&json).map_err(|problems| {
+            ValidateError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|p| Finding {
+                        level: 2,
+                        location: p.path,
+                        message: p.message,
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    /// Level 3: evaluate through disko's option types to the create and mount scripts.
+    pub async fn level3(
+        &self,
+        fragment: &Path,
+        inputs: &DeepInputs,
+    ) -> Result<DeepOutput, ValidateError> {
+        inputs.check().map_err(ValidateError::Inputs)?;
+        let fragment = absolute(fragment)?;
+        let inv = self
+            .base(LEVEL3_EXPR)
+            .arg("--argstr")
+            .arg("fragment")
+            .arg(&fragment)
+            .arg("--argstr")
+            .arg("disko")
+            .arg(absolute(&inputs.disko)?)
+            .arg("--argstr")
+            .arg("nixpkgsLib")
+            .arg(absolute(&inputs.nixpkgs_lib)?);
+        self.run_json(inv, 3, &fragment).await
+    }
+
+    /// `nix-instantiate --eval -E 1`: the cost of starting the evaluator (the benchmark's baseline).
+    pub async fn baseline(&self) -> Result<(), RunError> {
+        self.base("1").output().await.map(|_| ())
+    }
+
+    async fn run_json<T: serde::de::DeserializeOwned>(
+        &self,
+        inv: Invocation,
+        level: u8,
+        fragment: &Path,
+    ) -> Result<T, ValidateError> {
+        let out = inv.output_unchecked().await?;
+        if !out.status.success() {
+            return Err(ValidateError::Invalid(vec![nix_finding(
+                level,
+                &out.stderr_lossy(),
+                fragment,
+            )]));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            ValidateError::Invalid(vec![Finding {
+                level,
+                location: fragment.display().to_string(),
+                message: format!("nix-instantiate printed unexpected output: {e}"),
+            }])
+        })
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, ValidateError> {
+    std::fs::canonicalize(path).map_err(|source| ValidateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Turn nix's stderr into a finding: the option path if the module system named one,
+/// else the first `at FILE:LINE:COL` in the fragment, else any position, else the file.
+pub fn nix_finding(level: u8, stderr: &str, fragment: &Path) -> Finding {
+    let message = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("error:"))
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            stderr
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("trace:"))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+    let frag = fragment.display().to_string();
+    // The option named in the error message itself, else the first one named anywhere.
+    let option_in = |text: &str| {
+        text.find("The option `").and_then(|i| {
+            let rest = &text[i + "The option `".len()..];
+            rest.find(['\'', '`']).map(|end| rest[..end].to_string())
+        })
+    };
+    let option = option_in(&message).or_else(|| option_in(stderr));
+    let positions: Vec<(String, usize, usize)> = stderr
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("at ")?.strip_suffix(':')?;
+            let mut parts = rest.rsplitn(3, ':');
+            let col = parts.next()?.parse().ok()?;
+            let line = parts.next()?.parse().ok()?;
+            Some((parts.next()?.to_string(), line, col))
+        })
+        .collect();
+    let location = if let Some(opt) = option {
+        opt
+    } else if let Some((f, l, c)) = positions.iter().find(|(f, _, _)| *f == frag) {
+        format!("{f}:{l}:{c}")
+    } else if let Some((f, l, c)) = positions.first() {
+        format!("{f}:{l}:{c}")
+    } else {
+        frag
+    };
+    Finding {
+        level,
+        location,
+        message,
+    }
+}
+
+/// Levels 1, 2 and (with `deep`) 3 on a file, stopping at the first level that fails.
+pub async fn validate_file(
+    evaluator: &Evaluator,
+    file: &Path,
+    deep: Option<&DeepInputs>,
+) -> Result<Validated, ValidateError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ValidateError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let errors = syntax::check(&file.display().to_string(), &text);
+    if !errors.is_empty() {
+        return Err(ValidateError::Invalid(
+            errors
+                .into_iter()
+                .map(|e| Finding {
+                    level: 1,
+                    location: format!("{}:{}:{}", e.file, e.line, e.column),
+                    message: e.message,
+                })
+                .collect(),
+        ));
+    }
+    let tree = evaluator
+        .level2(file, deep.map(|d| d.nixpkgs_lib.as_path()))
+        .await?;
+    let deep_out = match deep {
+        Some(inputs) => Some(evaluator.level3(file, inputs).await?),
+        None => None,
+    };
+    Ok(Validated {
+        file: file.display().to_string(),
+        level: if deep_out.is_some() { 3 } else { 2 },
+        tree,
+        deep: deep_out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_path_wins_over_positions() {
+        let stderr = "error: The option `disko.devices.disk.a.content.format' is used but not defined.\n\n       at /x/lib/modules.nix:1:2:\n";
+        let f = nix_finding(3, stderr, Path::new("/f.nix"));
+        assert_eq!(f.location, "disko.devices.disk.a.content.format");
+    }
+
+    #[test]
+    fn fragment_position_is_preferred() {
+        let stderr =
+            "error: undefined variable 'x'\n\n       at /lib/a.nix:9:9:\n       at /f.nix:3:7:\n";
+        let f = nix_finding(2, stderr, Path::new("/f.nix"));
+        assert_eq!(
+            (f.location.as_str(), f.message.as_str()),
+            ("/f.nix:3:7", "undefined variable 'x'")
+        );
+    }
+}

@@ -1,0 +1,651 @@
+//! What applying a fragment would do to the block devices that are really there.
+//!
+//! Given the new device tree, optionally the current one (what the node was installed or last
+//! applied with), and a [`BlockSnapshot`], the plan lists per target disk its canonical
+//! identity and its actions, classifies each action as additive or destructive, and refuses
+//! targets that are in use with a stable [`RefusalCode`]. The plan is serde-serializable and
+//! carries a SHA-256 over its canonical JSON ([`Plan::hash`]): the node agent returns it from a
+//! dry run and an apply must present the same hash.
+//!
+//! Rules:
+//! - a disk unchanged from the current tree is `keep` (nothing is checked but its presence);
+//! - a disk new to the tree is `new-disk` (partition table and formats): additive only on a
+//!   blank device, every in-use or data-carrying condition is a refusal;
+//! - a changed disk is compared partition by partition: a partition added after the existing
+//!   ones is `new-partition` (additive, if the existing ones leave free space), a changed
+//!   size is `resize`, a changed content is `format`, a dropped partition is `remove`
+//!   (all destructive);
+//! - a disk dropped from the tree is `remove` (destructive).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Content, DeviceTree, Disk, Partition};
+use crate::snapshot::{BlockDevice, BlockSnapshot};
+
+/// Why a target is refused. The names are stable: scripts and the agent match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefusalCode {
+    /// The device path does not resolve to any device in the snapshot.
+    TargetNotFound,
+    /// Two targets resolve to the same device, or the device's serial/WWN is shared by
+    /// another disk (multipath), so which disk is meant is unclear.
+    TargetAmbiguous,
+    /// The device holds the running system (`/`, `/boot`, `/nix` mounted on it or below it).
+    TargetIsOsDisk,
+    /// The device or something on it is mounted.
+    TargetMounted,
+    /// The device or a partition of it is active swap.
+    TargetSwap,
+    /// Something holds the device or a partition (dm, md, LUKS, LVM).
+    TargetHasHolders,
+    /// The device or a partition is a ZFS pool member.
+    TargetZfsMember,
+    /// The device has a partition table or a filesystem signature.
+    TargetHasData,
+}
+
+impl RefusalCode {
+    /// The stable code as printed (`TARGET_MOUNTED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::TargetNotFound => "TARGET_NOT_FOUND",
+            RefusalCode::TargetAmbiguous => "TARGET_AMBIGUOUS",
+            RefusalCode::TargetIsOsDisk => "TARGET_IS_OS_DISK",
+            RefusalCode::TargetMounted => "TARGET_MOUNTED",
+            RefusalCode::TargetSwap => "TARGET_SWAP",
+            RefusalCode::TargetHasHolders => "TARGET_HAS_HOLDERS",
+            RefusalCode::TargetZfsMember => "TARGET_ZFS_MEMBER",
+            RefusalCode::TargetHasData => "TARGET_HAS_DATA",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a change can lose data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeClass {
+    /// Only adds (a new blank disk, a new partition in free space) or changes nothing.
+    Additive,
+    /// Rewrites, resizes or removes something that exists.
+    Destructive,
+}
+
+/// The kinds of action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Nothing changes on this disk.
+    Keep,
+    /// A new disk: partition table and everything on it.
+    NewDisk,
+    /// A new partition in free space on a disk that stays.
+    NewPartition,
+    /// A partition (or the disk) gets new content: mkfs/luksFormat/pvcreate/zpool create.
+    Format,
+    /// A partition changes size.
+    Resize,
+    /// A partition or disk leaves the layout.
+    Remove,
+}
+
+/// One action on a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// What happens.
+    pub kind: ActionKind,
+    /// Additive or destructive.
+    pub class: ChangeClass,
+    /// Which partition or what content, in words.
+    pub detail: String,
+}
+
+/// A refusal of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The stable code.
+    pub code: RefusalCode,
+    /// Why, naming the device.
+    pub message: String,
+}
+
+/// Who a target really is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Kernel name (`sdb`, `nvme0n1`).
+    pub kname: String,
+    /// Device path (`/dev/sdb`).
+    pub path: String,
+    /// Its `/dev/disk/by-id/` names, sorted.
+    pub by_id: Vec<String>,
+    /// Serial number, if reported.
+    pub serial: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// One disk of the layout and what would happen to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Its disko attribute name (`data0`).
+    pub name: String,
+    /// Its device path as written in the fragment.
+    pub device: String,
+    /// The device it resolves to, if found.
+    pub identity: Option<Identity>,
+    /// What would happen to it.
+    pub actions: Vec<Action>,
+    /// Why it is refused (empty: allowed).
+    pub refusals: Vec<Refusal>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// One entry per disk of the new and current trees, by attribute name.
+    pub targets: Vec<Target>,
+    /// Destructive if any action is.
+    pub class: ChangeClass,
+    /// `sha256:<hex>` over the canonical JSON of `targets` and `class`.
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+struct HashedContent<'a> {
+    targets: &'a [Target],
+    class: ChangeClass,
+}
+
+impl Plan {
+    /// Build the plan for applying `new` over `current` on the devices in `snapshot`.
+    pub fn build(new: &DeviceTree, current: Option<&DeviceTree>, snapshot: &BlockSnapshot) -> Plan {
+        let mut names: BTreeSet<&String> = new.disk.keys().collect();
+        if let Some(cur) = current {
+            names.extend(cur.disk.keys());
+        }
+        let mut targets: Vec<Target> = names
+            .into_iter()
+            .map(|name| {
+                let new_disk = new.disk.get(name);
+                let cur_disk = current.and_then(|c| c.disk.get(name));
+                plan_disk(name, new_disk, cur_disk, snapshot)
+            })
+            .collect();
+        mark_ambiguous(&mut targets, snapshot);
+        let class = if targets
+            .iter()
+            .flat_map(|t| &t.actions)
+            .any(|a| a.class == ChangeClass::Destructive)
+        {
+            ChangeClass::Destructive
+        } else {
+            ChangeClass::Additive
+        };
+        let mut plan = Plan {
+            targets,
+            class,
+            hash: String::new(),
+        };
+        plan.hash = plan.hash();
+        plan
+    }
+
+    /// `sha256:<hex>` over the canonical JSON of the plan's content (targets and class, not
+    /// the stored hash). Field order is fixed by the types, targets are sorted by name, so
+    /// the same plan always hashes the same.
+    pub fn hash(&self) -> String {
+        let content = HashedContent {
+            targets: &self.targets,
+            class: self.class,
+        };
+        let bytes = serde_json::to_vec(&content).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    }
+
+    /// The stored hash matches the content (the plan was not edited after it was made).
+    pub fn verify(&self) -> bool {
+        self.hash == self.hash()
+    }
+
+    /// Every refusal, with the target it belongs to.
+    pub fn refusals(&self) -> Vec<(&Target, &Refusal)> {
+        self.targets
+            .iter()
+            .flat_map(|t| t.refusals.iter().map(move |r| (t, r)))
+            .collect()
+    }
+
+    /// Refused if any target is.
+    pub fn is_refused(&self) -> bool {
+        self.targets.iter().any(|t| !t.refusals.is_empty())
+    }
+}
+
+fn identity(dev: &BlockDevice, snapshot: &BlockSnapshot) -> Identity {
+    Identity {
+        kname: dev.kname.clone(),
+        path: dev.path.clone(),
+        by_id: snapshot
+            .links_to(&dev.path)
+            .into_iter()
+            .filter(|l| l.starts_with("/dev/disk/by-id/"))
+            .collect(),
+        serial: dev.serial.clone(),
+        size: dev.size,
+    }
+}
+
+fn action(kind: ActionKind, class: ChangeClass, detail: impl Into<String>) -> Action {
+    Action {
+        kind,
+        class,
+        detail: detail.into(),
+    }
+}
+
+fn plan_disk(
+    name: &str,
+    new: Option<&Disk>,
+    cur: Option<&Disk>,
+    snapshot: &BlockSnapshot,
+) -> Target {
+    let device = new.or(cur).map(|d| d.device.clone()).unwrap_or_default();
+    let dev = snapshot.resolve(&device);
+    let mut target = Target {
+        name: name.to_string(),
+        device: device.clone(),
+        identity: dev.map(|d| identity(d, snapshot)),
+        actions: Vec::new(),
+        refusals: Vec::new(),
+    };
+    let not_found = || Refusal {
+        code: RefusalCode::TargetNotFound,
+        message: format!(
+            "{device} is not in the device snapshot: check the path (by-id names are listed by `ls -l /dev/disk/by-id`)"
+        ),
+    };
+    match (new, cur) {
+        (Some(n), Some(c)) if n == c => {
+            target
+                .actions
+                .push(action(ActionKind::Keep, ChangeClass::Additive, "unchanged"));
+            if dev.is_none() {
+                target.refusals.push(not_found());
+            }
+        }
+        (Some(n), None) => {
+            let what = n
+                .content
+                .as_ref()
+                .map_or("left untouched".to_string(), Content::describe);
+            target
+                .actions
+                .push(action(ActionKind::NewDisk, ChangeClass::Additive, what));
+            match dev {
+                None => target.refusals.push(not_found()),
+                Some(d) => target.refusals = in_use(d, snapshot, true),
+            }
+        }
+        (None, Some(_)) => {
+            target.actions.push(action(
+                ActionKind::Remove,
+                ChangeClass::Destructive,
+                "the disk leaves the layout; its data is no longer managed",
+            ));
+        }
+        (Some(n), Some(c)) => {
+            target.actions = diff_disk(n, c);
+            match dev {
+                None => target.refusals.push(not_found()),
+                Some(d) => {
+                    if n.device != c.device {
+                        // A different device under the same name is a whole new disk.
+                        target.refusals = in_use(d, snapshot, true);
+                    }
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    target
+}
+
+/// Compare a changed disk partition by partition.
+fn diff_disk(new: &Disk, cur: &Disk) -> Vec<Action> {
+    use ActionKind::*;
+    use ChangeClass::*;
+    if new.device != cur.device {
+        return vec![action(
+            Format,
+            Destructive,
+            format!(
+                "device changes from {} to {}: the new device is formatted",
+                cur.device, new.device
+            ),
+        )];
+    }
+    let (np, cp) = match (&new.content, &cur.content) {
+        (Some(Content::Gpt { partitions: np }), Some(Content::Gpt { partitions: cp })) => (np, cp),
+        (n, _) => {
+            let what = n.as_ref().map_or("nothing".to_string(), Content::describe);
+            return vec![action(
+                Format,
+                Destructive,
+                format!("the whole disk is rewritten as {what}"),
+            )];
+        }
+    };
+    let mut actions = Vec::new();
+    let fills = |p: &Partition| p.size.as_deref() == Some("100%");
+    let cur_full = cp.iter().any(fills);
+    for c in cp {
+        match np.iter().find(|p| p.name == c.name) {
+            None => actions.push(action(
+                Remove,
+                Destructive,
+                format!("partition {} is removed", c.name),
+            )),
+            Some(n) => {
+                if n.size != c.size || n.start != c.start || n.end != c.end {
+                    actions.push(action(
+                        Resize,
+                        Destructive,
+                        format!(
+                            "partition {} changes size from {} to {}",
+                            c.name,
+                            c.size.as_deref().unwrap_or("?"),
+                            n.size.as_deref().unwrap_or("?")
+                        ),
+                    ));
+                }
+                if n.content != c.content || n.part_type != c.part_type {
+                    let what = n
+                        .content
+                        .as_ref()
+                        .map_or("nothing".to_string(), Content::describe);
+                    actions.push(action(
+                        Format,
+                        Destructive,
+                        format!("partition {} is reformatted as {what}", c.name),
+                    ));
+                }
+            }
+        }
+    }
+    // Space for new partitions must really be free, not freed by removing or shrinking others.
+    let destroyed = actions.iter().any(|a| matches!(a.kind, Remove | Resize));
+    for n in np.iter().filter(|n| !cp.iter().any(|c| c.name == n.name)) {
+        let what = n
+            .content
+            .as_ref()
+            .map_or("unformatted".to_string(), Content::describe);
+        if destroyed {
+            actions.push(action(
+                NewPartition,
+                Destructive,
+                format!(
+                    "partition {} ({what}) takes space freed by removing or resizing partitions",
+                    n.name
+                ),
+            ));
+        } else if cur_full {
+            actions.push(action(
+                NewPartition,
+                Destructive,
+                format!("partition {} ({what}) needs space an existing 100% partition holds: it would have to shrink", n.name),
+            ));
+        } else {
+            actions.push(action(
+                NewPartition,
+                Additive,
+                format!("partition {} ({what}) in free space", n.name),
+            ));
+        }
+    }
+    if actions.is_empty() {
+        actions.push(action(Keep, Additive, "partitions unchanged"));
+    }
+    actions
+}
+
+/// Everything that makes a device unsafe to (re)partition.
+fn in_use(dev: &BlockDevice, snapshot: &BlockSnapshot, whole_disk: bool) -> Vec<Refusal> {
+    let mut out = Vec::new();
+    let all = dev.walk();
+    let mut push = |code: RefusalCode, message: String| {
+        if !out.iter().any(|r: &Refusal| r.code == code) {
+            out.push(Refusal { code, message });
+        }
+    };
+    for d in &all {
+        for m in &d.mountpoints {
+            if ["/", "/boot", "/nix", "/boot/efi"].contains(&m.as_str()) {
+                push(
+                    RefusalCode::TargetIsOsDisk,
+                    format!("{} holds the running system ({} on {m})", dev.path, d.path),
+                );
+            }
+        }
+    }
+    for d in &all {
+        if let Some(m) = d.mountpoints.first() {
+            push(
+                RefusalCode::TargetMounted,
+                format!("{} is mounted on {m}: unmount it first", d.path),
+            );
+        }
+    }
+    let swap_paths: Vec<String> = snapshot
+        .swaps
+        .iter()
+        .map(|s| snapshot.canonical_path(s))
+        .collect();
+    for d in &all {
+        if swap_paths.contains(&d.path) || d.mountpoints.iter().any(|m| m == "[SWAP]") {
+            push(
+                RefusalCode::TargetSwap,
+                format!("{} is active swap: swapoff it first", d.path),
+            );
+        }
+    }
+    for d in &all {
+        let holders = snapshot.holders.get(&d.kname).filter(|h| !h.is_empty());
+        let child_holders: Vec<&str> = d
+            .children
+            .iter()
+            .filter(|c| c.kind != "part")
+            .map(|c| c.kname.as_str())
+            .collect();
+        if let Some(h) = holders {
+            push(
+                RefusalCode::TargetHasHolders,
+                format!(
+                    "{} is held by {} (dm, md, LUKS or LVM): deactivate them first",
+                    d.path,
+                    h.join(", ")
+                ),
+            );
+        } else if !child_holders.is_empty() {
+            push(
+                RefusalCode::TargetHasHolders,
+                format!(
+                    "{} is held by {}: deactivate them first",
+                    d.path,
+                    child_holders.join(", ")
+                ),
+            );
+        }
+    }
+    for d in &all {
+        if d.fstype.as_deref() == Some("zfs_member") {
+            push(
+                RefusalCode::TargetZfsMember,
+                format!(
+                    "{} is a ZFS pool member: destroy or export the pool first",
+                    d.path
+                ),
+            );
+        }
+    }
+    if whole_disk {
+        if let Some(pt) = &dev.pttype {
+            push(
+                RefusalCode::TargetHasData,
+                format!(
+                    "{} has a {pt} partition table: wipe it deliberately (wipefs) if its data is not needed",
+                    dev.path
+                ),
+            );
+        }
+        for d in &all {
+            if let Some(fs) = &d.fstype {
+                push(
+                    RefusalCode::TargetHasData,
+                    format!(
+                        "{} carries a {fs} signature: wipe it deliberately (wipefs) if its data is not needed",
+                        d.path
+                    ),
+                );
+            }
+        }
+        if dev.pttype.is_none() && all.iter().any(|d| d.kind == "part") {
+            push(
+                RefusalCode::TargetHasData,
+                format!(
+                    "{} has partitions: wipe it deliberately if its data is not needed",
+                    dev.path
+                ),
+            );
+        }
+    }
+    out.sort_by_key(|r| r.code);
+    out
+}
+
+/// Two targets on one device, or a device whose serial/WWN another disk shares.
+fn mark_ambiguous(targets: &mut [Target], snapshot: &BlockSnapshot) {
+    let knames: Vec<Option<String>> = targets
+        .iter()
+        .map(|t| t.identity.as_ref().map(|i| i.kname.clone()))
+        .collect();
+    let disks: Vec<&BlockDevice> = snapshot
+        .lsblk
+        .blockdevices
+        .iter()
+        .filter(|d| d.kind == "disk")
+        .collect();
+    for (i, t) in targets.iter_mut().enumerate() {
+        let Some(id) = t.identity.clone() else {
+            continue;
+        };
+        let others: Vec<&str> = targets_sharing(&knames, i);
+        if !others.is_empty() {
+            t.refusals.push(Refusal {
+                code: RefusalCode::TargetAmbiguous,
+                message: format!(
+                    "{} resolves to {} like another target: name each disk once",
+                    t.device, id.path
+                ),
+            });
+        }
+        let me = disks.iter().find(|d| d.kname == id.kname);
+        if let Some(me) = me {
+            let twin = disks.iter().find(|d| {
+                d.kname != me.kname
+                    && ((me.serial.is_some() && d.serial == me.serial)
+                        || (me.wwn.is_some() && d.wwn == me.wwn))
+            });
+            if let Some(twin) = twin {
+                t.refusals.push(Refusal {
+                    code: RefusalCode::TargetAmbiguous,
+                    message: format!(
+                        "{} shares its serial/WWN with {} (multipath?): use a unique by-id path",
+                        id.path, twin.path
+                    ),
+                });
+            }
+        }
+        t.refusals.sort_by_key(|r| r.code);
+        t.refusals.dedup_by_key(|r| r.code);
+    }
+}
+
+fn targets_sharing(knames: &[Option<String>], i: usize) -> Vec<&str> {
+    let Some(Some(me)) = knames.get(i) else {
+        return Vec::new();
+    };
+    knames
+        .iter()
+        .enumerate()
+        .filter(|(j, k)| *j != i && k.as_deref() == Some(me.as_str()))
+        .map(|_| me.as_str())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(device: &str, parts: &[(&str, &str)]) -> Disk {
+        Disk {
+            device: device.into(),
+            content: Some(Content::Gpt {
+                partitions: parts
+                    .iter()
+                    .map(|(n, s)| Partition {
+                        name: (*n).into(),
+                        size: Some((*s).into()),
+                        start: None,
+                        end: None,
+                        part_type: None,
+                        content: Some(Content::Filesystem {
+                            format: "ext4".into(),
+                            mountpoint: None,
+                        }),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn partition_diffs_are_classified() {
+        let cur = disk("/dev/sda", &[("a", "1G")]);
+        let add = diff_disk(&disk("/dev/sda", &[("a", "1G"), ("b", "1G")]), &cur);
+        assert_eq!(
+            (add.len(), add[0].kind, add[0].class),
+            (1, ActionKind::NewPartition, ChangeClass::Additive)
+        );
+        let resize = diff_disk(&disk("/dev/sda", &[("a", "2G")]), &cur);
+        assert_eq!(
+            (resize[0].kind, resize[0].class),
+            (ActionKind::Resize, ChangeClass::Destructive)
+        );
+        let remove = diff_disk(&disk("/dev/sda", &[]), &cur);
+        assert_eq!(remove[0].kind, ActionKind::Remove);
+        let full = diff_disk(
+            &disk("/dev/sda", &[("a", "100%"), ("b", "1G")]),
+            &disk("/dev/sda", &[("a", "100%")]),
+        );
+        assert_eq!(full[0].class, ChangeClass::Destructive);
+    }
+
+    #[test]
+    fn hash_covers_content() {
+        let tree = DeviceTree::default();
+        let mut plan = Plan::build(&tree, None, &BlockSnapshot::default());
+        assert!(plan.verify());
+        assert!(plan.hash.starts_with("sha256:") && plan.hash.len() == 71);
+        plan.class = ChangeClass::Destructive;
+        assert!(!plan.verify());
+    }
+}

@@ -1,0 +1,589 @@
+//! The typed storage spec of one node (the `storage` part of its configuration) and its
+//! validation. Everything that later lands in a Nix fragment is checked here first, so the
+//! renderer never sees a name or path that could mean something other than what it says.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Problem;
+
+/// Where kcore keeps VM volumes on the `filesystem` backend: data disk 0 mounts here,
+/// disk 1 at `volumes1`, disk 2 at `volumes2`, ...
+pub const VOLUMES_DIR: &str = "/var/lib/kcore/volumes";
+
+/// The longest device path, name or prefix accepted (Linux's own limit for a file name).
+const MAX_LEN: usize = 255;
+
+/// The storage layout of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageSpec {
+    /// The disk that holds the ESP and the encrypted root, e.g. `/dev/disk/by-id/nvme-...`.
+    pub os_disk: String,
+    /// Disks for VM volumes, in order (the first one is `volumes`, then `volumes1`, ...).
+    #[serde(default)]
+    pub data_disks: Vec<String>,
+    /// How the data disks hold VM volumes.
+    #[serde(default)]
+    pub backend: Backend,
+    /// LVM names (backend `lvm`).
+    #[serde(default)]
+    pub lvm: LvmSpec,
+    /// ZFS names (backend `zfs`).
+    #[serde(default)]
+    pub zfs: ZfsSpec,
+    /// How the OS disk's LUKS2 container is unlocked.
+    #[serde(default)]
+    pub luks: LuksSpec,
+    /// How several data disks are combined.
+    #[serde(default)]
+    pub data_disk_mode: DataDiskMode,
+}
+
+/// The storage backend for VM volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One ext4 filesystem per data disk, volumes are files.
+    #[default]
+    Filesystem,
+    /// The data disks are PVs of one volume group, volumes are LVs.
+    Lvm,
+    /// The data disks form one ZFS pool, volumes are zvols.
+    Zfs,
+}
+
+impl Backend {
+    /// The lowercase name used in specs and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Filesystem => "filesystem",
+            Backend::Lvm => "lvm",
+            Backend::Zfs => "zfs",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "filesystem" => Ok(Backend::Filesystem),
+            "lvm" => Ok(Backend::Lvm),
+            "zfs" => Ok(Backend::Zfs),
+            other => Err(format!(
+                "unknown storage backend {other:?}: use filesystem, lvm or zfs"
+            )),
+        }
+    }
+}
+
+/// How several data disks are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataDiskMode {
+    /// Each disk adds capacity (separate filesystems, PVs of one VG, or a striped pool).
+    #[default]
+    Stripe,
+    /// The disks mirror each other (ZFS only: `mode = "mirror"`).
+    Mirror,
+}
+
+/// LVM names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LvmSpec {
+    /// The volume group kcore owns.
+    #[serde(default = "default_vg_name")]
+    pub vg_name: String,
+    /// Prefix of every LV kcore creates (the thin pool included).
+    #[serde(default = "default_lv_prefix")]
+    pub lv_prefix: String,
+    /// An optional thin pool inside the VG.
+    #[serde(default)]
+    pub thin_pool: Option<ThinPoolSpec>,
+}
+
+/// A thin pool LV.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThinPoolSpec {
+    /// LV name after the prefix (`<lvPrefix><name>`).
+    #[serde(default = "default_thin_pool_name")]
+    pub name: String,
+    /// LVM size: `90%` of the free space (the default) or an absolute size like `500G`.
+    #[serde(default = "default_thin_pool_size")]
+    pub size: String,
+}
+
+/// ZFS names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZfsSpec {
+    /// The pool the data disks form.
+    #[serde(default = "default_pool_name")]
+    pub pool_name: String,
+    /// The dataset under the pool that holds kcore's volumes (`<pool>/<prefix>`).
+    #[serde(default = "default_dataset_prefix")]
+    pub dataset_prefix: String,
+}
+
+/// LUKS unlock mode of the OS disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LuksMode {
+    /// Unlock with the TPM (`tpm2-device=auto`); the key is enrolled on first boot.
+    #[default]
+    Tpm2,
+    /// Unlock with a key file that lives outside the unencrypted ESP.
+    Keyfile,
+}
+
+/// LUKS settings of the OS disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LuksSpec {
+    /// `tpm2` or `keyfile`.
+    #[serde(default)]
+    pub mode: LuksMode,
+    /// Keyfile mode: the key file the container is formatted with and unlocked by.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// TPM2 mode: the file holding the install-time passphrase (the recovery key) that
+    /// `cryptsetup luksFormat` reads; the TPM key is enrolled on first boot.
+    #[serde(default = "default_install_key_file")]
+    pub install_key_file: String,
+}
+
+fn default_vg_name() -> String {
+    "vg_kcore".into()
+}
+fn default_lv_prefix() -> String {
+    "kcore-".into()
+}
+fn default_thin_pool_name() -> String {
+    "thinpool".into()
+}
+fn default_thin_pool_size() -> String {
+    "90%".into()
+}
+fn default_pool_name() -> String {
+    "tank0".into()
+}
+fn default_dataset_prefix() -> String {
+    "kcore".into()
+}
+fn default_install_key_file() -> String {
+    "/tmp/kcore-luks-install.key".into()
+}
+
+impl Default for LvmSpec {
+    fn default() -> Self {
+        Self {
+            vg_name: default_vg_name(),
+            lv_prefix: default_lv_prefix(),
+            thin_pool: None,
+        }
+    }
+}
+
+impl Default for ZfsSpec {
+    fn default() -> Self {
+        Self {
+            pool_name: default_pool_name(),
+            dataset_prefix: default_dataset_prefix(),
+        }
+    }
+}
+
+impl Default for LuksSpec {
+    fn default() -> Self {
+        Self {
+            mode: LuksMode::Tpm2,
+            key_file: None,
+            install_key_file: default_install_key_file(),
+        }
+    }
+}
+
+impl StorageSpec {
+    /// A spec with defaults for everything but the disks and the backend.
+    pub fn new(os_disk: impl Into<String>, data_disks: Vec<String>, backend: Backend) -> Self {
+        Self {
+            os_disk: os_disk.into(),
+            data_disks,
+            backend,
+            lvm: LvmSpec::default(),
+            zfs: ZfsSpec::default(),
+            luks: LuksSpec::default(),
+            data_disk_mode: DataDiskMode::default(),
+        }
+    }
+
+    /// Every problem with the spec, each naming the field and the fix. Empty means valid.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut push = |path: String, message: String| problems.push(Problem { path, message });
+        if let Err(m) = check_device_path(&self.os_disk) {
+            push("osDisk".into(), m);
+        }
+        for (i, disk) in self.data_disks.iter().enumerate() {
+            if let Err(m) = check_device_path(disk) {
+                push(format!("dataDisks[{i}]"), m);
+            }
+            if disk == &self.os_disk {
+                push(
+                    format!("dataDisks[{i}]"),
+                    "is the OS disk: list each disk once, the OS disk only as osDisk".into(),
+                );
+            }
+            if self.data_disks[..i].contains(disk) {
+                push(
+                    format!("dataDisks[{i}]"),
+                    format!("{disk:?} is listed twice: list each data disk once"),
+                );
+            }
+        }
+        match self.backend {
+            Backend::Filesystem => {}
+            Backend::Lvm => {
+                if let Err(m) = check_lvm_name(&self.lvm.vg_name, false) {
+                    push("lvm.vgName".into(), m);
+                }
+                if let Err(m) = check_lvm_name(&self.lvm.lv_prefix, true) {
+                    push("lvm.lvPrefix".into(), m);
+                }
+                if let Some(pool) = &self.lvm.thin_pool {
+                    if let Err(m) = check_lvm_name(&pool.name, false) {
+                        push("lvm.thinPool.name".into(), m);
+                    }
+                    if let Err(m) = check_lvm_size(&pool.size) {
+                        push("lvm.thinPool.size".into(), m);
+                    }
+                }
+            }
+            Backend::Zfs => {
+                if let Err(m) = check_zfs_pool_name(&self.zfs.pool_name) {
+                    push("zfs.poolName".into(), m);
+                }
+                if let Err(m) = check_zfs_dataset(&self.zfs.dataset_prefix) {
+                    push("zfs.datasetPrefix".into(), m);
+                }
+            }
+        }
+        if self.data_disk_mode == DataDiskMode::Mirror {
+            if self.backend != Backend::Zfs {
+                push(
+                    "dataDiskMode".into(),
+                    "mirror needs backend zfs: use stripe, or set backend to zfs".into(),
+                );
+            } else if self.data_disks.len() < 2 {
+                push(
+                    "dataDiskMode".into(),
+                    "mirror needs at least two data disks: add one or use stripe".into(),
+                );
+            }
+        }
+        if self.backend != Backend::Filesystem && self.data_disks.is_empty() {
+            push(
+                "dataDisks".into(),
+                format!(
+                    "backend {} needs at least one data disk: add one or use backend filesystem",
+                    self.backend.as_str()
+                ),
+            );
+        }
+        match self.luks.mode {
+            LuksMode::Tpm2 => {
+                if self.luks.key_file.is_some() {
+                    push(
+                        "luks.keyFile".into(),
+                        "is only used with mode keyfile: remove it or set luks.mode to keyfile"
+                            .into(),
+                    );
+                }
+                if let Err(m) = check_key_path(&self.luks.install_key_file) {
+                    push("luks.installKeyFile".into(), m);
+                }
+            }
+            LuksMode::Keyfile => match &self.luks.key_file {
+                None => push(
+                    "luks.keyFile".into(),
+                    "is required with mode keyfile: give an absolute path outside /boot, e.g. /etc/kcore/luks/root.key".into(),
+                ),
+                Some(path) => {
+                    if let Err(m) = check_key_path(path) {
+                        push("luks.keyFile".into(), m);
+                    }
+                }
+            },
+        }
+        problems
+    }
+
+    /// The mount point of data disk `index` on the filesystem backend.
+    pub fn volume_dir(index: usize) -> String {
+        if index == 0 {
+            VOLUMES_DIR.to_string()
+        } else {
+            format!("{VOLUMES_DIR}{index}")
+        }
+    }
+}
+
+fn check_common(value: &str, what: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("is empty: give a {what}"));
+    }
+    if value.len() > MAX_LEN {
+        return Err(format!(
+            "is {} characters long: a {what} has at most {MAX_LEN}",
+            value.len()
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || !c.is_ascii())
+    {
+        return Err(format!(
+            "contains {c:?}: a {what} has no spaces, control or non-ASCII characters"
+        ));
+    }
+    Ok(())
+}
+
+/// A block device path: absolute, under `/dev/`, no `..`, only the characters udev uses in
+/// its by-id / by-path / by-partlabel names.
+pub fn check_device_path(path: &str) -> Result<(), String> {
+    check_common(path, "device path")?;
+    if !path.starts_with("/dev/") || path.len() == "/dev/".len() {
+        return Err(format!(
+            "{path:?} is not a device path: use /dev/<name> or /dev/disk/by-id/<id>"
+        ));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._:+@-=,".contains(*c)))
+    {
+        return Err(format!(
+            "{path:?} contains {c:?}: a device path has only letters, digits and / . _ : + @ - = ,"
+        ));
+    }
+    if path.split('/').any(|part| part == ".." || part == ".") || path.contains("//") {
+        return Err(format!(
+            "{path:?} has an empty, . or .. component: give the device's canonical path"
+        ));
+    }
+    if path.ends_with('/') {
+        return Err(format!(
+            "{path:?} ends with /: name the device, not a directory"
+        ));
+    }
+    Ok(())
+}
+
+/// An LVM VG or LV name (lvm(8): letters, digits and `+_.-`, not starting with `-`,
+/// at most 127 characters). `prefix` allows the empty string.
+pub fn check_lvm_name(name: &str, prefix: bool) -> Result<(), String> {
+    if prefix && name.is_empty() {
+        return Ok(());
+    }
+    check_common(name, "LVM name")?;
+    if name.len() > 127 {
+        return Err("is longer than 127 characters: LVM names are at most 127".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "+_.-".contains(*c)))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}: LVM names use only letters, digits and + _ . -"
+        ));
+    }
+    if name.starts_with('-') || name == "." || name == ".." {
+        return Err(format!(
+            "{name:?} is not allowed by LVM: do not start with - and do not use . or .."
+        ));
+    }
+    Ok(())
+}
+
+/// An LVM size as disko passes it to lvcreate: `N%` of the free space or `N[KMGTP]`.
+pub fn check_lvm_size(size: &str) -> Result<(), String> {
+    let fix = "use a percentage of the free space like 90% or a size like 500G";
+    let digits = size.trim_end_matches(['%', 'K', 'M', 'G', 'T', 'P']);
+    let suffix = &size[digits.len()..];
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || suffix.len() > 1 {
+        return Err(format!("{size:?} is not an LVM size: {fix}"));
+    }
+    if suffix == "%" && digits.parse::<u32>().map_or(true, |p| p == 0 || p > 100) {
+        return Err(format!("{size:?} is not between 1% and 100%: {fix}"));
+    }
+    Ok(())
+}
+
+/// A ZFS pool name (zpool(8): starts with a letter; letters, digits and `_-.:`; not a
+/// reserved vdev word).
+pub fn check_zfs_pool_name(name: &str) -> Result<(), String> {
+    check_common(name, "pool name")?;
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!("{name:?} must start with a letter (zpool rule)"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:".contains(*c)))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}: pool names use only letters, digits and _ - . :"
+        ));
+    }
+    let reserved = [
+        "mirror", "raidz", "draid", "spare", "log", "cache", "special",
+    ];
+    if reserved.iter().any(|r| name.starts_with(r))
+        || (name.starts_with('c') && name[1..].starts_with(|c: char| c.is_ascii_digit()))
+    {
+        return Err(format!(
+            "{name:?} is reserved by zpool (mirror, raidz, draid, spare, log, cache, special, c[0-9]...): pick another name"
+        ));
+    }
+    Ok(())
+}
+
+/// A dataset path under the pool: `/`-separated components of letters, digits and `_-.:`.
+pub fn check_zfs_dataset(prefix: &str) -> Result<(), String> {
+    check_common(prefix, "dataset prefix")?;
+    for part in prefix.split('/') {
+        if part.is_empty() {
+            return Err(format!(
+                "{prefix:?} has an empty component: write it like kcore or kcore/volumes, without leading, trailing or double /"
+            ));
+        }
+        if let Some(c) = part
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "_-.:".contains(*c)))
+        {
+            return Err(format!(
+                "{prefix:?} contains {c:?}: dataset names use only letters, digits and _ - . : (and / between components)"
+            ));
+        }
+        if part == "." || part == ".." {
+            return Err(format!("{prefix:?} has a . or .. component: remove it"));
+        }
+    }
+    Ok(())
+}
+
+/// A key file path: absolute, no `..`, and never on the unencrypted ESP (`/boot`).
+pub fn check_key_path(path: &str) -> Result<(), String> {
+    check_common(path, "key file path")?;
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} is not absolute: give an absolute path"));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._-+@".contains(*c)))
+    {
+        return Err(format!(
+            "{path:?} contains {c:?}: use only letters, digits and / . _ - + @"
+        ));
+    }
+    if path.split('/').any(|part| part == "..") {
+        return Err(format!("{path:?} contains ..: give the real path"));
+    }
+    if path == "/boot" || path.starts_with("/boot/") {
+        return Err(format!(
+            "{path:?} is on the unencrypted ESP (/boot): keep the key elsewhere, e.g. /etc/kcore/luks/root.key"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(spec: &StorageSpec) -> Vec<String> {
+        spec.validate().into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn defaults_come_from_serde() {
+        let spec: StorageSpec = serde_json::from_str(
+            r#"{"osDisk":"/dev/sda","dataDisks":["/dev/sdb"],"backend":"lvm"}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.lvm.vg_name, "vg_kcore");
+        assert_eq!(spec.zfs.pool_name, "tank0");
+        assert_eq!(spec.luks.mode, LuksMode::Tpm2);
+        assert!(spec.validate().is_empty(), "{:?}", spec.validate());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_str::<StorageSpec>(r#"{"osDisk":"/dev/sda","osdisk":"x"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `osdisk`"), "{err}");
+    }
+
+    #[test]
+    fn adversarial_values_name_their_field() {
+        let long = format!("/dev/{}", "a".repeat(300));
+        for bad in [
+            "",
+            "/dev/sd\"a",
+            "/dev/${x}",
+            "/dev/a\nb",
+            "/dev/a b",
+            "sda",
+            "/dev/../etc",
+            long.as_str(),
+            "/dev/a''b",
+        ] {
+            let spec = StorageSpec::new(bad, vec![], Backend::Filesystem);
+            assert_eq!(paths(&spec), ["osDisk"], "{bad:?}");
+        }
+        let mut spec = StorageSpec::new("/dev/sda", vec!["/dev/sdb".into()], Backend::Lvm);
+        spec.lvm.vg_name = "vg\"; x = \"".into();
+        assert_eq!(paths(&spec), ["lvm.vgName"]);
+        let mut spec = StorageSpec::new("/dev/sda", vec!["/dev/sdb".into()], Backend::Zfs);
+        spec.zfs.pool_name = "mirror0".into();
+        spec.zfs.dataset_prefix = "a//b".into();
+        assert_eq!(paths(&spec), ["zfs.poolName", "zfs.datasetPrefix"]);
+    }
+
+    #[test]
+    fn key_never_on_the_esp() {
+        let mut spec = StorageSpec::new("/dev/sda", vec![], Backend::Filesystem);
+        spec.luks.mode = LuksMode::Keyfile;
+        assert_eq!(paths(&spec), ["luks.keyFile"]);
+        spec.luks.key_file = Some("/boot/root.key".into());
+        let problems = spec.validate();
+        assert!(problems[0].message.contains("ESP"), "{problems:?}");
+        spec.luks.key_file = Some("/etc/kcore/luks/root.key".into());
+        assert!(spec.validate().is_empty());
+    }
+
+    #[test]
+    fn disks_are_distinct_and_mirror_needs_zfs() {
+        let mut spec = StorageSpec::new(
+            "/dev/sda",
+            vec!["/dev/sdb".into(), "/dev/sdb".into(), "/dev/sda".into()],
+            Backend::Filesystem,
+        );
+        spec.data_disk_mode = DataDiskMode::Mirror;
+        assert_eq!(
+            paths(&spec),
+            ["dataDisks[1]", "dataDisks[2]", "dataDiskMode"]
+        );
+    }
+
+    #[test]
+    fn lvm_sizes() {
+        for good in ["90%", "100%", "500G", "1024"] {
+            assert!(check_lvm_size(good).is_ok(), "{good}");
+        }
+        for bad in ["", "0%", "101%", "5GG", "x", "-1G"] {
+            assert!(check_lvm_size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,31 @@
+# Rendered by kcore-disko from a node's storage spec. Do not edit: re-render instead.
+{
+  disko.devices = {
+    disk = {
+      # A data disk: one GPT partition over the whole disk.
+      data3 = {
+        type = "disk";
+        device = "/dev/disk/by-id/ata-WDC_WD20EFRX_WD-WCC4M0000004";
+        content = {
+          type = "gpt";
+          partitions = {
+            pv = {
+              size = "100%";
+              content = {
+                type = "lvm_pv";
+                vg = "vg_kcore";
+              };
+            };
+          };
+        };
+      };
+    };
+    lvm_vg = {
+      vg_kcore = {
+        type = "lvm_vg";
+        # Volumes are created as LVs by kcore at run time.
+        lvs = { };
+      };
+    };
+  };
+}
