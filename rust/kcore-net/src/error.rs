@@ -13,6 +13,8 @@ use kcore_api::ApiError;
 pub mod codes {
     /// No client certificate, or one without a kcore identity.
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The client certificate is on the revocation list.
+    pub const CERTIFICATE_REVOKED: &str = "CERTIFICATE_REVOKED";
     /// Authenticated, but the role or node id does not allow this request.
     pub const FORBIDDEN: &str = "FORBIDDEN";
     /// The request body is not the JSON this route expects.

@@ -2,6 +2,7 @@
 //! certificate identity attached to every request, hot-swappable server certificates,
 //! and graceful shutdown that lets in-flight requests finish.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -26,9 +27,29 @@ use tower::ServiceExt as _;
 /// The server's TLS configuration, swappable while the server runs: certificate
 /// renewal calls [`TlsSource::replace`]; the listener and open connections are not
 /// touched, and every handshake after the call uses the new configuration.
+///
+/// It also holds the set of revoked certificate serials (the replicated revocation
+/// list): a peer whose leaf serial is in it gets `401 CERTIFICATE_REVOKED` on every
+/// request. This works across sub-CA rotations, unlike per-issuer CRLs (which
+/// [`kcore_pki::server_config_with_crls`] also supports).
 #[derive(Clone)]
 pub struct TlsSource {
     current: Arc<RwLock<Arc<ServerConfig>>>,
+    revoked: Arc<RwLock<Arc<HashSet<String>>>>,
+}
+
+/// Serial numbers compare as lowercase hex without colons or leading zero bytes.
+fn normalise_serial(serial: &str) -> String {
+    let hex: String = serial
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let mut rest = hex.as_str();
+    while rest.len() > 2 && rest.starts_with("00") {
+        rest = &rest[2..];
+    }
+    rest.to_string()
 }
 
 impl std::fmt::Debug for TlsSource {
@@ -41,7 +62,30 @@ impl TlsSource {
     pub fn new(config: ServerConfig) -> Self {
         Self {
             current: Arc::new(RwLock::new(Arc::new(config))),
+            revoked: Arc::new(RwLock::new(Arc::new(HashSet::new()))),
         }
+    }
+
+    /// Replaces the set of revoked leaf serials (hex, as [`kcore_pki::serial_hex`]
+    /// returns; colons and case are ignored). Applies to new connections.
+    pub fn set_revoked_serials<I, S>(&self, serials: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let set: HashSet<String> = serials
+            .into_iter()
+            .map(|s| normalise_serial(s.as_ref()))
+            .collect();
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    }
+
+    /// Whether a leaf serial is in the revocation set.
+    pub fn is_revoked(&self, serial_hex: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&normalise_serial(serial_hex))
     }
 
     /// Installs a new configuration for all future handshakes.
@@ -171,10 +215,11 @@ pub async fn serve_with(
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let app = app.clone();
+        let tls = tls.clone();
         let stop = stop_rx.clone();
         let handshake_timeout = options.handshake_timeout;
         connections.spawn(async move {
-            handle_connection(stream, remote, acceptor, app, stop, handshake_timeout).await;
+            handle_connection(stream, remote, acceptor, tls, app, stop, handshake_timeout).await;
         });
     }
     drop(listener);
@@ -191,6 +236,22 @@ pub async fn serve_with(
         connections.shutdown().await;
     }
     Ok(())
+}
+
+/// What a peer with a revoked certificate gets, whatever it asks for.
+fn revoked_app(serial: String) -> Router {
+    Router::new().fallback(move || {
+        let serial = serial.clone();
+        async move {
+            crate::error::ApiFailure::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                crate::error::codes::CERTIFICATE_REVOKED,
+                format!(
+                    "client certificate serial {serial} has been revoked; obtain a new certificate"
+                ),
+            )
+        }
+    })
 }
 
 fn peer_facts(conn: &rustls::ServerConnection) -> (PeerIdentity, PeerCert) {
@@ -212,6 +273,7 @@ async fn handle_connection(
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
+    source: TlsSource,
     app: Router,
     mut stop: watch::Receiver<bool>,
     handshake_timeout: Duration,
@@ -232,6 +294,13 @@ async fn handle_connection(
     };
     let (identity, cert) = peer_facts(tls.get_ref().1);
     tracing::trace!(%remote, identity = ?identity.0, "connection accepted");
+    let app = match &cert.0 {
+        Some(info) if source.is_revoked(&info.serial) => {
+            tracing::info!(%remote, identity = ?identity.0, serial = %info.serial, "revoked certificate presented");
+            revoked_app(info.serial.clone())
+        }
+        _ => app,
+    };
     let service = app.map_request(
         move |mut req: axum::extract::Request<hyper::body::Incoming>| {
             let ext = req.extensions_mut();

@@ -700,3 +700,137 @@ async fn shutdown_lets_in_flight_requests_finish() {
         Err(ClientError::Unreachable { .. })
     ));
 }
+
+fn serial_of(cert: &CertifiedKey) -> String {
+    serial_hex(&certs_from_pem(&cert.cert_pem).unwrap()[0]).unwrap()
+}
+
+#[tokio::test]
+async fn revoked_serials_get_401_and_the_set_is_hot_swappable() {
+    let p = pki();
+    let tls = mtls_server(&p);
+    let server = start(tls.clone(), app(named("a"))).await;
+    let n1 = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let n2 = p.sub.issue(&ident(Role::Node, "n2"), &[], DAY).unwrap();
+    let (c1, c2) = (
+        mtls_client(&p.root, &n1, &[&server.url]),
+        mtls_client(&p.root, &n2, &[&server.url]),
+    );
+    let _: WhoAmI = c1.get_json("/v1/whoami").await.unwrap();
+
+    // Colons and upper case are accepted, as operators paste them.
+    let pasted = serial_of(&n1)
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    tls.set_revoked_serials([pasted]);
+    // A fresh client: the revocation set applies per connection.
+    let c1 = mtls_client(&p.root, &n1, &[&server.url]);
+    match c1.get_json::<WhoAmI>("/v1/whoami").await.unwrap_err() {
+        ClientError::Api { status, error, .. } => {
+            assert_eq!(status, 401);
+            assert_eq!(error.code, "CERTIFICATE_REVOKED");
+            assert!(error.message.contains(&serial_of(&n1)), "{}", error.message);
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let who: WhoAmI = c2.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(who.identity.as_deref(), Some("kcore://lab/node/n2"));
+
+    tls.set_revoked_serials(Vec::<String>::new());
+    let c1 = mtls_client(&p.root, &n1, &[&server.url]);
+    let _: WhoAmI = c1.get_json("/v1/whoami").await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn crl_from_the_sub_ca_refuses_the_listed_leaf_in_the_handshake() {
+    let p = pki();
+    let n1 = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let n2 = p.sub.issue(&ident(Role::Node, "n2"), &[], DAY).unwrap();
+    let crl = p
+        .sub
+        .revocation_list(&[serial_of(&n1)], 1, 7 * DAY)
+        .unwrap();
+    assert!(crl.contains("BEGIN X509 CRL"));
+    let leaf = p
+        .sub
+        .issue(&ident(Role::Controller, "c1"), &local_names(), 30 * DAY)
+        .unwrap();
+    let tls = TlsSource::new(
+        server_config_with_crls(p.root.cert_pem(), &leaf.cert_pem, &leaf.key_pem, &[crl]).unwrap(),
+    );
+    let server = start(tls, app(named("a"))).await;
+    assert_refused(&mtls_client(&p.root, &n1, &[&server.url])).await;
+    let who: WhoAmI = mtls_client(&p.root, &n2, &[&server.url])
+        .get_json("/v1/whoami")
+        .await
+        .unwrap();
+    assert_eq!(who.identity.as_deref(), Some("kcore://lab/node/n2"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn clients_can_require_the_server_identity() {
+    let p = pki();
+    let controller = start(mtls_server(&p), app(named("ctl"))).await;
+    // A node certificate that lists 127.0.0.1, as a node's own certificate would.
+    let rogue_leaf = p
+        .sub
+        .issue(&ident(Role::Node, "n9"), &local_names(), DAY)
+        .unwrap();
+    let rogue_tls = TlsSource::new(
+        server_config(p.root.cert_pem(), &rogue_leaf.cert_pem, &rogue_leaf.key_pem).unwrap(),
+    );
+    let rogue = start(rogue_tls, app(named("rogue"))).await;
+
+    let me = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let expecting = |expect: PeerExpectation, url: &str| {
+        client_with(
+            &[url],
+            client_config_expecting(p.root.cert_pem(), &me.cert_pem, &me.key_pem, &expect).unwrap(),
+            quick(),
+        )
+    };
+    let controllers = PeerExpectation::Roles(vec![Role::Controller]);
+
+    let who: WhoAmI = expecting(controllers.clone(), &controller.url)
+        .get_json("/v1/whoami")
+        .await
+        .unwrap();
+    assert_eq!(who.server, "ctl");
+    // Plain client_config would accept the rogue (valid chain, matching IP SAN) ...
+    let _: WhoAmI = mtls_client(&p.root, &me, &[&rogue.url])
+        .get_json("/v1/whoami")
+        .await
+        .unwrap();
+    // ... the expecting config does not, and says why.
+    let err = expecting(controllers, &rogue.url)
+        .get_json::<WhoAmI>("/v1/whoami")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("speaks for kcore://lab/node/n9, expected a controller certificate"),
+        "{err}"
+    );
+
+    let exact = PeerExpectation::Exactly(ident(Role::Node, "n9"));
+    let who: WhoAmI = expecting(exact, &rogue.url)
+        .get_json("/v1/whoami")
+        .await
+        .unwrap();
+    assert_eq!(who.server, "rogue");
+    let wrong = PeerExpectation::Exactly(ident(Role::Node, "n8"));
+    assert!(
+        expecting(wrong, &rogue.url)
+            .get_json::<WhoAmI>("/v1/whoami")
+            .await
+            .is_err()
+    );
+    controller.stop().await;
+    rogue.stop().await;
+}

@@ -390,6 +390,42 @@ fn pem_encode(tag: &str, der: &[u8]) -> String {
     out
 }
 
+impl Authority {
+    /// A PEM CRL signed by this CA listing the given serial numbers (lowercase hex as
+    /// [`crate::serial_hex`] returns). `crl_number` must grow with every new list;
+    /// verifiers treat the list as current until `validity` has passed.
+    pub fn revocation_list(
+        &self,
+        revoked_serials_hex: &[String],
+        crl_number: u64,
+        validity: Duration,
+    ) -> Result<String, PkiError> {
+        let this_update = now() - BACKDATE;
+        let revoked_certs = revoked_serials_hex
+            .iter()
+            .map(|hex_serial| {
+                let bytes = hex::decode(hex_serial.trim())
+                    .map_err(|e| PkiError::parse(format!("revoked serial {hex_serial:?}"), e))?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&bytes),
+                    revocation_time: this_update,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update: add(now(), validity)?,
+            crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: self.issuer.params().key_identifier_method.clone(),
+        };
+        Ok(params.signed_by(&self.issuer, &self.key)?.pem()?)
+    }
+}
+
 /// Creates a key pair and a CSR for `identity`; the key stays with the caller.
 /// Returns `(key_pem, csr_pem)`.
 pub fn generate_csr(

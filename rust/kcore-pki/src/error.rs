@@ -31,6 +31,14 @@ pub enum PkiError {
     /// The client certificate verifier could not be built (for example an empty trust bundle).
     #[error("cannot build certificate verifier: {0}")]
     Verifier(String),
+    /// A key, certificate or bundle file could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    Io {
+        what: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A validity or time computation went out of range.
     #[error("invalid validity: {0}")]
     Validity(String),

@@ -29,6 +29,15 @@ pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<(
     Ok(())
 }
 
+/// Reads a PEM file; the error names `what` (e.g. "tls.keyFile") and the path.
+pub fn read_pem_file(what: &str, path: &Path) -> Result<String, crate::PkiError> {
+    fs::read_to_string(path).map_err(|source| crate::PkiError::Io {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,15 +15,16 @@ mod tls;
 
 pub use authority::{Authority, CertifiedKey, generate_csr, self_signed_install};
 pub use error::PkiError;
-pub use files::write_atomically;
+pub use files::{read_pem_file, write_atomically};
 pub use identity::{Identity, Role};
 pub use inspect::{
     certs_from_pem, fingerprint_sha256, identity_of, needs_renewal, normalise_fingerprint,
     not_after, not_after_der, serial_hex,
 };
 pub use tls::{
-    client_config, client_config_insecure, client_config_pinned, crypto_provider, server_config,
-    server_config_no_client_auth, server_config_with_crls,
+    PeerExpectation, client_config, client_config_expecting, client_config_insecure,
+    client_config_pinned, crypto_provider, server_config, server_config_no_client_auth,
+    server_config_with_crls,
 };
 
 /// Renewal starts this long before a certificate expires (DESIGN.md: 30 days).

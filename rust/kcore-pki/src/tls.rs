@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{
@@ -13,7 +14,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::PkiError;
-use crate::inspect::{certs_from_pem, fingerprint_sha256, normalise_fingerprint};
+use crate::inspect::{certs_from_pem, fingerprint_sha256, identity_of, normalise_fingerprint};
+use crate::{Identity, Role};
 
 /// The crypto provider every kcore TLS config uses (ring), fixed explicitly so the
 /// result does not depend on which rustls features other crates switch on.
@@ -140,6 +142,136 @@ pub fn client_config(
     Ok(client_builder()?
         .with_root_certificates(roots(trust_pem)?)
         .with_client_auth_cert(chain(cert_chain_pem)?, key(key_pem)?)?)
+}
+
+/// Who the server at the other end must be, beyond "signed by our root".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerExpectation {
+    /// Any of these roles (a node calling controllers expects `[Controller]`).
+    Roles(Vec<Role>),
+    /// Exactly this identity (a controller calling node `n1`'s agent).
+    Exactly(Identity),
+}
+
+impl PeerExpectation {
+    fn check(&self, found: &Identity) -> bool {
+        match self {
+            PeerExpectation::Roles(roles) => roles.contains(&found.role),
+            PeerExpectation::Exactly(identity) => identity == found,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PeerExpectation::Roles(roles) => format!(
+                "a {} certificate",
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            PeerExpectation::Exactly(identity) => identity.uri(),
+        }
+    }
+}
+
+/// [`client_config`] that also requires the server certificate to carry the expected
+/// identity. Host names alone are not enough: a node's certificate lists the node's
+/// own names, and nothing but this check stops it answering for a controller's name
+/// if DNS or an address is hijacked.
+pub fn client_config_expecting(
+    trust_pem: &str,
+    cert_chain_pem: &str,
+    key_pem: &str,
+    expected: &PeerExpectation,
+) -> Result<ClientConfig, PkiError> {
+    let inner =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots(trust_pem)?), crypto_provider())
+            .build()
+            .map_err(|e| PkiError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(ExpectingVerifier {
+        inner,
+        expected: expected.clone(),
+    });
+    Ok(client_builder()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain(cert_chain_pem)?, key(key_pem)?)?)
+}
+
+#[derive(Debug)]
+struct ExpectingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    expected: PeerExpectation,
+}
+
+#[derive(thiserror::Error)]
+#[error("server certificate speaks for {found}, expected {expected}")]
+struct WrongPeer {
+    expected: String,
+    found: String,
+}
+
+impl std::fmt::Debug for WrongPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl ServerCertVerifier for ExpectingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // Chain, dates and host name first: identity only counts on a valid certificate.
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let found = identity_of(end_entity);
+        match found {
+            Ok(identity) if self.expected.check(&identity) => Ok(verified),
+            other => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(WrongPeer {
+                    expected: self.expected.describe(),
+                    found: match other {
+                        Ok(identity) => identity.uri(),
+                        Err(_) => "no kcore identity".into(),
+                    },
+                }))),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// `kctl -k`: accepts any server certificate. Only for talking to an install-mode
