@@ -1,2 +1,588 @@
 //! Registration with the controllers: register (trying each configured controller in
 //! turn), heartbeat, and renew the node certificate from a CSR before it expires.
+//!
+//! # Use from the agent
+//!
+//! ```ignore
+//! let ctx = registration::RegistrationContext::from_config(&config, Some(server_tls.clone()))?
+//!     .with_report(registration::inventory_report_fn(config.clone(), tools));
+//! tokio::spawn(registration::run(ctx, shutdown_future));
+//! ```
+//!
+//! [`run`] never gives up while the agent runs: an unreachable controller, a missing
+//! certificate or a pending approval are logged and retried every heartbeat interval.
+//!
+//! # The first certificate
+//!
+//! A node's key is made on the node and never leaves it: `kctl create csr` (on the node)
+//! writes the key (0600) and a CSR; the operator has a controller sign the CSR with
+//! `kctl create node-cert` and puts the returned chain at `tls.certFile`. Until then
+//! [`run`] waits and says so. See `docs/controller.md`.
+//!
+//! # Renewal
+//!
+//! From [`kcore_pki::RENEW_BEFORE`] (30 days) before expiry, the agent makes a new key and
+//! CSR, asks a controller to sign it (`POST /v1/nodes/{id}/renew`, authenticated with the
+//! current certificate), writes key and certificate atomically (key first, each by
+//! rename) and swaps the TLS configuration of its server ([`kcore_net::TlsSource`]) and of
+//! its controller client: open connections are not dropped.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kcore_api::cluster::{
+    CertificateResponse, CsrRequest, HeartbeatRequest, NodeAck, NodeReport, NodeRole, NodeStatus,
+    PoolReport, RegisterRequest, StorageBackend, StorageReport, VolumeGroupReport, VolumeMount,
+};
+use kcore_api::inventory::StorageView;
+use kcore_net::{Client, ClientError, ClientOptions, TlsSource};
+
+use crate::config::{AgentConfig, Backend};
+
+/// Produces the node's report (hostname, labels, storage, disks, NICs) when asked.
+pub type ReportFn = Arc<dyn Fn() -> BoxFuture<'static, NodeReport> + Send + Sync>;
+
+/// A report is sent with every this-many-th heartbeat (and at registration): inventory
+/// changes rarely and the controller stores only changed fields.
+const REPORT_EVERY: u64 = 20;
+
+/// Why registration could not be set up or a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error(
+        "node-agent.yaml has no `tls` section: managed mode needs tls.caFile, tls.certFile and tls.keyFile"
+    )]
+    NoTls,
+    #[error("node-agent.yaml has no `controllers`: list at least one controller as HOST:PORT")]
+    NoControllers,
+    #[error(
+        "{path}: {source} (a node's first certificate comes from `kctl create csr` on the node and `kctl create node-cert` on the operator's machine)"
+    )]
+    ReadCredentials {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS credentials: {0}")]
+    Pki(#[from] kcore_pki::PkiError),
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("the certificate at {path} speaks for {found}, but this node is {expected:?}")]
+    WrongIdentity {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the registration loop needs.
+#[derive(Clone)]
+pub struct RegistrationContext {
+    pub node_id: String,
+    /// `HOST:PORT` of each controller, tried in order.
+    pub controllers: Vec<String>,
+    pub heartbeat_interval: Duration,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// DNS names / IPs requested in renewal CSRs (the node certificate is also the
+    /// agent's serving certificate, so `kctl --node HOST` must match one of them).
+    pub dns_names: Vec<String>,
+    pub report: ReportFn,
+    /// The agent server's TLS, swapped after renewal (`None`: no server to update).
+    pub server_tls: Option<TlsSource>,
+    /// Renew this long before expiry ([`kcore_pki::RENEW_BEFORE`] by default).
+    pub renew_before: Duration,
+    pub client_options: ClientOptions,
+}
+
+impl std::fmt::Debug for RegistrationContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrationContext")
+            .field("node_id", &self.node_id)
+            .field("controllers", &self.controllers)
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistrationContext {
+    /// Settings from `node-agent.yaml`; the report comes from the configuration alone
+    /// until [`RegistrationContext::with_report`] supplies a live inventory.
+    pub fn from_config(
+        config: &AgentConfig,
+        server_tls: Option<TlsSource>,
+    ) -> Result<Self, RegistrationError> {
+        let tls = config.tls.as_ref().ok_or(RegistrationError::NoTls)?;
+        if config.controllers.is_empty() {
+            return Err(RegistrationError::NoControllers);
+        }
+        let report = report_from_config(config);
+        let mut dns_names = vec![config.effective_hostname(), "localhost".to_string()];
+        dns_names.push("127.0.0.1".to_string());
+        dns_names.dedup();
+        Ok(RegistrationContext {
+            node_id: config.node_id.clone(),
+            controllers: config.controllers.clone(),
+            heartbeat_interval: Duration::from_secs(config.heartbeat_interval_seconds.max(1)),
+            ca_file: tls.ca_file.clone(),
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            dns_names,
+            report: Arc::new(move || {
+                let report = report.clone();
+                Box::pin(async move { report })
+            }),
+            server_tls,
+            renew_before: kcore_pki::RENEW_BEFORE,
+            client_options: ClientOptions::default(),
+        })
+    }
+
+    /// Use `report` to build the node's report (for example [`inventory_report_fn`]).
+    pub fn with_report(mut self, report: ReportFn) -> Self {
+        self.report = report;
+        self
+    }
+}
+
+/// The role and storage facts that follow from the configuration alone.
+pub fn report_from_config(config: &AgentConfig) -> NodeReport {
+    let storage = &config.storage;
+    let backend = match storage.backend {
+        Backend::Filesystem => StorageBackend::Filesystem,
+        Backend::Lvm => StorageBackend::Lvm,
+        Backend::Zfs => StorageBackend::Zfs,
+    };
+    let mut report = StorageReport {
+        backend: Some(backend),
+        mounts: vec![VolumeMount {
+            path: storage.filesystem_volume_dir.display().to_string(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    match backend {
+        StorageBackend::Lvm => {
+            report.volume_group = Some(VolumeGroupReport {
+                name: storage.lvm.vg_name.clone(),
+                lv_prefix: storage.lvm.lv_prefix.clone(),
+                ..Default::default()
+            });
+        }
+        StorageBackend::Zfs => {
+            report.pool = Some(PoolReport {
+                name: storage.zfs.pool_name.clone(),
+                dataset_prefix: storage.zfs.dataset_prefix.clone(),
+                ..Default::default()
+            });
+        }
+        StorageBackend::Filesystem => {}
+    }
+    NodeReport {
+        hostname: config.effective_hostname(),
+        dc_id: config.dc_id.clone(),
+        labels: config.labels.clone(),
+        roles: vec![NodeRole::Agent],
+        storage: report,
+        disks: Vec::new(),
+        nics: Vec::new(),
+        agent_address: Some(config.listen.clone()),
+    }
+}
+
+/// Folds the agent's live storage view into the report's storage section: VG or pool
+/// capacity and the mounts under the volume directories.
+pub fn apply_storage_view(report: &mut StorageReport, view: &StorageView) {
+    if let (Some(vg), Some(lvm)) = (report.volume_group.as_mut(), view.lvm.as_ref())
+        && let Some(found) = lvm.volume_groups.iter().find(|g| g.name == vg.name)
+    {
+        vg.size_bytes = Some(found.size_bytes);
+        vg.free_bytes = Some(found.free_bytes);
+    }
+    if let (Some(pool), Some(zfs)) = (report.pool.as_mut(), view.zfs.as_ref())
+        && let Some(found) = zfs.pools.iter().find(|p| p.name == pool.name)
+    {
+        pool.size_bytes = Some(found.size_bytes);
+        pool.free_bytes = Some(found.free_bytes);
+        pool.health = Some(found.health.clone());
+    }
+    for mount in &view.mounts {
+        if !report.mounts.iter().any(|m| m.path == mount.target) {
+            report.mounts.push(VolumeMount {
+                path: mount.target.clone(),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// A [`ReportFn`] that adds the live inventory (disks, NICs, storage) to the
+/// configuration's facts. A collector that fails leaves its part empty (and logs why):
+/// a heartbeat must not fail because `lsblk` did.
+pub fn inventory_report_fn(config: AgentConfig, tools: crate::tools::Tools) -> ReportFn {
+    let shared = Arc::new((config, tools));
+    Arc::new(move || {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let (config, tools) = &*shared;
+            let mut report = report_from_config(config);
+            match crate::inventory::collect_disks(tools, None).await {
+                Ok(inv) => report.disks = to_json_list(&inv.disks),
+                Err(err) => tracing::debug!("disk inventory for the controller: {err}"),
+            }
+            match crate::inventory::collect_nics(tools).await {
+                Ok(inv) => report.nics = to_json_list(&inv.nics),
+                Err(err) => tracing::debug!("NIC inventory for the controller: {err}"),
+            }
+            let view = crate::inventory::collect_storage(config, tools).await;
+            apply_storage_view(&mut report.storage, &view);
+            report
+        })
+    })
+}
+
+fn to_json_list<T: serde::Serialize>(items: &[T]) -> Vec<serde_json::Value> {
+    items
+        .iter()
+        .filter_map(|item| serde_json::to_value(item).ok())
+        .collect()
+}
+
+/// The node's current credentials, read from disk.
+struct Credentials {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn read_file(path: &std::path::Path) -> Result<String, RegistrationError> {
+    std::fs::read_to_string(path).map_err(|source| RegistrationError::ReadCredentials {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Credentials {
+    fn load(ctx: &RegistrationContext) -> Result<Self, RegistrationError> {
+        let creds = Credentials {
+            ca_pem: read_file(&ctx.ca_file)?,
+            cert_pem: read_file(&ctx.cert_file)?,
+            key_pem: read_file(&ctx.key_file)?,
+        };
+        let identity = creds.identity()?;
+        if identity.role != kcore_pki::Role::Node || identity.id != ctx.node_id {
+            return Err(RegistrationError::WrongIdentity {
+                path: ctx.cert_file.clone(),
+                expected: ctx.node_id.clone(),
+                found: identity.uri(),
+            });
+        }
+        Ok(creds)
+    }
+
+    fn identity(&self) -> Result<kcore_pki::Identity, RegistrationError> {
+        let certs = kcore_pki::certs_from_pem(&self.cert_pem)?;
+        let leaf = certs.first().ok_or_else(|| kcore_pki::PkiError::Parse {
+            what: "node certificate".into(),
+            reason: "no CERTIFICATE block".into(),
+        })?;
+        Ok(kcore_pki::identity_of(leaf)?)
+    }
+}
+
+/// `HOST:PORT` list to `https://HOST:PORT` base URLs.
+pub fn base_urls(controllers: &[String]) -> Vec<String> {
+    controllers
+        .iter()
+        .map(|c| {
+            if c.starts_with("https://") {
+                c.clone()
+            } else {
+                format!("https://{c}")
+            }
+        })
+        .collect()
+}
+
+/// The loop's working state.
+struct Session {
+    creds: Credentials,
+    client: Client,
+    registered: bool,
+    beats: u64,
+}
+
+impl Session {
+    fn new(ctx: &RegistrationContext) -> Result<Self, RegistrationError> {
+        let creds = Credentials::load(ctx)?;
+        let client = Client::new(
+            base_urls(&ctx.controllers),
+            kcore_pki::client_config(&creds.ca_pem, &creds.cert_pem, &creds.key_pem)?,
+            ctx.client_options.clone(),
+        )?;
+        Ok(Session {
+            creds,
+            client,
+            registered: false,
+            beats: 0,
+        })
+    }
+}
+
+/// Registers the node with the first controller that answers.
+pub async fn register_once(
+    client: &Client,
+    node_id: &str,
+    report: NodeReport,
+) -> Result<NodeAck, ClientError> {
+    client
+        .post_json(
+            &format!("/v1/nodes/{node_id}/register"),
+            &RegisterRequest { report },
+        )
+        .await
+}
+
+/// One heartbeat, optionally with a fresh report.
+pub async fn heartbeat_once(
+    client: &Client,
+    node_id: &str,
+    report: Option<NodeReport>,
+) -> Result<NodeAck, ClientError> {
+    client
+        .post_json(
+            &format!("/v1/nodes/{node_id}/heartbeat"),
+            &HeartbeatRequest { report },
+        )
+        .await
+}
+
+/// Renews the certificate if it is within `ctx.renew_before` of expiry: new key and CSR,
+/// signed by a controller, written atomically, TLS swapped. Returns whether it renewed.
+async fn renew_if_due(
+    ctx: &RegistrationContext,
+    session: &mut Session,
+) -> Result<bool, RegistrationError> {
+    let now = time::OffsetDateTime::now_utc();
+    if !kcore_pki::needs_renewal(&session.creds.cert_pem, now, ctx.renew_before)? {
+        return Ok(false);
+    }
+    let identity = session.creds.identity()?;
+    tracing::info!(node = %ctx.node_id, "certificate expires within the renewal window; renewing");
+    let (key_pem, csr_pem) = kcore_pki::generate_csr(&identity, &ctx.dns_names)?;
+    let signed: CertificateResponse = session
+        .client
+        .post_json(
+            &format!("/v1/nodes/{}/renew", ctx.node_id),
+            &CsrRequest { csr_pem },
+        )
+        .await?;
+    let new_creds = Credentials {
+        ca_pem: session.creds.ca_pem.clone(),
+        cert_pem: signed.chain_pem.clone(),
+        key_pem,
+    };
+    // Build every TLS config before touching the disk: a chain that does not load is
+    // refused here and the old files stay in place.
+    let client_tls =
+        kcore_pki::client_config(&new_creds.ca_pem, &new_creds.cert_pem, &new_creds.key_pem)?;
+    let server_tls = match &ctx.server_tls {
+        Some(_) => Some(kcore_pki::server_config(
+            &new_creds.ca_pem,
+            &new_creds.cert_pem,
+            &new_creds.key_pem,
+        )?),
+        None => None,
+    };
+    install_credentials(ctx, &new_creds)?;
+    if let (Some(source), Some(config)) = (&ctx.server_tls, server_tls) {
+        source.replace(config);
+    }
+    session.client.replace_tls(client_tls)?;
+    session.creds = new_creds;
+    tracing::info!(
+        node = %ctx.node_id,
+        not_after = %signed.certificate.not_after,
+        "certificate renewed and reloaded"
+    );
+    Ok(true)
+}
+
+/// Writes key then certificate, each atomically. The previous pair is kept as `.old`
+/// until both writes succeeded, so a crash between the two renames leaves a matching
+/// pair on disk (new key + `.old` cert is recoverable by hand; see docs/controller.md).
+fn install_credentials(
+    ctx: &RegistrationContext,
+    creds: &Credentials,
+) -> Result<(), RegistrationError> {
+    let write = |path: &PathBuf, contents: &str, mode: u32| {
+        kcore_pki::write_atomically(path, contents.as_bytes(), mode).map_err(|source| {
+            RegistrationError::Write {
+                path: path.clone(),
+                source,
+            }
+        })
+    };
+    write(&ctx.key_file, &creds.key_pem, 0o600)?;
+    write(&ctx.cert_file, &creds.cert_pem, 0o644)?;
+    Ok(())
+}
+
+fn log_failure(what: &str, err: &RegistrationError) {
+    match err {
+        RegistrationError::Client(ClientError::Api { error, .. })
+            if error.code == "NODE_REJECTED" =>
+        {
+            tracing::error!("{what}: {err} (an operator rejected this node id)");
+        }
+        _ => tracing::warn!("{what}: {err}"),
+    }
+}
+
+/// One turn of the loop: load credentials if needed, register or heartbeat, renew when
+/// due. Public so tests can drive the loop step by step.
+pub async fn step(
+    ctx: &RegistrationContext,
+    session: &mut Option<SessionHandle>,
+) -> Result<Option<NodeAck>, RegistrationError> {
+    if session.is_none() {
+        *session = Some(SessionHandle(Session::new(ctx)?));
+    }
+    let Some(SessionHandle(s)) = session.as_mut() else {
+        return Ok(None);
+    };
+    let ack = if s.registered {
+        s.beats += 1;
+        let report = if s.beats % REPORT_EVERY == 0 {
+            Some((ctx.report)().await)
+        } else {
+            None
+        };
+        match heartbeat_once(&s.client, &ctx.node_id, report).await {
+            Ok(ack) => ack,
+            Err(err) if err.api_code() == Some("NODE_NOT_REGISTERED") => {
+                // The controller lost us (new database): register again next turn.
+                s.registered = false;
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
+        }
+    } else {
+        let report = (ctx.report)().await;
+        let ack = register_once(&s.client, &ctx.node_id, report).await?;
+        s.registered = true;
+        tracing::info!(
+            node = %ctx.node_id,
+            status = %ack.status,
+            controller = %ack.controller_id,
+            "registered"
+        );
+        if ack.status == NodeStatus::Pending {
+            tracing::warn!(
+                node = %ctx.node_id,
+                "waiting for approval: run `kctl node approve {}`",
+                ctx.node_id
+            );
+        }
+        ack
+    };
+    renew_if_due(ctx, s).await?;
+    Ok(Some(ack))
+}
+
+/// Opaque state carried between [`step`] calls.
+pub struct SessionHandle(Session);
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("registered", &self.0.registered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers, heartbeats every `heartbeat_interval` and renews the certificate, until
+/// `shutdown` completes. Failures are logged and retried on the next tick.
+pub async fn run(ctx: RegistrationContext, shutdown: impl Future<Output = ()> + Send) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut tick = tokio::time::interval(ctx.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut session = None;
+    let mut last_status = None;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        match step(&ctx, &mut session).await {
+            Ok(Some(ack)) => {
+                if last_status != Some(ack.status) {
+                    tracing::info!(node = %ctx.node_id, status = %ack.status, "controller reports status");
+                    last_status = Some(ack.status);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                if matches!(
+                    err,
+                    RegistrationError::ReadCredentials { .. }
+                        | RegistrationError::WrongIdentity { .. }
+                ) {
+                    // Reload from disk next time: the operator may be installing the files.
+                    session = None;
+                }
+                log_failure("registration", &err);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_from_config_names_backend_and_its_vg() {
+        let yaml = "nodeId: n1\ndcId: DC2\nhostname: hv1\ncontrollers: [\"127.0.0.1:9090\"]\nstorage:\n  backend: lvm\n  lvm: { vgName: vg_x, lvPrefix: k- }\ntls: { caFile: /a, certFile: /b, keyFile: /c }\n";
+        let config = AgentConfig::parse(yaml, std::path::Path::new("a.yaml")).unwrap();
+        let report = report_from_config(&config);
+        assert_eq!(report.dc_id, "DC2");
+        assert_eq!(report.storage.backend, Some(StorageBackend::Lvm));
+        assert_eq!(report.storage.volume_group.as_ref().unwrap().name, "vg_x");
+        assert!(report.storage.pool.is_none());
+        let ctx = RegistrationContext::from_config(&config, None).unwrap();
+        assert_eq!(ctx.controllers, vec!["127.0.0.1:9090".to_string()]);
+        assert_eq!(base_urls(&ctx.controllers), vec!["https://127.0.0.1:9090"]);
+    }
+
+    #[test]
+    fn storage_view_fills_pool_capacity() {
+        let mut report = StorageReport {
+            backend: Some(StorageBackend::Zfs),
+            pool: Some(PoolReport {
+                name: "tank0".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let view: StorageView = serde_json::from_value(serde_json::json!({
+            "backend": "zfs",
+            "zfs": {"poolName": "tank0", "pools": [{"name": "tank0", "sizeBytes": 100, "allocatedBytes": 40, "freeBytes": 60, "health": "ONLINE"}], "datasets": []},
+            "mounts": [{"source": "tank0/kcore", "target": "/var/lib/kcore/volumes", "fstype": "zfs"}]
+        }))
+        .unwrap();
+        apply_storage_view(&mut report, &view);
+        let pool = report.pool.unwrap();
+        assert_eq!(pool.free_bytes, Some(60));
+        assert_eq!(pool.health.as_deref(), Some("ONLINE"));
+        assert_eq!(report.mounts.len(), 1);
+    }
+}

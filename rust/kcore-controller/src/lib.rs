@@ -1,1 +1,141 @@
 //! The kcore controller: the cluster's state, PKI authority and API.
+//!
+//! - [`config`], `controller.yaml`.
+//! - [`store`], SQLite state as last-writer-wins operations, heartbeats as soft state.
+//! - [`api`], the `/v1` routes and their role checks.
+//!
+//! Serving (mutual TLS, the caller's identity per request, hot-swappable certificates)
+//! comes from `kcore-net`.
+//!
+//! [`run`] is the whole daemon; `main.rs` only parses flags and starts tracing, and tests
+//! call [`run`] in-process on `127.0.0.1:0`.
+
+pub mod api;
+pub mod config;
+pub mod store;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use config::ControllerConfig;
+
+/// Why the controller could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Pki {
+        what: String,
+        source: kcore_pki::PkiError,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// How often heartbeats (soft state) are written to SQLite.
+const HEARTBEAT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+fn read(what: &'static str, path: &std::path::Path) -> Result<String, ControllerError> {
+    std::fs::read_to_string(path).map_err(|source| ControllerError::ReadFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Everything [`run`] needs besides the socket, loaded and checked up front so a bad
+/// file is reported before the port opens.
+pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, ControllerError> {
+    let tls = &config.tls;
+    let trust_pem = read("tls.caFile", &tls.ca_file)?;
+    let signer = kcore_pki::Authority::from_pem(
+        &read("tls.subCaCertFile", &tls.sub_ca_cert_file)?,
+        &read("tls.subCaKeyFile", &tls.sub_ca_key_file)?,
+    )
+    .map_err(|source| ControllerError::Pki {
+        what: format!(
+            "tls.subCaCertFile {} / tls.subCaKeyFile {}",
+            tls.sub_ca_cert_file.display(),
+            tls.sub_ca_key_file.display()
+        ),
+        source,
+    })?;
+    let store = store::Store::open(&config.database_path, &config.controller_id)?;
+    Ok(Arc::new(api::AppState {
+        config,
+        store,
+        signer: RwLock::new(Arc::new(signer)),
+        trust_pem,
+    }))
+}
+
+/// The rustls server configuration from `tls.caFile`, `tls.certFile` and `tls.keyFile`.
+pub fn server_tls(config: &ControllerConfig) -> Result<rustls::ServerConfig, ControllerError> {
+    let tls = &config.tls;
+    let server = kcore_pki::server_config(
+        &read("tls.caFile", &tls.ca_file)?,
+        &read("tls.certFile", &tls.cert_file)?,
+        &read("tls.keyFile", &tls.key_file)?,
+    )
+    .map_err(|source| ControllerError::Pki {
+        what: format!(
+            "tls.caFile {} / tls.certFile {} / tls.keyFile {}",
+            tls.ca_file.display(),
+            tls.cert_file.display(),
+            tls.key_file.display()
+        ),
+        source,
+    })?;
+    Ok(server)
+}
+
+/// Runs the controller on `listener` until `shutdown` completes, then flushes soft state.
+pub async fn run(
+    listener: TcpListener,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    let tls = server_tls(&config)?;
+    let state = build_state(config)?;
+    tracing::info!(
+        controller = %state.config.controller_id,
+        cluster = %state.config.cluster_name,
+        address = ?listener.local_addr().ok(),
+        manual_approval = state.config.require_manual_approval,
+        "controller listening"
+    );
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(err) = state.store.flush_heartbeats() {
+                    tracing::warn!("cannot record heartbeats: {err}");
+                }
+            }
+        })
+    };
+    let result = kcore_net::serve(
+        listener,
+        kcore_net::TlsSource::new(tls),
+        api::router(state.clone()),
+        shutdown,
+    )
+    .await;
+    flusher.abort();
+    state.store.flush_heartbeats()?;
+    tracing::info!("controller stopped");
+    result.map_err(ControllerError::Serve)
+}

@@ -1,0 +1,191 @@
+//! `controller.yaml`: the controller's configuration, exactly as `docs/configuration.md`
+//! specifies it. Unknown keys are an error so a misspelt key never silently becomes a
+//! default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole `controller.yaml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// This controller's id (the `<id>` in its `kcore://<cluster>/controller/<id>` identity).
+    pub controller_id: String,
+    /// The `<cluster>` in every identity this controller accepts.
+    pub cluster_name: String,
+    #[serde(default = "default_dc_id")]
+    pub dc_id: String,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// New nodes wait as `Pending` for `kctl node approve` instead of being admitted.
+    #[serde(default)]
+    pub require_manual_approval: bool,
+    /// Other controllers (`HOST:PORT`). Stored for replication; see `docs/controller.md`.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// An approved node is `NotReady` after this long without a heartbeat.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_seconds: u64,
+    #[serde(default = "default_database_path")]
+    pub database_path: PathBuf,
+    pub tls: ControllerTls,
+}
+
+/// Certificate files. Paths only: secrets never appear inline.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerTls {
+    /// Root CA (and optionally sub-CAs) trusted for client certificates.
+    pub ca_file: PathBuf,
+    /// This controller's serving certificate chain (leaf, then its sub-CA).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The sub-CA that signs node CSRs; replaced by `kctl rotate sub-ca`.
+    pub sub_ca_cert_file: PathBuf,
+    pub sub_ca_key_file: PathBuf,
+}
+
+fn default_dc_id() -> String {
+    "default".to_string()
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9090))
+}
+
+fn default_heartbeat_timeout() -> u64 {
+    45
+}
+
+fn default_database_path() -> PathBuf {
+    PathBuf::from("/var/lib/kcore-controller/state.sqlite")
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl ControllerConfig {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate YAML text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: ControllerConfig =
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let invalid = |field, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        if !valid_id(&config.controller_id) {
+            return Err(invalid(
+                "controllerId",
+                format!(
+                    "{:?} is not a valid id: use 1-63 characters from a-z, 0-9 and '-', starting with a letter or digit",
+                    config.controller_id
+                ),
+            ));
+        }
+        if !valid_id(&config.cluster_name) {
+            return Err(invalid(
+                "clusterName",
+                format!(
+                    "{:?} is not a valid name: use 1-63 characters from a-z, 0-9 and '-', starting with a letter or digit",
+                    config.cluster_name
+                ),
+            ));
+        }
+        if config.heartbeat_timeout_seconds == 0 {
+            return Err(invalid(
+                "heartbeatTimeoutSeconds",
+                "must be at least 1 (seconds); 45 is the default".to_string(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// `[a-z0-9][a-z0-9-]{0,62}`: the shape of node, controller and cluster ids (they end up
+/// in URIs, file names and SQL keys).
+pub fn valid_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "controllerId: ctl1\nclusterName: lab\ntls:\n  caFile: /p/ca.crt\n  certFile: /p/c.crt\n  keyFile: /p/c.key\n  subCaCertFile: /p/s.crt\n  subCaKeyFile: /p/s.key\n";
+
+    #[test]
+    fn minimal_file_gets_the_documented_defaults() {
+        let c = ControllerConfig::parse(MINIMAL, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.dc_id, "default");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9090");
+        assert!(!c.require_manual_approval);
+        assert_eq!(c.heartbeat_timeout_seconds, 45);
+        assert_eq!(
+            c.database_path,
+            PathBuf::from("/var/lib/kcore-controller/state.sqlite")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let text = format!("{MINIMAL}requireManualAproval: true\n");
+        let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("requireManualAproval"), "{err}");
+        let text = MINIMAL.replace("keyFile: /p/c.key", "keyFile: /p/c.key\n  keyPem: x");
+        let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keyPem"), "{err}");
+    }
+
+    #[test]
+    fn bad_ids_name_the_field() {
+        let text = MINIMAL.replace("controllerId: ctl1", "controllerId: Ctl_1");
+        let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("controllerId"), "{err}");
+        assert!(valid_id("node-1") && !valid_id("-x") && !valid_id(""));
+    }
+}

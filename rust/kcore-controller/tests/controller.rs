@@ -1,0 +1,834 @@
+//! The controller in-process on 127.0.0.1 with real mutual TLS: registration, approval,
+//! rejection, the authorisation matrix, renewal, sub-CA rotation and restarts. Agents
+//! are the real registration code from `kcore-agent`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kcore_api::cluster::{
+    Approval, CertificateResponse, CsrRequest, HeartbeatRequest, InstallSubCa,
+    IssueNodeCertificateRequest, Node, NodeAck, NodeList, NodeReport, NodeStatus, RegisterRequest,
+    StorageBackend, StorageClassDetail, StorageClassList, StorageReport, SubCaInstalled,
+};
+use kcore_controller::config::{ControllerConfig, ControllerTls};
+use kcore_net::{Client, ClientError, ClientOptions};
+use kcore_pki::{Authority, CertifiedKey, Identity, Role};
+use serde::de::DeserializeOwned;
+
+const CLUSTER: &str = "lab";
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A cluster's PKI and one controller's files in a temp dir.
+struct Cluster {
+    dir: tempfile::TempDir,
+    root: Authority,
+    sub: Authority,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Authority::new_root(CLUSTER, YEAR * 10).unwrap();
+        let sub = root.new_sub_ca("controllers", YEAR * 5).unwrap();
+        let c = Cluster { dir, root, sub };
+        let ctl = c
+            .sub
+            .issue(
+                &Identity::new(CLUSTER, Role::Controller, "ctl1").unwrap(),
+                &["localhost".into(), "127.0.0.1".into()],
+                YEAR,
+            )
+            .unwrap();
+        c.write("ca.crt", c.root.cert_pem());
+        c.write("controller.crt", &ctl.cert_pem);
+        c.write("controller.key", &ctl.key_pem);
+        c.write("sub-ca.crt", c.sub.cert_pem());
+        c.write("sub-ca.key", c.sub.key_pem());
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    fn config(&self, manual: bool) -> ControllerConfig {
+        ControllerConfig {
+            controller_id: "ctl1".into(),
+            cluster_name: CLUSTER.into(),
+            dc_id: "DC1".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            require_manual_approval: manual,
+            peers: vec![],
+            heartbeat_timeout_seconds: 45,
+            database_path: self.path("state.sqlite"),
+            tls: ControllerTls {
+                ca_file: self.path("ca.crt"),
+                cert_file: self.path("controller.crt"),
+                key_file: self.path("controller.key"),
+                sub_ca_cert_file: self.path("sub-ca.crt"),
+                sub_ca_key_file: self.path("sub-ca.key"),
+            },
+        }
+    }
+
+    fn admin(&self) -> CertifiedKey {
+        self.root
+            .issue(
+                &Identity::new(CLUSTER, Role::Admin, "alice").unwrap(),
+                &[],
+                YEAR,
+            )
+            .unwrap()
+    }
+
+    fn controller_peer(&self) -> CertifiedKey {
+        self.sub
+            .issue(
+                &Identity::new(CLUSTER, Role::Controller, "ctl2").unwrap(),
+                &[],
+                YEAR,
+            )
+            .unwrap()
+    }
+
+    /// A node certificate made the production way: key and CSR on the "node", signed
+    /// by the sub-CA.
+    fn node(&self, id: &str) -> CertifiedKey {
+        let ident = Identity::new(CLUSTER, Role::Node, id).unwrap();
+        let (key_pem, csr_pem) = kcore_pki::generate_csr(&ident, &["localhost".into()]).unwrap();
+        let cert_pem = self.sub.sign_csr(&csr_pem, &ident, YEAR).unwrap();
+        CertifiedKey { cert_pem, key_pem }
+    }
+}
+
+/// A running controller.
+struct Running {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), kcore_controller::ControllerError>>,
+}
+
+impl Running {
+    async fn start(config: ControllerConfig) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(kcore_controller::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        Running {
+            url,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        connect_timeout: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(5),
+        total_timeout: Duration::from_secs(10),
+        ..ClientOptions::default()
+    }
+}
+
+fn client(url: &str, trust_pem: &str, who: &CertifiedKey) -> Client {
+    let tls = kcore_pki::client_config(trust_pem, &who.cert_pem, &who.key_pem).unwrap();
+    Client::new(vec![url.to_string()], tls, options()).unwrap()
+}
+
+/// Verifies the server but presents no client certificate.
+fn anonymous_client(url: &str, trust_pem: &str) -> Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in kcore_pki::certs_from_pem(trust_pem).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(kcore_pki::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Client::new(vec![url.to_string()], tls, options()).unwrap()
+}
+
+fn report(host: &str, dc: &str, backend: Option<StorageBackend>) -> NodeReport {
+    NodeReport {
+        hostname: host.into(),
+        dc_id: dc.into(),
+        storage: StorageReport {
+            backend,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+async fn register(c: &Client, id: &str, r: NodeReport) -> Result<NodeAck, ClientError> {
+    c.post_json(
+        &format!("/v1/nodes/{id}/register"),
+        &RegisterRequest { report: r },
+    )
+    .await
+}
+
+async fn beat(c: &Client, id: &str) -> Result<NodeAck, ClientError> {
+    c.post_json(
+        &format!("/v1/nodes/{id}/heartbeat"),
+        &HeartbeatRequest::default(),
+    )
+    .await
+}
+
+async fn post<T: DeserializeOwned>(c: &Client, path: &str) -> Result<T, ClientError> {
+    c.post_json(path, &serde_json::json!({})).await
+}
+
+fn code(err: &ClientError) -> String {
+    err.api_code()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("no answer: {err}"))
+}
+
+#[tokio::test]
+async fn auto_approved_node_registers_and_is_ready() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let n1 = client(&ctl.url, cl.root.cert_pem(), &cl.node("n1"));
+    let ack = register(&n1, "n1", report("hv1", "DC1", Some(StorageBackend::Lvm)))
+        .await
+        .unwrap();
+    assert_eq!(ack.status, NodeStatus::Ready);
+    assert_eq!(ack.controller_id, "ctl1");
+    assert_eq!(beat(&n1, "n1").await.unwrap().status, NodeStatus::Ready);
+
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    let list: NodeList = admin.get_json("/v1/nodes").await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let node = &list.items[0];
+    assert_eq!(node.node_id, "n1");
+    assert_eq!(node.report.hostname, "hv1");
+    assert_eq!(node.approval, Approval::Approved);
+    assert!(node.last_heartbeat.is_some());
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn manual_approval_keeps_node_pending_until_approved() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(true)).await;
+    let n1 = client(&ctl.url, cl.root.cert_pem(), &cl.node("n1"));
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    let ack = register(&n1, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap();
+    assert_eq!(ack.status, NodeStatus::Pending);
+    assert_eq!(beat(&n1, "n1").await.unwrap().status, NodeStatus::Pending);
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    assert_eq!(node.status, NodeStatus::Pending);
+
+    let node: Node = post(&admin, "/v1/nodes/n1/approve").await.unwrap();
+    assert_eq!(node.approval, Approval::Approved);
+    assert_eq!(beat(&n1, "n1").await.unwrap().status, NodeStatus::Ready);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn rejected_node_cannot_heartbeat_or_register_again() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(true)).await;
+    let n1 = client(&ctl.url, cl.root.cert_pem(), &cl.node("n1"));
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    register(&n1, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap();
+    let node: Node = post(&admin, "/v1/nodes/n1/reject").await.unwrap();
+    assert_eq!(node.status, NodeStatus::Rejected);
+
+    assert_eq!(code(&beat(&n1, "n1").await.unwrap_err()), "NODE_REJECTED");
+    let err = register(&n1, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "NODE_REJECTED");
+    // Even a freshly issued certificate for the same id cannot bring it back.
+    let again = client(&ctl.url, cl.root.cert_pem(), &cl.node("n1"));
+    let err = register(&again, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "NODE_REJECTED");
+    let err = post::<Node>(&admin, "/v1/nodes/n1/approve")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "NODE_REJECTED");
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    assert_eq!(node.status, NodeStatus::Rejected);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn storage_classes_count_nodes_including_empty_classes() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    for (id, backend) in [
+        ("n1", Some(StorageBackend::Lvm)),
+        ("n2", Some(StorageBackend::Lvm)),
+        ("n3", None),
+    ] {
+        let c = client(&ctl.url, cl.root.cert_pem(), &cl.node(id));
+        register(&c, id, report(id, "DC1", backend)).await.unwrap();
+    }
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    let list: StorageClassList = admin.get_json("/v1/storage-classes").await.unwrap();
+    let counts: Vec<(String, usize)> = list
+        .items
+        .iter()
+        .map(|c| (c.name.clone(), c.nodes))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("filesystem".to_string(), 0),
+            ("lvm".to_string(), 2),
+            ("zfs".to_string(), 0),
+            ("unspecified".to_string(), 1),
+        ]
+    );
+    let lvm: StorageClassDetail = admin.get_json("/v1/storage-classes/lvm").await.unwrap();
+    let ids: Vec<&str> = lvm.nodes.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(ids, vec!["n1", "n2"]);
+    let err = admin
+        .get_json::<StorageClassDetail>("/v1/storage-classes/ceph")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "NO_SUCH_STORAGE_CLASS");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn restart_keeps_state_without_re_registration() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(true)).await;
+    let n1_cert = cl.node("n1");
+    {
+        let n1 = client(&ctl.url, cl.root.cert_pem(), &n1_cert);
+        let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+        register(&n1, "n1", report("hv1", "DC2", Some(StorageBackend::Zfs)))
+            .await
+            .unwrap();
+        post::<Node>(&admin, "/v1/nodes/n1/approve").await.unwrap();
+    }
+    ctl.stop().await;
+
+    let ctl = Running::start(cl.config(true)).await;
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    assert_eq!(node.approval, Approval::Approved);
+    assert_eq!(node.report.dc_id, "DC2");
+    assert_eq!(node.report.storage.backend, Some(StorageBackend::Zfs));
+    // The heartbeat flushed at shutdown survived too.
+    assert_eq!(node.status, NodeStatus::Ready);
+    let n1 = client(&ctl.url, cl.root.cert_pem(), &n1_cert);
+    assert_eq!(beat(&n1, "n1").await.unwrap().status, NodeStatus::Ready);
+    ctl.stop().await;
+}
+
+/// Whether the caller got past authentication and authorisation.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Allowed,
+    /// Refused by the route's role or self check (the code).
+    Refused(String),
+    /// No HTTP answer at all: the TLS handshake refused the client.
+    NoAnswer,
+}
+
+fn outcome<T>(result: Result<T, ClientError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Allowed,
+        Err(ClientError::Api { error, .. })
+            if [
+                "UNAUTHENTICATED",
+                "FORBIDDEN_ROLE",
+                "NOT_SELF",
+                "WRONG_CLUSTER",
+            ]
+            .contains(&error.code.as_str()) =>
+        {
+            Outcome::Refused(error.code)
+        }
+        Err(ClientError::Api { .. }) => Outcome::Allowed,
+        Err(ClientError::Unreachable { .. }) => Outcome::NoAnswer,
+        Err(other) => panic!("unexpected client error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn authorization_matrix_every_route_and_caller() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(true)).await;
+    let trust = cl.root.cert_pem().to_string();
+    // Node n3 exists so approve/reject have a target.
+    let n3 = client(&ctl.url, &trust, &cl.node("n3"));
+    register(&n3, "n3", report("hv3", "DC1", None))
+        .await
+        .unwrap();
+
+    let evil_root = Authority::new_root(CLUSTER, YEAR).unwrap();
+    let evil_admin = evil_root
+        .issue(
+            &Identity::new(CLUSTER, Role::Admin, "alice").unwrap(),
+            &[],
+            YEAR,
+        )
+        .unwrap();
+    let callers: Vec<(&str, Client)> = vec![
+        ("admin", client(&ctl.url, &trust, &cl.admin())),
+        (
+            "controller",
+            client(&ctl.url, &trust, &cl.controller_peer()),
+        ),
+        ("node-self", client(&ctl.url, &trust, &cl.node("n1"))),
+        ("node-other", client(&ctl.url, &trust, &cl.node("n2"))),
+        ("no-cert", anonymous_client(&ctl.url, &trust)),
+        ("wrong-ca", client(&ctl.url, &trust, &evil_admin)),
+    ];
+    let n1_csr = kcore_pki::generate_csr(&Identity::new(CLUSTER, Role::Node, "n1").unwrap(), &[])
+        .unwrap()
+        .1;
+    let n4_csr = kcore_pki::generate_csr(&Identity::new(CLUSTER, Role::Node, "n4").unwrap(), &[])
+        .unwrap()
+        .1;
+    let new_sub = cl.root.new_sub_ca("rotated", YEAR).unwrap();
+
+    use Outcome::{Allowed as A, NoAnswer as X};
+    let f = || Outcome::Refused("FORBIDDEN_ROLE".into());
+    let s = || Outcome::Refused("NOT_SELF".into());
+    // Expected per caller, in the order of `callers`.
+    type Call<'a> = Box<dyn Fn(&'a Client) -> futures::future::BoxFuture<'a, Outcome> + 'a>;
+    let rows: Vec<(&str, Call, Vec<Outcome>)> = vec![
+        (
+            "POST /v1/nodes/n1/register",
+            Box::new(|c| {
+                Box::pin(
+                    async move { outcome(register(c, "n1", report("hv1", "DC1", None)).await) },
+                )
+            }),
+            vec![f(), f(), A, s(), X, X],
+        ),
+        (
+            "POST /v1/nodes/n1/heartbeat",
+            Box::new(|c| Box::pin(async move { outcome(beat(c, "n1").await) })),
+            vec![f(), f(), A, s(), X, X],
+        ),
+        (
+            "POST /v1/nodes/n1/renew",
+            Box::new(|c| {
+                let csr = n1_csr.clone();
+                Box::pin(async move {
+                    outcome(
+                        c.post_json::<_, CertificateResponse>(
+                            "/v1/nodes/n1/renew",
+                            &CsrRequest { csr_pem: csr },
+                        )
+                        .await,
+                    )
+                })
+            }),
+            vec![f(), f(), A, s(), X, X],
+        ),
+        (
+            "GET /v1/nodes",
+            Box::new(|c| {
+                Box::pin(async move { outcome(c.get_json::<NodeList>("/v1/nodes").await) })
+            }),
+            vec![A, A, f(), f(), X, X],
+        ),
+        (
+            "GET /v1/nodes/n3",
+            Box::new(|c| {
+                Box::pin(async move { outcome(c.get_json::<Node>("/v1/nodes/n3").await) })
+            }),
+            vec![A, A, f(), f(), X, X],
+        ),
+        (
+            "GET /v1/storage-classes",
+            Box::new(|c| {
+                Box::pin(async move {
+                    outcome(c.get_json::<StorageClassList>("/v1/storage-classes").await)
+                })
+            }),
+            vec![A, A, f(), f(), X, X],
+        ),
+        (
+            "GET /v1/storage-classes/lvm",
+            Box::new(|c| {
+                Box::pin(async move {
+                    outcome(
+                        c.get_json::<StorageClassDetail>("/v1/storage-classes/lvm")
+                            .await,
+                    )
+                })
+            }),
+            vec![A, A, f(), f(), X, X],
+        ),
+        (
+            "POST /v1/certificates/node",
+            Box::new(|c| {
+                let csr = n4_csr.clone();
+                Box::pin(async move {
+                    outcome(
+                        c.post_json::<_, CertificateResponse>(
+                            "/v1/certificates/node",
+                            &IssueNodeCertificateRequest {
+                                node_id: "n4".into(),
+                                csr_pem: csr,
+                            },
+                        )
+                        .await,
+                    )
+                })
+            }),
+            vec![A, f(), f(), f(), X, X],
+        ),
+        (
+            "PUT /v1/pki/sub-ca",
+            Box::new(|c| {
+                let body = InstallSubCa {
+                    certificate_pem: new_sub.cert_pem().into(),
+                    key_pem: new_sub.key_pem().into(),
+                };
+                Box::pin(async move {
+                    outcome(
+                        c.put_json::<_, SubCaInstalled>("/v1/pki/sub-ca", &body)
+                            .await,
+                    )
+                })
+            }),
+            vec![A, f(), f(), f(), X, X],
+        ),
+        (
+            "POST /v1/nodes/n3/approve",
+            Box::new(|c| {
+                Box::pin(async move { outcome(post::<Node>(c, "/v1/nodes/n3/approve").await) })
+            }),
+            vec![A, f(), f(), f(), X, X],
+        ),
+        (
+            "POST /v1/nodes/n3/reject",
+            Box::new(|c| {
+                Box::pin(async move { outcome(post::<Node>(c, "/v1/nodes/n3/reject").await) })
+            }),
+            vec![A, f(), f(), f(), X, X],
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (route, call, expected) in &rows {
+        // Callers that must be refused go first so an allowed state change (reject)
+        // cannot mask a refusal.
+        let mut order: Vec<usize> = (0..callers.len()).collect();
+        order.sort_by_key(|&i| expected[i] == Outcome::Allowed);
+        for i in order {
+            let (who, c) = &callers[i];
+            let got = call(c).await;
+            if got != expected[i] {
+                mismatches.push(format!(
+                    "{route} as {who}: expected {:?}, got {got:?}",
+                    expected[i]
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    ctl.stop().await;
+}
+
+/// Writes a node's files and builds the agent-side registration context.
+fn agent_context(
+    dir: &Path,
+    url: &str,
+    trust_pem: &str,
+    id: &str,
+    cert: &CertifiedKey,
+) -> kcore_agent::registration::RegistrationContext {
+    let ca_file = dir.join(format!("{id}-ca.crt"));
+    let cert_file = dir.join(format!("{id}.crt"));
+    let key_file = dir.join(format!("{id}.key"));
+    std::fs::write(&ca_file, trust_pem).unwrap();
+    std::fs::write(&cert_file, &cert.cert_pem).unwrap();
+    std::fs::write(&key_file, &cert.key_pem).unwrap();
+    let r = report(id, "DC1", Some(StorageBackend::Filesystem));
+    kcore_agent::registration::RegistrationContext {
+        node_id: id.into(),
+        controllers: vec![url.trim_start_matches("https://").to_string()],
+        heartbeat_interval: Duration::from_millis(200),
+        ca_file,
+        cert_file,
+        key_file,
+        dns_names: vec!["localhost".into()],
+        report: Arc::new(move || {
+            let r = r.clone();
+            Box::pin(async move { r })
+        }),
+        server_tls: None,
+        renew_before: kcore_pki::RENEW_BEFORE,
+        client_options: options(),
+    }
+}
+
+#[tokio::test]
+async fn agent_renews_a_short_lived_certificate_and_reloads_tls() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    // A certificate with 2 days left: inside the 30-day renewal window.
+    let now = time::OffsetDateTime::now_utc();
+    let short = cl
+        .sub
+        .issue_between(
+            &Identity::new(CLUSTER, Role::Node, "n1").unwrap(),
+            &["localhost".into()],
+            now - time::Duration::hours(1),
+            now + time::Duration::days(2),
+        )
+        .unwrap();
+    let mut ctx = agent_context(cl.dir.path(), &ctl.url, cl.root.cert_pem(), "n1", &short);
+    let server_cfg =
+        kcore_pki::server_config(cl.root.cert_pem(), &short.cert_pem, &short.key_pem).unwrap();
+    let source = kcore_net::TlsSource::new(server_cfg);
+    ctx.server_tls = Some(source.clone());
+    let before_tls = source.current();
+
+    let mut session = None;
+    let ack = kcore_agent::registration::step(&ctx, &mut session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack.status, NodeStatus::Ready);
+
+    let cert_after = std::fs::read_to_string(&ctx.cert_file).unwrap();
+    let key_after = std::fs::read_to_string(&ctx.key_file).unwrap();
+    assert_ne!(cert_after, short.cert_pem, "certificate was not renewed");
+    assert_ne!(key_after, short.key_pem, "renewal must use a fresh key");
+    let expiry = kcore_pki::not_after(&cert_after).unwrap();
+    assert!(
+        expiry > now + time::Duration::days(60),
+        "renewed cert expires {expiry}"
+    );
+    let mode = std::fs::metadata(&ctx.key_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        !Arc::ptr_eq(&before_tls, &source.current()),
+        "server TLS not reloaded"
+    );
+    // The loaded pair matches: a server config can be built from the files.
+    kcore_pki::server_config(cl.root.cert_pem(), &cert_after, &key_after).unwrap();
+
+    // The next step heartbeats with the new certificate and does not renew again.
+    let ack = kcore_agent::registration::step(&ctx, &mut session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack.status, NodeStatus::Ready);
+    assert_eq!(std::fs::read_to_string(&ctx.cert_file).unwrap(), cert_after);
+
+    // The controller recorded the new certificate for `kctl get nodes`.
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    let info = node.certificate.unwrap();
+    assert_eq!(
+        time::OffsetDateTime::parse(
+            &info.not_after,
+            &time::format_description::well_known::Rfc3339
+        )
+        .unwrap(),
+        expiry
+    );
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn agent_with_a_fresh_certificate_does_not_renew() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let cert = cl.node("n1");
+    let ctx = agent_context(cl.dir.path(), &ctl.url, cl.root.cert_pem(), "n1", &cert);
+    let mut session = None;
+    kcore_agent::registration::step(&ctx, &mut session)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&ctx.cert_file).unwrap(),
+        cert.cert_pem
+    );
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn agent_loop_registers_then_heartbeats_until_shutdown() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let ctx = agent_context(
+        cl.dir.path(),
+        &ctl.url,
+        cl.root.cert_pem(),
+        "n1",
+        &cl.node("n1"),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(kcore_agent::registration::run(ctx, async move {
+        let _ = rx.await;
+    }));
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    let mut beats = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(node) = admin.get_json::<Node>("/v1/nodes/n1").await {
+            beats.insert(node.last_heartbeat.unwrap());
+            if beats.len() >= 2 {
+                break;
+            }
+        }
+    }
+    // Heartbeat times are whole seconds, so two distinct values mean the loop kept going.
+    let _ = tx.send(());
+    agent.await.unwrap();
+    assert!(!beats.is_empty(), "the agent never registered");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn sub_ca_rotation_keeps_old_certificates_working() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let old_cert = cl.node("n1");
+    let n1_old = client(&ctl.url, cl.root.cert_pem(), &old_cert);
+    register(&n1_old, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap();
+
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    // A sub-CA from another root is refused and changes nothing.
+    let stranger = Authority::new_root(CLUSTER, YEAR)
+        .unwrap()
+        .new_sub_ca("x", YEAR)
+        .unwrap();
+    let err = admin
+        .put_json::<_, SubCaInstalled>(
+            "/v1/pki/sub-ca",
+            &InstallSubCa {
+                certificate_pem: stranger.cert_pem().into(),
+                key_pem: stranger.key_pem().into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "SUB_CA_UNTRUSTED");
+    assert_eq!(
+        std::fs::read_to_string(cl.path("sub-ca.crt")).unwrap(),
+        cl.sub.cert_pem()
+    );
+
+    let new_sub = cl.root.new_sub_ca("rotated", YEAR).unwrap();
+    let installed: SubCaInstalled = admin
+        .put_json(
+            "/v1/pki/sub-ca",
+            &InstallSubCa {
+                certificate_pem: new_sub.cert_pem().into(),
+                key_pem: new_sub.key_pem().into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(installed.controller_id, "ctl1");
+    assert_eq!(
+        std::fs::read_to_string(cl.path("sub-ca.crt")).unwrap(),
+        new_sub.cert_pem()
+    );
+
+    // The old leaf still works.
+    assert_eq!(beat(&n1_old, "n1").await.unwrap().status, NodeStatus::Ready);
+    // A renewal is signed by the new sub-CA (its chain carries it) and works too.
+    let ident = Identity::new(CLUSTER, Role::Node, "n1").unwrap();
+    let (key_pem, csr_pem) = kcore_pki::generate_csr(&ident, &[]).unwrap();
+    let renewed: CertificateResponse = n1_old
+        .post_json("/v1/nodes/n1/renew", &CsrRequest { csr_pem })
+        .await
+        .unwrap();
+    assert!(
+        renewed.chain_pem.ends_with(new_sub.cert_pem()),
+        "chain does not carry the new sub-CA"
+    );
+    let n1_new = client(
+        &ctl.url,
+        cl.root.cert_pem(),
+        &CertifiedKey {
+            cert_pem: renewed.chain_pem,
+            key_pem,
+        },
+    );
+    assert_eq!(beat(&n1_new, "n1").await.unwrap().status, NodeStatus::Ready);
+    ctl.stop().await;
+
+    // After a restart the controller signs with the installed sub-CA.
+    let ctl = Running::start(cl.config(false)).await;
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    let ident = Identity::new(CLUSTER, Role::Node, "n9").unwrap();
+    let (_, csr_pem) = kcore_pki::generate_csr(&ident, &[]).unwrap();
+    let issued: CertificateResponse = admin
+        .post_json(
+            "/v1/certificates/node",
+            &IssueNodeCertificateRequest {
+                node_id: "n9".into(),
+                csr_pem,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(issued.chain_pem.ends_with(new_sub.cert_pem()));
+    assert!(
+        beat(&n1_old, "n1").await.is_err(),
+        "old client points at the stopped controller"
+    );
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn issuing_a_node_certificate_checks_the_csr_identity() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    // A CSR for n5 cannot be signed as n6.
+    let (_, csr_pem) =
+        kcore_pki::generate_csr(&Identity::new(CLUSTER, Role::Node, "n5").unwrap(), &[]).unwrap();
+    let err = admin
+        .post_json::<_, CertificateResponse>(
+            "/v1/certificates/node",
+            &IssueNodeCertificateRequest {
+                node_id: "n6".into(),
+                csr_pem,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_CSR");
+    ctl.stop().await;
+}
