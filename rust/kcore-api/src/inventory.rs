@@ -1,2 +1,345 @@
 //! What a node reports about itself: disks, NICs and its storage backend's state. Produced
-//! by the agent, stored by the controller, printed by kctl.
+//! by the agent, stored by the controller, printed by kctl. Also the request/response
+//! bodies of the agent's day-2 routes (`apply-disko`, `apply-nix`, operations), because
+//! kctl and the agent must agree on them byte for byte.
+//!
+//! Every type is camelCase on the wire and only ever grows optional fields, so an older
+//! controller can still read what a newer agent sends.
+
+use serde::{Deserialize, Serialize};
+
+/// One block device as `lsblk` sees it, with the agent's in-use verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disk {
+    /// Kernel name, e.g. `sda`, `nvme0n1p1`.
+    pub name: String,
+    /// Device node, e.g. `/dev/sda`.
+    pub path: String,
+    /// A stable `/dev/disk/by-id/...` path when udev created one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// lsblk's `TYPE`: `disk`, `part`, `lvm`, `crypt`, `rom`, `loop`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partlabel: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mountpoints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Disk>,
+    /// True when the device (or anything on it) is mounted, swap, held, a pool member or
+    /// carries data: a disk apply would refuse it.
+    pub in_use: bool,
+    /// Why it is in use, for people (`mounted at /`, `holder dm-0`, ...); absent when free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_use_reason: Option<String>,
+}
+
+/// `GET /v1/inventory/disks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskInventory {
+    pub disks: Vec<Disk>,
+}
+
+/// One network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Nic {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Operational state as the kernel reports it: `up`, `down`, `unknown`, ...
+    pub state: String,
+    /// Link speed in Mbit/s; absent when the driver does not report one (virtual links,
+    /// links that are down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_mbps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Addresses in CIDR form, e.g. `192.0.2.2/24`, `fd00::2/64`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// `GET /v1/inventory/nics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NicInventory {
+    pub nics: Vec<Nic>,
+}
+
+/// An LVM volume group (`vgs --reportformat json --units b`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeGroup {
+    pub name: String,
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+    pub pv_count: u32,
+    pub lv_count: u32,
+}
+
+/// An LVM logical volume (`lvs --reportformat json --units b`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogicalVolume {
+    pub name: String,
+    pub vg_name: String,
+    pub size_bytes: u64,
+    /// lvs' `lv_attr` string (first letter `t` = thin pool, `V` = thin volume).
+    pub attr: String,
+    /// The thin pool a thin volume lives in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Data usage of a thin pool or thin volume, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_percent: Option<String>,
+}
+
+/// LVM backend state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LvmView {
+    /// The configured VG name (`storage.lvm.vgName`).
+    pub vg_name: String,
+    pub volume_groups: Vec<VolumeGroup>,
+    pub logical_volumes: Vec<LogicalVolume>,
+}
+
+/// A ZFS pool (`zpool list -Hp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZfsPool {
+    pub name: String,
+    pub size_bytes: u64,
+    pub allocated_bytes: u64,
+    pub free_bytes: u64,
+    /// `ONLINE`, `DEGRADED`, ...
+    pub health: String,
+}
+
+/// A ZFS dataset (`zfs list -Hp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZfsDataset {
+    pub name: String,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mountpoint: Option<String>,
+}
+
+/// ZFS backend state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZfsView {
+    /// The configured pool name (`storage.zfs.poolName`).
+    pub pool_name: String,
+    pub pools: Vec<ZfsPool>,
+    pub datasets: Vec<ZfsDataset>,
+    /// `zpool status <pool>` verbatim, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// A mounted filesystem under `/var/lib/kcore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mount {
+    pub source: String,
+    pub target: String,
+    pub fstype: String,
+}
+
+/// `GET /v1/inventory/storage`: the storage view behind `kctl describe node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageView {
+    /// `filesystem`, `lvm` or `zfs` (from the agent's configuration).
+    pub backend: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lvm: Option<LvmView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zfs: Option<ZfsView>,
+    pub mounts: Vec<Mount>,
+    /// Parts of the view that could not be collected (a missing tool, a failing command):
+    /// reported instead of failing the whole request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `POST /v1/disko/apply` body. Without `apply` it is a dry run; with it, `planHash`
+/// must be the hash of the plan the operator saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyDiskoRequest {
+    /// The disko fragment (Nix source).
+    pub layout: String,
+    #[serde(default)]
+    pub apply: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_hash: Option<String>,
+    /// Requested timeout; the agent caps it at 3600 and defaults to 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// The dry-run answer of `POST /v1/disko/apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskoPlanResponse {
+    /// The plan as kcore-disko produced it (targets, actions, refusals).
+    pub plan: serde_json::Value,
+    /// The hash `--apply` must present.
+    pub plan_hash: String,
+    /// Validation levels that ran (`parse`, `eval`, `deep`).
+    pub validated: Vec<String>,
+    /// The management mode read for this request.
+    pub management_mode: String,
+    /// Whether an apply of this plan would be allowed right now, and if not, why.
+    pub apply_allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<crate::ApiError>,
+}
+
+/// `POST /v1/nix/apply` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyNixRequest {
+    /// The NixOS module to write to `nix.configPath`.
+    pub config: String,
+    /// Only write the file; do not run `nixos-rebuild`.
+    #[serde(default)]
+    pub no_rebuild: bool,
+}
+
+/// Answer of an apply that started a long operation: its id, and the effective settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStarted {
+    pub operation_id: String,
+    /// The timeout the agent will actually enforce (after the 3600 s cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_timeout_seconds: Option<u64>,
+}
+
+/// One NDJSON line of `GET /v1/operations/{id}/stream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "event")]
+pub enum OperationEvent {
+    /// The operation began: what it runs and with which timeout.
+    Started {
+        operation_id: String,
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        effective_timeout_seconds: Option<u64>,
+    },
+    /// A step began (e.g. `nixos-rebuild test`).
+    Step { name: String },
+    /// One line of a subprocess' output.
+    Output { stream: String, line: String },
+    /// The final event: the operation's result.
+    Finished { result: Box<OperationResult> },
+}
+
+/// Terminal state of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OperationStatus {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+/// `GET /v1/operations/{id}`: the result, fetchable again after the stream ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationResult {
+    pub operation_id: String,
+    /// `apply-disko`, `apply-nix`.
+    pub kind: String,
+    pub status: OperationStatus,
+    /// RFC 3339 timestamps.
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_timeout_seconds: Option<u64>,
+    /// A failure's error, with a stable code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::ApiError>,
+    /// apply-nix: the system generation after the switch (the `/nix/var/nix/profiles/system`
+    /// link target or the built toplevel path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
+    /// Files the operation wrote (the applied fragment, the configuration) and their backups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written: Vec<String>,
+    /// The last lines of output, so a result fetched later still says what happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_tail: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_is_camel_case_with_type_and_omits_empty_fields() {
+        let disk = Disk {
+            name: "sda".into(),
+            path: "/dev/sda".into(),
+            by_id: Some("/dev/disk/by-id/ata-X_1".into()),
+            model: None,
+            serial: Some("S1".into()),
+            size_bytes: 1024,
+            kind: "disk".into(),
+            fstype: None,
+            partlabel: None,
+            mountpoints: vec![],
+            children: vec![],
+            in_use: false,
+            in_use_reason: None,
+        };
+        let json = serde_json::to_value(&disk).unwrap();
+        assert_eq!(json["byId"], "/dev/disk/by-id/ata-X_1");
+        assert_eq!(json["sizeBytes"], 1024);
+        assert_eq!(json["type"], "disk");
+        assert_eq!(json["inUse"], false);
+        assert!(json.get("model").is_none());
+        assert!(json.get("children").is_none());
+        let back: Disk = serde_json::from_value(json).unwrap();
+        assert_eq!(back, disk);
+    }
+
+    #[test]
+    fn operation_events_are_tagged() {
+        let ev = OperationEvent::Output {
+            stream: "stdout".into(),
+            line: "hello".into(),
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(
+            json,
+            r#"{"event":"output","stream":"stdout","line":"hello"}"#
+        );
+    }
+
+    #[test]
+    fn apply_request_rejects_unknown_fields() {
+        let err = serde_json::from_str::<ApplyDiskoRequest>(r#"{"layout":"{}","aply":true}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("aply"), "{err}");
+    }
+}
