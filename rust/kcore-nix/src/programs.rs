@@ -142,6 +142,17 @@ mod tests {
         }
     }
 
+    /// docs/kcore-nix.md has a table of tools and variables; keep it true.
+    #[test]
+    fn the_documentation_lists_every_tool() {
+        let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/kcore-nix.md");
+        let doc = std::fs::read_to_string(doc_path).unwrap();
+        for tool in ALL {
+            let row = format!("| `{}` | `{}` |", tool.name, tool.env_var);
+            assert!(doc.contains(&row), "docs/kcore-nix.md lacks the row {row}");
+        }
+    }
+
     #[test]
     fn missing_tool_error_names_the_package() {
         let tool = Tool {
