@@ -1,0 +1,666 @@
+//! The modules evaluated through `tests/eval/eval.nix`: rendered agent and controller
+//! configuration per backend, units and their hardening, merged disko devices (fragments
+//! rendered by kcore-disko), runtime support per backend, and every assertion on the bad
+//! combination it exists for.
+
+use kcore_disko::spec::{Backend, ThinPoolSpec};
+use kcore_disko::{StorageSpec, render_data_disk, render_fragment};
+use serde_json::{Value, json};
+
+use crate::support::{FAKE_STORE, Harness, rendered};
+
+const TLS: &str = r#"{"caFile":"/etc/kcore/pki/ca.crt","certFile":"/etc/kcore/pki/node.crt","keyFile":"/etc/kcore/pki/node.key"}"#;
+
+fn tls() -> Value {
+    serde_json::from_str(TLS).unwrap()
+}
+
+/// A managed agent with mTLS and the given `kcore.storage`.
+fn agent_config(storage: Value) -> Value {
+    json!({
+        "services": { "kcore": { "agent": {
+            "enable": true,
+            "settings": { "nodeId": "node-1", "dcId": "DC1", "controllers": ["ctl1:9090"], "tls": tls() }
+        }}},
+        "kcore": { "storage": storage },
+        "networking": { "hostId": "8425e349" }
+    })
+}
+
+/// Sets `value` at a dotted `path` of a configuration.
+fn set(mut config: Value, path: &str, value: Value) -> Value {
+    let mut at = &mut config;
+    for key in path.split('.') {
+        if at.get(key).is_none() {
+            at[key] = json!({});
+        }
+        at = &mut at[key];
+    }
+    *at = value;
+    config
+}
+
+fn fake(pkg: &str, bin: &str) -> String {
+    format!("{FAKE_STORE}{pkg}/bin/{bin}")
+}
+
+/// The agent file every backend shares, with the backend's `storage` section.
+fn expected_agent_yaml(storage: Value) -> Value {
+    json!({
+        "nodeId": "node-1",
+        "dcId": "DC1",
+        "listen": "0.0.0.0:9091",
+        "mode": "managed",
+        "controllers": ["ctl1:9090"],
+        "tls": tls(),
+        "storage": storage,
+        "disko": {
+            "managementModeFile": "/etc/kcore/disko-management-mode",
+            "stateDir": "/etc/kcore/disko"
+        },
+        "binaries": {
+            "nixInstantiate": fake("nix", "nix-instantiate"),
+            "nixosRebuild": fake("nixos-rebuild", "nixos-rebuild"),
+            "systemdRun": fake("systemd", "systemd-run"),
+            "disko": fake("disko", "disko"),
+            "lsblk": fake("util-linux", "lsblk")
+        }
+    })
+}
+
+#[test]
+fn agent_yaml_for_each_backend() {
+    let Some(h) = Harness::get("agent_yaml_for_each_backend") else {
+        return;
+    };
+    let defaults = json!({
+        "backend": "filesystem",
+        "filesystemVolumeDir": "/var/lib/kcore/volumes",
+        "imageCacheDir": "/var/lib/kcore/images",
+        "lvm": { "vgName": "vg_kcore", "lvPrefix": "kcore-" },
+        "zfs": { "poolName": "tank0", "datasetPrefix": "kcore" }
+    });
+    let cases = [
+        (json!({}), defaults.clone()),
+        (
+            json!({ "backend": "lvm", "lvm": { "vgName": "vg_fast", "lvPrefix": "vm-" } }),
+            set(
+                set(defaults.clone(), "backend", json!("lvm")),
+                "lvm",
+                json!({ "vgName": "vg_fast", "lvPrefix": "vm-" }),
+            ),
+        ),
+        (
+            json!({ "backend": "zfs", "zfs": { "poolName": "tank1", "datasetPrefix": "vms" },
+                    "imageCacheDir": "/srv/images" }),
+            set(
+                set(
+                    set(defaults.clone(), "backend", json!("zfs")),
+                    "zfs",
+                    json!({ "poolName": "tank1", "datasetPrefix": "vms" }),
+                ),
+                "imageCacheDir",
+                json!("/srv/images"),
+            ),
+        ),
+    ];
+    for (storage, want_storage) in cases {
+        let out = h.outputs(&agent_config(storage.clone()));
+        assert_eq!(
+            rendered(&out, "agentConfig"),
+            expected_agent_yaml(want_storage),
+            "kcore.storage = {storage}"
+        );
+        assert_eq!(out["controllerConfig"], Value::Null);
+    }
+}
+
+#[test]
+fn agent_yaml_keeps_freeform_keys_and_drops_nulls() {
+    let Some(h) = Harness::get("agent_yaml_keeps_freeform_keys_and_drops_nulls") else {
+        return;
+    };
+    let config = set(
+        set(
+            agent_config(json!({})),
+            "services.kcore.agent.settings.dcId",
+            Value::Null,
+        ),
+        "services.kcore.agent.settings.heartbeatIntervalSeconds",
+        json!(30),
+    );
+    let config = set(
+        set(
+            config,
+            "services.kcore.agent.settings.labels",
+            json!({ "rack": "r1" }),
+        ),
+        "services.kcore.agent.settings.disko.diskoSource",
+        json!("/nix/store/aaaa-source"),
+    );
+    let config = set(
+        config,
+        "services.kcore.agent.settings.disko.nixpkgsLib",
+        json!("/nix/store/bbbb-source/lib"),
+    );
+    let yaml = rendered(&h.outputs(&config), "agentConfig");
+    assert_eq!(yaml["heartbeatIntervalSeconds"], json!(30));
+    assert_eq!(yaml["labels"], json!({ "rack": "r1" }));
+    assert!(
+        yaml.get("dcId").is_none(),
+        "null dcId must be left out: {yaml}"
+    );
+    assert_eq!(
+        yaml["disko"],
+        json!({
+            "managementModeFile": "/etc/kcore/disko-management-mode",
+            "stateDir": "/etc/kcore/disko",
+            "diskoSource": "/nix/store/aaaa-source",
+            "nixpkgsLib": "/nix/store/bbbb-source/lib"
+        })
+    );
+}
+
+#[test]
+fn agent_unit_runs_the_rendered_file_with_commented_relaxations() {
+    let Some(h) = Harness::get("agent_unit_runs_the_rendered_file_with_commented_relaxations")
+    else {
+        return;
+    };
+    let out = h.outputs(&agent_config(json!({ "backend": "zfs" })));
+    let unit = &out["units"]["kcore-agent"];
+    let sc = &unit["serviceConfig"];
+    assert_eq!(
+        sc["ExecStart"],
+        json!(format!(
+            "{FAKE_STORE}kcore/bin/kcore-agent --config /etc/kcore/node-agent.yaml"
+        ))
+    );
+    for (key, want) in [
+        ("NoNewPrivileges", json!(true)),
+        ("RestrictSUIDSGID", json!(true)),
+        ("RestrictNamespaces", json!(true)),
+        ("LockPersonality", json!(true)),
+        ("SystemCallArchitectures", json!("native")),
+        ("UMask", json!("0022")),
+    ] {
+        assert_eq!(sc[key], want, "kcore-agent {key}");
+    }
+    // Root, and no private mount namespace: disko's mounts must reach the host.
+    for absent in [
+        "User",
+        "DynamicUser",
+        "ProtectSystem",
+        "PrivateTmp",
+        "PrivateDevices",
+    ] {
+        assert!(
+            sc.get(absent).is_none(),
+            "kcore-agent must not set {absent}: {sc}"
+        );
+    }
+    assert_eq!(unit["wantedBy"], json!(["multi-user.target"]));
+    // ZFS backend: the zfs tools are on the unit's PATH next to disko's tools.
+    assert_eq!(
+        unit["path"],
+        json!([
+            "disko",
+            "util-linux",
+            "lvm2",
+            "cryptsetup",
+            "iproute2",
+            "zfs"
+        ])
+    );
+}
+
+fn controller_config() -> Value {
+    json!({ "services": { "kcore": { "controller": {
+        "enable": true,
+        "settings": {
+            "controllerId": "ctl1", "clusterName": "lab", "dcId": "DC1",
+            "peers": ["ctl2:9090"], "requireManualApproval": true, "heartbeatTimeoutSeconds": 45
+        }
+    }}}})
+}
+
+#[test]
+fn controller_yaml_and_hardened_unit() {
+    let Some(h) = Harness::get("controller_yaml_and_hardened_unit") else {
+        return;
+    };
+    let out = h.outputs(&controller_config());
+    let pki = "/var/lib/kcore-controller/pki";
+    assert_eq!(
+        rendered(&out, "controllerConfig"),
+        json!({
+            "controllerId": "ctl1",
+            "clusterName": "lab",
+            "dcId": "DC1",
+            "listen": "0.0.0.0:9090",
+            "requireManualApproval": true,
+            "peers": ["ctl2:9090"],
+            "heartbeatTimeoutSeconds": 45,
+            "databasePath": "/var/lib/kcore-controller/state.sqlite",
+            "tls": {
+                "caFile": format!("{pki}/ca-bundle.crt"),
+                "certFile": format!("{pki}/controller.crt"),
+                "keyFile": format!("{pki}/controller.key"),
+                "subCaCertFile": format!("{pki}/sub-ca.crt"),
+                "subCaKeyFile": format!("{pki}/sub-ca.key")
+            }
+        })
+    );
+    assert_eq!(out["agentConfig"], Value::Null);
+    let sc = &out["units"]["kcore-controller"]["serviceConfig"];
+    assert_eq!(
+        sc["ExecStart"],
+        json!(format!(
+            "{FAKE_STORE}kcore/bin/kcore-controller --config /etc/kcore/controller.yaml"
+        ))
+    );
+    for (key, want) in [
+        ("DynamicUser", json!(true)),
+        ("StateDirectory", json!("kcore-controller")),
+        ("StateDirectoryMode", json!("0700")),
+        ("CapabilityBoundingSet", json!("")),
+        ("AmbientCapabilities", json!("")),
+        ("ProtectSystem", json!("strict")),
+        ("PrivateTmp", json!(true)),
+        ("PrivateDevices", json!(true)),
+        ("NoNewPrivileges", json!(true)),
+        ("MemoryDenyWriteExecute", json!(true)),
+        ("UMask", json!("0077")),
+        (
+            "SystemCallFilter",
+            json!(["@system-service", "~@privileged", "~@resources"]),
+        ),
+    ] {
+        assert_eq!(sc[key], want, "kcore-controller {key}");
+    }
+    // Firewall stays closed unless asked.
+    assert_eq!(out["allowedTCPPorts"], json!([]));
+}
+
+#[test]
+fn open_firewall_opens_the_listen_port() {
+    let Some(h) = Harness::get("open_firewall_opens_the_listen_port") else {
+        return;
+    };
+    let config = set(
+        set(
+            agent_config(json!({})),
+            "services.kcore.agent.openFirewall",
+            json!(true),
+        ),
+        "services.kcore.agent.settings.listen",
+        json!("[::]:9443"),
+    );
+    let config = set(
+        set(
+            config,
+            "services.kcore.controller",
+            controller_config()["services"]["kcore"]["controller"].clone(),
+        ),
+        "services.kcore.controller.openFirewall",
+        json!(true),
+    );
+    let mut ports: Vec<u64> = h.outputs(&config)["allowedTCPPorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    ports.sort();
+    assert_eq!(ports, vec![9090, 9443]);
+}
+
+#[test]
+fn management_mode_file_is_created_never_overwritten() {
+    let Some(h) = Harness::get("management_mode_file_is_created_never_overwritten") else {
+        return;
+    };
+    let mode_rule = |out: &Value| -> Vec<String> {
+        out["tmpfiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .filter(|r| r.contains("disko-management-mode"))
+            .collect()
+    };
+    // `f` (create if missing, never truncate), content installer-only by default.
+    let out = h.outputs(&agent_config(json!({})));
+    assert_eq!(
+        mode_rule(&out),
+        vec!["f /etc/kcore/disko-management-mode 0644 root root - installer-only"]
+    );
+    let out = h.outputs(&agent_config(
+        json!({ "managementMode": "controller-managed" }),
+    ));
+    assert_eq!(
+        mode_rule(&out),
+        vec!["f /etc/kcore/disko-management-mode 0644 root root - controller-managed"]
+    );
+}
+
+/// Writes rendered fragments as files, as the agent keeps them under /etc/kcore/disko.
+fn write_fragment(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The devices a fragment declares, evaluated on its own by the harness's Nix.
+fn fragment_devices(h: &Harness, path: &str) -> Value {
+    let out = h.outputs(&json!({
+        "kcore": { "storage": { "layout": path } },
+        "networking": { "hostId": "8425e349" }
+    }));
+    out["diskoDevices"].clone()
+}
+
+#[test]
+fn kcore_disko_fragments_merge_into_disko_devices() {
+    let Some(h) = Harness::get("kcore_disko_fragments_merge_into_disko_devices") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = StorageSpec::new(
+        "/dev/disk/by-id/nvme-os",
+        vec!["/dev/disk/by-id/ata-data0".into()],
+        Backend::Lvm,
+    );
+    spec.lvm.thin_pool = Some(ThinPoolSpec {
+        name: "thinpool".into(),
+        size: "90%".into(),
+    });
+    let layout = write_fragment(&dir, "layout.nix", &render_fragment(&spec).unwrap());
+    let day2 = write_fragment(
+        &dir,
+        "data1.nix",
+        &render_data_disk(&spec, "/dev/disk/by-id/ata-data1", 1).unwrap(),
+    );
+
+    let out = h.outputs(&agent_config(json!({
+        "backend": "lvm",
+        "layout": layout,
+        "diskoFragments": [day2],
+        "managementMode": "controller-managed"
+    })));
+    let merged = &out["diskoDevices"];
+    let disks = merged["disk"].as_object().unwrap();
+    let mut names: Vec<&str> = disks.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, vec!["data0", "data1", "os"]);
+    assert_eq!(
+        merged["disk"]["data1"]["device"],
+        json!("/dev/disk/by-id/ata-data1")
+    );
+    // Merging changes nothing the fragments said: each device equals the fragment's own.
+    let alone_layout = fragment_devices(&h, &layout);
+    for (name, dev) in alone_layout["disk"].as_object().unwrap() {
+        assert_eq!(&merged["disk"][name], dev, "disk {name}");
+    }
+    assert_eq!(merged["lvm_vg"], alone_layout["lvm_vg"]);
+    // The thin pool in the layout turns the thin tools on.
+    assert_eq!(out["lvmThin"], json!(true));
+    assert!(
+        out["systemPackages"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("thin-provisioning-tools")),
+        "{out}"
+    );
+}
+
+#[test]
+fn zfs_backend_enables_zfs_and_imports_the_pool() {
+    let Some(h) = Harness::get("zfs_backend_enables_zfs_and_imports_the_pool") else {
+        return;
+    };
+    let out = h.outputs(&agent_config(
+        json!({ "backend": "zfs", "zfs": { "poolName": "tank1" } }),
+    ));
+    assert_eq!(out["supportedFilesystems"], json!({ "zfs": true }));
+    assert_eq!(out["zfsExtraPools"], json!(["tank1"]));
+    assert_eq!(out["lvmThin"], json!(false));
+
+    let fs = h.outputs(&agent_config(json!({})));
+    assert_eq!(fs["supportedFilesystems"], json!({}));
+    assert_eq!(fs["zfsExtraPools"], json!([]));
+}
+
+fn encrypted(extra: Value) -> Value {
+    let mut enc = json!({ "enable": true, "device": "/dev/disk/by-partlabel/disk-os-root" });
+    for (k, v) in extra.as_object().unwrap() {
+        enc[k] = v.clone();
+    }
+    json!({ "kcore": { "diskEncryption": enc } })
+}
+
+#[test]
+fn tpm2_unlock_uses_systemd_initrd_and_first_boot_enrollment() {
+    let Some(h) = Harness::get("tpm2_unlock_uses_systemd_initrd_and_first_boot_enrollment") else {
+        return;
+    };
+    let out = h.outputs(&encrypted(json!({})));
+    assert_eq!(out["initrdSystemd"], json!(true));
+    assert_eq!(
+        out["luks"]["crypted"],
+        json!({
+            "device": "/dev/disk/by-partlabel/disk-os-root",
+            "crypttabExtraOpts": ["tpm2-device=auto"],
+            "keyFile": null
+        })
+    );
+    let unit = &out["units"]["kcore-tpm2-enroll"];
+    assert_eq!(
+        unit["unitConfig"]["ConditionPathExists"],
+        json!("/etc/kcore/luks-temporary.key")
+    );
+    assert_eq!(unit["serviceConfig"]["Type"], json!("oneshot"));
+    let steps = unit["serviceConfig"]["ExecStart"].as_array().unwrap();
+    assert_eq!(
+        steps,
+        &vec![
+            json!(format!(
+                "{} '--unlock-key-file=/etc/kcore/luks-temporary.key' '--tpm2-device=auto' \
+                 '--tpm2-pcrs=7' '--wipe-slot=tpm2' /dev/disk/by-partlabel/disk-os-root",
+                fake("systemd", "systemd-cryptenroll")
+            )),
+            json!(format!(
+                "{} luksRemoveKey '--key-file=/etc/kcore/luks-temporary.key' \
+                 /dev/disk/by-partlabel/disk-os-root",
+                fake("cryptsetup", "cryptsetup")
+            )),
+            json!(format!(
+                "{} --force -- /etc/kcore/luks-temporary.key",
+                fake("coreutils", "rm")
+            )),
+        ]
+    );
+    let tmpfiles: Vec<&str> = out["tmpfiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(tmpfiles.contains(&"d /etc/kcore/recovery 0700 root root -"));
+    assert!(tmpfiles.contains(&"z /etc/kcore/recovery/luks-recovery-key.txt 0400 root root -"));
+}
+
+#[test]
+fn key_file_unlock_has_no_tpm_enrollment() {
+    let Some(h) = Harness::get("key_file_unlock_has_no_tpm_enrollment") else {
+        return;
+    };
+    let out = h.outputs(&encrypted(json!({
+        "unlock": "keyFile",
+        "keyFile": "/dev/disk/by-id/usb-Key-0:0"
+    })));
+    assert_eq!(
+        out["luks"]["crypted"]["keyFile"],
+        json!("/dev/disk/by-id/usb-Key-0:0")
+    );
+    assert_eq!(out["luks"]["crypted"]["crypttabExtraOpts"], json!([]));
+    assert_eq!(out["units"]["kcore-tpm2-enroll"], Value::Null);
+    assert_eq!(out["initrdSystemd"], json!(false));
+}
+
+/// Each bad combination fails exactly its own assertion, and the message says how to fix it.
+#[test]
+fn every_assertion_fires_on_its_bad_combination() {
+    let Some(h) = Harness::get("every_assertion_fires_on_its_bad_combination") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = StorageSpec::new("/dev/disk/by-id/nvme-os", vec![], Backend::Filesystem);
+    let day2 = write_fragment(
+        &dir,
+        "data0.nix",
+        &render_data_disk(&spec, "/dev/disk/by-id/ata-data0", 0).unwrap(),
+    );
+    let not_a_fragment = write_fragment(&dir, "bad.nix", "{ devices = { }; }");
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "zfs without hostId",
+            set(
+                agent_config(json!({ "backend": "zfs" })),
+                "networking.hostId",
+                Value::Null,
+            ),
+            "needs networking.hostId",
+        ),
+        (
+            "day-2 fragments in installer-only mode",
+            agent_config(json!({ "diskoFragments": [day2] })),
+            "managementMode = \"controller-managed\"",
+        ),
+        (
+            "a fragment without disko.devices",
+            agent_config(json!({
+                "diskoFragments": [not_a_fragment],
+                "managementMode": "controller-managed"
+            })),
+            "must be `{ disko.devices = { ... }; }`",
+        ),
+        (
+            "managed agent without TLS",
+            set(
+                agent_config(json!({})),
+                "services.kcore.agent.settings.tls",
+                json!({}),
+            ),
+            "managed mode needs mTLS material",
+        ),
+        (
+            "diskoSource without nixpkgsLib",
+            set(
+                agent_config(json!({})),
+                "services.kcore.agent.settings.disko.diskoSource",
+                json!("/nix/store/aaaa-source"),
+            ),
+            "go together",
+        ),
+        (
+            "controller database outside its state directory",
+            set(
+                controller_config(),
+                "services.kcore.controller.settings.databasePath",
+                json!("/srv/kcore.sqlite"),
+            ),
+            "must be under /var/lib/kcore-controller/",
+        ),
+        (
+            "controller on a privileged port",
+            set(
+                controller_config(),
+                "services.kcore.controller.settings.listen",
+                json!("0.0.0.0:443"),
+            ),
+            "Use a port >= 1024",
+        ),
+        (
+            "key file on the ESP",
+            encrypted(json!({ "unlock": "keyFile", "keyFile": "/boot/keys/root.key" })),
+            "is on the unencrypted ESP",
+        ),
+        (
+            "key file in initrd secrets",
+            set(
+                encrypted(json!({ "unlock": "keyFile", "keyFile": "/root.key" })),
+                "boot.initrd.secrets",
+                json!({ "/root.key": "/etc/secrets/root.key" }),
+            ),
+            "is on the unencrypted ESP",
+        ),
+        (
+            "key-file unlock without a key file",
+            encrypted(json!({ "unlock": "keyFile" })),
+            "needs kcore.diskEncryption.keyFile",
+        ),
+    ];
+    for (what, config, needle) in cases {
+        let failed = h.failed_assertions(&config);
+        assert_eq!(
+            failed.len(),
+            1,
+            "{what}: expected exactly one failed assertion, got {failed:#?}"
+        );
+        assert!(
+            failed[0].contains(needle),
+            "{what}: message does not contain {needle:?}: {}",
+            failed[0]
+        );
+    }
+    // The fixed combinations evaluate cleanly (outputs() panics on a failed assertion).
+    h.outputs(&agent_config(json!({ "backend": "zfs" })));
+    h.outputs(&agent_config(
+        json!({ "diskoFragments": [day2], "managementMode": "controller-managed" }),
+    ));
+    h.outputs(&encrypted(
+        json!({ "unlock": "keyFile", "keyFile": "/dev/disk/by-id/usb-Key-0:0" }),
+    ));
+}
+
+/// The option types catch what assertions cannot: misspelt options, secrets in the store,
+/// invalid names.
+#[test]
+fn types_refuse_misspelt_options_store_secrets_and_bad_names() {
+    let Some(h) = Harness::get("types_refuse_misspelt_options_store_secrets_and_bad_names") else {
+        return;
+    };
+    let misspelt = set(
+        agent_config(json!({})),
+        "kcore.storage.bakend",
+        json!("lvm"),
+    );
+    let err = h.eval_error(&misspelt);
+    assert!(
+        err.contains("kcore.storage.bakend") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let store_key = set(
+        agent_config(json!({})),
+        "services.kcore.agent.settings.tls.keyFile",
+        // A well-formed store path: lib only recognises real store path hashes.
+        json!("/nix/store/0c8nvgrh4bnys3b1jgg4ggnrv40xcqr0-node.key"),
+    );
+    let err = h.eval_error(&store_key);
+    assert!(err.contains("not in the Nix store"), "{err}");
+
+    let bad_id = set(
+        agent_config(json!({})),
+        "services.kcore.agent.settings.nodeId",
+        json!("Node_1"),
+    );
+    let err = h.eval_error(&bad_id);
+    assert!(err.contains("nodeId"), "{err}");
+
+    let bad_backend = agent_config(json!({ "backend": "btrfs" }));
+    let err = h.eval_error(&bad_backend);
+    assert!(err.contains("kcore.storage.backend"), "{err}");
+}
