@@ -1,4 +1,25 @@
 //! The kcore node agent: inventory, day-2 storage and configuration, served over HTTPS,
 //! and registration with the controllers (`registration`).
+//!
+//! - [`config`] parses `/etc/kcore/node-agent.yaml`.
+//! - [`server`] sets up TLS per mode and the `/v1` routes ([`run`]).
+//! - [`inventory`] collects disks, NICs and the storage view.
+//! - [`disko_apply`] and [`nix_apply`] make the day-2 changes, run as [`ops`] operations.
+//! - [`mgmt`] reads the disko management mode, per request.
+//! - [`provision`] is `kcore-agent provision-disk`, the LVM identity reset.
 
+pub mod cli;
+pub mod codes;
+pub mod config;
+pub mod disko_apply;
+pub mod fsutil;
+pub mod inventory;
+pub mod mgmt;
+pub mod nix_apply;
+pub mod ops;
+pub mod provision;
 pub mod registration;
+pub mod server;
+pub mod tools;
+
+pub use server::{Agent, AgentError, RuntimeOptions, run};

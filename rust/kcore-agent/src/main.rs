@@ -1,2 +1,4 @@
 //! `kcore-agent`: parse, start tracing, hand over to the library.
-fn main() {}
+fn main() -> std::process::ExitCode {
+    kcore_agent::cli::main()
+}

@@ -1,0 +1,474 @@
+//! `/etc/kcore/node-agent.yaml`: the agent's configuration, exactly as
+//! `docs/configuration.md` specifies it (the keys the NixOS module writes). Every struct
+//! denies unknown keys so a misspelt key is a start-up error instead of a silent default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the agent reads its configuration unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kcore/node-agent.yaml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// How the agent serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Installed node: mTLS with the cluster CA, every route.
+    #[default]
+    Managed,
+    /// Live ISO: self-signed certificate, inventory and install routes only.
+    Install,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    pub node_id: String,
+    #[serde(default = "default_dc_id")]
+    pub dc_id: String,
+    /// Defaults to the system hostname.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub controllers: Vec<String>,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval_seconds: u64,
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub disko: DiskoConfig,
+    #[serde(default)]
+    pub nix: NixConfig,
+    #[serde(default)]
+    pub binaries: Binaries,
+}
+
+/// TLS material, as file paths only (never inline secrets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Filesystem,
+    Lvm,
+    Zfs,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Filesystem => "filesystem",
+            Backend::Lvm => "lvm",
+            Backend::Zfs => "zfs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default = "default_volume_dir")]
+    pub filesystem_volume_dir: PathBuf,
+    #[serde(default)]
+    pub lvm: LvmConfig,
+    #[serde(default)]
+    pub zfs: ZfsConfig,
+    #[serde(default = "default_image_cache_dir")]
+    pub image_cache_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::default(),
+            filesystem_volume_dir: default_volume_dir(),
+            lvm: LvmConfig::default(),
+            zfs: ZfsConfig::default(),
+            image_cache_dir: default_image_cache_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LvmConfig {
+    #[serde(default = "default_vg_name")]
+    pub vg_name: String,
+    #[serde(default = "default_lv_prefix")]
+    pub lv_prefix: String,
+}
+
+impl Default for LvmConfig {
+    fn default() -> Self {
+        Self {
+            vg_name: default_vg_name(),
+            lv_prefix: default_lv_prefix(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZfsConfig {
+    #[serde(default = "default_pool_name")]
+    pub pool_name: String,
+    #[serde(default = "default_dataset_prefix")]
+    pub dataset_prefix: String,
+}
+
+impl Default for ZfsConfig {
+    fn default() -> Self {
+        Self {
+            pool_name: default_pool_name(),
+            dataset_prefix: default_dataset_prefix(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiskoConfig {
+    /// Read on every request: `installer-only` or `controller-managed`.
+    #[serde(default = "default_mode_file")]
+    pub management_mode_file: PathBuf,
+    /// Applied fragments (+ `.bak`).
+    #[serde(default = "default_disko_state_dir")]
+    pub state_dir: PathBuf,
+    /// Enables deep validation together with `nixpkgsLib`.
+    #[serde(default)]
+    pub disko_source: Option<PathBuf>,
+    #[serde(default)]
+    pub nixpkgs_lib: Option<PathBuf>,
+}
+
+impl Default for DiskoConfig {
+    fn default() -> Self {
+        Self {
+            management_mode_file: default_mode_file(),
+            state_dir: default_disko_state_dir(),
+            disko_source: None,
+            nixpkgs_lib: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NixConfig {
+    /// Where apply-nix writes (+ `.bak`).
+    #[serde(default = "default_nix_config_path")]
+    pub config_path: PathBuf,
+}
+
+impl Default for NixConfig {
+    fn default() -> Self {
+        Self {
+            config_path: default_nix_config_path(),
+        }
+    }
+}
+
+/// Optional explicit program paths; otherwise the runner's env var, then PATH.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Binaries {
+    #[serde(default)]
+    pub nix_instantiate: Option<PathBuf>,
+    #[serde(default)]
+    pub nixos_rebuild: Option<PathBuf>,
+    #[serde(default)]
+    pub systemd_run: Option<PathBuf>,
+    #[serde(default)]
+    pub disko: Option<PathBuf>,
+    #[serde(default)]
+    pub lsblk: Option<PathBuf>,
+}
+
+fn default_dc_id() -> String {
+    "default".into()
+}
+fn default_listen() -> String {
+    "0.0.0.0:9091".into()
+}
+fn default_heartbeat() -> u64 {
+    15
+}
+fn default_volume_dir() -> PathBuf {
+    "/var/lib/kcore/volumes".into()
+}
+fn default_image_cache_dir() -> PathBuf {
+    "/var/lib/kcore/images".into()
+}
+fn default_vg_name() -> String {
+    "vg_kcore".into()
+}
+fn default_lv_prefix() -> String {
+    "kcore-".into()
+}
+fn default_pool_name() -> String {
+    "tank0".into()
+}
+fn default_dataset_prefix() -> String {
+    "kcore".into()
+}
+fn default_mode_file() -> PathBuf {
+    "/etc/kcore/disko-management-mode".into()
+}
+fn default_disko_state_dir() -> PathBuf {
+    "/etc/kcore/disko".into()
+}
+fn default_nix_config_path() -> PathBuf {
+    "/etc/nixos/kcore-node.nix".into()
+}
+
+impl AgentConfig {
+    /// Read and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate YAML text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: AgentConfig =
+            serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{err} (the keys are listed in docs/configuration.md; unknown keys are an error)"
+                ),
+            })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        if !valid_node_id(&self.node_id) {
+            return Err(invalid(
+                "nodeId",
+                format!(
+                    "{:?} is not a valid node id: use 1-63 characters [a-z0-9-], starting with a letter or digit",
+                    self.node_id
+                ),
+            ));
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{:?} is not an address: use IP:PORT such as 0.0.0.0:9091",
+                    self.listen
+                ),
+            ));
+        }
+        if self.mode == Mode::Managed && self.tls.is_none() {
+            return Err(invalid(
+                "tls",
+                "required in managed mode: set tls.caFile, tls.certFile and tls.keyFile (or mode: install on the live ISO)".into(),
+            ));
+        }
+        if self.heartbeat_interval_seconds == 0 {
+            return Err(invalid(
+                "heartbeatIntervalSeconds",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.disko.disko_source.is_some() != self.disko.nixpkgs_lib.is_some() {
+            return Err(invalid(
+                "disko.nixpkgsLib",
+                "diskoSource and nixpkgsLib go together: set both (deep validation) or neither"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configured hostname, or the system's.
+    pub fn effective_hostname(&self) -> String {
+        if let Some(name) = &self.hostname {
+            return name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| self.node_id.clone())
+    }
+}
+
+/// `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn valid_node_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+nodeId: node-1
+dcId: DC1
+hostname: hv1
+labels: { rack: r1 }
+listen: "0.0.0.0:9091"
+mode: managed
+controllers: ["ctl1:9090", "ctl2:9090"]
+heartbeatIntervalSeconds: 15
+tls:
+  caFile: /etc/kcore/pki/ca.crt
+  certFile: /etc/kcore/pki/node.crt
+  keyFile: /etc/kcore/pki/node.key
+storage:
+  backend: lvm
+  filesystemVolumeDir: /var/lib/kcore/volumes
+  lvm: { vgName: vg_kcore, lvPrefix: kcore- }
+  zfs: { poolName: tank0, datasetPrefix: kcore }
+  imageCacheDir: /var/lib/kcore/images
+disko:
+  managementModeFile: /etc/kcore/disko-management-mode
+  stateDir: /etc/kcore/disko
+  diskoSource: /nix/store/x-source
+  nixpkgsLib: /nix/store/y-source/lib
+nix:
+  configPath: /etc/nixos/kcore-node.nix
+binaries:
+  nixInstantiate: /run/current-system/sw/bin/nix-instantiate
+  nixosRebuild: /run/current-system/sw/bin/nixos-rebuild
+  systemdRun: /run/current-system/sw/bin/systemd-run
+  disko: /run/current-system/sw/bin/disko
+  lsblk: /run/current-system/sw/bin/lsblk
+"#;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(text, Path::new("node-agent.yaml"))
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.node_id, "node-1");
+        assert_eq!(c.dc_id, "DC1");
+        assert_eq!(c.labels["rack"], "r1");
+        assert_eq!(c.storage.backend, Backend::Lvm);
+        assert_eq!(c.controllers.len(), 2);
+        assert_eq!(
+            c.binaries.systemd_run.as_deref(),
+            Some(Path::new("/run/current-system/sw/bin/systemd-run"))
+        );
+    }
+
+    #[test]
+    fn defaults_fill_in_for_a_minimal_install_mode_file() {
+        let c = parse("nodeId: live\nmode: install\n").unwrap();
+        assert_eq!(c.dc_id, "default");
+        assert_eq!(c.listen, "0.0.0.0:9091");
+        assert_eq!(c.heartbeat_interval_seconds, 15);
+        assert_eq!(c.storage.lvm.vg_name, "vg_kcore");
+        assert_eq!(c.storage.zfs.pool_name, "tank0");
+        assert_eq!(
+            c.disko.management_mode_file,
+            Path::new("/etc/kcore/disko-management-mode")
+        );
+        assert_eq!(c.nix.config_path, Path::new("/etc/nixos/kcore-node.nix"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_at_every_level() {
+        for (text, key) in [
+            ("nodeId: a\nmode: install\nlisten_addr: x\n", "listen_addr"),
+            (
+                "nodeId: a\nmode: install\nstorage: { backnd: lvm }\n",
+                "backnd",
+            ),
+            (
+                "nodeId: a\nmode: install\ndisko: { stateDirectory: /x }\n",
+                "stateDirectory",
+            ),
+            (
+                "nodeId: a\nmode: install\nbinaries: { ip: /bin/ip }\n",
+                "ip",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = parse("nodeId: Node_1\nmode: install\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nodeId"), "{err}");
+        let err = parse("nodeId: n\n").unwrap_err().to_string();
+        assert!(err.contains("`tls`"), "{err}");
+        let err = parse("nodeId: n\nmode: install\nlisten: nowhere\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = parse("nodeId: n\nmode: install\ndisko: { diskoSource: /x }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nixpkgsLib"), "{err}");
+        let err = parse("nodeId: n\nmode: weird\n").unwrap_err().to_string();
+        assert!(err.contains("weird"), "{err}");
+    }
+
+    #[test]
+    fn node_id_rules() {
+        assert!(valid_node_id("node-1"));
+        assert!(valid_node_id("1"));
+        assert!(!valid_node_id(""));
+        assert!(!valid_node_id("-a"));
+        assert!(!valid_node_id(&"a".repeat(64)));
+        assert!(valid_node_id(&"a".repeat(63)));
+    }
+}

@@ -1,0 +1,443 @@
+//! `POST /v1/disko/apply`: validate a disko fragment (kcore-disko levels 1-3), plan it
+//! against this machine's block devices and return the plan with its hash (dry run), or,
+//! with `apply` and the hash the operator saw, run disko's format-and-mount for it.
+//!
+//! Decisions (see `docs/agent.md`):
+//! - The management mode file is read on every request. `installer-only` (and any value
+//!   that is not one of the two modes) refuses every apply; `controller-managed` allows
+//!   additive plans only.
+//! - The apply runs the configured `disko` binary as `disko --mode format,mount FILE`:
+//!   disko's own package brings the partitioning and mkfs tools, and `format` only creates
+//!   what does not exist yet. The plan check before it is what keeps it away from disks
+//!   in use.
+//! - Timeouts default to 300 s and are capped at 3600 s; on timeout kcore-nix's runner
+//!   kills disko's whole process group.
+//! - The applied fragment is kept as `<stateDir>/<names>.nix` (written atomically, the
+//!   previous version kept as `.bak`); its previous version is the "current" tree the next
+//!   plan is compared against.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kcore_api::ApiError;
+use kcore_api::inventory::{
+    ApplyDiskoRequest, DiskoPlanResponse, OperationStarted, OperationStatus,
+};
+use kcore_disko::eval::{DeepInputs, Evaluator, ValidateError, validate_file};
+use kcore_disko::plan::ChangeClass;
+use kcore_disko::{DeviceTree, Plan};
+use kcore_net::ApiFailure;
+use kcore_nix::programs::DISKO;
+use kcore_nix::runner::{Invocation, RunError, StreamLine};
+
+use crate::codes;
+use crate::mgmt::ManagementMode;
+use crate::ops::OpHandle;
+use crate::server::AgentState;
+
+/// Timeout when the request names none.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
+/// No disk apply runs longer than this, whatever was requested.
+pub const MAX_TIMEOUT_SECONDS: u64 = 3600;
+
+/// The timeout the agent enforces for a requested one: default 300, capped at 3600.
+pub fn effective_timeout(requested: Option<u64>) -> Result<u64, ApiError> {
+    match requested {
+        None => Ok(DEFAULT_TIMEOUT_SECONDS),
+        Some(0) => Err(ApiError::new(
+            codes::BAD_REQUEST,
+            "timeoutSeconds must be at least 1 (the default is 300, the maximum 3600)",
+        )),
+        Some(n) => Ok(n.min(MAX_TIMEOUT_SECONDS)),
+    }
+}
+
+/// Whether `plan` may be applied under `mode`; the refusal says why not.
+pub fn decide(mode: ManagementMode, plan: &Plan) -> Option<ApiError> {
+    if mode == ManagementMode::InstallerOnly {
+        return Some(ApiError::new(
+            codes::DISKO_INSTALLER_ONLY,
+            "the disko management mode is installer-only: this node refuses every disk apply \
+             (write `controller-managed` to the management mode file to allow additive changes)",
+        ));
+    }
+    let refusals = plan.refusals();
+    if let Some((target, first)) = refusals.first() {
+        let details: Vec<serde_json::Value> = refusals
+            .iter()
+            .map(|(t, r)| {
+                serde_json::json!({"target": t.name, "device": t.device, "code": r.code, "message": r.message})
+            })
+            .collect();
+        return Some(
+            ApiError::new(
+                first.code.as_str(),
+                format!("target {} refused: {}", target.name, first.message),
+            )
+            .with_details(serde_json::json!({ "refusals": details })),
+        );
+    }
+    if plan.class == ChangeClass::Destructive {
+        let destructive: Vec<String> = plan
+            .targets
+            .iter()
+            .flat_map(|t| {
+                t.actions
+                    .iter()
+                    .filter(|a| a.class == ChangeClass::Destructive)
+                    .map(move |a| format!("{}: {}", t.name, a.detail))
+            })
+            .collect();
+        return Some(
+            ApiError::new(
+                codes::DESTRUCTIVE_CHANGE_REFUSED,
+                format!(
+                    "controller-managed allows additive changes only; this plan is destructive ({})",
+                    destructive.join("; ")
+                ),
+            )
+            .with_details(serde_json::json!({ "destructive": destructive })),
+        );
+    }
+    None
+}
+
+/// `<names>.nix`: the fragment's top-level device names (disks, pools, VGs), sorted,
+/// joined with `+`. Names outside `[A-Za-z0-9_-]` are refused rather than mangled.
+pub fn fragment_file_name(tree: &DeviceTree) -> Result<String, ApiError> {
+    let mut names: Vec<&String> = tree
+        .disk
+        .keys()
+        .chain(tree.zpool.keys())
+        .chain(tree.lvm_vg.keys())
+        .chain(tree.mdadm.keys())
+        .chain(tree.nodev.keys())
+        .chain(tree.bcachefs_filesystems.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Err(ApiError::new(
+            codes::DISKO_INVALID,
+            "the fragment declares no devices under disko.devices",
+        ));
+    }
+    if let Some(bad) = names.iter().find(|n| {
+        !n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }) {
+        return Err(ApiError::new(
+            codes::DISKO_INVALID,
+            format!(
+                "device name {bad:?} must use only letters, digits, '-' and '_' (it names the applied fragment's file)"
+            ),
+        ));
+    }
+    let joined: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    Ok(format!("{}.nix", joined.join("+")))
+}
+
+fn failure(status: StatusCode, err: ApiError) -> ApiFailure {
+    ApiFailure { status, error: err }
+}
+
+fn validate_failure(err: ValidateError) -> ApiFailure {
+    match err {
+        ValidateError::Invalid(findings) => failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::new(
+                codes::DISKO_INVALID,
+                format!(
+                    "the disko fragment is invalid:\n{}",
+                    findings
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            )
+            .with_details(serde_json::json!({ "findings": findings })),
+        ),
+        ValidateError::Tool(e) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+        ),
+        other => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new(codes::DISKO_INVALID, other.to_string()),
+        ),
+    }
+}
+
+/// The result of validating and planning one request.
+struct Planned {
+    plan: Plan,
+    levels: Vec<String>,
+    file_name: String,
+    /// Holds the fragment file disko will read.
+    _workdir: tempfile::TempDir,
+    fragment: PathBuf,
+}
+
+async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFailure> {
+    let workdir = tempfile::Builder::new()
+        .prefix("kcore-disko-")
+        .tempdir()
+        .map_err(|e| ApiFailure::internal(format!("cannot create a work directory: {e}")))?;
+    let fragment = workdir.path().join("fragment.nix");
+    std::fs::write(&fragment, layout)
+        .map_err(|e| ApiFailure::internal(format!("cannot write the fragment: {e}")))?;
+    let evaluator =
+        Evaluator::new(state.config.binaries.nix_instantiate.as_deref()).map_err(|e| {
+            failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+            )
+        })?;
+    let deep = match (
+        &state.config.disko.disko_source,
+        &state.config.disko.nixpkgs_lib,
+    ) {
+        (Some(disko), Some(lib)) => Some(DeepInputs {
+            disko: disko.clone(),
+            nixpkgs_lib: lib.clone(),
+        }),
+        _ => None,
+    };
+    let validated = validate_file(&evaluator, &fragment, deep.as_ref())
+        .await
+        .map_err(validate_failure)?;
+    let mut levels = vec!["parse".to_string(), "eval".to_string()];
+    if validated.level >= 3 {
+        levels.push("deep".to_string());
+    }
+    let file_name = fragment_file_name(&validated.tree)
+        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let current_path = state.config.disko.state_dir.join(&file_name);
+    let current = if current_path.is_file() {
+        let lib = deep.as_ref().map(|d| d.nixpkgs_lib.as_path());
+        Some(evaluator.level2(&current_path, lib).await.map_err(|e| {
+            ApiFailure::internal(format!(
+                "the previously applied fragment {} no longer evaluates: {e}",
+                current_path.display()
+            ))
+        })?)
+    } else {
+        None
+    };
+    let snapshot = match &state.options.block_snapshot {
+        Some(s) => s.clone(),
+        None => crate::inventory::live_snapshot(&state.tools)
+            .await
+            .map_err(|e| {
+                failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ApiError::new(codes::INVENTORY_FAILED, e.to_string()),
+                )
+            })?,
+    };
+    let plan = Plan::build(&validated.tree, current.as_ref(), &snapshot);
+    Ok(Planned {
+        plan,
+        levels,
+        file_name,
+        _workdir: workdir,
+        fragment,
+    })
+}
+
+/// Handle one request (dry run or apply).
+pub async fn handle(
+    state: Arc<AgentState>,
+    req: ApplyDiskoRequest,
+) -> Result<Response, ApiFailure> {
+    let timeout =
+        effective_timeout(req.timeout_seconds).map_err(|e| failure(StatusCode::BAD_REQUEST, e))?;
+    let mode = ManagementMode::read(&state.config.disko.management_mode_file);
+    let planned = plan_request(&state, &req.layout).await?;
+    let refusal = decide(mode, &planned.plan);
+    if !req.apply {
+        let body = DiskoPlanResponse {
+            plan: serde_json::to_value(&planned.plan)
+                .map_err(|e| ApiFailure::internal(e.to_string()))?,
+            plan_hash: planned.plan.hash.clone(),
+            validated: planned.levels.clone(),
+            management_mode: mode.as_str().to_string(),
+            apply_allowed: refusal.is_none(),
+            refusal,
+        };
+        return Ok(Json(body).into_response());
+    }
+    if mode == ManagementMode::InstallerOnly {
+        if let Some(r) = refusal {
+            return Err(failure(StatusCode::FORBIDDEN, r));
+        }
+    }
+    let Some(presented) = &req.plan_hash else {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            ApiError::new(
+                codes::PLAN_HASH_REQUIRED,
+                "an apply must present the planHash of the dry run the operator saw",
+            ),
+        ));
+    };
+    if *presented != planned.plan.hash {
+        return Err(failure(
+            StatusCode::CONFLICT,
+            ApiError::new(
+                codes::PLAN_HASH_MISMATCH,
+                "the plan changed since the dry run (devices or the applied fragment differ): \
+                 run the dry run again and review the new plan",
+            )
+            .with_details(serde_json::json!({
+                "presented": presented,
+                "current": planned.plan.hash,
+                "plan": planned.plan,
+            })),
+        ));
+    }
+    if let Some(r) = refusal {
+        return Err(failure(StatusCode::CONFLICT, r));
+    }
+    let guard = state.disk_apply.clone().try_lock_owned().map_err(|_| {
+        failure(
+            StatusCode::CONFLICT,
+            ApiError::new(
+                codes::DISK_APPLY_IN_PROGRESS,
+                "another disk apply is running on this node; wait for it to finish",
+            ),
+        )
+    })?;
+    let op = state.ops.start("apply-disko", Some(timeout));
+    let started = OperationStarted {
+        operation_id: op.id.clone(),
+        effective_timeout_seconds: Some(timeout),
+    };
+    tracing::info!(
+        operation = %op.id,
+        plan = %planned.plan.hash,
+        timeout,
+        "disk apply accepted"
+    );
+    tokio::spawn(async move {
+        let _guard = guard;
+        run_apply(&state, &op, &planned, timeout).await;
+    });
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}
+
+/// Map a runner error to the operation's final status and error.
+pub fn run_error_status(err: &RunError) -> (OperationStatus, ApiError) {
+    match err {
+        RunError::TimedOut { .. } => (
+            OperationStatus::TimedOut,
+            ApiError::new(codes::TIMED_OUT, err.to_string()),
+        ),
+        RunError::NotFound { .. } | RunError::Spawn { .. } => (
+            OperationStatus::Failed,
+            ApiError::new(codes::TOOL_UNAVAILABLE, err.to_string()),
+        ),
+        _ => (
+            OperationStatus::Failed,
+            ApiError::new(codes::COMMAND_FAILED, err.to_string()),
+        ),
+    }
+}
+
+/// Stream a runner line into the operation log.
+pub fn forward(op: &OpHandle) -> impl FnMut(StreamLine) + Send + '_ {
+    move |line| match line {
+        StreamLine::Stdout(l) => op.output("stdout", l),
+        StreamLine::Stderr(l) => op.output("stderr", l),
+    }
+}
+
+async fn run_apply(state: &AgentState, op: &OpHandle, planned: &Planned, timeout: u64) {
+    let program = match state.tools.resolve(DISKO) {
+        Ok(p) => p,
+        Err(e) => {
+            let (status, err) = run_error_status(&e);
+            op.finish(status, Some(err));
+            return;
+        }
+    };
+    let mut inv = Invocation::new(&program)
+        .args(["--mode", "format,mount"])
+        .arg(&planned.fragment)
+        .timeout(Duration::from_secs(timeout));
+    for (k, v) in &state.options.extra_env {
+        inv = inv.env(k, v);
+    }
+    op.step(format!("disko --mode format,mount ({})", planned.file_name));
+    if let Err(e) = inv.stream(forward(op)).await {
+        let (status, err) = run_error_status(&e);
+        op.finish(status, Some(err));
+        return;
+    }
+    op.step(format!(
+        "keep the applied fragment as {}",
+        planned.file_name
+    ));
+    let target = state.config.disko.state_dir.join(&planned.file_name);
+    match keep_fragment(&planned.fragment, &target) {
+        Ok(written) => {
+            op.update(|r| r.written = written);
+            op.finish(OperationStatus::Succeeded, None);
+        }
+        Err(e) => {
+            op.finish(
+                OperationStatus::Failed,
+                Some(ApiError::new(
+                    codes::WRITE_FAILED,
+                    format!(
+                        "disko succeeded but the fragment could not be kept at {}: {e}",
+                        target.display()
+                    ),
+                )),
+            );
+        }
+    }
+}
+
+fn keep_fragment(fragment: &Path, target: &Path) -> std::io::Result<Vec<String>> {
+    let text = std::fs::read(fragment)?;
+    let backup = crate::fsutil::write_with_backup(target, &text)?;
+    let mut written = vec![target.display().to_string()];
+    written.extend(backup.map(|b| b.display().to_string()));
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_default_cap_and_zero() {
+        assert_eq!(effective_timeout(None).unwrap(), 300);
+        assert_eq!(effective_timeout(Some(10)).unwrap(), 10);
+        assert_eq!(effective_timeout(Some(3600)).unwrap(), 3600);
+        assert_eq!(effective_timeout(Some(7200)).unwrap(), 3600);
+        assert_eq!(
+            effective_timeout(Some(0)).unwrap_err().code,
+            codes::BAD_REQUEST
+        );
+    }
+
+    fn tree(json: serde_json::Value) -> DeviceTree {
+        DeviceTree::from_json(&json).unwrap()
+    }
+
+    #[test]
+    fn fragment_names() {
+        let t = tree(serde_json::json!({"disko": {"devices": {"disk": {
+            "data1": {"device": "/dev/sdb", "type": "disk"},
+            "a": {"device": "/dev/sdc", "type": "disk"}
+        }}}}));
+        assert_eq!(fragment_file_name(&t).unwrap(), "a+data1.nix");
+    }
+}

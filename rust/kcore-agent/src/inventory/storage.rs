@@ -1,0 +1,297 @@
+//! The storage view behind `kctl describe node`: the configured backend, LVM volume groups
+//! and logical volumes (`vgs`/`lvs --reportformat json`), ZFS pools and datasets
+//! (`zpool list`, `zpool status`, `zfs list`), and what is mounted under `/var/lib/kcore`.
+
+use kcore_api::inventory::{LogicalVolume, Mount, VolumeGroup, ZfsDataset, ZfsPool};
+use serde::Deserialize;
+
+use super::InventoryError;
+
+/// Where kcore keeps volumes and images; mounts below it are reported.
+pub const KCORE_STATE_ROOT: &str = "/var/lib/kcore";
+
+pub fn vgs_args() -> Vec<String> {
+    [
+        "--reportformat",
+        "json",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        "vg_name,vg_size,vg_free,pv_count,lv_count",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+pub fn lvs_args() -> Vec<String> {
+    [
+        "--reportformat",
+        "json",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        "lv_name,vg_name,lv_size,lv_attr,pool_lv,data_percent",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+pub fn zpool_list_args() -> Vec<String> {
+    ["list", "-H", "-p", "-o", "name,size,alloc,free,health"]
+        .map(String::from)
+        .to_vec()
+}
+
+pub fn zfs_list_args(pool: &str) -> Vec<String> {
+    vec![
+        "list".into(),
+        "-H".into(),
+        "-p".into(),
+        "-r".into(),
+        "-o".into(),
+        "name,used,avail,mountpoint".into(),
+        pool.into(),
+    ]
+}
+
+#[derive(Debug, Deserialize)]
+struct Report<T> {
+    report: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VgSection {
+    #[serde(default)]
+    vg: Vec<VgRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LvSection {
+    #[serde(default)]
+    lv: Vec<LvRow>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VgRow {
+    vg_name: String,
+    vg_size: String,
+    vg_free: String,
+    pv_count: String,
+    lv_count: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct LvRow {
+    lv_name: String,
+    vg_name: String,
+    lv_size: String,
+    lv_attr: String,
+    #[serde(default)]
+    pool_lv: String,
+    #[serde(default)]
+    data_percent: String,
+}
+
+fn parse_err(program: &str, message: impl Into<String>) -> InventoryError {
+    InventoryError::Parse {
+        program: program.into(),
+        message: message.into(),
+    }
+}
+
+/// LVM prints JSON numbers as strings, with a `B` suffix unless `--nosuffix`.
+fn bytes(program: &str, field: &str, value: &str) -> Result<u64, InventoryError> {
+    value
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .parse()
+        .map_err(|_| parse_err(program, format!("{field} {value:?} is not a byte count")))
+}
+
+fn count(program: &str, field: &str, value: &str) -> Result<u32, InventoryError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| parse_err(program, format!("{field} {value:?} is not a count")))
+}
+
+pub fn parse_vgs(json: &str) -> Result<Vec<VolumeGroup>, InventoryError> {
+    let report: Report<VgSection> =
+        serde_json::from_str(json).map_err(|e| parse_err("vgs", e.to_string()))?;
+    report
+        .report
+        .into_iter()
+        .flat_map(|s| s.vg)
+        .map(|row| {
+            Ok(VolumeGroup {
+                size_bytes: bytes("vgs", "vg_size", &row.vg_size)?,
+                free_bytes: bytes("vgs", "vg_free", &row.vg_free)?,
+                pv_count: count("vgs", "pv_count", &row.pv_count)?,
+                lv_count: count("vgs", "lv_count", &row.lv_count)?,
+                name: row.vg_name,
+            })
+        })
+        .collect()
+}
+
+pub fn parse_lvs(json: &str) -> Result<Vec<LogicalVolume>, InventoryError> {
+    let report: Report<LvSection> =
+        serde_json::from_str(json).map_err(|e| parse_err("lvs", e.to_string()))?;
+    report
+        .report
+        .into_iter()
+        .flat_map(|s| s.lv)
+        .map(|row| {
+            let non_empty = |s: String| Some(s).filter(|v| !v.trim().is_empty());
+            Ok(LogicalVolume {
+                size_bytes: bytes("lvs", "lv_size", &row.lv_size)?,
+                name: row.lv_name,
+                vg_name: row.vg_name,
+                attr: row.lv_attr,
+                pool: non_empty(row.pool_lv),
+                data_percent: non_empty(row.data_percent),
+            })
+        })
+        .collect()
+}
+
+/// `zpool list -H -p -o name,size,alloc,free,health`.
+pub fn parse_zpool_list(text: &str) -> Result<Vec<ZfsPool>, InventoryError> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let [name, size, alloc, free, health] = cols[..] else {
+                return Err(parse_err(
+                    "zpool",
+                    format!("expected 5 tab-separated columns, got {line:?}"),
+                ));
+            };
+            Ok(ZfsPool {
+                name: name.into(),
+                size_bytes: bytes("zpool", "size", size)?,
+                allocated_bytes: bytes("zpool", "alloc", alloc)?,
+                free_bytes: bytes("zpool", "free", free)?,
+                health: health.into(),
+            })
+        })
+        .collect()
+}
+
+/// `zfs list -H -p -o name,used,avail,mountpoint`.
+pub fn parse_zfs_list(text: &str) -> Result<Vec<ZfsDataset>, InventoryError> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let [name, used, avail, mountpoint] = cols[..] else {
+                return Err(parse_err(
+                    "zfs",
+                    format!("expected 4 tab-separated columns, got {line:?}"),
+                ));
+            };
+            Ok(ZfsDataset {
+                name: name.into(),
+                used_bytes: bytes("zfs", "used", used)?,
+                available_bytes: bytes("zfs", "avail", avail)?,
+                mountpoint: Some(mountpoint.to_string()).filter(|m| m != "-" && m != "none"),
+            })
+        })
+        .collect()
+}
+
+/// Mounts at or below `root` from `/proc/self/mounts` text (octal escapes decoded).
+pub fn parse_mounts(text: &str, root: &str) -> Vec<Mount> {
+    let root = root.trim_end_matches('/');
+    text.lines()
+        .filter_map(|line| {
+            let mut cols = line.split(' ');
+            let source = unescape(cols.next()?);
+            let target = unescape(cols.next()?);
+            let fstype = cols.next()?.to_string();
+            let below = target == root || target.starts_with(&format!("{root}/"));
+            below.then_some(Mount {
+                source,
+                target,
+                fstype,
+            })
+        })
+        .collect()
+}
+
+/// The kernel escapes space, tab, newline and backslash in mount paths as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let oct = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(oct, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lvm_fixtures() {
+        let vgs = parse_vgs(include_str!("../../tests/fixtures/vgs.json")).unwrap();
+        assert_eq!(vgs.len(), 2);
+        assert_eq!(vgs[0].name, "vg_kcore");
+        assert_eq!(vgs[0].size_bytes, 10733223936);
+        assert_eq!(vgs[0].free_bytes, 4194304);
+        assert_eq!(vgs[1].pv_count, 2);
+        let lvs = parse_lvs(include_str!("../../tests/fixtures/lvs.json")).unwrap();
+        assert_eq!(lvs.len(), 4);
+        let pool = lvs.iter().find(|l| l.name == "pool").unwrap();
+        assert!(pool.attr.starts_with('t'));
+        assert_eq!(pool.pool, None);
+        let vm = lvs.iter().find(|l| l.name == "kcore-vm1-root").unwrap();
+        assert_eq!(vm.pool.as_deref(), Some("pool"));
+        assert_eq!(vm.size_bytes, 5368709120);
+        let other = lvs.iter().find(|l| l.name == "data").unwrap();
+        assert_eq!(other.data_percent, None);
+    }
+
+    #[test]
+    fn lvm_bad_numbers_name_the_field() {
+        let json = r#"{"report":[{"vg":[{"vg_name":"v","vg_size":"x","vg_free":"0","pv_count":"1","lv_count":"0"}]}]}"#;
+        let err = parse_vgs(json).unwrap_err().to_string();
+        assert!(err.contains("vg_size"), "{err}");
+    }
+
+    #[test]
+    fn zfs_fixtures() {
+        let pools = parse_zpool_list(include_str!("../../tests/fixtures/zpool-list.txt")).unwrap();
+        assert_eq!(pools[0].name, "tank0");
+        assert_eq!(pools[0].health, "ONLINE");
+        assert_eq!(pools[0].allocated_bytes, 1048576000);
+        let ds = parse_zfs_list(include_str!("../../tests/fixtures/zfs-list.txt")).unwrap();
+        assert_eq!(ds.len(), 3);
+        assert_eq!(ds[0].mountpoint.as_deref(), Some("/tank0"));
+        assert_eq!(ds[1].mountpoint, None);
+        assert!(parse_zfs_list("a\tb\n").is_err());
+    }
+
+    #[test]
+    fn mounts_below_the_kcore_root_only() {
+        let text = "/dev/vda / ext4 rw 0 0\n/dev/mapper/vg-vol /var/lib/kcore/volumes ext4 rw 0 0\n/dev/sdb1 /var/lib/kcore/volumes\\0401 xfs rw 0 0\n/dev/x /var/lib/kcorex ext4 rw 0 0\n";
+        let mounts = parse_mounts(text, KCORE_STATE_ROOT);
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[0].target, "/var/lib/kcore/volumes");
+        assert_eq!(mounts[1].target, "/var/lib/kcore/volumes 1");
+        assert_eq!(mounts[1].fstype, "xfs");
+    }
+}

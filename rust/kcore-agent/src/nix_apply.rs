@@ -1,0 +1,374 @@
+//! `POST /v1/nix/apply`: validate a NixOS module (rnix syntax, then `nix-instantiate`
+//! evaluates it to a function or an attribute set), write it atomically to `nix.configPath`
+//! (the previous version kept as `.bak`), then `nixos-rebuild test` and, only if that
+//! succeeded, `nixos-rebuild switch`, each inside a transient systemd unit so an agent
+//! restart does not kill it. The unit writes its output to a log file that the agent
+//! follows and streams; after the switch the system profile's generation is reported.
+//!
+//! One rebuild at a time: a second request while one runs (with or without `noRebuild`,
+//! since writing the file would change what the running rebuild reads) is refused with
+//! `REBUILD_IN_PROGRESS` and never interrupts the first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kcore_api::ApiError;
+use kcore_api::inventory::{ApplyNixRequest, OperationStarted, OperationStatus};
+use kcore_net::ApiFailure;
+use kcore_nix::programs::{NIX_INSTANTIATE, NIXOS_REBUILD, SYSTEMD_RUN};
+use kcore_nix::runner::{Invocation, Program};
+
+use crate::codes;
+use crate::disko_apply::run_error_status;
+use crate::ops::OpHandle;
+use crate::server::AgentState;
+
+/// A rebuild step that takes longer than this is reported as timed out. The transient
+/// unit itself is not stopped (it belongs to systemd, not to the agent).
+pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often the unit's log file is read while it runs.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Evaluates a module file to its type without building anything. The path is passed as
+/// an argument, never spliced into the expression.
+const TYPE_EXPR: &str = "{ file }: builtins.typeOf (import (/. + file))";
+
+fn failure(status: StatusCode, err: ApiError) -> ApiFailure {
+    ApiFailure { status, error: err }
+}
+
+/// Levels 1 and 2 for a NixOS module in `text`.
+pub async fn validate(text: &str, nix_instantiate: &Program) -> Result<(), ApiError> {
+    let errors = kcore_disko::syntax::check("config.nix", text);
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(ApiError::new(
+            codes::NIX_INVALID,
+            format!("the configuration does not parse:\n{}", lines.join("\n")),
+        )
+        .with_details(serde_json::json!({ "errors": errors })));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kcore-nix-")
+        .tempdir()
+        .map_err(|e| ApiError::new(codes::WRITE_FAILED, e.to_string()))?;
+    let file = dir.path().join("config.nix");
+    std::fs::write(&file, text).map_err(|e| ApiError::new(codes::WRITE_FAILED, e.to_string()))?;
+    let out = Invocation::new(nix_instantiate)
+        .args(["--eval", "--readonly-mode", "--json", "--argstr", "file"])
+        .arg(&file)
+        .args(["--expr", TYPE_EXPR])
+        .timeout(Duration::from_secs(60))
+        .output_unchecked()
+        .await
+        .map_err(|e| ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()))?;
+    if !out.status.success() {
+        return Err(ApiError::new(
+            codes::NIX_INVALID,
+            format!(
+                "the configuration does not evaluate:\n{}",
+                out.stderr_lossy().trim()
+            ),
+        ));
+    }
+    let kind: String = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if kind != "lambda" && kind != "set" {
+        return Err(ApiError::new(
+            codes::NIX_INVALID,
+            format!(
+                "a NixOS module must be a function ({{ config, lib, pkgs, ... }}: {{ ... }}) or an attribute set; this evaluates to a {kind}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Handle one request.
+pub async fn handle(state: Arc<AgentState>, req: ApplyNixRequest) -> Result<Response, ApiFailure> {
+    let nix_instantiate = state.tools.resolve(NIX_INSTANTIATE).map_err(|e| {
+        failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+        )
+    })?;
+    validate(&req.config, &nix_instantiate)
+        .await
+        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    // Taken before writing: the file is what a running rebuild reads.
+    let guard = state.rebuild.clone().try_lock_owned().map_err(|_| {
+        failure(
+            StatusCode::CONFLICT,
+            ApiError::new(
+                codes::REBUILD_IN_PROGRESS,
+                "a rebuild is running on this node; it was not interrupted. Fetch its result with \
+                 `kctl node operation ID` and try again when it has finished",
+            ),
+        )
+    })?;
+    // Resolve the rebuild tools before touching the file, so a missing tool changes nothing.
+    let programs = if req.no_rebuild {
+        None
+    } else {
+        let resolve = |tool| {
+            state.tools.resolve(tool).map_err(|e| {
+                failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+                )
+            })
+        };
+        Some((resolve(SYSTEMD_RUN)?, resolve(NIXOS_REBUILD)?))
+    };
+    let op = state.ops.start("apply-nix", None);
+    let path = state.config.nix.config_path.clone();
+    op.step(format!("write {}", path.display()));
+    match crate::fsutil::write_with_backup(&path, req.config.as_bytes()) {
+        Ok(backup) => op.update(|r| {
+            r.written.push(path.display().to_string());
+            r.written.extend(backup.map(|b| b.display().to_string()));
+        }),
+        Err(e) => {
+            let result = op.finish(
+                OperationStatus::Failed,
+                Some(ApiError::new(
+                    codes::WRITE_FAILED,
+                    format!("cannot write {}: {e}", path.display()),
+                )),
+            );
+            return Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(result)).into_response());
+        }
+    }
+    let Some((systemd_run, nixos_rebuild)) = programs else {
+        let result = op.finish(OperationStatus::Succeeded, None);
+        return Ok(Json(result).into_response());
+    };
+    let started = OperationStarted {
+        operation_id: op.id.clone(),
+        effective_timeout_seconds: None,
+    };
+    tokio::spawn(async move {
+        let _guard = guard;
+        rebuild(&state, &op, &systemd_run, &nixos_rebuild).await;
+    });
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}
+
+/// The transient unit's name for one step of one operation.
+pub fn unit_name(op_id: &str, action: &str) -> String {
+    let short: String = op_id
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(12)
+        .collect();
+    format!("kcore-apply-nix-{short}-{action}")
+}
+
+/// systemd-run's argv (after the program) for `nixos-rebuild <action>` logging to `log`.
+pub fn systemd_run_args(
+    unit: &str,
+    log: &Path,
+    env: &[(String, String)],
+    nixos_rebuild: &Path,
+    action: &str,
+) -> Vec<String> {
+    let mut args = vec![
+        format!("--unit={unit}"),
+        format!("--description=kcore apply-nix: nixos-rebuild {action}"),
+        "--wait".to_string(),
+        "--collect".to_string(),
+        "--quiet".to_string(),
+        "--service-type=exec".to_string(),
+        format!("--property=StandardOutput=append:{}", log.display()),
+        format!("--property=StandardError=append:{}", log.display()),
+    ];
+    args.extend(env.iter().map(|(k, v)| format!("--setenv={k}={v}")));
+    args.push("--".to_string());
+    args.push(nixos_rebuild.display().to_string());
+    args.push(action.to_string());
+    args
+}
+
+async fn rebuild(
+    state: &AgentState,
+    op: &OpHandle,
+    systemd_run: &Program,
+    nixos_rebuild: &Program,
+) {
+    let log_dir = state.options.rebuild_log_dir.clone();
+    if let Err(e) = std::fs::create_dir_all(&log_dir) {
+        op.finish(
+            OperationStatus::Failed,
+            Some(ApiError::new(
+                codes::WRITE_FAILED,
+                format!(
+                    "cannot create the rebuild log directory {}: {e}",
+                    log_dir.display()
+                ),
+            )),
+        );
+        return;
+    }
+    for action in ["test", "switch"] {
+        op.step(format!("nixos-rebuild {action}"));
+        let unit = unit_name(&op.id, action);
+        let log = log_dir.join(format!("{unit}.log"));
+        let args = systemd_run_args(
+            &unit,
+            &log,
+            &state.options.extra_env,
+            nixos_rebuild.path(),
+            action,
+        );
+        let inv = Invocation::new(systemd_run)
+            .args(&args)
+            .timeout(REBUILD_TIMEOUT);
+        if let Err(e) = run_following(inv, &log, op).await {
+            let (status, mut err) = run_error_status(&e);
+            err.message = format!("nixos-rebuild {action} failed: {}", err.message);
+            err.details = serde_json::json!({ "unit": unit, "log": log });
+            op.finish(status, Some(err));
+            return;
+        }
+    }
+    match read_generation(&state.options.system_profile) {
+        Some((generation, target)) => {
+            op.output(
+                "stdout",
+                format!("system generation {generation}: {}", target.display()),
+            );
+            op.update(|r| r.generation = Some(generation.to_string()));
+        }
+        None => op.output(
+            "stderr",
+            format!(
+                "cannot read the generation of {}",
+                state.options.system_profile.display()
+            ),
+        ),
+    }
+    op.finish(OperationStatus::Succeeded, None);
+}
+
+/// Run `inv` while streaming new lines of `log` into the operation.
+async fn run_following(
+    inv: Invocation,
+    log: &Path,
+    op: &OpHandle,
+) -> Result<(), kcore_nix::runner::RunError> {
+    let run = inv.stream(crate::disko_apply::forward(op));
+    tokio::pin!(run);
+    let mut follower = LogFollower::new(log.to_path_buf());
+    let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tick.tick() => follower.emit_new(op, false),
+        }
+    };
+    follower.emit_new(op, true);
+    result.map(|_| ())
+}
+
+/// Reads a growing file and emits complete lines.
+struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl LogFollower {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            offset: 0,
+            partial: String::new(),
+        }
+    }
+
+    fn emit_new(&mut self, op: &OpHandle, last: bool) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if let Ok(n) = file.read_to_end(&mut buf) {
+            self.offset += n as u64;
+        }
+        self.partial.push_str(&String::from_utf8_lossy(&buf));
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            op.output("log", line.trim_end_matches(['\n', '\r']));
+        }
+        if last && !self.partial.is_empty() {
+            op.output("log", std::mem::take(&mut self.partial));
+        }
+    }
+}
+
+/// `system` → `system-7-link` → `/nix/store/…`: the generation number and its path.
+pub fn read_generation(profile: &Path) -> Option<(u64, PathBuf)> {
+    let link = std::fs::read_link(profile).ok()?;
+    let name = link.file_name()?.to_string_lossy().into_owned();
+    let number = name
+        .rsplit_once("-link")
+        .and_then(|(head, _)| head.rsplit('-').next())
+        .and_then(|n| n.parse().ok())?;
+    let link_path = if link.is_absolute() {
+        link
+    } else {
+        profile.parent()?.join(link)
+    };
+    let target = std::fs::read_link(&link_path).ok()?;
+    Some((number, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_run_argv_keeps_values_whole() {
+        let args = systemd_run_args(
+            "kcore-apply-nix-abc-test",
+            Path::new("/var/log/k/a b.log"),
+            &[("A".into(), "x y".into())],
+            Path::new("/run/current-system/sw/bin/nixos-rebuild"),
+            "test",
+        );
+        assert!(args.contains(&"--property=StandardOutput=append:/var/log/k/a b.log".to_string()));
+        assert!(args.contains(&"--setenv=A=x y".to_string()));
+        let dashdash = args.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            &args[dashdash + 1..],
+            ["/run/current-system/sw/bin/nixos-rebuild", "test"]
+        );
+    }
+
+    #[test]
+    fn unit_names() {
+        assert_eq!(
+            unit_name("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "switch"),
+            "kcore-apply-nix-0f1e2d3c4b5a-switch"
+        );
+    }
+
+    #[test]
+    fn generation_from_profile_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store-path");
+        std::fs::create_dir(&store).unwrap();
+        std::os::unix::fs::symlink(&store, dir.path().join("system-12-link")).unwrap();
+        std::os::unix::fs::symlink("system-12-link", dir.path().join("system")).unwrap();
+        let (n, target) = read_generation(&dir.path().join("system")).unwrap();
+        assert_eq!(n, 12);
+        assert_eq!(target, store);
+        assert!(read_generation(&dir.path().join("missing")).is_none());
+    }
+}

@@ -1,0 +1,315 @@
+//! The agent's HTTPS server: TLS per mode (managed: mTLS against the cluster CA; install:
+//! a self-signed certificate whose SHA-256 fingerprint is logged), the `/v1` routes and
+//! who may call them. In install mode only the inventory routes exist; everything else
+//! is a 404, not a 403, so a live ISO does not even advertise day-2 operations.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kcore_api::inventory::{ApplyDiskoRequest, ApplyNixRequest};
+use kcore_disko::BlockSnapshot;
+use kcore_net::{ApiFailure, ApiJson, TlsSource, allow_roles, ndjson_response};
+use kcore_pki::Role;
+use tokio::net::TcpListener;
+
+use crate::config::{AgentConfig, Mode};
+use crate::ops::Operations;
+use crate::tools::Tools;
+use crate::{disko_apply, inventory, nix_apply};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read {what} {path}: {source}")]
+    ReadTls {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS set-up: {0}")]
+    Tls(#[from] kcore_pki::PkiError),
+    #[error("managed mode needs the `tls` section (caFile, certFile, keyFile)")]
+    NoTls,
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Settings that are not part of `node-agent.yaml` because only tests and test beds
+/// change them. `Default` is what production uses.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Extra environment for the long-running commands (disko, nixos-rebuild); passed into
+    /// the transient unit with `systemd-run --setenv`.
+    pub extra_env: Vec<(String, String)>,
+    /// The system profile whose generation apply-nix reports.
+    pub system_profile: PathBuf,
+    /// Plan disk applies against this snapshot instead of the live machine (tests that
+    /// cannot have a blank disk; the real block-device tests run in the storage bed).
+    pub block_snapshot: Option<BlockSnapshot>,
+    /// Where the transient rebuild units write their output (followed and streamed).
+    pub rebuild_log_dir: PathBuf,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            extra_env: Vec::new(),
+            system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
+            block_snapshot: None,
+            rebuild_log_dir: PathBuf::from("/var/log/kcore-agent"),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct AgentState {
+    pub config: AgentConfig,
+    pub tools: Tools,
+    pub options: RuntimeOptions,
+    pub ops: Operations,
+    /// One rebuild at a time: a second apply-nix gets `REBUILD_IN_PROGRESS`.
+    pub rebuild: Arc<tokio::sync::Mutex<()>>,
+    /// One disk apply at a time: a second gets `DISK_APPLY_IN_PROGRESS`.
+    pub disk_apply: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A configured agent, ready to serve.
+pub struct Agent {
+    state: Arc<AgentState>,
+    tls: TlsSource,
+    fingerprint: Option<String>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("node_id", &self.state.config.node_id)
+            .field("mode", &self.state.config.mode)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+fn read(what: &'static str, path: &std::path::Path) -> Result<String, AgentError> {
+    std::fs::read_to_string(path).map_err(|source| AgentError::ReadTls {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Agent {
+    /// Load TLS material (managed) or make the self-signed certificate (install).
+    pub fn new(config: AgentConfig, options: RuntimeOptions) -> Result<Agent, AgentError> {
+        let (server_config, fingerprint) = match config.mode {
+            Mode::Managed => {
+                let tls = config.tls.as_ref().ok_or(AgentError::NoTls)?;
+                let ca = read("tls.caFile", &tls.ca_file)?;
+                let cert = read("tls.certFile", &tls.cert_file)?;
+                let key = read("tls.keyFile", &tls.key_file)?;
+                (kcore_pki::server_config(&ca, &cert, &key)?, None)
+            }
+            Mode::Install => {
+                let mut names = vec![config.effective_hostname(), "localhost".to_string()];
+                names.dedup();
+                let (certified, fingerprint) = kcore_pki::self_signed_install(&names)?;
+                let server = kcore_pki::server_config_no_client_auth(
+                    &certified.cert_pem,
+                    &certified.key_pem,
+                )?;
+                (server, Some(fingerprint))
+            }
+        };
+        let tools = Tools::new(config.binaries.clone());
+        Ok(Agent {
+            state: Arc::new(AgentState {
+                config,
+                tools,
+                options,
+                ops: Operations::default(),
+                rebuild: Arc::default(),
+                disk_apply: Arc::default(),
+            }),
+            tls: TlsSource::new(server_config),
+            fingerprint,
+        })
+    }
+
+    /// The install-mode certificate's SHA-256 fingerprint (what `kctl --fingerprint` pins).
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
+    }
+
+    pub fn state(&self) -> &Arc<AgentState> {
+        &self.state
+    }
+
+    /// The routes for this agent's mode.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Serve until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AgentError> {
+        let addr = listener.local_addr()?;
+        match &self.fingerprint {
+            Some(fp) => tracing::warn!(
+                %addr,
+                fingerprint = %fp,
+                "install mode: serving inventory only, with a self-signed certificate; \
+                 pin it with `kctl --node HOST:PORT --fingerprint {fp}`"
+            ),
+            None => {
+                tracing::info!(%addr, node = %self.state.config.node_id, "managed mode: serving with mTLS")
+            }
+        }
+        let app = self.router();
+        kcore_net::serve(listener, self.tls, app, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// Build the agent from its configuration and serve on `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    Agent::new(config, RuntimeOptions::default())?
+        .serve(listener, shutdown)
+        .await
+}
+
+const READERS: &[Role] = &[Role::Admin, Role::Controller, Role::Node];
+const WRITERS: &[Role] = &[Role::Admin, Role::Controller];
+
+/// The `/v1` routes for the configured mode.
+pub fn router(state: Arc<AgentState>) -> Router {
+    let inventory = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/inventory/disks", get(disks))
+        .route("/v1/inventory/nics", get(nics))
+        .route("/v1/inventory/storage", get(storage));
+    let app = match state.config.mode {
+        // No client identities exist on the live ISO: inventory is open, nothing else exists.
+        Mode::Install => inventory,
+        Mode::Managed => {
+            let day2 = Router::new()
+                .route("/v1/disko/apply", post(apply_disko))
+                .route("/v1/nix/apply", post(apply_nix))
+                .route("/v1/operations/{id}", get(operation))
+                .route("/v1/operations/{id}/stream", get(operation_stream))
+                .route_layer(from_fn_with_state(WRITERS, allow_roles));
+            inventory
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    node_reads_only_itself,
+                ))
+                .route_layer(from_fn_with_state(READERS, allow_roles))
+                .merge(day2)
+        }
+    };
+    app.fallback(kcore_net::error::not_found).with_state(state)
+}
+
+/// A node identity may read only its own agent's inventory.
+async fn node_reads_only_itself(
+    State(state): State<Arc<AgentState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<kcore_net::PeerIdentity>()
+        .cloned()
+        .unwrap_or(kcore_net::PeerIdentity(None));
+    if let Some(identity) = &peer.0 {
+        if let Err(failure) = kcore_net::ensure_self(identity, &state.config.node_id) {
+            return failure.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn health(State(state): State<Arc<AgentState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "nodeId": state.config.node_id,
+        "mode": state.config.mode,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+fn inventory_failure(err: inventory::InventoryError) -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INVENTORY_FAILED",
+        err.to_string(),
+    )
+}
+
+async fn disks(State(state): State<Arc<AgentState>>) -> Result<Response, ApiFailure> {
+    let inv = inventory::collect_disks(&state.tools, state.options.block_snapshot.as_ref())
+        .await
+        .map_err(inventory_failure)?;
+    Ok(Json(inv).into_response())
+}
+
+async fn nics(State(state): State<Arc<AgentState>>) -> Result<Response, ApiFailure> {
+    let inv = inventory::collect_nics(&state.tools)
+        .await
+        .map_err(inventory_failure)?;
+    Ok(Json(inv).into_response())
+}
+
+async fn storage(State(state): State<Arc<AgentState>>) -> Response {
+    Json(inventory::collect_storage(&state.config, &state.tools).await).into_response()
+}
+
+async fn apply_disko(
+    State(state): State<Arc<AgentState>>,
+    ApiJson(req): ApiJson<ApplyDiskoRequest>,
+) -> Result<Response, ApiFailure> {
+    disko_apply::handle(state, req).await
+}
+
+async fn apply_nix(
+    State(state): State<Arc<AgentState>>,
+    ApiJson(req): ApiJson<ApplyNixRequest>,
+) -> Result<Response, ApiFailure> {
+    nix_apply::handle(state, req).await
+}
+
+async fn operation(
+    State(state): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiFailure> {
+    state
+        .ops
+        .result(&id)
+        .map(|r| Json(r).into_response())
+        .ok_or_else(|| ApiFailure::not_found(format!("no operation {id:?} on this agent")))
+}
+
+async fn operation_stream(
+    State(state): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiFailure> {
+    state
+        .ops
+        .stream(&id)
+        .map(ndjson_response)
+        .ok_or_else(|| ApiFailure::not_found(format!("no operation {id:?} on this agent")))
+}
