@@ -214,7 +214,7 @@ fn agent_unit_runs_the_rendered_file_with_commented_relaxations() {
     );
 }
 
-fn controller_config() -> Value {
+pub fn controller_config() -> Value {
     json!({ "services": { "kcore": { "controller": {
         "enable": true,
         "settings": {

@@ -7,6 +7,7 @@
 // allows unwrap in tests; the helpers here are test code too).
 #![allow(clippy::unwrap_used)]
 
+mod contract;
 mod eval;
 mod hosts;
 mod lock;
