@@ -211,9 +211,9 @@ impl Content {
     /// A short human description (`ext4 on /boot`, `LUKS crypted > ext4 on /`, `PV of vg_kcore`).
     pub fn describe(&self) -> String {
         match self {
-            Content::Gpt { partitions } => format!("GPT with {} partitions", partitions.len()),
+            Content::Gpt { partitions } => format!("GPT: {}", describe_parts(partitions)),
             Content::Table { format, partitions } => {
-                format!("{format} table with {} partitions", partitions.len())
+                format!("{format} table: {}", describe_parts(partitions))
             }
             Content::Filesystem { format, mountpoint } => match mountpoint {
                 Some(m) => format!("{format} on {m}"),
@@ -250,6 +250,23 @@ const HOOKS: [&str; 6] = [
     "preUnmountHook",
     "postUnmountHook",
 ];
+
+fn describe_parts(partitions: &[Partition]) -> String {
+    if partitions.is_empty() {
+        return "no partitions".into();
+    }
+    partitions
+        .iter()
+        .map(|p| {
+            let what = p
+                .content
+                .as_ref()
+                .map_or("unformatted".into(), Content::describe);
+            format!("{} {what}", p.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// Where content may appear: partitions cannot hold partition tables.
 #[derive(Clone, Copy, PartialEq, Eq)]

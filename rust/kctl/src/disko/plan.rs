@@ -1,0 +1,190 @@
+//! `kctl disko plan`: validate the new (and current) fragment to level 2, take the block
+//! devices from a snapshot file or this machine, and print the plan with its hash. A plan
+//! with refusals is printed and then exits 1 with the refusal codes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use kcore_disko::plan::Plan;
+use kcore_disko::{BlockSnapshot, DeviceTree};
+
+use crate::cli::GlobalArgs;
+use crate::exit::Refused;
+use crate::output::{OutputFormat, Tabular, print};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("devices_source").required(true).args(["devices", "live"])))]
+pub struct PlanArgs {
+    /// The new fragment.
+    #[arg(short = 'f', long = "file", value_name = "NEW")]
+    pub file: PathBuf,
+
+    /// The fragment the node currently runs (omit for a fresh install).
+    #[arg(long = "current", value_name = "CUR")]
+    pub current: Option<PathBuf>,
+
+    /// A block-device snapshot (JSON: lsblk output, swaps, holders, by-id links).
+    #[arg(long = "devices", value_name = "SNAPSHOT.json")]
+    pub devices: Option<PathBuf>,
+
+    /// Take the snapshot from this machine (lsblk, /proc/swaps, /sys/block, /dev/disk).
+    #[arg(long = "live")]
+    pub live: bool,
+
+    /// The lsblk binary for --live (default: $KCORE_LSBLK, then PATH).
+    #[arg(long = "lsblk", value_name = "PATH")]
+    pub lsblk: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub nix: super::NixArgs,
+}
+
+/// The plan as a table: one row per action (and per refusal).
+struct PlanView<'a>(&'a Plan);
+
+impl serde::Serialize for PlanView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+impl Tabular for PlanView<'_> {
+    fn headers(&self, wide: bool) -> Vec<String> {
+        let mut h: Vec<String> = [
+            "TARGET", "DEVICE", "KNAME", "SERIAL", "SIZE", "ACTION", "CLASS", "REFUSED",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        if wide {
+            h.push("BY-ID".into());
+            h.push("DETAIL".into());
+        }
+        h
+    }
+
+    fn rows(&self, wide: bool) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        for t in &self.0.targets {
+            let id = t.identity.as_ref();
+            let refused = if t.refusals.is_empty() {
+                "-".to_string()
+            } else {
+                t.refusals
+                    .iter()
+                    .map(|r| r.code.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            for a in &t.actions {
+                let kind = serde_json::to_value(a.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                let class = serde_json::to_value(a.class)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                let mut row = vec![
+                    t.name.clone(),
+                    t.device.clone(),
+                    id.map_or("?".into(), |i| i.kname.clone()),
+                    id.and_then(|i| i.serial.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    id.map_or("-".into(), |i| human_size(i.size)),
+                    kind,
+                    class,
+                    refused.clone(),
+                ];
+                if wide {
+                    row.push(id.map_or("-".into(), |i| i.by_id.join(" ")));
+                    row.push(a.detail.clone());
+                }
+                rows.push(row);
+            }
+        }
+        rows
+    }
+}
+
+async fn load_tree(
+    evaluator: &kcore_disko::eval::Evaluator,
+    file: &Path,
+) -> anyhow::Result<DeviceTree> {
+    let nixpkgs_lib = kcore_disko::DeepInputs::from_env().map(|d| d.nixpkgs_lib);
+    let v = kcore_disko::eval::validate_file(evaluator, file, None)
+        .await
+        .map_err(|e| super::validate_error(e, file));
+    match v {
+        Ok(v) => Ok(v.tree),
+        // Fragments that are functions of `lib` need nixpkgs lib at level 2; retry with it.
+        Err(e) if nixpkgs_lib.is_some() && format!("{e:#}").contains("'lib'") => evaluator
+            .level2(file, nixpkgs_lib.as_deref())
+            .await
+            .map_err(|e| super::validate_error(e, file)),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let evaluator = args.nix.evaluator()?;
+    let new = load_tree(&evaluator, &args.file).await?;
+    let current = match &args.current {
+        Some(path) => Some(load_tree(&evaluator, path).await?),
+        None => None,
+    };
+    let snapshot = match &args.devices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            BlockSnapshot::from_json(&text).map_err(|e| {
+                anyhow::Error::new(Refused::new(
+                    "INVALID_SNAPSHOT",
+                    format!("{} is not a block-device snapshot: {e}", path.display()),
+                ))
+            })?
+        }
+        None => BlockSnapshot::capture_live(args.lsblk.as_deref())
+            .await
+            .context("cannot take a snapshot of this machine's block devices")?,
+    };
+    let plan = Plan::build(&new, current.as_ref(), &snapshot);
+    print(&PlanView(&plan), global.output)?;
+    if matches!(global.output, OutputFormat::Table | OutputFormat::Wide) {
+        let class = serde_json::to_value(plan.class)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        println!("\nclass: {class}\nplan hash: {}", plan.hash);
+    }
+    if plan.is_refused() {
+        let lines: Vec<String> = plan
+            .refusals()
+            .into_iter()
+            .map(|(t, r)| format!("{} ({}): {}: {}", t.name, t.device, r.code, r.message))
+            .collect();
+        let first = plan
+            .refusals()
+            .first()
+            .map_or("REFUSED", |(_, r)| r.code.as_str());
+        return Err(
+            Refused::new(first, format!("the plan is refused:\n{}", lines.join("\n"))).into(),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `kctl disko validate`: validation levels 1-2 (and 3 with `--deep`) on a fragment file,
+//! printed as a table of its disks (or the findings), or the create/mount script.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use kcore_disko::eval::{Finding, Validated, validate_file};
+use serde::Serialize;
+
+use crate::cli::GlobalArgs;
+use crate::output::{Tabular, print};
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// The fragment to validate (`{ disko.devices = ...; }`, or a function of `lib`/`disks`
+    /// like disko's examples).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Also evaluate through disko's own option types to the real create/mount scripts (needs
+    /// the disko source and nixpkgs lib, see --disko and --nixpkgs-lib).
+    #[arg(long = "deep")]
+    pub deep: bool,
+
+    /// With --deep: print disko's create script instead of the summary.
+    #[arg(long = "print-create-script", requires = "deep")]
+    pub print_create_script: bool,
+
+    /// With --deep: print disko's mount script instead of the summary.
+    #[arg(
+        long = "print-mount-script",
+        requires = "deep",
+        conflicts_with = "print_create_script"
+    )]
+    pub print_mount_script: bool,
+
+    #[command(flatten)]
+    pub nix: super::NixArgs,
+}
+
+/// What `validate` prints.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The file validated.
+    pub file: String,
+    /// Valid at every level that ran.
+    pub valid: bool,
+    /// The highest level that ran successfully (0 if level 1 failed).
+    pub level: u8,
+    /// The disks of the fragment (valid fragments).
+    pub disks: Vec<DiskRow>,
+    /// What is wrong (invalid fragments).
+    pub findings: Vec<Finding>,
+}
+
+/// One disk of a valid fragment.
+#[derive(Debug, Serialize)]
+pub struct DiskRow {
+    /// Attribute name.
+    pub name: String,
+    /// Device path as written.
+    pub device: String,
+    /// What it holds.
+    pub content: String,
+}
+
+impl Tabular for Report {
+    fn headers(&self, _wide: bool) -> Vec<String> {
+        if self.valid {
+            vec![
+                "DISK".into(),
+                "DEVICE".into(),
+                "CONTENT".into(),
+                "VALID".into(),
+            ]
+        } else {
+            vec!["LEVEL".into(), "WHERE".into(), "PROBLEM".into()]
+        }
+    }
+
+    fn rows(&self, _wide: bool) -> Vec<Vec<String>> {
+        if self.valid {
+            self.disks
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.name.clone(),
+                        d.device.clone(),
+                        d.content.clone(),
+                        format!("levels 1-{}", self.level),
+                    ]
+                })
+                .collect()
+        } else {
+            self.findings
+                .iter()
+                .map(|f| vec![f.level.to_string(), f.location.clone(), f.message.clone()])
+                .collect()
+        }
+    }
+}
+
+fn report(file: &str, v: &Validated) -> Report {
+    Report {
+        file: file.to_string(),
+        valid: true,
+        level: v.level,
+        disks: v
+            .tree
+            .disk
+            .iter()
+            .map(|(name, d)| DiskRow {
+                name: name.clone(),
+                device: d.device.clone(),
+                content: d
+                    .content
+                    .as_ref()
+                    .map_or("untouched".into(), |c| c.describe()),
+            })
+            .collect(),
+        findings: Vec::new(),
+    }
+}
+
+pub async fn run(args: ValidateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let evaluator = args.nix.evaluator()?;
+    let deep = if args.deep {
+        Some(args.nix.deep_inputs()?.context(
+            "--deep needs the disko source and nixpkgs lib: pass --disko DIR and --nixpkgs-lib DIR (or set KCORE_DISKO and KCORE_NIXPKGS_LIB)",
+        )?)
+    } else {
+        None
+    };
+    let file = args.file.display().to_string();
+    match validate_file(&evaluator, &args.file, deep.as_ref()).await {
+        Ok(v) => {
+            match (&v.deep, args.print_create_script, args.print_mount_script) {
+                (Some(out), true, _) => print!("{}", out.create),
+                (Some(out), _, true) => print!("{}", out.mount),
+                _ => print(&report(&file, &v), global.output)?,
+            }
+            Ok(())
+        }
+        Err(kcore_disko::eval::ValidateError::Invalid(findings)) => {
+            let level = findings.iter().map(|f| f.level).min().unwrap_or(1) - 1;
+            let summary = findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(
+                &Report {
+                    file: file.clone(),
+                    valid: false,
+                    level,
+                    disks: Vec::new(),
+                    findings,
+                },
+                global.output,
+            )?;
+            Err(crate::exit::Refused::new(
+                "INVALID_FRAGMENT",
+                format!("{file} is not a valid disko fragment:\n{summary}"),
+            )
+            .into())
+        }
+        Err(other) => Err(super::validate_error(other, &args.file)),
+    }
+}
