@@ -155,7 +155,9 @@ fn build_http(
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .connect_timeout(options.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Shorter than the server's 60 s header read timeout, so the client closes an
+        // idle connection before the server does and never sends into a closing one.
+        .pool_idle_timeout(Duration::from_secs(20))
         .build()
         .map_err(|e| ClientError::Config(chain_text(&e)))
 }
@@ -455,5 +457,80 @@ fn api_error(url: &str, status: StatusCode, body: &[u8]) -> ClientError {
         server: origin(url),
         status,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_lines_decode_and_bad_lines_say_why() {
+        let mut got = Vec::new();
+        decode_line(b"  {\"a\":1}\r", &mut |v: serde_json::Value| got.push(v)).unwrap();
+        decode_line(b"   ", &mut |v: serde_json::Value| got.push(v)).unwrap();
+        assert_eq!(got, vec![serde_json::json!({"a": 1})]);
+        let err = decode_line(b"{nope", &mut |_: serde_json::Value| {}).unwrap_err();
+        assert!(err.contains("bad NDJSON line"), "{err}");
+    }
+
+    #[test]
+    fn non_json_error_bodies_become_envelopes() {
+        let err = api_error(
+            "https://h:1/v1/x",
+            StatusCode::BAD_GATEWAY,
+            b"<html>oops</html>",
+        );
+        match err {
+            ClientError::Api {
+                server,
+                status,
+                error,
+            } => {
+                assert_eq!(server, "https://h:1");
+                assert_eq!(status, 502);
+                assert_eq!(error.code, "HTTP_502");
+                assert_eq!(error.message, "<html>oops</html>");
+            }
+            other => panic!("{other:?}"),
+        }
+        let empty = api_error("https://h:1/v1/x", StatusCode::NOT_FOUND, b"");
+        assert!(empty.to_string().contains("404 Not Found"), "{empty}");
+        let real = api_error(
+            "https://h:1/v1/x",
+            StatusCode::CONFLICT,
+            br#"{"code":"PLAN_HASH_MISMATCH","message":"m"}"#,
+        );
+        assert_eq!(real.api_code(), Some("PLAN_HASH_MISMATCH"));
+    }
+
+    #[test]
+    fn configuration_mistakes_are_named() {
+        let tls = || kcore_pki::client_config_insecure().unwrap();
+        let err = Client::new(vec![], tls(), ClientOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("no server URL"), "{err}");
+        let err =
+            Client::new(vec!["http://h:1".into()], tls(), ClientOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("must use https://"), "{err}");
+        let err = Client::new(vec!["h:1:2".into()], tls(), ClientOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("server URL"), "{err}");
+        let client =
+            Client::new(vec!["https://h:1/".into()], tls(), ClientOptions::default()).unwrap();
+        assert_eq!(client.base_urls(), ["https://h:1"]);
+    }
+
+    #[tokio::test]
+    async fn paths_must_be_absolute() {
+        let client = Client::new(
+            vec!["https://127.0.0.1:1".into()],
+            kcore_pki::client_config_insecure().unwrap(),
+            ClientOptions::default(),
+        )
+        .unwrap();
+        let err = client
+            .get_json::<serde_json::Value>("v1/x")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("must start with '/'"), "{err}");
     }
 }

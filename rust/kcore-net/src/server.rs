@@ -13,14 +13,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use kcore_pki::Identity;
 use rustls::ServerConfig;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
@@ -160,6 +160,13 @@ pub struct ServeOptions {
     /// After shutdown is requested, in-flight requests get this long to finish
     /// before their connections are dropped.
     pub drain_timeout: Duration,
+    /// An HTTP/1 connection that does not send a complete request head within this
+    /// time (including an idle keep-alive connection) is closed. Longer than the
+    /// client's pool idle time (20 s) so clients close first.
+    pub header_read_timeout: Duration,
+    /// At most this many connections at once; further clients wait in the kernel's
+    /// accept queue instead of exhausting file descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -167,6 +174,8 @@ impl Default for ServeOptions {
         Self {
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
@@ -196,10 +205,18 @@ pub async fn serve_with(
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         // Reap finished connection tasks so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // the semaphore is never closed; stop if it were
+            },
+        };
         let (stream, remote) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -217,9 +234,10 @@ pub async fn serve_with(
         let app = app.clone();
         let tls = tls.clone();
         let stop = stop_rx.clone();
-        let handshake_timeout = options.handshake_timeout;
+        let options = options.clone();
         connections.spawn(async move {
-            handle_connection(stream, remote, acceptor, tls, app, stop, handshake_timeout).await;
+            handle_connection(stream, remote, acceptor, tls, app, stop, &options).await;
+            drop(permit);
         });
     }
     drop(listener);
@@ -276,10 +294,10 @@ async fn handle_connection(
     source: TlsSource,
     app: Router,
     mut stop: watch::Receiver<bool>,
-    handshake_timeout: Duration,
+    options: &ServeOptions,
 ) {
     let _ = stream.set_nodelay(true);
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(options.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             // Refused client certificates end up here; debug, not warn, because port
@@ -310,9 +328,26 @@ async fn handle_connection(
             req
         },
     );
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service));
+    // ALPN already chose the protocol. Telling hyper avoids its sniffing of the first
+    // bytes, which has no timeout and would let a silent client hold the connection.
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Pings find dead HTTP/2 peers, which hold no request head to time out.
+        .keep_alive_interval(options.header_read_timeout)
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {
@@ -326,5 +361,18 @@ async fn handle_connection(
                 tracing::debug!(%remote, error = %e, "connection ended with an error while draining");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise_serial;
+
+    #[test]
+    fn serials_compare_without_colons_case_or_leading_zero_bytes() {
+        assert_eq!(normalise_serial("00:AB:cd"), "abcd");
+        assert_eq!(normalise_serial("0000ab"), "ab");
+        assert_eq!(normalise_serial("00"), "00");
+        assert_eq!(normalise_serial("0a0b"), "0a0b");
     }
 }

@@ -834,3 +834,161 @@ async fn clients_can_require_the_server_identity() {
     controller.stop().await;
     rogue.stop().await;
 }
+
+async fn start_with(tls: TlsSource, app: Router, options: ServeOptions) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(serve_with(
+        listener,
+        tls,
+        app,
+        async move {
+            let _ = rx.await;
+        },
+        options,
+    ));
+    Running {
+        url,
+        stop: Some(tx),
+        handle,
+    }
+}
+
+fn addr_of(url: &str) -> String {
+    url.trim_start_matches("https://").to_string()
+}
+
+#[tokio::test]
+async fn silent_clients_are_disconnected() {
+    use tokio::io::AsyncReadExt as _;
+    let p = pki();
+    let options = ServeOptions {
+        handshake_timeout: Duration::from_millis(300),
+        header_read_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
+    };
+    let server = start_with(mtls_server(&p), app(named("a")), options).await;
+
+    // Connects and never starts TLS: closed after the handshake timeout.
+    let mut raw = tokio::net::TcpStream::connect(addr_of(&server.url))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+        .await
+        .expect("the server should have closed the silent TCP connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF");
+
+    // Completes TLS and never sends a request: closed after the header read timeout.
+    let node = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let config = client_config(p.root.cert_pem(), &node.cert_pem, &node.key_pem).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr_of(&server.url))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("the server should have closed the idle TLS connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF");
+
+    // The server still serves others.
+    let _: WhoAmI = mtls_client(&p.root, &node, &[&server.url])
+        .get_json("/v1/whoami")
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_limit_queues_clients_instead_of_failing_them() {
+    let p = pki();
+    let options = ServeOptions {
+        max_connections: 1,
+        handshake_timeout: Duration::from_secs(30),
+        ..ServeOptions::default()
+    };
+    let server = start_with(mtls_server(&p), app(named("a")), options).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let tls = || client_config(p.root.cert_pem(), &admin.cert_pem, &admin.key_pem).unwrap();
+    let impatient = client_with(
+        &[&server.url],
+        tls(),
+        ClientOptions {
+            attempt_timeout: Duration::from_millis(500),
+            ..quick()
+        },
+    );
+
+    // One silent TCP connection holds the only slot.
+    let hog = tokio::net::TcpStream::connect(addr_of(&server.url))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match impatient
+        .get_json::<WhoAmI>("/v1/whoami")
+        .await
+        .unwrap_err()
+    {
+        ClientError::Unreachable { attempts, .. } => {
+            assert!(attempts[0].1.contains("no answer within"), "{attempts:?}")
+        }
+        other => panic!("expected a queued (timed out) request, got {other:?}"),
+    }
+    drop(hog);
+    // The slot frees when the hog's connection ends; a patient client gets through.
+    let patient = client_with(&[&server.url], tls(), quick());
+    let who: WhoAmI = patient.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(who.server, "a");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_certificate_from_a_csr_authenticates_its_node() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let me = ident(Role::Node, "n5");
+    let (key_pem, csr_pem) = generate_csr(&me, &local_names()).unwrap();
+    let cert_pem = p.sub.sign_csr(&csr_pem, &me, 90 * DAY).unwrap();
+    let creds = CertifiedKey { cert_pem, key_pem };
+    let who: WhoAmI = mtls_client(&p.root, &creds, &[&server.url])
+        .get_json("/v1/whoami")
+        .await
+        .unwrap();
+    assert_eq!(who.identity.as_deref(), Some("kcore://lab/node/n5"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_stream_is_reported_not_waited_on_forever() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let client = client_with(
+        &[&server.url],
+        client_config(p.root.cert_pem(), &admin.cert_pem, &admin.key_pem).unwrap(),
+        ClientOptions {
+            stream_idle_timeout: Duration::from_millis(300),
+            ..quick()
+        },
+    );
+    let mut seen = Vec::new();
+    // The gate is never opened: one item, then silence.
+    let err = client
+        .stream_ndjson("/v1/gated", None::<&()>, |s: Step| seen.push(s.step))
+        .await
+        .unwrap_err();
+    assert_eq!(seen, vec![0]);
+    match err {
+        ClientError::Stream { server: s, reason } => {
+            assert_eq!(s, server.url);
+            assert!(reason.contains("no data for"), "{reason}");
+        }
+        other => panic!("expected a stream error, got {other:?}"),
+    }
+    server.stop().await;
+}
