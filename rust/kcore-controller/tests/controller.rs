@@ -2,6 +2,9 @@
 //! rejection, the authorisation matrix, renewal, sub-CA rotation and restarts. Agents
 //! are the real registration code from `kcore-agent`.
 
+// Test helpers panic on setup failures; clippy's test exemption covers only #[test] fns.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,12 @@
-//! `kctl config ...`.
+//! `kctl config ...`: list contexts, switch the current one, print it.
 
 use clap::Subcommand;
+use serde::Serialize;
 
 use crate::cli::GlobalArgs;
+use crate::context::{self, KctlConfig};
+use crate::exit::Refused;
+use crate::output::{Tabular, print};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,8 +15,103 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {}
+pub enum ConfigCommand {
+    /// List the contexts; `*` marks the current one.
+    GetContexts,
+    /// Make NAME the current context.
+    UseContext {
+        /// The context to switch to.
+        name: String,
+    },
+    /// Print the current context's name.
+    CurrentContext,
+}
 
-pub async fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<()> {
-    match args.command {}
+/// One row of `get-contexts`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContextRow {
+    current: bool,
+    name: String,
+    cluster: String,
+    controllers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct ContextRows(Vec<ContextRow>);
+
+impl Tabular for ContextRows {
+    fn headers(&self, _wide: bool) -> Vec<String> {
+        ["CURRENT", "NAME", "CLUSTER", "CONTROLLERS"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn rows(&self, _wide: bool) -> Vec<Vec<String>> {
+        self.0
+            .iter()
+            .map(|c| {
+                vec![
+                    if c.current { "*".into() } else { String::new() },
+                    c.name.clone(),
+                    c.cluster.clone(),
+                    c.controllers.join(","),
+                ]
+            })
+            .collect()
+    }
+}
+
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    let path = context::config_path(global)?;
+    let mut config = KctlConfig::load(&path)?;
+    match args.command {
+        ConfigCommand::GetContexts => {
+            let rows = config
+                .contexts
+                .iter()
+                .map(|c| ContextRow {
+                    current: config.current_context.as_deref() == Some(c.name.as_str()),
+                    name: c.name.clone(),
+                    cluster: c.cluster.clone(),
+                    controllers: c.controllers.clone(),
+                })
+                .collect();
+            print(&ContextRows(rows), global.output)
+        }
+        ConfigCommand::UseContext { name } => {
+            if config.find(&name).is_none() {
+                let known: Vec<&str> = config.contexts.iter().map(|c| c.name.as_str()).collect();
+                return Err(Refused::new(
+                    "UNKNOWN_CONTEXT",
+                    format!(
+                        "no context {name:?} in {} (known: {})",
+                        path.display(),
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                )
+                .into());
+            }
+            config.current_context = Some(name.clone());
+            config.save(&path)?;
+            println!("switched to context {name:?}");
+            Ok(())
+        }
+        ConfigCommand::CurrentContext => match &config.current_context {
+            Some(name) => {
+                println!("{name}");
+                Ok(())
+            }
+            None => Err(Refused::new(
+                "NO_CONTEXT",
+                format!("no current context in {}", path.display()),
+            )
+            .into()),
+        },
+    }
 }

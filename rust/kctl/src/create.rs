@@ -1,8 +1,26 @@
-//! `kctl create ...`.
+//! `kctl create ...`: a new cluster's PKI and context (`cluster`), a node's key and CSR
+//! (`csr`, run on the node), and a node's first certificate from that CSR (`node-cert`,
+//! signed by a controller's sub-CA).
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
 use clap::Subcommand;
+use kcore_api::cluster::{CertificateResponse, IssueNodeCertificateRequest};
+use kcore_pki::{Authority, Identity, Role};
 
 use crate::cli::GlobalArgs;
+use crate::context::{self, Context, KctlConfig};
+use crate::controller_client;
+use crate::exit::Refused;
+
+/// Root CA: 10 years (it stays on the operator's machine).
+pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Controllers' sub-CA: 5 years; `kctl rotate sub-ca` replaces it earlier.
+pub const SUB_CA_VALIDITY: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+/// Admin and controller certificates: 1 year.
+pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,8 +29,337 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CreateCommand {}
+pub enum CreateCommand {
+    /// Create a cluster: root CA (key stays here, mode 0600), the controllers' sub-CA,
+    /// an admin certificate, one certificate and controller.yaml per controller, and a
+    /// context named by --context that becomes the current one.
+    Cluster(ClusterArgs),
+    /// On a node: make its private key (mode 0600) and a CSR for its identity. Only the
+    /// CSR leaves the node.
+    Csr(CsrArgs),
+    /// Have a controller sign a node's CSR (its first certificate) and write the chain.
+    NodeCert(NodeCertArgs),
+}
 
-pub async fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<()> {
-    match args.command {}
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// A controller's address as HOST:PORT (port 9090 by convention); repeat for each.
+    #[arg(long = "controller", value_name = "HOST:PORT", required = true)]
+    pub controllers: Vec<String>,
+    /// The cluster name in identities (kcore://<cluster>/...); defaults to the context name.
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CsrArgs {
+    /// This node's id (the nodeId in node-agent.yaml).
+    #[arg(long, value_name = "ID")]
+    pub node_id: String,
+    /// The cluster name (the NAME of `kctl create cluster`'s identities).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+    /// Where to write the private key (mode 0600); refused if it exists.
+    #[arg(long, value_name = "FILE")]
+    pub key_out: PathBuf,
+    /// Where to write the CSR (PEM), the file to hand to the operator.
+    #[arg(long, value_name = "FILE")]
+    pub csr_out: PathBuf,
+    /// A DNS name or IP the agent is reached at; repeat. Default: this host's name,
+    /// localhost and 127.0.0.1.
+    #[arg(long = "dns", value_name = "NAME")]
+    pub dns_names: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NodeCertArgs {
+    /// The node's id; the CSR must be for exactly this identity.
+    #[arg(long, value_name = "ID")]
+    pub node_id: String,
+    /// The node's CSR (from `kctl create csr` on the node).
+    #[arg(long, value_name = "FILE")]
+    pub csr: PathBuf,
+    /// Where to write the certificate chain (the node's tls.certFile).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Also write the cluster's root CA certificate here (the node's tls.caFile).
+    #[arg(long, value_name = "FILE")]
+    pub ca_out: Option<PathBuf>,
+}
+
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    match args.command {
+        CreateCommand::Cluster(a) => create_cluster(a, global),
+        CreateCommand::Csr(a) => create_csr(a),
+        CreateCommand::NodeCert(a) => create_node_cert(a, global).await,
+    }
+}
+
+fn write(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    kcore_pki::write_atomically(path, contents.as_bytes(), mode)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `HOST:PORT` split, with a clear error naming the flag.
+fn split_host_port(flag: &str, value: &str) -> anyhow::Result<(String, u16)> {
+    let bad = || {
+        Refused::new(
+            "INVALID_ADDRESS",
+            format!("{flag} {value:?}: expected HOST:PORT, for example 10.0.0.5:9090"),
+        )
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad().into());
+    }
+    Ok((host.to_string(), port))
+}
+
+fn yaml_string(s: &str) -> String {
+    // JSON strings are valid YAML scalars, with every special character escaped.
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn controller_yaml(id: &str, cluster: &str, listen: &str, dir: &Path) -> String {
+    let p = |name: &str| yaml_string(&dir.join(name).display().to_string());
+    format!(
+        "controllerId: {id}\nclusterName: {cluster}\nlisten: {listen}\nrequireManualApproval: false\nheartbeatTimeoutSeconds: 45\ndatabasePath: {db}\ntls:\n  caFile: {ca}\n  certFile: {cert}\n  keyFile: {key}\n  subCaCertFile: {subc}\n  subCaKeyFile: {subk}\n",
+        id = yaml_string(id),
+        cluster = yaml_string(cluster),
+        listen = yaml_string(listen),
+        db = p("state.sqlite"),
+        ca = p("ca.crt"),
+        cert = p("controller.crt"),
+        key = p("controller.key"),
+        subc = p("sub-ca.crt"),
+        subk = p("sub-ca.key"),
+    )
+}
+
+fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let name = global.context.clone().ok_or_else(|| {
+        Refused::new(
+            "NO_CONTEXT_NAME",
+            "name the new context with --context NAME (it also becomes the cluster name)",
+        )
+    })?;
+    let cluster = args.cluster_name.clone().unwrap_or_else(|| name.clone());
+    Identity::new(&cluster, Role::Admin, "admin").map_err(|e| {
+        Refused::new(
+            "INVALID_CLUSTER_NAME",
+            format!("--cluster-name / --context: {e}"),
+        )
+    })?;
+    let config_path = context::config_path(global)?;
+    let mut config = KctlConfig::load(&config_path)?;
+    let dir = context::context_dir(&config_path, &name);
+    if dir.join("ca.key").exists() || config.find(&name).is_some() {
+        return Err(Refused::new(
+            "CONTEXT_EXISTS",
+            format!(
+                "context {name:?} already exists ({}); pick another --context name (its root CA key is never overwritten)",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    let mut listens = Vec::new();
+    for controller in &args.controllers {
+        let (host, port) = split_host_port("--controller", controller)?;
+        listens.push((host, port));
+    }
+
+    let root = Authority::new_root(&cluster, ROOT_VALIDITY).context("creating the root CA")?;
+    let sub = root
+        .new_sub_ca("controllers", SUB_CA_VALIDITY)
+        .context("creating the controllers' sub-CA")?;
+    let admin = root
+        .issue(
+            &Identity::new(&cluster, Role::Admin, "admin")?,
+            &[],
+            LEAF_VALIDITY,
+        )
+        .context("issuing the admin certificate")?;
+    // Key files first, all 0600; the config is written last so a failure leaves no
+    // context pointing at missing files.
+    write(&dir.join("ca.key"), root.key_pem(), 0o600)?;
+    write(&dir.join("ca.crt"), root.cert_pem(), 0o644)?;
+    write(&dir.join("sub-ca.key"), sub.key_pem(), 0o600)?;
+    write(&dir.join("sub-ca.crt"), sub.cert_pem(), 0o644)?;
+    write(&dir.join("admin.key"), &admin.key_pem, 0o600)?;
+    write(&dir.join("admin.crt"), &admin.cert_pem, 0o644)?;
+
+    let mut controller_dirs = Vec::new();
+    for (i, (host, port)) in listens.iter().enumerate() {
+        let id = format!("ctl{}", i + 1);
+        let cdir = dir.join("controllers").join(&id);
+        let cert = sub
+            .issue(
+                &Identity::new(&cluster, Role::Controller, &id)?,
+                std::slice::from_ref(host),
+                LEAF_VALIDITY,
+            )
+            .with_context(|| format!("issuing the certificate of controller {id} ({host})"))?;
+        write(&cdir.join("controller.key"), &cert.key_pem, 0o600)?;
+        write(&cdir.join("controller.crt"), &cert.cert_pem, 0o644)?;
+        write(&cdir.join("sub-ca.key"), sub.key_pem(), 0o600)?;
+        write(&cdir.join("sub-ca.crt"), sub.cert_pem(), 0o644)?;
+        write(&cdir.join("ca.crt"), root.cert_pem(), 0o644)?;
+        // Listen on the given address when it is an IP, on every address otherwise.
+        let listen = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, *port).to_string(),
+            Err(_) => format!("0.0.0.0:{port}"),
+        };
+        write(
+            &cdir.join("controller.yaml"),
+            &controller_yaml(&id, &cluster, &listen, &cdir),
+            0o644,
+        )?;
+        controller_dirs.push((id, cdir));
+    }
+
+    config.upsert(Context {
+        name: name.clone(),
+        cluster: cluster.clone(),
+        controllers: args.controllers.clone(),
+        ca_file: dir.join("ca.crt"),
+        ca_key_file: dir.join("ca.key"),
+        cert_file: dir.join("admin.crt"),
+        key_file: dir.join("admin.key"),
+    });
+    config.current_context = Some(name.clone());
+    config.save(&config_path)?;
+
+    println!(
+        "cluster {cluster:?} created; context {name:?} is now current ({})",
+        config_path.display()
+    );
+    println!(
+        "  root CA:  {} (key {}, mode 0600: keep it safe, offline if you can)",
+        dir.join("ca.crt").display(),
+        dir.join("ca.key").display()
+    );
+    println!("  admin:    {}", dir.join("admin.crt").display());
+    for (id, cdir) in &controller_dirs {
+        println!(
+            "  {id}:     copy {} to the controller; start it with --config controller.yaml",
+            cdir.display()
+        );
+    }
+    Ok(())
+}
+
+fn default_dns_names() -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.push(host.to_string());
+        }
+    }
+    names.push("localhost".into());
+    names.push("127.0.0.1".into());
+    names.dedup();
+    names
+}
+
+fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
+    let identity = Identity::new(&args.cluster, Role::Node, &args.node_id)
+        .map_err(|e| Refused::new("INVALID_IDENTITY", format!("--cluster / --node-id: {e}")))?;
+    if args.key_out.exists() {
+        return Err(Refused::new(
+            "KEY_EXISTS",
+            format!(
+                "{} exists; refusing to replace a node key (move it away first if you mean it)",
+                args.key_out.display()
+            ),
+        )
+        .into());
+    }
+    let names = if args.dns_names.is_empty() {
+        default_dns_names()
+    } else {
+        args.dns_names.clone()
+    };
+    let (key_pem, csr_pem) =
+        kcore_pki::generate_csr(&identity, &names).context("creating the key and CSR")?;
+    write(&args.key_out, &key_pem, 0o600)?;
+    write(&args.csr_out, &csr_pem, 0o644)?;
+    println!(
+        "key {} (0600) and CSR {} for {} ({}); have the operator run `kctl create node-cert --node-id {} --csr FILE --out FILE`",
+        args.key_out.display(),
+        args.csr_out.display(),
+        identity.uri(),
+        names.join(", "),
+        args.node_id
+    );
+    Ok(())
+}
+
+async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let csr_pem = std::fs::read_to_string(&args.csr)
+        .with_context(|| format!("cannot read the CSR {}", args.csr.display()))?;
+    let (ctx, client) = controller_client::connect(global)?;
+    let signed: CertificateResponse = client
+        .post_json(
+            "/v1/certificates/node",
+            &IssueNodeCertificateRequest {
+                node_id: args.node_id.clone(),
+                csr_pem,
+            },
+        )
+        .await
+        .map_err(controller_client::map_err)
+        .with_context(|| format!("signing the CSR of node {:?}", args.node_id))?;
+    write(&args.out, &signed.chain_pem, 0o644)?;
+    if let Some(ca_out) = &args.ca_out {
+        let ca = std::fs::read_to_string(&ctx.ca_file)
+            .with_context(|| format!("cannot read {}", ctx.ca_file.display()))?;
+        write(ca_out, &ca, 0o644)?;
+    }
+    println!(
+        "certificate for node {:?} written to {} (expires {})",
+        args.node_id,
+        args.out.display(),
+        signed.certificate.not_after
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parsing_names_the_flag() {
+        assert_eq!(
+            split_host_port("--controller", "10.0.0.5:9090").unwrap(),
+            ("10.0.0.5".into(), 9090)
+        );
+        assert_eq!(
+            split_host_port("--controller", "[::1]:9090").unwrap(),
+            ("::1".into(), 9090)
+        );
+        let err = split_host_port("--controller", "ctl1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--controller"), "{err}");
+    }
+
+    #[test]
+    fn controller_yaml_is_accepted_by_the_controller() {
+        let text = controller_yaml("ctl1", "lab", "127.0.0.1:9090", Path::new("/x y/ctl1"));
+        let config =
+            kcore_controller::ControllerConfig::parse(&text, Path::new("controller.yaml")).unwrap();
+        assert_eq!(
+            config.tls.key_file,
+            PathBuf::from("/x y/ctl1/controller.key")
+        );
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9090");
+    }
 }

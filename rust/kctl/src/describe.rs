@@ -1,8 +1,16 @@
-//! `kctl describe ...`.
+//! `kctl describe ...`: one node (storage backend, VG or pool, mounts, certificate, last
+//! heartbeat, disks, NICs) or one storage class (its nodes), for people; `-o json|yaml`
+//! prints the full object.
+
+use std::fmt::Write as _;
 
 use clap::Subcommand;
+use kcore_api::cluster::{Node, StorageClassDetail};
 
 use crate::cli::GlobalArgs;
+use crate::controller_client::{connect, map_err};
+use crate::get::age;
+use crate::output::OutputFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,8 +19,206 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DescribeCommand {}
+pub enum DescribeCommand {
+    /// A node in detail.
+    Node {
+        /// The node's id.
+        id: String,
+    },
+    /// A storage class and the nodes in it.
+    #[command(alias = "sc")]
+    StorageClass {
+        /// filesystem, lvm, zfs or unspecified.
+        name: String,
+    },
+}
 
-pub async fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<()> {
-    match args.command {}
+fn bytes(n: Option<u64>) -> String {
+    match n {
+        None => "?".into(),
+        Some(n) => {
+            let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+            let mut value = n as f64;
+            let mut unit = 0;
+            while value >= 1024.0 && unit + 1 < units.len() {
+                value /= 1024.0;
+                unit += 1;
+            }
+            if unit == 0 {
+                format!("{n} B")
+            } else {
+                format!("{value:.1} {}", units[unit])
+            }
+        }
+    }
+}
+
+/// The human-readable description of a node.
+pub fn describe_node(n: &Node) -> String {
+    let mut out = String::new();
+    let r = &n.report;
+    let _ = writeln!(out, "Name:            {}", n.node_id);
+    let _ = writeln!(
+        out,
+        "Status:          {} (approval: {})",
+        n.status,
+        n.approval.as_str()
+    );
+    let _ = writeln!(out, "Hostname:        {}", r.hostname);
+    let _ = writeln!(out, "DC:              {}", r.dc_id);
+    let roles: Vec<String> = r
+        .roles
+        .iter()
+        .map(|x| format!("{x:?}").to_lowercase())
+        .collect();
+    let _ = writeln!(
+        out,
+        "Roles:           {}",
+        if roles.is_empty() {
+            "<none>".into()
+        } else {
+            roles.join(", ")
+        }
+    );
+    let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(
+        out,
+        "Labels:          {}",
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join(", ")
+        }
+    );
+    if let Some(addr) = &r.agent_address {
+        let _ = writeln!(out, "Agent address:   {addr}");
+    }
+    let _ = writeln!(
+        out,
+        "Registered:      {}",
+        n.registered_at.as_deref().unwrap_or("<unknown>")
+    );
+    let _ = writeln!(
+        out,
+        "Last heartbeat:  {}",
+        n.last_heartbeat
+            .as_deref()
+            .map(|t| format!("{t} ({} ago)", age(t)))
+            .unwrap_or_else(|| "<never>".into())
+    );
+    let _ = writeln!(out, "Storage:");
+    let _ = writeln!(out, "  Backend:       {}", r.storage.class_name());
+    if let Some(vg) = &r.storage.volume_group {
+        let _ = writeln!(
+            out,
+            "  Volume group:  {} (size {}, free {}, LV prefix {:?})",
+            vg.name,
+            bytes(vg.size_bytes),
+            bytes(vg.free_bytes),
+            vg.lv_prefix
+        );
+    }
+    if let Some(pool) = &r.storage.pool {
+        let _ = writeln!(
+            out,
+            "  Pool:          {} (size {}, free {}, health {}, dataset prefix {:?})",
+            pool.name,
+            bytes(pool.size_bytes),
+            bytes(pool.free_bytes),
+            pool.health.as_deref().unwrap_or("?"),
+            pool.dataset_prefix
+        );
+    }
+    if r.storage.mounts.is_empty() {
+        let _ = writeln!(out, "  Mounts:        <none>");
+    } else {
+        let _ = writeln!(out, "  Mounts:");
+        for m in &r.storage.mounts {
+            let _ = writeln!(
+                out,
+                "    {} (size {}, free {})",
+                m.path,
+                bytes(m.size_bytes),
+                bytes(m.free_bytes)
+            );
+        }
+    }
+    let _ = writeln!(out, "Certificate:");
+    match &n.certificate {
+        Some(c) => {
+            let _ = writeln!(out, "  Serial:        {}", c.serial);
+            let _ = writeln!(out, "  Issuer:        {}", c.issuer);
+            let _ = writeln!(out, "  Not before:    {}", c.not_before);
+            let _ = writeln!(out, "  Not after:     {}", c.not_after);
+        }
+        None => {
+            let _ = writeln!(out, "  <not issued by a controller of this cluster>");
+        }
+    }
+    let _ = writeln!(out, "Disks:           {}", r.disks.len());
+    for d in &r.disks {
+        let name = d
+            .get("path")
+            .or_else(|| d.get("name"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        let size = d.get("sizeBytes").and_then(|v| v.as_u64());
+        let _ = writeln!(out, "  {name} ({})", bytes(size));
+    }
+    let _ = writeln!(out, "NICs:            {}", r.nics.len());
+    for nic in &r.nics {
+        let name = nic.get("name").and_then(|v| v.as_str()).unwrap_or("?");
+        let state = nic.get("state").and_then(|v| v.as_str()).unwrap_or("?");
+        let _ = writeln!(out, "  {name} ({state})");
+    }
+    out
+}
+
+fn print_object<T: serde::Serialize>(
+    value: &T,
+    format: OutputFormat,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+        OutputFormat::Table | OutputFormat::Wide => print!("{}", text()),
+    }
+    Ok(())
+}
+
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    let (_, client) = connect(global)?;
+    match args.command {
+        DescribeCommand::Node { id } => {
+            let node: Node = client
+                .get_json(&format!("/v1/nodes/{id}"))
+                .await
+                .map_err(map_err)?;
+            print_object(&node, global.output, || describe_node(&node))
+        }
+        DescribeCommand::StorageClass { name } => {
+            let detail: StorageClassDetail = client
+                .get_json(&format!("/v1/storage-classes/{name}"))
+                .await
+                .map_err(map_err)?;
+            print_object(&detail, global.output, || {
+                let mut out = String::new();
+                let _ = writeln!(out, "Name:   {}", detail.class.name);
+                let _ = writeln!(
+                    out,
+                    "Nodes:  {} ({} ready)",
+                    detail.class.nodes, detail.class.ready_nodes
+                );
+                for n in &detail.nodes {
+                    let _ = writeln!(
+                        out,
+                        "  {}  {}  {}  {}",
+                        n.node_id, n.status, n.report.dc_id, n.report.hostname
+                    );
+                }
+                out
+            })
+        }
+    }
 }

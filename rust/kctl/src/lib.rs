@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod context;
+pub mod controller_client;
 pub mod create;
 pub mod describe;
 pub mod disko;

@@ -1,8 +1,15 @@
-//! `kctl rotate ...`.
+//! `kctl rotate sub-ca`: issue a new sub-CA from the root CA (on this machine) and install
+//! it on every controller of the context. Certificates signed by the old sub-CA keep
+//! working until they expire, because controllers and agents trust the root.
 
+use anyhow::Context as _;
 use clap::Subcommand;
+use kcore_api::cluster::{InstallSubCa, SubCaInstalled};
 
 use crate::cli::GlobalArgs;
+use crate::context;
+use crate::controller_client::{client_for, map_err};
+use crate::create::SUB_CA_VALIDITY;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,8 +18,63 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RotateCommand {}
+pub enum RotateCommand {
+    /// Issue a new sub-CA and install it on every controller (each one, not failover).
+    SubCa,
+}
 
-pub async fn run(args: Args, _global: &GlobalArgs) -> anyhow::Result<()> {
-    match args.command {}
+pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    match args.command {
+        RotateCommand::SubCa => rotate_sub_ca(global).await,
+    }
+}
+
+async fn rotate_sub_ca(global: &GlobalArgs) -> anyhow::Result<()> {
+    let ctx = context::resolve(global)?;
+    let controllers = if global.servers.is_empty() {
+        ctx.controllers.clone()
+    } else {
+        global.servers.clone()
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let root = kcore_pki::Authority::from_pem(&read(&ctx.ca_file)?, &read(&ctx.ca_key_file)?)
+        .context("loading the root CA of the context")?;
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let sub = root
+        .new_sub_ca(&format!("controllers-{stamp}"), SUB_CA_VALIDITY)
+        .context("issuing the new sub-CA")?;
+    let body = InstallSubCa {
+        certificate_pem: sub.cert_pem().to_string(),
+        key_pem: sub.key_pem().to_string(),
+    };
+    let mut failed = Vec::new();
+    for controller in &controllers {
+        // One client per controller: every controller must get it, so no failover here.
+        let client = client_for(&ctx, std::slice::from_ref(controller))?;
+        match client
+            .put_json::<_, SubCaInstalled>("/v1/pki/sub-ca", &body)
+            .await
+        {
+            Ok(done) => println!(
+                "{controller}: controller {} now signs with sub-CA serial {} (expires {})",
+                done.controller_id, done.certificate.serial, done.certificate.not_after
+            ),
+            Err(err) => {
+                let err = map_err(err);
+                eprintln!("{controller}: {err:#}");
+                failed.push(controller.clone());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        // A failure (exit 3), not a refusal: some controllers were not changed.
+        Err(anyhow::anyhow!(
+            "the new sub-CA is not installed on {}; run `kctl rotate sub-ca` again when they are reachable (old certificates keep working meanwhile)",
+            failed.join(", ")
+        ))
+    }
 }

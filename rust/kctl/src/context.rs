@@ -1,0 +1,169 @@
+//! The kctl configuration file (`~/.kcore/config`, or `--kubeconfig` / `KCORE_CONFIG`):
+//! named contexts, each a cluster with its controllers and the operator's credential
+//! files, and which one is current.
+//!
+//! Files a context refers to live in a directory named after the context next to the
+//! config file (`~/.kcore/<context>/`), so a temporary `HOME` or `--kubeconfig` keeps
+//! everything in one place.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::GlobalArgs;
+use crate::exit::Refused;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KctlConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_context: Option<String>,
+    #[serde(default)]
+    pub contexts: Vec<Context>,
+}
+
+/// One cluster as seen from this operator's machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Context {
+    pub name: String,
+    /// The `<cluster>` in identities.
+    pub cluster: String,
+    /// Controllers as `HOST:PORT`, tried in order.
+    pub controllers: Vec<String>,
+    /// The cluster root CA certificate (trust anchor).
+    pub ca_file: PathBuf,
+    /// The root CA key (mode 0600); needed by `kctl rotate sub-ca`.
+    pub ca_key_file: PathBuf,
+    /// The operator's admin client certificate and key.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Where the config file is: the flag / `KCORE_CONFIG`, else `$HOME/.kcore/config`.
+pub fn config_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &global.config_file {
+        return Ok(path.clone());
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            Refused::new(
+                "NO_HOME",
+                "HOME is not set: pass --kubeconfig FILE or set KCORE_CONFIG",
+            )
+        })?;
+    Ok(PathBuf::from(home).join(".kcore").join("config"))
+}
+
+/// The directory for a context's files, next to the config file.
+pub fn context_dir(config_path: &Path, context: &str) -> PathBuf {
+    config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(context)
+}
+
+impl KctlConfig {
+    /// Reads the file; a missing file is an empty configuration.
+    pub fn load(path: &Path) -> anyhow::Result<KctlConfig> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_yaml_ng::from_str(&text)
+                .with_context(|| format!("{}: not a valid kctl config", path.display())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(KctlConfig::default()),
+            Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes the file atomically (mode 0600: it names credential files).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let text = serde_yaml_ng::to_string(self).context("cannot encode the kctl config")?;
+        kcore_pki::write_atomically(path, text.as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn find(&self, name: &str) -> Option<&Context> {
+        self.contexts.iter().find(|c| c.name == name)
+    }
+
+    /// Adds or replaces the context with the same name.
+    pub fn upsert(&mut self, context: Context) {
+        match self.contexts.iter_mut().find(|c| c.name == context.name) {
+            Some(existing) => *existing = context,
+            None => self.contexts.push(context),
+        }
+    }
+}
+
+/// The context a command uses: `--context`, else the current one.
+pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Context> {
+    let path = config_path(global)?;
+    let config = KctlConfig::load(&path)?;
+    let name = match (&global.context, &config.current_context) {
+        (Some(name), _) => name.clone(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => {
+            return Err(Refused::new(
+                "NO_CONTEXT",
+                format!(
+                    "no current context in {}: run `kctl create cluster` or `kctl config use-context NAME`",
+                    path.display()
+                ),
+            )
+            .into());
+        }
+    };
+    config.find(&name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = config.contexts.iter().map(|c| c.name.as_str()).collect();
+        Refused::new(
+            "UNKNOWN_CONTEXT",
+            format!(
+                "no context {name:?} in {} (known: {})",
+                path.display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+        .into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        let mut config = KctlConfig::default();
+        config.upsert(Context {
+            name: "lab".into(),
+            cluster: "lab".into(),
+            controllers: vec!["127.0.0.1:9090".into()],
+            ca_file: "a".into(),
+            ca_key_file: "b".into(),
+            cert_file: "c".into(),
+            key_file: "d".into(),
+        });
+        config.current_context = Some("lab".into());
+        config.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("current-context: lab"), "{text}");
+        assert_eq!(KctlConfig::load(&path).unwrap(), config);
+        std::fs::write(&path, format!("{text}bogus: 1\n")).unwrap();
+        let err = format!("{:#}", KctlConfig::load(&path).unwrap_err());
+        assert!(err.contains("bogus"), "{err}");
+        assert_eq!(context_dir(&path, "lab"), dir.path().join("lab"));
+    }
+}
