@@ -177,8 +177,37 @@ impl Agent {
             }
         }
         let app = self.router();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        self.start_registration(stop_rx);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
         kcore_net::serve(listener, self.tls, app, shutdown).await?;
         Ok(())
+    }
+
+    /// In managed mode with controllers configured, register and heartbeat in the
+    /// background (engineer-owned `registration` module) until the agent stops.
+    fn start_registration(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        let config = &self.state.config;
+        if config.mode != Mode::Managed || config.controllers.is_empty() {
+            return;
+        }
+        match crate::registration::RegistrationContext::from_config(config, Some(self.tls.clone()))
+        {
+            Ok(ctx) => {
+                let ctx = ctx.with_report(crate::registration::inventory_report_fn(
+                    config.clone(),
+                    self.state.tools.clone(),
+                ));
+                let mut stop = stop;
+                tokio::spawn(crate::registration::run(ctx, async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                }));
+            }
+            Err(err) => tracing::warn!(error = %err, "not registering with the controllers"),
+        }
     }
 }
 
