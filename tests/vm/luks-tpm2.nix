@@ -1,7 +1,9 @@
-# A LUKS2 root unlocked by the (emulated) TPM2 without a key: the first boot runs
-# kcore-tpm2-enroll, which binds a TPM2 slot to PCR 7 and removes the temporary key; the next
-# boot unlocks with the TPM alone. The disk is prepared in the test the way the installer
-# prepares it (temporary key slot + recovery key + unbound TPM2 slot).
+# A LUKS2 root unlocked by the (emulated) TPM2, no key typed. Follows nixpkgs'
+# systemd-initrd-luks-tpm2 test: the machine first boots unencrypted, prepares /dev/vdb the
+# way the kcore installer does (temporary key slot + TPM2 slot without PCRs + the temporary
+# key inside the encrypted root), then boots the `luks` specialisation from it. There
+# kcore-tpm2-enroll binds a new TPM2 slot to PCR 7 and removes the temporary credentials;
+# the next boot unlocks with that slot alone.
 { self }:
 {
   name = "kcore-luks-tpm2";
@@ -11,48 +13,54 @@
     {
       imports = [ self.nixosModules.default ];
       virtualisation = {
-        tpm.enable = true;
+        emptyDiskImages = [ 512 ];
         useBootLoader = true;
         useEFIBoot = true;
-        emptyDiskImages = [ 512 ];
+        mountHostNixStore = true;
+        tpm.enable = true;
       };
       boot.loader.systemd-boot.enable = true;
-      boot.initrd.availableKernelModules = [ "dm_crypt" ];
+      boot.initrd.availableKernelModules = [ "tpm_tis" ];
       environment.systemPackages = [ pkgs.cryptsetup ];
-      kcore.diskEncryption = {
-        enable = true;
-        name = "cryptdata";
-        device = "/dev/vdb";
-      };
-      # The encrypted device is a data disk here, so a failed unlock fails the test, not the boot.
-      fileSystems."/data" = {
-        device = "/dev/mapper/cryptdata";
-        fsType = "ext4";
-        options = [ "nofail" ];
+
+      specialisation.luks.configuration = {
+        kcore.diskEncryption = {
+          enable = true;
+          name = "cryptroot";
+          device = "/dev/vdb";
+        };
+        virtualisation.rootDevice = "/dev/mapper/cryptroot";
       };
     };
 
   testScript = ''
-    machine.start()
     machine.wait_for_unit("multi-user.target")
 
-    with subtest("prepare the disk as the installer does"):
-        machine.succeed("head -c 32 /dev/urandom > /etc/kcore/luks-temporary.key && chmod 0400 /etc/kcore/luks-temporary.key")
-        machine.succeed("cryptsetup luksFormat --type luks2 --batch-mode /dev/vdb /etc/kcore/luks-temporary.key")
-        machine.succeed("cryptsetup open --key-file /etc/kcore/luks-temporary.key /dev/vdb cryptdata && mkfs.ext4 /dev/mapper/cryptdata && cryptsetup close cryptdata")
-        machine.succeed("PASSWORD=$(cat /etc/kcore/luks-temporary.key) systemd-cryptenroll --unlock-key-file=/etc/kcore/luks-temporary.key --tpm2-device=auto --tpm2-pcrs= /dev/vdb")
+    with subtest("prepare /dev/vdb as the installer does"):
+        machine.succeed("head -c 64 /dev/urandom > /tmp/tmp.key")
+        machine.succeed("cryptsetup luksFormat -q --type luks2 --iter-time=1 /dev/vdb /tmp/tmp.key")
+        machine.succeed("systemd-cryptenroll --unlock-key-file=/tmp/tmp.key --tpm2-device=auto --tpm2-pcrs= /dev/vdb")
+        machine.succeed("cryptsetup open --key-file /tmp/tmp.key /dev/vdb cryptroot")
+        machine.succeed("mkfs.ext4 -q /dev/mapper/cryptroot && mount /dev/mapper/cryptroot /mnt")
+        machine.succeed("install -D -m 0400 /tmp/tmp.key /mnt/etc/kcore/luks-temporary.key")
+        machine.succeed("umount /mnt && cryptsetup close cryptroot")
+        # Kept by the test driver: /tmp will be on the new root.
+        tmp_key = machine.succeed("base64 -w0 /tmp/tmp.key").strip()
 
-    with subtest("first-boot enrollment binds the TPM and drops the temporary key"):
-        machine.systemctl("start kcore-tpm2-enroll.service")
-        machine.succeed("test ! -e /etc/kcore/luks-temporary.key")
+    with subtest("first boot from the encrypted root: enrollment binds PCR 7, drops the temporary key"):
+        machine.succeed("bootctl set-default nixos-generation-1-specialisation-luks.conf && sync")
+        machine.crash()
+        machine.wait_for_unit("multi-user.target")
+        assert "/dev/mapper/cryptroot on / type ext4" in machine.succeed("mount")
+        machine.wait_until_succeeds("test ! -e /etc/kcore/luks-temporary.key")
         dump = machine.succeed("cryptsetup luksDump /dev/vdb")
         assert dump.count("systemd-tpm2") == 1, dump
+        machine.succeed(f"echo {tmp_key} | base64 -d > /run/tmp.key")
+        machine.fail("cryptsetup open --test-passphrase --key-file /run/tmp.key /dev/vdb")
 
-    with subtest("after a reboot the TPM alone unlocks it"):
-        machine.shutdown()
-        machine.start()
+    with subtest("the next boot unlocks with the PCR-bound TPM2 slot alone"):
+        machine.crash()
         machine.wait_for_unit("multi-user.target")
-        machine.succeed("findmnt /data")
-        machine.succeed("systemctl show -P Result kcore-tpm2-enroll.service | grep -q success || true")
+        assert "/dev/mapper/cryptroot on / type ext4" in machine.succeed("mount")
   '';
 }
