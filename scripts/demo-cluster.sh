@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# A local kcore cluster on 127.0.0.1 with real mutual TLS:
+#   kctl create cluster -> one controller -> three agents (node-1 DC1 filesystem,
+#   node-2 DC1 lvm, node-3 DC2 zfs), each enrolled from a CSR made "on the node".
+#   node-1 and node-2 are auto-approved; the controller is then restarted with
+#   requireManualApproval (its state survives the restart), node-3 waits as Pending
+#   and is approved with `kctl node approve`.
+# Everything lives in a temporary directory that is removed on exit (KEEP=1 keeps it
+# and leaves the daemons running; the script then prints how to stop them).
+#
+# Binaries: built with cargo unless KCORE_BIN_DIR points at kctl, kcore-controller and
+# kcore-agent.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+# shellcheck source=scripts/env.sh
+source "$here/env.sh"
+
+if [[ -z "${KCORE_BIN_DIR:-}" ]]; then
+    echo "==> building kctl, kcore-controller, kcore-agent"
+    cargo build --quiet --manifest-path "$repo/rust/Cargo.toml" \
+        -p kctl -p kcore-controller -p kcore-agent --bins
+    KCORE_BIN_DIR="$CARGO_TARGET_DIR/debug"
+fi
+kctl_bin="$KCORE_BIN_DIR/kctl"
+controller_bin="$KCORE_BIN_DIR/kcore-controller"
+agent_bin="$KCORE_BIN_DIR/kcore-agent"
+for b in "$kctl_bin" "$controller_bin" "$agent_bin"; do
+    [[ -x "$b" ]] || { echo "error: $b is missing (set KCORE_BIN_DIR)" >&2; exit 1; }
+done
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/kcore-demo.XXXXXX")"
+# kctl keeps its config and the cluster's PKI here instead of ~/.kcore.
+export KCORE_CONFIG="$work/kctl/config"
+pids=()
+
+cleanup() {
+    local status=$?
+    if [[ "${KEEP:-0}" == 1 ]]; then
+        echo
+        echo "KEEP=1: daemons still running (pids ${pids[*]:-none}), files in $work"
+        echo "stop them with: kill ${pids[*]:-} && rm -rf '$work'"
+        return
+    fi
+    for pid in "${pids[@]:-}"; do
+        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]:-}"; do
+        [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
+    done
+    if [[ $status -ne 0 ]]; then
+        echo "demo failed (exit $status); last log lines:" >&2
+        tail -n 5 "$work"/*.log >&2 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+kctl() { "$kctl_bin" "$@"; }
+
+# A free TCP port on 127.0.0.1 (nothing answers a connect on it).
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    echo "error: no free port found" >&2
+    return 1
+}
+
+# Waits until "$@" succeeds (up to ~20 s).
+wait_for() {
+    for _ in $(seq 1 100); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    echo "error: timed out waiting for: $*" >&2
+    return 1
+}
+
+ctl_port="$(free_port)"
+ctl_addr="127.0.0.1:$ctl_port"
+
+echo "==> kctl create cluster --controller $ctl_addr --context demo"
+kctl create cluster --controller "$ctl_addr" --context demo
+ctl_dir="$work/kctl/demo/controllers/ctl1"
+
+start_controller() {
+    "$controller_bin" --config "$ctl_dir/controller.yaml" >>"$work/controller.log" 2>&1 &
+    pids+=("$!")
+    controller_pid=$!
+    wait_for kctl get storage-class
+}
+
+echo "==> starting the controller (auto-approval)"
+start_controller
+
+# enroll ID DC BACKEND: key + CSR on the node, certificate from the controller, config,
+# agent started.
+enroll() {
+    local id=$1 dc=$2 backend=$3 dir="$work/nodes/$1" port
+    port="$(free_port)"
+    mkdir -p "$dir/state" "$dir/volumes"
+    kctl create csr --node-id "$id" --cluster demo \
+        --key-out "$dir/node.key" --csr-out "$dir/node.csr" --dns localhost --dns 127.0.0.1 >/dev/null
+    kctl create node-cert --node-id "$id" --csr "$dir/node.csr" \
+        --out "$dir/node.crt" --ca-out "$dir/ca.crt"
+    echo "installer-only" >"$dir/state/disko-management-mode"
+    cat >"$dir/node-agent.yaml" <<EOF
+nodeId: $id
+dcId: $dc
+hostname: $id.demo
+labels: { demo: "true" }
+listen: "127.0.0.1:$port"
+mode: managed
+controllers: ["$ctl_addr"]
+heartbeatIntervalSeconds: 2
+tls:
+  caFile: $dir/ca.crt
+  certFile: $dir/node.crt
+  keyFile: $dir/node.key
+storage:
+  backend: $backend
+  filesystemVolumeDir: $dir/volumes
+disko:
+  managementModeFile: $dir/state/disko-management-mode
+  stateDir: $dir/state/disko
+nix:
+  configPath: $dir/state/kcore-node.nix
+EOF
+    "$agent_bin" --config "$dir/node-agent.yaml" >"$work/agent-$id.log" 2>&1 &
+    pids+=("$!")
+    wait_for kctl get node "$id"
+}
+
+echo "==> enrolling node-1 (DC1, filesystem) and node-2 (DC1, lvm)"
+enroll node-1 DC1 filesystem
+enroll node-2 DC1 lvm
+
+echo "==> restarting the controller with requireManualApproval: true (state is kept)"
+kill "$controller_pid"
+wait "$controller_pid" 2>/dev/null || true
+sed -i 's/^requireManualApproval: false$/requireManualApproval: true/' "$ctl_dir/controller.yaml"
+start_controller
+
+echo "==> enrolling node-3 (DC2, zfs): it waits for approval"
+enroll node-3 DC2 zfs
+echo
+kctl get nodes
+echo
+echo "==> kctl node approve node-3"
+kctl node approve node-3
+# The node's next heartbeat (every 2 s) makes it Ready.
+wait_for bash -c "'$kctl_bin' get node node-3 | grep -q ' Ready '"
+
+echo
+echo "==> kctl get nodes -o wide"
+kctl get nodes -o wide
+echo
+echo "==> kctl get storage-class"
+kctl get storage-class
+echo
+echo "==> kctl describe node node-2"
+kctl describe node node-2
