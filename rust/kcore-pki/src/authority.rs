@@ -230,6 +230,21 @@ impl Authority {
         })
     }
 
+    /// Checks that this CA's leaves will be accepted by servers trusting `trust_pem`
+    /// (e.g. before installing a new sub-CA): issues a short-lived probe leaf and
+    /// verifies its chain like an mTLS server would.
+    pub fn check_chains_to(&self, trust_pem: &str) -> Result<(), PkiError> {
+        let cluster = self.cluster_name();
+        let cluster = if cluster.is_empty() {
+            "probe".to_string()
+        } else {
+            cluster
+        };
+        let probe = Identity::new(&cluster, crate::Role::Node, "chain-probe")?;
+        let leaf = self.issue(&probe, &[], Duration::from_secs(300))?;
+        crate::verify_client_chain(trust_pem, &leaf.cert_pem).map(|_| ())
+    }
+
     /// The CA certificate PEM (followed by its issuers, if loaded with them).
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

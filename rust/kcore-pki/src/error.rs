@@ -39,6 +39,9 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
+    /// A certificate chain does not verify against the trust bundle.
+    #[error("certificate chain does not verify against the trust bundle: {0}")]
+    Untrusted(String),
     /// A validity or time computation went out of range.
     #[error("invalid validity: {0}")]
     Validity(String),

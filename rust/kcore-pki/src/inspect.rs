@@ -104,6 +104,64 @@ pub fn needs_renewal(
     Ok(expiry - margin <= now)
 }
 
+/// What operators and APIs show about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// RFC 4514-style subject, e.g. `O=kcore cluster lab, CN=node n1`.
+    pub subject: String,
+    pub issuer: String,
+    /// Lowercase hex, as revocation uses it.
+    pub serial: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// SHA-256 of the DER, lowercase hex.
+    pub fingerprint: String,
+    /// The `kcore://` identity, if the certificate carries exactly one.
+    pub identity: Option<Identity>,
+    pub is_ca: bool,
+}
+
+/// Everything [`CertInfo`] holds, from one DER certificate.
+pub fn cert_info(cert_der: &[u8]) -> Result<CertInfo, PkiError> {
+    let cert = parse(cert_der)?;
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        serial: hex::encode(cert.raw_serial()),
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+        fingerprint: fingerprint_sha256(cert_der),
+        identity: identity_of(cert_der).ok(),
+        is_ca: cert.is_ca(),
+    })
+}
+
+/// Verifies a leaf chain (leaf first, then intermediates) exactly as an mTLS server
+/// built by [`crate::server_config`] would at this moment: chains to a root in
+/// `trust_pem`, within validity, clientAuth purpose. Returns the leaf's identity.
+pub fn verify_client_chain(trust_pem: &str, chain_pem: &str) -> Result<Option<Identity>, PkiError> {
+    let certs = certs_from_pem(chain_pem)?;
+    let (leaf, intermediates) = certs
+        .split_first()
+        .ok_or_else(|| PkiError::parse("certificate chain PEM", "no CERTIFICATE block found"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for root in certs_from_pem(trust_pem)? {
+        roots
+            .add(root)
+            .map_err(|e| PkiError::parse("trust bundle certificate", e))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        crate::crypto_provider(),
+    )
+    .build()
+    .map_err(|e| PkiError::Verifier(e.to_string()))?;
+    verifier
+        .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+        .map_err(|e| PkiError::Untrusted(e.to_string()))?;
+    Ok(identity_of(leaf).ok())
+}
+
 pub(crate) fn is_self_signed(der: &[u8]) -> Result<bool, PkiError> {
     let cert = parse(der)?;
     // A root is its own issuer; the trust decision itself is left to webpki.

@@ -172,3 +172,50 @@ fn issue_between_makes_expired_certificates_for_tests() {
             .is_err()
     );
 }
+
+#[test]
+fn cert_info_describes_a_leaf() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let sub = root.new_sub_ca("c1", 365 * DAY).unwrap();
+    let leaf = sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let der = leaf_der(&leaf.cert_pem);
+    let info = cert_info(&der).unwrap();
+    assert_eq!(info.identity, Some(ident(Role::Node, "n1")));
+    assert_eq!(info.serial, serial_hex(&der).unwrap());
+    assert_eq!(info.fingerprint, fingerprint_sha256(&der));
+    assert_eq!(info.not_after, not_after(&leaf.cert_pem).unwrap());
+    assert!(info.not_before < info.not_after);
+    assert!(info.subject.contains("node n1"), "{}", info.subject);
+    assert!(info.issuer.contains("sub-CA c1"), "{}", info.issuer);
+    assert!(!info.is_ca);
+    assert!(cert_info(&leaf_der(sub.cert_pem())).unwrap().is_ca);
+}
+
+#[test]
+fn chains_verify_like_the_mtls_server_does() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let sub = root.new_sub_ca("c1", 365 * DAY).unwrap();
+    let leaf = sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    assert_eq!(
+        verify_client_chain(root.cert_pem(), &leaf.cert_pem).unwrap(),
+        Some(ident(Role::Node, "n1"))
+    );
+    sub.check_chains_to(root.cert_pem()).unwrap();
+
+    let stranger = Authority::new_root("lab", DAY).unwrap();
+    let foreign_sub = stranger.new_sub_ca("x", DAY).unwrap();
+    let err = foreign_sub.check_chains_to(root.cert_pem()).unwrap_err();
+    assert!(matches!(err, PkiError::Untrusted(_)), "{err}");
+
+    let now = OffsetDateTime::now_utc();
+    let expired = sub
+        .issue_between(
+            &ident(Role::Node, "n1"),
+            &[],
+            now - time::Duration::days(3),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    let err = verify_client_chain(root.cert_pem(), &expired.cert_pem).unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("expired"), "{err}");
+}
