@@ -1,6 +1,7 @@
 //! The kcore operator CLI as a library: argument parsing (`cli`), one module per
 //! subcommand family, output formatting and the mapping of errors to exit codes.
 
+pub mod agent_client;
 pub mod cli;
 pub mod config;
 pub mod context;

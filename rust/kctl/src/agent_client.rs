@@ -1,0 +1,84 @@
+//! Talking to one node agent (`--node HOST:9091`): how kctl trusts it and who it is.
+//!
+//! - `-k`: accept the agent's certificate unverified (live-ISO install mode only);
+//! - `--fingerprint SHA256`: accept only the install-mode certificate with that fingerprint;
+//! - otherwise (managed mode): mTLS with the current context's CA and admin certificate
+//!   (`~/.kcore/config`, or `--context` / `--kubeconfig`).
+//!
+//! Agent calls get longer timeouts than controller calls: a dry run evaluates Nix (the deep
+//! level can take tens of seconds) and a stream may be quiet while a rebuild compiles.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kcore_net::{Client, ClientOptions};
+
+use crate::cli::GlobalArgs;
+use crate::exit::Refused;
+
+/// Options for agent calls.
+pub fn options() -> ClientOptions {
+    ClientOptions {
+        connect_timeout: Duration::from_secs(5),
+        attempt_timeout: Duration::from_secs(180),
+        total_timeout: Duration::from_secs(180),
+        // Longer than the agent's 3600 s cap on disk applies: a quiet stream is not dead.
+        stream_idle_timeout: Duration::from_secs(3700),
+    }
+}
+
+/// The TLS policy the flags ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    Insecure,
+    Pinned(String),
+    Context,
+}
+
+/// `-k` and `--fingerprint` exclude each other; neither means the context's mTLS.
+pub fn trust(global: &GlobalArgs) -> anyhow::Result<Trust> {
+    match (global.insecure, &global.fingerprint) {
+        (true, Some(_)) => Err(Refused::new(
+            "BAD_FLAGS",
+            "-k and --fingerprint exclude each other: pin the fingerprint the agent printed, or skip verification with -k",
+        )
+        .into()),
+        (true, None) => Ok(Trust::Insecure),
+        (false, Some(fp)) => Ok(Trust::Pinned(fp.clone())),
+        (false, None) => Ok(Trust::Context),
+    }
+}
+
+/// A client for the agent named by `--node`.
+pub fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+    let node = global.node.as_deref().ok_or_else(|| {
+        Refused::new(
+            "NO_NODE",
+            "this command talks to a node agent: pass --node HOST:9091",
+        )
+    })?;
+    let tls = match trust(global)? {
+        Trust::Insecure => kcore_pki::client_config_insecure()?,
+        Trust::Pinned(fp) => {
+            kcore_pki::client_config_pinned(&fp).with_context(|| format!("--fingerprint {fp:?}"))?
+        }
+        Trust::Context => {
+            let ctx = crate::context::resolve(global)?;
+            let read = |p: &std::path::Path, what: &str| {
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the context's {what} {}", p.display()))
+            };
+            kcore_pki::client_config(
+                &read(&ctx.ca_file, "CA certificate")?,
+                &read(&ctx.cert_file, "admin certificate")?,
+                &read(&ctx.key_file, "admin key")?,
+            )
+            .with_context(|| format!("context {:?}: credentials do not load", ctx.name))?
+        }
+    };
+    Ok(Client::new(
+        vec![crate::controller_client::base_url(node)],
+        tls,
+        options(),
+    )?)
+}
