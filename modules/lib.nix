@@ -24,15 +24,15 @@
     else
       lib.toInt port;
 
-  # Drops `null` leaves so that unset optional keys are left to the daemon's own defaults
-  # instead of being written as `key: null` (the daemons reject nothing they know, but `null`
-  # is not a valid value for most of their fields).
+  # Drops `null` leaves, and attribute sets left empty by that, so that unset optional keys
+  # are left to the daemon's own defaults instead of being written as `key: null` or as an
+  # empty section (`tls: {}` would be a section with its required keys missing).
   dropNulls =
     let
       go =
         v:
         if builtins.isAttrs v && !(lib.isDerivation v) then
-          lib.mapAttrs (_: go) (lib.filterAttrs (_: x: x != null) v)
+          lib.filterAttrs (_: x: x != null && x != { }) (lib.mapAttrs (_: go) v)
         else if builtins.isList v then
           map go v
         else

@@ -9,6 +9,7 @@
 
 mod contract;
 mod eval;
+mod flake;
 mod hosts;
 mod lock;
 mod parse;

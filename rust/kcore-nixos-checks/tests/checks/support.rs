@@ -150,6 +150,33 @@ impl Harness {
         }
     }
 
+    /// The outputs of `tests/eval/flake-outputs.nix` (the flake evaluated with stand-in inputs).
+    pub fn flake_outputs(&self, config: &Value) -> Value {
+        let argv: Vec<String> = vec![
+            "--eval".into(),
+            "--strict".into(),
+            "--json".into(),
+            "--readonly-mode".into(),
+            repo_root()
+                .join("tests/eval/flake-outputs.nix")
+                .display()
+                .to_string(),
+            "--argstr".into(),
+            "nixpkgsLib".into(),
+            self.lib.display().to_string(),
+            "--argstr".into(),
+            "configJSON".into(),
+            config.to_string(),
+        ];
+        let out = run(&self.nix, &argv).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(
+            out.status.success(),
+            "flake-outputs.nix failed:\n{}",
+            out.stderr_lossy()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// The messages of the failed assertions of a configuration.
     pub fn failed_assertions(&self, config: &Value) -> Vec<String> {
         match self.run(config, "assertions") {
