@@ -992,3 +992,25 @@ async fn a_stalled_stream_is_reported_not_waited_on_forever() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn http2_clients_are_served_with_identity() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let admin = p.root.issue(&ident(Role::Admin, "ops"), &[], DAY).unwrap();
+    let mut tls = client_config(p.root.cert_pem(), &admin.cert_pem, &admin.key_pem).unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
+    let resp = http
+        .get(format!("{}/v1/whoami", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let who: WhoAmI = resp.json().await.unwrap();
+    assert_eq!(who.identity.as_deref(), Some("kcore://lab/admin/ops"));
+    server.stop().await;
+}

@@ -327,6 +327,29 @@ impl Authority {
         expected: &Identity,
         validity: Duration,
     ) -> Result<String, PkiError> {
+        self.sign_csr_inner(csr_pem, expected, None, validity)
+    }
+
+    /// Like [`Authority::sign_csr`], and also refuses any DNS name or IP address in the
+    /// CSR that is not in `allowed_names` (the names the controller knows for this
+    /// node), so a node cannot obtain a certificate for another host's name.
+    pub fn sign_csr_for_names(
+        &self,
+        csr_pem: &str,
+        expected: &Identity,
+        allowed_names: &[String],
+        validity: Duration,
+    ) -> Result<String, PkiError> {
+        self.sign_csr_inner(csr_pem, expected, Some(allowed_names), validity)
+    }
+
+    fn sign_csr_inner(
+        &self,
+        csr_pem: &str,
+        expected: &Identity,
+        allowed_names: Option<&[String]>,
+        validity: Duration,
+    ) -> Result<String, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::parse("CSR PEM", e))?;
         let mut found: Option<Identity> = None;
@@ -359,6 +382,20 @@ impl Authority {
                 expected: expected.uri(),
                 found: found.uri(),
             });
+        }
+        if let Some(allowed) = allowed_names {
+            let canonical = |n: &str| match n.parse::<IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => n.trim_end_matches('.').to_ascii_lowercase(),
+            };
+            let allowed: Vec<String> = allowed.iter().map(|n| canonical(n)).collect();
+            if let Some(name) = names.iter().find(|n| !allowed.contains(&canonical(n))) {
+                return Err(PkiError::NameNotAllowed {
+                    identity: expected.uri(),
+                    name: name.clone(),
+                    allowed,
+                });
+            }
         }
         let start = now() - BACKDATE;
         let end = add(now(), validity)?.min(self.not_after);

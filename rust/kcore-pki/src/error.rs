@@ -16,6 +16,15 @@ pub enum PkiError {
         "CSR identity {found} does not match the expected identity {expected}; refusing to sign"
     )]
     IdentityMismatch { expected: String, found: String },
+    /// A CSR asked for a DNS name or address the signer does not allow for it.
+    #[error(
+        "CSR for {identity} asks for the name {name:?}, which is not among its allowed names {allowed:?}; refusing to sign"
+    )]
+    NameNotAllowed {
+        identity: String,
+        name: String,
+        allowed: Vec<String>,
+    },
     /// PEM or DER input that could not be read.
     #[error("cannot parse {what}: {reason}")]
     Parse { what: String, reason: String },

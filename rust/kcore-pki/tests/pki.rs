@@ -219,3 +219,28 @@ fn chains_verify_like_the_mtls_server_does() {
     let err = verify_client_chain(root.cert_pem(), &expired.cert_pem).unwrap_err();
     assert!(err.to_string().to_lowercase().contains("expired"), "{err}");
 }
+
+#[test]
+fn csr_names_can_be_restricted_to_what_the_controller_knows() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let me = ident(Role::Node, "n1");
+    let (_, csr) = generate_csr(&me, &["n1.lab".into(), "10.0.0.1".into()]).unwrap();
+    let allowed = vec![
+        "N1.lab.".to_string(),
+        "10.0.0.1".to_string(),
+        "extra".to_string(),
+    ];
+    let pem = root.sign_csr_for_names(&csr, &me, &allowed, DAY).unwrap();
+    assert_eq!(identity_of(&leaf_der(&pem)).unwrap(), me);
+
+    let (_, greedy) = generate_csr(&me, &["n1.lab".into(), "ctl1.lab".into()]).unwrap();
+    let err = root
+        .sign_csr_for_names(&greedy, &me, &allowed, DAY)
+        .unwrap_err();
+    match err {
+        PkiError::NameNotAllowed { name, .. } => assert_eq!(name, "ctl1.lab"),
+        other => panic!("expected NameNotAllowed, got {other}"),
+    }
+    // The unrestricted call keeps what the CSR asked for.
+    root.sign_csr(&greedy, &me, DAY).unwrap();
+}
