@@ -6,8 +6,64 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::eval::controller_config;
+use crate::eval::{agent_config, controller_config};
 use crate::support::Harness;
+
+fn agent_text(out: &serde_json::Value) -> String {
+    out["agentConfig"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn kcore_agent_accepts_the_rendered_agent_yaml() {
+    let Some(h) = Harness::get("kcore_agent_accepts_the_rendered_agent_yaml") else {
+        return;
+    };
+    let path = Path::new("/etc/kcore/node-agent.yaml");
+    let parse = |text: &str, what: &str| {
+        kcore_agent::config::AgentConfig::parse(text, path)
+            .unwrap_or_else(|e| panic!("kcore-agent refuses the file of {what}: {e}\n{text}"))
+    };
+
+    // Each backend, as kcore.storage renders it.
+    for (storage, backend) in [
+        (json!({}), "filesystem"),
+        (
+            json!({ "backend": "lvm", "lvm": { "vgName": "vg_fast" } }),
+            "lvm",
+        ),
+        (
+            json!({ "backend": "zfs", "zfs": { "poolName": "tank1" } }),
+            "zfs",
+        ),
+    ] {
+        let text = agent_text(&h.outputs(&agent_config(storage)));
+        let parsed = parse(&text, backend);
+        assert_eq!(parsed.storage.backend.as_str(), backend);
+        assert_eq!(parsed.node_id, "node-1");
+        assert_eq!(parsed.dc_id, "DC1");
+        assert!(parsed.tls.is_some());
+        assert!(parsed.binaries.disko.is_some());
+    }
+
+    // Install mode (the ISO) without TLS, and the example hosts.
+    let mut install = agent_config(json!({}));
+    let settings = &mut install["services"]["kcore"]["agent"]["settings"];
+    settings["mode"] = json!("install");
+    settings["tls"] = json!({});
+    let parsed = parse(&agent_text(&h.outputs(&install)), "install mode");
+    assert!(parsed.tls.is_none());
+    for host in ["hv-lvm", "hv-zfs", "node"] {
+        parse(&agent_text(&h.host_outputs(host)), host);
+    }
+
+    // Teeth: a freeform key the agent does not know passes the module but not the agent.
+    let mut config = agent_config(json!({}));
+    config["services"]["kcore"]["agent"]["settings"]["heartbeatIntervalSecs"] = json!(5);
+    let text = agent_text(&h.outputs(&config));
+    let err = kcore_agent::config::AgentConfig::parse(&text, path)
+        .expect_err("a misspelt key must be refused by kcore-agent");
+    assert!(err.to_string().contains("heartbeatIntervalSecs"), "{err}");
+}
 
 fn controller_text(out: &serde_json::Value) -> String {
     out["controllerConfig"].as_str().unwrap().to_string()

@@ -16,7 +16,7 @@ fn tls() -> Value {
 }
 
 /// A managed agent with mTLS and the given `kcore.storage`.
-fn agent_config(storage: Value) -> Value {
+pub fn agent_config(storage: Value) -> Value {
     json!({
         "services": { "kcore": { "agent": {
             "enable": true,
