@@ -95,7 +95,7 @@ pub fn main() -> std::process::ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
+            // Once, on stderr (the journal keeps it under systemd).
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
@@ -127,8 +127,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config_path: &std::path::Path) -> anyhow::Result<()> {
-    let config = AgentConfig::load(config_path)
-        .with_context(|| format!("loading {}", config_path.display()))?;
+    let config = AgentConfig::load(config_path).context("cannot start the agent")?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

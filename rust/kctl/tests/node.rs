@@ -1,0 +1,430 @@
+//! `kctl --node HOST:PORT node ...` against an in-process agent with real TLS: install
+//! mode with `-k` and `--fingerprint`, managed mode with the context made by `kctl create
+//! cluster`, apply-disko's plan-then-apply flow (through the disko stand-in, planned
+//! against a fixture snapshot) and apply-nix (through the systemd-run / nixos-rebuild
+//! stand-ins, which do a real `nix build`), with their exit codes.
+
+#![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use kcore_agent::config::AgentConfig;
+use kcore_agent::{Agent, RuntimeOptions};
+use kcore_api::inventory::{DiskInventory, NicInventory, OperationResult};
+use kcore_disko::BlockSnapshot;
+use serde_json::json;
+
+fn support(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/support")
+        .join(name)
+}
+
+async fn kctl(home: &Path, args: &[&str]) -> Output {
+    let home = home.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::cargo_bin("kctl")
+            .unwrap()
+            .env("HOME", &home)
+            .env_remove("KCORE_CONFIG")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn expect(out: &Output, code: i32) -> String {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Running {
+    addr: String,
+    fingerprint: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+async fn start(config: AgentConfig, options: RuntimeOptions) -> Running {
+    let agent = Agent::new(config, options).unwrap();
+    let fingerprint = agent.fingerprint().map(str::to_string);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        agent
+            .serve(listener, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        addr,
+        fingerprint,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+fn config(doc: serde_json::Value) -> AgentConfig {
+    AgentConfig::parse(&doc.to_string(), Path::new("node-agent.yaml")).unwrap()
+}
+
+/// A managed-mode agent whose certificate comes from the CA of a cluster made with
+/// `kctl create cluster`, so kctl's context credentials are what authenticates.
+struct Managed {
+    home: tempfile::TempDir,
+    node: tempfile::TempDir,
+    agent: Running,
+}
+
+impl Managed {
+    async fn start(options: RuntimeOptions) -> Managed {
+        let home = tempfile::tempdir().unwrap();
+        let out = kctl(
+            home.path(),
+            &[
+                "create",
+                "cluster",
+                "--controller",
+                "127.0.0.1:9",
+                "--context",
+                "lab",
+            ],
+        )
+        .await;
+        expect(&out, 0);
+        let ctx = home.path().join(".kcore/lab");
+        let root = kcore_pki::Authority::from_pem(
+            &std::fs::read_to_string(ctx.join("ca.crt")).unwrap(),
+            &std::fs::read_to_string(ctx.join("ca.key")).unwrap(),
+        )
+        .unwrap();
+        let node = tempfile::tempdir().unwrap();
+        let leaf = root
+            .issue(
+                &kcore_pki::Identity::new("lab", kcore_pki::Role::Node, "node-1").unwrap(),
+                &["127.0.0.1".into()],
+                std::time::Duration::from_secs(86400),
+            )
+            .unwrap();
+        let p = |rel: &str| node.path().join(rel);
+        std::fs::write(p("node.crt"), &leaf.cert_pem).unwrap();
+        std::fs::write(p("node.key"), &leaf.key_pem).unwrap();
+        std::fs::create_dir_all(p("flake")).unwrap();
+        std::fs::copy(support("test-flake/flake.nix"), p("flake/flake.nix")).unwrap();
+        let cfg = config(json!({
+            "nodeId": "node-1",
+            "mode": "managed",
+            "tls": {"caFile": ctx.join("ca.crt"), "certFile": p("node.crt"), "keyFile": p("node.key")},
+            "disko": {"managementModeFile": p("mode"), "stateDir": p("disko")},
+            "nix": {"configPath": p("flake/kcore-node.nix")},
+            "binaries": {
+                "disko": support("disko"),
+                "systemdRun": support("systemd-run"),
+                "nixosRebuild": support("nixos-rebuild"),
+            },
+        }));
+        let mut options = options;
+        options.extra_env.extend([
+            (
+                "KCORE_TEST_DISKO_LOG".to_string(),
+                p("disko.log").display().to_string(),
+            ),
+            (
+                "KCORE_TEST_FLAKE".to_string(),
+                p("flake").display().to_string(),
+            ),
+            (
+                "KCORE_SYSTEM_PROFILE".to_string(),
+                p("profiles/system").display().to_string(),
+            ),
+        ]);
+        options.system_profile = p("profiles/system");
+        options.rebuild_log_dir = p("logs");
+        let agent = start(cfg, options).await;
+        Managed { home, node, agent }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.node.path().join(rel)
+    }
+
+    async fn kctl(&self, args: &[&str]) -> Output {
+        let mut full = vec!["--node", self.agent.addr.as_str()];
+        full.extend_from_slice(args);
+        kctl(self.home.path(), &full).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_inventory_from_an_install_mode_agent_with_k_and_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(
+        config(json!({"nodeId": "live", "mode": "install",
+            "disko": {"managementModeFile": dir.path().join("mode"), "stateDir": dir.path().join("disko")}})),
+        RuntimeOptions::default(),
+    )
+    .await;
+    let home = dir.path();
+    let addr = agent.addr.clone();
+    let fp = agent.fingerprint.clone().unwrap();
+
+    let table = expect(
+        &kctl(home, &["--node", &addr, "-k", "node", "nics"]).await,
+        0,
+    );
+    let header = table.lines().next().unwrap();
+    for col in ["NAME", "STATE", "MAC", "SPEED", "ADDRESSES"] {
+        assert!(header.contains(col), "{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("lo ") && l.contains("127.0.0.1/8")),
+        "{table}"
+    );
+
+    let json = expect(
+        &kctl(
+            home,
+            &[
+                "--node",
+                &addr,
+                "--fingerprint",
+                &fp,
+                "-o",
+                "json",
+                "node",
+                "disks",
+            ],
+        )
+        .await,
+        0,
+    );
+    let disks: DiskInventory = serde_json::from_str(&json).unwrap();
+    assert!(!disks.disks.is_empty());
+    let yaml = expect(
+        &kctl(
+            home,
+            &[
+                "--node",
+                &addr,
+                "--fingerprint",
+                &fp,
+                "-o",
+                "yaml",
+                "node",
+                "nics",
+            ],
+        )
+        .await,
+        0,
+    );
+    let nics: NicInventory = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert!(nics.nics.iter().any(|n| n.name == "lo"));
+
+    // A wrong pin is a failure (3); contradictory flags and a missing --node are refusals (1).
+    let wrong = "00".repeat(32);
+    let out = kctl(
+        home,
+        &["--node", &addr, "--fingerprint", &wrong, "node", "nics"],
+    )
+    .await;
+    expect(&out, 3);
+    let out = kctl(
+        home,
+        &["--node", &addr, "-k", "--fingerprint", &fp, "node", "nics"],
+    )
+    .await;
+    expect(&out, 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exclude each other"));
+    expect(&kctl(home, &["-k", "node", "nics"]).await, 1);
+    // Day-2 routes do not exist on an install-mode agent.
+    let layout = dir.path().join("layout.nix");
+    std::fs::write(&layout, "{ }").unwrap();
+    let out = kctl(
+        home,
+        &[
+            "--node",
+            &addr,
+            "-k",
+            "node",
+            "apply-nix",
+            "-f",
+            layout.to_str().unwrap(),
+        ],
+    )
+    .await;
+    expect(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"),
+        "{}",
+        text(&out)
+    );
+    agent.stop().await;
+}
+
+const DATA_DISK: &str = r#"{
+  disko.devices.disk.data1 = {
+    type = "disk";
+    device = "/dev/sdb";
+    content = {
+      type = "gpt";
+      partitions.data = {
+        size = "100%";
+        content = { type = "filesystem"; format = "ext4"; mountpoint = "/var/lib/kcore/volumes1"; };
+      };
+    };
+  };
+}
+"#;
+
+fn fixture_snapshot() -> BlockSnapshot {
+    let lsblk = include_str!("../../kcore-agent/tests/fixtures/lsblk.json");
+    BlockSnapshot {
+        lsblk: serde_json::from_str(lsblk).unwrap(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_disko_shows_the_plan_then_applies_its_hash_with_disko_stand_in() {
+    let lab = Managed::start(RuntimeOptions {
+        block_snapshot: Some(fixture_snapshot()),
+        ..RuntimeOptions::default()
+    })
+    .await;
+    let layout = lab.path("layout.nix");
+    std::fs::write(&layout, DATA_DISK).unwrap();
+    let f = layout.to_str().unwrap();
+
+    // installer-only (no mode file): the plan is shown, the refusal exits 1.
+    let out = lab.kctl(&["node", "apply-disko", "-f", f, "--apply"]).await;
+    let stdout = expect(&out, 1);
+    assert!(
+        stdout.contains("data1") && stdout.contains("/dev/sdb"),
+        "{}",
+        text(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DISKO_INSTALLER_ONLY"));
+    assert!(!lab.path("disko.log").exists(), "disko never ran");
+
+    std::fs::write(lab.path("mode"), "controller-managed\n").unwrap();
+    let out = lab.kctl(&["node", "apply-disko", "-f", f]).await;
+    let stdout = expect(&out, 0);
+    assert!(stdout.contains("new-disk (additive)"), "{stdout}");
+    assert!(stdout.contains("apply allowed"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dry run: nothing was changed"));
+    assert!(!lab.path("disko.log").exists(), "a dry run runs nothing");
+
+    let out = lab
+        .kctl(&[
+            "-o",
+            "json",
+            "node",
+            "apply-disko",
+            "-f",
+            f,
+            "--apply",
+            "--timeout-seconds",
+            "7200",
+        ])
+        .await;
+    let stdout = expect(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("(timeout 3600 s)"), "{stderr}");
+    assert!(
+        stderr.contains("formatted and mounted"),
+        "disko's output is shown: {stderr}"
+    );
+    let result: OperationResult = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(result.kind, "apply-disko");
+    let ran = std::fs::read_to_string(lab.path("disko.log")).unwrap();
+    assert!(ran.starts_with("args: --mode format,mount"), "{ran}");
+    assert_eq!(
+        std::fs::read_to_string(lab.path("disko/data1.nix")).unwrap(),
+        DATA_DISK
+    );
+
+    // The result can be fetched again by id.
+    let again = expect(
+        &lab.kctl(&["-o", "json", "node", "operation", &result.operation_id])
+            .await,
+        0,
+    );
+    let fetched: OperationResult = serde_json::from_str(&again).unwrap();
+    assert_eq!(fetched, result);
+    lab.agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in() {
+    let lab = Managed::start(RuntimeOptions::default()).await;
+    let file = lab.path("config.nix");
+    let f = file.to_str().unwrap();
+
+    std::fs::write(&file, "{ ... }: { networking.hostName = ; }").unwrap();
+    let out = lab.kctl(&["node", "apply-nix", "-f", f]).await;
+    expect(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NIX_INVALID"),
+        "{}",
+        text(&out)
+    );
+
+    let module = "{ ... }: { networking.hostName = \"hv1\"; }\n";
+    std::fs::write(&file, module).unwrap();
+    let out = lab
+        .kctl(&["node", "apply-nix", "-f", f, "--no-rebuild"])
+        .await;
+    let table = expect(&out, 0);
+    assert!(table.contains("succeeded"), "{table}");
+    assert_eq!(
+        std::fs::read_to_string(lab.path("flake/kcore-node.nix")).unwrap(),
+        module
+    );
+    assert!(!lab.path("profiles/system").exists(), "no rebuild ran");
+
+    let out = lab
+        .kctl(&["-o", "json", "node", "apply-nix", "-f", f])
+        .await;
+    let stdout = expect(&out, 0);
+    let result: OperationResult = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(result.generation.as_deref(), Some("1"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("==> nixos-rebuild switch"), "{stderr}");
+
+    // A build that fails is a failure: exit 3.
+    std::fs::write(&file, "{ ... }: { } # KCORE_TEST_FAIL_BUILD\n").unwrap();
+    let out = lab.kctl(&["node", "apply-nix", "-f", f]).await;
+    expect(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("COMMAND_FAILED"),
+        "{}",
+        text(&out)
+    );
+    lab.agent.stop().await;
+}
