@@ -91,7 +91,7 @@
               | xargs -0 nixfmt --check
             touch $out
           '';
-          kcore = self.packages.${system}.kcore;
+          inherit (self.packages.${system}) kcore;
         }
         # Every host evaluates and builds (srvos-style: each host is a check).
         // lib.optionalAttrs (system == "x86_64-linux") (

@@ -45,7 +45,7 @@ in
     };
 
     device = lib.mkOption {
-      type = klib.runtimePath;
+      type = klib.plainPath;
       example = "/dev/disk/by-partlabel/disk-os-root";
       description = "The LUKS2 partition of the OS disk (a stable `/dev/disk/by-*` path).";
     };
@@ -63,7 +63,7 @@ in
     };
 
     keyFile = lib.mkOption {
-      type = lib.types.nullOr klib.runtimePath;
+      type = lib.types.nullOr klib.plainPath;
       default = null;
       example = "/dev/disk/by-id/usb-Vendor_Key_0123-0:0";
       description = ''
@@ -79,7 +79,7 @@ in
     };
 
     temporaryKeyFile = lib.mkOption {
-      type = klib.runtimePath;
+      type = klib.plainPath;
       default = "/etc/kcore/luks-temporary.key";
       description = "Temporary key the installer leaves inside the encrypted root; removed (file and slot) after TPM2 enrollment.";
     };
@@ -98,6 +98,13 @@ in
         message = ''
           kcore.diskEncryption.unlock = "keyFile" needs kcore.diskEncryption.keyFile (a key file or
           raw key device that is not on the ESP), or use unlock = "tpm2" on a machine with a TPM.
+        '';
+      }
+      {
+        assertion = cfg.keyFile == null || !(lib.hasPrefix builtins.storeDir cfg.keyFile);
+        message = ''
+          kcore.diskEncryption.keyFile = ${builtins.toJSON cfg.keyFile} is in the Nix store, which every
+          user can read. Keep the key on a removable key device, or use unlock = "tpm2".
         '';
       }
       {

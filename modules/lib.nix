@@ -9,9 +9,10 @@
     absolute = true;
   };
 
-  # A path that also appears in line-oriented files (systemd-tmpfiles rules): limited to
-  # characters that need no quoting there, so nothing is spliced into those lines unchecked.
-  plainPath = lib.types.strMatching "/[A-Za-z0-9._/+-]*";
+  # A path that also appears in line-oriented files (systemd-tmpfiles rules) or unit settings:
+  # limited to characters that need no quoting there (no blanks, quotes, `%` specifiers or
+  # `$` variables), so nothing is spliced into those lines unchecked.
+  plainPath = lib.types.strMatching "/[A-Za-z0-9._/+:@,=-]*";
 
   # The TCP port of a `host:port` / `[v6]:port` listen address, for `openFirewall`.
   listenPort =

@@ -74,7 +74,7 @@ let
   kcore = self.packages.x86_64-linux.kcore;
 in
 {
-  description = flake.description;
+  inherit (flake) description;
   nixosModules = lib.attrNames self.nixosModules;
   nixosConfigurations = lib.attrNames self.nixosConfigurations;
   packages = lib.mapAttrs (_: lib.attrNames) self.packages;

@@ -597,6 +597,14 @@ fn every_assertion_fires_on_its_bad_combination() {
             "is on the unencrypted ESP",
         ),
         (
+            "key file in the Nix store",
+            encrypted(json!({
+                "unlock": "keyFile",
+                "keyFile": "/nix/store/0c8nvgrh4bnys3b1jgg4ggnrv40xcqr0-root.key"
+            })),
+            "is in the Nix store",
+        ),
+        (
             "key-file unlock without a key file",
             encrypted(json!({ "unlock": "keyFile" })),
             "needs kcore.diskEncryption.keyFile",
@@ -659,6 +667,10 @@ fn types_refuse_misspelt_options_store_secrets_and_bad_names() {
     );
     let err = h.eval_error(&bad_id);
     assert!(err.contains("nodeId"), "{err}");
+
+    // Paths that end up in unit settings and tmpfiles lines admit no blanks or `%` specifiers.
+    let err = h.eval_error(&encrypted(json!({ "device": "/dev/disk/by-label/os %i" })));
+    assert!(err.contains("kcore.diskEncryption.device"), "{err}");
 
     let bad_backend = agent_config(json!({ "backend": "btrfs" }));
     let err = h.eval_error(&bad_backend);
