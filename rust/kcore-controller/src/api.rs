@@ -10,6 +10,7 @@
 //! | `POST /v1/certificates/node` | admin (a node's first certificate, from its CSR) |
 //! | `PUT /v1/pki/sub-ca` | admin (`kctl rotate sub-ca`) |
 //! | `GET /v1/storage-classes`, `GET /v1/storage-classes/{name}` | admin, controller |
+//! | `GET /v1/replication/vector`, `GET /v1/replication/ops` | controller |
 //!
 //! The caller's identity comes from the verified client certificate (the TLS layer puts
 //! it in the request extensions, `kcore_net::PeerIdentity`); every handler starts with [`Caller::require`].
@@ -71,7 +72,7 @@ impl Failure {
         }
     }
 
-    fn internal(message: impl std::fmt::Display) -> Self {
+    pub fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {message}");
         Failure::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -117,7 +118,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 impl Caller {
     /// Refuses unless the caller belongs to this cluster and has one of `roles`.
-    fn require(&self, state: &AppState, roles: &[Role]) -> Result<&Identity> {
+    pub fn require(&self, state: &AppState, roles: &[Role]) -> Result<&Identity> {
         let Some(identity) = &self.0 else {
             return Err(Failure::new(
                 StatusCode::UNAUTHORIZED,
@@ -184,6 +185,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pki/sub-ca", put(install_sub_ca))
         .route("/v1/storage-classes", get(list_storage_classes))
         .route("/v1/storage-classes/{name}", get(get_storage_class))
+        .route("/v1/replication/vector", get(crate::replication::vector))
+        .route("/v1/replication/ops", get(crate::replication::ops))
         .fallback(|| async {
             Failure::new(
                 StatusCode::NOT_FOUND,

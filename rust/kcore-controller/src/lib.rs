@@ -3,6 +3,7 @@
 //! - [`config`], `controller.yaml`.
 //! - [`store`], SQLite state as last-writer-wins operations, heartbeats as soft state.
 //! - [`api`], the `/v1` routes and their role checks.
+//! - [`replication`], pulling operations from `peers`.
 //!
 //! Serving (mutual TLS, the caller's identity per request, hot-swappable certificates)
 //! comes from `kcore-net`.
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+pub mod replication;
 pub mod store;
 
 use std::future::Future;
@@ -127,6 +129,18 @@ pub async fn run(
             }
         })
     };
+    let replicator = if state.config.peers.is_empty() {
+        None
+    } else {
+        let peers = replication::peer_clients(&state).map_err(|message| ControllerError::Pki {
+            what: "peer clients".into(),
+            source: kcore_pki::PkiError::Parse {
+                what: "controller TLS files".into(),
+                reason: message,
+            },
+        })?;
+        Some(tokio::spawn(replication::run(state.clone(), peers)))
+    };
     let result = kcore_net::serve(
         listener,
         kcore_net::TlsSource::new(tls),
@@ -135,6 +149,9 @@ pub async fn run(
     )
     .await;
     flusher.abort();
+    if let Some(task) = replicator {
+        task.abort();
+    }
     state.store.flush_heartbeats()?;
     tracing::info!("controller stopped");
     result.map_err(ControllerError::Serve)

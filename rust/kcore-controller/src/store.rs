@@ -44,6 +44,8 @@ pub enum StoreError {
     },
     #[error("store lock poisoned (a previous write panicked)")]
     Poisoned,
+    #[error("{resource} is missing right after it was written (a tombstone won the merge)")]
+    Vanished { resource: String },
 }
 
 /// One replicated write.
@@ -145,16 +147,16 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        // A stable clock id per controller keeps HLC ties deterministic across restarts.
-        let digest = {
-            let mut h: u128 = 0xcbf29ce484222325;
-            for b in origin.bytes() {
-                h ^= u128::from(b);
-                h = h.wrapping_mul(0x0000000001000000000000000000013B);
-            }
-            h | 1
-        };
-        let id = uhlc::ID::from(std::num::NonZeroU128::MIN.saturating_add(digest - 1));
+        // A stable clock id per controller (FNV-1a of its id) keeps HLC ties between
+        // controllers deterministic across restarts.
+        let mut digest: u128 = 0x6c62272e07bb014262b821756295c58d;
+        for b in origin.bytes() {
+            digest ^= u128::from(b);
+            digest = digest.wrapping_mul(0x0000000001000000000000000000013B);
+        }
+        let id = uhlc::ID::from(
+            std::num::NonZeroU128::new(digest).unwrap_or(std::num::NonZeroU128::MIN),
+        );
         let clock = uhlc::HLCBuilder::new().with_id(id).build();
         let store = Store {
             conn: Mutex::new(conn),
@@ -326,7 +328,9 @@ impl Store {
         if !ops.is_empty() {
             self.merge(&ops)?;
         }
-        self.node(node_id).ok_or_else(|| StoreError::Poisoned)
+        self.node(node_id).ok_or_else(|| StoreError::Vanished {
+            resource: resource.clone(),
+        })
     }
 
     /// Updates only the report fields that differ from the stored report.
@@ -425,12 +429,18 @@ impl Store {
 
     /// Every operation after `after` (exclusive) made by `origin`, in clock order: what a
     /// peer pulls with its per-origin cursor.
-    pub fn ops_since(&self, origin: &str, after: &str) -> Result<Vec<Op>, StoreError> {
+    pub fn ops_since(
+        &self,
+        origin: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Op>, StoreError> {
         let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
         let mut stmt = conn.prepare_cached(
-            "SELECT hlc, origin, resource, field, value FROM ops WHERE origin = ?1 AND hlc > ?2 ORDER BY hlc",
+            "SELECT hlc, origin, resource, field, value FROM ops WHERE origin = ?1 AND hlc > ?2 ORDER BY hlc LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![origin, after], |row| {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![origin, after, limit], |row| {
             Ok(Op {
                 hlc: row.get(0)?,
                 origin: row.get(1)?,
@@ -440,6 +450,36 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest operation held from each origin: this store's version vector. A peer
+    /// that holds something newer for an origin has operations to send.
+    pub fn version_vector(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut stmt = conn.prepare_cached("SELECT origin, MAX(hlc) FROM ops GROUP BY origin")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Merges operations pulled from a peer, first moving this controller's clock past
+    /// them so its next local write wins over everything it has seen.
+    pub fn merge_remote(&self, ops: &[Op]) -> Result<(), StoreError> {
+        for op in ops {
+            let Some((time_hex, id)) = op.hlc.split_once('-') else {
+                continue;
+            };
+            let (Ok(time), Ok(id)) = (u64::from_str_radix(time_hex, 16), id.parse::<uhlc::ID>())
+            else {
+                continue;
+            };
+            let ts = uhlc::Timestamp::new(uhlc::NTP64(time), id);
+            if let Err(err) = self.clock.update_with_timestamp(&ts) {
+                // A peer clock far ahead: keep the operation (LWW still orders it), but
+                // say so, since local writes may lose to it until the clocks meet.
+                tracing::warn!(origin = %op.origin, "peer clock ahead of ours: {err}");
+            }
+        }
+        self.merge(ops)
     }
 
     /// Soft state: remember a heartbeat (flushed by [`Store::flush_heartbeats`]).
@@ -612,7 +652,7 @@ mod tests {
         // A later local write has a lower clock than the forged remote one: remote wins.
         store.update_report("n1", &report("local")).unwrap();
         assert_eq!(store.node("n1").unwrap().report.hostname, "remote");
-        assert_eq!(store.ops_since("ctl2", "").unwrap().len(), 2);
+        assert_eq!(store.ops_since("ctl2", "", 100).unwrap().len(), 2);
     }
 
     #[test]
@@ -622,11 +662,11 @@ mod tests {
         store
             .put_node("n1", &report("a"), Approval::Approved, "t")
             .unwrap();
-        let before = store.ops_since("ctl1", "").unwrap().len();
+        let before = store.ops_since("ctl1", "", 1000).unwrap().len();
         store
             .put_node("n1", &report("a"), Approval::Pending, "t2")
             .unwrap();
-        assert_eq!(store.ops_since("ctl1", "").unwrap().len(), before);
+        assert_eq!(store.ops_since("ctl1", "", 1000).unwrap().len(), before);
         assert_eq!(store.node("n1").unwrap().approval, Approval::Approved);
     }
 }

@@ -79,6 +79,27 @@ impl Cluster {
         }
     }
 
+    /// Another controller of the same cluster: its own certificate, database and peers.
+    fn peer_config(&self, id: &str, manual: bool, peers: Vec<String>) -> ControllerConfig {
+        let cert = self
+            .sub
+            .issue(
+                &Identity::new(CLUSTER, Role::Controller, id).unwrap(),
+                &["127.0.0.1".into()],
+                YEAR,
+            )
+            .unwrap();
+        self.write(&format!("{id}.crt"), &cert.cert_pem);
+        self.write(&format!("{id}.key"), &cert.key_pem);
+        let mut config = self.config(manual);
+        config.controller_id = id.into();
+        config.peers = peers;
+        config.database_path = self.path(&format!("{id}.sqlite"));
+        config.tls.cert_file = self.path(&format!("{id}.crt"));
+        config.tls.key_file = self.path(&format!("{id}.key"));
+        config
+    }
+
     fn admin(&self) -> CertifiedKey {
         self.root
             .issue(
@@ -119,6 +140,10 @@ struct Running {
 impl Running {
     async fn start(config: ControllerConfig) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Running::start_on(listener, config)
+    }
+
+    fn start_on(listener: tokio::net::TcpListener, config: ControllerConfig) -> Running {
         let url = format!(
             "https://127.0.0.1:{}",
             listener.local_addr().unwrap().port()
@@ -525,6 +550,30 @@ async fn authorization_matrix_every_route_and_caller() {
             vec![A, f(), f(), f(), X, X],
         ),
         (
+            "GET /v1/replication/vector",
+            Box::new(|c| {
+                Box::pin(async move {
+                    outcome(
+                        c.get_json::<serde_json::Value>("/v1/replication/vector")
+                            .await,
+                    )
+                })
+            }),
+            vec![f(), A, f(), f(), X, X],
+        ),
+        (
+            "GET /v1/replication/ops",
+            Box::new(|c| {
+                Box::pin(async move {
+                    outcome(
+                        c.get_json::<serde_json::Value>("/v1/replication/ops?origin=ctl1")
+                            .await,
+                    )
+                })
+            }),
+            vec![f(), A, f(), f(), X, X],
+        ),
+        (
             "POST /v1/nodes/n3/approve",
             Box::new(|c| {
                 Box::pin(async move { outcome(post::<Node>(c, "/v1/nodes/n3/approve").await) })
@@ -834,4 +883,72 @@ async fn issuing_a_node_certificate_checks_the_csr_identity() {
         .unwrap_err();
     assert_eq!(code(&err), "INVALID_CSR");
     ctl.stop().await;
+}
+
+/// Polls `check` for up to 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn controllers_replicate_through_a_relay_and_merge_approvals() {
+    let cl = Cluster::new();
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let (la, lb, lc) = (bind().await, bind().await, bind().await);
+    let addr = |l: &tokio::net::TcpListener| l.local_addr().unwrap().to_string();
+    // a <-> b <- c: c never talks to a, so what it learns from a was relayed by b.
+    let (a_addr, b_addr) = (addr(&la), addr(&lb));
+    let a = Running::start_on(la, cl.peer_config("ctl-a", true, vec![b_addr.clone()]));
+    let b = Running::start_on(lb, cl.peer_config("ctl-b", true, vec![a_addr]));
+    let c = Running::start_on(lc, cl.peer_config("ctl-c", true, vec![b_addr]));
+    let trust = cl.root.cert_pem().to_string();
+    let admin_of = |r: &Running| client(&r.url, &trust, &cl.admin());
+
+    let n1 = client(&a.url, &trust, &cl.node("n1"));
+    register(&n1, "n1", report("hv1", "DC1", Some(StorageBackend::Zfs)))
+        .await
+        .unwrap();
+
+    let admin_c = admin_of(&c);
+    eventually("n1 to reach ctl-c through ctl-b", || async {
+        admin_c.get_json::<Node>("/v1/nodes/n1").await.is_ok()
+    })
+    .await;
+    let on_c: Node = admin_c.get_json("/v1/nodes/n1").await.unwrap();
+    assert_eq!(on_c.approval, Approval::Pending);
+    assert_eq!(on_c.report.storage.backend, Some(StorageBackend::Zfs));
+
+    // Approve on b; a (which pulls from b) and c both converge.
+    post::<Node>(&admin_of(&b), "/v1/nodes/n1/approve")
+        .await
+        .unwrap();
+    let admin_a = admin_of(&a);
+    eventually("the approval to reach ctl-a and ctl-c", || async {
+        let on_a = admin_a.get_json::<Node>("/v1/nodes/n1").await;
+        let on_c = admin_c.get_json::<Node>("/v1/nodes/n1").await;
+        matches!((on_a, on_c), (Ok(x), Ok(y)) if x.approval == Approval::Approved && y.approval == Approval::Approved)
+    })
+    .await;
+    // The node heartbeats on a, where the approval arrived by replication.
+    assert_eq!(beat(&n1, "n1").await.unwrap().status, NodeStatus::Ready);
+
+    // Replication routes are for controllers only.
+    let err = admin_a
+        .get_json::<serde_json::Value>("/v1/replication/vector")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "FORBIDDEN_ROLE");
+    for r in [a, b, c] {
+        r.stop().await;
+    }
 }
