@@ -924,11 +924,14 @@ async fn connection_limit_queues_clients_instead_of_failing_them() {
         },
     );
 
-    // One silent TCP connection holds the only slot.
-    let hog = tokio::net::TcpStream::connect(addr_of(&server.url))
+    // One silent connection holds the only slot. Completing the TLS handshake proves
+    // the server accepted it (and so holds the slot) before the next client comes.
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls()));
+    let tcp = tokio::net::TcpStream::connect(addr_of(&server.url))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let hog = connector.connect(name, tcp).await.unwrap();
     match impatient
         .get_json::<WhoAmI>("/v1/whoami")
         .await
