@@ -199,6 +199,10 @@ in
         pkgs.iproute2
       ]
       ++ lib.optional (config.kcore.storage.backend == "zfs") config.boot.zfs.package;
+      # Builds started by the agent's children (disko building its scripts, nix-instantiate)
+      # go through nix-daemon, which sandboxes them in its own namespaces; a root client
+      # would otherwise build in-process and need the namespaces RestrictNamespaces= denies.
+      environment.NIX_REMOTE = "daemon";
       serviceConfig = {
         ExecStart = lib.escapeShellArgs [
           (lib.getExe' cfg.package "kcore-agent")

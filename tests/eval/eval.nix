@@ -50,6 +50,7 @@ let
           unitConfig
           wantedBy
           after
+          environment
           ;
         path = map (p: p.name) config.systemd.services.${name}.path;
       }
