@@ -52,6 +52,18 @@ pub fn normalise_fingerprint(input: &str) -> Result<String, PkiError> {
     Ok(cleaned)
 }
 
+/// A fingerprint as the console shows it for people to compare: upper-case byte pairs
+/// joined by colons (`AB:CD:...`). [`normalise_fingerprint`] reads it back.
+pub fn display_fingerprint(fingerprint: &str) -> Result<String, PkiError> {
+    let canonical = normalise_fingerprint(fingerprint)?;
+    Ok(canonical
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
 /// The `kcore://` identity in a certificate's SAN URI. A certificate with none, or
 /// with two, has no usable identity.
 pub fn identity_of(cert_der: &[u8]) -> Result<Identity, PkiError> {

@@ -18,8 +18,9 @@ pub use error::PkiError;
 pub use files::{read_pem_file, write_atomically};
 pub use identity::{Identity, Role};
 pub use inspect::{
-    CertInfo, cert_info, certs_from_pem, fingerprint_sha256, identity_of, needs_renewal,
-    normalise_fingerprint, not_after, not_after_der, serial_hex, verify_client_chain,
+    CertInfo, cert_info, certs_from_pem, display_fingerprint, fingerprint_sha256, identity_of,
+    needs_renewal, normalise_fingerprint, not_after, not_after_der, serial_hex,
+    verify_client_chain,
 };
 pub use tls::{
     PeerExpectation, client_config, client_config_expecting, client_config_insecure,

@@ -137,6 +137,8 @@ fn fingerprints_normalise() {
         .collect::<Vec<_>>()
         .join(":");
     assert_eq!(normalise_fingerprint(&colons).unwrap(), fp);
+    assert_eq!(display_fingerprint(&fp).unwrap(), colons);
+    assert_eq!(display_fingerprint(&colons).unwrap(), colons);
     assert!(normalise_fingerprint(&fp[1..]).is_err());
     assert!(normalise_fingerprint(&fp.replace(&fp[..1], "z")).is_err());
     drop(install);
