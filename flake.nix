@@ -34,7 +34,9 @@
       };
 
       # Every directory under hosts/ is a nixosConfiguration of the same name.
-      hostNames = lib.attrNames (lib.filterAttrs (_: type: type == "directory") (builtins.readDir ./hosts));
+      hostNames = lib.attrNames (
+        lib.filterAttrs (_: type: type == "directory") (builtins.readDir ./hosts)
+      );
       mkHost =
         name:
         lib.nixosSystem {
@@ -81,16 +83,18 @@
       checks = forAllSystems (
         pkgs:
         let
-          system = pkgs.stdenv.hostPlatform.system;
+          inherit (pkgs.stdenv.hostPlatform) system;
           vmTest = file: pkgs.testers.runNixOSTest (import file { inherit self; });
         in
         {
           # hosts/*/disko.nix are kcore-disko's output (checked against it by kcore-nixos-checks).
-          formatting = pkgs.runCommand "kcore-nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
-            find ${self} -name '*.nix' -not -path '*/rust/target/*' -not -path '*/hosts/*/disko.nix' -print0 \
-              | xargs -0 nixfmt --check
-            touch $out
-          '';
+          formatting =
+            pkgs.runCommand "kcore-nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; }
+              ''
+                find ${self} -name '*.nix' -not -path '*/rust/target/*' \
+                  -not -path '*/hosts/*/disko.nix' -print0 | xargs -0 nixfmt --check
+                touch $out
+              '';
           inherit (self.packages.${system}) kcore;
         }
         # Every host evaluates and builds (srvos-style: each host is a check).

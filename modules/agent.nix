@@ -150,7 +150,11 @@ in
       {
         assertion =
           cfg.settings.mode != "managed"
-          || (cfg.settings.tls.caFile != null && cfg.settings.tls.certFile != null && cfg.settings.tls.keyFile != null);
+          || (
+            cfg.settings.tls.caFile != null
+            && cfg.settings.tls.certFile != null
+            && cfg.settings.tls.keyFile != null
+          );
         message = ''
           services.kcore.agent: managed mode needs mTLS material. Set
           services.kcore.agent.settings.tls.{caFile,certFile,keyFile} to paths on the node
@@ -158,7 +162,8 @@ in
         '';
       }
       {
-        assertion = (cfg.settings.disko.diskoSource == null) == (cfg.settings.disko.nixpkgsLib == null);
+        assertion =
+          (cfg.settings.disko.diskoSource == null) == (cfg.settings.disko.nixpkgsLib == null);
         message = ''
           services.kcore.agent: settings.disko.diskoSource and settings.disko.nixpkgsLib go together:
           set both (the kcore flake's nixosModules do) or neither.

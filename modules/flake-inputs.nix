@@ -10,7 +10,7 @@
 }:
 { lib, pkgs, ... }:
 let
-  system = pkgs.stdenv.hostPlatform.system;
+  inherit (pkgs.stdenv.hostPlatform) system;
 in
 {
   imports = [ disko.nixosModules.disko ];

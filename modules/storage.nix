@@ -20,15 +20,19 @@ let
   allFragments = lib.optional (cfg.layout != null) cfg.layout ++ cfg.diskoFragments;
   fragmentValue = f: if builtins.isAttrs f then f else import f;
   fragmentDevices = f: (fragmentValue f).disko.devices or { };
-  badFragments = lib.filter (f: !(lib.hasAttrByPath [ "disko" "devices" ] (fragmentValue f))) allFragments;
+  badFragments = lib.filter (
+    f: !(lib.hasAttrByPath [ "disko" "devices" ] (fragmentValue f))
+  ) allFragments;
 
   # Thin pools declared by the fragments (disko's lvm_vg type: lvs.<name>.lvm_type = "thin-pool").
   fragmentThinPools = lib.concatMap (
     f:
-    lib.concatMap (vg: lib.filter (lv: (lv.lvm_type or null) == "thin-pool") (lib.attrValues (vg.lvs or { }))) (
-      lib.attrValues ((fragmentDevices f).lvm_vg or { })
-    )
+    lib.concatMap (
+      vg: lib.filter (lv: (lv.lvm_type or null) == "thin-pool") (lib.attrValues (vg.lvs or { }))
+    ) (lib.attrValues ((fragmentDevices f).lvm_vg or { }))
   ) allFragments;
+
+  thin = cfg.backend == "lvm" && cfg.lvm.thinProvisioning;
 in
 {
   options.kcore.storage = {
@@ -191,9 +195,7 @@ in
     # The volume pool usually has no file system in fileSystems, so import it explicitly.
     boot.zfs.extraPools = lib.mkIf (cfg.backend == "zfs") [ cfg.zfs.poolName ];
 
-    services.lvm.boot.thin.enable = lib.mkIf (cfg.backend == "lvm" && cfg.lvm.thinProvisioning) true;
-    environment.systemPackages = lib.mkIf (cfg.backend == "lvm" && cfg.lvm.thinProvisioning) [
-      pkgs.thin-provisioning-tools
-    ];
+    services.lvm.boot.thin.enable = lib.mkIf thin true;
+    environment.systemPackages = lib.mkIf thin [ pkgs.thin-provisioning-tools ];
   };
 }

@@ -39,7 +39,9 @@ let
 
   failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
 
-  etcText = name: if config.environment.etc ? ${name} then config.environment.etc.${name}.source.text else null;
+  etcText =
+    name:
+    if config.environment.etc ? ${name} then config.environment.etc.${name}.source.text else null;
 
   unit =
     name:

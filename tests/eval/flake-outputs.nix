@@ -33,7 +33,12 @@ let
         outPath = "/nix/store/00000000000000000000000000000000-${args.pname}-${args.version}";
         inherit args;
       };
-      callPackage = fn: overrides: import fn ({ inherit lib; } // builtins.intersectAttrs (lib.functionArgs (import fn)) (pkgsFor system) // overrides);
+      callPackage =
+        fn: overrides:
+        let
+          f = import fn;
+        in
+        f ({ inherit lib; } // builtins.intersectAttrs (lib.functionArgs f) (pkgsFor system) // overrides);
     };
 
   nixpkgs = {

@@ -102,7 +102,9 @@ in
     nix.package = opt types.package pkgs.nix;
 
     # NixOS: installer/tools/tools.nix puts nixos-rebuild here.
-    system.build = opt (types.lazyAttrsOf types.unspecified) { nixos-rebuild = pkgs.nixos-rebuild; };
+    system.build = opt (types.lazyAttrsOf types.unspecified) {
+      inherit (pkgs) nixos-rebuild;
+    };
 
     disko.devices = opt diskoDevicesType { };
   };
