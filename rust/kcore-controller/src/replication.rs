@@ -38,6 +38,11 @@ pub struct VersionVector {
     pub controller_id: String,
     /// Origin -> newest HLC held.
     pub origins: BTreeMap<String, String>,
+    /// Node id -> last heartbeat (unix seconds) known to the peer. Soft state travels
+    /// here, beside the operations, never as operations: any controller then shows a
+    /// node as `Ready` while it heartbeats to any other.
+    #[serde(default)]
+    pub heartbeats: BTreeMap<String, i64>,
 }
 
 /// Query of `GET /v1/replication/ops`.
@@ -66,6 +71,7 @@ pub async fn vector(
     Ok(Json(VersionVector {
         controller_id: state.config.controller_id.clone(),
         origins: state.store.version_vector()?,
+        heartbeats: state.store.heartbeats(),
     }))
 }
 
@@ -87,6 +93,9 @@ pub async fn ops(
 /// merged.
 pub async fn pull_once(state: &AppState, peer: &Client) -> Result<usize, kcore_net::ClientError> {
     let theirs: VersionVector = peer.get_json("/v1/replication/vector").await?;
+    for (node, t) in &theirs.heartbeats {
+        state.store.observe_heartbeat(node, *t);
+    }
     let ours = state.store.version_vector().unwrap_or_default();
     let mut merged = 0;
     for (origin, newest) in theirs.origins {

@@ -492,6 +492,26 @@ impl Store {
         }
     }
 
+    /// Every known last heartbeat (node id -> unix seconds), for peers.
+    pub fn heartbeats(&self) -> BTreeMap<String, i64> {
+        self.heartbeats
+            .read()
+            .map(|b| b.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes a heartbeat time learnt from a peer when it is newer than ours.
+    pub fn observe_heartbeat(&self, node_id: &str, unix_seconds: i64) {
+        let newer = self
+            .heartbeats
+            .read()
+            .map(|b| b.get(node_id).is_none_or(|t| *t < unix_seconds))
+            .unwrap_or(false);
+        if newer {
+            self.heartbeat(node_id, unix_seconds);
+        }
+    }
+
     /// Writes heartbeats received since the last flush to the local `soft_state` table.
     pub fn flush_heartbeats(&self) -> Result<usize, StoreError> {
         let dirty: Vec<String> = {

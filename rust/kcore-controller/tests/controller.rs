@@ -939,8 +939,25 @@ async fn controllers_replicate_through_a_relay_and_merge_approvals() {
         matches!((on_a, on_c), (Ok(x), Ok(y)) if x.approval == Approval::Approved && y.approval == Approval::Approved)
     })
     .await;
-    // The node heartbeats on a, where the approval arrived by replication.
+    // The node heartbeats on a, where the approval arrived by replication, and the
+    // heartbeat (soft state, not an operation) reaches c: Ready there too.
     assert_eq!(beat(&n1, "n1").await.unwrap().status, NodeStatus::Ready);
+    eventually("c to see n1 Ready", || async {
+        matches!(admin_c.get_json::<Node>("/v1/nodes/n1").await, Ok(n) if n.status == NodeStatus::Ready)
+    })
+    .await;
+    // Heartbeats never become operations.
+    let ops_before: serde_json::Value = client(&c.url, &trust, &cl.controller_peer())
+        .get_json("/v1/replication/vector")
+        .await
+        .unwrap();
+    beat(&n1, "n1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ops_after: serde_json::Value = client(&c.url, &trust, &cl.controller_peer())
+        .get_json("/v1/replication/vector")
+        .await
+        .unwrap();
+    assert_eq!(ops_before["origins"], ops_after["origins"]);
 
     // Replication routes are for controllers only.
     let err = admin_a
