@@ -50,8 +50,9 @@ pub struct Program {
 }
 
 impl Program {
-    /// Locate `name`: the `explicit` path first, then the environment variable `env_var`
-    /// (an absolute path, or a bare name looked up on `PATH`), then `PATH`.
+    /// Locate `name`: the `explicit` path first, then the environment variable `env_var`,
+    /// then `PATH`. An explicit value or variable holding a bare name (no '/') is looked up
+    /// on `PATH`; anything else is a path that must be an executable file.
     ///
     /// The error names the program, every place that was tried and how to provide it.
     pub fn resolve(
@@ -93,7 +94,7 @@ fn resolve_with(
         fix,
     };
     if let Some(path) = explicit {
-        let path = check_executable(path).map_err(|why| {
+        let path = locate(path).map_err(|why| {
             not_found(
                 format!("the configured path {} {why}", path.display()),
                 format!(
@@ -110,12 +111,7 @@ fn resolve_with(
     }
     if let Some(value) = env_value.filter(|v| !v.is_empty()) {
         let as_path = Path::new(&value);
-        let found = if as_path.components().count() > 1 || as_path.is_absolute() {
-            check_executable(as_path)
-        } else {
-            which::which(as_path).map_err(|e| format!("is not on PATH ({e})"))
-        };
-        let path = found.map_err(|why| {
+        let path = locate(as_path).map_err(|why| {
             not_found(
                 format!("{env_var}={} {why}", as_path.display()),
                 format!("set {env_var} to the absolute path of `{name}`, or unset it to use PATH"),
@@ -137,6 +133,16 @@ fn resolve_with(
             format!("no path was configured, ${env_var} is not set, and `{name}` is not on PATH"),
             format!("install it and put it on PATH, or set {env_var}=/absolute/path/to/{name}"),
         )),
+    }
+}
+
+/// A bare name (`nix-instantiate`) is looked up on PATH; anything with a '/' is a path that
+/// must be an executable file.
+fn locate(path: &Path) -> Result<PathBuf, String> {
+    if path.is_absolute() || path.components().count() > 1 {
+        check_executable(path)
+    } else {
+        which::which(path).map_err(|e| format!("is not on PATH ({e})"))
     }
 }
 
@@ -777,6 +783,11 @@ mod tests {
         let explicit = Program::resolve("sh", Some(&exe), "KCORE_TEST_RESOLVE_A").unwrap();
         assert_eq!(explicit.path(), exe);
         assert_eq!(explicit.source(), &ProgramSource::Explicit);
+
+        // A bare explicit name is looked up on PATH, like a bare variable value.
+        let bare_explicit = resolve_with("x", Some(Path::new("sh")), "V", None).unwrap();
+        assert!(bare_explicit.path().is_absolute() && bare_explicit.path().ends_with("sh"));
+        assert_eq!(bare_explicit.source(), &ProgramSource::Explicit);
 
         // The explicit path wins over the variable.
         let both = resolve_with("sh", Some(&exe), "V", Some("/bin/false".into())).unwrap();

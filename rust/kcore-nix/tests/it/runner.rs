@@ -244,7 +244,8 @@ fn forking_stand_in(dir: &std::path::Path, exit_code: Option<i32>) -> kcore_nix:
         dir,
         "forker",
         &format!(
-            r#"echo $$ > '{d}/leader.pid'
+            r#"trap '' TERM INT HUP
+echo $$ > '{d}/leader.pid'
 sleep 1000 &
 echo $! > '{d}/child.pid'
 echo "started" >&2
@@ -341,4 +342,136 @@ async fn killed_by_a_signal_is_a_failure_with_the_signal() {
         err.to_string().contains("SIGTERM") || err.to_string().contains("signal: 15"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn stream_reports_progress_then_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = script(
+        dir.path(),
+        "hangs",
+        &format!(
+            r#"echo $$ > '{d}/leader.pid'; echo "building"; echo "copying" >&2; sleep 1000"#,
+            d = dir.path().display()
+        ),
+    );
+    let mut lines = Vec::new();
+    let err = Invocation::new(&prog)
+        .timeout(Duration::from_secs(2))
+        .stream(|l| lines.push(l))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunError::TimedOut { .. }), "{err:?}");
+    assert!(
+        lines.contains(&StreamLine::Stdout("building".into())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&StreamLine::Stderr("copying".into())),
+        "{lines:?}"
+    );
+    let leader = read_pid(&dir.path().join("leader.pid")).await;
+    assert_eq!(survivors(leader).await, vec![]);
+}
+
+#[tokio::test]
+async fn non_utf8_arguments_pass_through_byte_for_byte() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let prog = script(dir.path(), "raw", r#"printf '%s' "$1""#);
+    let raw = OsStr::from_bytes(b"caf\xe9\xff-\x01");
+    let inv = Invocation::new(&prog).arg(raw);
+    let out = inv.output().await.unwrap();
+    assert_eq!(out.stdout, raw.as_bytes());
+    // argv() is for messages: lossy, but never panics.
+    assert!(inv.argv()[1].starts_with("caf"));
+}
+
+#[tokio::test]
+async fn a_process_that_leaves_the_group_cannot_hang_the_call() {
+    let Ok(setsid) = kcore_nix::Program::resolve("setsid", None, "KCORE_TEST_SETSID") else {
+        eprintln!("SKIP: a_process_that_leaves_the_group_cannot_hang_the_call: no setsid");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // The sleeper records its pid once it runs in its own session (so the group kill cannot
+    // reach it), still holding our stdout pipe open.
+    let sleeper = script(
+        dir.path(),
+        "sleeper",
+        &format!(
+            "echo $$ > '{d}/escaped.tmp'; mv '{d}/escaped.tmp' '{d}/escaped.pid'; exec sleep 1000"
+        ),
+    );
+    let prog = script(
+        dir.path(),
+        "escapes",
+        &format!(
+            r#"'{setsid}' '{sleeper}' &
+for i in $(seq 1 200); do [ -e '{d}/escaped.pid' ] && break; sleep 0.05; done
+echo "done""#,
+            setsid = setsid.path().display(),
+            sleeper = sleeper.path().display(),
+        ),
+    );
+    let started = std::time::Instant::now();
+    let result =
+        tokio::time::timeout(Duration::from_secs(60), Invocation::new(&prog).output()).await;
+    let elapsed = started.elapsed();
+    let escaped = read_pid(&dir.path().join("escaped.pid")).await;
+    let escaped_alive = alive(escaped);
+    // Clean up our own escaped process before asserting anything.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(escaped),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(
+        escaped_alive,
+        "the sleeper did not escape; the test proves nothing"
+    );
+    // The call returned after the bounded drain, not after the sleeper's 1000 s.
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+    let out = result
+        .expect("the call waited for an escaped process")
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout_lossy(), "done\n");
+}
+
+#[tokio::test]
+async fn nix_evaluation_errors_carry_the_expression_and_nix_message() {
+    let Some(nix) = crate::support::tool_or_skip(
+        kcore_nix::programs::NIX_INSTANTIATE,
+        "nix_evaluation_errors_carry_the_expression_and_nix_message",
+    ) else {
+        return;
+    };
+    let expr = r#"let x = 1; in throw "kcore-test-boom""#;
+    let err = Invocation::new(&nix)
+        .args([
+            "--eval",
+            "--strict",
+            "--readonly-mode",
+            "--json",
+            "-E",
+            expr,
+        ])
+        .timeout(Duration::from_secs(60))
+        .capture_json::<serde_json::Value>()
+        .await
+        .unwrap_err();
+    let RunError::Failed {
+        argv,
+        status,
+        stderr_tail,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(argv.last().map(String::as_str), Some(expr));
+    assert!(!status.success());
+    assert!(stderr_tail.contains("kcore-test-boom"), "{stderr_tail}");
+    assert!(err.to_string().contains("kcore-test-boom"));
 }
