@@ -125,13 +125,16 @@ fn yaml_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-fn controller_yaml(id: &str, cluster: &str, listen: &str, dir: &Path) -> String {
+/// A ready controller.yaml; `peers` are the other controllers (replication pulls).
+fn controller_yaml(id: &str, cluster: &str, listen: &str, peers: &[String], dir: &Path) -> String {
     let p = |name: &str| yaml_string(&dir.join(name).display().to_string());
+    let peers: Vec<String> = peers.iter().map(|peer| yaml_string(peer)).collect();
     format!(
-        "controllerId: {id}\nclusterName: {cluster}\nlisten: {listen}\nrequireManualApproval: false\nheartbeatTimeoutSeconds: 45\ndatabasePath: {db}\ntls:\n  caFile: {ca}\n  certFile: {cert}\n  keyFile: {key}\n  subCaCertFile: {subc}\n  subCaKeyFile: {subk}\n",
+        "controllerId: {id}\nclusterName: {cluster}\nlisten: {listen}\nrequireManualApproval: false\npeers: [{peers}]\nheartbeatTimeoutSeconds: 45\ndatabasePath: {db}\ntls:\n  caFile: {ca}\n  certFile: {cert}\n  keyFile: {key}\n  subCaCertFile: {subc}\n  subCaKeyFile: {subk}\n",
         id = yaml_string(id),
         cluster = yaml_string(cluster),
         listen = yaml_string(listen),
+        peers = peers.join(", "),
         db = p("state.sqlite"),
         ca = p("ca.crt"),
         cert = p("controller.crt"),
@@ -198,6 +201,13 @@ fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> 
     for (i, (host, port)) in listens.iter().enumerate() {
         let id = format!("ctl{}", i + 1);
         let cdir = dir.join("controllers").join(&id);
+        let peers: Vec<String> = args
+            .controllers
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, c)| c.clone())
+            .collect();
         let cert = sub
             .issue(
                 &Identity::new(&cluster, Role::Controller, &id)?,
@@ -217,7 +227,7 @@ fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         };
         write(
             &cdir.join("controller.yaml"),
-            &controller_yaml(&id, &cluster, &listen, &cdir),
+            &controller_yaml(&id, &cluster, &listen, &peers, &cdir),
             0o644,
         )?;
         controller_dirs.push((id, cdir));
@@ -353,7 +363,14 @@ mod tests {
 
     #[test]
     fn controller_yaml_is_accepted_by_the_controller() {
-        let text = controller_yaml("ctl1", "lab", "127.0.0.1:9090", Path::new("/x y/ctl1"));
+        let peers = vec!["10.0.0.6:9090".to_string()];
+        let text = controller_yaml(
+            "ctl1",
+            "lab",
+            "127.0.0.1:9090",
+            &peers,
+            Path::new("/x y/ctl1"),
+        );
         let config =
             kcore_controller::ControllerConfig::parse(&text, Path::new("controller.yaml")).unwrap();
         assert_eq!(
@@ -361,5 +378,6 @@ mod tests {
             PathBuf::from("/x y/ctl1/controller.key")
         );
         assert_eq!(config.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.peers, peers);
     }
 }
