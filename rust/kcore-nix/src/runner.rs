@@ -243,6 +243,24 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// The exit status, when the program ran to an exit.
+    pub fn status(&self) -> Option<ExitStatus> {
+        match self {
+            RunError::Failed { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The tail of stderr, when the program ran.
+    pub fn stderr_tail(&self) -> Option<&str> {
+        match self {
+            RunError::Failed { stderr_tail, .. } | RunError::TimedOut { stderr_tail, .. } => {
+                Some(stderr_tail)
+            }
+            _ => None,
+        }
+    }
+
     /// The full argv of the failed invocation (empty for [`RunError::NotFound`]).
     pub fn argv(&self) -> &[String] {
         match self {

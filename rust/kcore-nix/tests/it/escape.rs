@@ -60,6 +60,11 @@ fn tricky() -> Vec<String> {
     ]
     .into_iter()
     .map(str::to_owned)
+    // Every ASCII character but NUL, and code points at the edges of UTF-8 encodings.
+    .chain([
+        (1u8..=127).map(char::from).collect(),
+        "\u{80}\u{7ff}\u{800}\u{2028}\u{feff}\u{ffff}\u{10000}\u{10ffff}".to_owned(),
+    ])
     .collect()
 }
 

@@ -107,6 +107,8 @@ async fn failure_carries_argv_status_and_stderr_tail() {
     );
     assert!(msg.contains("exit status: 3"), "{msg}");
     assert!(msg.contains("error: the real cause"), "{msg}");
+    assert_eq!(err.status().and_then(|s| s.code()), Some(3));
+    assert_eq!(err.stderr_tail(), Some(stderr_tail.as_str()));
 
     // The unchecked variant hands back the status instead.
     let out = inv.output_unchecked().await.unwrap();
