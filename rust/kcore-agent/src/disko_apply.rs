@@ -6,7 +6,8 @@
 //! - The management mode file is read on every request. `installer-only` (and any value
 //!   that is not one of the two modes) refuses every apply; `controller-managed` allows
 //!   additive plans only.
-//! - The apply runs the configured `disko` binary as `disko --mode format,mount FILE`:
+//! - The apply runs the configured `disko` binary as
+//!   `disko --mode format,mount --root-mountpoint / FILE` (day 2: real mount points):
 //!   disko's own package brings the partitioning and mkfs tools, and `format` only creates
 //!   what does not exist yet. The plan check before it is what keeps it away from disks
 //!   in use.
@@ -331,6 +332,18 @@ pub async fn handle(
     Ok((StatusCode::ACCEPTED, Json(started)).into_response())
 }
 
+/// disko's argv after the program: format what does not exist yet and mount it at the
+/// node's real mount points (disko's default root is `/mnt`, for installers).
+pub fn disko_args(fragment: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "--mode".into(),
+        "format,mount".into(),
+        "--root-mountpoint".into(),
+        "/".into(),
+        fragment.as_os_str().to_owned(),
+    ]
+}
+
 /// Map a runner error to the operation's final status and error.
 pub fn run_error_status(err: &RunError) -> (OperationStatus, ApiError) {
     match err {
@@ -367,13 +380,15 @@ async fn run_apply(state: &AgentState, op: &OpHandle, planned: &Planned, timeout
         }
     };
     let mut inv = Invocation::new(&program)
-        .args(["--mode", "format,mount"])
-        .arg(&planned.fragment)
+        .args(disko_args(&planned.fragment))
         .timeout(Duration::from_secs(timeout));
     for (k, v) in &state.options.extra_env {
         inv = inv.env(k, v);
     }
-    op.step(format!("disko --mode format,mount ({})", planned.file_name));
+    op.step(format!(
+        "disko --mode format,mount --root-mountpoint / ({})",
+        planned.file_name
+    ));
     if let Err(e) = inv.stream(forward(op)).await {
         let (status, err) = run_error_status(&e);
         op.finish(status, Some(err));

@@ -617,7 +617,10 @@ async fn disko_management_modes_are_read_per_request_with_disko_stand_in() {
         "disko's output is streamed: {events:?}"
     );
     let ran = std::fs::read_to_string(log.path()).unwrap();
-    assert!(ran.starts_with("args: --mode format,mount "), "{ran}");
+    assert!(
+        ran.starts_with("args: --mode format,mount --root-mountpoint / "),
+        "{ran}"
+    );
     assert!(ran.contains("QM00002"), "disko got the fragment: {ran}");
     let kept = bed.node.path("disko/data1.nix");
     assert_eq!(std::fs::read_to_string(&kept).unwrap(), DATA_DISK);
