@@ -15,8 +15,9 @@ pub enum EscapeError {
     Nul { offset: usize },
 }
 
-/// Nix keywords: not usable as bare attribute names. `or` is only half a keyword (some Nix
-/// versions accept it as an attribute name, with a warning); we quote it to be safe.
+/// Nix keywords: not usable as bare attribute names. `or` is only half a keyword (Nix accepts
+/// it as an attribute name for compatibility, but not everywhere an identifier may stand);
+/// quoting it is always right.
 const KEYWORDS: &[&str] = &[
     "if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or",
 ];

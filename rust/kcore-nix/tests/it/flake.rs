@@ -75,4 +75,10 @@ async fn git_file_url_pins_the_given_commit() {
     assert_eq!(pinned, "first", "pinned URL {url}");
     let head = eval(format!("{flake_ref}#value")).output().await.unwrap();
     assert_eq!(head.stdout_lossy(), "second", "unpinned ref follows HEAD");
+
+    // A git ref with a branch keeps it next to the pinned rev, and Nix accepts that form.
+    let with_branch = pinned_flake_url(&format!("{flake_ref}?ref=main"), &first).unwrap();
+    assert_eq!(with_branch, format!("{flake_ref}?ref=main&rev={first}"));
+    let out = eval(format!("{with_branch}#value")).output().await.unwrap();
+    assert_eq!(out.stdout_lossy(), "first", "pinned URL {with_branch}");
 }
