@@ -107,6 +107,8 @@ struct AppState {
 struct WhoAmI {
     identity: Option<String>,
     not_after: Option<i64>,
+    fingerprint: Option<String>,
+    serial: Option<String>,
     server: String,
 }
 
@@ -129,7 +131,9 @@ fn app(state: AppState) -> Router {
                     s.hits.fetch_add(1, Ordering::SeqCst);
                     Json(WhoAmI {
                         identity: peer.0.map(|i| i.uri()),
-                        not_after: cert.0.map(|c| c.not_after.unix_timestamp()),
+                        not_after: cert.0.as_ref().map(|c| c.not_after.unix_timestamp()),
+                        fingerprint: cert.0.as_ref().map(|c| c.fingerprint.clone()),
+                        serial: cert.0.map(|c| c.serial),
                         server: s.name.to_string(),
                     })
                 },
@@ -222,6 +226,9 @@ async fn mtls_identity_and_expiry_reach_the_handler() {
         who.not_after,
         Some(not_after(&admin.cert_pem).unwrap().unix_timestamp())
     );
+    let der = certs_from_pem(&admin.cert_pem).unwrap()[0].clone();
+    assert_eq!(who.fingerprint, Some(fingerprint_sha256(&der)));
+    assert_eq!(who.serial, Some(serial_hex(&der).unwrap()));
     // Unknown routes answer with the envelope as well.
     let err = client.get_json::<Value>("/v1/nope").await.unwrap_err();
     assert_eq!(err.api_code(), Some("NOT_FOUND"), "{err}");
@@ -1015,5 +1022,23 @@ async fn http2_clients_are_served_with_identity() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     let who: WhoAmI = resp.json().await.unwrap();
     assert_eq!(who.identity.as_deref(), Some("kcore://lab/admin/ops"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn replace_tls_switches_the_client_certificate() {
+    let p = pki();
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let n1 = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let renewed = p.sub.issue(&ident(Role::Node, "n1"), &[], 2 * DAY).unwrap();
+    let client = mtls_client(&p.root, &n1, &[&server.url]);
+    let before: WhoAmI = client.get_json("/v1/whoami").await.unwrap();
+    client
+        .replace_tls(client_config(p.root.cert_pem(), &renewed.cert_pem, &renewed.key_pem).unwrap())
+        .unwrap();
+    let after: WhoAmI = client.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(before.identity, after.identity);
+    assert_eq!(after.serial, Some(serial_of(&renewed)));
+    assert_ne!(before.serial, after.serial);
     server.stop().await;
 }
