@@ -416,13 +416,20 @@ async fn renew_if_due(
     Ok(true)
 }
 
-/// Writes key then certificate, each atomically. The previous pair is kept as `.old`
-/// until both writes succeeded, so a crash between the two renames leaves a matching
-/// pair on disk (new key + `.old` cert is recoverable by hand; see docs/controller.md).
+/// Installs a new key and certificate. Both are first written completely (fsynced) next
+/// to their targets as `*.new`, then renamed into place key first, certificate right
+/// after: the only moment the pair on disk does not match is between two renames, not
+/// during any write. A leftover `*.new` from a crash is simply overwritten next time.
 fn install_credentials(
     ctx: &RegistrationContext,
     creds: &Credentials,
 ) -> Result<(), RegistrationError> {
+    let staged = |path: &PathBuf| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        PathBuf::from(name)
+    };
+    let (key_new, cert_new) = (staged(&ctx.key_file), staged(&ctx.cert_file));
     let write = |path: &PathBuf, contents: &str, mode: u32| {
         kcore_pki::write_atomically(path, contents.as_bytes(), mode).map_err(|source| {
             RegistrationError::Write {
@@ -431,8 +438,16 @@ fn install_credentials(
             }
         })
     };
-    write(&ctx.key_file, &creds.key_pem, 0o600)?;
-    write(&ctx.cert_file, &creds.cert_pem, 0o644)?;
+    write(&key_new, &creds.key_pem, 0o600)?;
+    write(&cert_new, &creds.cert_pem, 0o644)?;
+    let rename = |from: &PathBuf, to: &PathBuf| {
+        std::fs::rename(from, to).map_err(|source| RegistrationError::Write {
+            path: to.clone(),
+            source,
+        })
+    };
+    rename(&key_new, &ctx.key_file)?;
+    rename(&cert_new, &ctx.cert_file)?;
     Ok(())
 }
 
