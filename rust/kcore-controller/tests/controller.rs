@@ -687,6 +687,15 @@ async fn agent_renews_a_short_lived_certificate_and_reloads_tls() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(cl.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".new"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staged files left behind: {leftovers:?}"
+    );
     assert!(
         !Arc::ptr_eq(&before_tls, &source.current()),
         "server TLS not reloaded"
