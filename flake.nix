@@ -87,12 +87,14 @@
           vmTest = file: pkgs.testers.runNixOSTest (import file { inherit self; });
         in
         {
-          # hosts/*/disko.nix are kcore-disko's output (checked against it by kcore-nixos-checks).
+          # hosts/*/disko.nix and tests/vm/fixtures are kcore-disko's output (checked against it
+          # by kcore-nixos-checks), not hand-formatted.
           formatting =
             pkgs.runCommand "kcore-nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; }
               ''
                 find ${self} -name '*.nix' -not -path '*/rust/target/*' \
-                  -not -path '*/hosts/*/disko.nix' -print0 | xargs -0 nixfmt --check
+                  -not -path '*/hosts/*/disko.nix' -not -path '*/tests/vm/fixtures/*' -print0 \
+                  | xargs -0 nixfmt --check
                 touch $out
               '';
           inherit (self.packages.${system}) kcore;

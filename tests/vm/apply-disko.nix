@@ -15,26 +15,9 @@ in
     ];
     virtualisation.emptyDiskImages = [ 1024 ];
     kcore.storage.managementMode = "controller-managed";
-    # The fragment kcore-disko renders for a filesystem data disk at index 1.
-    environment.etc."kcore/test/data1.nix".text = ''
-      {
-        disko.devices.disk.data1 = {
-          type = "disk";
-          device = "/dev/vdb";
-          content = {
-            type = "gpt";
-            partitions.volumes = {
-              size = "100%";
-              content = {
-                type = "filesystem";
-                format = "ext4";
-                mountpoint = "/var/lib/kcore/volumes1";
-              };
-            };
-          };
-        };
-      }
-    '';
+    # What kcore-disko renders for the generic node's second data disk (checked against the
+    # renderer by kcore-nixos-checks).
+    environment.etc."kcore/test/data1.nix".source = ./fixtures/data1.nix;
   };
 
   testScript = ''

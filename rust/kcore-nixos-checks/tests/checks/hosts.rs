@@ -4,7 +4,8 @@
 //! backend its layout was rendered for.
 //!
 //! `KCORE_UPDATE_HOSTS=1 cargo test -p kcore-nixos-checks hosts` rewrites the disko.nix files
-//! from storage.json after a deliberate renderer or spec change.
+//! from storage.json (and the apply-disko VM test's fragment) after a deliberate renderer or
+//! spec change.
 
 use kcore_disko::{StorageSpec, render_fragment};
 use serde_json::{Value, json};
@@ -47,6 +48,29 @@ fn host_layouts_are_what_kcore_disko_renders() {
              rerun with KCORE_UPDATE_HOSTS=1 if the change is deliberate.\n--- have\n{have}\n--- want\n{want}"
         );
     }
+}
+
+/// The day-2 fragment the apply-disko VM test applies: the generic node's second data disk.
+#[test]
+fn vm_test_fragment_is_what_kcore_disko_renders() {
+    if !have_repo("vm_test_fragment_is_what_kcore_disko_renders") {
+        return;
+    }
+    let spec = spec_of("node");
+    let want = kcore_disko::render_data_disk(&spec, "/dev/vdb", 1).unwrap();
+    let path = repo_root().join("tests/vm/fixtures/data1.nix");
+    if std::env::var_os("KCORE_UPDATE_HOSTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    let have = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (KCORE_UPDATE_HOSTS=1 creates it)", path.display()));
+    assert!(
+        have == want,
+        "tests/vm/fixtures/data1.nix differs from kcore-disko's rendering; rerun with \
+         KCORE_UPDATE_HOSTS=1 if the change is deliberate.\n--- have\n{have}\n--- want\n{want}"
+    );
 }
 
 #[test]
