@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 /// we must not wait for it forever.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+/// How long to wait for a SIGKILLed child to be reaped after a timeout.
+const REAP_GRACE: Duration = Duration::from_secs(5);
+
 /// How much of stderr an error keeps: enough to show Nix's error trace, small enough for a log.
 const TAIL_MAX_BYTES: usize = 4096;
 const TAIL_MAX_LINES: usize = 40;
@@ -603,7 +606,10 @@ impl Invocation {
                     // group id) cannot be reused, so the signal cannot hit a stranger.
                     guard.kill();
                     guard.armed = false;
-                    let _ = child.wait().await;
+                    // A process in uninterruptible sleep (a hung disk) dies only when its I/O
+                    // returns; don't let that stretch the timeout. If reaping takes too long,
+                    // dropping `child` leaves the reaping to tokio.
+                    let _ = tokio::time::timeout(REAP_GRACE, child.wait()).await;
                     abort_all(&readers, stdin_task.as_ref());
                     while let Ok(chunk) = rx.try_recv() {
                         sink.push(chunk);
@@ -623,18 +629,21 @@ impl Invocation {
             source,
         })?;
 
-        if let Some(task) = stdin_task {
-            // The child may legitimately exit without reading all of stdin.
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                Ok(Err(source)) => return Err(RunError::Io { argv, source }),
-                Err(join) => {
+        if let Some(mut task) = stdin_task {
+            // The child may legitimately exit without reading all of stdin (the write then
+            // fails with EPIPE). Only a process that left the group could still hold the pipe
+            // without reading; the grace keeps that from blocking us.
+            match tokio::time::timeout(DRAIN_GRACE, &mut task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Ok(Ok(Err(source))) => return Err(RunError::Io { argv, source }),
+                Ok(Err(join)) => {
                     return Err(RunError::Io {
                         argv,
                         source: std::io::Error::other(join.to_string()),
                     });
                 }
+                Err(_) => task.abort(),
             }
         }
 

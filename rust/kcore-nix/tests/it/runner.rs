@@ -399,7 +399,8 @@ async fn a_process_that_leaves_the_group_cannot_hang_the_call() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     // The sleeper records its pid once it runs in its own session (so the group kill cannot
-    // reach it), still holding our stdout pipe open.
+    // reach it), still holding our stdout pipe and our stdin pipe (which it never reads)
+    // open. Bash gives background jobs /dev/null as stdin, hence the saved descriptor 3.
     let sleeper = script(
         dir.path(),
         "sleeper",
@@ -411,7 +412,8 @@ async fn a_process_that_leaves_the_group_cannot_hang_the_call() {
         dir.path(),
         "escapes",
         &format!(
-            r#"'{setsid}' '{sleeper}' &
+            r#"exec 3<&0
+'{setsid}' '{sleeper}' <&3 &
 for i in $(seq 1 200); do [ -e '{d}/escaped.pid' ] && break; sleep 0.05; done
 echo "done""#,
             setsid = setsid.path().display(),
@@ -419,8 +421,9 @@ echo "done""#,
         ),
     );
     let started = std::time::Instant::now();
-    let result =
-        tokio::time::timeout(Duration::from_secs(60), Invocation::new(&prog).output()).await;
+    // More stdin than a pipe buffers, so the writer blocks on the sleeper.
+    let call = Invocation::new(&prog).stdin_bytes(vec![b'x'; 1 << 20]);
+    let result = tokio::time::timeout(Duration::from_secs(60), call.output()).await;
     let elapsed = started.elapsed();
     let escaped = read_pid(&dir.path().join("escaped.pid")).await;
     let escaped_alive = alive(escaped);
