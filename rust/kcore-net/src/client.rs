@@ -10,8 +10,8 @@
 //! that answered last is tried first next time.
 
 use std::fmt;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -128,12 +128,14 @@ enum Attempt<T> {
     Failover(String),
 }
 
-/// A kcore HTTPS client. Cheap to share (`&Client` or `Arc<Client>`).
+/// A kcore HTTPS client. Clones share the connection pool, the preferred server and
+/// TLS replacements.
+#[derive(Clone)]
 pub struct Client {
-    http: RwLock<reqwest::Client>,
+    http: Arc<RwLock<reqwest::Client>>,
     bases: Vec<String>,
     options: ClientOptions,
-    preferred: AtomicUsize,
+    preferred: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Client {
@@ -184,10 +186,10 @@ impl Client {
             clean.push(base.trim_end_matches('/').to_string());
         }
         Ok(Client {
-            http: RwLock::new(build_http(tls, &options)?),
+            http: Arc::new(RwLock::new(build_http(tls, &options)?)),
             bases: clean,
             options,
-            preferred: AtomicUsize::new(0),
+            preferred: Arc::new(AtomicUsize::new(0)),
         })
     }
 
