@@ -9,6 +9,7 @@
 # `host = "<dir>"` evaluates an example host (hosts/<dir>) with host-stubs.nix in place of
 # the JSON configuration.
 #
+# `select = "options"` returns the kcore options' documentation entries.
 # `select = "assertions"` returns only the messages of the failed assertions (a configuration
 # under test may be deliberately wrong); `select = "outputs"` returns the rendered files,
 # units and merged devices, and fails if any assertion fails.
@@ -78,9 +79,25 @@ let
     luks = config.boot.initrd.luks.devices;
     warnings = config.warnings;
   };
+  # The kcore options as the NixOS manual would list them (not the stubs' options).
+  kcoreOptions = map (o: {
+    inherit (o) name;
+    description = o.description or null;
+    hasExample = o ? example;
+    hasDefault = o ? default;
+  }) (
+    lib.filter (
+      o:
+      o.visible && !o.internal && (lib.hasPrefix "services.kcore." o.name || lib.hasPrefix "kcore." o.name)
+    ) (
+      lib.optionAttrSetToDocList evaluated.options
+    )
+  );
 in
 if select == "assertions" then
   failed
+else if select == "options" then
+  kcoreOptions
 else if failed != [ ] then
   throw "kcore eval harness: failed assertions:\n${lib.concatStringsSep "\n" failed}"
 else

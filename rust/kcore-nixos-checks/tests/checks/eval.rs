@@ -678,3 +678,45 @@ fn types_refuse_misspelt_options_store_secrets_and_bad_names() {
     let err = h.eval_error(&bad_backend);
     assert!(err.contains("kcore.storage.backend"), "{err}");
 }
+
+/// What the NixOS manual would show: every kcore option documented, and the options without
+/// a default exactly the keys the daemons require (docs/configuration.md) plus the LUKS device.
+#[test]
+fn options_are_documented_and_only_required_keys_lack_defaults() {
+    let Some(h) = Harness::get("options_are_documented_and_only_required_keys_lack_defaults")
+    else {
+        return;
+    };
+    let opts = h.options();
+    assert!(
+        opts.len() > 40,
+        "too few kcore options found: {}",
+        opts.len()
+    );
+    for o in &opts {
+        let desc = o["description"].as_str().unwrap_or_default();
+        assert!(desc.trim().len() > 10, "{} has no description", o["name"]);
+    }
+    let mut required: Vec<&str> = opts
+        .iter()
+        .filter(|o| o["hasDefault"] == json!(false))
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    required.sort();
+    assert_eq!(
+        required,
+        [
+            "kcore.diskEncryption.device",
+            "services.kcore.agent.settings.nodeId",
+            "services.kcore.controller.settings.clusterName",
+            "services.kcore.controller.settings.controllerId",
+        ]
+    );
+    for name in [
+        "services.kcore.agent.settings",
+        "services.kcore.controller.settings",
+    ] {
+        let o = opts.iter().find(|o| o["name"] == json!(name)).unwrap();
+        assert_eq!(o["hasExample"], json!(true), "{name} has no example");
+    }
+}

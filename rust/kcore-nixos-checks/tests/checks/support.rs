@@ -158,6 +158,16 @@ impl Harness {
         }
     }
 
+    /// The kcore options' documentation entries (`name`, `description`, `hasExample`,
+    /// `hasDefault`).
+    pub fn options(&self) -> Vec<Value> {
+        match self.run(&serde_json::json!({}), "options") {
+            Ok(Value::Array(opts)) => opts,
+            Ok(other) => panic!("options are not a list: {other}"),
+            Err(e) => panic!("listing the options failed:\n{e}"),
+        }
+    }
+
     /// The outputs of the example host `hosts/<host>`, which must have no failed assertion.
     pub fn host_outputs(&self, host: &str) -> Value {
         match self.run_host(&serde_json::json!({}), "outputs", host) {
