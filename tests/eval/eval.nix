@@ -88,7 +88,9 @@ let
   }) (
     lib.filter (
       o:
-      o.visible && !o.internal && (lib.hasPrefix "services.kcore." o.name || lib.hasPrefix "kcore." o.name)
+      o.visible
+      && !o.internal
+      && (lib.hasPrefix "services.kcore." o.name || lib.hasPrefix "kcore." o.name)
     ) (
       lib.optionAttrSetToDocList evaluated.options
     )
