@@ -1042,3 +1042,49 @@ async fn replace_tls_switches_the_client_certificate() {
     assert_ne!(before.serial, after.serial);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_valid_certificate_without_kcore_identity_is_unauthenticated() {
+    // Signed by the cluster root (so the handshake succeeds) but carrying no kcore://
+    // URI: built with rcgen directly, because kcore-pki never issues such a thing.
+    let p = pki();
+    let issuer_key = rcgen::KeyPair::from_pem(p.root.key_pem()).unwrap();
+    let issuer = rcgen::CertificateParams::from_ca_cert_pem(p.root.cert_pem())
+        .unwrap()
+        .self_signed(&issuer_key)
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["anonymous.lab".to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer, &issuer_key).unwrap();
+    let anonymous = CertifiedKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    };
+
+    let server = start(mtls_server(&p), app(named("a"))).await;
+    let client = mtls_client(&p.root, &anonymous, &[&server.url]);
+    let who: WhoAmI = client.get_json("/v1/whoami").await.unwrap();
+    assert_eq!(who.identity, None, "handshake passes, identity is absent");
+    assert!(
+        who.fingerprint.is_some(),
+        "the certificate facts are still there"
+    );
+    for (path, body) in [
+        ("/v1/admin", None),
+        ("/v1/nodes/n1/report", Some(json!({"step": 1}))),
+    ] {
+        let err = match body {
+            None => client.get_json::<Value>(path).await.unwrap_err(),
+            Some(b) => client.post_json::<_, Value>(path, &b).await.unwrap_err(),
+        };
+        match err {
+            ClientError::Api { status, error, .. } => {
+                assert_eq!(status, 401, "{path}");
+                assert_eq!(error.code, "UNAUTHENTICATED");
+            }
+            other => panic!("{path}: expected 401, got {other:?}"),
+        }
+    }
+    server.stop().await;
+}
