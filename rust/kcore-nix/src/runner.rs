@@ -567,9 +567,11 @@ impl Invocation {
             on_line,
         };
 
-        let run = async {
+        // The timeout covers the program's run; the drain after its exit has its own bound,
+        // so a program that finished in time is never reported as timed out.
+        let wait = async {
             let mut channel_open = true;
-            let status = loop {
+            loop {
                 tokio::select! {
                     chunk = rx.recv(), if channel_open => match chunk {
                         Some(chunk) => sink.push(chunk),
@@ -577,29 +579,11 @@ impl Invocation {
                     },
                     status = child.wait() => break status,
                 }
-            };
-            // The program is gone; anything it left in its group is an orphan of a finished
-            // command. Killing it is what makes "no call leaks processes" true, and it closes
-            // the pipes those orphans would otherwise hold open forever.
-            guard.kill();
-            let drained = tokio::time::timeout(DRAIN_GRACE, async {
-                while let Some(chunk) = rx.recv().await {
-                    sink.push(chunk);
-                }
-            })
-            .await;
-            if drained.is_err() {
-                tracing::warn!(
-                    argv = %display_argv(&argv),
-                    "output pipes still open {DRAIN_GRACE:?} after exit (a process left the group); output may be incomplete"
-                );
             }
-            status
         };
-
         let status = match self.timeout {
-            None => run.await,
-            Some(limit) => match tokio::time::timeout(limit, run).await {
+            None => wait.await,
+            Some(limit) => match tokio::time::timeout(limit, wait).await {
                 Ok(status) => status,
                 Err(_) => {
                     // Kill before reaping: while the leader is an unreaped zombie its pid (the
@@ -622,6 +606,22 @@ impl Invocation {
                 }
             },
         };
+        // The program is gone; anything it left in its group is an orphan of a finished
+        // command. Killing it is what makes "no call leaks processes" true, and it closes the
+        // pipes those orphans would otherwise hold open forever.
+        guard.kill();
+        let drained = tokio::time::timeout(DRAIN_GRACE, async {
+            while let Some(chunk) = rx.recv().await {
+                sink.push(chunk);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                argv = %display_argv(&argv),
+                "output pipes still open {DRAIN_GRACE:?} after exit (a process left the group); output may be incomplete"
+            );
+        }
         guard.armed = false;
         abort_all(&readers, None);
         let status = status.map_err(|source| RunError::Io {

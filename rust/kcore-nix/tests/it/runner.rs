@@ -421,8 +421,11 @@ echo "done""#,
         ),
     );
     let started = std::time::Instant::now();
-    // More stdin than a pipe buffers, so the writer blocks on the sleeper.
-    let call = Invocation::new(&prog).stdin_bytes(vec![b'x'; 1 << 20]);
+    // More stdin than a pipe buffers, so the writer blocks on the sleeper. The timeout is
+    // shorter than the drain: a program that exited in time must not count as timed out.
+    let call = Invocation::new(&prog)
+        .stdin_bytes(vec![b'x'; 1 << 20])
+        .timeout(Duration::from_secs(2));
     let result = tokio::time::timeout(Duration::from_secs(60), call.output()).await;
     let elapsed = started.elapsed();
     let escaped = read_pid(&dir.path().join("escaped.pid")).await;
