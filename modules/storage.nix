@@ -3,7 +3,8 @@
 #
 # This is the one place a node's storage is declared: the agent's `settings.storage` is derived
 # from it (defining those keys elsewhere conflicts), and the disko fragments are merged into
-# `disko.devices` with the install-time layout (this module needs disko's NixOS module, which the kcore flake imports).
+# `disko.devices` with the install-time layout (this module needs disko's NixOS module,
+# which the kcore flake imports).
 {
   config,
   lib,
@@ -33,6 +34,24 @@ let
   ) allFragments;
 
   thin = cfg.backend == "lvm" && cfg.lvm.thinProvisioning;
+
+  # Whether some fragment declares the device the backend's names point at.
+  declares = type: name: lib.any (f: ((fragmentDevices f).${type} or { }) ? ${name}) allFragments;
+  backendDevice =
+    {
+      filesystem = null;
+      lvm = {
+        type = "lvm_vg";
+        name = cfg.lvm.vgName;
+        option = "lvm.vgName";
+      };
+      zfs = {
+        type = "zpool";
+        name = cfg.zfs.poolName;
+        option = "zfs.poolName";
+      };
+    }
+    .${cfg.backend};
 in
 {
   options.kcore.storage = {
@@ -158,6 +177,18 @@ in
           "installer-only": day-2 fragments exist only on controller-managed nodes. Set
           kcore.storage.managementMode = "controller-managed" (and the node's
           ${cfg.managementModeFile}), or put the install-time layout in kcore.storage.layout.
+        '';
+      }
+      {
+        assertion =
+          allFragments == [ ]
+          || backendDevice == null
+          || declares backendDevice.type backendDevice.name;
+        message = ''
+          kcore.storage.backend = "${cfg.backend}" names ${backendDevice.type or ""} ${builtins.toJSON (backendDevice.name or "")},
+          but no fragment in kcore.storage.layout / diskoFragments declares it. Set
+          kcore.storage.${backendDevice.option or "backend"} to the layout's name, or re-render the layout
+          for this backend with kcore-disko.
         '';
       }
       {

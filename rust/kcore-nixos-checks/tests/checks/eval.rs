@@ -524,6 +524,16 @@ fn every_assertion_fires_on_its_bad_combination() {
         &render_data_disk(&spec, "/dev/disk/by-id/ata-data0", 0).unwrap(),
     );
     let not_a_fragment = write_fragment(&dir, "bad.nix", "{ devices = { }; }");
+    let lvm_layout = write_fragment(
+        &dir,
+        "lvm.nix",
+        &render_fragment(&StorageSpec::new(
+            "/dev/disk/by-id/nvme-os",
+            vec!["/dev/disk/by-id/ata-data0".into()],
+            Backend::Lvm,
+        ))
+        .unwrap(),
+    );
 
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -547,6 +557,18 @@ fn every_assertion_fires_on_its_bad_combination() {
                 "managementMode": "controller-managed"
             })),
             "must be `{ disko.devices = { ... }; }`",
+        ),
+        (
+            "a layout rendered for LVM on a zfs node",
+            agent_config(json!({ "backend": "zfs", "layout": lvm_layout })),
+            "no fragment in kcore.storage.layout / diskoFragments declares it",
+        ),
+        (
+            "a layout whose VG is not the configured one",
+            agent_config(json!({
+                "backend": "lvm", "layout": lvm_layout, "lvm": { "vgName": "vg_other" }
+            })),
+            "Set\nkcore.storage.lvm.vgName",
         ),
         (
             "managed agent without TLS",
@@ -632,6 +654,9 @@ fn every_assertion_fires_on_its_bad_combination() {
     ));
     h.outputs(&encrypted(
         json!({ "unlock": "keyFile", "keyFile": "/dev/disk/by-id/usb-Key-0:0" }),
+    ));
+    h.outputs(&agent_config(
+        json!({ "backend": "lvm", "layout": lvm_layout }),
     ));
 }
 
