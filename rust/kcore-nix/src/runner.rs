@@ -306,8 +306,8 @@ fn display_tail(tail: &str) -> String {
     }
 }
 
-/// The last lines of `bytes` (at most [`TAIL_MAX_LINES`] lines and about [`TAIL_MAX_BYTES`]
-/// bytes), as text. A leading `…` marks a cut.
+/// The last lines of `bytes` (at most 40 lines and about 4 KiB), as text. A leading `…`
+/// marks a cut.
 pub fn stderr_tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim_end();
