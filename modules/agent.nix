@@ -204,10 +204,16 @@ in
         pkgs.iproute2
       ]
       ++ lib.optional (config.kcore.storage.backend == "zfs") config.boot.zfs.package;
-      # Builds started by the agent's children (disko building its scripts, nix-instantiate)
-      # go through nix-daemon, which sandboxes them in its own namespaces; a root client
-      # would otherwise build in-process and need the namespaces RestrictNamespaces= denies.
-      environment.NIX_REMOTE = "daemon";
+      environment = {
+        # Builds started by the agent's children (disko building its scripts,
+        # nix-instantiate) go through nix-daemon, which sandboxes them in its own namespaces;
+        # a root client would otherwise build in-process and need the namespaces
+        # RestrictNamespaces= denies.
+        NIX_REMOTE = "daemon";
+        # disko's CLI evaluates layouts against `<nixpkgs>`: the nixpkgs this system is built
+        # from, not whatever a channel happens to hold.
+        NIX_PATH = lib.mkDefault "nixpkgs=${pkgs.path}";
+      };
       serviceConfig = {
         ExecStart = lib.escapeShellArgs [
           (lib.getExe' cfg.package "kcore-agent")

@@ -49,6 +49,8 @@ in
   };
 
   stdenv.hostPlatform.system = "x86_64-linux";
+  # `pkgs.path`, the nixpkgs source tree the package set comes from.
+  path = "/nix/store/00000000000000000000000000000000-nixpkgs";
 }
 // lib.genAttrs [
   "coreutils"

@@ -14,6 +14,10 @@ in
       (vm.agent "machine" "machine:9090")
     ];
     virtualisation.emptyDiskImages = [ 1024 ];
+    # disko builds its format script for the fragment inside the VM, which has no binary
+    # cache: carry the build dependencies (as nixpkgs' own offline rebuild tests do).
+    system.includeBuildDependencies = true;
+    virtualisation.memorySize = 2048;
     kcore.storage.managementMode = "controller-managed";
     # What kcore-disko renders for the generic node's second data disk (checked against the
     # renderer by kcore-nixos-checks).

@@ -201,7 +201,14 @@ fn agent_unit_runs_the_rendered_file_with_commented_relaxations() {
     }
     assert_eq!(unit["wantedBy"], json!(["multi-user.target"]));
     // Children's builds go through the daemon (RestrictNamespaces= would break local builds).
-    assert_eq!(unit["environment"], json!({ "NIX_REMOTE": "daemon" }));
+    // disko's CLI evaluates against the system's own nixpkgs.
+    assert_eq!(
+        unit["environment"],
+        json!({
+            "NIX_REMOTE": "daemon",
+            "NIX_PATH": format!("nixpkgs={FAKE_STORE}nixpkgs")
+        })
+    );
     // ZFS backend: the zfs tools are on the unit's PATH next to disko's tools.
     assert_eq!(
         unit["path"],
