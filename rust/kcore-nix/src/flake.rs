@@ -14,6 +14,8 @@
 //! URLs (kcore cannot prove the content is the commit `flake_rev` names), refs that
 //! already carry a different revision or a branch where a revision must go, `#` fragments
 //! (kcore appends `#<host>` itself), and any `flake_rev` that is not 40 lowercase hex digits.
+//!
+//! [`nixos_rebuild_target`] and [`toplevel_installable`] then add the host's output.
 
 /// Why a `flake_ref`/`flake_rev` pair cannot be turned into a pinned URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,12 +63,49 @@ pub enum FlakeError {
         value: String,
         rev: String,
     },
+    #[error(
+        "host {host:?} cannot name a flake output; use letters, digits, '_' and '-' only (a \
+         node id)"
+    )]
+    BadHost { host: String },
     #[error("flake_ref {flake_ref:?} is malformed: {problem}; expected {expected}")]
     Malformed {
         flake_ref: String,
         problem: String,
         expected: &'static str,
     },
+}
+
+/// `<url>#<host>`, the argument of `nixos-rebuild --flake`, which builds
+/// `nixosConfigurations.<host>`. The host must be a plain attribute name (letters, digits,
+/// `_`, `-`; validated node ids always are): a `.` would be read as a path separator and
+/// quotes or `#`/`?` would change the URL's meaning.
+pub fn nixos_rebuild_target(pinned_url: &str, host: &str) -> Result<String, FlakeError> {
+    check_host(host)?;
+    Ok(format!("{pinned_url}#{host}"))
+}
+
+/// `<url>#nixosConfigurations.<host>.config.system.build.toplevel`, the installable that
+/// `nix build` uses to build a host's system without `nixos-rebuild`.
+pub fn toplevel_installable(pinned_url: &str, host: &str) -> Result<String, FlakeError> {
+    check_host(host)?;
+    Ok(format!(
+        "{pinned_url}#nixosConfigurations.{host}.config.system.build.toplevel"
+    ))
+}
+
+fn check_host(host: &str) -> Result<(), FlakeError> {
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FlakeError::BadHost {
+            host: host.to_owned(),
+        })
+    }
 }
 
 /// Schemes with `owner/repo[/rev]` paths.
@@ -333,6 +372,24 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(pinned_flake_url(input, REV).unwrap(), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn targets_name_the_host_configuration() {
+        let url = pinned_flake_url("github:o/r", REV).unwrap();
+        assert_eq!(
+            nixos_rebuild_target(&url, "node-1").unwrap(),
+            format!("github:o/r/{REV}#node-1")
+        );
+        assert_eq!(
+            toplevel_installable(&url, "node_1").unwrap(),
+            format!("github:o/r/{REV}#nixosConfigurations.node_1.config.system.build.toplevel")
+        );
+        for bad in ["", "a.b", "a b", "a#b", "a?b", "\"a\"", "${x}", "ä"] {
+            let err = nixos_rebuild_target(&url, bad).unwrap_err();
+            assert!(matches!(err, FlakeError::BadHost { .. }), "{bad:?}");
+            assert!(toplevel_installable(&url, bad).is_err());
         }
     }
 

@@ -14,6 +14,6 @@ pub mod programs;
 pub mod runner;
 
 pub use escape::{EscapeError, attr_name, is_valid_attr_name, nix_string};
-pub use flake::{FlakeError, pinned_flake_url};
+pub use flake::{FlakeError, nixos_rebuild_target, pinned_flake_url, toplevel_installable};
 pub use programs::Tool;
 pub use runner::{Invocation, Output, Program, RunError, StreamLine};

@@ -42,7 +42,13 @@ async fn git_file_url_pins_the_given_commit() {
         return;
     };
     let repo = tempfile::tempdir().unwrap();
-    let flake = |v: &str| format!("{{ outputs = _: {{ value = \"{v}\"; }}; }}\n");
+    // `nixosConfigurations.h...toplevel` is a plain string here: enough to prove the
+    // installable path resolves, without nixpkgs.
+    let flake = |v: &str| {
+        format!(
+            "{{ outputs = _: {{ value = \"{v}\"; nixosConfigurations.node-1.config.system.build.toplevel = \"{v}-system\"; }}; }}\n"
+        )
+    };
     git(&git_bin, repo.path(), &["init", "-q"]).await;
     std::fs::write(repo.path().join("flake.nix"), flake("first")).unwrap();
     git(&git_bin, repo.path(), &["add", "flake.nix"]).await;
@@ -75,6 +81,10 @@ async fn git_file_url_pins_the_given_commit() {
     assert_eq!(pinned, "first", "pinned URL {url}");
     let head = eval(format!("{flake_ref}#value")).output().await.unwrap();
     assert_eq!(head.stdout_lossy(), "second", "unpinned ref follows HEAD");
+
+    let installable = kcore_nix::toplevel_installable(&url, "node-1").unwrap();
+    let out = eval(installable.clone()).output().await.unwrap();
+    assert_eq!(out.stdout_lossy(), "first-system", "{installable}");
 
     // A git ref with a branch keeps it next to the pinned rev, and Nix accepts that form.
     let with_branch = pinned_flake_url(&format!("{flake_ref}?ref=main"), &first).unwrap();
