@@ -38,10 +38,11 @@ in
   # This flake's source, for `nixos-install --flake /etc/kcore/flake#<host>`.
   environment.etc."kcore/flake".source = kcoreFlake.outPath;
 
-  # Offline install: the generic node's system, and the flake inputs so the flake evaluates
-  # without fetching anything.
+  # Offline install: the generic node's system and its disko script (destroy, format, mount
+  # its layout at /mnt), and the flake inputs so the flake evaluates without fetching anything.
   isoImage.storeContents = [
     genericNode.config.system.build.toplevel
+    genericNode.config.system.build.diskoScript
     kcoreFlake.inputs.nixpkgs.outPath
     kcoreFlake.inputs.disko.outPath
   ];
