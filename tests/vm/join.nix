@@ -28,7 +28,7 @@ in
         start_agent(controller, node, "node-1")
 
     with subtest("the agent registers over mTLS and the node is Ready"):
-        controller.wait_until_succeeds("kctl get node node-1 | grep -q Ready", timeout=120)
+        controller.wait_until_succeeds("kctl get node node-1 | grep -qw Ready", timeout=120)
 
     with subtest("a client without a certificate is refused"):
         node.fail("curl --fail --silent --insecure https://controller:9090/v1/nodes")
