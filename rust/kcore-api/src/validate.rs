@@ -940,6 +940,24 @@ mod tests {
     }
 
     #[test]
+    fn display_and_parse_agree_on_many_sizes() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..10_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Vary the magnitude so every unit gets exercised, including exact multiples.
+            let shift = state % 64;
+            let n = ((state >> 8) >> (shift % 56)) << (shift % 50);
+            if n == 0 {
+                continue;
+            }
+            let size = Size::Bytes(n);
+            assert_eq!(parse_size("f", &size.to_string()).unwrap(), size, "{n}");
+        }
+    }
+
+    #[test]
     fn bad_sizes_say_how_to_write_them() {
         type Parse = fn(&str, &str) -> Result<(), FieldError>;
         let parse: Parse = |f, v| parse_size(f, v).map(|_| ());
