@@ -205,16 +205,7 @@ impl Evaluator {
         fragment: &Path,
         nixpkgs_lib: Option<&Path>,
     ) -> Result<DeviceTree, ValidateError> {
-        let fragment = absolute(fragment)?;
-        let mut inv = self
-            .base(LEVEL2_EXPR)
-            .arg("--argstr")
-            .arg("fragment")
-            .arg(&fragment);
-        if let Some(lib) = nixpkgs_lib {
-            inv = inv.arg("--argstr").arg("nixpkgsLib").arg(absolute(lib)?);
-        }
-        let json: serde_json::Value = self.run_json(inv, 2, &fragment).await?;
+        let json = self.eval_json(fragment, nixpkgs_lib).await?;
         DeviceTree::from_json(&json).map_err(|problems| {
             ValidateError::Invalid(
                 problems
@@ -227,6 +218,24 @@ impl Evaluator {
                     .collect(),
             )
         })
+    }
+
+    /// The fragment evaluated to plain JSON (the first half of level 2).
+    pub async fn eval_json(
+        &self,
+        fragment: &Path,
+        nixpkgs_lib: Option<&Path>,
+    ) -> Result<serde_json::Value, ValidateError> {
+        let fragment = absolute(fragment)?;
+        let mut inv = self
+            .base(LEVEL2_EXPR)
+            .arg("--argstr")
+            .arg("fragment")
+            .arg(&fragment);
+        if let Some(lib) = nixpkgs_lib {
+            inv = inv.arg("--argstr").arg("nixpkgsLib").arg(absolute(lib)?);
+        }
+        self.run_json(inv, 2, &fragment).await
     }
 
     /// Level 3: evaluate through disko's option types to the create and mount scripts.

@@ -4,7 +4,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use kcore_api::validate as v;
+
 use crate::Problem;
+
+/// A kcore-api field error as a problem message (the field is the problem's path).
+fn field_message(e: &v::FieldError) -> String {
+    let text = e.to_string();
+    text.strip_prefix(&format!("{}: ", e.field))
+        .map(str::to_string)
+        .unwrap_or(text)
+}
 
 /// Where kcore keeps VM volumes on the `filesystem` backend: data disk 0 mounts here,
 /// disk 1 at `volumes1`, disk 2 at `volumes2`, ...
@@ -223,12 +233,12 @@ impl StorageSpec {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut push = |path: String, message: String| problems.push(Problem { path, message });
-        if let Err(m) = check_device_path(&self.os_disk) {
-            push("osDisk".into(), m);
+        if let Err(e) = v::block_device_path("osDisk", &self.os_disk) {
+            push(e.field.clone(), field_message(&e));
         }
         for (i, disk) in self.data_disks.iter().enumerate() {
-            if let Err(m) = check_device_path(disk) {
-                push(format!("dataDisks[{i}]"), m);
+            if let Err(e) = v::block_device_path(&format!("dataDisks[{i}]"), disk) {
+                push(e.field.clone(), field_message(&e));
             }
             if disk == &self.os_disk {
                 push(
@@ -246,15 +256,19 @@ impl StorageSpec {
         match self.backend {
             Backend::Filesystem => {}
             Backend::Lvm => {
-                if let Err(m) = check_lvm_name(&self.lvm.vg_name, false) {
-                    push("lvm.vgName".into(), m);
+                if let Err(e) = v::lvm_vg_name("lvm.vgName", &self.lvm.vg_name) {
+                    push(e.field.clone(), field_message(&e));
                 }
-                if let Err(m) = check_lvm_name(&self.lvm.lv_prefix, true) {
-                    push("lvm.lvPrefix".into(), m);
+                if let Err(e) = v::lvm_lv_prefix("lvm.lvPrefix", &self.lvm.lv_prefix) {
+                    push(e.field.clone(), field_message(&e));
                 }
                 if let Some(pool) = &self.lvm.thin_pool {
-                    if let Err(m) = check_lvm_name(&pool.name, false) {
-                        push("lvm.thinPool.name".into(), m);
+                    // The LV is <lvPrefix><name>: check the name and the full LV name.
+                    let full = format!("{}{}", self.lvm.lv_prefix, pool.name);
+                    if let Err(e) = v::lvm_lv_name("lvm.thinPool.name", &pool.name)
+                        .and_then(|()| v::lvm_lv_name("lvm.thinPool.name", &full))
+                    {
+                        push(e.field.clone(), field_message(&e));
                     }
                     if let Err(m) = check_lvm_size(&pool.size) {
                         push("lvm.thinPool.size".into(), m);
@@ -262,11 +276,28 @@ impl StorageSpec {
                 }
             }
             Backend::Zfs => {
-                if let Err(m) = check_zfs_pool_name(&self.zfs.pool_name) {
-                    push("zfs.poolName".into(), m);
+                if let Err(e) = v::zfs_pool_name("zfs.poolName", &self.zfs.pool_name) {
+                    push(e.field.clone(), field_message(&e));
                 }
-                if let Err(m) = check_zfs_dataset(&self.zfs.dataset_prefix) {
-                    push("zfs.datasetPrefix".into(), m);
+                let prefix = &self.zfs.dataset_prefix;
+                if prefix.is_empty()
+                    || prefix.starts_with('/')
+                    || prefix.ends_with('/')
+                    || prefix.contains("//")
+                {
+                    push(
+                        "zfs.datasetPrefix".into(),
+                        format!(
+                            "{prefix:?} has an empty component: write it like kcore or kcore/volumes, without leading, trailing or double /"
+                        ),
+                    );
+                } else {
+                    for part in prefix.split('/') {
+                        if let Err(e) = v::zfs_dataset_component("zfs.datasetPrefix", part) {
+                            push(e.field.clone(), field_message(&e));
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -351,62 +382,6 @@ fn check_common(value: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A block device path: absolute, under `/dev/`, no `..`, only the characters udev uses in
-/// its by-id / by-path / by-partlabel names.
-pub fn check_device_path(path: &str) -> Result<(), String> {
-    check_common(path, "device path")?;
-    if !path.starts_with("/dev/") || path.len() == "/dev/".len() {
-        return Err(format!(
-            "{path:?} is not a device path: use /dev/<name> or /dev/disk/by-id/<id>"
-        ));
-    }
-    if let Some(c) = path
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "/._:+@-=,".contains(*c)))
-    {
-        return Err(format!(
-            "{path:?} contains {c:?}: a device path has only letters, digits and / . _ : + @ - = ,"
-        ));
-    }
-    if path.split('/').any(|part| part == ".." || part == ".") || path.contains("//") {
-        return Err(format!(
-            "{path:?} has an empty, . or .. component: give the device's canonical path"
-        ));
-    }
-    if path.ends_with('/') {
-        return Err(format!(
-            "{path:?} ends with /: name the device, not a directory"
-        ));
-    }
-    Ok(())
-}
-
-/// An LVM VG or LV name (lvm(8): letters, digits and `+_.-`, not starting with `-`,
-/// at most 127 characters). `prefix` allows the empty string.
-pub fn check_lvm_name(name: &str, prefix: bool) -> Result<(), String> {
-    if prefix && name.is_empty() {
-        return Ok(());
-    }
-    check_common(name, "LVM name")?;
-    if name.len() > 127 {
-        return Err("is longer than 127 characters: LVM names are at most 127".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "+_.-".contains(*c)))
-    {
-        return Err(format!(
-            "{name:?} contains {c:?}: LVM names use only letters, digits and + _ . -"
-        ));
-    }
-    if name.starts_with('-') || name == "." || name == ".." {
-        return Err(format!(
-            "{name:?} is not allowed by LVM: do not start with - and do not use . or .."
-        ));
-    }
-    Ok(())
-}
-
 /// An LVM size as disko passes it to lvcreate: `N%` of the free space or `N[KMGTP]`.
 pub fn check_lvm_size(size: &str) -> Result<(), String> {
     let fix = "use a percentage of the free space like 90% or a size like 500G";
@@ -417,58 +392,6 @@ pub fn check_lvm_size(size: &str) -> Result<(), String> {
     }
     if suffix == "%" && digits.parse::<u32>().map_or(true, |p| p == 0 || p > 100) {
         return Err(format!("{size:?} is not between 1% and 100%: {fix}"));
-    }
-    Ok(())
-}
-
-/// A ZFS pool name (zpool(8): starts with a letter; letters, digits and `_-.:`; not a
-/// reserved vdev word).
-pub fn check_zfs_pool_name(name: &str) -> Result<(), String> {
-    check_common(name, "pool name")?;
-    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err(format!("{name:?} must start with a letter (zpool rule)"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:".contains(*c)))
-    {
-        return Err(format!(
-            "{name:?} contains {c:?}: pool names use only letters, digits and _ - . :"
-        ));
-    }
-    let reserved = [
-        "mirror", "raidz", "draid", "spare", "log", "cache", "special",
-    ];
-    if reserved.iter().any(|r| name.starts_with(r))
-        || (name.starts_with('c') && name[1..].starts_with(|c: char| c.is_ascii_digit()))
-    {
-        return Err(format!(
-            "{name:?} is reserved by zpool (mirror, raidz, draid, spare, log, cache, special, c[0-9]...): pick another name"
-        ));
-    }
-    Ok(())
-}
-
-/// A dataset path under the pool: `/`-separated components of letters, digits and `_-.:`.
-pub fn check_zfs_dataset(prefix: &str) -> Result<(), String> {
-    check_common(prefix, "dataset prefix")?;
-    for part in prefix.split('/') {
-        if part.is_empty() {
-            return Err(format!(
-                "{prefix:?} has an empty component: write it like kcore or kcore/volumes, without leading, trailing or double /"
-            ));
-        }
-        if let Some(c) = part
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "_-.:".contains(*c)))
-        {
-            return Err(format!(
-                "{prefix:?} contains {c:?}: dataset names use only letters, digits and _ - . : (and / between components)"
-            ));
-        }
-        if part == "." || part == ".." {
-            return Err(format!("{prefix:?} has a . or .. component: remove it"));
-        }
     }
     Ok(())
 }
