@@ -45,6 +45,11 @@ pub enum ControllerError {
     Serve(std::io::Error),
 }
 
+/// Every agent keeps one connection open between heartbeats (they come more often than
+/// the client's idle timeout), so a controller holds about one connection per node. The
+/// process needs a file-descriptor limit above this (systemd: `LimitNOFILE`).
+pub const MAX_CONNECTIONS: usize = 16_384;
+
 /// How often heartbeats (soft state) are written to SQLite.
 const HEARTBEAT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -141,11 +146,15 @@ pub async fn run(
         })?;
         Some(tokio::spawn(replication::run(state.clone(), peers)))
     };
-    let result = kcore_net::serve(
+    let result = kcore_net::serve_with(
         listener,
         kcore_net::TlsSource::new(tls),
         api::router(state.clone()),
         shutdown,
+        kcore_net::ServeOptions {
+            max_connections: MAX_CONNECTIONS,
+            ..kcore_net::ServeOptions::default()
+        },
     )
     .await;
     flusher.abort();
