@@ -209,8 +209,11 @@ fn render_ctx(ctx: &FragmentCtx) -> Result<String, RenderError> {
     let tera = engine()?;
     let context =
         tera::Context::from_serialize(ctx).map_err(|e| RenderError::Template(e.to_string()))?;
-    tera.render("fragment.nix", &context)
-        .map_err(|e| RenderError::Template(format!("{e:?}")))
+    let mut text = tera
+        .render("fragment.nix", &context)
+        .map_err(|e| RenderError::Template(format!("{e:?}")))?;
+    text.push('\n');
+    Ok(text)
 }
 
 fn filter_input(value: &tera::Value, filter: &str) -> tera::Result<String> {
