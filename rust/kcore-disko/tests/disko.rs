@@ -202,13 +202,7 @@ async fn broken_disko_examples_fail_with_positions() {
         match validate_file(&ev, &path, Some(&deep)).await {
             Err(ValidateError::Invalid(f)) => {
                 assert_eq!(f[0].level, 1, "{name}: {f:?}");
-                let line: usize = f[0]
-                    .location
-                    .rsplit(':')
-                    .nth(1)
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                let line: usize = f[0].location.rsplit(':').nth(1).unwrap().parse().unwrap();
                 let brace_line = text[..cut].matches('\n').count() + 1;
                 assert!(
                     line >= brace_line,
@@ -440,4 +434,37 @@ async fn changes_to_existing_disks_are_destructive() {
             .all(|a| a.class == ChangeClass::Destructive),
         "{plan:#?}"
     );
+}
+
+/// A live snapshot of this machine parses, and every device and link in it resolves back to
+/// a device of the snapshot.
+#[tokio::test]
+async fn live_snapshot_of_this_machine_resolves() {
+    let snap = match BlockSnapshot::capture_live(None).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("SKIP: cannot take a live snapshot here: {e}");
+            return;
+        }
+    };
+    assert!(snap.live);
+    for dev in snap.all() {
+        assert!(!dev.kname.is_empty(), "{dev:?}");
+        if !dev.path.is_empty() {
+            assert!(
+                snap.resolve(&dev.path).is_some(),
+                "{} does not resolve",
+                dev.path
+            );
+        }
+    }
+    for (link, target) in &snap.links {
+        assert!(
+            Path::new(link).starts_with("/dev/disk"),
+            "{link} -> {target} is not a /dev/disk link"
+        );
+    }
+    let json = serde_json::to_string(&snap).unwrap();
+    let back = BlockSnapshot::from_json(&json).unwrap();
+    assert_eq!(back.lsblk, snap.lsblk);
 }
