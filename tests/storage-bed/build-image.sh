@@ -27,6 +27,10 @@ esac
 
 # Guest packages. Everything disko's generated create/mount scripts call for the
 # filesystem and LVM backends, LUKS2 with TPM2 tokens, and the harness's own needs.
+# Installed with apt in the finished rootfs, not by debootstrap (whose configure pass fails
+# on nix-bin's perl dependencies): nix-bin, because `kctl disko plan --live` evaluates the
+# fragment (level 2) with nix-instantiate on the machine whose disks it inspects.
+late_packages=(nix-bin)
 base_packages=(
   linux-image-cloud-amd64 initramfs-tools kmod systemd udev util-linux
   lvm2 thin-provisioning-tools cryptsetup cryptsetup-bin gdisk parted
@@ -45,7 +49,15 @@ zfs_dir="$cache/zfs-$key"
 
 log() { echo "build-image: $*" >&2; }
 
-# Holds the cache lock for the rest of the script: two concurrent builds would race.
+want_dir="$base_dir"
+[ "$zfs" -eq 0 ] || want_dir="$zfs_dir"
+# Entries appear only complete (rename), so a hit needs no lock: a base-image user does not
+# wait for a ZFS build running in another process.
+if [ -f "$want_dir/root.img" ]; then
+  echo "$want_dir"
+  exit 0
+fi
+# Building: hold the cache lock for the rest of the script, two builds would race.
 exec 9>"$cache/.build.lock"
 flock 9
 
@@ -87,6 +99,17 @@ build_base() {
   echo kcore-bed >"$r/etc/hostname"
   : >"$r/etc/fstab"
   bed_sources_list >"$r/etc/apt/sources.list"
+  chroot_mounts "$r"
+  if ! chroot "$r" env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends "$@"' sh \
+    "${late_packages[@]}" >"$tmp/apt.log" 2>&1; then
+    tail -n 40 "$tmp/apt.log" >&2
+    log "installing ${late_packages[*]} failed"
+    exit 1
+  fi
+  chroot "$r" apt-get clean
+  chroot_umounts "$r"
+  rm -f "$tmp/apt.log"
   rm -rf "$r/var/cache/apt/archives/"*.deb "$r/var/lib/apt/lists/"*
   make_image "$r" "$tmp"
   rm -f "$tmp/debootstrap.log"
@@ -130,9 +153,23 @@ build_zfs() {
   trap - EXIT
 }
 
-[ -f "$base_dir/root.img" ] || build_base
+# Old cache entries (other keys) are removed once a new one is complete: each is ~1 GB.
+prune() { # kind keep_dir
+  local d
+  for d in "$cache/$1"-*; do
+    [ "$d" = "$2" ] || [ ! -d "$d" ] || { log "removing old cache entry $d"; rm -rf "$d"; }
+  done
+}
+
+if [ ! -f "$base_dir/root.img" ]; then
+  build_base
+  prune base "$base_dir"
+fi
 if [ "$zfs" -eq 1 ]; then
-  [ -f "$zfs_dir/root.img" ] || build_zfs
+  if [ ! -f "$zfs_dir/root.img" ]; then
+    build_zfs
+    prune zfs "$zfs_dir"
+  fi
   echo "$zfs_dir"
 else
   echo "$base_dir"

@@ -5,11 +5,13 @@
 //! only run for real inside a guest. [`Bed::ensure`] installs the host tools
 //! (`setup-host.sh`) and builds or finds the cached guest image (`build-image.sh`);
 //! [`Bed::run`] boots it once under TCG with the requested disks, passes the payload
-//! directory in as a tar over fw_cfg, and collects the exit code, the serial console log
+//! directory in as a tar on a read-only virtio disk (serial `kcore-payload`; fw_cfg reads
+//! are byte-wise port I/O in Linux and far too slow under TCG for binaries), and collects the exit code, the serial console log
 //! and the files the payload wrote to `$KCORE_RESULTS`.
 //!
-//! Runs are serialised process-wide: the machines this runs on have two cores and one
-//! TCG guest already uses both.
+//! Runs are serialised process-wide and host-wide (a mutex plus `flock` on
+//! `<cache>/.run.lock`): the machines this runs on have two cores and one TCG guest already
+//! uses both.
 
 use std::fs;
 use std::io::Read;
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant};
 /// `KCORE_STORAGE_BED_DIR`, for a checkout laid out differently).
 const SCRIPTS_REL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/storage-bed");
 
+/// Serial of the read-only disk that carries the payload tar.
+const PAYLOAD_SERIAL: &str = "kcore-payload";
 /// Serial of the raw disk the guest writes its results tar onto.
 const RESULTS_SERIAL: &str = "kcore-results";
 /// Size of that disk; sparse on the host, so only what is written costs space.
@@ -234,6 +238,28 @@ impl Bed {
     /// Boots the guest once with `run`'s disks, TPM and payload and collects the outcome.
     pub fn run(&self, run: &Run) -> Result<Outcome, BedError> {
         let _guard = RUN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        // Other test binaries (other crates' bed tests) boot guests too: one at a time per host.
+        let lock_path = self
+            .image_dir
+            .parent()
+            .unwrap_or(&self.image_dir)
+            .join(".run.lock");
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| BedError::Io {
+                what: "opening run lock",
+                path: lock_path.clone(),
+                source,
+            })?;
+        let _host_lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| BedError::Io {
+                what: "locking",
+                path: lock_path.clone(),
+                source: errno.into(),
+            })?;
         validate(run)?;
         let started = Instant::now();
         let work = tempfile::Builder::new()
@@ -407,11 +433,7 @@ fn qemu_argv(
         drive(file, &format!("d{i}"), serial, "");
     }
     drive(results_img, "results", RESULTS_SERIAL, "");
-    a.push("-fw_cfg".into());
-    a.push(format!(
-        "name=opt/kcore.payload,file={}",
-        qemu_escape(&p(payload_tar))
-    ));
+    drive(payload_tar, "payload", PAYLOAD_SERIAL, ",readonly=on");
     a.push("-device".into());
     a.push("virtio-rng-pci".into());
     if let Some(sock) = tpm_socket {
@@ -450,7 +472,7 @@ fn validate(run: &Run) -> Result<(), BedError> {
                 d.serial
             )));
         }
-        if d.serial == RESULTS_SERIAL || d.serial == "kcore-root" {
+        if [RESULTS_SERIAL, PAYLOAD_SERIAL, "kcore-root"].contains(&d.serial.as_str()) {
             return Err(BedError::Invalid(format!(
                 "disk serial {:?} is reserved by the bed",
                 d.serial
@@ -664,6 +686,7 @@ mod tests {
         assert!(joined.contains("virtio-blk-pci,drive=d0,serial=data1"));
         assert!(joined.contains("file=/img/root.img,format=raw,if=none,id=root,snapshot=on"));
         assert!(joined.contains("-accel tcg"));
+        assert!(joined.contains("file=/t/p.tar,format=raw,if=none,id=payload,readonly=on"));
         assert!(!joined.contains("tpm-tis"));
     }
 
