@@ -30,6 +30,17 @@ fn main() -> Result<(), BoxError> {
     }
     let nodes: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(2000);
     let seconds: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(75);
+    // Both processes hold one connection per node: check the descriptor limit up front
+    // instead of failing half-way with "operation timed out".
+    if let Some(limit) = open_files_limit()
+        && limit < (nodes as u64) + 256
+    {
+        return Err(format!(
+            "open-file limit {limit} is too low for {nodes} nodes: run `ulimit -n {}` first",
+            nodes * 2 + 1024
+        )
+        .into());
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -56,6 +67,13 @@ fn serve(config_path: &str) -> Result<(), BoxError> {
         kcore_controller::run(listener, config, shutdown).await?;
         Ok::<(), BoxError>(())
     })
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// utime + stime of a process, in seconds.
