@@ -174,6 +174,7 @@ pub struct Validated {
 pub struct Evaluator {
     program: Program,
     timeout: Duration,
+    nixpkgs_lib: Option<PathBuf>,
 }
 
 impl Evaluator {
@@ -182,7 +183,15 @@ impl Evaluator {
         Ok(Evaluator {
             program: NIX_INSTANTIATE.resolve(explicit)?,
             timeout: EVAL_TIMEOUT,
+            nixpkgs_lib: None,
         })
+    }
+
+    /// Give level 2 a nixpkgs `lib/` for fragments that are functions of `lib` (like some of
+    /// disko's examples) when the caller passes none.
+    pub fn with_nixpkgs_lib(mut self, nixpkgs_lib: Option<PathBuf>) -> Evaluator {
+        self.nixpkgs_lib = nixpkgs_lib;
+        self
     }
 
     fn base(&self, expr: &str) -> Invocation {
@@ -232,7 +241,7 @@ impl Evaluator {
             .arg("--argstr")
             .arg("fragment")
             .arg(&fragment);
-        if let Some(lib) = nixpkgs_lib {
+        if let Some(lib) = nixpkgs_lib.or(self.nixpkgs_lib.as_deref()) {
             inv = inv.arg("--argstr").arg("nixpkgsLib").arg(absolute(lib)?);
         }
         self.run_json(inv, 2, &fragment).await

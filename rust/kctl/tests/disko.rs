@@ -275,3 +275,27 @@ fn plan_prints_hash_and_refuses_unsafe_targets() {
         .stdout(predicate::str::contains("TARGET_HAS_HOLDERS"))
         .stderr(predicate::str::contains("TARGET_HAS_HOLDERS"));
 }
+
+#[test]
+fn validate_takes_fragments_that_are_functions_of_lib() {
+    if !have_nix() {
+        return;
+    }
+    let Some(inputs) = kcore_disko::DeepInputs::from_env() else {
+        eprintln!("SKIP: needs the disko source (its example/with-lib.nix) and nixpkgs lib");
+        return;
+    };
+    let example = inputs.disko.join("example/with-lib.nix");
+    kctl()
+        .args(["disko", "validate", "-f"])
+        .arg(&example)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("levels 1-2"));
+    kctl()
+        .args(["disko", "validate", "--deep", "-f"])
+        .arg(&example)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("levels 1-3"));
+}

@@ -59,9 +59,14 @@ pub struct NixArgs {
 }
 
 impl NixArgs {
+    /// The evaluator; fragments that are functions of `lib` get nixpkgs lib when it is known.
     fn evaluator(&self) -> anyhow::Result<kcore_disko::eval::Evaluator> {
-        kcore_disko::eval::Evaluator::new(self.nix_instantiate.as_deref())
-            .context("validation needs nix-instantiate")
+        let lib = self.deep_inputs().ok().flatten().map(|d| d.nixpkgs_lib);
+        Ok(
+            kcore_disko::eval::Evaluator::new(self.nix_instantiate.as_deref())
+                .context("validation needs nix-instantiate")?
+                .with_nixpkgs_lib(lib),
+        )
     }
 
     /// The deep inputs from the flags, else the environment / cache fallback; `None` if unknown.

@@ -126,19 +126,10 @@ async fn load_tree(
     evaluator: &kcore_disko::eval::Evaluator,
     file: &Path,
 ) -> anyhow::Result<DeviceTree> {
-    let nixpkgs_lib = kcore_disko::DeepInputs::from_env().map(|d| d.nixpkgs_lib);
-    let v = kcore_disko::eval::validate_file(evaluator, file, None)
+    kcore_disko::eval::validate_file(evaluator, file, None)
         .await
-        .map_err(|e| super::validate_error(e, file));
-    match v {
-        Ok(v) => Ok(v.tree),
-        // Fragments that are functions of `lib` need nixpkgs lib at level 2; retry with it.
-        Err(e) if nixpkgs_lib.is_some() && format!("{e:#}").contains("'lib'") => evaluator
-            .level2(file, nixpkgs_lib.as_deref())
-            .await
-            .map_err(|e| super::validate_error(e, file)),
-        Err(e) => Err(e),
-    }
+        .map(|v| v.tree)
+        .map_err(|e| super::validate_error(e, file))
 }
 
 pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
