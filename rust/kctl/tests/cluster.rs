@@ -444,3 +444,88 @@ async fn requests_fail_over_when_the_first_controller_is_down_or_hangs() {
     );
     lab.stop().await;
 }
+
+/// Starts the controller described by `yaml` on `listener`; returns its stopper.
+fn run_controller(
+    listener: tokio::net::TcpListener,
+    yaml: &Path,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = kcore_controller::ControllerConfig::load(yaml).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        kcore_controller::run(listener, config, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (tx, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_controller_context_survives_losing_one_controller() {
+    let home = tempfile::tempdir().unwrap();
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a, b) = (
+        la.local_addr().unwrap().to_string(),
+        lb.local_addr().unwrap().to_string(),
+    );
+    ok(kctl(
+        home.path(),
+        &[
+            "create",
+            "cluster",
+            "--controller",
+            &a,
+            "--controller",
+            &b,
+            "--context",
+            "lab",
+        ],
+    )
+    .await);
+    let ctls = home.path().join(".kcore/lab/controllers");
+    let (stop_a, task_a) = run_controller(la, &ctls.join("ctl1/controller.yaml"));
+    let (stop_b, task_b) = run_controller(lb, &ctls.join("ctl2/controller.yaml"));
+
+    // Enroll and register node-a with controller a only.
+    let lab = Lab {
+        home,
+        addr: a.clone(),
+        ctx_dir: PathBuf::new(),
+        stop: None,
+        task: None,
+    };
+    assert_eq!(lab.join("node-a", "DC1", None).await, NodeStatus::Ready);
+
+    // b learns about it by replication (create cluster made them peers).
+    let mut seen = false;
+    for _ in 0..100 {
+        if kctl(lab.home(), &["-s", &b, "get", "node", "node-a"])
+            .await
+            .status
+            .success()
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen, "controller b never learnt about node-a");
+
+    // Controller a goes away; the context (a, then b) keeps working for reads and writes.
+    let _ = stop_a.send(());
+    task_a.await.unwrap();
+    let nodes: Vec<Node> =
+        serde_json::from_str(&ok(kctl(lab.home(), &["get", "nodes", "-o", "json"]).await)).unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].node_id, "node-a");
+    let out = ok(kctl(lab.home(), &["node", "reject", "node-a"]).await);
+    assert!(out.contains("Rejected"), "{out}");
+    let _ = stop_b.send(());
+    task_b.await.unwrap();
+}
