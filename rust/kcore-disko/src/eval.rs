@@ -347,7 +347,7 @@ pub fn nix_finding(level: u8, stderr: &str, fragment: &Path) -> Finding {
         opt
     } else if let Some((f, l, c)) = positions.iter().find(|(f, _, _)| *f == frag) {
         format!("{f}:{l}:{c}")
-    } else if let Some((f, l, c)) = positions.first() {
+    } else if let Some((f, l, c)) = positions.iter().find(|(f, _, _)| !f.starts_with('«')) {
         format!("{f}:{l}:{c}")
     } else {
         frag
@@ -406,6 +406,13 @@ mod tests {
         let stderr = "error: The option `disko.devices.disk.a.content.format' is used but not defined.\n\n       at /x/lib/modules.nix:1:2:\n";
         let f = nix_finding(3, stderr, Path::new("/f.nix"));
         assert_eq!(f.location, "disko.devices.disk.a.content.format");
+    }
+
+    #[test]
+    fn positions_in_our_own_expression_are_not_reported() {
+        let stderr = "error: anonymous function at /f.nix:1:1 called without required argument 'lib'\n\n       at «string»:7:33:\n";
+        let f = nix_finding(2, stderr, Path::new("/f.nix"));
+        assert_eq!(f.location, "/f.nix");
     }
 
     #[test]

@@ -205,8 +205,17 @@ fn engine() -> Result<tera::Tera, RenderError> {
     Ok(tera)
 }
 
+/// The compiled templates, built once per process (parsing them is most of a render).
+fn shared_engine() -> Result<&'static tera::Tera, RenderError> {
+    static ENGINE: std::sync::OnceLock<Result<tera::Tera, String>> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| engine().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| RenderError::Template(e.clone()))
+}
+
 fn render_ctx(ctx: &FragmentCtx) -> Result<String, RenderError> {
-    let tera = engine()?;
+    let tera = shared_engine()?;
     let context =
         tera::Context::from_serialize(ctx).map_err(|e| RenderError::Template(e.to_string()))?;
     let mut text = tera
