@@ -27,7 +27,8 @@ diff -u "$work/current.nix" "$work/new.nix" || true
 
 step "validate the new fragment"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/kcore/test-inputs"
-if [[ -n "${KCORE_DISKO:-${KCORE_TEST_DISKO:-}}" || -d "$cache/disko" ]]; then
+if [[ -d "${KCORE_DISKO:-${KCORE_TEST_DISKO:-$cache/disko}}" &&
+      -d "${KCORE_NIXPKGS_LIB:-${KCORE_TEST_NIXPKGS_LIB:-$cache/nixpkgs-lib}}" ]]; then
   "${kctl[@]}" disko validate -f "$work/new.nix" --deep
   step "the first lines of disko's create script for it"
   "${kctl[@]}" disko validate -f "$work/new.nix" --deep --print-create-script | head -n 25
