@@ -9,9 +9,9 @@
 //! and no full mesh is needed. The cursor is simply `MAX(hlc)` of that origin in our
 //! `ops` table, so it survives restarts without extra state.
 //!
-//! Both routes are for the `controller` role only. Not built yet: snapshot catch-up for
-//! cursors older than compaction (nothing is compacted yet, so every operation is still
-//! there) and round-trip-adaptive timeouts (fixed per-attempt timeouts are used).
+//! Both routes are for the `controller` role only. Per-peer timeouts follow the measured
+//! round-trip time ([`adaptive_timeout`]). Not built yet: snapshot catch-up for cursors
+//! older than compaction (nothing is compacted yet, so every operation is still there).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -90,9 +90,14 @@ pub async fn ops(
 }
 
 /// Pulls everything `peer` has that this store lacks. Returns the number of operations
-/// merged.
-pub async fn pull_once(state: &AppState, peer: &Client) -> Result<usize, kcore_net::ClientError> {
+/// merged and the round-trip time of the version-vector call.
+pub async fn pull_once(
+    state: &AppState,
+    peer: &Client,
+) -> Result<(usize, Duration), kcore_net::ClientError> {
+    let started = std::time::Instant::now();
     let theirs: VersionVector = peer.get_json("/v1/replication/vector").await?;
+    let rtt = started.elapsed();
     for (node, t) in &theirs.heartbeats {
         state.store.observe_heartbeat(node, *t);
     }
@@ -128,7 +133,7 @@ pub async fn pull_once(state: &AppState, peer: &Client) -> Result<usize, kcore_n
             }
         }
     }
-    Ok(merged)
+    Ok((merged, rtt))
 }
 
 /// Percent-encodes a query value (HLCs and ids are `[0-9a-z-]`, but never trust that).
@@ -142,8 +147,74 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
+/// Per-attempt timeout for a peer whose smoothed round-trip time is `rtt`: twenty round
+/// trips (a pull is a handful of requests and a page can be large), never below 2 s nor
+/// above 30 s. Cross-DC peers get longer timeouts than peers on the same LAN.
+pub fn adaptive_timeout(rtt: Duration) -> Duration {
+    (rtt * 20).clamp(Duration::from_secs(2), Duration::from_secs(30))
+}
+
+/// One peer: its client, rebuilt when the round-trip time moves the timeout a lot.
+pub struct Peer {
+    pub name: String,
+    url: String,
+    tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync>,
+    client: Client,
+    /// Smoothed round-trip time of the vector call (EWMA, weight 1/5 for new samples).
+    rtt: Option<Duration>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("name", &self.name)
+            .field("rtt", &self.rtt)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn peer_options(timeout: Duration) -> ClientOptions {
+    ClientOptions {
+        connect_timeout: timeout.min(Duration::from_secs(3)),
+        attempt_timeout: timeout,
+        total_timeout: timeout,
+        ..ClientOptions::default()
+    }
+}
+
+impl Peer {
+    /// Folds in one round-trip sample; rebuilds the client when the timeout it implies
+    /// differs from the current one by more than half.
+    fn observe(&mut self, sample: Duration) {
+        let rtt = match self.rtt {
+            Some(old) => old.mul_f64(0.8) + sample.mul_f64(0.2),
+            None => sample,
+        };
+        self.rtt = Some(rtt);
+        let wanted = adaptive_timeout(rtt);
+        let (a, b) = (wanted.as_secs_f64(), self.timeout.as_secs_f64());
+        if (a - b).abs() > b / 2.0 {
+            match (self.tls)().and_then(|tls| {
+                Client::new(vec![self.url.clone()], tls, peer_options(wanted))
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(client) => {
+                    tracing::info!(peer = %self.name, ?rtt, timeout = ?wanted, "peer timeout adapted to its round-trip time");
+                    self.client = client;
+                    self.timeout = wanted;
+                }
+                Err(err) => {
+                    tracing::warn!(peer = %self.name, "cannot rebuild the peer client: {err}")
+                }
+            }
+        }
+    }
+}
+
 /// A client per peer, authenticated with this controller's own certificate.
-pub fn peer_clients(state: &AppState) -> Result<Vec<(String, Client)>, String> {
+pub fn peer_clients(state: &AppState) -> Result<Vec<Peer>, String> {
     let tls = &state.config.tls;
     let read = |p: &std::path::Path| {
         std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
@@ -153,12 +224,10 @@ pub fn peer_clients(state: &AppState) -> Result<Vec<(String, Client)>, String> {
         read(&tls.cert_file)?,
         read(&tls.key_file)?,
     );
-    let options = ClientOptions {
-        connect_timeout: Duration::from_secs(3),
-        attempt_timeout: Duration::from_secs(10),
-        total_timeout: Duration::from_secs(10),
-        ..ClientOptions::default()
-    };
+    let make_tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync> =
+        Arc::new(move || kcore_pki::client_config(&ca, &cert, &key).map_err(|e| e.to_string()));
+    // Start at the ceiling; the first measured round trips bring it down.
+    let timeout = Duration::from_secs(10);
     state
         .config
         .peers
@@ -169,40 +238,69 @@ pub fn peer_clients(state: &AppState) -> Result<Vec<(String, Client)>, String> {
             } else {
                 format!("https://{peer}")
             };
-            let config = kcore_pki::client_config(&ca, &cert, &key).map_err(|e| e.to_string())?;
-            Client::new(vec![url], config, options.clone())
-                .map(|c| (peer.clone(), c))
-                .map_err(|e| format!("peer {peer}: {e}"))
+            let client = Client::new(vec![url.clone()], make_tls()?, peer_options(timeout))
+                .map_err(|e| format!("peer {peer}: {e}"))?;
+            Ok(Peer {
+                name: peer.clone(),
+                url,
+                tls: make_tls.clone(),
+                client,
+                rtt: None,
+                timeout,
+            })
         })
         .collect()
 }
 
 /// Polls every peer forever (the caller aborts the task at shutdown).
-pub async fn run(state: Arc<AppState>, peers: Vec<(String, Client)>) {
+pub async fn run(state: Arc<AppState>, mut peers: Vec<Peer>) {
     let mut tick = tokio::time::interval(PULL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tick.tick().await;
-        for (name, client) in &peers {
-            match pull_once(&state, client).await {
-                Ok(n) => {
+        for peer in &mut peers {
+            let name = peer.name.clone();
+            match pull_once(&state, &peer.client).await {
+                Ok((n, rtt)) => {
+                    peer.observe(rtt);
                     if n > 0 {
                         tracing::debug!(peer = %name, operations = n, "replicated");
                     }
-                    if last_error.remove(name).is_some() {
+                    if last_error.remove(&name).is_some() {
                         tracing::info!(peer = %name, "peer reachable again");
                     }
                 }
                 Err(err) => {
                     let text = err.to_string();
                     // Log a peer's failure once, not every second.
-                    if last_error.get(name) != Some(&text) {
+                    if last_error.get(&name) != Some(&text) {
                         tracing::warn!(peer = %name, "replication pull failed: {text}");
-                        last_error.insert(name.clone(), text);
+                        last_error.insert(name, text);
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_follow_round_trip_time_within_bounds() {
+        assert_eq!(
+            adaptive_timeout(Duration::from_micros(300)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            adaptive_timeout(Duration::from_millis(150)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            adaptive_timeout(Duration::from_secs(5)),
+            Duration::from_secs(30)
+        );
     }
 }
