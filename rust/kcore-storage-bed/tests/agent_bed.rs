@@ -82,9 +82,7 @@ pvcreate -q "$OTHER" && vgcreate -q vg_other "$OTHER" && lvcreate -q -y -L 8M -n
 printf precious >/run/p && dd if=/run/p of=/dev/vg_other/keep conv=fsync 2>/dev/null
 
 # The data partition: the first half of its disk, so it can grow later.
-sgdisk -n1:0:+192M -c1:kcore-data "$DATA"; echo "sgdisk rc=$?"; reread "$DATA"
-ls -l /dev/disk/by-partlabel/ || true
-lsblk -o NAME,PARTLABEL,SIZE "$DATA" || true
+sgdisk -n1:0:+192M -c1:kcore-data "$DATA"; reread "$DATA"
 
 prov missing no-such-label vg_kcore node-1
 prov first kcore-data vg_kcore node-1
@@ -94,7 +92,7 @@ prov changed kcore-data vg_kcore node-2
 # Grow the partition in place (same start, to the end of the disk).
 vgchange -q -an vg_kcore
 blockdev --getsize64 "$DATA-part1" >"$R/part.before"
-sgdisk -d1 -n1:0:0 -c1:kcore-data "$DATA"; echo "sgdisk rc=$?"; sgdisk -p "$DATA"
+sgdisk -d1 -n1:0:0 -c1:kcore-data "$DATA"
 # The kernel must see the new size: partx resizes a known partition in place.
 partx -u "$DATA" || partprobe "$DATA"; reread "$DATA"
 blockdev --getsize64 "$DATA-part1" >"$R/part.after"
