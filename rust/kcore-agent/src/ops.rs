@@ -15,6 +15,10 @@ use tokio::sync::watch;
 pub const KEEP: usize = 64;
 /// How many output lines a result keeps (`outputTail`).
 pub const TAIL_LINES: usize = 40;
+/// How many events one operation keeps for replay. A chatty rebuild can print far more;
+/// past this, output lines only reach the result's tail (and the unit's log file), and
+/// one `output` event says so.
+pub const MAX_EVENTS: usize = 20_000;
 
 /// RFC 3339 "now".
 pub fn now_rfc3339() -> String {
@@ -134,7 +138,19 @@ impl OpHandle {
         }
         let len = {
             let mut events = lock(&self.entry.events);
+            let is_output = matches!(event, OperationEvent::Output { .. });
+            if is_output && events.len() >= MAX_EVENTS {
+                return;
+            }
             events.push(event);
+            if is_output && events.len() == MAX_EVENTS {
+                events.push(OperationEvent::Output {
+                    stream: "agent".into(),
+                    line: format!(
+                        "(more than {MAX_EVENTS} events: further output is not kept for replay; the result keeps the last {TAIL_LINES} lines)"
+                    ),
+                });
+            }
             events.len()
         };
         self.entry.version.send_replace(len);
@@ -216,5 +232,34 @@ mod tests {
         let again: Vec<OperationEvent> = ops.stream(&op.id).unwrap().collect().await;
         assert_eq!(again, events);
         assert!(ops.result("nope").is_none());
+    }
+
+    #[tokio::test]
+    async fn replay_is_bounded_but_steps_and_the_result_are_kept() {
+        let ops = Operations::default();
+        let op = ops.start("apply-nix", None);
+        for i in 0..MAX_EVENTS + 10 {
+            op.output("log", format!("line {i}"));
+        }
+        op.step("after the flood");
+        op.finish(OperationStatus::Succeeded, None);
+        let events: Vec<OperationEvent> = ops.stream(&op.id).unwrap().collect().await;
+        assert_eq!(
+            events.len(),
+            MAX_EVENTS + 3,
+            "cap + notice + step + finished"
+        );
+        assert!(
+            matches!(&events[MAX_EVENTS], OperationEvent::Output { stream, .. } if stream == "agent")
+        );
+        assert!(matches!(
+            &events[MAX_EVENTS + 1],
+            OperationEvent::Step { .. }
+        ));
+        let tail = ops.result(&op.id).unwrap().output_tail;
+        assert_eq!(
+            tail.last().map(String::as_str),
+            Some(format!("line {}", MAX_EVENTS + 9).as_str())
+        );
     }
 }
