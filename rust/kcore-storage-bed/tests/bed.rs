@@ -466,9 +466,10 @@ step marker-root-after-create2 grep -qx kept-root /mnt/marker
                 "{pools}"
             );
             let status = out.result("after-create-zpool-status.txt").unwrap();
+            // disko adds the members by partlabel.
             for d in &data {
-                let part = children(d)[0]["name"].as_str().unwrap().to_owned();
-                assert!(status.contains(&part), "{part} not in pool:\n{status}");
+                let label = children(d)[0]["partlabel"].as_str().unwrap().to_owned();
+                assert!(status.contains(&label), "{label} not in pool:\n{status}");
             }
             let datasets = out.result("after-create-zfs.txt").unwrap();
             let ds = format!("{}/{}", spec.zfs.pool_name, spec.zfs.dataset_prefix);
@@ -571,7 +572,7 @@ const IN_USE: &[(&str, &str, &str)] = &[
     ),
     (
         "use-part",
-        "sgdisk -q -n1:0:0 $D && udevadm settle && partprobe $D; udevadm settle && mkfs.ext4 -q $D-part1",
+        "sgdisk -n1:0:0 $D && partprobe $D && udevadm settle; P=\"$(readlink -f $D)1\"; for i in $(seq 50); do [ -b $P ] && break; blockdev --rereadpt $D; sleep 0.2; done; mkfs.ext4 -q $P",
         "TARGET_HAS_DATA",
     ),
 ];
