@@ -156,6 +156,9 @@ in
         StateDirectory = "kcore-controller";
         StateDirectoryMode = "0700";
         WorkingDirectory = stateDir;
+        # Every node keeps one mTLS connection open for its heartbeats; the default soft
+        # limit of 1024 descriptors would turn the 1,000th node away.
+        LimitNOFILE = 65536;
 
         # No capabilities at all: it only serves a port above 1024 and writes its state dir.
         CapabilityBoundingSet = "";

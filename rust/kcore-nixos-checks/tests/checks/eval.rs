@@ -272,6 +272,7 @@ fn controller_yaml_and_hardened_unit() {
         ("DynamicUser", json!(true)),
         ("StateDirectory", json!("kcore-controller")),
         ("StateDirectoryMode", json!("0700")),
+        ("LimitNOFILE", json!(65536)),
         ("CapabilityBoundingSet", json!("")),
         ("AmbientCapabilities", json!("")),
         ("ProtectSystem", json!("strict")),
