@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 /// A field value that is not acceptable, with what is wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("{field}: {} {problem}; {fix}", shown(.value))]
 pub struct FieldError {
     /// Where the value came from, as the operator spells it (`storage.lvm.vgName`).
     pub field: String,
@@ -38,6 +37,19 @@ impl FieldError {
             problem: problem.into(),
             fix: fix.into(),
         }
+    }
+
+    /// The message without the field's name (`"a b" contains a space; use ...`), for callers
+    /// that already say which field they mean.
+    pub fn detail(&self) -> String {
+        format!("{} {}; {}", shown(&self.value), self.problem, self.fix)
+    }
+}
+
+/// `field: "value" problem; fix`.
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.detail())
     }
 }
 
@@ -122,24 +134,39 @@ fn only(
 // ---------------------------------------------------------------------------------------
 
 /// A DNS label (RFC 1123): `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`. Used for node ids,
-/// resource names and data-centre ids, which appear in host names, certificate SAN URIs,
-/// systemd unit names and file names.
+/// controller ids, cluster names and resource names, which appear in host names,
+/// certificate SAN URIs, systemd unit names and file names.
 pub fn dns_label(field: &str, value: &str) -> Result<(), FieldError> {
-    not_empty(field, value, "node-1")?;
+    label(field, value, false)
+}
+
+/// The shape of a DNS label, with upper-case letters allowed or refused.
+fn label(field: &str, value: &str, upper_ok: bool) -> Result<(), FieldError> {
+    not_empty(field, value, if upper_ok { "DC1" } else { "node-1" })?;
     max_len(field, value, 63)?;
-    if let Some(c) = value.chars().find(char::is_ascii_uppercase) {
-        return Err(FieldError::new(
-            field,
-            value,
-            format!("contains upper-case '{c}'"),
-            "use lower case: names are compared case-sensitively in certificates and paths",
-        ));
+    if !upper_ok {
+        if let Some(c) = value.chars().find(char::is_ascii_uppercase) {
+            return Err(FieldError::new(
+                field,
+                value,
+                format!("contains upper-case '{c}'"),
+                "use lower case: names are compared case-sensitively in certificates and paths",
+            ));
+        }
     }
     only(
         field,
         value,
-        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
-        "lower-case letters, digits and '-'",
+        |c| {
+            (c.is_ascii_alphabetic() && (upper_ok || c.is_ascii_lowercase()))
+                || c.is_ascii_digit()
+                || c == '-'
+        },
+        if upper_ok {
+            "letters, digits and '-'"
+        } else {
+            "lower-case letters, digits and '-'"
+        },
     )?;
     if value.starts_with('-') || value.ends_with('-') {
         return Err(FieldError::new(
@@ -162,9 +189,12 @@ pub fn resource_name(field: &str, value: &str) -> Result<(), FieldError> {
     dns_label(field, value)
 }
 
-/// A data-centre id (see [`dns_label`]).
+/// A data-centre id: a DNS label in which upper case is allowed,
+/// `[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?` (`DC1`, `fra-2`). It only labels nodes in
+/// reports and listings; it never becomes a host name, path or certificate name, so the case
+/// operators already use for their sites is kept.
 pub fn dc_id(field: &str, value: &str) -> Result<(), FieldError> {
-    dns_label(field, value)
+    label(field, value, true)
 }
 
 /// A flake revision: a full commit id, 40 lowercase hex digits (short ids and branch names
@@ -763,6 +793,21 @@ mod tests {
         assert_refused(dns_label, "dns", "a-", "starts or ends with '-'");
         assert_refused(dns_label, "dns", "a_b", "contains '_'");
         assert_refused(dns_label, "dns", "a.b", "contains '.'");
+    }
+
+    #[test]
+    fn dc_ids_allow_upper_case() {
+        for ok in ["DC1", "dc2", "Fra-2", "0", &"D".repeat(63)] {
+            dc_id("dcId", ok).unwrap();
+        }
+        // Node ids keep the stricter rule.
+        assert!(node_id("nodeId", "DC1").is_err());
+        assert_refused(dc_id, "dc", &"D".repeat(64), "more than the 63 allowed");
+        assert_refused(dc_id, "dc", "-DC", "starts or ends with '-'");
+        assert_refused(dc_id, "dc", "DC-", "starts or ends with '-'");
+        assert_refused(dc_id, "dc", "DC_1", "contains '_'");
+        assert_refused(dc_id, "dc", "DC 1", "contains a space");
+        assert_refused(dc_id, "dc", "DC.1", "use letters, digits and '-' only");
     }
 
     #[test]
