@@ -106,12 +106,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config).await,
         Command::ProvisionDisk(p) => {
-            if !crate::config::valid_node_id(&p.node_id) {
-                anyhow::bail!(
-                    "--node-id {:?} is not a valid node id: use 1-63 characters [a-z0-9-], starting with a letter or digit",
-                    p.node_id
-                );
-            }
+            kcore_api::validate::node_id("--node-id", &p.node_id)?;
             let args = ProvisionArgs {
                 partition_label: p.partition_label,
                 volume_group: p.volume_group,

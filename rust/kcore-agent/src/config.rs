@@ -287,15 +287,9 @@ impl AgentConfig {
             field,
             message,
         };
-        if !valid_node_id(&self.node_id) {
-            return Err(invalid(
-                "nodeId",
-                format!(
-                    "{:?} is not a valid node id: use 1-63 characters [a-z0-9-], starting with a letter or digit",
-                    self.node_id
-                ),
-            ));
-        }
+        kcore_api::validate::node_id("nodeId", &self.node_id)
+            .map_err(|e| invalid("nodeId", e.detail()))?;
+        kcore_api::validate::dc_id("dcId", &self.dc_id).map_err(|e| invalid("dcId", e.detail()))?;
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 "listen",
@@ -336,17 +330,6 @@ impl AgentConfig {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| self.node_id.clone())
     }
-}
-
-/// `[a-z0-9][a-z0-9-]{0,62}`.
-pub fn valid_node_id(id: &str) -> bool {
-    let bytes = id.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 #[cfg(test)]
@@ -463,12 +446,32 @@ binaries:
     }
 
     #[test]
-    fn node_id_rules() {
-        assert!(valid_node_id("node-1"));
-        assert!(valid_node_id("1"));
-        assert!(!valid_node_id(""));
-        assert!(!valid_node_id("-a"));
-        assert!(!valid_node_id(&"a".repeat(64)));
-        assert!(valid_node_id(&"a".repeat(63)));
+    fn node_id_and_dc_id_rules() {
+        for id in ["node-1", "1", &"a".repeat(63)] {
+            parse(&format!("nodeId: {id}\nmode: install\n")).unwrap();
+        }
+        for (id, words) in [
+            ("\"\"", "is empty"),
+            ("-a", "starts or ends with '-'"),
+            ("a-", "starts or ends with '-'"),
+            ("Node1", "upper-case 'N'"),
+            (&"a".repeat(64), "more than the 63 allowed"),
+        ] {
+            let err = parse(&format!("nodeId: {id}\nmode: install\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("field `nodeId`") && err.contains(words),
+                "{err}"
+            );
+        }
+        parse("nodeId: n\ndcId: DC2\nmode: install\n").unwrap();
+        let err = parse("nodeId: n\ndcId: DC_2\nmode: install\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `dcId`") && err.contains("contains '_'"),
+            "{err}"
+        );
     }
 }

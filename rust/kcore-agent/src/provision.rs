@@ -266,7 +266,9 @@ fn canonical(path: &str) -> String {
 pub fn parse_stored_id(bytes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(bytes.split(|b| *b == b'\n').next()?).ok()?;
     let id = text.strip_prefix(ID_PREFIX)?;
-    crate::config::valid_node_id(id).then(|| id.to_string())
+    kcore_api::validate::node_id("kcore-node-id", id)
+        .ok()
+        .map(|()| id.to_string())
 }
 
 async fn observe(args: &ProvisionArgs) -> Result<Observed, ProvisionError> {

@@ -33,7 +33,7 @@ use kcore_api::cluster::{
 use kcore_net::ApiJson;
 use kcore_pki::{Authority, Identity, Role};
 
-use crate::config::{ControllerConfig, valid_id};
+use crate::config::ControllerConfig;
 use crate::store::{NodeRecord, Store};
 
 /// Node certificates are valid this long; agents renew 30 days before the end.
@@ -241,15 +241,8 @@ fn node_view(state: &AppState, id: String, record: NodeRecord, beat: Option<i64>
 }
 
 fn check_node_id(id: &str) -> Result<()> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_NODE_ID",
-            format!("node id {id:?} is not valid: use 1-63 characters from a-z, 0-9 and '-'"),
-        ))
-    }
+    kcore_api::validate::node_id("node id", id)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "INVALID_NODE_ID", e.to_string()))
 }
 
 fn not_found(id: &str) -> Failure {

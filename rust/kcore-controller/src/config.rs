@@ -106,24 +106,12 @@ impl ControllerConfig {
             field,
             message,
         };
-        if !valid_id(&config.controller_id) {
-            return Err(invalid(
-                "controllerId",
-                format!(
-                    "{:?} is not a valid id: use 1-63 characters from a-z, 0-9 and '-', starting with a letter or digit",
-                    config.controller_id
-                ),
-            ));
-        }
-        if !valid_id(&config.cluster_name) {
-            return Err(invalid(
-                "clusterName",
-                format!(
-                    "{:?} is not a valid name: use 1-63 characters from a-z, 0-9 and '-', starting with a letter or digit",
-                    config.cluster_name
-                ),
-            ));
-        }
+        use kcore_api::validate::{dc_id, dns_label};
+        dns_label("controllerId", &config.controller_id)
+            .map_err(|e| invalid("controllerId", e.detail()))?;
+        dns_label("clusterName", &config.cluster_name)
+            .map_err(|e| invalid("clusterName", e.detail()))?;
+        dc_id("dcId", &config.dc_id).map_err(|e| invalid("dcId", e.detail()))?;
         if config.heartbeat_timeout_seconds == 0 {
             return Err(invalid(
                 "heartbeatTimeoutSeconds",
@@ -132,18 +120,6 @@ impl ControllerConfig {
         }
         Ok(config)
     }
-}
-
-/// `[a-z0-9][a-z0-9-]{0,62}`: the shape of node, controller and cluster ids (they end up
-/// in URIs, file names and SQL keys).
-pub fn valid_id(id: &str) -> bool {
-    let bytes = id.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 #[cfg(test)]
@@ -185,7 +161,23 @@ mod tests {
         let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("controllerId"), "{err}");
-        assert!(valid_id("node-1") && !valid_id("-x") && !valid_id(""));
+        assert!(err.contains("field `controllerId`"), "{err}");
+        assert!(err.contains("upper-case 'C'"), "{err}");
+        let text = MINIMAL.replace("clusterName: lab", "clusterName: lab-");
+        let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `clusterName`"), "{err}");
+        assert!(err.contains("starts or ends with '-'"), "{err}");
+        let text = format!("{MINIMAL}dcId: DC1\n");
+        ControllerConfig::parse(&text, Path::new("c.yaml")).unwrap();
+        let text = format!("{MINIMAL}dcId: DC 1\n");
+        let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `dcId`") && err.contains("a space"),
+            "{err}"
+        );
     }
 }
