@@ -140,6 +140,16 @@ in
               description = "Store path of nixpkgs' `lib/` directory, used with `diskoSource`.";
             };
           };
+          nix.configPath = lib.mkOption {
+            type = klib.runtimePath;
+            default = "/etc/nixos/kcore-node.nix";
+            description = ''
+              The NixOS module `apply-nix` writes (the previous version kept as `.bak`), then
+              `nixos-rebuild test` and `switch`. This module does not import it: the host's own
+              entry point (`/etc/nixos/configuration.nix`, or the flake in `/etc/nixos`) must
+              list it in `imports` for an apply to change anything; see `docs/nixos.md`.
+            '';
+          };
         };
       };
     };
@@ -195,14 +205,23 @@ in
       after = [ "network-online.target" ];
       # The unit reads the file from /etc; restart it when the rendered file changes.
       restartTriggers = [ configFile ];
-      # Tools the agent and disko's scripts call by name (disko's create scripts expect them).
+      # Tools the agent and disko's scripts call by name (disko's create scripts expect them):
+      # disko; lsblk (util-linux); LVM and LUKS for inventory and provision-disk; `ip -json
+      # addr` (iproute2); nix, which disko's CLI builds its scripts with; and nix and
+      # nixos-rebuild for a `settings.binaries` entry left unset (then resolved on PATH).
+      # NixOS adds coreutils, findutils, grep, sed and systemd to every unit's PATH itself.
       path = [
         cfg.diskoPackage
         pkgs.util-linux
         pkgs.lvm2
         pkgs.cryptsetup
         pkgs.iproute2
+        config.nix.package
+        config.system.build.nixos-rebuild
       ]
+      # Thin pools on this host (kcore.storage turns this on for a thin layout): lvm2 runs
+      # thin_check/thin_repair when it activates them, for the agent's LVM commands too.
+      ++ lib.optional config.services.lvm.boot.thin.enable pkgs.thin-provisioning-tools
       ++ lib.optional (config.kcore.storage.backend == "zfs") config.boot.zfs.package;
       environment = {
         # Builds started by the agent's children (disko building its scripts,
@@ -222,6 +241,11 @@ in
         ];
         Restart = "on-failure";
         RestartSec = 5;
+        # LogsDirectory= creates /var/log/kcore-agent: apply-nix's rebuild units append to
+        # <unit>.log there (opened by PID 1, so the directory must exist before the first
+        # apply), and the agent follows and streams those files. Not a relaxation: no
+        # namespace or user comes with it for a root unit.
+        LogsDirectory = "kcore-agent";
 
         # Relaxed on purpose (the agent manages disks and activates systems):
         # - runs as root: partitions, LUKS, LVM and ZFS need CAP_SYS_ADMIN and raw block devices,
@@ -229,8 +253,15 @@ in
         # - no ProtectSystem=, ProtectHome=, PrivateTmp=, PrivateDevices=, ProtectKernelTunables=,
         #   ProtectKernelModules=, ProtectControlGroups=: each one gives the unit its own mount
         #   namespace, and the file systems disko mounts for new volumes must be visible to the
-        #   whole host, not only inside the agent's namespace; lvm and zpool also write /sys and
-        #   load modules;
+        #   whole host, not only inside the agent's namespace (mounts made in a unit's namespace
+        #   do not propagate back to the host); lvm and zpool also write /sys and load modules;
+        # - PrivateDevices= stays false and there is no DeviceAllow=: the agent creates and
+        #   opens partitions, LUKS mappings, LVs and zvols whose device nodes appear at run time;
+        # - no ReadWritePaths= (nor ReadOnlyPaths=, PrivateMounts=): without ProtectSystem= the
+        #   whole file system is writable, and these would themselves create the mount
+        #   namespace avoided above. The agent writes settings.nix.configPath (in /etc/nixos
+        #   by default), settings.disko.stateDir, the rest of /etc/kcore (management mode, PKI
+        #   at install) and /var/log/kcore-agent;
         # - no MemoryDenyWriteExecute=: it is inherited by the children (nix, lvm, zfs tools,
         #   disko's shell scripts), which are not audited for W^X;
         # - UMask 0022, not 0077: volume mount points it creates must stay traversable by the

@@ -58,6 +58,7 @@ fn expected_agent_yaml(storage: Value) -> Value {
             "managementModeFile": "/etc/kcore/disko-management-mode",
             "stateDir": "/etc/kcore/disko"
         },
+        "nix": { "configPath": "/etc/nixos/kcore-node.nix" },
         "binaries": {
             "nixInstantiate": fake("nix", "nix-instantiate"),
             "nixosRebuild": fake("nixos-rebuild", "nixos-rebuild"),
@@ -183,17 +184,14 @@ fn agent_unit_runs_the_rendered_file_with_commented_relaxations() {
         ("LockPersonality", json!(true)),
         ("SystemCallArchitectures", json!("native")),
         ("UMask", json!("0022")),
+        // apply-nix's rebuild units append to /var/log/kcore-agent/<unit>.log.
+        ("LogsDirectory", json!("kcore-agent")),
     ] {
         assert_eq!(sc[key], want, "kcore-agent {key}");
     }
-    // Root, and no private mount namespace: disko's mounts must reach the host.
-    for absent in [
-        "User",
-        "DynamicUser",
-        "ProtectSystem",
-        "PrivateTmp",
-        "PrivateDevices",
-    ] {
+    // Root, no private mount namespace (disko's mounts must reach the host; every path the
+    // agent writes stays writable), and block devices created at run time stay reachable.
+    for absent in AGENT_RELAXED {
         assert!(
             sc.get(absent).is_none(),
             "kcore-agent must not set {absent}: {sc}"
@@ -209,17 +207,131 @@ fn agent_unit_runs_the_rendered_file_with_commented_relaxations() {
             "NIX_PATH": format!("nixpkgs={FAKE_STORE}nixpkgs")
         })
     );
-    // ZFS backend: the zfs tools are on the unit's PATH next to disko's tools.
+    // ZFS backend: the zfs tools are on the unit's PATH next to disko's and nix's tools.
     assert_eq!(
         unit["path"],
-        json!([
-            "disko",
-            "util-linux",
-            "lvm2",
-            "cryptsetup",
-            "iproute2",
-            "zfs"
-        ])
+        json!([AGENT_PATH.as_slice(), &["zfs"]].concat())
+    );
+}
+
+/// Unit settings the agent's unit leaves unset on purpose, each with a comment in
+/// modules/agent.nix saying why.
+const AGENT_RELAXED: [&str; 14] = [
+    "User",
+    "DynamicUser",
+    "CapabilityBoundingSet",
+    "DevicePolicy",
+    "DeviceAllow",
+    "PrivateDevices",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateMounts",
+    "ReadWritePaths",
+    "ReadOnlyPaths",
+    "ProtectKernelModules",
+    "MemoryDenyWriteExecute",
+];
+
+/// The agent unit's PATH on every backend (package names of fake-pkgs.nix).
+const AGENT_PATH: [&str; 7] = [
+    "disko",
+    "util-linux",
+    "lvm2",
+    "cryptsetup",
+    "iproute2",
+    "nix",
+    "nixos-rebuild",
+];
+
+/// The PATH of the agent's unit in `outputs`, as package names.
+pub fn agent_path(out: &Value) -> Vec<String> {
+    out["units"]["kcore-agent"]["path"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no kcore-agent unit: {out}"))
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn agent_path_has_the_backend_tools_and_thin_tools_only_with_thin_pools() {
+    let Some(h) =
+        Harness::get("agent_path_has_the_backend_tools_and_thin_tools_only_with_thin_pools")
+    else {
+        return;
+    };
+    // Filesystem backend: the common tools only.
+    assert_eq!(agent_path(&h.outputs(&agent_config(json!({})))), AGENT_PATH);
+    // LVM without a thin pool: lvm2 is there already, no thin tools.
+    let lvm = h.outputs(&agent_config(json!({ "backend": "lvm" })));
+    assert_eq!(lvm["lvmThin"], json!(false));
+    assert_eq!(agent_path(&lvm), AGENT_PATH);
+    // LVM with thin provisioning: the thin tools join lvm2 (the thin-pool layout case is in
+    // kcore_disko_fragments_merge_into_disko_devices).
+    let thin = h.outputs(&agent_config(
+        json!({ "backend": "lvm", "lvm": { "thinProvisioning": true } }),
+    ));
+    assert_eq!(
+        agent_path(&thin),
+        [AGENT_PATH.as_slice(), &["thin-provisioning-tools"]].concat()
+    );
+}
+
+/// Each relaxation of the agent's unit is explained where it is made: the module's comment
+/// block names every setting the unit leaves unset on purpose.
+#[test]
+fn agent_unit_relaxations_are_commented_in_the_module() {
+    if !crate::support::have_repo("agent_unit_relaxations_are_commented_in_the_module") {
+        return;
+    }
+    let path = crate::support::repo_root().join("modules/agent.nix");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let comments: String = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for setting in AGENT_RELAXED
+        .iter()
+        .filter(|s| !matches!(**s, "User" | "DynamicUser"))
+        .chain(&["LogsDirectory"])
+    {
+        assert!(
+            comments.contains(setting),
+            "modules/agent.nix has no comment on {setting}"
+        );
+    }
+    assert!(
+        comments.contains("runs as root"),
+        "no comment on running as root"
+    );
+}
+
+#[test]
+fn apply_nix_config_path_is_rendered_and_never_in_the_store() {
+    let Some(h) = Harness::get("apply_nix_config_path_is_rendered_and_never_in_the_store") else {
+        return;
+    };
+    let config = set(
+        agent_config(json!({})),
+        "services.kcore.agent.settings.nix.configPath",
+        json!("/etc/nixos/hosts/hv1/kcore-node.nix"),
+    );
+    let yaml = rendered(&h.outputs(&config), "agentConfig");
+    assert_eq!(
+        yaml["nix"],
+        json!({ "configPath": "/etc/nixos/hosts/hv1/kcore-node.nix" })
+    );
+    // The store is read-only: apply-nix could never write there.
+    let err = h.eval_error(&set(
+        agent_config(json!({})),
+        "services.kcore.agent.settings.nix.configPath",
+        json!("/nix/store/0c8nvgrh4bnys3b1jgg4ggnrv40xcqr0-kcore-node.nix"),
+    ));
+    assert!(
+        err.contains("services.kcore.agent.settings.nix.configPath"),
+        "{err}"
     );
 }
 
@@ -413,8 +525,12 @@ fn kcore_disko_fragments_merge_into_disko_devices() {
         assert_eq!(&merged["disk"][name], dev, "disk {name}");
     }
     assert_eq!(merged["lvm_vg"], alone_layout["lvm_vg"]);
-    // The thin pool in the layout turns the thin tools on.
+    // The thin pool in the layout turns the thin tools on, in the system and on the agent's PATH.
     assert_eq!(out["lvmThin"], json!(true));
+    assert!(
+        agent_path(&out).contains(&"thin-provisioning-tools".to_string()),
+        "{out}"
+    );
     assert!(
         out["systemPackages"]
             .as_array()

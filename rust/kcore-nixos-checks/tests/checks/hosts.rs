@@ -109,6 +109,33 @@ fn hosts_evaluate_with_their_backend() {
             );
             assert!(yaml["nodeId"].is_string(), "hosts/{host}");
             assert_eq!(out["allowedTCPPorts"], json!([9091]), "hosts/{host}");
+            // The agent's PATH carries the tools of the host's backend: zfs on a zfs host,
+            // the thin tools where the layout has a thin pool.
+            let path = crate::eval::agent_path(&out);
+            for tool in ["disko", "lvm2", "nix", "nixos-rebuild"] {
+                assert!(
+                    path.iter().any(|p| p == tool),
+                    "hosts/{host}: {tool} in {path:?}"
+                );
+            }
+            assert_eq!(
+                path.iter().any(|p| p == "zfs"),
+                spec.backend.as_str() == "zfs",
+                "hosts/{host}: zfs in {path:?}"
+            );
+            if spec.lvm.thin_pool.is_some() {
+                assert_eq!(out["lvmThin"], json!(true), "hosts/{host}");
+            }
+            assert_eq!(
+                path.iter().any(|p| p == "thin-provisioning-tools"),
+                out["lvmThin"] == json!(true),
+                "hosts/{host}: thin tools in {path:?}"
+            );
+            assert_eq!(
+                out["units"]["kcore-agent"]["serviceConfig"]["LogsDirectory"],
+                json!("kcore-agent"),
+                "hosts/{host}"
+            );
         }
         // Every host has a LUKS2 root unlocked by the TPM.
         assert_eq!(
