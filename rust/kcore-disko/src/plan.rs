@@ -292,7 +292,7 @@ fn plan_disk(
                 .push(action(ActionKind::NewDisk, ChangeClass::Additive, what));
             match dev {
                 None => target.refusals.push(not_found()),
-                Some(d) => target.refusals = in_use(d, snapshot, true),
+                Some(d) => target.refusals = in_use_refusals(d, snapshot, true),
             }
         }
         (None, Some(_)) => {
@@ -309,7 +309,7 @@ fn plan_disk(
                 Some(d) => {
                     if n.device != c.device {
                         // A different device under the same name is a whole new disk.
-                        target.refusals = in_use(d, snapshot, true);
+                        target.refusals = in_use_refusals(d, snapshot, true);
                     }
                 }
             }
@@ -417,8 +417,18 @@ fn diff_disk(new: &Disk, cur: &Disk) -> Vec<Action> {
     actions
 }
 
-/// Everything that makes a device unsafe to (re)partition.
-fn in_use(dev: &BlockDevice, snapshot: &BlockSnapshot, whole_disk: bool) -> Vec<Refusal> {
+/// Everything that makes `dev` unsafe to overwrite, one refusal per code, sorted by code:
+/// it or anything below it holds the running system, is mounted, is active swap, is held
+/// (dm, md, LUKS, LVM) or is a ZFS pool member. With `whole_disk` (the device itself would be
+/// repartitioned) any partition table, partition or signature on it or below counts too.
+///
+/// The plan refuses a target with these; the agent's `node disks` shows the same verdict,
+/// so the two never disagree about a device.
+pub fn in_use_refusals(
+    dev: &BlockDevice,
+    snapshot: &BlockSnapshot,
+    whole_disk: bool,
+) -> Vec<Refusal> {
     let mut out = Vec::new();
     let all = dev.walk();
     let mut push = |code: RefusalCode, message: String| {
@@ -437,7 +447,8 @@ fn in_use(dev: &BlockDevice, snapshot: &BlockSnapshot, whole_disk: bool) -> Vec<
         }
     }
     for d in &all {
-        if let Some(m) = d.mountpoints.first() {
+        // Swap is listed as a mount point by lsblk; it gets its own refusal below.
+        if let Some(m) = d.mountpoints.iter().find(|m| *m != "[SWAP]") {
             push(
                 RefusalCode::TargetMounted,
                 format!("{} is mounted on {m}: unmount it first", d.path),

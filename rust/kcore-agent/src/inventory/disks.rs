@@ -1,13 +1,14 @@
-//! `node disks`: block devices with their stable by-id path and an in-use verdict (mounted,
-//! swap, held by dm/md/LUKS/LVM, a ZFS/LVM/RAID member, or carrying a partition table or
-//! filesystem) with the reason.
+//! `node disks`: block devices with their stable by-id path and an in-use verdict with the
+//! reason.
 //!
 //! The device facts come from kcore-disko's [`BlockSnapshot`] (lsblk, `/proc/swaps`,
-//! holders, `/dev/disk/by-*` links), the same snapshot a disk plan is made against, so
-//! `node disks` and `apply-disko` never disagree about what a device is.
+//! holders, `/dev/disk/by-*` links), the same snapshot a disk plan is made against, and the
+//! verdict is the plan's own ([`in_use_refusals`]), so `node disks` and `apply-disko` never
+//! disagree about what a device is or whether it is in use.
 
 use kcore_api::inventory::Disk;
 use kcore_disko::BlockSnapshot;
+use kcore_disko::plan::in_use_refusals;
 use kcore_disko::snapshot::BlockDevice;
 
 /// Turn a snapshot into the inventory tree.
@@ -37,7 +38,12 @@ fn convert(dev: &BlockDevice, snapshot: &BlockSnapshot) -> Disk {
         l.strip_prefix("/dev/disk/by-partlabel/")
             .map(str::to_string)
     });
-    let reasons = in_use_reasons(dev, &children, snapshot);
+    // A partition table is only the device's own on a whole disk: lsblk repeats it on every
+    // partition.
+    let reasons: Vec<String> = in_use_refusals(dev, snapshot, dev.kind == "disk")
+        .into_iter()
+        .map(|r| r.message)
+        .collect();
     Disk {
         name: dev.name.clone(),
         path: dev.path.clone(),
@@ -59,51 +65,6 @@ fn convert(dev: &BlockDevice, snapshot: &BlockSnapshot) -> Disk {
 fn by_id_rank(link: &str) -> u8 {
     let name = link.rsplit('/').next().unwrap_or(link);
     u8::from(name.starts_with("wwn-") || name.starts_with("nvme-eui."))
-}
-
-/// Why a device must not be the target of a destructive apply; a device is in use when
-/// it or anything below it is.
-fn in_use_reasons(dev: &BlockDevice, children: &[Disk], snapshot: &BlockSnapshot) -> Vec<String> {
-    let mut reasons = Vec::new();
-    for mp in &dev.mountpoints {
-        if mp == "[SWAP]" {
-            reasons.push("active swap".to_string());
-        } else {
-            reasons.push(format!("mounted at {mp}"));
-        }
-    }
-    let swap = snapshot
-        .swaps
-        .iter()
-        .any(|s| snapshot.canonical_path(s) == dev.path);
-    if swap && !dev.mountpoints.iter().any(|m| m == "[SWAP]") {
-        reasons.push("active swap".to_string());
-    }
-    if let Some(holders) = snapshot.holders.get(&dev.kname).filter(|h| !h.is_empty()) {
-        reasons.push(format!("held by {}", holders.join(", ")));
-    }
-    match dev.fstype.as_deref() {
-        Some("zfs_member") => reasons.push("ZFS pool member".into()),
-        Some("LVM2_member") => reasons.push("LVM physical volume".into()),
-        Some("crypto_LUKS") => reasons.push("LUKS container".into()),
-        Some("linux_raid_member") => reasons.push("md RAID member".into()),
-        Some(fs) if reasons.is_empty() => reasons.push(format!("{fs} filesystem")),
-        _ => {}
-    }
-    if let Some(pt) = &dev.pttype {
-        if dev.kind == "disk" {
-            reasons.push(format!("{pt} partition table"));
-        }
-    }
-    let busy: Vec<&str> = children
-        .iter()
-        .filter(|c| c.in_use)
-        .map(|c| c.name.as_str())
-        .collect();
-    if !busy.is_empty() {
-        reasons.push(format!("in use below: {}", busy.join(", ")));
-    }
-    reasons
 }
 
 #[cfg(test)]
@@ -137,27 +98,38 @@ mod tests {
         assert_eq!(sda.model.as_deref(), Some("QEMU HARDDISK"));
         let reason = sda.in_use_reason.as_deref().unwrap();
         assert!(reason.contains("gpt partition table"), "{reason}");
-        assert!(
-            reason.contains("in use below: sda1, sda2, sda3"),
-            "{reason}"
-        );
+        // What is in use below the disk is named, as the disk plan names it.
+        for below in [
+            "holds the running system",
+            "/dev/sda1 is mounted on /boot",
+            "/dev/sda2 is held by dm-0",
+            "/dev/sda3 is active swap",
+        ] {
+            assert!(reason.contains(below), "{reason}");
+        }
         let sda1 = &sda.children[0];
         assert_eq!(sda1.mountpoints, vec!["/boot".to_string()]);
-        assert_eq!(sda1.in_use_reason.as_deref(), Some("mounted at /boot"));
+        let r1 = sda1.in_use_reason.as_deref().unwrap();
+        assert!(r1.contains("mounted on /boot"), "{r1}");
+        // lsblk repeats the disk's partition table on each partition; it is not theirs.
+        assert!(!r1.contains("partition table"), "{r1}");
         assert_eq!(sda1.partlabel.as_deref(), Some("disk-os-ESP"));
         let sda2 = &sda.children[1];
         let r2 = sda2.in_use_reason.as_deref().unwrap();
-        assert!(r2.contains("held by dm-0") && r2.contains("LUKS"), "{r2}");
+        assert!(r2.contains("held by dm-0"), "{r2}");
         assert_eq!(sda2.children[0].kind, "crypt");
         assert!(
             sda2.children[0]
                 .in_use_reason
                 .as_deref()
                 .unwrap()
-                .contains("mounted at /")
+                .contains("mounted on /")
         );
         let sda3 = &sda.children[2];
-        assert_eq!(sda3.in_use_reason.as_deref(), Some("active swap"));
+        assert_eq!(
+            sda3.in_use_reason.as_deref(),
+            Some("/dev/sda3 is active swap: swapoff it first")
+        );
 
         let sdb = disks.iter().find(|d| d.name == "sdb").unwrap();
         assert!(!sdb.in_use, "{:?}", sdb.in_use_reason);
@@ -167,7 +139,8 @@ mod tests {
             "the descriptive name wins over wwn-"
         );
         let sdc = disks.iter().find(|d| d.name == "sdc").unwrap();
-        assert_eq!(sdc.in_use_reason.as_deref(), Some("ZFS pool member"));
+        let rc = sdc.in_use_reason.as_deref().unwrap();
+        assert!(rc.contains("ZFS pool member"), "{rc}");
     }
 
     #[test]
@@ -176,6 +149,9 @@ mod tests {
         snap.swaps = vec!["/dev/sdb".into()];
         let disks = from_snapshot(&snap);
         let sdb = disks.iter().find(|d| d.name == "sdb").unwrap();
-        assert_eq!(sdb.in_use_reason.as_deref(), Some("active swap"));
+        assert_eq!(
+            sdb.in_use_reason.as_deref(),
+            Some("/dev/sdb is active swap: swapoff it first")
+        );
     }
 }
