@@ -79,25 +79,8 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
 }
 
-/// Storage backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    #[default]
-    Filesystem,
-    Lvm,
-    Zfs,
-}
-
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Filesystem => "filesystem",
-            Backend::Lvm => "lvm",
-            Backend::Zfs => "zfs",
-        }
-    }
-}
+/// Storage backend: the one a disk spec names, so config and disk plans share it.
+pub use kcore_disko::spec::Backend;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
