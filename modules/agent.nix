@@ -72,7 +72,7 @@ in
         freeformType = settingsFormat.type;
         options = {
           nodeId = lib.mkOption {
-            type = lib.types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+            type = lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
             example = "node-1";
             description = "Identity of this node in the cluster (lower-case letters, digits and `-`).";
           };

@@ -63,12 +63,12 @@ in
         freeformType = settingsFormat.type;
         options = {
           controllerId = lib.mkOption {
-            type = lib.types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+            type = lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
             example = "ctl1";
             description = "Identity of this controller.";
           };
           clusterName = lib.mkOption {
-            type = lib.types.strMatching "[a-z0-9][a-z0-9-]{0,62}";
+            type = lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
             example = "lab";
             description = "Cluster name, the `<cluster>` in `kcore://<cluster>/<role>/<id>` certificate identities.";
           };
