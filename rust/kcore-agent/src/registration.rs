@@ -3,7 +3,7 @@
 //!
 //! # Use from the agent
 //!
-//! ```ignore
+//! ```text
 //! let ctx = registration::RegistrationContext::from_config(&config, Some(server_tls.clone()))?
 //!     .with_report(registration::inventory_report_fn(config.clone(), tools));
 //! tokio::spawn(registration::run(ctx, shutdown_future));
