@@ -244,9 +244,25 @@ pub fn inventory_report_fn(config: AgentConfig, tools: crate::tools::Tools) -> R
             }
             let view = crate::inventory::collect_storage(config, tools).await;
             apply_storage_view(&mut report.storage, &view);
+            measure_mounts(&mut report.storage.mounts);
             report
         })
     })
+}
+
+/// Fills in the size and free space of each volume mount that exists (statvfs). A mount
+/// that cannot be measured (not created yet, not readable) keeps `None`: kctl shows `?`.
+pub fn measure_mounts(mounts: &mut [VolumeMount]) {
+    for mount in mounts {
+        match nix::sys::statvfs::statvfs(mount.path.as_str()) {
+            Ok(stat) => {
+                let fragment = stat.fragment_size();
+                mount.size_bytes = Some(stat.blocks() * fragment);
+                mount.free_bytes = Some(stat.blocks_available() * fragment);
+            }
+            Err(err) => tracing::debug!("cannot measure {}: {err}", mount.path),
+        }
+    }
 }
 
 fn to_json_list<T: serde::Serialize>(items: &[T]) -> Vec<serde_json::Value> {
@@ -562,6 +578,26 @@ pub async fn run(ctx: RegistrationContext, shutdown: impl Future<Output = ()> + 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn existing_mounts_are_measured_and_missing_ones_left_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mounts = vec![
+            VolumeMount {
+                path: dir.path().display().to_string(),
+                ..Default::default()
+            },
+            VolumeMount {
+                path: dir.path().join("absent").display().to_string(),
+                ..Default::default()
+            },
+        ];
+        measure_mounts(&mut mounts);
+        let size = mounts[0].size_bytes.expect("a tempdir can be measured");
+        let free = mounts[0].free_bytes.expect("a tempdir can be measured");
+        assert!(size > 0 && free <= size, "size {size}, free {free}");
+        assert_eq!((mounts[1].size_bytes, mounts[1].free_bytes), (None, None));
+    }
     use super::*;
 
     #[test]
