@@ -29,3 +29,7 @@ pub const TIMED_OUT: &str = "TIMED_OUT";
 pub const WRITE_FAILED: &str = "WRITE_FAILED";
 /// Reading device state failed.
 pub const INVENTORY_FAILED: &str = "INVENTORY_FAILED";
+/// The agent stopped while the operation ran (found `running` in its saved result at the
+/// next start). A rebuild's transient unit may still have finished on its own: its log
+/// file says how.
+pub const INTERRUPTED: &str = "INTERRUPTED";

@@ -130,12 +130,13 @@ impl Agent {
             }
         };
         let tools = Tools::new(config.binaries.clone());
+        let ops = Operations::persistent(crate::ops::dir_for(&config));
         Ok(Agent {
             state: Arc::new(AgentState {
                 config,
                 tools,
                 options,
-                ops: Operations::default(),
+                ops,
                 rebuild: Arc::default(),
                 disk_apply: Arc::default(),
             }),

@@ -833,13 +833,40 @@ async fn disko_timeout_is_capped_and_kills_the_process_group_with_disko_stand_in
 // apply-nix
 
 struct NixBed {
-    _pki: Pki,
+    pki: Pki,
     node: Node,
+    options: RuntimeOptions,
     agent: Running,
     admin: Client,
 }
 
 impl NixBed {
+    /// Stop this agent and start a new one on the same configuration and directories, as a
+    /// restart of the service would.
+    async fn restart(self) -> NixBed {
+        let NixBed {
+            pki,
+            node,
+            options,
+            agent,
+            ..
+        } = self;
+        agent.stop().await;
+        let agent = start(
+            node.config("managed", Some(&pki), json!({})),
+            options.clone(),
+        )
+        .await;
+        let admin = agent.client(pki.client_tls(&pki.leaf(Role::Admin, "alice")));
+        NixBed {
+            pki,
+            node,
+            options,
+            agent,
+            admin,
+        }
+    }
+
     fn activations(&self) -> Vec<String> {
         std::fs::read_to_string(self.node.path("activations"))
             .unwrap_or_default()
@@ -889,11 +916,16 @@ async fn nix_bed(gate: Option<&Path>) -> Option<NixBed> {
         rebuild_log_dir: node.path("logs"),
         ..RuntimeOptions::default()
     };
-    let agent = start(node.config("managed", Some(&pki), json!({})), options).await;
+    let agent = start(
+        node.config("managed", Some(&pki), json!({})),
+        options.clone(),
+    )
+    .await;
     let admin = agent.client(pki.client_tls(&pki.leaf(Role::Admin, "alice")));
     Some(NixBed {
-        _pki: pki,
+        pki,
         node,
+        options,
         agent,
         admin,
     })
@@ -1079,5 +1111,69 @@ async fn apply_nix_runs_one_rebuild_at_a_time_with_nixos_rebuild_stand_in() {
     let (_, result) = follow(&bed.admin, &second.operation_id).await;
     assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
     assert_eq!(result.generation.as_deref(), Some("2"));
+    bed.agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operation_results_survive_an_agent_restart_with_nixos_rebuild_stand_in() {
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("open");
+    let Some(bed) = nix_bed(Some(&gate)).await else {
+        return;
+    };
+    // A write-only apply finishes in the request; a rebuild is then held at the gate, so
+    // it is still running when the agent stops.
+    let done: OperationResult = bed
+        .admin
+        .post_json("/v1/nix/apply", &nix_req(MODULE_A, true))
+        .await
+        .unwrap();
+    assert_eq!(done.status, OperationStatus::Succeeded);
+    let cut: OperationStarted = bed
+        .admin
+        .post_json("/v1/nix/apply", &nix_req(MODULE_B, false))
+        .await
+        .unwrap();
+    let running: OperationResult = bed
+        .admin
+        .get_json(&format!("/v1/operations/{}", cut.operation_id))
+        .await
+        .unwrap();
+    assert_eq!(running.status, OperationStatus::Running);
+
+    let bed = bed.restart().await;
+    let again: OperationResult = bed
+        .admin
+        .get_json(&format!("/v1/operations/{}", done.operation_id))
+        .await
+        .unwrap();
+    assert_eq!(again, done, "the finished result, as it was");
+    let interrupted: OperationResult = bed
+        .admin
+        .get_json(&format!("/v1/operations/{}", cut.operation_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        interrupted.status,
+        OperationStatus::Failed,
+        "{interrupted:?}"
+    );
+    assert_eq!(interrupted.error.as_ref().unwrap().code, "INTERRUPTED");
+    assert_eq!(interrupted.started_at, running.started_at);
+    // The stream of a loaded operation ends too, with the same result.
+    let (_, streamed) = follow(&bed.admin, &cut.operation_id).await;
+    assert_eq!(streamed, interrupted);
+    // Saved as JSON beside the disko state directory.
+    assert!(
+        bed.node
+            .path(&format!("operations/{}.json", done.operation_id))
+            .is_file()
+    );
+    let err = bed
+        .admin
+        .get_json::<OperationResult>("/v1/operations/00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "NOT_FOUND");
     bed.agent.stop().await;
 }
