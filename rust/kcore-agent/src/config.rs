@@ -198,6 +198,9 @@ pub struct Binaries {
     pub nixos_rebuild: Option<PathBuf>,
     #[serde(default)]
     pub systemd_run: Option<PathBuf>,
+    /// Stops a rebuild's transient unit that ran past its timeout.
+    #[serde(default)]
+    pub systemctl: Option<PathBuf>,
     #[serde(default)]
     pub disko: Option<PathBuf>,
     #[serde(default)]
@@ -349,6 +352,7 @@ binaries:
   nixInstantiate: /run/current-system/sw/bin/nix-instantiate
   nixosRebuild: /run/current-system/sw/bin/nixos-rebuild
   systemdRun: /run/current-system/sw/bin/systemd-run
+  systemctl: /run/current-system/sw/bin/systemctl
   disko: /run/current-system/sw/bin/disko
   lsblk: /run/current-system/sw/bin/lsblk
 "#;
@@ -368,6 +372,10 @@ binaries:
         assert_eq!(
             c.binaries.systemd_run.as_deref(),
             Some(Path::new("/run/current-system/sw/bin/systemd-run"))
+        );
+        assert_eq!(
+            c.binaries.systemctl.as_deref(),
+            Some(Path::new("/run/current-system/sw/bin/systemctl"))
         );
     }
 

@@ -3,7 +3,10 @@
 //! (the previous version kept as `.bak`), then `nixos-rebuild test` and, only if that
 //! succeeded, `nixos-rebuild switch`, each inside a transient systemd unit so an agent
 //! restart does not kill it. The unit writes its output to a log file that the agent
-//! follows and streams; after the switch the system profile's generation is reported.
+//! follows and streams; after the switch the system profile's generation is reported. A
+//! step that runs past its timeout has its unit stopped with `systemctl stop` (killing
+//! systemd-run, the agent's child, would leave the unit running), and the result says
+//! whether that worked.
 //!
 //! One rebuild at a time: a second request while one runs (with or without `noRebuild`,
 //! since writing the file would change what the running rebuild reads) is refused with
@@ -19,17 +22,20 @@ use axum::response::{IntoResponse, Response};
 use kcore_api::ApiError;
 use kcore_api::inventory::{ApplyNixRequest, OperationStarted, OperationStatus};
 use kcore_net::ApiFailure;
-use kcore_nix::programs::{NIX_INSTANTIATE, NIXOS_REBUILD, SYSTEMD_RUN};
-use kcore_nix::runner::{Invocation, Program};
+use kcore_nix::programs::{NIX_INSTANTIATE, NIXOS_REBUILD, SYSTEMCTL, SYSTEMD_RUN};
+use kcore_nix::runner::{Invocation, Program, RunError};
 
 use crate::codes;
 use crate::disko_apply::run_error_status;
 use crate::ops::OpHandle;
 use crate::server::AgentState;
 
-/// A rebuild step that takes longer than this is reported as timed out. The transient
-/// unit itself is not stopped (it belongs to systemd, not to the agent).
+/// A rebuild step that takes longer than this is reported as timed out and its transient
+/// unit is stopped.
 pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long `systemctl stop` may take: it waits for the unit to stop, which systemd bounds
+/// by the unit's stop timeout (90 s by default) before it kills.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the unit's log file is read while it runs.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -225,11 +231,29 @@ async fn rebuild(
         );
         let inv = Invocation::new(systemd_run)
             .args(&args)
-            .timeout(REBUILD_TIMEOUT);
+            .timeout(state.options.rebuild_timeout);
         if let Err(e) = run_following(inv, &log, op).await {
             let (status, mut err) = run_error_status(&e);
             err.message = format!("nixos-rebuild {action} failed: {}", err.message);
             err.details = serde_json::json!({ "unit": unit, "log": log });
+            if matches!(e, RunError::TimedOut { .. }) {
+                // The runner killed systemd-run only; the unit belongs to systemd.
+                op.step(format!("systemctl stop {unit}"));
+                match stop_unit(state, &unit).await {
+                    Ok(()) => {
+                        err.message.push_str("; its unit was stopped");
+                        err.details["unitStopped"] = true.into();
+                    }
+                    Err(why) => {
+                        op.output("agent", format!("stopping {unit} failed: {why}"));
+                        err.message.push_str(&format!(
+                            "; stopping its unit failed, it may still be running: {why}"
+                        ));
+                        err.details["unitStopped"] = false.into();
+                        err.details["stopError"] = why.into();
+                    }
+                }
+            }
             op.finish(status, Some(err));
             return;
         }
@@ -251,6 +275,18 @@ async fn rebuild(
         ),
     }
     op.finish(OperationStatus::Succeeded, None);
+}
+
+/// `systemctl stop <unit>`, which returns once the unit has stopped.
+async fn stop_unit(state: &AgentState, unit: &str) -> Result<(), String> {
+    let systemctl = state.tools.resolve(SYSTEMCTL).map_err(|e| e.to_string())?;
+    Invocation::new(&systemctl)
+        .args(["stop", unit])
+        .timeout(STOP_TIMEOUT)
+        .output()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Run `inv` while streaming new lines of `log` into the operation.

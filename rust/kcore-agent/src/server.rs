@@ -56,6 +56,9 @@ pub struct RuntimeOptions {
     pub block_snapshot: Option<BlockSnapshot>,
     /// Where the transient rebuild units write their output (followed and streamed).
     pub rebuild_log_dir: PathBuf,
+    /// How long one rebuild step may run before its unit is stopped
+    /// ([`crate::nix_apply::REBUILD_TIMEOUT`]; tests shorten it).
+    pub rebuild_timeout: std::time::Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -65,6 +68,7 @@ impl Default for RuntimeOptions {
             system_profile: PathBuf::from("/nix/var/nix/profiles/system"),
             block_snapshot: None,
             rebuild_log_dir: PathBuf::from("/var/log/kcore-agent"),
+            rebuild_timeout: crate::nix_apply::REBUILD_TIMEOUT,
         }
     }
 }

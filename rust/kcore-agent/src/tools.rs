@@ -19,13 +19,14 @@ impl Tools {
         Self { binaries }
     }
 
-    /// Locate `tool`, honouring the five configurable paths of `binaries`.
+    /// Locate `tool`, honouring the six configurable paths of `binaries`.
     pub fn resolve(&self, tool: Tool) -> Result<Program, RunError> {
         let b = &self.binaries;
         let explicit = match tool.name {
             n if n == programs::NIX_INSTANTIATE.name => b.nix_instantiate.as_deref(),
             n if n == programs::NIXOS_REBUILD.name => b.nixos_rebuild.as_deref(),
             n if n == programs::SYSTEMD_RUN.name => b.systemd_run.as_deref(),
+            n if n == programs::SYSTEMCTL.name => b.systemctl.as_deref(),
             n if n == programs::DISKO.name => b.disko.as_deref(),
             n if n == programs::LSBLK.name => b.lsblk.as_deref(),
             _ => None,

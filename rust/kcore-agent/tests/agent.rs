@@ -100,6 +100,7 @@ impl Node {
             "binaries": {
                 "disko": support("disko"),
                 "systemdRun": support("systemd-run"),
+                "systemctl": support("systemctl"),
                 "nixosRebuild": support("nixos-rebuild"),
             },
         });
@@ -877,6 +878,13 @@ impl NixBed {
 }
 
 async fn nix_bed(gate: Option<&Path>) -> Option<NixBed> {
+    nix_bed_with(gate, |_| {}).await
+}
+
+async fn nix_bed_with(
+    gate: Option<&Path>,
+    adjust: impl FnOnce(&mut RuntimeOptions),
+) -> Option<NixBed> {
     if which_nix().is_none() {
         eprintln!("SKIP: `nix` is not on PATH (apt-get install nix-bin)");
         return None;
@@ -910,12 +918,13 @@ async fn nix_bed(gate: Option<&Path>) -> Option<NixBed> {
             gate.display().to_string(),
         ));
     }
-    let options = RuntimeOptions {
+    let mut options = RuntimeOptions {
         extra_env: env,
         system_profile: profile,
         rebuild_log_dir: node.path("logs"),
         ..RuntimeOptions::default()
     };
+    adjust(&mut options);
     let agent = start(
         node.config("managed", Some(&pki), json!({})),
         options.clone(),
@@ -1175,5 +1184,97 @@ async fn operation_results_survive_an_agent_restart_with_nixos_rebuild_stand_in(
         .await
         .unwrap_err();
     assert_eq!(code(&err), "NOT_FOUND");
+    bed.agent.stop().await;
+    // The rebuild held at the gate outlived the first agent, as a real unit would.
+    let unit = format!(
+        "kcore-apply-nix-{}-test",
+        cut.operation_id.replace('-', "").get(..12).unwrap()
+    );
+    let stopped = std::process::Command::new(support("systemctl"))
+        .args(["stop", &unit])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+}
+
+/// Live processes whose environment holds `var` (processes of one test's rebuild).
+fn processes_with_env(var: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || process_gone(&pid) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|kv| kv == var.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_nix_timeout_stops_the_unit_with_systemd_run_and_systemctl_stand_ins() {
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("never-opened");
+    let Some(bed) = nix_bed_with(Some(&gate), |o| {
+        o.rebuild_timeout = Duration::from_secs(3);
+    })
+    .await
+    else {
+        return;
+    };
+    let started: OperationStarted = bed
+        .admin
+        .post_json("/v1/nix/apply", &nix_req(MODULE_A, false))
+        .await
+        .unwrap();
+    let (events, result) = follow(&bed.admin, &started.operation_id).await;
+    assert_eq!(result.status, OperationStatus::TimedOut, "{result:?}");
+    let err = result.error.unwrap();
+    assert_eq!(err.code, "TIMED_OUT");
+    assert_eq!(err.details["unitStopped"], true, "{err:?}");
+    assert!(
+        err.message.contains("its unit was stopped"),
+        "{}",
+        err.message
+    );
+    let unit = err.details["unit"].as_str().unwrap().to_string();
+    assert!(unit.ends_with("-test"), "{unit}");
+    let steps: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            OperationEvent::Step { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.last(), Some(&format!("systemctl stop {unit}")));
+    // The rebuild was really running (its first line reached the log) ...
+    let waiting = output_lines(&events)
+        .into_iter()
+        .find(|l| l.starts_with("waiting for "))
+        .unwrap_or_else(|| panic!("the rebuild never started: {events:?}"));
+    let pid = waiting
+        .rsplit_once("(pid ")
+        .and_then(|(_, p)| p.strip_suffix(')'))
+        .unwrap()
+        .to_string();
+    // ... and `stop` returned only after its processes were gone: nothing of it is left,
+    // neither the stand-in nor a child carrying its environment.
+    assert!(
+        process_gone(&pid),
+        "nixos-rebuild ({pid}) survived the stop"
+    );
+    let var = format!("KCORE_TEST_REBUILD_GATE={}", gate.display());
+    assert_eq!(processes_with_env(&var), Vec::<String>::new(), "survivors");
+    assert!(bed.activations().is_empty(), "nothing was activated");
+    // A second stop finds no unit: the stand-in, like systemctl, says so.
+    let again = std::process::Command::new(support("systemctl"))
+        .args(["stop", &unit])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
     bed.agent.stop().await;
 }
