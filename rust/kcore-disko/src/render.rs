@@ -54,6 +54,8 @@ struct OsCtx {
     luks_mode: String,
     key_file: String,
     install_key_file: String,
+    /// `cryptsetup luksFormat` arguments, each escaped by the template.
+    luks_format_args: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -118,6 +120,7 @@ pub fn render_fragment(spec: &StorageSpec) -> Result<String, RenderError> {
         },
         key_file: spec.luks.key_file.clone().unwrap_or_default(),
         install_key_file: spec.luks.install_key_file.clone(),
+        luks_format_args: spec.luks.format_args(),
     };
     render_ctx(&FragmentCtx {
         os: Some(os),
@@ -329,6 +332,23 @@ mod tests {
         let c = out.find("\"/var/lib/kcore/volumes2\"").unwrap();
         assert!(a < b && b < c);
         assert!(out.find("\"/dev/sdb\"").unwrap() < a);
+    }
+
+    #[test]
+    fn pbkdf_lands_in_extra_format_args() {
+        let mut spec = StorageSpec::new("/dev/sda", vec![], Backend::Filesystem);
+        spec.luks.pbkdf = Some(crate::spec::PbkdfSpec {
+            kind: crate::spec::PbkdfType::Argon2id,
+            iterations: Some(4),
+            memory_kib: Some(65536),
+        });
+        let out = render_fragment(&spec).unwrap();
+        assert!(
+            out.contains(
+                r#"extraFormatArgs = [ "--type" "luks2" "--pbkdf" "argon2id" "--pbkdf-force-iterations" "4" "--pbkdf-memory" "65536" ];"#
+            ),
+            "{out}"
+        );
     }
 
     #[test]

@@ -162,6 +162,135 @@ pub struct LuksSpec {
     /// `cryptsetup luksFormat` reads; the TPM key is enrolled on first boot.
     #[serde(default = "default_install_key_file")]
     pub install_key_file: String,
+    /// The key derivation `cryptsetup luksFormat` uses for the keyslot. Unset: cryptsetup's
+    /// own default (argon2id, benchmarked on the machine), which is what production wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pbkdf: Option<PbkdfSpec>,
+}
+
+/// The LUKS2 keyslot key derivation function (`cryptsetup --pbkdf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PbkdfType {
+    /// Memory-hard; cryptsetup's default for LUKS2.
+    Argon2id,
+    /// Memory-hard, data-independent variant.
+    Argon2i,
+    /// Not memory-hard; cheap enough for slow (emulated) test machines.
+    Pbkdf2,
+}
+
+impl PbkdfType {
+    /// The name cryptsetup and the spec use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PbkdfType::Argon2id => "argon2id",
+            PbkdfType::Argon2i => "argon2i",
+            PbkdfType::Pbkdf2 => "pbkdf2",
+        }
+    }
+}
+
+impl std::str::FromStr for PbkdfType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "argon2id" => Ok(PbkdfType::Argon2id),
+            "argon2i" => Ok(PbkdfType::Argon2i),
+            "pbkdf2" => Ok(PbkdfType::Pbkdf2),
+            other => Err(format!(
+                "unknown LUKS pbkdf {other:?}: use argon2id, argon2i or pbkdf2"
+            )),
+        }
+    }
+}
+
+/// cryptsetup's minimum forced iteration count for pbkdf2.
+pub const PBKDF2_MIN_ITERATIONS: u32 = 1000;
+/// cryptsetup's minimum forced iteration (time) cost for argon2.
+pub const ARGON2_MIN_ITERATIONS: u32 = 4;
+/// cryptsetup's smallest argon2 memory cost, in KiB.
+pub const ARGON2_MIN_MEMORY_KIB: u32 = 32;
+/// cryptsetup's largest argon2 memory cost, in KiB (4 GiB).
+pub const ARGON2_MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+
+/// Key derivation settings of the OS disk's LUKS2 keyslot. Without `iterations` (and
+/// `memoryKib`) cryptsetup benchmarks the machine to pick them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PbkdfSpec {
+    /// `argon2id`, `argon2i` or `pbkdf2`.
+    #[serde(rename = "type")]
+    pub kind: PbkdfType,
+    /// Fixed iteration count (`--pbkdf-force-iterations`) instead of a benchmark: at least
+    /// 1000 for pbkdf2, 4 for argon2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u32>,
+    /// Argon2 only: memory cost in KiB (`--pbkdf-memory`), 32 to 4194304.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_kib: Option<u32>,
+}
+
+impl PbkdfSpec {
+    /// The `cryptsetup luksFormat` arguments these settings stand for (after validation).
+    pub fn format_args(&self) -> Vec<String> {
+        let mut args = vec!["--pbkdf".to_string(), self.kind.as_str().to_string()];
+        if let Some(n) = self.iterations {
+            args.extend(["--pbkdf-force-iterations".to_string(), n.to_string()]);
+        }
+        if let Some(m) = self.memory_kib {
+            args.extend(["--pbkdf-memory".to_string(), m.to_string()]);
+        }
+        args
+    }
+
+    /// Every problem, as (field under `luks.pbkdf`, message).
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let min = match self.kind {
+            PbkdfType::Pbkdf2 => PBKDF2_MIN_ITERATIONS,
+            PbkdfType::Argon2id | PbkdfType::Argon2i => ARGON2_MIN_ITERATIONS,
+        };
+        if let Some(n) = self.iterations
+            && n < min
+        {
+            out.push((
+                "luks.pbkdf.iterations",
+                format!(
+                    "{n} is below cryptsetup's minimum for {}: use at least {min}, or leave it out to benchmark",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        if let Some(m) = self.memory_kib {
+            if self.kind == PbkdfType::Pbkdf2 {
+                out.push((
+                    "luks.pbkdf.memoryKib",
+                    "is only used with argon2id or argon2i: remove it or change luks.pbkdf.type"
+                        .into(),
+                ));
+            } else if !(ARGON2_MIN_MEMORY_KIB..=ARGON2_MAX_MEMORY_KIB).contains(&m) {
+                out.push((
+                    "luks.pbkdf.memoryKib",
+                    format!(
+                        "{m} is outside cryptsetup's range: give {ARGON2_MIN_MEMORY_KIB} to {ARGON2_MAX_MEMORY_KIB} KiB"
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl LuksSpec {
+    /// The OS disk's `cryptsetup luksFormat` arguments (disko's `extraFormatArgs`).
+    pub fn format_args(&self) -> Vec<String> {
+        let mut args = vec!["--type".to_string(), "luks2".to_string()];
+        if let Some(p) = &self.pbkdf {
+            args.extend(p.format_args());
+        }
+        args
+    }
 }
 
 fn default_vg_name() -> String {
@@ -211,6 +340,7 @@ impl Default for LuksSpec {
             mode: LuksMode::Tpm2,
             key_file: None,
             install_key_file: default_install_key_file(),
+            pbkdf: None,
         }
     }
 }
@@ -347,6 +477,11 @@ impl StorageSpec {
                     }
                 }
             },
+        }
+        if let Some(pbkdf) = &self.luks.pbkdf {
+            for (path, message) in pbkdf.problems() {
+                push(path.into(), message);
+            }
         }
         problems
     }
@@ -498,6 +633,80 @@ mod tests {
             paths(&spec),
             ["dataDisks[1]", "dataDisks[2]", "dataDiskMode"]
         );
+    }
+
+    #[test]
+    fn pbkdf_is_checked_per_type() {
+        let mut spec = StorageSpec::new("/dev/sda", vec![], Backend::Filesystem);
+        assert_eq!(spec.luks.format_args(), ["--type", "luks2"]);
+        spec.luks.pbkdf = Some(PbkdfSpec {
+            kind: PbkdfType::Pbkdf2,
+            iterations: Some(999),
+            memory_kib: Some(65536),
+        });
+        assert_eq!(
+            paths(&spec),
+            ["luks.pbkdf.iterations", "luks.pbkdf.memoryKib"]
+        );
+        spec.luks.pbkdf = Some(PbkdfSpec {
+            kind: PbkdfType::Pbkdf2,
+            iterations: Some(1000),
+            memory_kib: None,
+        });
+        assert!(spec.validate().is_empty());
+        assert_eq!(
+            spec.luks.format_args(),
+            [
+                "--type",
+                "luks2",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000"
+            ]
+        );
+        spec.luks.pbkdf = Some(PbkdfSpec {
+            kind: PbkdfType::Argon2id,
+            iterations: Some(3),
+            memory_kib: Some(16),
+        });
+        assert_eq!(
+            paths(&spec),
+            ["luks.pbkdf.iterations", "luks.pbkdf.memoryKib"]
+        );
+        spec.luks.pbkdf = Some(PbkdfSpec {
+            kind: PbkdfType::Argon2i,
+            iterations: Some(4),
+            memory_kib: Some(32),
+        });
+        assert!(spec.validate().is_empty());
+        assert_eq!(
+            spec.luks.format_args()[2..],
+            [
+                "--pbkdf",
+                "argon2i",
+                "--pbkdf-force-iterations",
+                "4",
+                "--pbkdf-memory",
+                "32"
+            ]
+        );
+    }
+
+    #[test]
+    fn pbkdf_from_a_spec_file() {
+        let spec: StorageSpec = serde_json::from_str(
+            r#"{"osDisk":"/dev/sda","luks":{"pbkdf":{"type":"pbkdf2","iterations":1000}}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.luks.pbkdf.as_ref().unwrap().kind, PbkdfType::Pbkdf2);
+        for bad in [
+            r#"{"osDisk":"/dev/sda","luks":{"pbkdf":{"type":"scrypt"}}}"#,
+            r#"{"osDisk":"/dev/sda","luks":{"pbkdf":{"type":"pbkdf2","args":"--x"}}}"#,
+            r#"{"osDisk":"/dev/sda","luks":{"pbkdf":{"type":"pbkdf2","iterations":-1}}}"#,
+        ] {
+            assert!(serde_json::from_str::<StorageSpec>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

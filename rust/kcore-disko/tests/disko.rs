@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use expect_test::expect_file;
 use kcore_disko::eval::{Evaluator, ValidateError, validate_file};
 use kcore_disko::plan::{ActionKind, ChangeClass, Plan, RefusalCode};
-use kcore_disko::spec::{Backend, DataDiskMode, LuksMode, ThinPoolSpec};
+use kcore_disko::spec::{Backend, DataDiskMode, LuksMode, PbkdfSpec, PbkdfType, ThinPoolSpec};
 use kcore_disko::{
     BlockSnapshot, DeepInputs, DeviceTree, StorageSpec, render_data_disk, render_fragment, syntax,
 };
@@ -58,6 +58,12 @@ fn golden_specs() -> Vec<(&'static str, StorageSpec)> {
     zfs3.data_disk_mode = DataDiskMode::Mirror;
     zfs3.zfs.pool_name = "tank1".into();
     zfs3.zfs.dataset_prefix = "kcore/volumes".into();
+    let mut fast = StorageSpec::new(OS, one.clone(), Backend::Filesystem);
+    fast.luks.pbkdf = Some(PbkdfSpec {
+        kind: PbkdfType::Pbkdf2,
+        iterations: Some(1000),
+        memory_kib: None,
+    });
     vec![
         (
             "filesystem-1",
@@ -68,6 +74,7 @@ fn golden_specs() -> Vec<(&'static str, StorageSpec)> {
         ("lvm-3", lvm3),
         ("zfs-1", StorageSpec::new(OS, one, Backend::Zfs)),
         ("zfs-3", zfs3),
+        ("filesystem-1-pbkdf2", fast),
     ]
 }
 
@@ -145,6 +152,18 @@ async fn golden_fragments_render_and_validate() {
             out.mount.contains("/var/lib/kcore/volumes2"),
             "{}",
             out.mount
+        );
+        let out = ev
+            .level3(&dir.path().join("filesystem-1-pbkdf2.nix"), &deep)
+            .await
+            .unwrap();
+        assert!(
+            out.create.contains("--pbkdf")
+                && out.create.contains("pbkdf2")
+                && out.create.contains("--pbkdf-force-iterations")
+                && out.create.contains("1000"),
+            "pbkdf settings missing from the create script:\n{}",
+            out.create
         );
     }
 }

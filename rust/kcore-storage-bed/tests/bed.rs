@@ -215,16 +215,22 @@ cryptsetup close vol
 // 1. Layouts rendered by kcore-disko, deep-evaluated on the host, run in the guest.
 // ---------------------------------------------------------------------------------------
 
-use kcore_disko::spec::{Backend, StorageSpec};
+use kcore_disko::spec::{Backend, PbkdfSpec, PbkdfType, StorageSpec};
 use kcore_disko::{DeepInputs, DeepOutput};
 
 const OS_DISK: &str = "/dev/disk/by-id/virtio-os";
 const DATA0: &str = "/dev/disk/by-id/virtio-data0";
 const DATA1: &str = "/dev/disk/by-id/virtio-data1";
 
-/// The rendered LUKS format arguments, and the same with the test-only fast key derivation.
-const LUKS_ARGS: &str = r#"extraFormatArgs = [ "--type" "luks2" ];"#;
-const LUKS_ARGS_FAST: &str = r#"extraFormatArgs = [ "--type" "luks2" "--pbkdf" "pbkdf2" "--pbkdf-force-iterations" "1000" ];"#;
+/// Test-only LUKS2 key derivation for the layout specs (see [`FAST_PBKDF`]), set through
+/// the spec's own `luks.pbkdf` option so the fragment under test is exactly what kcore renders.
+fn fast_luks(spec: &mut StorageSpec) {
+    spec.luks.pbkdf = Some(PbkdfSpec {
+        kind: PbkdfType::Pbkdf2,
+        iterations: Some(1000),
+        memory_kib: None,
+    });
+}
 
 /// Guest-side helpers: record the storage state under a name (lsblk tree with identities,
 /// mounts, LVM and ZFS reports) so the host can compare states and check them against the spec.
@@ -254,8 +260,8 @@ close_all() {
 }
 "#;
 
-/// Renders the spec's fragment (with the test-only fast LUKS key derivation) and evaluates
-/// it through disko's own types to its create and mount scripts. `None`: inputs missing.
+/// Renders the spec's fragment and evaluates it through disko's own types to its create and
+/// mount scripts. `None`: inputs missing.
 fn deep_scripts(spec: &StorageSpec) -> Option<DeepOutput> {
     let Some(inputs) = DeepInputs::from_env() else {
         eprintln!(
@@ -264,11 +270,6 @@ fn deep_scripts(spec: &StorageSpec) -> Option<DeepOutput> {
         return None;
     };
     let fragment = kcore_disko::render_fragment(spec).unwrap();
-    assert!(
-        fragment.contains(LUKS_ARGS),
-        "the OS disk template changed; update LUKS_ARGS:\n{fragment}"
-    );
-    let fragment = fragment.replace(LUKS_ARGS, LUKS_ARGS_FAST);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fragment.nix");
     fs::write(&path, fragment).unwrap();
@@ -335,11 +336,17 @@ fn layout_test(backend: Backend) {
     }) else {
         return;
     };
-    let spec = StorageSpec::new(OS_DISK, vec![DATA0.into(), DATA1.into()], backend);
+    let mut spec = StorageSpec::new(OS_DISK, vec![DATA0.into(), DATA1.into()], backend);
+    fast_luks(&mut spec);
     assert!(spec.validate().is_empty(), "{:?}", spec.validate());
     let Some(scripts) = deep_scripts(&spec) else {
         return;
     };
+    assert!(
+        scripts.create.contains("--pbkdf-force-iterations"),
+        "the fast key derivation is missing from the create script:\n{}",
+        scripts.create
+    );
     let p = payload(&format!(
         r#"set -u
 {STEP_SH}

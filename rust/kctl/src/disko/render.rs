@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use kcore_disko::spec::{Backend, DataDiskMode, LuksMode, StorageSpec, ThinPoolSpec};
+use kcore_disko::spec::{
+    Backend, DataDiskMode, LuksMode, PbkdfSpec, PbkdfType, StorageSpec, ThinPoolSpec,
+};
 
 use crate::cli::GlobalArgs;
 use crate::exit::Refused;
@@ -67,6 +69,28 @@ pub struct RenderArgs {
     /// Keyfile mode: the key file (absolute, never under /boot).
     #[arg(long = "luks-key-file", value_name = "PATH")]
     pub luks_key_file: Option<String>,
+
+    /// LUKS2 key derivation of the OS disk: argon2id, argon2i or pbkdf2. Unset: cryptsetup's
+    /// default (argon2id, benchmarked at install). Replaces a spec file's `luks.pbkdf`.
+    #[arg(long = "luks-pbkdf", value_name = "TYPE")]
+    pub luks_pbkdf: Option<PbkdfType>,
+
+    /// With --luks-pbkdf: a fixed iteration count instead of a benchmark (at least 1000 for
+    /// pbkdf2, 4 for argon2).
+    #[arg(
+        long = "luks-pbkdf-iterations",
+        value_name = "N",
+        requires = "luks_pbkdf"
+    )]
+    pub luks_pbkdf_iterations: Option<u32>,
+
+    /// With --luks-pbkdf argon2id or argon2i: the memory cost in KiB (32 to 4194304).
+    #[arg(
+        long = "luks-pbkdf-memory-kib",
+        value_name = "KIB",
+        requires = "luks_pbkdf"
+    )]
+    pub luks_pbkdf_memory_kib: Option<u32>,
 
     /// Render only the day-2 fragment for ONE new data disk (the single --data-disk) at this
     /// position, so it mounts at volumes<N> or joins the VG/pool.
@@ -140,6 +164,13 @@ impl RenderArgs {
         if let Some(v) = &self.luks_key_file {
             spec.luks.key_file = Some(v.clone());
         }
+        if let Some(kind) = self.luks_pbkdf {
+            spec.luks.pbkdf = Some(PbkdfSpec {
+                kind,
+                iterations: self.luks_pbkdf_iterations,
+                memory_kib: self.luks_pbkdf_memory_kib,
+            });
+        }
         Ok(spec)
     }
 }
@@ -173,4 +204,92 @@ pub async fn run(args: RenderArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         None => print!("{text}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        render: RenderArgs,
+    }
+
+    fn spec(args: &[&str]) -> Result<StorageSpec, String> {
+        let cli = Cli::try_parse_from(["render"].iter().chain(args)).map_err(|e| e.to_string())?;
+        cli.render.spec().map_err(|e| format!("{e:#}"))
+    }
+
+    const BASE: [&str; 4] = ["--os-disk", "/dev/sda", "--storage-backend", "filesystem"];
+
+    #[test]
+    fn pbkdf_flags_build_the_spec_option() {
+        let s = spec(
+            &[
+                &BASE[..],
+                &["--luks-pbkdf", "pbkdf2", "--luks-pbkdf-iterations", "1000"],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.luks.pbkdf,
+            Some(PbkdfSpec {
+                kind: PbkdfType::Pbkdf2,
+                iterations: Some(1000),
+                memory_kib: None
+            })
+        );
+        assert!(s.validate().is_empty());
+        assert_eq!(spec(&BASE).unwrap().luks.pbkdf, None);
+    }
+
+    #[test]
+    fn pbkdf_flags_are_checked() {
+        let err = spec(&[&BASE[..], &["--luks-pbkdf", "scrypt"]].concat()).unwrap_err();
+        assert!(err.contains("argon2id, argon2i or pbkdf2"), "{err}");
+        let err = spec(&[&BASE[..], &["--luks-pbkdf-iterations", "1000"]].concat()).unwrap_err();
+        assert!(err.contains("--luks-pbkdf"), "{err}");
+        let s = spec(
+            &[
+                &BASE[..],
+                &["--luks-pbkdf", "pbkdf2", "--luks-pbkdf-memory-kib", "65536"],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let paths: Vec<_> = s.validate().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["luks.pbkdf.memoryKib"]);
+    }
+
+    #[test]
+    fn pbkdf_from_a_yaml_spec_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("storage.yaml");
+        std::fs::write(
+            &path,
+            "osDisk: /dev/sda\nluks:\n  pbkdf:\n    type: argon2id\n    iterations: 4\n    memoryKib: 65536\n",
+        )
+        .unwrap();
+        let s = spec(&["--spec", path.to_str().unwrap()]).unwrap();
+        let text = kcore_disko::render_fragment(&s).unwrap();
+        assert!(
+            text.contains(
+                r#""--pbkdf" "argon2id" "--pbkdf-force-iterations" "4" "--pbkdf-memory" "65536""#
+            ),
+            "{text}"
+        );
+        std::fs::write(
+            &path,
+            "osDisk: /dev/sda\nluks:\n  pbkdf:\n    type: pbkdf2\n    args: x\n",
+        )
+        .unwrap();
+        let err = spec(&["--spec", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("unknown field `args`"), "{err}");
+    }
 }
