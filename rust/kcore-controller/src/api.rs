@@ -340,7 +340,7 @@ fn sign_for_node(state: &AppState, node_id: &str, csr_pem: &str) -> Result<Certi
                 format!("cannot sign the CSR for {}: {e}", expected.uri()),
             )
         })?;
-    let info = certificate_info(&chain_pem, &signer)?;
+    let info = certificate_info(&chain_pem)?;
     state.store.set_certificate(node_id, &info)?;
     tracing::info!(node = %node_id, not_after = %info.not_after, "node certificate issued");
     Ok(CertificateResponse {
@@ -349,25 +349,18 @@ fn sign_for_node(state: &AppState, node_id: &str, csr_pem: &str) -> Result<Certi
     })
 }
 
-fn certificate_info(chain_pem: &str, signer: &Authority) -> Result<CertificateInfo> {
-    let certs = kcore_pki::certs_from_pem(chain_pem).map_err(Failure::internal)?;
-    let leaf = certs
+/// What the API reports about the first certificate of `pem` (a node's leaf, a sub-CA).
+fn certificate_info(pem: &str) -> Result<CertificateInfo> {
+    let certs = kcore_pki::certs_from_pem(pem).map_err(Failure::internal)?;
+    let first = certs
         .first()
-        .ok_or_else(|| Failure::internal("empty chain"))?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(Failure::internal)?;
-    let issuer = x509_parser::parse_x509_certificate(
-        kcore_pki::certs_from_pem(signer.cert_pem())
-            .map_err(Failure::internal)?
-            .first()
-            .ok_or_else(|| Failure::internal("sub-CA PEM is empty"))?,
-    )
-    .map(|(_, c)| c.subject().to_string())
-    .unwrap_or_default();
+        .ok_or_else(|| Failure::internal("no certificate in the PEM"))?;
+    let info = kcore_pki::cert_info(first).map_err(Failure::internal)?;
     Ok(CertificateInfo {
-        serial: kcore_pki::serial_hex(leaf).map_err(Failure::internal)?,
-        not_before: rfc3339(parsed.validity().not_before.to_datetime()),
-        not_after: rfc3339(parsed.validity().not_after.to_datetime()),
-        issuer,
+        serial: info.serial,
+        not_before: rfc3339(info.not_before),
+        not_after: rfc3339(info.not_after),
+        issuer: info.issuer,
     })
 }
 
@@ -466,45 +459,6 @@ async fn reject(
     set_approval(state, caller, id, Approval::Rejected).await
 }
 
-/// Checks that `candidate` chains to the trusted root by verifying a throw-away leaf it
-/// issues exactly as a connecting node's certificate would be verified.
-fn check_sub_ca_chains_to_root(state: &AppState, candidate: &Authority) -> Result<()> {
-    let probe = Identity::new(&state.config.cluster_name, Role::Node, "sub-ca-probe")
-        .map_err(Failure::internal)?;
-    let leaf = candidate
-        .issue(&probe, &[], Duration::from_secs(300))
-        .map_err(Failure::internal)?;
-    let bad = |why: String| {
-        Failure::new(
-            StatusCode::BAD_REQUEST,
-            "SUB_CA_UNTRUSTED",
-            format!("the new sub-CA does not chain to this cluster's root CA: {why}"),
-        )
-    };
-    let certs = kcore_pki::certs_from_pem(&leaf.cert_pem).map_err(|e| bad(e.to_string()))?;
-    let (end_entity, intermediates) = certs
-        .split_first()
-        .ok_or_else(|| bad("empty chain".into()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for root in kcore_pki::certs_from_pem(&state.trust_pem).map_err(Failure::internal)? {
-        roots.add(root).map_err(Failure::internal)?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        kcore_pki::crypto_provider(),
-    )
-    .build()
-    .map_err(Failure::internal)?;
-    verifier
-        .verify_client_cert(
-            end_entity,
-            intermediates,
-            rustls::pki_types::UnixTime::now(),
-        )
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(())
-}
-
 async fn install_sub_ca(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -518,7 +472,13 @@ async fn install_sub_ca(
             format!("certificatePem/keyPem: {e}"),
         )
     })?;
-    check_sub_ca_chains_to_root(&state, &candidate)?;
+    candidate.check_chains_to(&state.trust_pem).map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "SUB_CA_UNTRUSTED",
+            format!("the new sub-CA does not chain to this cluster's root CA: {e}"),
+        )
+    })?;
     let tls = &state.config.tls;
     // Key first: if the certificate write fails, the old certificate no longer matches
     // the key on disk and start-up says so, instead of silently signing with a mismatch.
@@ -531,19 +491,7 @@ async fn install_sub_ca(
     )
     .map_err(|e| Failure::internal(format!("{}: {e}", tls.sub_ca_cert_file.display())))?;
     let candidate = Arc::new(candidate);
-    let info = {
-        let cert = kcore_pki::certs_from_pem(candidate.cert_pem()).map_err(Failure::internal)?;
-        let first = cert
-            .first()
-            .ok_or_else(|| Failure::internal("empty sub-CA"))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(first).map_err(Failure::internal)?;
-        CertificateInfo {
-            serial: kcore_pki::serial_hex(first).map_err(Failure::internal)?,
-            not_before: rfc3339(parsed.validity().not_before.to_datetime()),
-            not_after: rfc3339(parsed.validity().not_after.to_datetime()),
-            issuer: parsed.issuer().to_string(),
-        }
-    };
+    let info = certificate_info(candidate.cert_pem())?;
     *state
         .signer
         .write()
