@@ -13,10 +13,12 @@
 //! `<cache>/.run.lock`): the machines this runs on have two cores and one TCG guest already
 //! uses both.
 
+use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+
+use kcore_nix::runner::{Invocation, Program, RunError, StreamLine};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,12 @@ pub enum BedError {
     /// `SKIP:` for this one only; every other error is a failure.
     #[error("storage bed unavailable on this host: {0}")]
     Unavailable(String),
+    /// A helper program (setup, image build, tar, QEMU) failed; the runner's error names
+    /// the full argv, the exit status and the tail of stderr.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("cannot start the async runtime that runs helper programs: {0}")]
+    Runtime(std::io::Error),
     /// A helper program failed.
     #[error("`{argv}` failed ({status}): {stderr_tail}")]
     Command {
@@ -195,7 +203,7 @@ impl Bed {
                 setup.display()
             )));
         }
-        if let Err(e) = run_cmd(Command::new(&setup)) {
+        if let Err(e) = run_program(&script(&setup)?, &[]) {
             // Installing failed: skip only if the tools really are missing.
             if !on_path("qemu-system-x86_64") || !on_path("swtpm") {
                 return Err(BedError::Unavailable(format!(
@@ -204,11 +212,12 @@ impl Bed {
             }
             return Err(e);
         }
-        let mut build = Command::new(scripts_dir.join("build-image.sh"));
-        if opts.zfs {
-            build.arg("--zfs");
-        }
-        let out = run_cmd(build)?;
+        let build_args: &[&OsStr] = if opts.zfs {
+            &[OsStr::new("--zfs")]
+        } else {
+            &[]
+        };
+        let out = run_program(&script(&scripts_dir.join("build-image.sh"))?, build_args)?;
         let image_dir = out
             .lines()
             .last()
@@ -273,13 +282,17 @@ impl Bed {
         let w = work.path();
 
         let payload_tar = w.join("payload.tar");
-        let mut tar = Command::new("tar");
-        tar.arg("-cf")
-            .arg(&payload_tar)
-            .arg("-C")
-            .arg(&run.payload_dir)
-            .arg(".");
-        run_cmd(tar)?;
+        let tar = tool("tar", "KCORE_TAR")?;
+        run_program(
+            &tar,
+            &[
+                OsStr::new("-cf"),
+                payload_tar.as_os_str(),
+                OsStr::new("-C"),
+                run.payload_dir.as_os_str(),
+                OsStr::new("."),
+            ],
+        )?;
 
         let results_img = w.join("results.img");
         create_sparse(&results_img, RESULTS_DISK_BYTES)?;
@@ -302,18 +315,19 @@ impl Bed {
             None => None,
         };
 
-        let mut qemu = Command::new("qemu-system-x86_64");
-        qemu.args(qemu_argv(
-            &self.image_dir,
-            &drives,
-            &results_img,
-            &payload_tar,
-            &serial_log,
-            run.tpm_state_dir.as_ref().map(|_| w.join("swtpm.sock")),
-        ));
-        let argv = describe(&qemu);
-        tracing::debug!(%argv, "booting storage bed");
-        let waited = spawn_and_wait(qemu, run.timeout.min(MAX_TIMEOUT));
+        // The runner starts QEMU in its own process group and, on timeout, kills the group.
+        let qemu = Invocation::new(&tool("qemu-system-x86_64", "KCORE_QEMU_SYSTEM")?)
+            .args(qemu_argv(
+                &self.image_dir,
+                &drives,
+                &results_img,
+                &payload_tar,
+                &serial_log,
+                run.tpm_state_dir.as_ref().map(|_| w.join("swtpm.sock")),
+            ))
+            .timeout(run.timeout.min(MAX_TIMEOUT));
+        tracing::debug!(argv = %qemu.display(), "booting storage bed");
+        let waited = block_on(qemu.stream_unchecked(pass_stderr_through));
         if let Some(child) = swtpm.as_mut() {
             // swtpm --terminate exits when QEMU disconnects; reap it, or kill it if not.
             if wait_timeout(child, Duration::from_secs(5)).is_none() {
@@ -325,14 +339,14 @@ impl Bed {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let status = match waited {
-            Ok(Some(status)) => status,
-            Ok(None) => {
+            Ok(output) => output.status,
+            Err(BedError::Run(RunError::TimedOut { .. })) => {
                 return Err(BedError::Timeout {
                     timeout: run.timeout,
                     serial_tail: tail(&serial, 60),
                 });
             }
-            Err(source) => return Err(BedError::Spawn { argv, source }),
+            Err(e) => return Err(e),
         };
 
         let results_tmp = tempfile::Builder::new()
@@ -343,13 +357,15 @@ impl Bed {
                 path: std::env::temp_dir(),
                 source,
             })?;
-        let mut untar = Command::new("tar");
-        untar
-            .arg("-xf")
-            .arg(&results_img)
-            .arg("-C")
-            .arg(results_tmp.path());
-        let untarred = run_cmd(untar);
+        let untarred = run_program(
+            &tar,
+            &[
+                OsStr::new("-xf"),
+                results_img.as_os_str(),
+                OsStr::new("-C"),
+                results_tmp.path().as_os_str(),
+            ],
+        );
         let code = fs::read_to_string(results_tmp.path().join("exit-code"))
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
@@ -558,30 +574,6 @@ fn start_swtpm(state_dir: &Path, sock: &Path) -> Result<Child, BedError> {
     Ok(child)
 }
 
-/// Spawns `cmd` in its own process group and waits up to `timeout`; on expiry kills the
-/// whole group (QEMU and anything it started) and returns `Ok(None)`.
-fn spawn_and_wait(mut cmd: Command, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn()?;
-    match wait_timeout(&mut child, timeout) {
-        Some(status) => Ok(Some(status)),
-        None => {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = child.wait();
-            Ok(None)
-        }
-    }
-}
-
 fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -593,52 +585,53 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Runs a helper to completion; stdout is returned, stderr is passed through to the test's
-/// stderr (build progress) and its tail kept for the error.
-fn run_cmd(mut cmd: Command) -> Result<String, BedError> {
-    let argv = describe(&cmd);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| BedError::Spawn {
-            argv: argv.clone(),
-            source,
-        })?;
-    let mut err_pipe = child.stderr.take();
-    let err_thread = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        if let Some(p) = err_pipe.as_mut() {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = p.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                eprint!("{}", String::from_utf8_lossy(&buf[..n]));
-                all.extend_from_slice(&buf[..n]);
-            }
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    });
-    let mut out = String::new();
-    if let Some(mut p) = child.stdout.take() {
-        let _ = p.read_to_string(&mut out);
+/// Runs `future` (a runner call) to completion on a runtime of its own: the harness is
+/// synchronous, kcore-nix's runner is async.
+fn block_on<T>(
+    future: impl std::future::Future<Output = Result<T, RunError>>,
+) -> Result<T, BedError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BedError::Runtime)?;
+    Ok(runtime.block_on(future)?)
+}
+
+/// Helpers' stderr (image build progress, QEMU warnings) reaches the test's stderr as it
+/// comes; the runner still keeps its tail for the error.
+fn pass_stderr_through(line: StreamLine) {
+    if let StreamLine::Stderr(line) = line {
+        eprintln!("{line}");
     }
-    let status = child.wait().map_err(|source| BedError::Spawn {
-        argv: argv.clone(),
-        source,
-    })?;
-    let err = err_thread.join().unwrap_or_default();
-    if status.success() {
-        Ok(out)
-    } else {
-        Err(BedError::Command {
-            argv,
-            status: status.to_string(),
-            stderr_tail: tail(&err, 20),
-        })
-    }
+}
+
+/// Runs a helper to completion and returns its stdout.
+fn run_program(program: &Program, args: &[&OsStr]) -> Result<String, BedError> {
+    let output = block_on(
+        Invocation::new(program)
+            .args(args)
+            .stream(pass_stderr_through),
+    )?;
+    Ok(output.stdout_lossy())
+}
+
+/// A host tool: the environment variable `env_var` if set, else `PATH`.
+fn tool(name: &str, env_var: &str) -> Result<Program, BedError> {
+    Ok(Program::resolve(name, None, env_var)?)
+}
+
+/// One of the bed's own scripts, by path (`KCORE_STORAGE_BED_DIR` chose the directory; an
+/// explicit path wins over the environment, so no other variable is read).
+fn script(path: &Path) -> Result<Program, BedError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Program::resolve(
+        &name,
+        Some(path),
+        "KCORE_STORAGE_BED_DIR",
+    )?)
 }
 
 fn describe(cmd: &Command) -> String {
