@@ -261,8 +261,8 @@ impl Client {
                 match tokio::time::timeout(budget, attempt).await {
                     Err(_) => Attempt::Failover(format!("no answer within {budget:?}")),
                     Ok(Err(e)) => Attempt::Failover(chain_text(&e)),
-                    Ok(Ok((status, _))) if status == StatusCode::SERVICE_UNAVAILABLE => {
-                        Attempt::Failover("503 Service Unavailable".into())
+                    Ok(Ok((status, bytes))) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                        Attempt::Failover(unavailable_reason(&bytes))
                     }
                     Ok(Ok((status, bytes))) if status.is_success() => {
                         let text: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
@@ -440,6 +440,15 @@ fn origin(url: &str) -> String {
     reqwest::Url::parse(url)
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_else(|_| url.to_string())
+}
+
+/// Why a server said 503, for the failover list: its envelope's message and code when
+/// it sent one (a controller whose sub-CA expired says so), else the bare status.
+fn unavailable_reason(body: &[u8]) -> String {
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(error) => format!("503 Service Unavailable: {error}"),
+        Err(_) => "503 Service Unavailable".into(),
+    }
 }
 
 fn api_error(url: &str, status: StatusCode, body: &[u8]) -> ClientError {

@@ -114,7 +114,10 @@ pub struct PeerIdentity(pub Option<Identity>);
 /// Facts about the peer's leaf certificate, when it presented one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertInfo {
+    pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The issuer's distinguished name (the sub-CA), as [`kcore_pki::CertInfo`] has it.
+    pub issuer: String,
     /// SHA-256 of the DER leaf, lowercase hex.
     pub fingerprint: String,
     /// Serial number, lowercase hex (what revocation lists name).
@@ -277,13 +280,13 @@ fn peer_facts(conn: &rustls::ServerConnection) -> (PeerIdentity, PeerCert) {
         return (PeerIdentity(None), PeerCert(None));
     };
     let identity = kcore_pki::identity_of(leaf).ok();
-    let info = kcore_pki::not_after_der(leaf)
-        .ok()
-        .map(|not_after| PeerCertInfo {
-            not_after,
-            fingerprint: kcore_pki::fingerprint_sha256(leaf),
-            serial: kcore_pki::serial_hex(leaf).unwrap_or_default(),
-        });
+    let info = kcore_pki::cert_info(leaf).ok().map(|info| PeerCertInfo {
+        not_before: info.not_before,
+        not_after: info.not_after,
+        issuer: info.issuer,
+        fingerprint: info.fingerprint,
+        serial: info.serial,
+    });
     (PeerIdentity(identity), PeerCert(info))
 }
 

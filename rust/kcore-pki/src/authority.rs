@@ -44,7 +44,9 @@ pub struct Authority {
     /// issuer name and key identifier (the signature comes from `key`).
     issuer: rcgen::Certificate,
     key: KeyPair,
+    not_before: OffsetDateTime,
     not_after: OffsetDateTime,
+    subject: String,
 }
 
 impl std::fmt::Debug for Authority {
@@ -211,7 +213,9 @@ impl Authority {
                 "it is not a CA certificate (basicConstraints CA:TRUE missing)",
             ));
         }
+        let not_before = parsed.validity().not_before.to_datetime();
         let not_after = parsed.validity().not_after.to_datetime();
+        let subject = parsed.subject().to_string();
         let params = CertificateParams::from_ca_cert_der(first)?;
         let issuer = params.self_signed(&key)?;
         let mut chain_pem = String::new();
@@ -226,7 +230,9 @@ impl Authority {
             chain_pem,
             issuer,
             key,
+            not_before,
             not_after,
+            subject,
         })
     }
 
@@ -265,6 +271,25 @@ impl Authority {
         self.not_after
     }
 
+    /// When this CA certificate starts to be valid.
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.not_before
+    }
+
+    /// Refuses to sign outside this CA's own validity window: a leaf signed by an
+    /// expired CA is dead on arrival (security review D2).
+    fn check_can_sign(&self, at: OffsetDateTime) -> Result<(), PkiError> {
+        if at < self.not_before || at >= self.not_after {
+            return Err(PkiError::SignerNotValid {
+                subject: self.subject.clone(),
+                not_before: self.not_before,
+                not_after: self.not_after,
+                now: at,
+            });
+        }
+        Ok(())
+    }
+
     /// The cluster this CA belongs to, read back from its organisation name.
     pub fn cluster_name(&self) -> String {
         match self
@@ -289,6 +314,7 @@ impl Authority {
         dns_names: &[String],
         validity: Duration,
     ) -> Result<CertifiedKey, PkiError> {
+        self.check_can_sign(now())?;
         let start = now() - BACKDATE;
         let end = add(now(), validity)?.min(self.not_after);
         self.issue_between(identity, dns_names, start, end)
@@ -350,8 +376,11 @@ impl Authority {
         allowed_names: Option<&[String]>,
         validity: Duration,
     ) -> Result<String, PkiError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| PkiError::parse("CSR PEM", e))?;
+        self.check_can_sign(now())?;
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            // rcgen says only "Unspecified ring error" for key types ring cannot use.
+            unsupported_key(csr_pem).unwrap_or_else(|| PkiError::parse("CSR PEM", e))
+        })?;
         let mut found: Option<Identity> = None;
         let mut names = Vec::new();
         for san in &csr.params.subject_alt_names {
@@ -377,6 +406,12 @@ impl Authority {
             }
         }
         let found = found.ok_or_else(|| PkiError::NoIdentity { what: "CSR".into() })?;
+        if let Some(name) = names.iter().find(|n| n.contains('*')) {
+            return Err(PkiError::WildcardName {
+                identity: expected.uri(),
+                name: name.clone(),
+            });
+        }
         if &found != expected {
             return Err(PkiError::IdentityMismatch {
                 expected: expected.uri(),
@@ -414,6 +449,50 @@ impl Authority {
         }
         Ok(format!("{}{}", signed.pem(), self.chain_pem))
     }
+}
+
+/// The DNS names and IP addresses a CSR asks for (what a signer's name policy judges),
+/// in the order the CSR lists them.
+pub fn csr_names(csr_pem: &str) -> Result<Vec<String>, PkiError> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| unsupported_key(csr_pem).unwrap_or_else(|| PkiError::parse("CSR PEM", e)))?;
+    Ok(csr
+        .params
+        .subject_alt_names
+        .iter()
+        .filter_map(|san| match san {
+            SanType::DnsName(name) => Some(name.as_str().to_string()),
+            SanType::IpAddress(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// `Some(UnsupportedKey)` when the CSR parses as a request whose key is not one kcore
+/// signs (RSA, other curves), so the caller can say which keys are accepted.
+fn unsupported_key(csr_pem: &str) -> Option<PkiError> {
+    use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ED25519};
+    use x509_parser::prelude::FromDer as _;
+    let der = rustls_pemfile::read_one(&mut csr_pem.as_bytes()).ok()??;
+    let rustls_pemfile::Item::Csr(der) = der else {
+        return None;
+    };
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&der).ok()?;
+    let algorithm = &req.certification_request_info.subject_pki.algorithm;
+    let oid = &algorithm.algorithm;
+    if *oid == OID_SIG_ED25519 || *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        // A supported family: the parse failed for another reason (or the curve is
+        // unusual); let the original message through.
+        return None;
+    }
+    let found = match req.certification_request_info.subject_pki.parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+            format!("RSA-{}", rsa.key_size())
+        }
+        _ => format!("of algorithm {}", oid.to_id_string()),
+    };
+    Some(PkiError::UnsupportedKey { found })
 }
 
 fn dn_value_text(value: &rcgen::DnValue) -> String {

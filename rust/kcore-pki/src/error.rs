@@ -25,6 +25,38 @@ pub enum PkiError {
         name: String,
         allowed: Vec<String>,
     },
+    /// A CSR asked for a wildcard name; a node certificate speaks for one host.
+    #[error(
+        "CSR for {identity} asks for the wildcard name {name:?}; node certificates never carry wildcards: request the node's own host names"
+    )]
+    WildcardName { identity: String, name: String },
+    /// A CSR whose key type kcore does not sign.
+    #[error(
+        "the CSR's key is {found}; kcore signs ECDSA P-256/P-384, Ed25519 and RSA keys of at least 2048 bits (`kctl create csr` makes a P-256 key)"
+    )]
+    UnsupportedKey { found: String },
+    /// The signing CA is outside its own validity window: whatever it signed would
+    /// already be expired (or not yet valid) for every verifier.
+    #[error(
+        "the signing CA {subject} is valid from {not_before} to {not_after}, which does not include now ({now}); install a current sub-CA with `kctl rotate sub-ca`"
+    )]
+    SignerNotValid {
+        subject: String,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    },
+    /// A private key that does not belong to the certificate next to it.
+    #[error(
+        "the private key {key} does not belong to the certificate {cert}: use the key the certificate was issued for"
+    )]
+    KeyMismatch {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+    /// A renewed certificate that must not replace the current one.
+    #[error("renewed certificate refused, keeping the current one: {0}")]
+    RenewalRefused(String),
     /// PEM or DER input that could not be read.
     #[error("cannot parse {what}: {reason}")]
     Parse { what: String, reason: String },

@@ -89,6 +89,35 @@ pub fn identity_of(cert_der: &[u8]) -> Result<Identity, PkiError> {
     })
 }
 
+/// The DNS names and IP addresses in a certificate's SAN (not the kcore:// URI).
+pub fn cert_names(cert_der: &[u8]) -> Vec<String> {
+    let Ok(cert) = parse(cert_der) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push(dns.to_string()),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        names.push(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
 /// Expiry of the first certificate in a PEM bundle (the leaf).
 pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, PkiError> {
     not_after_der(&first_cert(cert_pem)?)

@@ -7,19 +7,21 @@
 //! machine that uses them: nodes call [`generate_csr`] and send only the CSR.
 
 mod authority;
+mod credentials;
 mod error;
 mod files;
 mod identity;
 mod inspect;
 mod tls;
 
-pub use authority::{Authority, CertifiedKey, generate_csr, self_signed_install};
+pub use authority::{Authority, CertifiedKey, csr_names, generate_csr, self_signed_install};
+pub use credentials::{CredentialFiles, Credentials};
 pub use error::PkiError;
 pub use files::{read_pem_file, write_atomically};
 pub use identity::{Identity, Role};
 pub use inspect::{
-    CertInfo, cert_info, certs_from_pem, display_fingerprint, fingerprint_sha256, identity_of,
-    needs_renewal, normalise_fingerprint, not_after, not_after_der, serial_hex,
+    CertInfo, cert_info, cert_names, certs_from_pem, display_fingerprint, fingerprint_sha256,
+    identity_of, needs_renewal, normalise_fingerprint, not_after, not_after_der, serial_hex,
     verify_client_chain,
 };
 pub use tls::{

@@ -132,8 +132,10 @@ pub fn server_config_no_client_auth(
     Ok(with_alpn(config))
 }
 
-/// mTLS client: the server must chain to a root in `trust_pem` and match the host
-/// name or IP address in the URL; we present `cert_chain_pem` (leaf + sub-CA).
+/// mTLS client that checks only the chain and host name. Tests and tooling only: every
+/// kcore client in production uses [`client_config_expecting`] (or
+/// [`crate::Credentials::client_config`]) so a node certificate can never pose as a
+/// controller (security review D1).
 pub fn client_config(
     trust_pem: &str,
     cert_chain_pem: &str,
@@ -147,30 +149,51 @@ pub fn client_config(
 /// Who the server at the other end must be, beyond "signed by our root".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerExpectation {
-    /// Any of these roles (a node calling controllers expects `[Controller]`).
-    Roles(Vec<Role>),
-    /// Exactly this identity (a controller calling node `n1`'s agent).
+    /// A certificate of `cluster` with any of `roles` (kctl and agents calling
+    /// controllers, controllers calling peers: `[Controller]`).
+    Roles { cluster: String, roles: Vec<Role> },
+    /// Exactly this identity (kctl calling node `n1`'s agent when it knows the id).
     Exactly(Identity),
 }
 
 impl PeerExpectation {
-    fn check(&self, found: &Identity) -> bool {
+    /// Any controller of `cluster`.
+    pub fn controller(cluster: &str) -> Self {
+        PeerExpectation::Roles {
+            cluster: cluster.to_string(),
+            roles: vec![Role::Controller],
+        }
+    }
+
+    /// The node `id` of `cluster` when the id is known, else any node of `cluster`.
+    pub fn node(cluster: &str, id: Option<&str>) -> Result<Self, PkiError> {
+        Ok(match id {
+            Some(id) => PeerExpectation::Exactly(Identity::new(cluster, Role::Node, id)?),
+            None => PeerExpectation::Roles {
+                cluster: cluster.to_string(),
+                roles: vec![Role::Node],
+            },
+        })
+    }
+
+    /// Whether `found` is who we expect.
+    pub fn accepts(&self, found: &Identity) -> bool {
         match self {
-            PeerExpectation::Roles(roles) => roles.contains(&found.role),
+            PeerExpectation::Roles { cluster, roles } => {
+                &found.cluster == cluster && roles.contains(&found.role)
+            }
             PeerExpectation::Exactly(identity) => identity == found,
         }
     }
 
-    fn describe(&self) -> String {
+    /// What we expect, for error messages: `kcore://lab/controller/*`.
+    pub fn describe(&self) -> String {
         match self {
-            PeerExpectation::Roles(roles) => format!(
-                "a {} certificate",
-                roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ),
+            PeerExpectation::Roles { cluster, roles } => roles
+                .iter()
+                .map(|r| format!("kcore://{cluster}/{r}/*"))
+                .collect::<Vec<_>>()
+                .join(" or "),
             PeerExpectation::Exactly(identity) => identity.uri(),
         }
     }
@@ -207,7 +230,7 @@ struct ExpectingVerifier {
 }
 
 #[derive(thiserror::Error)]
-#[error("server certificate speaks for {found}, expected {expected}")]
+#[error("wrong server: its certificate speaks for {found}, expected {expected}")]
 struct WrongPeer {
     expected: String,
     found: String,
@@ -238,7 +261,7 @@ impl ServerCertVerifier for ExpectingVerifier {
         )?;
         let found = identity_of(end_entity);
         match found {
-            Ok(identity) if self.expected.check(&identity) => Ok(verified),
+            Ok(identity) if self.expected.accepts(&identity) => Ok(verified),
             other => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(WrongPeer {
                     expected: self.expected.describe(),

@@ -246,3 +246,143 @@ fn csr_names_can_be_restricted_to_what_the_controller_knows() {
     // The unrestricted call keeps what the CSR asked for.
     root.sign_csr(&greedy, &me, DAY).unwrap();
 }
+
+// --- Trust checks from the security review (D2, D8, D12) ---
+
+fn creds(root: &Authority, leaf: &CertifiedKey) -> Credentials {
+    Credentials {
+        ca_pem: root.cert_pem().to_string(),
+        cert_pem: leaf.cert_pem.clone(),
+        key_pem: leaf.key_pem.clone(),
+    }
+}
+
+#[test]
+fn a_renewal_must_be_valid_same_identity_same_key_and_longer_lived() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let sub = root.new_sub_ca("c1", 365 * DAY).unwrap();
+    let n1 = ident(Role::Node, "n1");
+    let now = OffsetDateTime::now_utc();
+    let current = creds(
+        &root,
+        &sub.issue_between(
+            &n1,
+            &[],
+            now - time::Duration::days(1),
+            now + time::Duration::days(10),
+        )
+        .unwrap(),
+    );
+    let refused = |renewed: &Credentials| match current.check_replacement(renewed, now) {
+        Err(PkiError::RenewalRefused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let longer = creds(&root, &sub.issue(&n1, &[], 90 * DAY).unwrap());
+    current.check_replacement(&longer, now).unwrap();
+
+    // Already expired (what a controller with an expired sub-CA handed out).
+    let expired = sub
+        .issue_between(
+            &n1,
+            &[],
+            now - time::Duration::days(3),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    assert!(refused(&creds(&root, &expired)).contains("already expired"));
+    // Valid, but ending earlier than the current one.
+    let shorter = sub.issue(&n1, &[], 5 * DAY).unwrap();
+    assert!(refused(&creds(&root, &shorter)).contains("not later than the current one"));
+    // Another node's certificate.
+    let other = sub.issue(&ident(Role::Node, "n2"), &[], 90 * DAY).unwrap();
+    assert!(refused(&creds(&root, &other)).contains("speaks for kcore://lab/node/n2"));
+    // A certificate with somebody else's key.
+    let mut wrong_key = creds(&root, &longer_leaf(&sub, &n1));
+    wrong_key.key_pem = shorter.key_pem.clone();
+    assert!(refused(&wrong_key).contains("not for the key"));
+    // Signed by a CA this node does not trust.
+    let stranger = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let foreign = stranger.issue(&n1, &[], 90 * DAY).unwrap();
+    assert!(refused(&creds(&root, &foreign)).contains("does not verify"));
+}
+
+fn longer_leaf(sub: &Authority, who: &Identity) -> CertifiedKey {
+    sub.issue(who, &[], 90 * DAY).unwrap()
+}
+
+#[test]
+fn credentials_name_both_files_when_the_key_does_not_match() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let a = root.issue(&ident(Role::Admin, "a"), &[], DAY).unwrap();
+    let b = root.issue(&ident(Role::Admin, "b"), &[], DAY).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.crt"),
+        dir.path().join("admin.crt"),
+        dir.path().join("admin.key"),
+    );
+    std::fs::write(&ca, root.cert_pem()).unwrap();
+    std::fs::write(&cert, &a.cert_pem).unwrap();
+    std::fs::write(&key, &b.key_pem).unwrap();
+    let err = Credentials::load(&CredentialFiles::new(&ca, &cert, &key))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("admin.key does not belong to the certificate") && err.contains("admin.crt"),
+        "{err}"
+    );
+    std::fs::write(&key, &a.key_pem).unwrap();
+    let loaded = Credentials::load(&CredentialFiles::new(&ca, &cert, &key)).unwrap();
+    assert_eq!(loaded.identity().unwrap(), ident(Role::Admin, "a"));
+    assert!(
+        !format!("{loaded:?}").contains("PRIVATE"),
+        "Debug hides the key"
+    );
+}
+
+#[test]
+fn csr_signing_refuses_wildcards_rsa_keys_and_an_expired_signer() {
+    let root = Authority::new_root("lab", 3650 * DAY).unwrap();
+    let sub = root.new_sub_ca("c1", 365 * DAY).unwrap();
+    let n1 = ident(Role::Node, "n1");
+    let (_, wild) = generate_csr(&n1, &["*.lab".into()]).unwrap();
+    let err = sub.sign_csr(&wild, &n1, 90 * DAY).unwrap_err();
+    assert!(
+        matches!(&err, PkiError::WildcardName { name, .. } if name == "*.lab"),
+        "{err}"
+    );
+    let allowed = ["*.lab".to_string()];
+    let err = sub
+        .sign_csr_for_names(&wild, &n1, &allowed, 90 * DAY)
+        .unwrap_err();
+    assert!(
+        matches!(err, PkiError::WildcardName { .. }),
+        "even when listed"
+    );
+
+    // `openssl req -newkey rsa:N -addext subjectAltName=URI:kcore://lab/node/n1`: RSA-2048
+    // is signed, RSA-1024 (which ring refuses) gets a message naming the accepted keys
+    // instead of "Unspecified ring error" (review D12).
+    let rsa2048 = include_str!("fixtures/rsa-2048-node-n1.csr");
+    sub.sign_csr(rsa2048, &n1, 90 * DAY).unwrap();
+    let rsa1024 = include_str!("fixtures/rsa-1024-node-n1.csr");
+    let err = sub
+        .sign_csr(rsa1024, &n1, 90 * DAY)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the CSR's key is RSA-1024") && err.contains("ECDSA P-256"),
+        "{err}"
+    );
+
+    // A sub-CA past its end signs nothing (it would hand out dead certificates).
+    let brief = root.new_sub_ca("brief", Duration::from_secs(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, csr) = generate_csr(&n1, &[]).unwrap();
+    let err = brief.sign_csr(&csr, &n1, 90 * DAY).unwrap_err();
+    assert!(matches!(err, PkiError::SignerNotValid { .. }), "{err}");
+    assert!(err.to_string().contains("does not include now"), "{err}");
+    let err = brief.issue(&n1, &[], DAY).unwrap_err();
+    assert!(matches!(err, PkiError::SignerNotValid { .. }), "{err}");
+}
