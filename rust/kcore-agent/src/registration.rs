@@ -39,6 +39,7 @@ use kcore_api::cluster::{
 };
 use kcore_api::inventory::StorageView;
 use kcore_net::{Client, ClientError, ClientOptions, TlsSource};
+use kcore_pki::Credentials;
 
 use crate::config::{AgentConfig, Backend};
 
@@ -100,6 +101,8 @@ pub struct RegistrationContext {
     pub server_tls: Option<TlsSource>,
     /// Renew this long before expiry ([`kcore_pki::RENEW_BEFORE`] by default).
     pub renew_before: Duration,
+    /// The shortest wait after a failed renewal ([`RENEW_RETRY_MIN`] by default).
+    pub renew_retry_min: Duration,
     pub client_options: ClientOptions,
 }
 
@@ -142,6 +145,7 @@ impl RegistrationContext {
             }),
             server_tls,
             renew_before: kcore_pki::RENEW_BEFORE,
+            renew_retry_min: RENEW_RETRY_MIN,
             client_options: ClientOptions::default(),
         })
     }
@@ -195,6 +199,7 @@ pub fn report_from_config(config: &AgentConfig) -> NodeReport {
         disks: Vec::new(),
         nics: Vec::new(),
         agent_address: Some(config.listen.clone()),
+        certificate_renewal_problem: None,
     }
 }
 
@@ -272,46 +277,31 @@ fn to_json_list<T: serde::Serialize>(items: &[T]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The node's current credentials, read from disk.
-struct Credentials {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn read_file(path: &std::path::Path) -> Result<String, RegistrationError> {
-    std::fs::read_to_string(path).map_err(|source| RegistrationError::ReadCredentials {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-impl Credentials {
-    fn load(ctx: &RegistrationContext) -> Result<Self, RegistrationError> {
-        let creds = Credentials {
-            ca_pem: read_file(&ctx.ca_file)?,
-            cert_pem: read_file(&ctx.cert_file)?,
-            key_pem: read_file(&ctx.key_file)?,
-        };
-        let identity = creds.identity()?;
-        if identity.role != kcore_pki::Role::Node || identity.id != ctx.node_id {
-            return Err(RegistrationError::WrongIdentity {
-                path: ctx.cert_file.clone(),
-                expected: ctx.node_id.clone(),
-                found: identity.uri(),
-            });
+/// The node's credentials from disk, checked to be this node's.
+fn load_credentials(ctx: &RegistrationContext) -> Result<Credentials, RegistrationError> {
+    let files = kcore_pki::CredentialFiles::new(&ctx.ca_file, &ctx.cert_file, &ctx.key_file);
+    let creds = Credentials::load(&files).map_err(|err| match err {
+        kcore_pki::PkiError::Io { path, source, .. } => {
+            RegistrationError::ReadCredentials { path, source }
         }
-        Ok(creds)
+        other => RegistrationError::Pki(other),
+    })?;
+    let identity = creds.identity()?;
+    if identity.role != kcore_pki::Role::Node || identity.id != ctx.node_id {
+        return Err(RegistrationError::WrongIdentity {
+            path: ctx.cert_file.clone(),
+            expected: ctx.node_id.clone(),
+            found: identity.uri(),
+        });
     }
+    Ok(creds)
+}
 
-    fn identity(&self) -> Result<kcore_pki::Identity, RegistrationError> {
-        let certs = kcore_pki::certs_from_pem(&self.cert_pem)?;
-        let leaf = certs.first().ok_or_else(|| kcore_pki::PkiError::Parse {
-            what: "node certificate".into(),
-            reason: "no CERTIFICATE block".into(),
-        })?;
-        Ok(kcore_pki::identity_of(leaf)?)
-    }
+/// Agents talk only to controllers of their own cluster: a node certificate (or anything
+/// else the root signed) answering at a controller's address is refused (review D1).
+fn controller_tls(creds: &Credentials) -> Result<rustls::ClientConfig, RegistrationError> {
+    let cluster = creds.identity()?.cluster;
+    Ok(creds.client_config(&kcore_pki::PeerExpectation::controller(&cluster))?)
 }
 
 /// `HOST:PORT` list to `https://HOST:PORT` base URLs.
@@ -334,14 +324,27 @@ struct Session {
     client: Client,
     registered: bool,
     beats: u64,
+    /// After a renewal that failed or was refused: not before this instant again.
+    renew_not_before: Option<tokio::time::Instant>,
+    /// The wait after the last failed renewal; doubles up to [`RENEW_RETRY_MAX`].
+    renew_backoff: Duration,
+    /// What went wrong with the last renewal, reported to the controller.
+    renewal_problem: Option<String>,
+    /// The problem changed since the last report: send a report with the next heartbeat.
+    report_due: bool,
 }
+
+/// A renewal that failed waits at least this long (or the heartbeat interval, if
+/// longer) before the next try, doubling each time up to [`RENEW_RETRY_MAX`].
+pub const RENEW_RETRY_MIN: Duration = Duration::from_secs(60);
+pub const RENEW_RETRY_MAX: Duration = Duration::from_secs(6 * 3600);
 
 impl Session {
     fn new(ctx: &RegistrationContext) -> Result<Self, RegistrationError> {
-        let creds = Credentials::load(ctx)?;
+        let creds = load_credentials(ctx)?;
         let client = Client::new(
             base_urls(&ctx.controllers),
-            kcore_pki::client_config(&creds.ca_pem, &creds.cert_pem, &creds.key_pem)?,
+            controller_tls(&creds)?,
             ctx.client_options.clone(),
         )?;
         Ok(Session {
@@ -349,7 +352,36 @@ impl Session {
             client,
             registered: false,
             beats: 0,
+            renew_not_before: None,
+            renew_backoff: Duration::ZERO,
+            renewal_problem: None,
+            report_due: false,
         })
+    }
+
+    /// A renewal failed: keep the current credentials, wait before the next try, and
+    /// tell the controller (`kctl describe node` shows it).
+    fn renewal_failed(&mut self, ctx: &RegistrationContext, problem: String) {
+        let floor = ctx.renew_retry_min.max(ctx.heartbeat_interval);
+        self.renew_backoff = (self.renew_backoff * 2).clamp(floor, RENEW_RETRY_MAX.max(floor));
+        self.renew_not_before = Some(tokio::time::Instant::now() + self.renew_backoff);
+        tracing::warn!(
+            node = %ctx.node_id,
+            retry_in = ?self.renew_backoff,
+            "certificate renewal failed, keeping the current certificate: {problem}"
+        );
+        if self.renewal_problem.as_deref() != Some(problem.as_str()) {
+            self.renewal_problem = Some(problem);
+            self.report_due = true;
+        }
+    }
+
+    fn renewal_succeeded(&mut self) {
+        self.renew_backoff = Duration::ZERO;
+        self.renew_not_before = None;
+        if self.renewal_problem.take().is_some() {
+            self.report_due = true;
+        }
     }
 }
 
@@ -381,8 +413,12 @@ pub async fn heartbeat_once(
         .await
 }
 
-/// Renews the certificate if it is within `ctx.renew_before` of expiry: new key and CSR,
-/// signed by a controller, written atomically, TLS swapped. Returns whether it renewed.
+/// Renews the certificate if it is within `ctx.renew_before` of expiry and no failed
+/// attempt asks to wait: new key and CSR, signed by a controller, checked, written
+/// atomically, TLS swapped. Returns whether it renewed. A failure (controller error or
+/// a certificate that [`Credentials::check_replacement`] refuses) keeps the current
+/// credentials, is logged and reported to the controller, and backs off; it does not
+/// fail the heartbeat that preceded it.
 async fn renew_if_due(
     ctx: &RegistrationContext,
     session: &mut Session,
@@ -391,6 +427,24 @@ async fn renew_if_due(
     if !kcore_pki::needs_renewal(&session.creds.cert_pem, now, ctx.renew_before)? {
         return Ok(false);
     }
+    if let Some(at) = session.renew_not_before
+        && tokio::time::Instant::now() < at
+    {
+        return Ok(false);
+    }
+    match renew(ctx, session).await {
+        Ok(()) => {
+            session.renewal_succeeded();
+            Ok(true)
+        }
+        Err(err) => {
+            session.renewal_failed(ctx, err.to_string());
+            Ok(false)
+        }
+    }
+}
+
+async fn renew(ctx: &RegistrationContext, session: &mut Session) -> Result<(), RegistrationError> {
     let identity = session.creds.identity()?;
     tracing::info!(node = %ctx.node_id, "certificate expires within the renewal window; renewing");
     let (key_pem, csr_pem) = kcore_pki::generate_csr(&identity, &ctx.dns_names)?;
@@ -406,16 +460,15 @@ async fn renew_if_due(
         cert_pem: signed.chain_pem.clone(),
         key_pem,
     };
-    // Build every TLS config before touching the disk: a chain that does not load is
-    // refused here and the old files stay in place.
-    let client_tls =
-        kcore_pki::client_config(&new_creds.ca_pem, &new_creds.cert_pem, &new_creds.key_pem)?;
+    // Check and build every TLS config before touching the disk: a certificate that is
+    // expired, shorter-lived, for another identity or key, or does not chain is refused
+    // here and the old files stay in place (security review D2).
+    session
+        .creds
+        .check_replacement(&new_creds, time::OffsetDateTime::now_utc())?;
+    let client_tls = controller_tls(&new_creds)?;
     let server_tls = match &ctx.server_tls {
-        Some(_) => Some(kcore_pki::server_config(
-            &new_creds.ca_pem,
-            &new_creds.cert_pem,
-            &new_creds.key_pem,
-        )?),
+        Some(_) => Some(new_creds.server_config()?),
         None => None,
     };
     install_credentials(ctx, &new_creds)?;
@@ -429,7 +482,7 @@ async fn renew_if_due(
         not_after = %signed.certificate.not_after,
         "certificate renewed and reloaded"
     );
-    Ok(true)
+    Ok(())
 }
 
 /// Installs a new key and certificate. Both are first written completely (fsynced) next
@@ -492,8 +545,11 @@ pub async fn step(
     };
     let ack = if s.registered {
         s.beats += 1;
-        let report = if s.beats % REPORT_EVERY == 0 {
-            Some((ctx.report)().await)
+        let report = if s.beats % REPORT_EVERY == 0 || s.report_due {
+            s.report_due = false;
+            let mut report = (ctx.report)().await;
+            report.certificate_renewal_problem = s.renewal_problem.clone();
+            Some(report)
         } else {
             None
         };
@@ -507,7 +563,8 @@ pub async fn step(
             Err(err) => return Err(err.into()),
         }
     } else {
-        let report = (ctx.report)().await;
+        let mut report = (ctx.report)().await;
+        report.certificate_renewal_problem = s.renewal_problem.clone();
         let ack = register_once(&s.client, &ctx.node_id, report).await?;
         s.registered = true;
         tracing::info!(
@@ -531,6 +588,18 @@ pub async fn step(
 
 /// Opaque state carried between [`step`] calls.
 pub struct SessionHandle(Session);
+
+impl SessionHandle {
+    /// Why the last renewal failed, while it keeps failing.
+    pub fn renewal_problem(&self) -> Option<&str> {
+        self.0.renewal_problem.as_deref()
+    }
+
+    /// The node's current certificate chain (PEM), as the loop uses it.
+    pub fn cert_pem(&self) -> &str {
+        &self.0.creds.cert_pem
+    }
+}
 
 impl std::fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

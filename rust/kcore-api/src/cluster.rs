@@ -131,6 +131,10 @@ pub struct NodeReport {
     /// The agent's address as `HOST:PORT` (what `kctl --node` should use), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_address: Option<String>,
+    /// Why the node's last certificate renewal did not produce a usable certificate
+    /// (it keeps its current one and retries later); absent when renewal is fine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_renewal_problem: Option<String>,
 }
 
 /// `POST /v1/nodes/{id}/register`.
@@ -280,6 +284,11 @@ pub struct CertificateResponse {
 pub struct InstallSubCa {
     pub certificate_pem: String,
     pub key_pem: String,
+    /// Install a sub-CA that ends before a node certificate issued now would (`kctl
+    /// rotate sub-ca --allow-short`); refused otherwise, since every node would then
+    /// renew early and all at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_short: bool,
 }
 
 impl std::fmt::Debug for InstallSubCa {
@@ -288,6 +297,7 @@ impl std::fmt::Debug for InstallSubCa {
         f.debug_struct("InstallSubCa")
             .field("certificate_pem", &self.certificate_pem)
             .field("key_pem", &"<redacted>")
+            .field("allow_short", &self.allow_short)
             .finish()
     }
 }

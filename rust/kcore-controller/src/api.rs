@@ -15,8 +15,9 @@
 //! The caller's identity comes from the verified client certificate (the TLS layer puts
 //! it in the request extensions, `kcore_net::PeerIdentity`); every handler starts with [`Caller::require`].
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
@@ -30,7 +31,7 @@ use kcore_api::cluster::{
     IssueNodeCertificateRequest, Node, NodeAck, NodeList, NodeStatus, RegisterRequest,
     StorageClass, StorageClassDetail, StorageClassList, SubCaInstalled, storage_class_names,
 };
-use kcore_net::ApiJson;
+use kcore_net::{ApiJson, PeerCert};
 use kcore_pki::{Authority, Identity, Role};
 
 use crate::config::ControllerConfig;
@@ -38,6 +39,16 @@ use crate::store::{NodeRecord, Store};
 
 /// Node certificates are valid this long; agents renew 30 days before the end.
 pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A node may renew at most once per this interval (a healthy node renews every 60
+/// days; anything faster is a loop or an abuse, and each renewal is a signature and a
+/// stored operation).
+pub const RENEW_MIN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Names every node certificate may carry: the agent is reached on loopback by local
+/// tools. Loopback names say nothing about which host answers, so sharing them with
+/// controllers is harmless once clients check the identity (security review D1).
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// Shared state of the route handlers.
 pub struct AppState {
@@ -47,6 +58,8 @@ pub struct AppState {
     pub signer: RwLock<Arc<Authority>>,
     /// The root CA(s) from `tls.caFile`, to check a new sub-CA before installing it.
     pub trust_pem: String,
+    /// When each node last renewed (soft state, for [`RENEW_MIN_INTERVAL`]).
+    pub renewals: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -70,6 +83,11 @@ impl Failure {
             status,
             error: ApiError::new(code, message),
         }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.error.details = details;
+        self
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
@@ -273,6 +291,7 @@ fn ack(state: &AppState, id: &str) -> Result<Json<NodeAck>> {
 async fn register(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    peer_cert: PeerCert,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Json<NodeAck>> {
@@ -294,6 +313,7 @@ async fn register(
         approval,
         &rfc3339(time::OffsetDateTime::now_utc()),
     )?;
+    record_presented_certificate(&state, &id, &peer_cert)?;
     state.store.heartbeat(&id, now_unix());
     tracing::info!(node = %id, approval = record.approval.as_str(), "node registered");
     ack(&state, &id)
@@ -302,6 +322,7 @@ async fn register(
 async fn heartbeat(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    peer_cert: PeerCert,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<NodeAck>> {
@@ -319,34 +340,183 @@ async fn heartbeat(
     if let Some(report) = &body.report {
         state.store.update_report(&id, report)?;
     }
+    record_presented_certificate(&state, &id, &peer_cert)?;
     state.store.heartbeat(&id, now_unix());
     ack(&state, &id)
 }
 
-fn sign_for_node(state: &AppState, node_id: &str, csr_pem: &str) -> Result<CertificateResponse> {
+/// Who asked for a node certificate: the node renewing its own, or an admin issuing a
+/// node's first one from the CSR the operator brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Requester {
+    Node,
+    Admin,
+}
+
+/// `host` of `host:port` / `[v6]:port` (an agent address), lower-cased.
+fn host_of(address: &str) -> Option<String> {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => address,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| canonical_name(host))
+}
+
+fn canonical_name(name: &str) -> String {
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => name.trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
+/// The names a node claims through its registration: its id, hostname and the host of
+/// its agent address.
+fn registered_names(node_id: &str, record: Option<&NodeRecord>) -> Vec<String> {
+    let mut names = vec![canonical_name(node_id)];
+    if let Some(record) = record {
+        if !record.report.hostname.is_empty() {
+            names.push(canonical_name(&record.report.hostname));
+        }
+        if let Some(host) = record.report.agent_address.as_deref().and_then(host_of) {
+            names.push(host);
+        }
+    }
+    names
+}
+
+/// Names that belong to someone else: every other node's registered names, and this
+/// controller's own (its id, the names in its certificate, its peers' hosts).
+fn names_of_others(state: &AppState, node_id: &str) -> BTreeSet<String> {
+    let mut taken = BTreeSet::new();
+    for (id, record, _) in state.store.nodes() {
+        if id != node_id {
+            taken.extend(registered_names(&id, Some(&record)));
+        }
+    }
+    taken.insert(canonical_name(&state.config.controller_id));
+    taken.extend(state.config.peers.iter().filter_map(|p| host_of(p)));
+    match kcore_pki::read_pem_file("tls.certFile", &state.config.tls.cert_file)
+        .and_then(|pem| kcore_pki::certs_from_pem(&pem))
+    {
+        Ok(certs) => {
+            if let Some(leaf) = certs.first() {
+                taken.extend(
+                    kcore_pki::cert_names(leaf)
+                        .iter()
+                        .map(|n| canonical_name(n)),
+                );
+            }
+        }
+        Err(err) => tracing::warn!("cannot read this controller's names: {err}"),
+    }
+    for loopback in LOOPBACK_NAMES {
+        taken.remove(loopback);
+    }
+    taken
+}
+
+/// The DNS names and addresses node `node_id`'s certificate may carry (docs/pki.md):
+/// loopback, its id, and the hostname and agent address it registered with; for a
+/// first certificate an admin issues, also the names in the CSR the admin brought.
+/// Never a wildcard (kcore-pki refuses those) and never a name another node or a
+/// controller holds.
+fn allowed_names(
+    state: &AppState,
+    node_id: &str,
+    csr_pem: &str,
+    requester: Requester,
+) -> Result<Vec<String>> {
+    let mut allowed: BTreeSet<String> = LOOPBACK_NAMES.iter().map(|n| n.to_string()).collect();
+    allowed.extend(registered_names(
+        node_id,
+        state.store.node(node_id).as_ref(),
+    ));
+    if requester == Requester::Admin {
+        let names = kcore_pki::csr_names(csr_pem).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_CSR",
+                format!("csrPem: {e}"),
+            )
+        })?;
+        allowed.extend(names.iter().map(|n| canonical_name(n)));
+    }
+    let taken = names_of_others(state, node_id);
+    Ok(allowed.into_iter().filter(|n| !taken.contains(n)).collect())
+}
+
+fn sign_for_node(
+    state: &AppState,
+    node_id: &str,
+    csr_pem: &str,
+    requester: Requester,
+) -> Result<CertificateResponse> {
     let expected = Identity::new(&state.config.cluster_name, Role::Node, node_id)
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "INVALID_NODE_ID", e.to_string()))?;
+    let allowed = allowed_names(state, node_id, csr_pem, requester)?;
     let signer = state
         .signer
         .read()
         .map_err(|_| Failure::internal("signer lock poisoned"))?
         .clone();
     let chain_pem = signer
-        .sign_csr(csr_pem, &expected, NODE_CERT_VALIDITY)
+        .sign_csr_for_names(csr_pem, &expected, &allowed, NODE_CERT_VALIDITY)
         .map_err(|e| {
-            Failure::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_CSR",
+            let (status, code) = match &e {
+                // Another controller may hold a current sub-CA: 503 makes clients fail over.
+                kcore_pki::PkiError::SignerNotValid { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "SUB_CA_NOT_VALID")
+                }
+                kcore_pki::PkiError::NameNotAllowed { .. }
+                | kcore_pki::PkiError::WildcardName { .. } => {
+                    (StatusCode::BAD_REQUEST, "NAME_NOT_ALLOWED")
+                }
+                _ => (StatusCode::BAD_REQUEST, "INVALID_CSR"),
+            };
+            let name = match &e {
+                kcore_pki::PkiError::NameNotAllowed { name, .. }
+                | kcore_pki::PkiError::WildcardName { name, .. } => Some(name.clone()),
+                _ => None,
+            };
+            let failure = Failure::new(
+                status,
+                code,
                 format!("cannot sign the CSR for {}: {e}", expected.uri()),
-            )
+            );
+            match name {
+                Some(name) => failure.with_details(serde_json::json!({"name": name})),
+                None => failure,
+            }
         })?;
     let info = certificate_info(&chain_pem)?;
-    state.store.set_certificate(node_id, &info)?;
+    // Not recorded here: the controller records the certificate a node presents when it
+    // registers or heartbeats (a certificate never installed must not show up).
     tracing::info!(node = %node_id, not_after = %info.not_after, "node certificate issued");
     Ok(CertificateResponse {
         chain_pem,
         certificate: info,
     })
+}
+
+/// Records the certificate the node authenticated this request with, when it is not
+/// the one on record (after a renewal the node installed, or a first registration).
+fn record_presented_certificate(state: &AppState, node_id: &str, peer: &PeerCert) -> Result<()> {
+    let Some(cert) = &peer.0 else {
+        return Ok(());
+    };
+    let recorded = state.store.node(node_id).and_then(|r| r.certificate);
+    if recorded.as_ref().map(|c| c.serial.as_str()) == Some(cert.serial.as_str()) {
+        return Ok(());
+    }
+    let info = CertificateInfo {
+        serial: cert.serial.clone(),
+        not_before: rfc3339(cert.not_before),
+        not_after: rfc3339(cert.not_after),
+        issuer: cert.issuer.clone(),
+    };
+    state.store.set_certificate(node_id, &info)?;
+    Ok(())
 }
 
 /// What the API reports about the first certificate of `pem` (a node's leaf, a sub-CA).
@@ -371,12 +541,52 @@ async fn renew(
     ApiJson(body): ApiJson<CsrRequest>,
 ) -> Result<Json<CertificateResponse>> {
     caller.require_self(&state, &id)?;
-    if let Some(record) = state.store.node(&id)
-        && record.approval == Approval::Rejected
-    {
-        return Err(rejected(&id));
+    let record = state.store.node(&id).ok_or_else(|| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            "NODE_NOT_REGISTERED",
+            format!("node {id:?} is not registered: register before renewing"),
+        )
+    })?;
+    match record.approval {
+        Approval::Approved => {}
+        Approval::Rejected => return Err(rejected(&id)),
+        Approval::Pending => {
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "NODE_NOT_APPROVED",
+                format!("node {id:?} is waiting for approval: `kctl node approve {id}` first"),
+            ));
+        }
     }
-    Ok(Json(sign_for_node(&state, &id, &body.csr_pem)?))
+    {
+        let renewals = state
+            .renewals
+            .lock()
+            .map_err(|_| Failure::internal("renewal lock poisoned"))?;
+        if let Some(last) = renewals.get(&id)
+            && last.elapsed() < RENEW_MIN_INTERVAL
+        {
+            let wait = RENEW_MIN_INTERVAL.saturating_sub(last.elapsed()).as_secs() + 1;
+            return Err(Failure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RENEW_RATE_LIMITED",
+                format!(
+                    "node {id:?} renewed less than {RENEW_MIN_INTERVAL:?} ago; retry in {wait} s"
+                ),
+            )
+            .with_details(serde_json::json!({"retryAfterSeconds": wait})));
+        }
+    }
+    let signed = sign_for_node(&state, &id, &body.csr_pem, Requester::Node)?;
+    // Only signatures count against the rate: a refused CSR costs a parse, not an
+    // operation or a key, and the node can correct it at once.
+    state
+        .renewals
+        .lock()
+        .map_err(|_| Failure::internal("renewal lock poisoned"))?
+        .insert(id.clone(), Instant::now());
+    Ok(Json(signed))
 }
 
 async fn issue_node_certificate(
@@ -392,7 +602,12 @@ async fn issue_node_certificate(
         return Err(rejected(&body.node_id));
     }
     tracing::info!(node = %body.node_id, by = %admin, "issuing a node's first certificate");
-    Ok(Json(sign_for_node(&state, &body.node_id, &body.csr_pem)?))
+    Ok(Json(sign_for_node(
+        &state,
+        &body.node_id,
+        &body.csr_pem,
+        Requester::Admin,
+    )?))
 }
 
 async fn list_nodes(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<NodeList>> {
@@ -472,6 +687,31 @@ async fn install_sub_ca(
             format!("certificatePem/keyPem: {e}"),
         )
     })?;
+    let now = time::OffsetDateTime::now_utc();
+    if now < candidate.not_before() || now >= candidate.not_after() {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "SUB_CA_NOT_VALID",
+            format!(
+                "certificatePem: the sub-CA is valid from {} to {}, which does not include now ({}); issue a current one with `kctl rotate sub-ca`",
+                rfc3339(candidate.not_before()),
+                rfc3339(candidate.not_after()),
+                rfc3339(now)
+            ),
+        ));
+    }
+    let needed = time::Duration::try_from(NODE_CERT_VALIDITY).unwrap_or(time::Duration::MAX);
+    if candidate.not_after() < now + needed && !body.allow_short {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "SUB_CA_TOO_SHORT",
+            format!(
+                "certificatePem: the sub-CA expires {}, before a node certificate issued now would ({} days); every node would renew early and lose its certificate when it ends. Use a longer sub-CA, or pass --allow-short (allowShort: true) to install it anyway",
+                rfc3339(candidate.not_after()),
+                NODE_CERT_VALIDITY.as_secs() / 86_400
+            ),
+        ));
+    }
     candidate.check_chains_to(&state.trust_pem).map_err(|e| {
         Failure::new(
             StatusCode::BAD_REQUEST,

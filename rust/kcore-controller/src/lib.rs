@@ -84,18 +84,15 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         store,
         signer: RwLock::new(Arc::new(signer)),
         trust_pem,
+        renewals: Default::default(),
     }))
 }
 
 /// The rustls server configuration from `tls.caFile`, `tls.certFile` and `tls.keyFile`.
 pub fn server_tls(config: &ControllerConfig) -> Result<rustls::ServerConfig, ControllerError> {
     let tls = &config.tls;
-    let server = kcore_pki::server_config(
-        &read("tls.caFile", &tls.ca_file)?,
-        &read("tls.certFile", &tls.cert_file)?,
-        &read("tls.keyFile", &tls.key_file)?,
-    )
-    .map_err(|source| ControllerError::Pki {
+    let files = kcore_pki::CredentialFiles::new(&tls.ca_file, &tls.cert_file, &tls.key_file);
+    let pki = |source| ControllerError::Pki {
         what: format!(
             "tls.caFile {} / tls.certFile {} / tls.keyFile {}",
             tls.ca_file.display(),
@@ -103,8 +100,10 @@ pub fn server_tls(config: &ControllerConfig) -> Result<rustls::ServerConfig, Con
             tls.key_file.display()
         ),
         source,
-    })?;
-    Ok(server)
+    };
+    kcore_pki::Credentials::load(&files)
+        .and_then(|creds| creds.server_config())
+        .map_err(pki)
 }
 
 /// Runs the controller on `listener` until `shutdown` completes, then flushes soft state.

@@ -213,19 +213,20 @@ impl Peer {
     }
 }
 
-/// A client per peer, authenticated with this controller's own certificate.
+/// A client per peer, authenticated with this controller's own certificate. A peer must
+/// present a controller certificate of this cluster: the chain alone would also accept
+/// a node's certificate (security review D1), and a peer's operations are merged.
 pub fn peer_clients(state: &AppState) -> Result<Vec<Peer>, String> {
     let tls = &state.config.tls;
-    let read = |p: &std::path::Path| {
-        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    let (ca, cert, key) = (
-        read(&tls.ca_file)?,
-        read(&tls.cert_file)?,
-        read(&tls.key_file)?,
-    );
+    let creds = kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
+        &tls.ca_file,
+        &tls.cert_file,
+        &tls.key_file,
+    ))
+    .map_err(|e| e.to_string())?;
+    let expected = kcore_pki::PeerExpectation::controller(&state.config.cluster_name);
     let make_tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync> =
-        Arc::new(move || kcore_pki::client_config(&ca, &cert, &key).map_err(|e| e.to_string()));
+        Arc::new(move || creds.client_config(&expected).map_err(|e| e.to_string()));
     // Start at the ceiling; the first measured round trips bring it down.
     let timeout = Duration::from_secs(10);
     state

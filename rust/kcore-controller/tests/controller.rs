@@ -539,6 +539,7 @@ async fn authorization_matrix_every_route_and_caller() {
                 let body = InstallSubCa {
                     certificate_pem: new_sub.cert_pem().into(),
                     key_pem: new_sub.key_pem().into(),
+                    allow_short: false,
                 };
                 Box::pin(async move {
                     outcome(
@@ -638,6 +639,7 @@ fn agent_context(
         }),
         server_tls: None,
         renew_before: kcore_pki::RENEW_BEFORE,
+        renew_retry_min: Duration::from_millis(200),
         client_options: options(),
     }
 }
@@ -801,6 +803,7 @@ async fn sub_ca_rotation_keeps_old_certificates_working() {
             &InstallSubCa {
                 certificate_pem: stranger.cert_pem().into(),
                 key_pem: stranger.key_pem().into(),
+                allow_short: false,
             },
         )
         .await
@@ -818,6 +821,7 @@ async fn sub_ca_rotation_keeps_old_certificates_working() {
             &InstallSubCa {
                 certificate_pem: new_sub.cert_pem().into(),
                 key_pem: new_sub.key_pem().into(),
+                allow_short: false,
             },
         )
         .await
@@ -980,4 +984,357 @@ async fn controllers_replicate_through_a_relay_and_merge_approvals() {
     for r in [a, b, c] {
         r.stop().await;
     }
+}
+
+// --- Trust: whom clients accept and what the controller signs (security review D1, D2,
+// D8, D13). ---
+
+/// A TLS server on 127.0.0.1 presenting `cert` (any certificate the cluster root
+/// signed) that records every request reaching HTTP: what a hijacked controller
+/// address would see.
+struct Impostor {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Impostor {
+    async fn start(trust_pem: &str, cert: &CertifiedKey) -> Impostor {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let recorder = recorder.clone();
+            async move {
+                recorder
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", req.method(), req.uri()));
+                axum::Json(serde_json::json!({}))
+            }
+        });
+        let tls = kcore_net::TlsSource::new(
+            kcore_pki::server_config(trust_pem, &cert.cert_pem, &cert.key_pem).unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(kcore_net::serve(listener, tls, app, async move {
+            let _ = rx.await;
+        }));
+        Impostor {
+            url,
+            seen,
+            stop: Some(tx),
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.url.trim_start_matches("https://").to_string()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A node certificate as nodes carry them by default (127.0.0.1 and localhost), so
+/// only the identity check can tell it from a controller's.
+fn node_cert_with_local_names(cl: &Cluster, id: &str) -> CertifiedKey {
+    cl.sub
+        .issue(
+            &Identity::new(CLUSTER, Role::Node, id).unwrap(),
+            &["127.0.0.1".into(), "localhost".into()],
+            YEAR,
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn agents_and_peer_controllers_refuse_a_node_posing_as_a_controller() {
+    let cl = Cluster::new();
+    let trust = cl.root.cert_pem().to_string();
+    let rogue = Impostor::start(&trust, &node_cert_with_local_names(&cl, "n2")).await;
+
+    // The agent of n1 pointed at the rogue: the handshake fails, nothing is sent.
+    let ctx = agent_context(cl.dir.path(), &rogue.url, &trust, "n1", &cl.node("n1"));
+    let mut session = None;
+    let err = kcore_agent::registration::step(&ctx, &mut session)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("speaks for kcore://lab/node/n2")
+            && err.contains("expected kcore://lab/controller/*"),
+        "{err}"
+    );
+    assert!(rogue.requests().is_empty(), "{:?}", rogue.requests());
+
+    // A controller with the rogue and a real peer: it pulls from the real one (so it
+    // has polled the rogue too, which comes first) and never talks HTTP to the rogue.
+    let real = Running::start(cl.peer_config("ctl-b", false, vec![])).await;
+    let n3 = client(&real.url, &trust, &cl.node("n3"));
+    register(&n3, "n3", report("hv3", "DC1", None))
+        .await
+        .unwrap();
+    let a = Running::start(cl.peer_config(
+        "ctl-a",
+        false,
+        vec![rogue.addr(), real.url.trim_start_matches("https://").into()],
+    ))
+    .await;
+    let admin_a = client(&a.url, &trust, &cl.admin());
+    eventually("ctl-a to pull n3 from its real peer", || async {
+        admin_a.get_json::<Node>("/v1/nodes/n3").await.is_ok()
+    })
+    .await;
+    assert!(rogue.requests().is_empty(), "{:?}", rogue.requests());
+
+    // Control: the same impostor with a controller certificate does get the requests,
+    // so the empty lists above are the identity check at work, not a broken impostor.
+    let posing_cert = cl
+        .sub
+        .issue(
+            &Identity::new(CLUSTER, Role::Controller, "ctl9").unwrap(),
+            &["127.0.0.1".into()],
+            YEAR,
+        )
+        .unwrap();
+    let posing = Impostor::start(&trust, &posing_cert).await;
+    let ctx = agent_context(cl.dir.path(), &posing.url, &trust, "n1", &cl.node("n1"));
+    let _ = kcore_agent::registration::step(&ctx, &mut None).await;
+    assert_eq!(
+        posing.requests(),
+        vec!["POST /v1/nodes/n1/register".to_string()]
+    );
+    a.stop().await;
+    real.stop().await;
+}
+
+/// A CSR for node `id` asking for `names`, and the key that goes with it.
+fn csr(id: &str, names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    kcore_pki::generate_csr(&Identity::new(CLUSTER, Role::Node, id).unwrap(), &names).unwrap()
+}
+
+async fn renew(c: &Client, id: &str, csr_pem: String) -> Result<CertificateResponse, ClientError> {
+    c.post_json(&format!("/v1/nodes/{id}/renew"), &CsrRequest { csr_pem })
+        .await
+}
+
+#[tokio::test]
+async fn renewal_signs_only_the_names_the_node_registered() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let trust = cl.root.cert_pem();
+    let n1 = client(&ctl.url, trust, &cl.node("n1"));
+    let mut r1 = report("hv1", "DC1", None);
+    r1.agent_address = Some("10.0.0.7:9091".into());
+    register(&n1, "n1", r1).await.unwrap();
+    let n2 = client(&ctl.url, trust, &cl.node("n2"));
+    register(&n2, "n2", report("hv2", "DC1", None))
+        .await
+        .unwrap();
+
+    let refused = |names: &'static [&'static str], name: &'static str| {
+        let n1 = n1.clone();
+        async move {
+            let err = renew(&n1, "n1", csr("n1", names).1).await.unwrap_err();
+            assert_eq!(code(&err), "NAME_NOT_ALLOWED", "{names:?}: {err}");
+            let ClientError::Api { error, .. } = &err else {
+                unreachable!()
+            };
+            assert_eq!(error.details["name"], name, "{err}");
+        }
+    };
+    refused(&["hv1", "*.lab"], "*.lab").await; // wildcard
+    refused(&["hv1", "hv2"], "hv2").await; // another node's hostname
+    refused(&["n2"], "n2").await; // another node's id
+    refused(&["ctl1"], "ctl1").await; // the controller's id
+    refused(&["controller.lab"], "controller.lab").await; // nobody registered it
+
+    // Its own names: id, hostname, agent address, loopback.
+    let wanted = ["n1", "hv1", "10.0.0.7", "localhost", "127.0.0.1"];
+    let signed = renew(&n1, "n1", csr("n1", &wanted).1).await.unwrap();
+    let leaf = kcore_pki::certs_from_pem(&signed.chain_pem).unwrap();
+    assert_eq!(kcore_pki::cert_names(&leaf[0]), wanted);
+    // One signature per node per minute.
+    let err = renew(&n1, "n1", csr("n1", &["hv1"]).1).await.unwrap_err();
+    assert_eq!(code(&err), "RENEW_RATE_LIMITED", "{err}");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn renew_needs_an_approved_node_and_only_presented_certificates_are_recorded() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(true)).await;
+    let trust = cl.root.cert_pem();
+    let admin = client(&ctl.url, trust, &cl.admin());
+    let first = cl.node("n5");
+    let n5 = client(&ctl.url, trust, &first);
+    let err = renew(&n5, "n5", csr("n5", &[]).1).await.unwrap_err();
+    assert_eq!(code(&err), "NODE_NOT_REGISTERED", "{err}");
+    register(&n5, "n5", report("hv5", "DC1", None))
+        .await
+        .unwrap();
+    let err = renew(&n5, "n5", csr("n5", &[]).1).await.unwrap_err();
+    assert_eq!(code(&err), "NODE_NOT_APPROVED", "{err}");
+    post::<Node>(&admin, "/v1/nodes/n5/approve").await.unwrap();
+
+    let serial_of =
+        |pem: &str| kcore_pki::serial_hex(&kcore_pki::certs_from_pem(pem).unwrap()[0]).unwrap();
+    let recorded = || async {
+        admin
+            .get_json::<Node>("/v1/nodes/n5")
+            .await
+            .unwrap()
+            .certificate
+            .map(|c| c.serial)
+    };
+    assert_eq!(recorded().await, Some(serial_of(&first.cert_pem)));
+    // A renewal the node never installs does not change what the controller shows.
+    let (key_pem, csr_pem) = csr("n5", &["hv5"]);
+    let renewed = renew(&n5, "n5", csr_pem).await.unwrap();
+    assert_eq!(recorded().await, Some(serial_of(&first.cert_pem)));
+    // Once the node uses it, it is.
+    let installed = CertifiedKey {
+        cert_pem: renewed.chain_pem.clone(),
+        key_pem,
+    };
+    beat(&client(&ctl.url, trust, &installed), "n5")
+        .await
+        .unwrap();
+    assert_eq!(recorded().await, Some(serial_of(&renewed.chain_pem)));
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn short_or_expired_sub_cas_cannot_produce_dead_certificates() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let trust = cl.root.cert_pem();
+    let admin = client(&ctl.url, trust, &cl.admin());
+    let install = |sub: &Authority, allow_short: bool| {
+        let admin = admin.clone();
+        let body = InstallSubCa {
+            certificate_pem: sub.cert_pem().into(),
+            key_pem: sub.key_pem().into(),
+            allow_short,
+        };
+        async move {
+            admin
+                .put_json::<_, SubCaInstalled>("/v1/pki/sub-ca", &body)
+                .await
+        }
+    };
+    // Ten days left: shorter than a node certificate (90 days), refused unless allowed.
+    let short = cl
+        .root
+        .new_sub_ca("short", Duration::from_secs(10 * 86_400))
+        .unwrap();
+    let err = install(&short, false).await.unwrap_err();
+    assert_eq!(code(&err), "SUB_CA_TOO_SHORT", "{err}");
+    assert!(err.to_string().contains("--allow-short"), "{err}");
+    install(&short, true).await.unwrap();
+    // Leaves are capped at the sub-CA's end.
+    let n1 = client(&ctl.url, trust, &cl.node("n1"));
+    register(&n1, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap();
+    let signed = renew(&n1, "n1", csr("n1", &[]).1).await.unwrap();
+    let leaf_end = kcore_pki::not_after(&signed.chain_pem).unwrap();
+    assert!(
+        leaf_end <= short.not_after(),
+        "{leaf_end} > {}",
+        short.not_after()
+    );
+
+    // A sub-CA that has ended: installing it is refused, and a controller that still
+    // holds one signs nothing (503, so clients try another controller).
+    let brief = cl.root.new_sub_ca("brief", Duration::from_secs(1)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let err = install(&brief, true).await.unwrap_err();
+    assert_eq!(code(&err), "SUB_CA_NOT_VALID", "{err}");
+    ctl.stop().await;
+
+    cl.write("sub-ca.crt", brief.cert_pem());
+    cl.write("sub-ca.key", brief.key_pem());
+    let ctl = Running::start(cl.config(false)).await;
+    let admin = client(&ctl.url, trust, &cl.admin());
+    let err = admin
+        .post_json::<_, CertificateResponse>(
+            "/v1/certificates/node",
+            &IssueNodeCertificateRequest {
+                node_id: "n9".into(),
+                csr_pem: csr("n9", &[]).1,
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("503") && err.contains("SUB_CA_NOT_VALID"),
+        "{err}"
+    );
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn agent_keeps_its_certificate_when_a_renewal_would_not_last_longer() {
+    let cl = Cluster::new();
+    // The controller's sub-CA ends in 20 days; the node's certificate already ends then,
+    // so every renewal can at best produce the same end (review D2: renewing on every
+    // heartbeat).
+    let sub = cl
+        .root
+        .new_sub_ca("ending", Duration::from_secs(20 * 86_400))
+        .unwrap();
+    cl.write("sub-ca.crt", sub.cert_pem());
+    cl.write("sub-ca.key", sub.key_pem());
+    let ctl = Running::start(cl.config(false)).await;
+    let ident = Identity::new(CLUSTER, Role::Node, "n1").unwrap();
+    let (key_pem, csr_pem) = kcore_pki::generate_csr(&ident, &["localhost".into()]).unwrap();
+    let cert_pem = sub.sign_csr(&csr_pem, &ident, YEAR).unwrap();
+    let current = CertifiedKey { cert_pem, key_pem };
+    let trust = cl.root.cert_pem();
+    let ctx = agent_context(cl.dir.path(), &ctl.url, trust, "n1", &current);
+    let mut session = None;
+    kcore_agent::registration::step(&ctx, &mut session)
+        .await
+        .unwrap();
+    let problem = session
+        .as_ref()
+        .and_then(|s| s.renewal_problem())
+        .expect("the renewal was refused")
+        .to_string();
+    assert!(
+        problem.contains("not later than the current one"),
+        "{problem}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ctx.cert_file).unwrap(),
+        current.cert_pem,
+        "the current certificate stays on disk"
+    );
+    // The next turns do not ask again (a new request would now get RENEW_RATE_LIMITED
+    // and change the problem), and the controller learns about it from the report.
+    let admin = client(&ctl.url, trust, &cl.admin());
+    for _ in 0..3 {
+        kcore_agent::registration::step(&ctx, &mut session)
+            .await
+            .unwrap();
+    }
+    let still = session.as_ref().and_then(|s| s.renewal_problem()).unwrap();
+    assert_eq!(still, problem);
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    let shown = node.report.certificate_renewal_problem.unwrap_or_default();
+    assert!(shown.contains("not later than the current one"), "{shown}");
+    ctl.stop().await;
 }

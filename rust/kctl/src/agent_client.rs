@@ -3,7 +3,8 @@
 //! - `-k`: accept the agent's certificate unverified (live-ISO install mode only);
 //! - `--fingerprint SHA256`: accept only the install-mode certificate with that fingerprint;
 //! - otherwise (managed mode): mTLS with the current context's CA and admin certificate
-//!   (`~/.kcore/config`, or `--context` / `--kubeconfig`).
+//!   (`~/.kcore/config`, or `--context` / `--kubeconfig`); the agent must present a node
+//!   certificate of the context's cluster, for exactly `--node-id` when that is given.
 //!
 //! Agent calls get longer timeouts than controller calls: a dry run evaluates Nix (the deep
 //! level can take tens of seconds) and a stream may be quiet while a rebuild compiles.
@@ -63,17 +64,15 @@ pub fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
             kcore_pki::client_config_pinned(&fp).with_context(|| format!("--fingerprint {fp:?}"))?
         }
         Trust::Context => {
+            // A managed agent must prove it is a node of the context's cluster, and the
+            // node `--node-id` names when given (security review D1).
             let ctx = crate::context::resolve(global)?;
-            let read = |p: &std::path::Path, what: &str| {
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read the context's {what} {}", p.display()))
-            };
-            kcore_pki::client_config(
-                &read(&ctx.ca_file, "CA certificate")?,
-                &read(&ctx.cert_file, "admin certificate")?,
-                &read(&ctx.key_file, "admin key")?,
-            )
-            .with_context(|| format!("context {:?}: credentials do not load", ctx.name))?
+            let expected =
+                kcore_pki::PeerExpectation::node(&ctx.cluster, global.node_id.as_deref())
+                    .with_context(|| "--node-id".to_string())?;
+            crate::controller_client::credentials(&ctx)?
+                .client_config(&expected)
+                .with_context(|| format!("context {:?}: credentials do not load", ctx.name))?
         }
     };
     Ok(Client::new(

@@ -40,6 +40,11 @@ pub struct GlobalArgs {
     #[arg(long = "node", global = true, value_name = "HOST:PORT")]
     pub node: Option<String>,
 
+    /// The node id the agent at --node must prove in managed mode (its certificate's
+    /// kcore://<cluster>/node/<ID>); without it any node of the cluster is accepted.
+    #[arg(long = "node-id", global = true, value_name = "ID")]
+    pub node_id: Option<String>,
+
     /// Accept the agent's certificate without verifying it (live-ISO install mode only).
     #[arg(short = 'k', long = "insecure", global = true)]
     pub insecure: bool,

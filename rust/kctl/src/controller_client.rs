@@ -31,11 +31,6 @@ pub fn options() -> ClientOptions {
     }
 }
 
-fn read(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the context's {what} {}", path.display()))
-}
-
 /// `HOST:PORT` to `https://HOST:PORT`.
 pub fn base_url(server: &str) -> String {
     if server.starts_with("https://") {
@@ -45,14 +40,22 @@ pub fn base_url(server: &str) -> String {
     }
 }
 
-/// A client for `servers`, authenticated with the context's admin certificate.
+/// The context's admin credentials (CA, certificate, key), with errors naming the files.
+pub fn credentials(ctx: &Context) -> anyhow::Result<kcore_pki::Credentials> {
+    kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
+        &ctx.ca_file,
+        &ctx.cert_file,
+        &ctx.key_file,
+    ))
+    .with_context(|| format!("context {:?}: credentials do not load", ctx.name))
+}
+
+/// A client for `servers`, authenticated with the context's admin certificate, that
+/// accepts only servers presenting a controller certificate of the context's cluster.
 pub fn client_for(ctx: &Context, servers: &[String]) -> anyhow::Result<Client> {
-    let tls = kcore_pki::client_config(
-        &read(&ctx.ca_file, "CA certificate")?,
-        &read(&ctx.cert_file, "admin certificate")?,
-        &read(&ctx.key_file, "admin key")?,
-    )
-    .with_context(|| format!("context {:?}: credentials do not load", ctx.name))?;
+    let tls = credentials(ctx)?
+        .client_config(&kcore_pki::PeerExpectation::controller(&ctx.cluster))
+        .with_context(|| format!("context {:?}: credentials do not load", ctx.name))?;
     Ok(Client::new(
         servers.iter().map(|s| base_url(s)).collect(),
         tls,

@@ -152,8 +152,12 @@ pub fn describe_node(n: &Node) -> String {
             let _ = writeln!(out, "  Not after:     {}", c.not_after);
         }
         None => {
-            let _ = writeln!(out, "  <not issued by a controller of this cluster>");
+            let _ = writeln!(out, "  <none presented to this controller yet>");
         }
+    }
+    if let Some(problem) = &r.certificate_renewal_problem {
+        // Reported by the node: it keeps its current certificate and retries later.
+        let _ = writeln!(out, "  Renewal:       FAILING: {problem}");
     }
     let _ = writeln!(out, "Disks:           {}", r.disks.len());
     for d in &r.disks {

@@ -103,10 +103,19 @@ impl Tabular for Nodes {
                     } else {
                         roles.join(",")
                     },
-                    n.certificate
-                        .as_ref()
-                        .map(|c| date(&c.not_after))
-                        .unwrap_or_else(|| "<unknown>".into()),
+                    {
+                        let expires = n
+                            .certificate
+                            .as_ref()
+                            .map(|c| date(&c.not_after))
+                            .unwrap_or_else(|| "<unknown>".into());
+                        // The node says its renewals fail: `describe node` says why.
+                        if n.report.certificate_renewal_problem.is_some() {
+                            format!("{expires} (renewal failing)")
+                        } else {
+                            expires
+                        }
+                    },
                 ];
                 if wide {
                     let labels: Vec<String> = n

@@ -20,16 +20,26 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum RotateCommand {
     /// Issue a new sub-CA and install it on every controller (each one, not failover).
-    SubCa,
+    /// The key goes only to servers that prove a controller identity of this cluster.
+    SubCa(SubCaArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubCaArgs {
+    /// Install the sub-CA even if it ends before a node certificate issued now would
+    /// (the root CA expires soon); nodes then renew early and must be re-enrolled when
+    /// it ends.
+    #[arg(long = "allow-short")]
+    pub allow_short: bool,
 }
 
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     match args.command {
-        RotateCommand::SubCa => rotate_sub_ca(global).await,
+        RotateCommand::SubCa(sub) => rotate_sub_ca(global, sub.allow_short).await,
     }
 }
 
-async fn rotate_sub_ca(global: &GlobalArgs) -> anyhow::Result<()> {
+async fn rotate_sub_ca(global: &GlobalArgs, allow_short: bool) -> anyhow::Result<()> {
     let ctx = context::resolve(global)?;
     let controllers = if global.servers.is_empty() {
         ctx.controllers.clone()
@@ -48,10 +58,13 @@ async fn rotate_sub_ca(global: &GlobalArgs) -> anyhow::Result<()> {
     let body = InstallSubCa {
         certificate_pem: sub.cert_pem().to_string(),
         key_pem: sub.key_pem().to_string(),
+        allow_short,
     };
     let mut failed = Vec::new();
     for controller in &controllers {
         // One client per controller: every controller must get it, so no failover here.
+        // `client_for` verifies that the server is a controller of this cluster before
+        // any byte of the request (and so the key) is sent (security review D1).
         let client = client_for(&ctx, std::slice::from_ref(controller))?;
         match client
             .put_json::<_, SubCaInstalled>("/v1/pki/sub-ca", &body)

@@ -171,6 +171,7 @@ impl Lab {
             }),
             server_tls: None,
             renew_before: kcore_pki::RENEW_BEFORE,
+            renew_retry_min: kcore_agent::registration::RENEW_RETRY_MIN,
             client_options: kcore_net::ClientOptions::default(),
         };
         let mut session = None;
@@ -528,4 +529,111 @@ async fn a_two_controller_context_survives_losing_one_controller() {
     assert!(out.contains("Rejected"), "{out}");
     let _ = stop_b.send(());
     task_b.await.unwrap();
+}
+
+/// A TLS server on 127.0.0.1 presenting a NODE certificate of the lab (with the
+/// 127.0.0.1 name nodes carry by default) and recording every request that reaches
+/// HTTP, with its body: a node answering at a controller's address (review D1).
+struct NodePosingAsController {
+    addr: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl NodePosingAsController {
+    async fn start(lab: &Lab) -> NodePosingAsController {
+        let read = |name: &str| std::fs::read_to_string(lab.ctx_dir.join(name)).unwrap();
+        let sub = kcore_pki::Authority::from_pem(&read("sub-ca.crt"), &read("sub-ca.key")).unwrap();
+        let node = sub
+            .issue(
+                &kcore_pki::Identity::new("lab", kcore_pki::Role::Node, "node-1").unwrap(),
+                &["127.0.0.1".into(), "localhost".into()],
+                Duration::from_secs(86_400),
+            )
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let recorder = recorder.clone();
+            async move {
+                let line = format!("{} {}", req.method(), req.uri());
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                recorder
+                    .lock()
+                    .unwrap()
+                    .push(format!("{line} {}", String::from_utf8_lossy(&body)));
+                axum::Json(serde_json::json!({"items": []}))
+            }
+        });
+        let tls = kcore_net::TlsSource::new(
+            kcore_pki::server_config(&read("ca.crt"), &node.cert_pem, &node.key_pem).unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(kcore_net::serve(listener, tls, app, async move {
+            let _ = rx.await;
+        }));
+        NodePosingAsController {
+            addr,
+            seen,
+            stop: Some(tx),
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for NodePosingAsController {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kctl_refuses_a_node_posing_as_a_controller_and_never_sends_it_the_sub_ca_key() {
+    let lab = Lab::start(false).await;
+    let rogue = NodePosingAsController::start(&lab).await;
+
+    let out = kctl(lab.home(), &["-s", &rogue.addr, "get", "nodes"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("speaks for kcore://lab/node/node-1")
+            && err.contains("expected kcore://lab/controller/*"),
+        "{err}"
+    );
+    let out = kctl(lab.home(), &["-s", &rogue.addr, "rotate", "sub-ca"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        rogue.requests().is_empty(),
+        "the impostor received {:?}",
+        rogue.requests()
+    );
+
+    // `--node` in managed mode expects a node, and `--node-id` that very node.
+    let out = kctl(lab.home(), &["--node", &rogue.addr, "node", "nics"]).await;
+    assert_eq!(rogue.requests().len(), 1, "{}", text(&out));
+    let out = kctl(
+        lab.home(),
+        &["--node", &rogue.addr, "--node-id", "node-2", "node", "nics"],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("speaks for kcore://lab/node/node-1")
+            && err.contains("expected kcore://lab/node/node-2"),
+        "{err}"
+    );
+    assert_eq!(rogue.requests().len(), 1, "no second request reached it");
+    // The real controller is still accepted.
+    ok(kctl(lab.home(), &["get", "nodes"]).await);
+    lab.stop().await;
 }
