@@ -6,4 +6,4 @@ pub mod error;
 pub mod inventory;
 pub mod validate;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};

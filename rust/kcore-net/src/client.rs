@@ -455,7 +455,7 @@ fn api_error(url: &str, status: StatusCode, body: &[u8]) -> ClientError {
     let error = serde_json::from_slice::<ApiError>(body).unwrap_or_else(|_| {
         let text = String::from_utf8_lossy(body);
         let text: String = text.chars().take(500).collect();
-        ApiError::new(
+        ApiError::from_wire(
             format!("HTTP_{}", status.as_u16()),
             if text.is_empty() {
                 status.to_string()

@@ -39,7 +39,7 @@ impl ApiFailure {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            error: ApiError::new(code, message),
+            error: ApiError::from_wire(code, message),
         }
     }
 
