@@ -159,8 +159,14 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             Unauthenticated | CertificateRevoked => 401,
-            Forbidden | ForbiddenRole | WrongCluster | NotSelf | NodeRejected
-            | NodeNotApproved | DiskoInstallerOnly | DestructiveChangeRefused => 403,
+            Forbidden
+            | ForbiddenRole
+            | WrongCluster
+            | NotSelf
+            | NodeRejected
+            | NodeNotApproved
+            | DiskoInstallerOnly
+            | DestructiveChangeRefused => 403,
             NotFound | NodeNotFound | NodeNotRegistered | NoSuchStorageClass => 404,
             MethodNotAllowed => 405,
             PlanHashMismatch | DiskApplyInProgress | RebuildInProgress => 409,
@@ -302,7 +308,11 @@ mod tests {
             .filter(|code| !doc.contains(&format!("| {} | `{}` |", code.status(), code)))
             .map(|code| format!("| {} | `{}` |", code.status(), code))
             .collect();
-        assert!(missing.is_empty(), "rows missing from docs/wire-protocol.md:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "rows missing from docs/wire-protocol.md:\n{}",
+            missing.join("\n")
+        );
     }
 
     #[test]

@@ -7,11 +7,19 @@
 //! - [`programs`]: the well-known programs and the environment variables that override them.
 //! - [`escape`]: values spliced into Nix source (string literals, attribute names).
 //! - [`flake`]: `flake_ref` + `flake_rev` into a URL that pins the revision.
+//! - [`commands`]: typed builders (`NixBuild`, `NixosRebuild`, `SwitchToConfiguration`,
+//!   `NixEnvProfile`, `SystemdRun`, `Disko`, `NixosInstall`, `Bootctl`) whose `argv()` is
+//!   the one place each program's flags are spelled, and the activation [`Goal`].
+//! - [`profile`]: a profile's generations as [`profile::Generation`] values.
 
+pub mod commands;
 pub mod escape;
 pub mod flake;
+pub mod profile;
 pub mod programs;
 pub mod runner;
+
+pub use commands::Goal;
 
 pub use escape::{EscapeError, attr_name, is_valid_attr_name, nix_string};
 pub use flake::{FlakeError, nixos_rebuild_target, pinned_flake_url, toplevel_installable};

@@ -38,14 +38,14 @@ impl Tool {
     /// Where the tool usually comes from, for error messages.
     pub fn provided_by(&self) -> &'static str {
         match self.name {
-            "nix-instantiate" | "nix" | "nix-store" | "nix-build" => {
+            "nix-instantiate" | "nix" | "nix-store" | "nix-build" | "nix-env" => {
                 "it ships with Nix; on Debian: apt-get install nix-bin"
             }
             "nixos-rebuild" | "nixos-install" => "it exists on NixOS and the kcore installer ISO",
             "disko" => {
                 "it is in the kcore installer ISO; elsewhere `nix run github:nix-community/disko`"
             }
-            "systemd-run" | "systemctl" => "it ships with systemd",
+            "systemd-run" | "systemctl" | "bootctl" => "it ships with systemd",
             "lsblk" | "blkid" | "wipefs" => "it ships with util-linux",
             "cryptsetup" => "package cryptsetup",
             "lvm" | "pvs" | "vgs" | "lvs" | "pvcreate" | "vgcreate" | "lvcreate" | "vgchange"
@@ -78,6 +78,10 @@ tools! {
     NIXOS_REBUILD = "nixos-rebuild", "KCORE_NIXOS_REBUILD";
     /// Installs NixOS onto mounted disks (installer only).
     NIXOS_INSTALL = "nixos-install", "KCORE_NIXOS_INSTALL";
+    /// Sets, lists and rolls back profile generations (`nix-env --profile`).
+    NIX_ENV = "nix-env", "KCORE_NIX_ENV";
+    /// Chooses the systemd-boot entry for the next boot (`set-oneshot`) and the default.
+    BOOTCTL = "bootctl", "KCORE_BOOTCTL";
     /// Partitions and formats disks from a disko configuration.
     DISKO = "disko", "KCORE_DISKO";
     /// Runs prepare/activate in a transient unit so an agent restart does not kill them.
