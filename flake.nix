@@ -105,12 +105,15 @@
           vmTest = file: pkgs.testers.runNixOSTest (import file { inherit self; });
         in
         {
-          # hosts/*/disko.nix and tests/vm/fixtures are kcore-disko's output (checked against it
-          # by kcore-nixos-checks), not hand-formatted.
+          # hosts/*/disko.nix, tests/vm/fixtures and the .nix files under rust/ (golden files,
+          # fixtures) are kcore-disko's output or its test data (checked against the renderer
+          # by kcore-nixos-checks), not hand-formatted. The rest is formatted by hand, nixfmt
+          # being unavailable where it is developed: this check has not run yet
+          # (docs/nixos.md "Linters").
           formatting =
             pkgs.runCommand "kcore-nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; }
               ''
-                find ${self} -name '*.nix' -not -path '*/rust/target/*' \
+                find ${self} -name '*.nix' -not -path '*/rust/*' \
                   -not -path '*/hosts/*/disko.nix' -not -path '*/tests/vm/fixtures/*' -print0 \
                   | xargs -0 nixfmt --check
                 touch $out

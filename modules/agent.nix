@@ -99,7 +99,7 @@ in
             default = "managed";
             description = ''
               `managed`: mTLS with the cluster CA, all routes. `install`: the live ISO, a
-              self-signed certificate and only the inventory and install routes.
+              self-signed certificate and only the inventory route.
             '';
           };
           controllers = lib.mkOption {

@@ -1,5 +1,5 @@
 # The kcore live ISO (`nix build .#installer-iso`): the agent in install mode on port 9091
-# (self-signed TLS, inventory and install routes only; it prints its certificate fingerprint
+# (self-signed TLS, the inventory route only; it prints its certificate fingerprint
 # on the console), kctl, disko, nixos-install, this flake's source and the prebuilt closure of
 # the generic node (hosts/node), so installing that layout needs no network.
 {

@@ -157,7 +157,7 @@ let
             device = "/dev/disk/by-partlabel/disk-os-root";
           };
         })
-        (lib.optionalAttrs (options ? kcore.storage) {
+        (lib.optionalAttrs (options ? kcore.storage.enable) {
           kcore.storage.enable = true;
         })
       ];
@@ -206,7 +206,7 @@ let
 
   # --- hosts ------------------------------------------------------------------------------
   hostReport =
-    name: host:
+    _: host:
     let
       inherit (host) config options;
     in
@@ -216,6 +216,8 @@ let
       hostId = config.networking.hostId;
       hostName = config.networking.hostName;
       etc = etcText config;
+      agentConfig = (etcText config)."kcore/node-agent.yaml" or null;
+      controllerConfig = (etcText config)."kcore/controller.yaml" or null;
       units = unitsOf config;
       luks = config.boot.initrd.luks.devices;
       initrdSystemd = config.boot.initrd.systemd.enable;
@@ -225,7 +227,7 @@ let
         inherit (config.services.openssh) enable;
       };
       rootKeys = config.users.users.root.openssh.authorizedKeys.keys or [ ];
-      diskoDisks = lib.attrNames config.disko.devices.disk;
+      diskoDevices = config.disko.devices;
       systemPackages = names config.environment.systemPackages;
       allowedTCPPorts = config.networking.firewall.allowedTCPPorts;
       lvmThin = config.services.lvm.boot.thin.enable;
@@ -233,8 +235,7 @@ let
     // lib.optionalAttrs (options ? image.baseName) {
       imageBaseName = config.image.baseName;
       storeContents = builtins.length config.isoImage.storeContents;
-    }
-    // lib.optionalAttrs (name == "installer") { };
+    };
 
   # --- VM tests ---------------------------------------------------------------------------
   vmTestFiles = lib.filterAttrs (n: t: t == "regular" && lib.hasSuffix ".nix" n && n != "lib.nix") (
@@ -323,6 +324,10 @@ let
       # `src` is not evaluated: lib.fileset needs builtins.readFileType (Nix >= 2.14), and the
       # Nix here is 2.8.
     };
+    # Cargo workspace member directory -> package name (for package::*).
+    workspace = lib.genAttrs (lib.importTOML ../../rust/Cargo.toml).workspace.members (
+      m: (lib.importTOML (../../rust + "/${m}/Cargo.toml")).package.name
+    );
     paths = {
       kcore = toString kcore;
       disko = disko.outPath;
