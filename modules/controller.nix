@@ -77,7 +77,7 @@ in
 
     package = lib.mkPackageOption pkgs "kcore" { };
 
-    credentials = lib.mapAttrs (name: what: credentialOption name what) {
+    credentials = lib.mapAttrs credentialOption {
       caFile = "CA bundle trusted for clients (root CA and sub-CAs)";
       certFile = "certificate";
       keyFile = "private key";

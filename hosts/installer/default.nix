@@ -13,7 +13,12 @@ let
   genericNode = kcoreFlake.nixosConfigurations.node;
 in
 {
-  imports = [ "${modulesPath}/installer/cd-dvd/installation-cd-minimal.nix" ];
+  imports = [
+    "${modulesPath}/installer/cd-dvd/installation-cd-minimal.nix"
+    # Key-only root SSH with kcore.hosts.operatorSshKeys, as on the installed hosts: the
+    # ISO's root has an empty password, which sshd refuses, so a headless install needs a key.
+    ../operator-ssh.nix
+  ];
 
   nixpkgs.hostPlatform = lib.mkDefault "x86_64-linux";
 

@@ -333,8 +333,8 @@ let
       disko = disko.outPath;
       nixpkgs = nixpkgs.outPath;
     };
-    agentConfig = evaluated.config.environment.etc."kcore/node-agent.yaml".source.text;
-    agentExecStart = evaluated.config.systemd.services.kcore-agent.serviceConfig.ExecStart;
+    agentConfig = evaluated.config.environment.etc."kcore/node-agent.yaml".source.text or null;
+    agentExecStart = evaluated.config.systemd.services.kcore-agent.serviceConfig.ExecStart or null;
   };
 in
 if select == "summary" then

@@ -406,11 +406,11 @@ fn controller_yaml_and_hardened_unit() {
         [
             format!("{} -p -m 0700 {pki} {pki}", fake("coreutils", "mkdir")),
             format!(
-                "{} --update=none {creds}/sub-ca.key {pki}/sub-ca.key",
+                "{} '--update=none' {creds}/sub-ca.key {pki}/sub-ca.key",
                 fake("coreutils", "cp")
             ),
             format!(
-                "{} --update=none {creds}/sub-ca.crt {pki}/sub-ca.crt",
+                "{} '--update=none' {creds}/sub-ca.crt {pki}/sub-ca.crt",
                 fake("coreutils", "cp")
             ),
         ]
@@ -613,7 +613,8 @@ fn tpm2_unlock_uses_systemd_initrd_and_first_boot_enrollment() {
         json!({
             "device": "/dev/disk/by-partlabel/disk-os-root",
             "crypttabExtraOpts": ["tpm2-device=auto"],
-            "keyFile": null
+            "keyFile": null,
+            "allowDiscards": false
         })
     );
     let unit = &out["units"]["kcore-tpm2-enroll"];
@@ -653,11 +654,11 @@ fn tpm2_unlock_uses_systemd_initrd_and_first_boot_enrollment() {
         at += found + step.len();
     }
     assert!(
-        script.contains("tmp='/var/lib/kcore/luks-temporary.key'"),
+        script.contains("tmp=/var/lib/kcore/luks-temporary.key\n"),
         "{script}"
     );
     assert!(
-        script.contains("dev='/dev/disk/by-partlabel/disk-os-root'"),
+        script.contains("dev=/dev/disk/by-partlabel/disk-os-root\n"),
         "{script}"
     );
     let tmpfiles: Vec<&str> = out["tmpfiles"]

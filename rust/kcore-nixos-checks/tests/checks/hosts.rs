@@ -17,6 +17,9 @@ use crate::support::{Harness, have_repo, rendered, repo_root};
 /// Hosts with a storage spec (the installer ISO has none: it installs the others).
 const HOSTS: [&str; 4] = ["hv-lvm", "hv-zfs", "node", "controller"];
 
+/// Hosts an operator logs into with `kcore.hosts.operatorSshKeys` (the ISO too).
+const SSH_HOSTS: [&str; 5] = ["hv-lvm", "hv-zfs", "node", "controller", "installer"];
+
 fn spec_of(host: &str) -> StorageSpec {
     let path = repo_root().join("hosts").join(host).join("storage.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -162,7 +165,7 @@ fn example_hosts_take_operator_ssh_keys() {
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKcoreTestKeyOnly ops@example.org";
     let with_keys = h.hosts(&json!({ "kcore": { "hosts": { "operatorSshKeys": [key] } } }));
     let without = h.hosts(&json!({}));
-    for host in HOSTS {
+    for host in SSH_HOSTS {
         let out = &with_keys[host];
         assert_eq!(out["rootKeys"], json!([key]), "hosts/{host}");
         assert_eq!(out["ssh"]["enable"], json!(true), "hosts/{host}");
@@ -252,7 +255,16 @@ fn installer_sets_its_image_name_over_iso_image() {
     let iso = h.host_outputs("installer");
     assert_eq!(iso["imageBaseName"], json!("kcore-installer"));
     assert_eq!(iso["failed"], json!([]));
-    assert_eq!(iso["warnings"], json!([]), "no rename warning expected");
+    // No rename warning (isoImage.isoBaseName); only the one about unset operator keys.
+    let warnings = iso["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("kcore.hosts.operatorSshKeys is empty"),
+        "{warnings:?}"
+    );
     assert_eq!(iso["storeContents"], json!(4));
     let yaml = rendered(&iso, "agentConfig");
     assert_eq!(yaml["mode"], json!("install"));

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::support::{Harness, have_repo, repo_root};
+use crate::support::{Harness, repo_root};
 
 /// A test (or a helper of the tests of a file) that reads a path outside rust/.
 #[derive(Debug)]
