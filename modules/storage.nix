@@ -23,7 +23,7 @@ let
   fragmentValue = f: if builtins.isAttrs f then f else import f;
   fragmentDevices = f: (fragmentValue f).disko.devices or { };
   badFragments = lib.filter (
-    f: !(lib.hasAttrByPath [ "disko" "devices" ] (fragmentValue f))
+    f: !((fragmentValue f) ? disko.devices)
   ) allFragments;
 
   # Thin pools declared by the fragments (disko's lvm_vg type: lvs.<name>.lvm_type = "thin-pool").

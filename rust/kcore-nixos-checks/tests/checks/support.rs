@@ -71,7 +71,7 @@ pub fn run(program: &Program, argv: &[String]) -> Result<Output, RunError> {
 
 /// nixpkgs' `lib/` directory: `KCORE_TEST_NIXPKGS_LIB`, else
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/kcore/test-inputs/nixpkgs-lib`.
-fn nixpkgs_lib() -> Result<PathBuf, String> {
+pub fn nixpkgs_lib() -> Result<PathBuf, String> {
     let dir = match std::env::var_os("KCORE_TEST_NIXPKGS_LIB") {
         Some(d) => PathBuf::from(d),
         None => {
