@@ -66,9 +66,9 @@ in
           dcId = "DC1";
           controllers = [ "ctl1.example.org:9090" ];
           tls = {
-            caFile = "/etc/kcore/pki/ca.crt";
-            certFile = "/etc/kcore/pki/node.crt";
-            keyFile = "/etc/kcore/pki/node.key";
+            caFile = "/var/lib/kcore/pki/ca.crt";
+            certFile = "/var/lib/kcore/pki/node.crt";
+            keyFile = "/var/lib/kcore/pki/node.key";
           };
         }
       '';
@@ -112,9 +112,9 @@ in
             description = "Controllers (`host:port`), tried in order for registration and heartbeats.";
           };
           tls = {
-            caFile = tlsOption "cluster CA certificate" "/etc/kcore/pki/ca.crt";
-            certFile = tlsOption "certificate" "/etc/kcore/pki/node.crt";
-            keyFile = tlsOption "private key" "/etc/kcore/pki/node.key";
+            caFile = tlsOption "cluster CA certificate" "/var/lib/kcore/pki/ca.crt";
+            certFile = tlsOption "certificate" "/var/lib/kcore/pki/node.crt";
+            keyFile = tlsOption "private key" "/var/lib/kcore/pki/node.key";
           };
           disko = {
             managementModeFile = lib.mkOption {

@@ -16,7 +16,7 @@ let
   cfg = config.kcore.storage;
   klib = import ./lib.nix { inherit lib; };
 
-  # A fragment is what kcore-disko renders and the agent keeps under /etc/kcore/disko: a file
+  # A fragment is what kcore-disko renders and the agent keeps under /var/lib/kcore/disko: a file
   # (or the attribute set it evaluates to) of the form `{ disko.devices = { ... }; }`.
   fragmentType = lib.types.either lib.types.path (lib.types.attrsOf lib.types.anything);
   allFragments = lib.optional (cfg.layout != null) cfg.layout ++ cfg.diskoFragments;
@@ -144,7 +144,7 @@ in
         Day-2 disko fragments of this node, each `{ disko.devices = { ... }; }` as rendered by
         `kcore-disko` (a file, or the attribute set itself). They are merged into
         `disko.devices`, so the volumes they create are mounted on every boot. Copy the
-        fragments `kctl node apply-disko` applied (`/etc/kcore/disko/*.nix` on the node) into
+        fragments `kctl node apply-disko` applied (`/var/lib/kcore/disko/*.nix` on the node) into
         the host's configuration. Needs `managementMode = "controller-managed"`.
       '';
     };

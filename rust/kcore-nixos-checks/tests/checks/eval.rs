@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::{FAKE_STORE, Harness, rendered};
 
-const TLS: &str = r#"{"caFile":"/etc/kcore/pki/ca.crt","certFile":"/etc/kcore/pki/node.crt","keyFile":"/etc/kcore/pki/node.key"}"#;
+const TLS: &str = r#"{"caFile":"/var/lib/kcore/pki/ca.crt","certFile":"/var/lib/kcore/pki/node.crt","keyFile":"/var/lib/kcore/pki/node.key"}"#;
 
 fn tls() -> Value {
     serde_json::from_str(TLS).unwrap()
@@ -501,7 +501,7 @@ fn management_mode_file_is_created_never_overwritten() {
     );
 }
 
-/// Writes rendered fragments as files, as the agent keeps them under /etc/kcore/disko.
+/// Writes rendered fragments as files, as the agent keeps them under /var/lib/kcore/disko.
 fn write_fragment(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
