@@ -45,10 +45,27 @@ let
       default = "/var/lib/kcore/controller-pki/${credentialNames.${name}}";
       description = ''
         The operator's copy of the controller's ${what} (PEM): any path on the host, may stay
-        root-owned 0600. Passed to the unit with `LoadCredential=`; never copied into the
-        Nix store.
+        root-owned 0600. Passed to the unit with `LoadCredential=` (the unit does not start
+        while it is missing); never copied into the Nix store.
       '';
     };
+  # The initial sub-CA: only read while the state directory has none, so it may be dropped
+  # (set to null) once the controller has started with it.
+  seedOption =
+    name: what:
+    lib.mkOption {
+      type = lib.types.nullOr klib.runtimePath;
+      default = "/var/lib/kcore/controller-pki/${credentialNames.${name}}";
+      description = ''
+        The operator's copy of the controller's ${what} (PEM), root-owned anywhere. Copied
+        into the state directory (`settings.tls.${name}`) on a start that finds none there,
+        through `LoadCredential=`. `null`: no seeding (the unit then needs no such file, e.g.
+        after the first start, once the file may be removed from the host).
+      '';
+    };
+
+  # Non-null credentials, as `LoadCredential=` entries.
+  loadedCredentials = lib.filterAttrs (_: file: file != null) cfg.credentials;
 
   tlsOption =
     name: default: what:
@@ -77,13 +94,16 @@ in
 
     package = lib.mkPackageOption pkgs "kcore" { };
 
-    credentials = lib.mapAttrs credentialOption {
-      caFile = "CA bundle trusted for clients (root CA and sub-CAs)";
-      certFile = "certificate";
-      keyFile = "private key";
-      subCaCertFile = "initial sub-CA certificate";
-      subCaKeyFile = "initial sub-CA private key";
-    };
+    credentials =
+      lib.mapAttrs credentialOption {
+        caFile = "CA bundle trusted for clients (root CA and sub-CAs)";
+        certFile = "certificate";
+        keyFile = "private key";
+      }
+      // lib.mapAttrs seedOption {
+        subCaCertFile = "initial sub-CA certificate";
+        subCaKeyFile = "initial sub-CA private key";
+      };
 
     openFirewall = lib.mkOption {
       type = lib.types.bool;
@@ -194,7 +214,7 @@ in
       serviceConfig = {
         LoadCredential = lib.mapAttrsToList (
           name: file: "${credentialNames.${name}}:${file}"
-        ) cfg.credentials;
+        ) loadedCredentials;
         # Seeds the sub-CA into the state directory on the first start (and after an operator
         # removed it); an existing one, possibly rotated, is never overwritten. Runs as the
         # dynamic user, inside the same sandbox.
@@ -217,10 +237,10 @@ in
               "${credentialsDir}/${credentialNames.${name}}"
               cfg.settings.tls.${name}
             ]
-          ) [
+          ) (lib.filter (name: loadedCredentials ? ${name}) [
             "subCaKeyFile"
             "subCaCertFile"
-          ];
+          ]);
         ExecStart = lib.escapeShellArgs [
           (lib.getExe' cfg.package "kcore-controller")
           "--config"

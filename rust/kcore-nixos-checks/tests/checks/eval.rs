@@ -415,6 +415,20 @@ fn controller_yaml_and_hardened_unit() {
             ),
         ]
     );
+    // Once seeded, the initial sub-CA may leave the host: null drops its credential and copy.
+    let seeded = set(
+        controller_config(),
+        "services.kcore.controller.credentials",
+        json!({ "subCaCertFile": null, "subCaKeyFile": null }),
+    );
+    let sc2 = &h.outputs(&seeded)["units"]["kcore-controller"]["serviceConfig"];
+    assert_eq!(
+        sc2["LoadCredential"],
+        json!(
+            ["ca-bundle.crt", "controller.crt", "controller.key"].map(|n| format!("{n}:{src}/{n}"))
+        )
+    );
+    assert_eq!(sc2["ExecStartPre"].as_array().unwrap().len(), 1, "{sc2}");
     for (key, want) in [
         ("DynamicUser", json!(true)),
         ("StateDirectory", json!("kcore-controller")),
