@@ -251,6 +251,11 @@ let
       units = lib.mapAttrs (_: u: u.wantedBy) (
         lib.filterAttrs (n: _: lib.hasPrefix "kcore-" n) config.systemd.services
       );
+      # Forces the packages (a `types.package` defined twice fails here) and each unit.
+      systemPackages = names config.environment.systemPackages;
+      execStart = lib.mapAttrs (_: u: u.serviceConfig.ExecStart or null) (
+        lib.filterAttrs (n: _: lib.hasPrefix "kcore-" n) config.systemd.services
+      );
       luks = config.boot.initrd.luks.devices;
       ovmf = config.virtualisation.efi.OVMF.name;
       tpm = config.virtualisation.tpm.enable;

@@ -36,6 +36,14 @@ fn every_vm_test_node_evaluates() {
         assert!(t["testScript"].as_str().unwrap().len() > 100, "{name}: {t}");
         for (node, r) in t["nodes"].as_object().unwrap() {
             assert_eq!(r["failed"], json!([]), "{name}.{node}");
+            // Every kcore unit runs this flake's package (defined once per node even where
+            // a node imports two kcore roles, as vm-apply-disko does).
+            for (unit, exec) in r["execStart"].as_object().unwrap() {
+                assert!(
+                    exec.to_string().contains("-kcore-"),
+                    "{name}.{node}: {unit} runs {exec}"
+                );
+            }
             for (spec, s) in r["specialisations"].as_object().unwrap() {
                 assert_eq!(s["failed"], json!([]), "{name}.{node}.{spec}");
             }
@@ -132,5 +140,16 @@ fn vm_test_assertions_check_the_real_outcome() {
     assert_eq!(
         tests["apply-disko"]["nodes"]["machine"]["extraDependencies"],
         json!(1)
+    );
+    // Controller and agent on one machine: the package once in the system.
+    let pkgs = &tests["apply-disko"]["nodes"]["machine"]["systemPackages"];
+    assert_eq!(
+        pkgs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p.as_str().unwrap().starts_with("kcore-"))
+            .count(),
+        2,
+        "agent and controller each add this flake's kcore: {pkgs}"
     );
 }
