@@ -1,14 +1,21 @@
 # What every example kcore hypervisor host shares: UEFI boot, the LUKS2 root of the
 # kcore-disko layout (partition `root` of disk `os`, opened as `crypted`), and the agent with
-# the mTLS material `kctl` installs under /etc/kcore/pki. Not a host itself (a file, not a
+# the mTLS material `kctl` installs under /var/lib/kcore/pki, key-only SSH (operator-ssh.nix). Not a host itself (a file, not a
 # directory under hosts/).
 { lib, ... }:
 {
+  imports = [ ./operator-ssh.nix ];
+
   nixpkgs.hostPlatform = lib.mkDefault "x86_64-linux";
   # The release these examples were written against; never change it on an installed node.
   system.stateVersion = "25.11";
 
   boot.loader.systemd-boot.enable = true;
+  # The boot menu's editor lets anyone at the console add `init=/bin/sh` to the kernel
+  # command line, and the default TPM2 seal (PCR 7) does not measure the command line: with
+  # the editor on, the TPM would unlock the disk for that shell (nixpkgs' systemd-boot.nix
+  # recommends false).
+  boot.loader.systemd-boot.editor = false;
   boot.loader.efi.canTouchEfiVariables = true;
 
   kcore.diskEncryption = {
@@ -23,16 +30,10 @@
     settings = {
       controllers = [ "controller.example.org:9090" ];
       tls = {
-        caFile = "/etc/kcore/pki/ca.crt";
-        certFile = "/etc/kcore/pki/node.crt";
-        keyFile = "/etc/kcore/pki/node.key";
+        caFile = "/var/lib/kcore/pki/ca.crt";
+        certFile = "/var/lib/kcore/pki/node.crt";
+        keyFile = "/var/lib/kcore/pki/node.key";
       };
     };
-  };
-
-  # Operators reach nodes with SSH keys only.
-  services.openssh = {
-    enable = true;
-    settings.PasswordAuthentication = false;
   };
 }

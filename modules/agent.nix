@@ -3,9 +3,11 @@
 # `settings` follows RFC 42: a freeform YAML attribute set whose keys are the agent's serde
 # fields one to one (docs/configuration.md), with a few typed sub-options for the keys this
 # module reads itself or that operators set most. It is rendered to /etc/kcore/node-agent.yaml.
-# The `storage` keys are NOT set here: they are derived from `kcore.storage` (storage.nix), the
-# one place where a node's backend and names are declared; this module needs storage.nix (and
-# through it disko's module) in the same configuration, as `nixosModules.agent` provides.
+# The `storage` keys are derived from `kcore.storage` (storage.nix, imported here), the one
+# place where a node's backend and names are declared.
+#
+# Mutable state lives under /var/lib/kcore (applied disko fragments, operation results, the
+# management mode); /etc/kcore holds only the rendered configuration.
 {
   config,
   lib,
@@ -30,6 +32,8 @@ let
     };
 in
 {
+  imports = [ ./storage.nix ];
+
   options.services.kcore.agent = {
     enable = lib.mkEnableOption "the kcore node agent";
 
@@ -62,9 +66,9 @@ in
           dcId = "DC1";
           controllers = [ "ctl1.example.org:9090" ];
           tls = {
-            caFile = "/etc/kcore/pki/ca.crt";
-            certFile = "/etc/kcore/pki/node.crt";
-            keyFile = "/etc/kcore/pki/node.key";
+            caFile = "/var/lib/kcore/pki/ca.crt";
+            certFile = "/var/lib/kcore/pki/node.crt";
+            keyFile = "/var/lib/kcore/pki/node.key";
           };
         }
       '';
@@ -95,7 +99,7 @@ in
             default = "managed";
             description = ''
               `managed`: mTLS with the cluster CA, all routes. `install`: the live ISO, a
-              self-signed certificate and only the inventory and install routes.
+              self-signed certificate and only the inventory route.
             '';
           };
           controllers = lib.mkOption {
@@ -108,9 +112,9 @@ in
             description = "Controllers (`host:port`), tried in order for registration and heartbeats.";
           };
           tls = {
-            caFile = tlsOption "cluster CA certificate" "/etc/kcore/pki/ca.crt";
-            certFile = tlsOption "certificate" "/etc/kcore/pki/node.crt";
-            keyFile = tlsOption "private key" "/etc/kcore/pki/node.key";
+            caFile = tlsOption "cluster CA certificate" "/var/lib/kcore/pki/ca.crt";
+            certFile = tlsOption "certificate" "/var/lib/kcore/pki/node.crt";
+            keyFile = tlsOption "private key" "/var/lib/kcore/pki/node.key";
           };
           disko = {
             managementModeFile = lib.mkOption {
@@ -121,8 +125,11 @@ in
             };
             stateDir = lib.mkOption {
               type = klib.runtimePath;
-              default = "/etc/kcore/disko";
-              description = "Where the agent keeps applied disko fragments (and their `.bak`).";
+              default = "/var/lib/kcore/disko";
+              description = ''
+                Where the agent keeps applied disko fragments (and their `.bak`); its operation
+                results go to `operations/` beside it. Runtime state, so under /var/lib.
+              '';
             };
             diskoSource = lib.mkOption {
               type = lib.types.nullOr lib.types.str;
@@ -181,6 +188,20 @@ in
       }
     ];
 
+    # A managed node keeps its VM volumes through kcore.storage; the live ISO (install mode)
+    # has none.
+    kcore.storage.enable = lib.mkDefault (cfg.settings.mode == "managed");
+
+    services.kcore.agent.settings.storage = {
+      inherit (config.kcore.storage) backend filesystemVolumeDir imageCacheDir;
+      lvm = {
+        inherit (config.kcore.storage.lvm) vgName lvPrefix;
+      };
+      zfs = {
+        inherit (config.kcore.storage.zfs) poolName datasetPrefix;
+      };
+    };
+
     services.kcore.agent.settings.binaries = {
       # Explicit store paths: the agent does not depend on the PATH it was started with.
       nixInstantiate = lib.mkDefault "${config.nix.package}/bin/nix-instantiate";
@@ -210,6 +231,8 @@ in
       # addr` (iproute2); nix, which disko's CLI builds its scripts with; and nix and
       # nixos-rebuild for a `settings.binaries` entry left unset (then resolved on PATH).
       # NixOS adds coreutils, findutils, grep, sed and systemd to every unit's PATH itself.
+      # No thin-provisioning-tools: nixpkgs' lvm.nix points lvm.conf's thin_check_executable
+      # (and friends) at them when services.lvm.boot.thin.enable, for every lvm command.
       path = [
         cfg.diskoPackage
         pkgs.util-linux
@@ -219,19 +242,15 @@ in
         config.nix.package
         config.system.build.nixos-rebuild
       ]
-      # Thin pools on this host (kcore.storage turns this on for a thin layout): lvm2 runs
-      # thin_check/thin_repair when it activates them, for the agent's LVM commands too.
-      ++ lib.optional config.services.lvm.boot.thin.enable pkgs.thin-provisioning-tools
       ++ lib.optional (config.kcore.storage.backend == "zfs") config.boot.zfs.package;
       environment = {
         # Builds started by the agent's children (disko building its scripts,
         # nix-instantiate) go through nix-daemon, which sandboxes them in its own namespaces;
         # a root client would otherwise build in-process and need the namespaces
         # RestrictNamespaces= denies.
+        # No NIX_PATH: disko's own wrapper prefixes `nixpkgs=<the nixpkgs it was built
+        # from>` (disko package.nix `--prefix NIX_PATH`).
         NIX_REMOTE = "daemon";
-        # disko's CLI evaluates layouts against `<nixpkgs>`: the nixpkgs this system is built
-        # from, not whatever a channel happens to hold.
-        NIX_PATH = lib.mkDefault "nixpkgs=${pkgs.path}";
       };
       serviceConfig = {
         ExecStart = lib.escapeShellArgs [
@@ -260,8 +279,8 @@ in
         # - no ReadWritePaths= (nor ReadOnlyPaths=, PrivateMounts=): without ProtectSystem= the
         #   whole file system is writable, and these would themselves create the mount
         #   namespace avoided above. The agent writes settings.nix.configPath (in /etc/nixos
-        #   by default), settings.disko.stateDir, the rest of /etc/kcore (management mode, PKI
-        #   at install) and /var/log/kcore-agent;
+        #   by default), settings.disko.stateDir and the rest of /var/lib/kcore (management
+        #   mode, operations, PKI at install) and /var/log/kcore-agent;
         # - no MemoryDenyWriteExecute=: it is inherited by the children (nix, lvm, zfs tools,
         #   disko's shell scripts), which are not audited for W^X;
         # - UMask 0022, not 0077: volume mount points it creates must stay traversable by the

@@ -4,6 +4,13 @@
 # `settings` follows RFC 42 (freeform YAML, keys = the controller's serde fields, see
 # docs/configuration.md) and is rendered to /etc/kcore/controller.yaml. The daemon runs as a
 # dynamic user with no capabilities; everything it writes lives in its state directory.
+#
+# Keys: the operator's files (`credentials.*`, root-owned 0600 anywhere, sops/agenix paths
+# included) reach the dynamic user through `LoadCredential=`: systemd copies them into
+# $CREDENTIALS_DIRECTORY (/run/credentials/kcore-controller.service, readable only by the
+# unit) before each start, and the rendered settings point there. The sub-CA is the
+# exception: `kctl rotate sub-ca` makes the daemon rewrite it, so it lives in the state
+# directory, seeded from `credentials.subCa*` on a start that finds it missing.
 {
   config,
   lib,
@@ -19,15 +26,65 @@ let
   configPath = "/etc/kcore/controller.yaml";
   configFile = settingsFormat.generate "controller.yaml" (klib.dropNulls cfg.settings);
 
-  tlsOption =
-    name: file:
+  # systemd's $CREDENTIALS_DIRECTORY of a system service (`%d`), a fixed path.
+  credentialsDir = "/run/credentials/kcore-controller.service";
+
+  # Credential name (the file name under credentialsDir) of each `credentials.*` option.
+  credentialNames = {
+    caFile = "ca-bundle.crt";
+    certFile = "controller.crt";
+    keyFile = "controller.key";
+    subCaCertFile = "sub-ca.crt";
+    subCaKeyFile = "sub-ca.key";
+  };
+
+  credentialOption =
+    name: what:
     lib.mkOption {
       type = klib.runtimePath;
-      default = "${stateDir}/pki/${file}";
+      default = "/var/lib/kcore/controller-pki/${credentialNames.${name}}";
       description = ''
-        Path of the controller's ${name} (PEM). Must be readable by the controller's dynamic
-        user: keep it in the state directory (the default), where renewals and sub-CA rotation
-        write it.
+        The operator's copy of the controller's ${what} (PEM): any path on the host, may stay
+        root-owned 0600. Passed to the unit with `LoadCredential=` (the unit does not start
+        while it is missing); never copied into the Nix store.
+      '';
+    };
+  # The initial sub-CA: only read while the state directory has none, so it may be dropped
+  # (set to null) once the controller has started with it.
+  seedOption =
+    name: what:
+    lib.mkOption {
+      type = lib.types.nullOr klib.runtimePath;
+      default = "/var/lib/kcore/controller-pki/${credentialNames.${name}}";
+      description = ''
+        The operator's copy of the controller's ${what} (PEM), root-owned anywhere. Copied
+        into the state directory (`settings.tls.${name}`) on a start that finds none there,
+        through `LoadCredential=`. `null`: no seeding (the unit then needs no such file, e.g.
+        after the first start, once the file may be removed from the host).
+      '';
+    };
+
+  # Non-null credentials, as `LoadCredential=` entries.
+  loadedCredentials = lib.filterAttrs (_: file: file != null) cfg.credentials;
+
+  tlsOption =
+    name: default: what:
+    lib.mkOption {
+      type = klib.runtimePath;
+      inherit default;
+      description = ''
+        Path the daemon reads its ${what} from. The default is the unit's credential copy of
+        `credentials.${name}`; change `credentials.${name}` rather than this.
+      '';
+    };
+  subCaOption =
+    name: what:
+    lib.mkOption {
+      type = klib.runtimePath;
+      default = "${stateDir}/pki/${credentialNames.${name}}";
+      description = ''
+        Path of the controller's ${what} (PEM), in the state directory: `kctl rotate sub-ca`
+        makes the daemon rewrite it. Seeded from `credentials.${name}` when missing at start.
       '';
     };
 in
@@ -36,6 +93,17 @@ in
     enable = lib.mkEnableOption "the kcore controller";
 
     package = lib.mkPackageOption pkgs "kcore" { };
+
+    credentials =
+      lib.mapAttrs credentialOption {
+        caFile = "CA bundle trusted for clients (root CA and sub-CAs)";
+        certFile = "certificate";
+        keyFile = "private key";
+      }
+      // lib.mapAttrs seedOption {
+        subCaCertFile = "initial sub-CA certificate";
+        subCaKeyFile = "initial sub-CA private key";
+      };
 
     openFirewall = lib.mkOption {
       type = lib.types.bool;
@@ -100,11 +168,11 @@ in
             description = "SQLite database; must lie in the state directory, the only place the unit may write.";
           };
           tls = {
-            caFile = tlsOption "CA bundle trusted for clients (root CA and sub-CAs)" "ca-bundle.crt";
-            certFile = tlsOption "certificate" "controller.crt";
-            keyFile = tlsOption "private key" "controller.key";
-            subCaCertFile = tlsOption "sub-CA certificate (signs node CSRs)" "sub-ca.crt";
-            subCaKeyFile = tlsOption "sub-CA private key" "sub-ca.key";
+            caFile = tlsOption "caFile" "${credentialsDir}/ca-bundle.crt" "CA bundle";
+            certFile = tlsOption "certFile" "${credentialsDir}/controller.crt" "certificate";
+            keyFile = tlsOption "keyFile" "${credentialsDir}/controller.key" "private key";
+            subCaCertFile = subCaOption "subCaCertFile" "sub-CA certificate (signs node CSRs)";
+            subCaKeyFile = subCaOption "subCaKeyFile" "sub-CA private key";
           };
         };
       };
@@ -144,6 +212,35 @@ in
       after = [ "network-online.target" ];
       restartTriggers = [ configFile ];
       serviceConfig = {
+        LoadCredential = lib.mapAttrsToList (
+          name: file: "${credentialNames.${name}}:${file}"
+        ) loadedCredentials;
+        # Seeds the sub-CA into the state directory on the first start (and after an operator
+        # removed it); an existing one, possibly rotated, is never overwritten. Runs as the
+        # dynamic user, inside the same sandbox.
+        ExecStartPre =
+          [
+            (lib.escapeShellArgs [
+              (lib.getExe' pkgs.coreutils "mkdir")
+              "-p"
+              "-m"
+              "0700"
+              (dirOf cfg.settings.tls.subCaKeyFile)
+              (dirOf cfg.settings.tls.subCaCertFile)
+            ])
+          ]
+          ++ map (
+            name:
+            lib.escapeShellArgs [
+              (lib.getExe' pkgs.coreutils "cp")
+              "--update=none"
+              "${credentialsDir}/${credentialNames.${name}}"
+              cfg.settings.tls.${name}
+            ]
+          ) (lib.filter (name: loadedCredentials ? ${name}) [
+            "subCaKeyFile"
+            "subCaCertFile"
+          ]);
         ExecStart = lib.escapeShellArgs [
           (lib.getExe' cfg.package "kcore-controller")
           "--config"

@@ -1,5 +1,6 @@
-# Every kcore NixOS module. Needs disko's NixOS module in the same configuration (for
-# `disko.devices`); the kcore flake's `nixosModules.default` adds it, and the flake inputs.
+# Every kcore NixOS module. `kcore.storage.layout` / `diskoFragments` need a disko NixOS module
+# in the same configuration, which kcore does not import (docs/nixos.md "Using the modules
+# from another flake"); the kcore flake's `nixosModules.default` adds the flake glue.
 {
   imports = [
     ./agent.nix

@@ -4,9 +4,14 @@
 # TPM2 flow: the installer formats the LUKS2 container with a temporary key (kept as
 # `temporaryKeyFile` inside the encrypted root), adds a recovery key (saved to
 # `recoveryKeyFile`) and enrolls the TPM2 without PCR binding so that the first boot unlocks.
-# On that first boot `kcore-tpm2-enroll` binds a new TPM2 slot to the PCRs of the installed
-# system (not the live ISO's), wipes the unbound slot and the temporary key's slot, and deletes
-# the temporary key file; it does not run again once the file is gone.
+# On that first boot `kcore-tpm2-enroll` binds a new TPM2 slot to `tpm2Pcrs`, wipes the unbound
+# slot, proves the new slot opens the volume, then removes the temporary key's slot and the
+# file; it does not run again once the file is gone.
+#
+# What the default, PCR 7 alone, protects: PCR 7 measures the Secure Boot policy, not the
+# kernel, its command line or the initrd. Without Secure Boot (kcore does not set it up) it is
+# the same for anything booted on this machine, so the seal only protects a disk pulled out of
+# the machine; see docs/nixos.md "TPM2 unlock: what it protects".
 {
   config,
   lib,
@@ -33,6 +38,29 @@ let
     );
 
   cryptenroll = lib.getExe' config.systemd.package "systemd-cryptenroll";
+  cryptsetup = lib.getExe' pkgs.cryptsetup "cryptsetup";
+
+  # Idempotent at every step, and the temporary key is given up only once the new slot is
+  # proven: a boot that stops half-way retries, and nothing is removed before its successor
+  # works.
+  # - The temporary key no longer opens the volume (an earlier run removed its slot, then
+  #   failed to delete the file): only the file is left to delete.
+  # - Otherwise: enroll the PCR-bound slot (`--wipe-slot=tpm2` removes the installer's
+  #   unbound TPM2 slot; the slot being enrolled is never wiped), open the volume with the
+  #   TPM2 token alone (`--token-only`: no key file, no prompt) to prove it works, and only
+  #   then remove the temporary key's slot and the file. The recovery key's slot stays.
+  enrollScript = pkgs.writeShellScript "kcore-tpm2-enroll" ''
+    set -eu
+    tmp=${lib.escapeShellArg cfg.temporaryKeyFile}
+    dev=${lib.escapeShellArg cfg.device}
+    if ${cryptsetup} open --test-passphrase --key-file="$tmp" "$dev"; then
+      ${cryptenroll} --unlock-key-file="$tmp" --tpm2-device=auto \
+        --tpm2-pcrs=${lib.concatMapStringsSep "+" toString cfg.tpm2Pcrs} --wipe-slot=tpm2 "$dev"
+      ${cryptsetup} open --test-passphrase --token-only --token-type systemd-tpm2 "$dev"
+      ${cryptsetup} luksRemoveKey --key-file="$tmp" "$dev"
+    fi
+    rm --force -- "$tmp"
+  '';
 in
 {
   options.kcore.diskEncryption = {
@@ -75,18 +103,21 @@ in
     tpm2Pcrs = lib.mkOption {
       type = lib.types.listOf (lib.types.ints.between 0 23);
       default = [ 7 ];
-      description = "PCRs the TPM2 slot is bound to on first boot (7: Secure Boot state).";
+      description = ''
+        PCRs the TPM2 slot is bound to on first boot. 7 is the Secure Boot policy: without
+        Secure Boot it only protects a disk pulled out of the machine (docs/nixos.md).
+      '';
     };
 
     temporaryKeyFile = lib.mkOption {
       type = klib.plainPath;
-      default = "/etc/kcore/luks-temporary.key";
+      default = "/var/lib/kcore/luks-temporary.key";
       description = "Temporary key the installer leaves inside the encrypted root; removed (file and slot) after TPM2 enrollment.";
     };
 
     recoveryKeyFile = lib.mkOption {
       type = klib.plainPath;
-      default = "/etc/kcore/recovery/luks-recovery-key.txt";
+      default = "/var/lib/kcore/recovery/luks-recovery-key.txt";
       description = "Where the installer saves the LUKS recovery key; kept at mode 0400, owner root.";
     };
   };
@@ -137,36 +168,19 @@ in
     systemd.services.kcore-tpm2-enroll = lib.mkIf (cfg.unlock == "tpm2") {
       description = "Bind the LUKS2 root to this system's TPM2 PCRs (first boot)";
       wantedBy = [ "multi-user.target" ];
-      after = [ "cryptsetup.target" ];
+      # tpm2.target: the TPM device is there (systemd's tpm2 generator).
+      wants = [ "tpm2.target" ];
+      after = [
+        "cryptsetup.target"
+        "tpm2.target"
+      ];
       unitConfig.ConditionPathExists = cfg.temporaryKeyFile;
+      # cryptsetup loads the systemd-tpm2 token plugin by file name (nixpkgs' cryptsetup is
+      # patched so): it is in systemd's lib/cryptsetup, not in cryptsetup's own directory.
+      environment.LD_LIBRARY_PATH = "${config.systemd.package}/lib/cryptsetup";
       serviceConfig = {
         Type = "oneshot";
-        # Each step is idempotent, so a failed first boot simply retries on the next one.
-        ExecStart = [
-          # Enroll a PCR-bound TPM2 slot; `--wipe-slot=tpm2` removes the installer's unbound
-          # TPM2 slot afterwards (the slot being enrolled is never wiped).
-          (lib.escapeShellArgs [
-            cryptenroll
-            "--unlock-key-file=${cfg.temporaryKeyFile}"
-            "--tpm2-device=auto"
-            "--tpm2-pcrs=${lib.concatMapStringsSep "+" toString cfg.tpm2Pcrs}"
-            "--wipe-slot=tpm2"
-            cfg.device
-          ])
-          # Remove the temporary key's slot, then the key itself.
-          (lib.escapeShellArgs [
-            (lib.getExe' pkgs.cryptsetup "cryptsetup")
-            "luksRemoveKey"
-            "--key-file=${cfg.temporaryKeyFile}"
-            cfg.device
-          ])
-          (lib.escapeShellArgs [
-            (lib.getExe' pkgs.coreutils "rm")
-            "--force"
-            "--"
-            cfg.temporaryKeyFile
-          ])
-        ];
+        ExecStart = enrollScript;
         # Needs root and the TPM/block devices; no network.
         PrivateNetwork = true;
         NoNewPrivileges = true;

@@ -2,27 +2,28 @@
 # and the runtime support the backend needs.
 #
 # This is the one place a node's storage is declared: the agent's `settings.storage` is derived
-# from it (defining those keys elsewhere conflicts), and the disko fragments are merged into
-# `disko.devices` with the install-time layout (this module needs disko's NixOS module,
-# which the kcore flake imports).
+# from it (agent.nix), and the disko fragments are merged into `disko.devices` with the
+# install-time layout. `layout`/`diskoFragments` need a disko NixOS module in the
+# configuration, whichever one the consumer imports (an assertion says so when there is none);
+# the rest (`enable`: volume directories, ZFS, LVM thin support) needs nothing else.
 {
   config,
+  options,
   lib,
-  pkgs,
   ...
 }:
 let
   cfg = config.kcore.storage;
   klib = import ./lib.nix { inherit lib; };
 
-  # A fragment is what kcore-disko renders and the agent keeps under /etc/kcore/disko: a file
+  # A fragment is what kcore-disko renders and the agent keeps under /var/lib/kcore/disko: a file
   # (or the attribute set it evaluates to) of the form `{ disko.devices = { ... }; }`.
   fragmentType = lib.types.either lib.types.path (lib.types.attrsOf lib.types.anything);
   allFragments = lib.optional (cfg.layout != null) cfg.layout ++ cfg.diskoFragments;
   fragmentValue = f: if builtins.isAttrs f then f else import f;
   fragmentDevices = f: (fragmentValue f).disko.devices or { };
   badFragments = lib.filter (
-    f: !(lib.hasAttrByPath [ "disko" "devices" ] (fragmentValue f))
+    f: !((fragmentValue f) ? disko.devices)
   ) allFragments;
 
   # Thin pools declared by the fragments (disko's lvm_vg type: lvs.<name>.lvm_type = "thin-pool").
@@ -34,6 +35,9 @@ let
   ) allFragments;
 
   thin = cfg.backend == "lvm" && cfg.lvm.thinProvisioning;
+
+  # Whether some disko NixOS module (the consumer's own, or this flake's input) is imported.
+  hasDisko = options ? disko.devices;
 
   # Whether some fragment declares the device the backend's names point at.
   declares = type: name: lib.any (f: ((fragmentDevices f).${type} or { }) ? ${name}) allFragments;
@@ -55,6 +59,12 @@ let
 in
 {
   options.kcore.storage = {
+    enable = lib.mkEnableOption ''
+      the VM-volume storage of a kcore node: its directories, the management-mode file and the
+      backend's boot support (ZFS pool import, LVM thin tools). `services.kcore.agent` turns it
+      on in managed mode. `layout` and `diskoFragments` are merged into `disko.devices` either way
+    '';
+
     backend = lib.mkOption {
       type = lib.types.enum [
         "filesystem"
@@ -134,7 +144,7 @@ in
         Day-2 disko fragments of this node, each `{ disko.devices = { ... }; }` as rendered by
         `kcore-disko` (a file, or the attribute set itself). They are merged into
         `disko.devices`, so the volumes they create are mounted on every boot. Copy the
-        fragments `kctl node apply-disko` applied (`/etc/kcore/disko/*.nix` on the node) into
+        fragments `kctl node apply-disko` applied (`/var/lib/kcore/disko/*.nix` on the node) into
         the host's configuration. Needs `managementMode = "controller-managed"`.
       '';
     };
@@ -155,78 +165,83 @@ in
 
     managementModeFile = lib.mkOption {
       type = klib.plainPath;
-      default = "/etc/kcore/disko-management-mode";
-      description = "File holding the disko management mode, read by the agent on every request.";
+      default = "/var/lib/kcore/disko-management-mode";
+      description = "File holding the disko management mode, read by the agent on every request (runtime state, so under /var/lib).";
     };
   };
 
-  config = {
-    assertions = [
-      {
-        assertion = cfg.backend != "zfs" || config.networking.hostId != null;
-        message = ''
-          kcore.storage.backend = "zfs" needs networking.hostId (ZFS refuses to import a pool
-          last used by another host id). Set it to 8 hex digits unique to this host, e.g. the
-          output of `head -c4 /dev/urandom | od -A none -t x4 | tr -d ' '`.
-        '';
-      }
-      {
-        assertion = cfg.diskoFragments == [ ] || cfg.managementMode == "controller-managed";
-        message = ''
-          kcore.storage.diskoFragments is set while kcore.storage.managementMode is
-          "installer-only": day-2 fragments exist only on controller-managed nodes. Set
-          kcore.storage.managementMode = "controller-managed" (and the node's
-          ${cfg.managementModeFile}), or put the install-time layout in kcore.storage.layout.
-        '';
-      }
-      {
-        assertion =
-          allFragments == [ ]
-          || backendDevice == null
-          || declares backendDevice.type backendDevice.name;
-        message = ''
-          kcore.storage.backend = "${cfg.backend}" names ${backendDevice.type or ""} ${builtins.toJSON (backendDevice.name or "")},
-          but no fragment in kcore.storage.layout / diskoFragments declares it. Set
-          kcore.storage.${backendDevice.option or "backend"} to the layout's name, or re-render the layout
-          for this backend with kcore-disko.
-        '';
-      }
-      {
-        assertion = badFragments == [ ];
-        message = ''
-          kcore.storage.layout / diskoFragments: ${toString (lib.length badFragments)} fragment(s) have
-          no `disko.devices` attribute. Each fragment must be `{ disko.devices = { ... }; }`, as
-          kcore-disko renders it.
-        '';
-      }
-    ];
+  config = lib.mkMerge [
+    {
+      assertions = [
+        {
+          assertion = allFragments == [ ] || hasDisko;
+          message = ''
+            kcore.storage.layout / diskoFragments are set, but no disko NixOS module is imported
+            (the option disko.devices does not exist). Import one, e.g. your flake's
+            `disko.nixosModules.disko` (with `kcore.inputs.disko.follows = "disko"`), or
+            `kcore.inputs.disko.nixosModules.disko`; see docs/nixos.md.
+          '';
+        }
+        {
+          assertion = badFragments == [ ];
+          message = ''
+            kcore.storage.layout / diskoFragments: ${toString (lib.length badFragments)} fragment(s) have
+            no `disko.devices` attribute. Each fragment must be `{ disko.devices = { ... }; }`, as
+            kcore-disko renders it.
+          '';
+        }
+        {
+          assertion = cfg.diskoFragments == [ ] || cfg.managementMode == "controller-managed";
+          message = ''
+            kcore.storage.diskoFragments is set while kcore.storage.managementMode is
+            "installer-only": day-2 fragments exist only on controller-managed nodes. Set
+            kcore.storage.managementMode = "controller-managed" (and the node's
+            ${cfg.managementModeFile}), or put the install-time layout in kcore.storage.layout.
+          '';
+        }
+      ];
+    }
 
-    services.kcore.agent.settings.storage = {
-      inherit (cfg) backend filesystemVolumeDir imageCacheDir;
-      lvm = {
-        inherit (cfg.lvm) vgName lvPrefix;
-      };
-      zfs = {
-        inherit (cfg.zfs) poolName datasetPrefix;
-      };
-    };
+    # Only when a disko module declares the option: setting an undeclared option is an error
+    # even under mkIf. `options` is computed from declarations alone, so this is no recursion.
+    (lib.optionalAttrs hasDisko {
+      disko.devices = lib.mkMerge (map fragmentDevices allFragments);
+    })
 
-    disko.devices = lib.mkMerge (map fragmentDevices allFragments);
+    (lib.mkIf cfg.enable {
+      # No hostId assertion for ZFS: nixpkgs' zfs.nix asserts "ZFS requires networking.hostId
+      # to be set" itself.
+      assertions = [
+        {
+          assertion =
+            allFragments == [ ]
+            || backendDevice == null
+            || declares backendDevice.type backendDevice.name;
+          message = ''
+            kcore.storage.backend = "${cfg.backend}" names ${backendDevice.type or ""} ${builtins.toJSON (backendDevice.name or "")},
+            but no fragment in kcore.storage.layout / diskoFragments declares it. Set
+            kcore.storage.${backendDevice.option or "backend"} to the layout's name, or re-render the layout
+            for this backend with kcore-disko.
+          '';
+        }
+      ];
 
-    # `f` creates the file with this content only when it does not exist: a rebuild never
-    # overwrites the mode an operator (or the controller) set on the node.
-    systemd.tmpfiles.rules = [
-      "d /etc/kcore 0755 root root -"
-      "f ${cfg.managementModeFile} 0644 root root - ${cfg.managementMode}"
-      "d ${cfg.imageCacheDir} 0755 root root -"
-    ]
-    ++ lib.optional (cfg.backend == "filesystem") "d ${cfg.filesystemVolumeDir} 0755 root root -";
+      # `f` creates the file with this content only when it does not exist: a rebuild never
+      # overwrites the mode an operator (or the controller) set on the node.
+      systemd.tmpfiles.rules = [
+        "d /var/lib/kcore 0755 root root -"
+        "f ${cfg.managementModeFile} 0644 root root - ${cfg.managementMode}"
+        "d ${cfg.imageCacheDir} 0755 root root -"
+      ]
+      ++ lib.optional (cfg.backend == "filesystem") "d ${cfg.filesystemVolumeDir} 0755 root root -";
 
-    boot.supportedFilesystems = lib.mkIf (cfg.backend == "zfs") { zfs = true; };
-    # The volume pool usually has no file system in fileSystems, so import it explicitly.
-    boot.zfs.extraPools = lib.mkIf (cfg.backend == "zfs") [ cfg.zfs.poolName ];
+      boot.supportedFilesystems = lib.mkIf (cfg.backend == "zfs") { zfs = true; };
+      # The volume pool usually has no file system in fileSystems, so import it explicitly.
+      boot.zfs.extraPools = lib.mkIf (cfg.backend == "zfs") [ cfg.zfs.poolName ];
 
-    services.lvm.boot.thin.enable = lib.mkIf thin true;
-    environment.systemPackages = lib.mkIf thin [ pkgs.thin-provisioning-tools ];
-  };
+      # nixpkgs' lvm.nix installs thin-provisioning-tools (system and initrd) and points
+      # lvm.conf at them.
+      services.lvm.boot.thin.enable = lib.mkIf thin true;
+    })
+  ];
 }

@@ -26,3 +26,10 @@ command -v cargo >/dev/null || {
   echo "install-deps: cargo not found: install the Rust toolchain (rustup) first" >&2
   exit 1
 }
+
+# deadnix, the Nix linter kcore-nixos-checks runs over every .nix file (lint::*); from
+# crates.io, not packaged for Debian bookworm. Skipped when already installed.
+if ! command -v deadnix >/dev/null; then
+  echo "install-deps: installing deadnix from crates.io" >&2
+  cargo install deadnix --locked --version 1.3.1
+fi

@@ -4,6 +4,7 @@
   imports = [ ../node-common.nix ];
 
   networking.hostName = "hv-lvm";
+  networking.hostId = "a93c0d67";
 
   kcore.storage = {
     backend = "lvm";

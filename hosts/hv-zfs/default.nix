@@ -4,8 +4,9 @@
   imports = [ ../node-common.nix ];
 
   networking.hostName = "hv-zfs";
-  # ZFS refuses to import a pool last used under another host id: unique per host.
-  networking.hostId = "8425e349";
+  # ZFS refuses to import a pool last used under another host id: unique per host, and not
+  # nixpkgs' installer default (8425e349, profiles/base.nix), which every live ISO shares.
+  networking.hostId = "5e2f9b14";
 
   kcore.storage = {
     backend = "zfs";

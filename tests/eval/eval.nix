@@ -1,13 +1,13 @@
 # Offline evaluation harness of the kcore NixOS modules (modules/), run by
 # rust/kcore-nixos-checks/tests. It evaluates the modules with nixpkgs' `lib.evalModules`
 # against the option declarations in nixos-stubs.nix and the fake `pkgs` of fake-pkgs.nix, for
-# a configuration given as JSON, and returns what the tests assert on.
+# a configuration given as JSON, and returns what the tests assert on. The flake's real
+# exports (modules with the glue, hosts, VM test nodes) are evaluated by flake-outputs.nix.
 #
 #   nix-instantiate --eval --strict --json --readonly-mode tests/eval/eval.nix \
 #     --argstr nixpkgsLib /path/to/nixpkgs/lib --argstr configJSON '{ ... }' --argstr select outputs
 #
-# `host = "<dir>"` evaluates an example host (hosts/<dir>) with host-stubs.nix in place of
-# the JSON configuration.
+# `disko = false` leaves disko's module (disko-stub.nix) out, as a consumer that imports none.
 #
 # `select = "options"` returns the kcore options' documentation entries.
 # `select = "assertions"` returns only the messages of the failed assertions (a configuration
@@ -17,7 +17,7 @@
   nixpkgsLib,
   configJSON,
   select ? "outputs",
-  host ? "",
+  disko ? true,
 }:
 let
   lib = import nixpkgsLib;
@@ -31,10 +31,7 @@ let
       # The configuration under test, a plain data module.
       { config = builtins.fromJSON configJSON; }
     ]
-    ++ lib.optionals (host != "") [
-      ./host-stubs.nix
-      (../../hosts + "/${host}")
-    ];
+    ++ lib.optional disko ./disko-stub.nix;
   };
   inherit (evaluated) config;
 
@@ -68,8 +65,13 @@ let
       "kcore-controller"
       "kcore-tpm2-enroll"
     ] unit;
-    diskoDevices = config.disko.devices;
+    diskoDevices = config.disko.devices or null;
     tmpfiles = config.systemd.tmpfiles.rules;
+    tpm2EnrollScript =
+      if config.systemd.services ? kcore-tpm2-enroll then
+        config.systemd.services.kcore-tpm2-enroll.serviceConfig.ExecStart.text or null
+      else
+        null;
     allowedTCPPorts = config.networking.firewall.allowedTCPPorts;
     supportedFilesystems = config.boot.supportedFilesystems;
     zfsExtraPools = config.boot.zfs.extraPools;

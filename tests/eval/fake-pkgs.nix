@@ -4,8 +4,9 @@
 # What is faked, and how:
 # - packages are attribute sets that lib treats as derivations (`type = "derivation"`) with a
 #   fixed, obviously fake store path `/nix/store/000...0-<name>`; nothing is built;
-# - `writeText name text` returns such a fake derivation that also carries `text`, so the
-#   harness can read back what a module would have written to the store;
+# - `writeText name text` (and `writeShellScript`) returns such a fake derivation that also
+#   carries `text`, so the harness can read back what a module would have written to the store;
+# - OVMF and OVMFFull carry an `fd` output, as nixpkgs' do;
 # - `formats.yaml { }` has a `type` equivalent to nixpkgs' (JSON-like values: null, bool, int,
 #   float, string, path, lists and attribute sets of those) and a `generate` that writes the
 #   value as JSON. JSON is a subset of YAML, and nixpkgs' generator produces YAML of the same
@@ -42,18 +43,36 @@ let
 in
 {
   inherit writeText;
+  writeShellScript = writeText;
+  writeShellScriptBin = writeText;
+
+  OVMF = fakeDrv "OVMF" // {
+    fd = fakeDrv "OVMF-fd";
+  };
+  OVMFFull = fakeDrv "OVMFFull" // {
+    fd = fakeDrv "OVMFFull-fd";
+  };
 
   formats.yaml = _: {
     type = yamlValue;
     generate = name: value: writeText name (builtins.toJSON value);
   };
 
-  stdenv.hostPlatform.system = "x86_64-linux";
+  stdenv = fakeDrv "stdenv" // {
+    hostPlatform.system = "x86_64-linux";
+  };
   # `pkgs.path`, the nixpkgs source tree the package set comes from.
   path = "/nix/store/00000000000000000000000000000000-nixpkgs";
 }
 // lib.genAttrs [
+  "busybox"
   "coreutils"
+  "curl"
+  "git"
+  "jq"
+  "makeInitrdNGTool"
+  "makeWrapper"
+  "stdenvNoCC"
   "cryptsetup"
   "disko"
   "iproute2"

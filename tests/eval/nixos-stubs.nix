@@ -1,10 +1,15 @@
-# Declarations of exactly the NixOS (and disko) options the kcore modules set or read, for the
-# offline evaluation harness (eval.nix): nixpkgs' lib is available here, NixOS is not.
+# Declarations of the NixOS options the kcore modules, the example hosts and the VM test nodes
+# set or read, for the offline evaluation harness (eval.nix, flake-outputs.nix): nixpkgs' lib
+# is available here, NixOS' modules are not. disko's option is in disko-stub.nix, the
+# qemu-vm test options in qemu-vm-stub.nix, the profiles the hosts import under modules-path/.
 #
-# Each option has a real type, close to the NixOS one, so a misspelt option name or a value of
-# the wrong type fails the evaluation just as on NixOS ("The option `...' does not exist").
-# Nothing else is declared: a kcore module that starts setting a new NixOS option makes the
-# harness fail until the option is added here, which keeps this list honest.
+# Each stub mirrors the nixpkgs declaration it names (nixpkgs 25.11, files under
+# nixos/modules/): the same type, hence the same merge behaviour (a `listOf` concatenates, so
+# `wantedBy = [ ]` does not empty it; a `types.package` is unique, so two equal definitions at
+# one priority are an error; an `attrsOf submodule` merges per attribute), and the same
+# default. Only the options used are declared: a kcore file that starts setting another
+# NixOS option fails here ("The option `...' does not exist") until it is added, with its
+# source. Descriptions are left out.
 { lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
@@ -13,37 +18,47 @@ let
     mkOption {
       inherit type default;
     };
+  # An option without a default (reading it unset is an error, as on NixOS).
+  req = type: mkOption { inherit type; };
 
-  # systemd unit settings: NixOS' `unitOption` (a scalar or a list of scalars).
-  unitValue = types.oneOf [
+  # system/boot/systemd/... unit options (lib/systemd-unit-options.nix `unitOption`): a
+  # primitive or a list of primitives; lists concatenate.
+  primitive = types.oneOf [
     types.bool
     types.int
     types.str
-    (types.listOf (
-      types.oneOf [
-        types.bool
-        types.int
-        types.str
-      ]
-    ))
+    types.path
   ];
+  unitOption = types.either primitive (types.listOf primitive);
+  # lib/systemd-types.nix `unitNameType`.
+  unitNameType = types.strMatching "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
 
+  # lib/systemd-unit-options.nix: commonUnitOptions + serviceOptions, the ones used.
   serviceType = types.submodule {
     options = {
-      description = opt types.str "";
-      wantedBy = opt (types.listOf types.str) [ ];
-      wants = opt (types.listOf types.str) [ ];
-      after = opt (types.listOf types.str) [ ];
-      before = opt (types.listOf types.str) [ ];
-      requires = opt (types.listOf types.str) [ ];
+      description = opt types.singleLineStr "";
+      wantedBy = opt (types.listOf unitNameType) [ ];
+      requiredBy = opt (types.listOf unitNameType) [ ];
+      wants = opt (types.listOf unitNameType) [ ];
+      requires = opt (types.listOf unitNameType) [ ];
+      after = opt (types.listOf unitNameType) [ ];
+      before = opt (types.listOf unitNameType) [ ];
       restartTriggers = opt (types.listOf types.unspecified) [ ];
-      path = opt (types.listOf types.package) [ ];
-      environment = opt (types.attrsOf types.str) { };
-      serviceConfig = opt (types.attrsOf unitValue) { };
-      unitConfig = opt (types.attrsOf unitValue) { };
+      path = opt (types.listOf (types.oneOf [
+        types.package
+        types.str
+      ])) [ ];
+      environment = opt (types.attrsOf (types.nullOr (types.oneOf [
+        types.str
+        types.path
+        types.package
+      ]))) { };
+      serviceConfig = opt (types.attrsOf unitOption) { };
+      unitConfig = opt (types.attrsOf unitOption) { };
     };
   };
 
+  # system/etc/etc.nix: `environment.etc.<name>`.
   etcType = types.submodule {
     options = {
       source = opt types.path null;
@@ -51,61 +66,119 @@ let
     };
   };
 
+  # system/boot/luksroot.nix: `boot.initrd.luks.devices.<name>`.
   luksType = types.submodule {
     options = {
-      device = mkOption { type = types.str; };
+      device = req types.str;
       keyFile = opt (types.nullOr types.str) null;
-      crypttabExtraOpts = opt (types.listOf types.str) [ ];
+      allowDiscards = opt types.bool false;
+      crypttabExtraOpts = opt (types.listOf types.singleLineStr) [ ];
     };
   };
 
-  # disko's top-level device types (disko/lib/default.nix: `devices`), each an attribute set
-  # of named devices. The device contents are not typed here: kcore-disko's own validation
-  # checks them against disko's types.
-  diskoDevicesType = types.submodule {
-    options = lib.genAttrs [
-      "disk"
-      "mdadm"
-      "zpool"
-      "lvm_vg"
-      "nodev"
-    ] (_: opt (types.attrsOf types.anything) { });
+  # config/users-groups.nix: `users.users.<name>.openssh.authorizedKeys`.
+  userType = types.submodule {
+    options.openssh.authorizedKeys.keys = opt (types.listOf types.singleLineStr) [ ];
   };
 in
 {
   options = {
+    # misc/assertions.nix
     assertions = opt (types.listOf types.unspecified) [ ];
     warnings = opt (types.listOf types.str) [ ];
 
+    # system/etc/etc.nix
     environment.etc = opt (types.attrsOf etcType) { };
+    # config/system-path.nix
     environment.systemPackages = opt (types.listOf types.package) [ ];
 
+    # tasks/network-interfaces.nix (8 hex digits)
     networking.hostId = opt (types.nullOr (types.strMatching "[0-9a-f]{8}")) null;
+    networking.hostName = opt (types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$") "nixos";
+    # services/networking/firewall.nix
     networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
 
+    # tasks/filesystems.nix
     boot.supportedFilesystems = opt (types.coercedTo (types.listOf types.str) (
       fss: lib.genAttrs fss (_: true)
     ) (types.attrsOf types.bool)) { };
+    # tasks/filesystems/zfs.nix
     boot.zfs.extraPools = opt (types.listOf types.str) [ ];
     boot.zfs.package = opt types.package pkgs.zfs;
+    # system/boot/systemd/initrd.nix
     boot.initrd.systemd.enable = opt types.bool false;
+    # system/boot/luksroot.nix
     boot.initrd.luks.devices = opt (types.attrsOf luksType) { };
+    # system/boot/stage-1.nix
     boot.initrd.secrets = opt (types.attrsOf (types.nullOr types.path)) { };
+    # system/boot/kernel.nix
+    boot.initrd.availableKernelModules = opt (types.listOf types.str) [ ];
+    boot.initrd.kernelModules = opt (types.listOf types.str) [ ];
+    # system/boot/loader/efi.nix
     boot.loader.efi.efiSysMountPoint = opt types.str "/boot";
+    boot.loader.efi.canTouchEfiVariables = opt types.bool false;
+    # system/boot/loader/systemd-boot/systemd-boot.nix: the editor is on by default.
+    boot.loader.systemd-boot.enable = opt types.bool false;
+    boot.loader.systemd-boot.editor = opt types.bool true;
 
+    # tasks/lvm.nix
     services.lvm.boot.thin.enable = opt types.bool false;
 
+    # services/networking/ssh/sshd.nix (settings: freeform with typed keys)
+    services.openssh.enable = opt types.bool false;
+    services.openssh.settings = opt (types.submodule {
+      freeformType = types.attrsOf (types.oneOf [
+        types.bool
+        types.int
+        types.str
+      ]);
+      options = {
+        PasswordAuthentication = opt types.bool true;
+        KbdInteractiveAuthentication = opt types.bool true;
+        PermitRootLogin = opt (types.enum [
+          "yes"
+          "without-password"
+          "prohibit-password"
+          "forced-commands-only"
+          "no"
+        ]) "prohibit-password";
+      };
+    }) { };
+    # config/users-groups.nix
+    users.users = opt (types.attrsOf userType) { };
+
+    # system/boot/systemd.nix
     systemd.package = opt types.package pkgs.systemd;
     systemd.services = opt (types.attrsOf serviceType) { };
+    # system/boot/systemd/tmpfiles.nix
     systemd.tmpfiles.rules = opt (types.listOf types.str) [ ];
 
+    # services/system/nix-daemon.nix, config/nix.nix
     nix.package = opt types.package pkgs.nix;
+    nix.settings = opt (types.submodule {
+      freeformType = types.attrsOf types.anything;
+      options.experimental-features = opt (types.listOf types.str) [ ];
+      options.substituters = opt (types.listOf types.str) [ ];
+    }) { };
 
-    # NixOS: installer/tools/tools.nix puts nixos-rebuild here.
+    # misc/nixpkgs.nix
+    nixpkgs.hostPlatform = opt (types.either types.str types.attrs) "x86_64-linux";
+    # misc/version.nix
+    system.stateVersion = opt types.str "25.11";
+    # system/activation/top-level.nix: a lazy attrset; installer/tools/tools.nix puts
+    # nixos-rebuild in it unconditionally.
     system.build = opt (types.lazyAttrsOf types.unspecified) {
       inherit (pkgs) nixos-rebuild;
     };
+    system.extraDependencies = opt (types.listOf types.pathInStore) [ ];
+    system.includeBuildDependencies = opt types.bool false;
 
-    disko.devices = opt diskoDevicesType { };
+    # system/activation/specialisation.nix: each configuration extends this system
+    # (inheritParentConfig); the harness evaluates it with extendModules.
+    specialisation = opt (types.attrsOf (types.submodule {
+      options.inheritParentConfig = opt types.bool true;
+      options.configuration = opt types.deferredModule { };
+    })) { };
   };
+
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::{FAKE_STORE, Harness, rendered};
 
-const TLS: &str = r#"{"caFile":"/etc/kcore/pki/ca.crt","certFile":"/etc/kcore/pki/node.crt","keyFile":"/etc/kcore/pki/node.key"}"#;
+const TLS: &str = r#"{"caFile":"/var/lib/kcore/pki/ca.crt","certFile":"/var/lib/kcore/pki/node.crt","keyFile":"/var/lib/kcore/pki/node.key"}"#;
 
 fn tls() -> Value {
     serde_json::from_str(TLS).unwrap()
@@ -55,8 +55,8 @@ fn expected_agent_yaml(storage: Value) -> Value {
         "tls": tls(),
         "storage": storage,
         "disko": {
-            "managementModeFile": "/etc/kcore/disko-management-mode",
-            "stateDir": "/etc/kcore/disko"
+            "managementModeFile": "/var/lib/kcore/disko-management-mode",
+            "stateDir": "/var/lib/kcore/disko"
         },
         "nix": { "configPath": "/etc/nixos/kcore-node.nix" },
         "binaries": {
@@ -154,8 +154,8 @@ fn agent_yaml_keeps_freeform_keys_and_drops_nulls() {
     assert_eq!(
         yaml["disko"],
         json!({
-            "managementModeFile": "/etc/kcore/disko-management-mode",
-            "stateDir": "/etc/kcore/disko",
+            "managementModeFile": "/var/lib/kcore/disko-management-mode",
+            "stateDir": "/var/lib/kcore/disko",
             "diskoSource": "/nix/store/aaaa-source",
             "nixpkgsLib": "/nix/store/bbbb-source/lib"
         })
@@ -199,14 +199,8 @@ fn agent_unit_runs_the_rendered_file_with_commented_relaxations() {
     }
     assert_eq!(unit["wantedBy"], json!(["multi-user.target"]));
     // Children's builds go through the daemon (RestrictNamespaces= would break local builds).
-    // disko's CLI evaluates against the system's own nixpkgs.
-    assert_eq!(
-        unit["environment"],
-        json!({
-            "NIX_REMOTE": "daemon",
-            "NIX_PATH": format!("nixpkgs={FAKE_STORE}nixpkgs")
-        })
-    );
+    // No NIX_PATH: disko's wrapper sets its own nixpkgs.
+    assert_eq!(unit["environment"], json!({ "NIX_REMOTE": "daemon" }));
     // ZFS backend: the zfs tools are on the unit's PATH next to disko's and nix's tools.
     assert_eq!(
         unit["path"],
@@ -267,15 +261,13 @@ fn agent_path_has_the_backend_tools_and_thin_tools_only_with_thin_pools() {
     let lvm = h.outputs(&agent_config(json!({ "backend": "lvm" })));
     assert_eq!(lvm["lvmThin"], json!(false));
     assert_eq!(agent_path(&lvm), AGENT_PATH);
-    // LVM with thin provisioning: the thin tools join lvm2 (the thin-pool layout case is in
-    // kcore_disko_fragments_merge_into_disko_devices).
+    // LVM with thin provisioning: nixpkgs' lvm.nix thin support, which points lvm.conf at
+    // the thin tools for every lvm command; nothing added to the agent's PATH.
     let thin = h.outputs(&agent_config(
         json!({ "backend": "lvm", "lvm": { "thinProvisioning": true } }),
     ));
-    assert_eq!(
-        agent_path(&thin),
-        [AGENT_PATH.as_slice(), &["thin-provisioning-tools"]].concat()
-    );
+    assert_eq!(thin["lvmThin"], json!(true));
+    assert_eq!(agent_path(&thin), AGENT_PATH);
 }
 
 /// Each relaxation of the agent's unit is explained where it is made: the module's comment
@@ -351,6 +343,7 @@ fn controller_yaml_and_hardened_unit() {
         return;
     };
     let out = h.outputs(&controller_config());
+    let creds = "/run/credentials/kcore-controller.service";
     let pki = "/var/lib/kcore-controller/pki";
     assert_eq!(
         rendered(&out, "controllerConfig"),
@@ -364,9 +357,9 @@ fn controller_yaml_and_hardened_unit() {
             "heartbeatTimeoutSeconds": 45,
             "databasePath": "/var/lib/kcore-controller/state.sqlite",
             "tls": {
-                "caFile": format!("{pki}/ca-bundle.crt"),
-                "certFile": format!("{pki}/controller.crt"),
-                "keyFile": format!("{pki}/controller.key"),
+                "caFile": format!("{creds}/ca-bundle.crt"),
+                "certFile": format!("{creds}/controller.crt"),
+                "keyFile": format!("{creds}/controller.key"),
                 "subCaCertFile": format!("{pki}/sub-ca.crt"),
                 "subCaKeyFile": format!("{pki}/sub-ca.key")
             }
@@ -380,6 +373,62 @@ fn controller_yaml_and_hardened_unit() {
             "{FAKE_STORE}kcore/bin/kcore-controller --config /etc/kcore/controller.yaml"
         ))
     );
+    // The operator's keys (root-owned anywhere) reach the dynamic user as credentials.
+    let src = "/var/lib/kcore/controller-pki";
+    let mut creds_loaded: Vec<String> = sc["LoadCredential"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    creds_loaded.sort();
+    assert_eq!(
+        creds_loaded,
+        [
+            "ca-bundle.crt",
+            "controller.crt",
+            "controller.key",
+            "sub-ca.crt",
+            "sub-ca.key"
+        ]
+        .map(|n| format!("{n}:{src}/{n}"))
+    );
+    // The sub-CA (rewritten by `kctl rotate sub-ca`) is seeded into the state dir, never
+    // overwritten.
+    let pre: Vec<&str> = sc["ExecStartPre"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pre,
+        [
+            format!("{} -p -m 0700 {pki} {pki}", fake("coreutils", "mkdir")),
+            format!(
+                "{} '--update=none' {creds}/sub-ca.key {pki}/sub-ca.key",
+                fake("coreutils", "cp")
+            ),
+            format!(
+                "{} '--update=none' {creds}/sub-ca.crt {pki}/sub-ca.crt",
+                fake("coreutils", "cp")
+            ),
+        ]
+    );
+    // Once seeded, the initial sub-CA may leave the host: null drops its credential and copy.
+    let seeded = set(
+        controller_config(),
+        "services.kcore.controller.credentials",
+        json!({ "subCaCertFile": null, "subCaKeyFile": null }),
+    );
+    let sc2 = &h.outputs(&seeded)["units"]["kcore-controller"]["serviceConfig"];
+    assert_eq!(
+        sc2["LoadCredential"],
+        json!(
+            ["ca-bundle.crt", "controller.crt", "controller.key"].map(|n| format!("{n}:{src}/{n}"))
+        )
+    );
+    assert_eq!(sc2["ExecStartPre"].as_array().unwrap().len(), 1, "{sc2}");
     for (key, want) in [
         ("DynamicUser", json!(true)),
         ("StateDirectory", json!("kcore-controller")),
@@ -455,18 +504,18 @@ fn management_mode_file_is_created_never_overwritten() {
     let out = h.outputs(&agent_config(json!({})));
     assert_eq!(
         mode_rule(&out),
-        vec!["f /etc/kcore/disko-management-mode 0644 root root - installer-only"]
+        vec!["f /var/lib/kcore/disko-management-mode 0644 root root - installer-only"]
     );
     let out = h.outputs(&agent_config(
         json!({ "managementMode": "controller-managed" }),
     ));
     assert_eq!(
         mode_rule(&out),
-        vec!["f /etc/kcore/disko-management-mode 0644 root root - controller-managed"]
+        vec!["f /var/lib/kcore/disko-management-mode 0644 root root - controller-managed"]
     );
 }
 
-/// Writes rendered fragments as files, as the agent keeps them under /etc/kcore/disko.
+/// Writes rendered fragments as files, as the agent keeps them under /var/lib/kcore/disko.
 fn write_fragment(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -525,14 +574,15 @@ fn kcore_disko_fragments_merge_into_disko_devices() {
         assert_eq!(&merged["disk"][name], dev, "disk {name}");
     }
     assert_eq!(merged["lvm_vg"], alone_layout["lvm_vg"]);
-    // The thin pool in the layout turns the thin tools on, in the system and on the agent's PATH.
+    // The thin pool in the layout turns nixpkgs' thin support on (lvm.nix installs the tools
+    // and points lvm.conf at them); kcore adds them nowhere itself.
     assert_eq!(out["lvmThin"], json!(true));
     assert!(
-        agent_path(&out).contains(&"thin-provisioning-tools".to_string()),
+        !agent_path(&out).contains(&"thin-provisioning-tools".to_string()),
         "{out}"
     );
     assert!(
-        out["systemPackages"]
+        !out["systemPackages"]
             .as_array()
             .unwrap()
             .contains(&json!("thin-provisioning-tools")),
@@ -577,34 +627,53 @@ fn tpm2_unlock_uses_systemd_initrd_and_first_boot_enrollment() {
         json!({
             "device": "/dev/disk/by-partlabel/disk-os-root",
             "crypttabExtraOpts": ["tpm2-device=auto"],
-            "keyFile": null
+            "keyFile": null,
+            "allowDiscards": false
         })
     );
     let unit = &out["units"]["kcore-tpm2-enroll"];
     assert_eq!(
         unit["unitConfig"]["ConditionPathExists"],
-        json!("/etc/kcore/luks-temporary.key")
+        json!("/var/lib/kcore/luks-temporary.key")
     );
     assert_eq!(unit["serviceConfig"]["Type"], json!("oneshot"));
-    let steps = unit["serviceConfig"]["ExecStart"].as_array().unwrap();
+    assert_eq!(unit["after"], json!(["cryptsetup.target", "tpm2.target"]));
     assert_eq!(
-        steps,
-        &vec![
-            json!(format!(
-                "{} '--unlock-key-file=/etc/kcore/luks-temporary.key' '--tpm2-device=auto' \
-                 '--tpm2-pcrs=7' '--wipe-slot=tpm2' /dev/disk/by-partlabel/disk-os-root",
-                fake("systemd", "systemd-cryptenroll")
-            )),
-            json!(format!(
-                "{} luksRemoveKey '--key-file=/etc/kcore/luks-temporary.key' \
-                 /dev/disk/by-partlabel/disk-os-root",
-                fake("cryptsetup", "cryptsetup")
-            )),
-            json!(format!(
-                "{} --force -- /etc/kcore/luks-temporary.key",
-                fake("coreutils", "rm")
-            )),
-        ]
+        unit["serviceConfig"]["ExecStart"],
+        json!(format!("{FAKE_STORE}kcore-tpm2-enroll"))
+    );
+    let script = out["tpm2EnrollScript"].as_str().unwrap();
+    let cryptsetup = fake("cryptsetup", "cryptsetup");
+    // Order: prove the temporary key still opens the volume; enroll the PCR-bound slot;
+    // prove the TPM2 token alone opens it; only then drop the key's slot; the file last.
+    let steps = [
+        format!("if {cryptsetup} open --test-passphrase --key-file=\"$tmp\" \"$dev\"; then"),
+        format!(
+            "{} --unlock-key-file=\"$tmp\" --tpm2-device=auto",
+            fake("systemd", "systemd-cryptenroll")
+        ),
+        "--tpm2-pcrs=7 --wipe-slot=tpm2 \"$dev\"".to_string(),
+        format!(
+            "{cryptsetup} open --test-passphrase --token-only --token-type systemd-tpm2 \"$dev\""
+        ),
+        format!("{cryptsetup} luksRemoveKey --key-file=\"$tmp\" \"$dev\""),
+        "fi".to_string(),
+        "rm --force -- \"$tmp\"".to_string(),
+    ];
+    let mut at = 0;
+    for step in &steps {
+        let found = script[at..]
+            .find(step.as_str())
+            .unwrap_or_else(|| panic!("step {step:?} missing or out of order in:\n{script}"));
+        at += found + step.len();
+    }
+    assert!(
+        script.contains("tmp=/var/lib/kcore/luks-temporary.key\n"),
+        "{script}"
+    );
+    assert!(
+        script.contains("dev=/dev/disk/by-partlabel/disk-os-root\n"),
+        "{script}"
     );
     let tmpfiles: Vec<&str> = out["tmpfiles"]
         .as_array()
@@ -612,8 +681,8 @@ fn tpm2_unlock_uses_systemd_initrd_and_first_boot_enrollment() {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    assert!(tmpfiles.contains(&"d /etc/kcore/recovery 0700 root root -"));
-    assert!(tmpfiles.contains(&"z /etc/kcore/recovery/luks-recovery-key.txt 0400 root root -"));
+    assert!(tmpfiles.contains(&"d /var/lib/kcore/recovery 0700 root root -"));
+    assert!(tmpfiles.contains(&"z /var/lib/kcore/recovery/luks-recovery-key.txt 0400 root root -"));
 }
 
 #[test]
@@ -660,15 +729,6 @@ fn every_assertion_fires_on_its_bad_combination() {
     );
 
     let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "zfs without hostId",
-            set(
-                agent_config(json!({ "backend": "zfs" })),
-                "networking.hostId",
-                Value::Null,
-            ),
-            "needs networking.hostId",
-        ),
         (
             "day-2 fragments in installer-only mode",
             agent_config(json!({ "diskoFragments": [day2] })),
@@ -868,4 +928,63 @@ fn options_are_documented_and_only_required_keys_lack_defaults() {
         let o = opts.iter().find(|o| o["name"] == json!(name)).unwrap();
         assert_eq!(o["hasExample"], json!(true), "{name} has no example");
     }
+}
+
+/// kcore.storage is off unless enabled (the agent enables it in managed mode): a controller
+/// or an install-mode ISO gets no volume directories, no management-mode file, no ZFS.
+#[test]
+fn storage_runtime_only_when_enabled() {
+    let Some(h) = Harness::get("storage_runtime_only_when_enabled") else {
+        return;
+    };
+    let ctl = h.outputs(&set(
+        controller_config(),
+        "kcore.storage.backend",
+        json!("zfs"),
+    ));
+    assert_eq!(ctl["tmpfiles"], json!([]));
+    assert_eq!(ctl["zfsExtraPools"], json!([]));
+    let mut iso = agent_config(json!({}));
+    iso["services"]["kcore"]["agent"]["settings"]["mode"] = json!("install");
+    iso["services"]["kcore"]["agent"]["settings"]["tls"] = json!({});
+    assert_eq!(h.outputs(&iso)["tmpfiles"], json!([]));
+    // Managed agent: on, with its state under /var/lib/kcore.
+    let node = h.outputs(&agent_config(json!({})));
+    let rules = node["tmpfiles"].as_array().unwrap();
+    assert!(
+        rules.contains(&json!("d /var/lib/kcore 0755 root root -")),
+        "{rules:?}"
+    );
+    assert!(
+        !rules.iter().any(|r| r.as_str().unwrap().contains("/etc/")),
+        "{rules:?}"
+    );
+}
+
+/// A layout needs a disko module, whichever the consumer imports; without one the
+/// assertion says how to add it (instead of "The option `disko' does not exist").
+#[test]
+fn a_layout_without_a_disko_module_is_refused_with_the_fix() {
+    let Some(h) = Harness::get("a_layout_without_a_disko_module_is_refused_with_the_fix") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = StorageSpec::new("/dev/disk/by-id/nvme-os", vec![], Backend::Filesystem);
+    let layout = write_fragment(&dir, "layout.nix", &render_fragment(&spec).unwrap());
+    let config = json!({ "kcore": { "storage": { "layout": layout } } });
+    let failed = h.failed_assertions_without_disko(&config);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(
+        failed[0].contains("no disko NixOS module is imported"),
+        "{}",
+        failed[0]
+    );
+    assert!(failed[0].contains("follows"), "{}", failed[0]);
+    // Without a layout, no disko module is needed at all.
+    assert_eq!(
+        h.failed_assertions_without_disko(&agent_config(json!({}))),
+        Vec::<String>::new()
+    );
+    // With one, the layout lands in disko.devices.
+    assert!(h.failed_assertions(&config).is_empty());
 }

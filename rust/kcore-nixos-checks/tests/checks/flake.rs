@@ -1,22 +1,12 @@
 //! The flake's `outputs` evaluated offline with stand-in inputs (tests/eval/flake-outputs.nix):
 //! every output the design lists exists, hosts and VM tests are discovered from the tree, the
-//! package reads the workspace, and the glue hands the modules this flake's kcore package and
-//! the disko and nixpkgs store paths.
+//! package reads the workspace, the glue hands the modules this flake's kcore package and
+//! the disko and nixpkgs store paths, and every `nixosModules.*` evaluates alone and in every
+//! combination with the others.
 
 use serde_json::{Value, json};
 
-use crate::support::{FAKE_STORE, Harness, repo_root};
-
-fn names_in(dir: &str, want_dirs: bool) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(repo_root().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_dir() == want_dirs)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+use crate::support::{FAKE_STORE, Harness, names_in};
 
 fn sorted(v: &Value) -> Vec<String> {
     let mut names: Vec<String> = v
@@ -56,6 +46,11 @@ fn flake_outputs_are_complete_and_wired() {
     assert_eq!(
         sorted(&out["packages"]["x86_64-linux"]),
         ["default", "installer-iso", "kcore"]
+    );
+    // hosts/installer is x86_64: no ISO under another system's packages.
+    assert_eq!(
+        sorted(&out["packages"]["aarch64-linux"]),
+        ["default", "kcore"]
     );
     assert_eq!(out["overlay"], json!(["kcore"]));
 
@@ -108,4 +103,72 @@ fn flake_outputs_are_complete_and_wired() {
     // Install mode without TLS: no empty `tls` section for the agent to choke on.
     assert!(agent.get("tls").is_none(), "{agent}");
     assert_eq!(agent["mode"], json!("install"));
+}
+
+/// Every non-empty combination of `nixosModules` (each alone, all together, any mix) evaluates
+/// with nixpkgs' module system, each present service turned on; the glue defines each package
+/// once however many kcore modules are imported.
+#[test]
+fn every_module_alone_and_in_every_combination_evaluates() {
+    let Some(h) = Harness::get("every_module_alone_and_in_every_combination_evaluates") else {
+        return;
+    };
+    let combos = match h.flake("modules", &json!({}), "") {
+        Ok(Value::Array(c)) => c,
+        other => panic!("module combinations: {other:?}"),
+    };
+    assert_eq!(combos.len(), 31, "2^5 - 1 combinations of five modules");
+    let version = env!("CARGO_PKG_VERSION");
+    let mut broken = Vec::new();
+    for combo in &combos {
+        let names: Vec<&str> = combo["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        if combo["success"] != json!(true) {
+            // Evaluate it again without tryEval to report its error.
+            let err = h
+                .flake("modules", &json!({}), &names.join(","))
+                .unwrap_err();
+            broken.push(format!("{names:?}:\n{err}"));
+            continue;
+        }
+        let v = &combo["value"];
+        assert_eq!(v["failed"], json!([]), "{names:?}");
+        let has = |m: &str| names.contains(&m) || names.contains(&"default");
+        let want_pkg = |on: bool| {
+            if on {
+                json!(format!("kcore-{version}"))
+            } else {
+                Value::Null
+            }
+        };
+        assert_eq!(v["agentPackage"], want_pkg(has("agent")), "{names:?}");
+        assert_eq!(
+            v["controllerPackage"],
+            want_pkg(has("controller")),
+            "{names:?}"
+        );
+        assert_eq!(
+            v["units"].get("kcore-tpm2-enroll").is_some(),
+            has("diskEncryption"),
+            "{names:?}"
+        );
+        let storage = has("storage") || has("agent");
+        let rules = v["tmpfiles"].as_array().unwrap();
+        assert_eq!(
+            rules
+                .iter()
+                .any(|r| r.as_str().unwrap().contains("disko-management-mode")),
+            storage,
+            "{names:?}: {rules:?}"
+        );
+    }
+    assert!(
+        broken.is_empty(),
+        "combinations that do not evaluate:\n{}",
+        broken.join("\n")
+    );
 }

@@ -1,7 +1,9 @@
 //! The example hosts: each `hosts/<name>/disko.nix` is exactly what kcore-disko renders from
 //! the host's `storage.json` (so the Rust renderer and the Nix hosts cannot drift), and each
-//! host evaluates through the harness with no failed assertion, its agent configured for the
-//! backend its layout was rendered for.
+//! `nixosConfigurations.<name>`, as the flake exports it (tests/eval/flake-outputs.nix,
+//! `select = hosts`), evaluates with no failed assertion, its agent configured for the
+//! backend its layout was rendered for; operators can log in, host ids are unique, the boot
+//! editor is off, the installer's image name is kcore's.
 //!
 //! `KCORE_UPDATE_HOSTS=1 cargo test -p kcore-nixos-checks hosts` rewrites the disko.nix files
 //! from storage.json (and the apply-disko VM test's fragment) after a deliberate renderer or
@@ -14,6 +16,9 @@ use crate::support::{Harness, have_repo, rendered, repo_root};
 
 /// Hosts with a storage spec (the installer ISO has none: it installs the others).
 const HOSTS: [&str; 4] = ["hv-lvm", "hv-zfs", "node", "controller"];
+
+/// Hosts an operator logs into with `kcore.hosts.operatorSshKeys` (the ISO too).
+const SSH_HOSTS: [&str; 5] = ["hv-lvm", "hv-zfs", "node", "controller", "installer"];
 
 fn spec_of(host: &str) -> StorageSpec {
     let path = repo_root().join("hosts").join(host).join("storage.json");
@@ -82,6 +87,7 @@ fn hosts_evaluate_with_their_backend() {
         let spec = spec_of(host);
         let out = h.host_outputs(host);
 
+        assert_eq!(out["failed"], json!([]), "hosts/{host}");
         let mut disks: Vec<String> = out["diskoDevices"]["disk"]
             .as_object()
             .unwrap()
@@ -123,12 +129,14 @@ fn hosts_evaluate_with_their_backend() {
                 spec.backend.as_str() == "zfs",
                 "hosts/{host}: zfs in {path:?}"
             );
-            if spec.lvm.thin_pool.is_some() {
-                assert_eq!(out["lvmThin"], json!(true), "hosts/{host}");
-            }
             assert_eq!(
-                path.iter().any(|p| p == "thin-provisioning-tools"),
-                out["lvmThin"] == json!(true),
+                out["lvmThin"],
+                json!(spec.lvm.thin_pool.is_some()),
+                "hosts/{host}: nixpkgs' lvm thin support exactly with a thin pool"
+            );
+            // nixpkgs' lvm.nix provides the thin tools (lvm.conf); not kcore's PATH.
+            assert!(
+                !path.iter().any(|p| p == "thin-provisioning-tools"),
                 "hosts/{host}: thin tools in {path:?}"
             );
             assert_eq!(
@@ -145,4 +153,129 @@ fn hosts_evaluate_with_their_backend() {
         );
         assert_eq!(out["initrdSystemd"], json!(true), "hosts/{host}");
     }
+}
+
+/// Example hosts an operator can log into: key-only root SSH from `kcore.hosts.operatorSshKeys`,
+/// and a warning when no key is set.
+#[test]
+fn example_hosts_take_operator_ssh_keys() {
+    let Some(h) = Harness::get("example_hosts_take_operator_ssh_keys") else {
+        return;
+    };
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKcoreTestKeyOnly ops@example.org";
+    let with_keys = h.hosts(&json!({ "kcore": { "hosts": { "operatorSshKeys": [key] } } }));
+    let without = h.hosts(&json!({}));
+    for host in SSH_HOSTS {
+        let out = &with_keys[host];
+        assert_eq!(out["rootKeys"], json!([key]), "hosts/{host}");
+        assert_eq!(out["ssh"]["enable"], json!(true), "hosts/{host}");
+        assert_eq!(
+            out["ssh"]["PasswordAuthentication"],
+            json!(false),
+            "hosts/{host}"
+        );
+        assert_eq!(
+            out["ssh"]["PermitRootLogin"],
+            json!("prohibit-password"),
+            "hosts/{host}"
+        );
+        assert_eq!(out["warnings"], json!([]), "hosts/{host}");
+        let warnings = without[host]["warnings"].as_array().unwrap();
+        assert!(
+            warnings.iter().any(|w| w
+                .as_str()
+                .unwrap()
+                .contains("kcore.hosts.operatorSshKeys is empty")),
+            "hosts/{host}: {warnings:?}"
+        );
+    }
+}
+
+/// Each example host has its own `networking.hostId`, none of them nixpkgs' installer
+/// default (profiles/base.nix `8425e349`), which every live ISO has.
+#[test]
+fn example_hosts_have_unique_host_ids() {
+    let Some(h) = Harness::get("example_hosts_have_unique_host_ids") else {
+        return;
+    };
+    let hosts = h.hosts(&json!({}));
+    let mut ids: Vec<String> = HOSTS
+        .iter()
+        .map(|host| {
+            hosts[*host]["hostId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("hosts/{host} has no networking.hostId"))
+                .to_string()
+        })
+        .collect();
+    assert!(!ids.iter().any(|i| i == "8425e349"), "{ids:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), HOSTS.len(), "host ids are not unique: {ids:?}");
+}
+
+/// The boot menu editor would let the console edit the kernel command line, which PCR 7
+/// does not measure (nixpkgs' default is true).
+#[test]
+fn tpm_unlocked_hosts_disable_the_boot_editor() {
+    let Some(h) = Harness::get("tpm_unlocked_hosts_disable_the_boot_editor") else {
+        return;
+    };
+    let hosts = h.hosts(&json!({}));
+    for host in HOSTS {
+        assert_eq!(
+            hosts[host]["systemdBootEditor"],
+            json!(false),
+            "hosts/{host}"
+        );
+    }
+}
+
+/// hosts/node uses virtio disks: nixpkgs' qemu-guest profile puts virtio_blk in its initrd.
+#[test]
+fn the_virtio_node_has_the_qemu_guest_profile() {
+    let Some(h) = Harness::get("the_virtio_node_has_the_qemu_guest_profile") else {
+        return;
+    };
+    let node = h.host_outputs("node");
+    let modules = node["initrdModules"].as_array().unwrap();
+    for m in ["virtio_pci", "virtio_blk"] {
+        assert!(modules.contains(&json!(m)), "{m} not in {modules:?}");
+    }
+}
+
+/// The installer evaluates against iso-image.nix's own `image.baseName` (normal priority,
+/// with `isoImage.isoBaseName` its renamed alias): kcore's name wins without a conflict or a
+/// rename warning, and the ISO carries the generic node and the inputs.
+#[test]
+fn installer_sets_its_image_name_over_iso_image() {
+    let Some(h) = Harness::get("installer_sets_its_image_name_over_iso_image") else {
+        return;
+    };
+    let iso = h.host_outputs("installer");
+    assert_eq!(iso["imageBaseName"], json!("kcore-installer"));
+    assert_eq!(iso["failed"], json!([]));
+    // No rename warning (isoImage.isoBaseName); only the one about unset operator keys.
+    let warnings = iso["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("kcore.hosts.operatorSshKeys is empty"),
+        "{warnings:?}"
+    );
+    assert_eq!(iso["storeContents"], json!(4));
+    let yaml = rendered(&iso, "agentConfig");
+    assert_eq!(yaml["mode"], json!("install"));
+    // kctl comes with the agent's package once; nixos-install comes with nixpkgs' profile.
+    let pkgs = iso["systemPackages"].as_array().unwrap();
+    assert_eq!(
+        pkgs.iter()
+            .filter(|p| p.as_str().unwrap().starts_with("kcore-"))
+            .count(),
+        1,
+        "{pkgs:?}"
+    );
+    assert!(!pkgs.contains(&json!("nixos-install-tools")), "{pkgs:?}");
 }

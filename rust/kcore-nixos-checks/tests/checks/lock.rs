@@ -100,3 +100,31 @@ fn disko_pin_is_the_source_the_checks_evaluate() {
         src.display()
     );
 }
+
+/// The nixpkgs lib the offline checks evaluate with is the release the lock pins
+/// (`lib/.version` = the `nixos-YY.MM` branch), not a newer or older lib.
+#[test]
+fn the_checks_evaluate_with_the_pinned_release_of_nixpkgs_lib() {
+    if !have_repo("the_checks_evaluate_with_the_pinned_release_of_nixpkgs_lib") {
+        return;
+    }
+    let lib = match crate::support::nixpkgs_lib() {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("SKIP: the_checks_evaluate_with_the_pinned_release_of_nixpkgs_lib: {why}");
+            return;
+        }
+    };
+    let version = std::fs::read_to_string(lib.join(".version")).unwrap();
+    let branch = lock()["nodes"]["nixpkgs"]["original"]["ref"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        format!("nixos-{}", version.trim()),
+        branch,
+        "{} is nixpkgs lib {}, but flake.lock pins {branch} (docs/nixos.md \"Which nixpkgs lib\")",
+        lib.display(),
+        version.trim()
+    );
+}

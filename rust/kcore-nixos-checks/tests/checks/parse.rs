@@ -9,7 +9,7 @@ fn skipped_dir(name: &str) -> bool {
     name == "target" || name == ".git" || name == "node_modules" || name.starts_with("result")
 }
 
-fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
+pub fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for entry in entries {
         let entry = entry.unwrap();

@@ -19,6 +19,18 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The sorted names of the directories (`want_dirs`) or files in `dir` of the repository.
+pub fn names_in(dir: &str, want_dirs: bool) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo_root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir() == want_dirs)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Whether the whole repository is above this crate. The Nix package builds from `rust/`
 /// alone, so there the checks of the Nix tree print SKIP instead of failing.
 pub fn have_repo(test: &str) -> bool {
@@ -59,7 +71,7 @@ pub fn run(program: &Program, argv: &[String]) -> Result<Output, RunError> {
 
 /// nixpkgs' `lib/` directory: `KCORE_TEST_NIXPKGS_LIB`, else
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/kcore/test-inputs/nixpkgs-lib`.
-fn nixpkgs_lib() -> Result<PathBuf, String> {
+pub fn nixpkgs_lib() -> Result<PathBuf, String> {
     let dir = match std::env::var_os("KCORE_TEST_NIXPKGS_LIB") {
         Some(d) => PathBuf::from(d),
         None => {
@@ -115,10 +127,10 @@ impl Harness {
     }
 
     fn run(&self, config: &Value, select: &str) -> EvalResult {
-        self.run_host(config, select, "")
+        self.run_with(config, select, true)
     }
 
-    fn run_host(&self, config: &Value, select: &str, host: &str) -> EvalResult {
+    fn run_with(&self, config: &Value, select: &str, disko: bool) -> EvalResult {
         let argv: Vec<String> = vec![
             "--eval".into(),
             "--strict".into(),
@@ -134,11 +146,15 @@ impl Harness {
             "--argstr".into(),
             "configJSON".into(),
             config.to_string(),
-            "--argstr".into(),
-            "host".into(),
-            host.into(),
+            "--arg".into(),
+            "disko".into(),
+            disko.to_string(),
         ];
-        let out = run(&self.nix, &argv).map_err(|e| format!("{e:#}"))?;
+        self.eval_json(&argv)
+    }
+
+    fn eval_json(&self, argv: &[String]) -> EvalResult {
+        let out = run(&self.nix, argv).map_err(|e| format!("{e:#}"))?;
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
@@ -168,16 +184,27 @@ impl Harness {
         }
     }
 
-    /// The outputs of the example host `hosts/<host>`, which must have no failed assertion.
-    pub fn host_outputs(&self, host: &str) -> Value {
-        match self.run_host(&serde_json::json!({}), "outputs", host) {
-            Ok(v) => v,
-            Err(e) => panic!("evaluation of hosts/{host} failed:\n{e}"),
+    /// The failed assertions of a configuration evaluated without any disko module.
+    pub fn failed_assertions_without_disko(&self, config: &Value) -> Vec<String> {
+        match self.run_with(config, "assertions", false) {
+            Ok(Value::Array(msgs)) => msgs
+                .into_iter()
+                .map(|m| m.as_str().unwrap_or_default().to_string())
+                .collect(),
+            Ok(other) => panic!("assertions are not a list: {other}"),
+            Err(e) => panic!("evaluation of {config} failed:\n{e}"),
         }
     }
 
-    /// The outputs of `tests/eval/flake-outputs.nix` (the flake evaluated with stand-in inputs).
+    /// `select = summary` of `tests/eval/flake-outputs.nix` (the flake evaluated with
+    /// stand-in inputs), `config` added to the evaluated `nixosModules.default`.
     pub fn flake_outputs(&self, config: &Value) -> Value {
+        self.flake("summary", config, "")
+            .unwrap_or_else(|e| panic!("flake-outputs.nix failed:\n{e}"))
+    }
+
+    /// Any `select` of `tests/eval/flake-outputs.nix`; `only` picks one module combination.
+    pub fn flake(&self, select: &str, config: &Value, only: &str) -> EvalResult {
         let argv: Vec<String> = vec![
             "--eval".into(),
             "--strict".into(),
@@ -193,14 +220,32 @@ impl Harness {
             "--argstr".into(),
             "configJSON".into(),
             config.to_string(),
+            "--argstr".into(),
+            "select".into(),
+            select.into(),
+            "--argstr".into(),
+            "only".into(),
+            only.into(),
         ];
-        let out = run(&self.nix, &argv).unwrap_or_else(|e| panic!("{e:#}"));
-        assert!(
-            out.status.success(),
-            "flake-outputs.nix failed:\n{}",
-            out.stderr_lossy()
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.eval_json(&argv)
+    }
+
+    /// Every `nixosConfiguration`, evaluated as the flake exports it (`select = hosts`), with
+    /// `config` added to each.
+    pub fn hosts(&self, config: &Value) -> serde_json::Map<String, Value> {
+        match self.flake("hosts", config, "") {
+            Ok(Value::Object(m)) => m,
+            Ok(other) => panic!("hosts are not an attribute set: {other}"),
+            Err(e) => panic!("evaluating the flake's hosts failed:\n{e}"),
+        }
+    }
+
+    /// One host of [`Harness::hosts`].
+    pub fn host_outputs(&self, host: &str) -> Value {
+        let mut hosts = self.hosts(&serde_json::json!({}));
+        hosts
+            .remove(host)
+            .unwrap_or_else(|| panic!("no nixosConfiguration {host}"))
     }
 
     /// The messages of the failed assertions of a configuration.
