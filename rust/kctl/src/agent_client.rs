@@ -15,6 +15,7 @@ use kcore_net::{Client, ClientOptions};
 
 use crate::cli::GlobalArgs;
 use crate::exit::Refused;
+use crate::remote::{Expected, Remote};
 
 /// Options for agent calls.
 pub fn options() -> ClientOptions {
@@ -49,15 +50,18 @@ pub fn trust(global: &GlobalArgs) -> anyhow::Result<Trust> {
     }
 }
 
-/// A client for the agent named by `--node`.
-pub fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+/// A client for the agent named by `--node`, with what kctl expects of it.
+pub fn connect(global: &GlobalArgs) -> anyhow::Result<Remote> {
     let node = global.node.as_deref().ok_or_else(|| {
         Refused::new(
             "NO_NODE",
             "this command talks to a node agent: pass --node HOST:9091",
         )
     })?;
-    let tls = match trust(global)? {
+    let trust = trust(global)?;
+    // The context whose CA and admin certificate are used, for explaining failures.
+    let mut context = None;
+    let tls = match trust.clone() {
         Trust::Insecure => kcore_pki::client_config_insecure()?,
         Trust::Pinned(fp) => {
             kcore_pki::client_config_pinned(&fp).with_context(|| format!("--fingerprint {fp:?}"))?
@@ -68,17 +72,20 @@ pub fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
                 std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read the context's {what} {}", p.display()))
             };
-            kcore_pki::client_config(
+            let config = kcore_pki::client_config(
                 &read(&ctx.ca_file, "CA certificate")?,
                 &read(&ctx.cert_file, "admin certificate")?,
                 &read(&ctx.key_file, "admin key")?,
             )
-            .with_context(|| format!("context {:?}: credentials do not load", ctx.name))?
+            .map_err(|e| crate::context::credentials_error(&ctx, e))?;
+            context = Some(ctx);
+            config
         }
     };
-    Ok(Client::new(
+    let client = Client::new(
         vec![crate::controller_client::base_url(node)],
         tls,
         options(),
-    )?)
+    )?;
+    Ok(Remote::new(client, Expected::agent(&trust, context)))
 }

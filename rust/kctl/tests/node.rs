@@ -428,3 +428,106 @@ async fn apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in() {
     );
     lab.agent.stop().await;
 }
+
+// D14: a wrong pin says "fingerprint mismatch: expected …, got …", without debug
+// wrapping; both forms of the right pin work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fingerprint_mismatch_names_both_fingerprints_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = install_agent(dir.path()).await;
+    let home = dir.path();
+    let addr = agent.addr.clone();
+    let fp = agent.fingerprint.clone().unwrap();
+    // The agent logs 64 lowercase hex digits; the colon form of docs/pki.md works too.
+    assert_eq!(fp.len(), 64);
+    assert!(
+        fp.chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    );
+    let colons = kcore_pki::display_fingerprint(&fp).unwrap();
+    for pin in [&fp, &colons] {
+        expect(
+            &kctl(
+                home,
+                &["--node", &addr, "--fingerprint", pin, "node", "nics"],
+            )
+            .await,
+            0,
+        );
+    }
+
+    let wrong = "00".repeat(32);
+    let out = kctl(
+        home,
+        &["--node", &addr, "--fingerprint", &wrong, "node", "nics"],
+    )
+    .await;
+    expect(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("fingerprint mismatch: expected {wrong}, got {fp}")),
+        "{err}"
+    );
+    assert!(!err.contains("Other("), "{err}");
+    agent.stop().await;
+}
+
+/// An install-mode agent (self-signed certificate), for kctl to reach with `home`.
+async fn install_agent(dir: &Path) -> Running {
+    start(
+        config(json!({"nodeId": "live", "mode": "install",
+            "disko": {"managementModeFile": dir.join("mode"), "stateDir": dir.join("disko")}})),
+        RuntimeOptions::default(),
+    )
+    .await
+}
+
+// D14: context mTLS against an install-mode agent: the hint names -k and --fingerprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_mode_agent_reached_with_the_context_gets_the_k_and_fingerprint_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = install_agent(dir.path()).await;
+    let home = dir.path();
+    let addr = agent.addr.clone();
+    expect(
+        &kctl(
+            home,
+            &[
+                "create",
+                "cluster",
+                "--controller",
+                "127.0.0.1:9",
+                "--context",
+                "lab",
+            ],
+        )
+        .await,
+        0,
+    );
+    let out = kctl(home, &["--node", &addr, "node", "nics"]).await;
+    expect(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ca = home.join(".kcore/lab/ca.crt");
+    assert!(
+        err.contains("install mode")
+            && err.contains("--fingerprint")
+            && err.contains("-k")
+            && err.contains(&ca.display().to_string()),
+        "{err}"
+    );
+    agent.stop().await;
+}
+
+// D14: -k against a managed-mode agent: it asks for a client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k_against_a_managed_agent_says_to_drop_k() {
+    let lab = Managed::start(RuntimeOptions::default()).await;
+    let out = lab.kctl(&["-k", "node", "nics"]).await;
+    expect(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("managed mode") && err.contains("without -k"),
+        "{err}"
+    );
+    lab.agent.stop().await;
+}
