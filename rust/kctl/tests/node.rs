@@ -531,3 +531,62 @@ async fn k_against_a_managed_agent_says_to_drop_k() {
     );
     lab.agent.stop().await;
 }
+
+/// Panics if `bytes` holds a control character other than the newline.
+fn assert_no_control(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{what} printed raw control characters {bad:?}:\n{text:?}"
+    );
+}
+
+// D9: what an agent reports (inventory) and its error messages are printed escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_inventory_and_agent_errors_are_printed_escaped() {
+    let mut snapshot = fixture_snapshot();
+    let disk = &mut snapshot.lsblk.blockdevices[0];
+    disk.model = Some("QEMU\u{1b}]0;pwned\u{7}".into());
+    disk.serial = Some("QM\u{1b}[2J\u{9b}1m".into());
+    let lab = Managed::start(RuntimeOptions {
+        block_snapshot: Some(snapshot),
+        ..RuntimeOptions::default()
+    })
+    .await;
+    for args in [
+        &["node", "disks", "-o", "wide"][..],
+        &["node", "disks", "-o", "json"],
+        &["node", "disks", "-o", "yaml"],
+    ] {
+        let out = lab.kctl(args).await;
+        expect(&out, 0);
+        assert_no_control(&format!("kctl {args:?}"), &out.stdout);
+    }
+    let wide = expect(&lab.kctl(&["node", "disks", "-o", "wide"]).await, 0);
+    assert!(wide.contains("QEMU\\u{1b}]0;pwned\\u{7}"), "{wide}");
+    let json_out = expect(&lab.kctl(&["node", "disks", "-o", "json"]).await, 0);
+    let inv: DiskInventory = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(
+        inv.disks[0].model.as_deref(),
+        Some("QEMU\u{1b}]0;pwned\u{7}")
+    );
+
+    // A refusal whose message quotes the node's tools (Nix's `throw`) keeps it escaped.
+    let file = lab.path("config.nix");
+    // (Nix drops ESC sequences from its messages itself, not C1 controls or DEL.)
+    std::fs::write(&file, "throw \"x\u{9b}31my\u{7f}z\"\n").unwrap();
+    let out = lab
+        .kctl(&["node", "apply-nix", "-f", file.to_str().unwrap()])
+        .await;
+    expect(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NIX_INVALID"), "{}", text(&out));
+    assert_no_control("kctl node apply-nix (stderr)", &out.stderr);
+    // It was quoted (so the check above could fail), escaped.
+    assert!(err.contains("x\\u{9b}31my\\u{7f}z"), "{err}");
+    lab.agent.stop().await;
+}
