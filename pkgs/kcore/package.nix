@@ -21,10 +21,16 @@ let
   testsNeedingTheRepository = [
     # kcore-nix: docs/kcore-nix.md
     "the_documentation_lists_every_tool"
+    # kcore-api: docs/wire-protocol.md
+    "the_wire_protocol_doc_lists_every_code"
     # kctl/tests/node.rs: tests/support stand-ins (disko, systemd-run, nixos-rebuild)
     "node_inventory_from_an_install_mode_agent_with_k_and_fingerprint"
     "apply_disko_shows_the_plan_then_applies_its_hash_with_disko_stand_in"
     "apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in"
+    "a_fingerprint_mismatch_names_both_fingerprints_plainly"
+    "agent_inventory_and_agent_errors_are_printed_escaped"
+    "an_install_mode_agent_reached_with_the_context_gets_the_k_and_fingerprint_hint"
+    "k_against_a_managed_agent_says_to_drop_k"
     # kcore-agent/tests/agent.rs: tests/support stand-ins
     "managed_mode_serves_admins_over_mtls_with_real_inventory"
     "managed_mode_refuses_no_cert_other_ca_and_expired_cert"

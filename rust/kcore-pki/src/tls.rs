@@ -332,9 +332,12 @@ struct AnyOrPinned {
     provider: Arc<CryptoProvider>,
 }
 
-/// The error a wrong pin produces; kctl shows it, so it names both fingerprints.
+/// The error a wrong pin produces; kctl shows it, so it names both fingerprints, in the
+/// form the install-mode agent logs them (64 lowercase hex digits).
 #[derive(thiserror::Error)]
-#[error("server certificate fingerprint {actual} does not match the pinned {expected}")]
+#[error(
+    "fingerprint mismatch: expected {expected}, got {actual} (the server's certificate does not match the pinned fingerprint)"
+)]
 struct PinMismatch {
     expected: String,
     actual: String,

@@ -16,6 +16,7 @@ use kcore_net::{Client, ClientOptions};
 
 use crate::cli::GlobalArgs;
 use crate::exit::Refused;
+use crate::remote::{Expected, Remote};
 
 /// Options for agent calls.
 pub fn options() -> ClientOptions {
@@ -50,15 +51,18 @@ pub fn trust(global: &GlobalArgs) -> anyhow::Result<Trust> {
     }
 }
 
-/// A client for the agent named by `--node`.
-pub fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
+/// A client for the agent named by `--node`, with what kctl expects of it.
+pub fn connect(global: &GlobalArgs) -> anyhow::Result<Remote> {
     let node = global.node.as_deref().ok_or_else(|| {
         Refused::new(
             "NO_NODE",
             "this command talks to a node agent: pass --node HOST:9091",
         )
     })?;
-    let tls = match trust(global)? {
+    let trust = trust(global)?;
+    // The context whose CA and admin certificate are used, for explaining failures.
+    let mut context = None;
+    let tls = match trust.clone() {
         Trust::Insecure => kcore_pki::client_config_insecure()?,
         Trust::Pinned(fp) => {
             kcore_pki::client_config_pinned(&fp).with_context(|| format!("--fingerprint {fp:?}"))?
@@ -70,14 +74,17 @@ pub fn connect(global: &GlobalArgs) -> anyhow::Result<Client> {
             let expected =
                 kcore_pki::PeerExpectation::node(&ctx.cluster, global.node_id.as_deref())
                     .with_context(|| "--node-id".to_string())?;
-            crate::controller_client::credentials(&ctx)?
+            let config = crate::controller_client::credentials(&ctx)?
                 .client_config(&expected)
-                .with_context(|| format!("context {:?}: credentials do not load", ctx.name))?
+                .map_err(|e| crate::context::credentials_error(&ctx, e))?;
+            context = Some(ctx);
+            config
         }
     };
-    Ok(Client::new(
+    let client = Client::new(
         vec![crate::controller_client::base_url(node)],
         tls,
         options(),
-    )?)
+    )?;
+    Ok(Remote::new(client, Expected::agent(&trust, context)))
 }

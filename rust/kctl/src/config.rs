@@ -65,7 +65,7 @@ impl Tabular for ContextRows {
 
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
     let path = context::config_path(global)?;
-    let mut config = KctlConfig::load(&path)?;
+    let mut config = KctlConfig::load_existing(&path)?;
     match args.command {
         ConfigCommand::GetContexts => {
             let rows = config

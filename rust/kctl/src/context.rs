@@ -78,6 +78,26 @@ impl KctlConfig {
         }
     }
 
+    /// Reads the file for a command that needs a context: a missing file is an error
+    /// that says so and how to make one (an empty configuration would only say "no
+    /// current context", hiding a wrong `KCORE_CONFIG` or `--kubeconfig`).
+    pub fn load_existing(path: &Path) -> anyhow::Result<KctlConfig> {
+        if !path.exists() {
+            return Err(Refused::new(
+                "NO_CONFIG",
+                format!(
+                    "the kctl config file {} does not exist (it is --kubeconfig, else \
+                     KCORE_CONFIG, else ~/.kcore/config): make one with `kctl create cluster \
+                     --controller HOST:9090 --context NAME`, or point --kubeconfig / \
+                     KCORE_CONFIG at an existing one",
+                    path.display()
+                ),
+            )
+            .into());
+        }
+        KctlConfig::load(path)
+    }
+
     /// Writes the file atomically (mode 0600: it names credential files).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -105,7 +125,7 @@ impl KctlConfig {
 /// The context a command uses: `--context`, else the current one.
 pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Context> {
     let path = config_path(global)?;
-    let config = KctlConfig::load(&path)?;
+    let config = KctlConfig::load_existing(&path)?;
     let name = match (&global.context, &config.current_context) {
         (Some(name), _) => name.clone(),
         (None, Some(name)) => name.clone(),
@@ -136,6 +156,32 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Context> {
         )
         .into()
     })
+}
+
+/// Why the context's credentials do not make a TLS configuration, said once (the
+/// `PkiError` already includes its cause) and, for a key that is not the certificate's,
+/// naming both files.
+pub fn credentials_error(ctx: &Context, err: kcore_pki::PkiError) -> anyhow::Error {
+    if matches!(
+        &err,
+        kcore_pki::PkiError::KeyMismatch { .. }
+            | kcore_pki::PkiError::Tls(rustls::Error::InconsistentKeys(_))
+    ) {
+        return anyhow::anyhow!(
+            "context {:?}: the admin key {} does not belong to the admin certificate {}: \
+             point key-file and cert-file at a certificate and the key it was made with",
+            ctx.name,
+            ctx.key_file.display(),
+            ctx.cert_file.display()
+        );
+    }
+    anyhow::anyhow!(
+        "context {:?}: the credentials (cert-file {}, key-file {}, ca-file {}) do not load: {err}",
+        ctx.name,
+        ctx.cert_file.display(),
+        ctx.key_file.display(),
+        ctx.ca_file.display()
+    )
 }
 
 #[cfg(test)]

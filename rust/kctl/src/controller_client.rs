@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use kcore_net::{Client, ClientError, ClientOptions};
+use kcore_net::{Client, ClientOptions};
 
 use crate::cli::GlobalArgs;
 use crate::context::{self, Context};
 use crate::exit::Refused;
+use crate::remote::{Expected, Remote};
 
 /// One attempt (connect, TLS, request, response) may take this long before kctl moves on
 /// to the next controller; all attempts together at most `TOTAL`.
@@ -47,7 +47,7 @@ pub fn credentials(ctx: &Context) -> anyhow::Result<kcore_pki::Credentials> {
         &ctx.cert_file,
         &ctx.key_file,
     ))
-    .with_context(|| format!("context {:?}: credentials do not load", ctx.name))
+    .map_err(|e| context::credentials_error(ctx, e))
 }
 
 /// A client for `servers`, authenticated with the context's admin certificate, that
@@ -55,7 +55,7 @@ pub fn credentials(ctx: &Context) -> anyhow::Result<kcore_pki::Credentials> {
 pub fn client_for(ctx: &Context, servers: &[String]) -> anyhow::Result<Client> {
     let tls = credentials(ctx)?
         .client_config(&kcore_pki::PeerExpectation::controller(&ctx.cluster))
-        .with_context(|| format!("context {:?}: credentials do not load", ctx.name))?;
+        .map_err(|e| context::credentials_error(ctx, e))?;
     Ok(Client::new(
         servers.iter().map(|s| base_url(s)).collect(),
         tls,
@@ -63,14 +63,32 @@ pub fn client_for(ctx: &Context, servers: &[String]) -> anyhow::Result<Client> {
     )?)
 }
 
+/// The controllers to call: `-s` (checked when parsed), else the context's, checked
+/// with the same rule.
+pub fn servers(global: &GlobalArgs, ctx: &Context) -> anyhow::Result<Vec<String>> {
+    if !global.servers.is_empty() {
+        return Ok(global.servers.clone());
+    }
+    ctx.controllers
+        .iter()
+        .map(|c| {
+            crate::cli::server_address(c).map_err(|e| {
+                anyhow::Error::from(Refused::new(
+                    "BAD_CONTROLLER",
+                    format!(
+                        "context {:?} lists the controller {c:?}: {e} (fix its controllers list)",
+                        ctx.name
+                    ),
+                ))
+            })
+        })
+        .collect()
+}
+
 /// The context and a failover client over `-s` servers, or the context's controllers.
-pub fn connect(global: &GlobalArgs) -> anyhow::Result<(Context, Client)> {
+pub fn connect(global: &GlobalArgs) -> anyhow::Result<(Context, Remote)> {
     let ctx = context::resolve(global)?;
-    let servers = if global.servers.is_empty() {
-        ctx.controllers.clone()
-    } else {
-        global.servers.clone()
-    };
+    let servers = servers(global, &ctx)?;
     if servers.is_empty() {
         return Err(Refused::new(
             "NO_CONTROLLERS",
@@ -82,16 +100,6 @@ pub fn connect(global: &GlobalArgs) -> anyhow::Result<(Context, Client)> {
         .into());
     }
     let client = client_for(&ctx, &servers)?;
-    Ok((ctx, client))
-}
-
-/// Turns an API refusal (4xx with a code) into a [`Refused`] (exit 1); everything else
-/// stays a failure (exit 3).
-pub fn map_err(err: ClientError) -> anyhow::Error {
-    if let ClientError::Api { status, error, .. } = &err
-        && status.is_client_error()
-    {
-        return Refused::new(error.code.clone(), error.message.clone()).into();
-    }
-    anyhow::Error::new(err)
+    let remote = Remote::new(client, Expected::Controller(ctx.clone()));
+    Ok((ctx, remote))
 }

@@ -312,6 +312,7 @@ fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
 }
 
 async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    crate::paths::node_id("--node-id", &args.node_id)?;
     let csr_pem = std::fs::read_to_string(&args.csr)
         .with_context(|| format!("cannot read the CSR {}", args.csr.display()))?;
     let (ctx, client) = controller_client::connect(global)?;
@@ -324,7 +325,6 @@ async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Re
             },
         )
         .await
-        .map_err(controller_client::map_err)
         .with_context(|| format!("signing the CSR of node {:?}", args.node_id))?;
     write(&args.out, &signed.chain_pem, 0o644)?;
     if let Some(ca_out) = &args.ca_out {
@@ -336,7 +336,7 @@ async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Re
         "certificate for node {:?} written to {} (expires {})",
         args.node_id,
         args.out.display(),
-        signed.certificate.not_after
+        crate::escape::escape(&signed.certificate.not_after)
     );
     Ok(())
 }

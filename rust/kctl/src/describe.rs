@@ -8,9 +8,11 @@ use clap::Subcommand;
 use kcore_api::cluster::{Node, StorageClassDetail};
 
 use crate::cli::GlobalArgs;
-use crate::controller_client::{connect, map_err};
+use crate::controller_client::connect;
+use crate::escape::escape as e;
 use crate::get::age;
-use crate::output::OutputFormat;
+use crate::output::print_object;
+use crate::paths;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,19 +55,20 @@ fn bytes(n: Option<u64>) -> String {
     }
 }
 
-/// The human-readable description of a node.
+/// The human-readable description of a node. Every value that came from the node or the
+/// controller is escaped ([`crate::escape`]): a newline in a label cannot start a fake line.
 pub fn describe_node(n: &Node) -> String {
     let mut out = String::new();
     let r = &n.report;
-    let _ = writeln!(out, "Name:            {}", n.node_id);
+    let _ = writeln!(out, "Name:            {}", e(&n.node_id));
     let _ = writeln!(
         out,
         "Status:          {} (approval: {})",
         n.status,
         n.approval.as_str()
     );
-    let _ = writeln!(out, "Hostname:        {}", r.hostname);
-    let _ = writeln!(out, "DC:              {}", r.dc_id);
+    let _ = writeln!(out, "Hostname:        {}", e(&r.hostname));
+    let _ = writeln!(out, "DC:              {}", e(&r.dc_id));
     let roles: Vec<String> = r
         .roles
         .iter()
@@ -80,7 +83,11 @@ pub fn describe_node(n: &Node) -> String {
             roles.join(", ")
         }
     );
-    let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> = r
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", e(k), e(v)))
+        .collect();
     let _ = writeln!(
         out,
         "Labels:          {}",
@@ -91,19 +98,25 @@ pub fn describe_node(n: &Node) -> String {
         }
     );
     if let Some(addr) = &r.agent_address {
-        let _ = writeln!(out, "Agent address:   {addr}");
+        // What the node says about itself; nothing checked it. An operator who passes it
+        // to `kctl --node` still gets the agent's certificate checked, but should know.
+        let _ = writeln!(
+            out,
+            "Agent address:   {} (reported by the node, not verified)",
+            e(addr)
+        );
     }
     let _ = writeln!(
         out,
         "Registered:      {}",
-        n.registered_at.as_deref().unwrap_or("<unknown>")
+        e(n.registered_at.as_deref().unwrap_or("<unknown>"))
     );
     let _ = writeln!(
         out,
         "Last heartbeat:  {}",
         n.last_heartbeat
             .as_deref()
-            .map(|t| format!("{t} ({} ago)", age(t)))
+            .map(|t| format!("{} ({} ago)", e(t), age(t)))
             .unwrap_or_else(|| "<never>".into())
     );
     let _ = writeln!(out, "Storage:");
@@ -112,7 +125,7 @@ pub fn describe_node(n: &Node) -> String {
         let _ = writeln!(
             out,
             "  Volume group:  {} (size {}, free {}, LV prefix {:?})",
-            vg.name,
+            e(&vg.name),
             bytes(vg.size_bytes),
             bytes(vg.free_bytes),
             vg.lv_prefix
@@ -122,10 +135,10 @@ pub fn describe_node(n: &Node) -> String {
         let _ = writeln!(
             out,
             "  Pool:          {} (size {}, free {}, health {}, dataset prefix {:?})",
-            pool.name,
+            e(&pool.name),
             bytes(pool.size_bytes),
             bytes(pool.free_bytes),
-            pool.health.as_deref().unwrap_or("?"),
+            e(pool.health.as_deref().unwrap_or("?")),
             pool.dataset_prefix
         );
     }
@@ -137,7 +150,7 @@ pub fn describe_node(n: &Node) -> String {
             let _ = writeln!(
                 out,
                 "    {} (size {}, free {})",
-                m.path,
+                e(&m.path),
                 bytes(m.size_bytes),
                 bytes(m.free_bytes)
             );
@@ -146,10 +159,10 @@ pub fn describe_node(n: &Node) -> String {
     let _ = writeln!(out, "Certificate:");
     match &n.certificate {
         Some(c) => {
-            let _ = writeln!(out, "  Serial:        {}", c.serial);
-            let _ = writeln!(out, "  Issuer:        {}", c.issuer);
-            let _ = writeln!(out, "  Not before:    {}", c.not_before);
-            let _ = writeln!(out, "  Not after:     {}", c.not_after);
+            let _ = writeln!(out, "  Serial:        {}", e(&c.serial));
+            let _ = writeln!(out, "  Issuer:        {}", e(&c.issuer));
+            let _ = writeln!(out, "  Not before:    {}", e(&c.not_before));
+            let _ = writeln!(out, "  Not after:     {}", e(&c.not_after));
         }
         None => {
             let _ = writeln!(out, "  <none presented to this controller yet>");
@@ -167,48 +180,38 @@ pub fn describe_node(n: &Node) -> String {
             .and_then(|v| v.as_str())
             .unwrap_or("?");
         let size = d.get("sizeBytes").and_then(|v| v.as_u64());
-        let _ = writeln!(out, "  {name} ({})", bytes(size));
+        let _ = writeln!(out, "  {} ({})", e(name), bytes(size));
     }
     let _ = writeln!(out, "NICs:            {}", r.nics.len());
     for nic in &r.nics {
         let name = nic.get("name").and_then(|v| v.as_str()).unwrap_or("?");
         let state = nic.get("state").and_then(|v| v.as_str()).unwrap_or("?");
-        let _ = writeln!(out, "  {name} ({state})");
+        let _ = writeln!(out, "  {} ({})", e(name), e(state));
     }
     out
 }
 
-fn print_object<T: serde::Serialize>(
-    value: &T,
-    format: OutputFormat,
-    text: impl FnOnce() -> String,
-) -> anyhow::Result<()> {
-    match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
-        OutputFormat::Table | OutputFormat::Wide => print!("{}", text()),
-    }
-    Ok(())
-}
-
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    // Checked before connecting: nothing is sent for a bad name.
+    match &args.command {
+        DescribeCommand::Node { id } => paths::node_id("<ID>", id)?,
+        DescribeCommand::StorageClass { name } => paths::storage_class(name)?,
+    }
     let (_, client) = connect(global)?;
     match args.command {
         DescribeCommand::Node { id } => {
             let node: Node = client
-                .get_json(&format!("/v1/nodes/{id}"))
-                .await
-                .map_err(map_err)?;
+                .get_json(&paths::path(&["v1", "nodes", &id])?)
+                .await?;
             print_object(&node, global.output, || describe_node(&node))
         }
         DescribeCommand::StorageClass { name } => {
             let detail: StorageClassDetail = client
-                .get_json(&format!("/v1/storage-classes/{name}"))
-                .await
-                .map_err(map_err)?;
+                .get_json(&paths::path(&["v1", "storage-classes", &name])?)
+                .await?;
             print_object(&detail, global.output, || {
                 let mut out = String::new();
-                let _ = writeln!(out, "Name:   {}", detail.class.name);
+                let _ = writeln!(out, "Name:   {}", e(&detail.class.name));
                 let _ = writeln!(
                     out,
                     "Nodes:  {} ({} ready)",
@@ -218,7 +221,10 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
                     let _ = writeln!(
                         out,
                         "  {}  {}  {}  {}",
-                        n.node_id, n.status, n.report.dc_id, n.report.hostname
+                        e(&n.node_id),
+                        n.status,
+                        e(&n.report.dc_id),
+                        e(&n.report.hostname)
                     );
                 }
                 out

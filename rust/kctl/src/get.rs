@@ -6,8 +6,9 @@ use kcore_api::cluster::{Node, NodeList, StorageClass, StorageClassList};
 use serde::Serialize;
 
 use crate::cli::GlobalArgs;
-use crate::controller_client::{connect, map_err};
-use crate::output::{Tabular, print};
+use crate::controller_client::connect;
+use crate::output::{OutputFormat, Tabular, print, print_object};
+use crate::paths;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -170,43 +171,41 @@ impl Tabular for StorageClasses {
 }
 
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+    // Checked before connecting: nothing is sent for a bad id or name.
+    match &args.command {
+        GetCommand::Node { id } => paths::node_id("<ID>", id)?,
+        GetCommand::StorageClass { name: Some(name) } => paths::storage_class(name)?,
+        _ => {}
+    }
     let (_, client) = connect(global)?;
     match args.command {
         GetCommand::Nodes => {
-            let list: NodeList = client.get_json("/v1/nodes").await.map_err(map_err)?;
+            let list: NodeList = client.get_json("/v1/nodes").await?;
             print(&Nodes(list.items), global.output)
         }
         GetCommand::Node { id } => {
             let node: Node = client
-                .get_json(&format!("/v1/nodes/{id}"))
-                .await
-                .map_err(map_err)?;
+                .get_json(&paths::path(&["v1", "nodes", &id])?)
+                .await?;
             match global.output {
                 // One object, not a one-element list, for scripts.
-                crate::output::OutputFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&node)?);
-                    Ok(())
-                }
-                crate::output::OutputFormat::Yaml => {
-                    print!("{}", serde_yaml_ng::to_string(&node)?);
-                    Ok(())
+                OutputFormat::Json | OutputFormat::Yaml => {
+                    print_object(&node, global.output, String::new)
                 }
                 format => print(&Nodes(vec![node]), format),
             }
         }
         GetCommand::StorageClass { name } => {
-            let list: StorageClassList = client
-                .get_json("/v1/storage-classes")
-                .await
-                .map_err(map_err)?;
+            let list: StorageClassList = client.get_json("/v1/storage-classes").await?;
             let items = match name {
                 Some(name) => {
                     let found: Vec<StorageClass> =
                         list.items.into_iter().filter(|c| c.name == name).collect();
                     if found.is_empty() {
+                        // A known name this controller does not list (another version).
                         return Err(crate::exit::Refused::new(
                             "NO_SUCH_STORAGE_CLASS",
-                            format!("no storage class {name:?}; the classes are filesystem, lvm, zfs, unspecified"),
+                            format!("the controller lists no storage class {name:?}"),
                         )
                         .into());
                     }

@@ -9,10 +9,13 @@ pub mod controller_client;
 pub mod create;
 pub mod describe;
 pub mod disko;
+pub mod escape;
 pub mod exit;
 pub mod get;
 pub mod node;
 pub mod output;
+pub mod paths;
+pub mod remote;
 pub mod rotate;
 
 use clap::Parser;
@@ -46,7 +49,8 @@ pub fn main() -> std::process::ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => std::process::ExitCode::from(exit::OK),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Messages quote servers and nodes: their control characters are escaped.
+            eprintln!("error: {}", escape::escape_lines(&format!("{err:#}")));
             std::process::ExitCode::from(exit::code_for(&err))
         }
     }

@@ -1,7 +1,10 @@
-//! Printing data: a readable table by default, or JSON / YAML for scripts (`-o`).
+//! Printing data: a readable table by default, or JSON / YAML for scripts (`-o`). What is
+//! printed carries no raw control characters ([`crate::escape`]).
 
 use clap::ValueEnum;
 use serde::Serialize;
+
+use crate::escape;
 
 /// How a command prints the data it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -25,18 +28,30 @@ pub trait Tabular: Serialize {
     fn rows(&self, wide: bool) -> Vec<Vec<String>>;
 }
 
-/// Render `value` in `format` to a string ending in a newline.
+/// `value` as JSON or YAML, with no raw control characters (see [`crate::escape`]).
+fn render_data<T: Serialize + ?Sized>(value: &T, format: OutputFormat) -> anyhow::Result<String> {
+    Ok(match format {
+        OutputFormat::Yaml => escape::yaml(value)?,
+        _ => format!("{}\n", escape::json(serde_json::to_string_pretty(value)?)),
+    })
+}
+
+/// Render `value` in `format` to a string ending in a newline. Table cells are escaped
+/// here, in one place: most of them hold what nodes and agents reported.
 pub fn render<T: Tabular>(value: &T, format: OutputFormat) -> anyhow::Result<String> {
     Ok(match format {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(value)?),
-        OutputFormat::Yaml => serde_yaml_ng::to_string(value)?,
+        OutputFormat::Json | OutputFormat::Yaml => render_data(value, format)?,
         OutputFormat::Table | OutputFormat::Wide => {
             let wide = format == OutputFormat::Wide;
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::NOTHING);
             table.set_header(value.headers(wide));
             for row in value.rows(wide) {
-                table.add_row(row);
+                table.add_row(
+                    row.iter()
+                        .map(|cell| escape::escape(cell).into_owned())
+                        .collect::<Vec<_>>(),
+                );
             }
             // comfy-table pads the last column; trim so output diffs cleanly.
             let text: Vec<String> = table
@@ -55,5 +70,19 @@ pub fn render<T: Tabular>(value: &T, format: OutputFormat) -> anyhow::Result<Str
 /// Print `value` to stdout in `format`.
 pub fn print<T: Tabular>(value: &T, format: OutputFormat) -> anyhow::Result<()> {
     print!("{}", render(value, format)?);
+    Ok(())
+}
+
+/// Print one object: JSON or YAML as data, otherwise `text()`, which must escape what
+/// it takes from the object ([`crate::escape::escape`]).
+pub fn print_object<T: Serialize>(
+    value: &T,
+    format: OutputFormat,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json | OutputFormat::Yaml => print!("{}", render_data(value, format)?),
+        OutputFormat::Table | OutputFormat::Wide => print!("{}", text()),
+    }
     Ok(())
 }

@@ -8,8 +8,10 @@ use kcore_api::cluster::{InstallSubCa, SubCaInstalled};
 
 use crate::cli::GlobalArgs;
 use crate::context;
-use crate::controller_client::{client_for, map_err};
+use crate::controller_client::{client_for, servers};
 use crate::create::SUB_CA_VALIDITY;
+use crate::escape::{escape, escape_lines};
+use crate::remote::{Expected, Remote};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,11 +43,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
 
 async fn rotate_sub_ca(global: &GlobalArgs, allow_short: bool) -> anyhow::Result<()> {
     let ctx = context::resolve(global)?;
-    let controllers = if global.servers.is_empty() {
-        ctx.controllers.clone()
-    } else {
-        global.servers.clone()
-    };
+    let controllers = servers(global, &ctx)?;
     let read = |p: &std::path::Path| {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
     };
@@ -65,18 +63,22 @@ async fn rotate_sub_ca(global: &GlobalArgs, allow_short: bool) -> anyhow::Result
         // One client per controller: every controller must get it, so no failover here.
         // `client_for` verifies that the server is a controller of this cluster before
         // any byte of the request (and so the key) is sent (security review D1).
-        let client = client_for(&ctx, std::slice::from_ref(controller))?;
+        let client = Remote::new(
+            client_for(&ctx, std::slice::from_ref(controller))?,
+            Expected::Controller(ctx.clone()),
+        );
         match client
             .put_json::<_, SubCaInstalled>("/v1/pki/sub-ca", &body)
             .await
         {
             Ok(done) => println!(
                 "{controller}: controller {} now signs with sub-CA serial {} (expires {})",
-                done.controller_id, done.certificate.serial, done.certificate.not_after
+                escape(&done.controller_id),
+                escape(&done.certificate.serial),
+                escape(&done.certificate.not_after)
             ),
             Err(err) => {
-                let err = map_err(err);
-                eprintln!("{controller}: {err:#}");
+                eprintln!("{controller}: {}", escape_lines(&format!("{err:#}")));
                 failed.push(controller.clone());
             }
         }

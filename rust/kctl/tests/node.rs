@@ -428,3 +428,165 @@ async fn apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in() {
     );
     lab.agent.stop().await;
 }
+
+// D14: a wrong pin says "fingerprint mismatch: expected …, got …", without debug
+// wrapping; both forms of the right pin work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fingerprint_mismatch_names_both_fingerprints_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = install_agent(dir.path()).await;
+    let home = dir.path();
+    let addr = agent.addr.clone();
+    let fp = agent.fingerprint.clone().unwrap();
+    // The agent logs 64 lowercase hex digits; the colon form of docs/pki.md works too.
+    assert_eq!(fp.len(), 64);
+    assert!(
+        fp.chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    );
+    let colons = kcore_pki::display_fingerprint(&fp).unwrap();
+    for pin in [&fp, &colons] {
+        expect(
+            &kctl(
+                home,
+                &["--node", &addr, "--fingerprint", pin, "node", "nics"],
+            )
+            .await,
+            0,
+        );
+    }
+
+    let wrong = "00".repeat(32);
+    let out = kctl(
+        home,
+        &["--node", &addr, "--fingerprint", &wrong, "node", "nics"],
+    )
+    .await;
+    expect(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("fingerprint mismatch: expected {wrong}, got {fp}")),
+        "{err}"
+    );
+    assert!(!err.contains("Other("), "{err}");
+    agent.stop().await;
+}
+
+/// An install-mode agent (self-signed certificate), for kctl to reach with `home`.
+async fn install_agent(dir: &Path) -> Running {
+    start(
+        config(json!({"nodeId": "live", "mode": "install",
+            "disko": {"managementModeFile": dir.join("mode"), "stateDir": dir.join("disko")}})),
+        RuntimeOptions::default(),
+    )
+    .await
+}
+
+// D14: context mTLS against an install-mode agent: the hint names -k and --fingerprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_mode_agent_reached_with_the_context_gets_the_k_and_fingerprint_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = install_agent(dir.path()).await;
+    let home = dir.path();
+    let addr = agent.addr.clone();
+    expect(
+        &kctl(
+            home,
+            &[
+                "create",
+                "cluster",
+                "--controller",
+                "127.0.0.1:9",
+                "--context",
+                "lab",
+            ],
+        )
+        .await,
+        0,
+    );
+    let out = kctl(home, &["--node", &addr, "node", "nics"]).await;
+    expect(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ca = home.join(".kcore/lab/ca.crt");
+    assert!(
+        err.contains("install mode")
+            && err.contains("--fingerprint")
+            && err.contains("-k")
+            && err.contains(&ca.display().to_string()),
+        "{err}"
+    );
+    agent.stop().await;
+}
+
+// D14: -k against a managed-mode agent: it asks for a client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k_against_a_managed_agent_says_to_drop_k() {
+    let lab = Managed::start(RuntimeOptions::default()).await;
+    let out = lab.kctl(&["-k", "node", "nics"]).await;
+    expect(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("managed mode") && err.contains("without -k"),
+        "{err}"
+    );
+    lab.agent.stop().await;
+}
+
+/// Panics if `bytes` holds a control character other than the newline.
+fn assert_no_control(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{what} printed raw control characters {bad:?}:\n{text:?}"
+    );
+}
+
+// D9: what an agent reports (inventory) and its error messages are printed escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_inventory_and_agent_errors_are_printed_escaped() {
+    let mut snapshot = fixture_snapshot();
+    let disk = &mut snapshot.lsblk.blockdevices[0];
+    disk.model = Some("QEMU\u{1b}]0;pwned\u{7}".into());
+    disk.serial = Some("QM\u{1b}[2J\u{9b}1m".into());
+    let lab = Managed::start(RuntimeOptions {
+        block_snapshot: Some(snapshot),
+        ..RuntimeOptions::default()
+    })
+    .await;
+    for args in [
+        &["node", "disks", "-o", "wide"][..],
+        &["node", "disks", "-o", "json"],
+        &["node", "disks", "-o", "yaml"],
+    ] {
+        let out = lab.kctl(args).await;
+        expect(&out, 0);
+        assert_no_control(&format!("kctl {args:?}"), &out.stdout);
+    }
+    let wide = expect(&lab.kctl(&["node", "disks", "-o", "wide"]).await, 0);
+    assert!(wide.contains("QEMU\\u{1b}]0;pwned\\u{7}"), "{wide}");
+    let json_out = expect(&lab.kctl(&["node", "disks", "-o", "json"]).await, 0);
+    let inv: DiskInventory = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(
+        inv.disks[0].model.as_deref(),
+        Some("QEMU\u{1b}]0;pwned\u{7}")
+    );
+
+    // A refusal whose message quotes the node's tools (Nix's `throw`) keeps it escaped.
+    let file = lab.path("config.nix");
+    // (Nix drops ESC sequences from its messages itself, not C1 controls or DEL.)
+    std::fs::write(&file, "throw \"x\u{9b}31my\u{7f}z\"\n").unwrap();
+    let out = lab
+        .kctl(&["node", "apply-nix", "-f", file.to_str().unwrap()])
+        .await;
+    expect(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NIX_INVALID"), "{}", text(&out));
+    assert_no_control("kctl node apply-nix (stderr)", &out.stderr);
+    // It was quoted (so the check above could fail), escaped.
+    assert!(err.contains("x\\u{9b}31my\\u{7f}z"), "{err}");
+    lab.agent.stop().await;
+}

@@ -16,13 +16,14 @@ use kcore_api::inventory::{
     ApplyDiskoRequest, ApplyNixRequest, Disk, DiskInventory, DiskoPlanResponse, NicInventory,
     OperationEvent, OperationResult, OperationStarted, OperationStatus, StorageView,
 };
-use kcore_net::Client;
 use serde::Serialize;
 
 use crate::cli::GlobalArgs;
-use crate::controller_client::map_err;
+use crate::escape::{escape, escape_lines};
 use crate::exit::Refused;
 use crate::output::{OutputFormat, Tabular, print};
+use crate::paths;
+use crate::remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
@@ -76,26 +77,17 @@ pub async fn run(command: AgentCommand, global: &GlobalArgs) -> anyhow::Result<(
     let client = crate::agent_client::connect(global)?;
     match command {
         AgentCommand::Disks => {
-            let inv: DiskInventory = client
-                .get_json("/v1/inventory/disks")
-                .await
-                .map_err(map_err)?;
+            let inv: DiskInventory = client.get_json("/v1/inventory/disks").await?;
             print(&DisksOut(inv), global.output)
         }
         AgentCommand::Nics => {
-            let inv: NicInventory = client
-                .get_json("/v1/inventory/nics")
-                .await
-                .map_err(map_err)?;
+            let inv: NicInventory = client.get_json("/v1/inventory/nics").await?;
             print(&NicsOut(inv), global.output)
         }
         AgentCommand::Storage => {
-            let view: StorageView = client
-                .get_json("/v1/inventory/storage")
-                .await
-                .map_err(map_err)?;
+            let view: StorageView = client.get_json("/v1/inventory/storage").await?;
             for warning in &view.warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", escape_lines(warning));
             }
             print(&StorageOut(view), global.output)
         }
@@ -106,9 +98,8 @@ pub async fn run(command: AgentCommand, global: &GlobalArgs) -> anyhow::Result<(
                 follow(&client, &args.id).await?
             } else {
                 client
-                    .get_json(&format!("/v1/operations/{}", args.id))
-                    .await
-                    .map_err(map_err)?
+                    .get_json(&paths::path(&["v1", "operations", &args.id])?)
+                    .await?
             };
             finish(result, global.output)
         }
@@ -116,7 +107,7 @@ pub async fn run(command: AgentCommand, global: &GlobalArgs) -> anyhow::Result<(
 }
 
 async fn apply_disko(
-    client: &Client,
+    client: &Remote,
     args: ApplyDiskoArgs,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -128,10 +119,7 @@ async fn apply_disko(
         plan_hash: None,
         timeout_seconds: args.timeout_seconds,
     };
-    let plan: DiskoPlanResponse = client
-        .post_json("/v1/disko/apply", &dry)
-        .await
-        .map_err(map_err)?;
+    let plan: DiskoPlanResponse = client.post_json("/v1/disko/apply", &dry).await?;
     // With --apply on a terminal-less -o json run, stdout carries only the final result.
     if !(args.apply && format != OutputFormat::Table && format != OutputFormat::Wide) {
         print(&PlanOut(plan.clone()), format)?;
@@ -142,7 +130,7 @@ async fn apply_disko(
     if !args.apply {
         eprintln!(
             "dry run: nothing was changed. Apply exactly this plan with --apply (plan {}).",
-            plan.plan_hash
+            escape(&plan.plan_hash)
         );
         return Ok(());
     }
@@ -152,14 +140,11 @@ async fn apply_disko(
         plan_hash: Some(plan.plan_hash.clone()),
         timeout_seconds: args.timeout_seconds,
     };
-    let started: OperationStarted = client
-        .post_json("/v1/disko/apply", &req)
-        .await
-        .map_err(map_err)?;
+    let started: OperationStarted = client.post_json("/v1/disko/apply", &req).await?;
     eprintln!(
         "applying plan {} as operation {} (timeout {} s)",
-        plan.plan_hash,
-        started.operation_id,
+        escape(&plan.plan_hash),
+        escape(&started.operation_id),
         started.effective_timeout_seconds.unwrap_or_default()
     );
     let result = follow(client, &started.operation_id).await?;
@@ -167,7 +152,7 @@ async fn apply_disko(
 }
 
 async fn apply_nix(
-    client: &Client,
+    client: &Remote,
     args: ApplyNixArgs,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -178,34 +163,37 @@ async fn apply_nix(
         no_rebuild: args.no_rebuild,
     };
     // 200 with the result (--no-rebuild), or 202 with an operation to follow.
-    let answer: serde_json::Value = client
-        .post_json("/v1/nix/apply", &req)
-        .await
-        .map_err(map_err)?;
+    let answer: serde_json::Value = client.post_json("/v1/nix/apply", &req).await?;
     let result = if answer.get("status").is_some() {
         serde_json::from_value::<OperationResult>(answer).context("decoding the agent's result")?
     } else {
         let started: OperationStarted =
             serde_json::from_value(answer).context("decoding the agent's answer")?;
-        eprintln!("rebuilding as operation {}", started.operation_id);
+        eprintln!("rebuilding as operation {}", escape(&started.operation_id));
         follow(client, &started.operation_id).await?
     };
     finish(result, format)
 }
 
 /// Stream an operation's events with a progress display; return its final result.
-async fn follow(client: &Client, id: &str) -> anyhow::Result<OperationResult> {
+async fn follow(client: &Remote, id: &str) -> anyhow::Result<OperationResult> {
+    let stream = paths::path(&["v1", "operations", id, "stream"])?;
+    let result = paths::path(&["v1", "operations", id])?;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let plain = bar.is_hidden();
     let mut last: Option<OperationResult> = None;
     let streamed = client
         .stream_ndjson::<(), OperationEvent, _>(
-            &format!("/v1/operations/{id}/stream"),
+            &stream,
             None,
+            // The node's tools' output: shown, with control characters escaped.
             |event| match event {
-                OperationEvent::Started { kind, .. } => bar.set_message(format!("{kind}: started")),
+                OperationEvent::Started { kind, .. } => {
+                    bar.set_message(format!("{}: started", escape(&kind)))
+                }
                 OperationEvent::Step { name } => {
+                    let name = escape(&name).into_owned();
                     if plain {
                         eprintln!("==> {name}");
                     } else {
@@ -214,10 +202,11 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<OperationResult> {
                     bar.set_message(name);
                 }
                 OperationEvent::Output { line, .. } => {
+                    let line = escape(&line);
                     if plain {
                         eprintln!("{line}");
                     } else {
-                        bar.println(&line);
+                        bar.println(line);
                     }
                 }
                 OperationEvent::Finished { result } => last = Some(*result),
@@ -227,16 +216,14 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<OperationResult> {
     bar.finish_and_clear();
     if let Err(err) = streamed {
         // The operation keeps running on the node; its result can be fetched later.
-        return Err(anyhow::Error::new(err).context(format!(
-            "lost the progress stream; fetch the result with `kctl node operation {id}`"
+        return Err(err.context(format!(
+            "lost the progress stream; fetch the result with `kctl node operation {}`",
+            escape(id)
         )));
     }
     match last {
         Some(result) => Ok(result),
-        None => client
-            .get_json(&format!("/v1/operations/{id}"))
-            .await
-            .map_err(map_err),
+        None => client.get_json(&result).await,
     }
 }
 

@@ -5,7 +5,10 @@ use clap::Subcommand;
 use kcore_api::cluster::Node;
 
 use crate::cli::GlobalArgs;
-use crate::controller_client::{connect, map_err};
+use crate::controller_client::connect;
+use crate::escape::escape;
+use crate::output::print_object;
+use crate::paths;
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalCommand {
@@ -26,15 +29,16 @@ pub async fn run(command: ApprovalCommand, global: &GlobalArgs) -> anyhow::Resul
         ApprovalCommand::Approve { id } => (id.clone(), "approve"),
         ApprovalCommand::Reject { id } => (id.clone(), "reject"),
     };
+    // Checked before connecting: `ghost/../node-3` must not approve node-3.
+    paths::node_id("<ID>", &id)?;
     let (_, client) = connect(global)?;
     let node: Node = client
-        .post_json(&format!("/v1/nodes/{id}/{verb}"), &serde_json::json!({}))
-        .await
-        .map_err(map_err)?;
-    match global.output {
-        crate::output::OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&node)?),
-        crate::output::OutputFormat::Yaml => print!("{}", serde_yaml_ng::to_string(&node)?),
-        _ => println!("node {} is {}", node.node_id, node.status),
-    }
-    Ok(())
+        .post_json(
+            &paths::path(&["v1", "nodes", &id, verb])?,
+            &serde_json::json!({}),
+        )
+        .await?;
+    print_object(&node, global.output, || {
+        format!("node {} is {}\n", escape(&node.node_id), node.status)
+    })
 }
