@@ -117,7 +117,10 @@ in
 
     recoveryKeyFile = lib.mkOption {
       type = klib.plainPath;
-      default = "/var/lib/kcore/recovery/luks-recovery-key.txt";
+      # Fixed by the design (DESIGN.md, kcore.diskEncryption): operators and the install
+      # flow look for the recovery key here. It is the one piece of /etc that is written
+      # at install time; everything else mutable lives under /var/lib/kcore.
+      default = "/etc/kcore/recovery/luks-recovery-key.txt";
       description = "Where the installer saves the LUKS recovery key; kept at mode 0400, owner root.";
     };
   };

@@ -235,10 +235,10 @@ fn default_dataset_prefix() -> String {
     "kcore".into()
 }
 fn default_mode_file() -> PathBuf {
-    "/etc/kcore/disko-management-mode".into()
+    "/var/lib/kcore/disko-management-mode".into()
 }
 fn default_disko_state_dir() -> PathBuf {
-    "/etc/kcore/disko".into()
+    "/var/lib/kcore/disko".into()
 }
 fn default_nix_config_path() -> PathBuf {
     "/etc/nixos/kcore-node.nix".into()
@@ -332,9 +332,9 @@ mode: managed
 controllers: ["ctl1:9090", "ctl2:9090"]
 heartbeatIntervalSeconds: 15
 tls:
-  caFile: /etc/kcore/pki/ca.crt
-  certFile: /etc/kcore/pki/node.crt
-  keyFile: /etc/kcore/pki/node.key
+  caFile: /var/lib/kcore/pki/ca.crt
+  certFile: /var/lib/kcore/pki/node.crt
+  keyFile: /var/lib/kcore/pki/node.key
 storage:
   backend: lvm
   filesystemVolumeDir: /var/lib/kcore/volumes
@@ -342,8 +342,8 @@ storage:
   zfs: { poolName: tank0, datasetPrefix: kcore }
   imageCacheDir: /var/lib/kcore/images
 disko:
-  managementModeFile: /etc/kcore/disko-management-mode
-  stateDir: /etc/kcore/disko
+  managementModeFile: /var/lib/kcore/disko-management-mode
+  stateDir: /var/lib/kcore/disko
   diskoSource: /nix/store/x-source
   nixpkgsLib: /nix/store/y-source/lib
 nix:
@@ -389,7 +389,7 @@ binaries:
         assert_eq!(c.storage.zfs.pool_name, "tank0");
         assert_eq!(
             c.disko.management_mode_file,
-            Path::new("/etc/kcore/disko-management-mode")
+            Path::new("/var/lib/kcore/disko-management-mode")
         );
         assert_eq!(c.nix.config_path, Path::new("/etc/nixos/kcore-node.nix"));
     }

@@ -36,7 +36,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// The operations directory for `config`: `operations/` beside `disko.stateDir`
-/// (`/etc/kcore/operations` by default). Derived rather than configured so the NixOS
+/// (`/var/lib/kcore/operations` by default). Derived rather than configured so the NixOS
 /// modules and the configuration contract stay as they are.
 pub fn dir_for(config: &AgentConfig) -> PathBuf {
     let state = &config.disko.state_dir;

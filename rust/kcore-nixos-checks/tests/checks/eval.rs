@@ -681,8 +681,8 @@ fn tpm2_unlock_uses_systemd_initrd_and_first_boot_enrollment() {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    assert!(tmpfiles.contains(&"d /var/lib/kcore/recovery 0700 root root -"));
-    assert!(tmpfiles.contains(&"z /var/lib/kcore/recovery/luks-recovery-key.txt 0400 root root -"));
+    assert!(tmpfiles.contains(&"d /etc/kcore/recovery 0700 root root -"));
+    assert!(tmpfiles.contains(&"z /etc/kcore/recovery/luks-recovery-key.txt 0400 root root -"));
 }
 
 #[test]
