@@ -117,6 +117,12 @@ pub enum ErrorCode {
     UnknownContext,
     /// The kctl config has no current context.
     NoContext,
+    /// The kctl config file does not exist.
+    NoConfig,
+    /// A controller address in the context that is not `HOST:PORT` or `https://HOST:PORT`.
+    BadController,
+    /// A path segment that cannot be put in a URL (empty, `.`, `..`).
+    InvalidPathSegment,
     /// The command talks to an agent and `--node` is missing.
     NoNode,
     /// Flags that exclude each other.

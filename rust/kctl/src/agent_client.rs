@@ -9,6 +9,7 @@
 //! Agent calls get longer timeouts than controller calls: a dry run evaluates Nix (the deep
 //! level can take tens of seconds) and a stream may be quiet while a rebuild compiles.
 
+use kcore_api::ErrorCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -41,7 +42,7 @@ pub enum Trust {
 pub fn trust(global: &GlobalArgs) -> anyhow::Result<Trust> {
     match (global.insecure, &global.fingerprint) {
         (true, Some(_)) => Err(Refused::new(
-            "BAD_FLAGS",
+            ErrorCode::BadFlags,
             "-k and --fingerprint exclude each other: pin the fingerprint the agent printed, or skip verification with -k",
         )
         .into()),
@@ -55,7 +56,7 @@ pub fn trust(global: &GlobalArgs) -> anyhow::Result<Trust> {
 pub fn connect(global: &GlobalArgs) -> anyhow::Result<Remote> {
     let node = global.node.as_deref().ok_or_else(|| {
         Refused::new(
-            "NO_NODE",
+            ErrorCode::NoNode,
             "this command talks to a node agent: pass --node HOST:9091",
         )
     })?;

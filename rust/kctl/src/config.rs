@@ -1,6 +1,7 @@
 //! `kctl config ...`: list contexts, switch the current one, print it.
 
 use clap::Subcommand;
+use kcore_api::ErrorCode;
 use serde::Serialize;
 
 use crate::cli::GlobalArgs;
@@ -84,7 +85,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
             if config.find(&name).is_none() {
                 let known: Vec<&str> = config.contexts.iter().map(|c| c.name.as_str()).collect();
                 return Err(Refused::new(
-                    "UNKNOWN_CONTEXT",
+                    ErrorCode::UnknownContext,
                     format!(
                         "no context {name:?} in {} (known: {})",
                         path.display(),
@@ -108,7 +109,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
                 Ok(())
             }
             None => Err(Refused::new(
-                "NO_CONTEXT",
+                ErrorCode::NoContext,
                 format!("no current context in {}", path.display()),
             )
             .into()),

@@ -6,6 +6,7 @@
 //! config file (`~/.kcore/<context>/`), so a temporary `HOME` or `--kubeconfig` keeps
 //! everything in one place.
 
+use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -51,7 +52,7 @@ pub fn config_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
         .filter(|h| !h.is_empty())
         .ok_or_else(|| {
             Refused::new(
-                "NO_HOME",
+                ErrorCode::NoHome,
                 "HOME is not set: pass --kubeconfig FILE or set KCORE_CONFIG",
             )
         })?;
@@ -84,7 +85,7 @@ impl KctlConfig {
     pub fn load_existing(path: &Path) -> anyhow::Result<KctlConfig> {
         if !path.exists() {
             return Err(Refused::new(
-                "NO_CONFIG",
+                ErrorCode::NoConfig,
                 format!(
                     "the kctl config file {} does not exist (it is --kubeconfig, else \
                      KCORE_CONFIG, else ~/.kcore/config): make one with `kctl create cluster \
@@ -131,7 +132,7 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Context> {
         (None, Some(name)) => name.clone(),
         (None, None) => {
             return Err(Refused::new(
-                "NO_CONTEXT",
+                ErrorCode::NoContext,
                 format!(
                     "no current context in {}: run `kctl create cluster` or `kctl config use-context NAME`",
                     path.display()
@@ -143,7 +144,7 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Context> {
     config.find(&name).cloned().ok_or_else(|| {
         let known: Vec<&str> = config.contexts.iter().map(|c| c.name.as_str()).collect();
         Refused::new(
-            "UNKNOWN_CONTEXT",
+            ErrorCode::UnknownContext,
             format!(
                 "no context {name:?} in {} (known: {})",
                 path.display(),

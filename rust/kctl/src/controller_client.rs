@@ -2,6 +2,7 @@
 //! (or `-s HOST:PORT`, repeatable), one [`kcore_net::Client`] that fails over to the next
 //! controller whenever one is unreachable or too slow, within a bounded total time.
 
+use kcore_api::ErrorCode;
 use std::time::Duration;
 
 use kcore_net::{Client, ClientOptions};
@@ -74,7 +75,7 @@ pub fn servers(global: &GlobalArgs, ctx: &Context) -> anyhow::Result<Vec<String>
         .map(|c| {
             crate::cli::server_address(c).map_err(|e| {
                 anyhow::Error::from(Refused::new(
-                    "BAD_CONTROLLER",
+                    ErrorCode::BadController,
                     format!(
                         "context {:?} lists the controller {c:?}: {e} (fix its controllers list)",
                         ctx.name
@@ -91,7 +92,7 @@ pub fn connect(global: &GlobalArgs) -> anyhow::Result<(Context, Remote)> {
     let servers = servers(global, &ctx)?;
     if servers.is_empty() {
         return Err(Refused::new(
-            "NO_CONTROLLERS",
+            ErrorCode::NoControllers,
             format!(
                 "context {:?} lists no controllers: pass -s HOST:9090",
                 ctx.name

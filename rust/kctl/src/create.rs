@@ -2,6 +2,7 @@
 //! (`csr`, run on the node), and a node's first certificate from that CSR (`node-cert`,
 //! signed by a controller's sub-CA).
 
+use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -107,7 +108,7 @@ fn write(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
 fn split_host_port(flag: &str, value: &str) -> anyhow::Result<(String, u16)> {
     let bad = || {
         Refused::new(
-            "INVALID_ADDRESS",
+            ErrorCode::InvalidAddress,
             format!("{flag} {value:?}: expected HOST:PORT, for example 10.0.0.5:9090"),
         )
     };
@@ -147,14 +148,14 @@ fn controller_yaml(id: &str, cluster: &str, listen: &str, peers: &[String], dir:
 fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let name = global.context.clone().ok_or_else(|| {
         Refused::new(
-            "NO_CONTEXT_NAME",
+            ErrorCode::NoContextName,
             "name the new context with --context NAME (it also becomes the cluster name)",
         )
     })?;
     let cluster = args.cluster_name.clone().unwrap_or_else(|| name.clone());
     Identity::new(&cluster, Role::Admin, "admin").map_err(|e| {
         Refused::new(
-            "INVALID_CLUSTER_NAME",
+            ErrorCode::InvalidClusterName,
             format!("--cluster-name / --context: {e}"),
         )
     })?;
@@ -163,7 +164,7 @@ fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> 
     let dir = context::context_dir(&config_path, &name);
     if dir.join("ca.key").exists() || config.find(&name).is_some() {
         return Err(Refused::new(
-            "CONTEXT_EXISTS",
+            ErrorCode::ContextExists,
             format!(
                 "context {name:?} already exists ({}); pick another --context name (its root CA key is never overwritten)",
                 dir.display()
@@ -279,11 +280,15 @@ fn default_dns_names() -> Vec<String> {
 }
 
 fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
-    let identity = Identity::new(&args.cluster, Role::Node, &args.node_id)
-        .map_err(|e| Refused::new("INVALID_IDENTITY", format!("--cluster / --node-id: {e}")))?;
+    let identity = Identity::new(&args.cluster, Role::Node, &args.node_id).map_err(|e| {
+        Refused::new(
+            ErrorCode::InvalidIdentity,
+            format!("--cluster / --node-id: {e}"),
+        )
+    })?;
     if args.key_out.exists() {
         return Err(Refused::new(
-            "KEY_EXISTS",
+            ErrorCode::KeyExists,
             format!(
                 "{} exists; refusing to replace a node key (move it away first if you mean it)",
                 args.key_out.display()

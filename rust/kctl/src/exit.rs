@@ -19,7 +19,14 @@ pub struct Refused {
 }
 
 impl Refused {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A refusal kctl itself decides, with one of the stable codes.
+    pub fn new(code: kcore_api::ErrorCode, message: impl Into<String>) -> Self {
+        Self::from_wire(code.as_str(), message)
+    }
+
+    /// A refusal with a code that came from elsewhere (a server's envelope, a plan's
+    /// target refusal), passed on as it is.
+    pub fn from_wire(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
@@ -50,7 +57,8 @@ mod tests {
 
     #[test]
     fn refusal_anywhere_in_the_chain_maps_to_refused() {
-        let err = anyhow::Error::new(Refused::new("X", "no")).context("while planning");
+        let err = anyhow::Error::new(Refused::new(kcore_api::ErrorCode::BadFlags, "no"))
+            .context("while planning");
         assert_eq!(code_for(&err), REFUSED);
         assert_eq!(code_for(&anyhow::anyhow!("boom")), FAILED);
     }

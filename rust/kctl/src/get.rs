@@ -2,6 +2,7 @@
 //! JSON / YAML.
 
 use clap::Subcommand;
+use kcore_api::ErrorCode;
 use kcore_api::cluster::{Node, NodeList, StorageClass, StorageClassList};
 use serde::Serialize;
 
@@ -204,7 +205,7 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
                     if found.is_empty() {
                         // A known name this controller does not list (another version).
                         return Err(crate::exit::Refused::new(
-                            "NO_SUCH_STORAGE_CLASS",
+                            ErrorCode::NoSuchStorageClass,
                             format!("the controller lists no storage class {name:?}"),
                         )
                         .into());

@@ -4,6 +4,7 @@
 //! Every path built from input then goes through [`path`], which percent-encodes each
 //! segment, so even an unchecked value (an operation id) stays one segment.
 
+use kcore_api::ErrorCode;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::exit::Refused;
@@ -23,7 +24,7 @@ pub fn path(segments: &[&str]) -> Result<String, Refused> {
     for segment in segments {
         if matches!(*segment, "" | "." | "..") {
             return Err(Refused::new(
-                "INVALID_PATH_SEGMENT",
+                ErrorCode::InvalidPathSegment,
                 format!("{segment:?} cannot be sent as part of a request path: give a real id"),
             ));
         }
@@ -37,7 +38,7 @@ pub fn path(segments: &[&str]) -> Result<String, Refused> {
 pub fn node_id(arg: &str, value: &str) -> Result<(), Refused> {
     kcore_api::validate::node_id(arg, value).map_err(|e| {
         Refused::new(
-            "INVALID_NODE_ID",
+            ErrorCode::InvalidNodeId,
             format!(
                 "{e}; node ids are DNS labels (1 to 63 lower-case letters, digits and '-', \
                  beginning and ending with a letter or digit)"
@@ -53,7 +54,7 @@ pub fn storage_class(value: &str) -> Result<(), Refused> {
         Ok(())
     } else {
         Err(Refused::new(
-            "NO_SUCH_STORAGE_CLASS",
+            ErrorCode::NoSuchStorageClass,
             format!(
                 "no storage class {value:?}; the classes are {}",
                 names.join(", ")

@@ -105,7 +105,7 @@ impl Remote {
     pub fn explain(&self, err: ClientError) -> anyhow::Error {
         match err {
             ClientError::Api { status, error, .. } if status.is_client_error() => {
-                Refused::new(error.code, error.message).into()
+                Refused::from_wire(error.code, error.message).into()
             }
             ClientError::Unreachable {
                 ref attempts,

@@ -9,6 +9,7 @@ mod plan;
 mod render;
 mod validate;
 
+use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -96,11 +97,11 @@ fn validate_error(err: kcore_disko::eval::ValidateError, file: &Path) -> anyhow:
     use kcore_disko::eval::ValidateError;
     match err {
         ValidateError::Invalid(_) => anyhow::Error::new(crate::exit::Refused::new(
-            "INVALID_FRAGMENT",
+            ErrorCode::InvalidFragment,
             format!("{}: {err}", file.display()),
         )),
         ValidateError::Read { .. } => anyhow::Error::new(crate::exit::Refused::new(
-            "UNREADABLE_FILE",
+            ErrorCode::UnreadableFile,
             err.to_string(),
         )),
         other => anyhow::Error::new(other).context(format!("validating {}", file.display())),

@@ -2,6 +2,7 @@
 //! devices from a snapshot file or this machine, and print the plan with its hash. A plan
 //! with refusals is printed and then exits 1 with the refusal codes.
 
+use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -145,7 +146,7 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read {}", path.display()))?;
             BlockSnapshot::from_json(&text).map_err(|e| {
                 anyhow::Error::new(Refused::new(
-                    "INVALID_SNAPSHOT",
+                    ErrorCode::InvalidSnapshot,
                     format!("{} is not a block-device snapshot: {e}", path.display()),
                 ))
             })?
@@ -172,10 +173,12 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         let first = plan
             .refusals()
             .first()
-            .map_or("REFUSED", |(_, r)| r.code.as_str());
-        return Err(
-            Refused::new(first, format!("the plan is refused:\n{}", lines.join("\n"))).into(),
-        );
+            .map_or(ErrorCode::Refused.as_str(), |(_, r)| r.code.as_str());
+        return Err(Refused::from_wire(
+            first,
+            format!("the plan is refused:\n{}", lines.join("\n")),
+        )
+        .into());
     }
     Ok(())
 }

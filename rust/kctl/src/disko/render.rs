@@ -1,6 +1,7 @@
 //! `kctl disko render`: a storage spec (flags or a spec file) to a disko fragment, printed or
 //! written atomically with `--output-file/-O` (`-o` is the global output format).
 
+use kcore_api::ErrorCode;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -126,7 +127,7 @@ impl RenderArgs {
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 serde_yaml_ng::from_str::<StorageSpec>(&text).map_err(|e| {
                     anyhow::Error::new(Refused::new(
-                        "INVALID_SPEC",
+                        ErrorCode::InvalidSpec,
                         format!("{}: {e}", path.display()),
                     ))
                 })?
@@ -182,7 +183,7 @@ pub async fn run(args: RenderArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         Some(index) => {
             let [device] = spec.data_disks.as_slice() else {
                 return Err(Refused::new(
-                    "INVALID_SPEC",
+                    ErrorCode::InvalidSpec,
                     "--day2-index renders one new disk: give exactly one --data-disk",
                 )
                 .into());
@@ -192,7 +193,7 @@ pub async fn run(args: RenderArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
     };
     let text = rendered.map_err(|e| match e {
         kcore_disko::render::RenderError::Invalid(_) => {
-            anyhow::Error::new(Refused::new("INVALID_SPEC", e.to_string()))
+            anyhow::Error::new(Refused::new(ErrorCode::InvalidSpec, e.to_string()))
         }
         other => anyhow::Error::new(other),
     })?;

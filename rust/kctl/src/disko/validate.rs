@@ -1,6 +1,7 @@
 //! `kctl disko validate`: validation levels 1-2 (and 3 with `--deep`) on a fragment file,
 //! printed as a table of its disks (or the findings), or the create/mount script.
 
+use kcore_api::ErrorCode;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -159,7 +160,7 @@ pub async fn run(args: ValidateArgs, global: &GlobalArgs) -> anyhow::Result<()> 
                 global.output,
             )?;
             Err(crate::exit::Refused::new(
-                "INVALID_FRAGMENT",
+                ErrorCode::InvalidFragment,
                 format!("{file} is not a valid disko fragment:\n{summary}"),
             )
             .into())

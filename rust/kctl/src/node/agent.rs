@@ -125,7 +125,7 @@ async fn apply_disko(
         print(&PlanOut(plan.clone()), format)?;
     }
     if let Some(refusal) = &plan.refusal {
-        return Err(Refused::new(refusal.code.clone(), refusal.message.clone()).into());
+        return Err(Refused::from_wire(refusal.code.clone(), refusal.message.clone()).into());
     }
     if !args.apply {
         eprintln!(
