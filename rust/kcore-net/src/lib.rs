@@ -7,14 +7,16 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod ndjson;
+mod request;
 pub mod server;
 
 pub use auth::{Authenticated, allow_roles, ensure_self, require_role};
 pub use client::{Client, ClientError, ClientOptions};
-pub use error::{ApiFailure, ApiJson, codes};
+pub use error::{ApiFailure, ApiJson, ApiPath, codes};
 pub use ndjson::ndjson_response;
 pub use server::{
-    PeerCert, PeerCertInfo, PeerIdentity, ServeOptions, TlsSource, serve, serve_with,
+    ConnectionLimits, LimitError, PeerCert, PeerCertInfo, PeerIdentity, ServeOptions, TlsSource,
+    serve, serve_with,
 };
 
 /// Every API path starts with this prefix.
