@@ -1,7 +1,8 @@
 //! HTTPS plumbing shared by the agent, the controller and kctl: a TLS accept loop that
-//! hands each request the peer's identity, hot-reloadable certificates, the JSON error
-//! envelope, role checks, NDJSON progress streams, and a client with mTLS, pinning and
-//! controller failover. The protocol is described in `docs/wire-protocol.md`.
+//! hands each request the peer's identity and bounds what a client can hold (connections
+//! per address, first-request, idle and body timeouts), hot-reloadable certificates, the
+//! JSON error envelope for every error, role checks, NDJSON progress streams, and a
+//! client with mTLS, pinning and controller failover. The protocol is described in `docs/wire-protocol.md`.
 
 pub mod auth;
 pub mod client;

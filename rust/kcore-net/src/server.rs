@@ -605,6 +605,7 @@ async fn handle_connection(
     };
     let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
     tokio::pin!(conn);
+    let spoke = activity.clone();
     let quiet = request::quiet(
         activity,
         options.first_request_timeout,
@@ -617,6 +618,11 @@ async fn handle_connection(
             }
         }
         () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+            if !spoke.borrow().started {
+                // Nothing to finish, and an HTTP/2 client that never sent its preface
+                // would hold the graceful shutdown until the drain timeout.
+                return;
+            }
             conn.as_mut().graceful_shutdown();
             if let Err(e) = conn.await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error while draining");

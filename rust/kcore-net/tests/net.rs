@@ -1593,3 +1593,21 @@ async fn certificates_of_another_cluster_get_403_wrong_cluster() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_client_that_never_spoke() {
+    let p = pki();
+    let options = ServeOptions {
+        first_request_timeout: Duration::from_secs(60),
+        drain_timeout: Duration::from_secs(60),
+        ..ServeOptions::default()
+    };
+    let server = start_with(mtls_server(&p), limits_app(), options).await;
+    let node = p.sub.issue(&ident(Role::Node, "n1"), &[], DAY).unwrap();
+    let config = client_config(p.root.cert_pem(), &node.cert_pem, &node.key_pem).unwrap();
+    // ALPN h2 and no preface: a graceful HTTP/2 shutdown would wait for it.
+    let _silent = tls_from("127.0.0.1", &server.url, config, b"h2").await;
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
+        .await
+        .expect("shutdown waited for a connection that never sent a request");
+}
