@@ -68,6 +68,10 @@ pub struct AgentConfig {
     pub nix: NixConfig,
     #[serde(default)]
     pub binaries: Binaries,
+    /// Connection limits and timeouts; absent keys keep the defaults in
+    /// docs/agent.md ("Connections and limits").
+    #[serde(default)]
+    pub connections: kcore_net::ConnectionLimits,
 }
 
 /// TLS material, as file paths only (never inline secrets).
@@ -304,6 +308,9 @@ impl AgentConfig {
                     .into(),
             ));
         }
+        self.connections
+            .validate()
+            .map_err(|e| invalid("connections", e.to_string()))?;
         Ok(())
     }
 
@@ -434,6 +441,26 @@ binaries:
         assert!(err.contains("nixpkgsLib"), "{err}");
         let err = parse("nodeId: n\nmode: weird\n").unwrap_err().to_string();
         assert!(err.contains("weird"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_are_optional_and_zero_is_refused() {
+        let c = parse("nodeId: n\nmode: install\n").unwrap();
+        assert_eq!(c.connections, kcore_net::ConnectionLimits::default());
+        let c = parse(
+            "nodeId: n\nmode: install\nconnections: { maxConnectionsPerPeer: 8, bodyTimeoutSeconds: 5 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.connections.max_connections_per_peer, Some(8));
+        assert_eq!(c.connections.body_timeout_seconds, Some(5));
+        let err = parse("nodeId: n\nmode: install\nconnections: { idleTimeoutSeconds: 0 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connections.idleTimeoutSeconds"), "{err}");
+        let err = parse("nodeId: n\nmode: install\nconnections: { maxPerPeer: 3 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maxPerPeer"), "{err}");
     }
 
     #[test]

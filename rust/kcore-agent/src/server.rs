@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kcore_api::inventory::{ApplyDiskoRequest, ApplyNixRequest};
 use kcore_disko::BlockSnapshot;
+// kcore-net's `Path`: a segment that is not percent-encoded UTF-8 gets the JSON envelope.
+use kcore_net::ApiPath as UrlPath;
 use kcore_net::{ApiFailure, ApiJson, TlsSource, allow_roles, ndjson_response};
 use kcore_pki::Role;
 use tokio::net::TcpListener;
@@ -91,6 +93,9 @@ pub struct Agent {
     state: Arc<AgentState>,
     tls: TlsSource,
     fingerprint: Option<String>,
+    /// The cluster of this node's own certificate (managed mode): client certificates
+    /// naming another cluster are refused with `403 WRONG_CLUSTER`, as the controller does.
+    cluster: Option<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -114,13 +119,20 @@ fn read(what: &'static str, path: &std::path::Path) -> Result<String, AgentError
 impl Agent {
     /// Load TLS material (managed) or make the self-signed certificate (install).
     pub fn new(config: AgentConfig, options: RuntimeOptions) -> Result<Agent, AgentError> {
-        let (server_config, fingerprint) = match config.mode {
+        let (server_config, fingerprint, cluster) = match config.mode {
             Mode::Managed => {
                 let tls = config.tls.as_ref().ok_or(AgentError::NoTls)?;
                 let ca = read("tls.caFile", &tls.ca_file)?;
                 let cert = read("tls.certFile", &tls.cert_file)?;
                 let key = read("tls.keyFile", &tls.key_file)?;
-                (kcore_pki::server_config(&ca, &cert, &key)?, None)
+                let server = kcore_pki::server_config(&ca, &cert, &key)?;
+                // A node certificate without a kcore identity still serves (the
+                // handshake checks the chain); only the cluster check is then skipped.
+                let cluster = kcore_pki::certs_from_pem(&cert)?
+                    .first()
+                    .and_then(|leaf| kcore_pki::identity_of(leaf).ok())
+                    .map(|identity| identity.cluster);
+                (server, None, cluster)
             }
             Mode::Install => {
                 let mut names = vec![config.effective_hostname(), "localhost".to_string()];
@@ -130,7 +142,7 @@ impl Agent {
                     &certified.cert_pem,
                     &certified.key_pem,
                 )?;
-                (server, Some(fingerprint))
+                (server, Some(fingerprint), None)
             }
         };
         let tools = Tools::new(config.binaries.clone());
@@ -146,6 +158,7 @@ impl Agent {
             }),
             tls: TlsSource::new(server_config),
             fingerprint,
+            cluster,
         })
     }
 
@@ -182,13 +195,21 @@ impl Agent {
             }
         }
         let app = self.router();
+        let options = self
+            .state
+            .config
+            .connections
+            .apply(kcore_net::ServeOptions {
+                cluster: self.cluster.clone(),
+                ..kcore_net::ServeOptions::default()
+            });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         self.start_registration(stop_rx);
         let shutdown = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        kcore_net::serve(listener, self.tls, app, shutdown).await?;
+        kcore_net::serve_with(listener, self.tls, app, shutdown, options).await?;
         Ok(())
     }
 

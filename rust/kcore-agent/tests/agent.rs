@@ -344,6 +344,102 @@ async fn managed_mode_refuses_no_cert_other_ca_and_expired_cert() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_cluster_certificates_bad_paths_and_wrong_methods_get_envelopes() {
+    let pki = Pki::new();
+    let node = Node::new();
+    let agent = start(
+        node.config("managed", Some(&pki), json!({})),
+        RuntimeOptions::default(),
+    )
+    .await;
+
+    // Signed by this cluster's root (the handshake passes) but naming cluster "other":
+    // refused like the controller refuses it (security probe D12).
+    let stranger = pki
+        .root
+        .issue(
+            &Identity::new("other", Role::Admin, "mallory").unwrap(),
+            &[],
+            10 * DAY,
+        )
+        .unwrap();
+    let client = agent.client(pki.client_tls(&stranger));
+    let err = client
+        .get_json::<NicInventory>("/v1/inventory/nics")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "WRONG_CLUSTER", "{err}");
+    let err = client
+        .post_json::<_, serde_json::Value>("/v1/disko/apply", &dry("{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "WRONG_CLUSTER", "{err}");
+
+    let admin = agent.client(pki.client_tls(&pki.leaf(Role::Admin, "alice")));
+    // Not UTF-8 after percent-decoding: a 400 envelope, not axum's plain text.
+    let err = admin
+        .get_json::<serde_json::Value>("/v1/operations/%FF")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "BAD_REQUEST", "{err}");
+    // A known route with the wrong method: 405 envelope naming the method to use.
+    match admin
+        .get_json::<serde_json::Value>("/v1/disko/apply")
+        .await
+        .unwrap_err()
+    {
+        ClientError::Api { status, error, .. } => {
+            assert_eq!(status, 405);
+            assert_eq!(error.code, "METHOD_NOT_ALLOWED");
+            assert_eq!(error.details["allowedMethods"], json!(["POST"]));
+        }
+        other => panic!("expected a 405 envelope, got {other:?}"),
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_mode_closes_a_client_that_never_speaks() {
+    use tokio::io::AsyncReadExt as _;
+    let node = Node::new();
+    // `connections` from node-agent.yaml reaches the server: a short first-request timeout.
+    let agent = start(
+        node.config(
+            "install",
+            None,
+            json!({ "connections": { "firstRequestTimeoutSeconds": 1 } }),
+        ),
+        RuntimeOptions::default(),
+    )
+    .await;
+    // TLS without a certificate (nothing is needed on the live ISO), ALPN h2, then
+    // silence: no HTTP/2 preface (security probe D5).
+    let mut tls = kcore_pki::client_config_insecure().unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut silent = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a silent h2 client still holds the install-mode agent"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_read_only_their_own_inventory_and_never_apply() {
     let pki = Pki::new();
     let node = Node::new();

@@ -45,8 +45,10 @@ pub enum ErrorCode {
     InvalidField,
     /// No such route or resource.
     NotFound,
-    /// The route exists, not with this method; `details.allowed` lists the methods.
+    /// The route exists, not with this method; `details.allowedMethods` lists the methods.
     MethodNotAllowed,
+    /// The request body did not arrive in time (30 s by default); the connection closes.
+    BodyTimeout,
     /// The server failed; the message says where.
     Internal,
     /// The server cannot serve now (starting, draining, no valid signer); clients fail over.
@@ -175,6 +177,7 @@ impl ErrorCode {
             | DestructiveChangeRefused => 403,
             NotFound | NodeNotFound | NodeNotRegistered | NoSuchStorageClass => 404,
             MethodNotAllowed => 405,
+            BodyTimeout => 408,
             PlanHashMismatch | DiskApplyInProgress | RebuildInProgress => 409,
             DiskoInvalid | NixInvalid => 422,
             RenewRateLimited => 429,

@@ -148,8 +148,10 @@ async fn bench(nodes: usize, window: Duration) -> Result<(), BoxError> {
     std::fs::write(p("c.key"), &ctl.key_pem)?;
     std::fs::write(p("s.crt"), sub.cert_pem())?;
     std::fs::write(p("s.key"), sub.key_pem())?;
+    // Every simulated node connects from 127.0.0.1: lift the per-address limit (1,024
+    // by default), which real nodes, each with its own address, do not hit.
     let yaml = format!(
-        "controllerId: ctl1\nclusterName: {cluster}\ndatabasePath: {}\ntls:\n  caFile: {}\n  certFile: {}\n  keyFile: {}\n  subCaCertFile: {}\n  subCaKeyFile: {}\n",
+        "controllerId: ctl1\nclusterName: {cluster}\ndatabasePath: {}\nconnections:\n  maxConnectionsPerPeer: 16384\ntls:\n  caFile: {}\n  certFile: {}\n  keyFile: {}\n  subCaCertFile: {}\n  subCaKeyFile: {}\n",
         p("state.sqlite").display(),
         p("ca.crt").display(),
         p("c.crt").display(),

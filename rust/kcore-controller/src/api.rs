@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,8 @@ use kcore_api::cluster::{
     StorageClass, StorageClassDetail, StorageClassList, SubCaInstalled, storage_class_names,
 };
 use kcore_net::{ApiJson, PeerCert};
+// kcore-net's `Path`: a segment that is not percent-encoded UTF-8 gets the JSON envelope.
+use kcore_net::ApiPath as Path;
 use kcore_pki::{Authority, Identity, Role};
 
 use crate::config::ControllerConfig;
@@ -205,13 +207,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/storage-classes/{name}", get(get_storage_class))
         .route("/v1/replication/vector", get(crate::replication::vector))
         .route("/v1/replication/ops", get(crate::replication::ops))
-        .fallback(|| async {
-            Failure::new(
-                StatusCode::NOT_FOUND,
-                "NO_SUCH_ROUTE",
-                "no such route under /v1",
-            )
-        })
+        // The same 404 as the agent's (`NOT_FOUND`, naming the path).
+        .fallback(kcore_net::error::not_found)
         .with_state(state)
 }
 

@@ -31,6 +31,10 @@ pub struct ControllerConfig {
     #[serde(default = "default_database_path")]
     pub database_path: PathBuf,
     pub tls: ControllerTls,
+    /// Connection limits and timeouts; absent keys keep the defaults in
+    /// docs/controller.md ("Connections and limits").
+    #[serde(default)]
+    pub connections: kcore_net::ConnectionLimits,
 }
 
 /// Certificate files. Paths only: secrets never appear inline.
@@ -118,6 +122,10 @@ impl ControllerConfig {
                 "must be at least 1 (seconds); 45 is the default".to_string(),
             ));
         }
+        config
+            .connections
+            .validate()
+            .map_err(|e| invalid("connections", e.to_string()))?;
         Ok(config)
     }
 }
@@ -153,6 +161,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("keyPem"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_parse_and_zero_is_refused() {
+        let c = ControllerConfig::parse(MINIMAL, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.connections, kcore_net::ConnectionLimits::default());
+        let text = format!("{MINIMAL}connections:\n  maxConnectionsPerPeer: 512\n");
+        let c = ControllerConfig::parse(&text, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.connections.max_connections_per_peer, Some(512));
+        let text = format!("{MINIMAL}connections:\n  maxConnections: 0\n");
+        let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connections.maxConnections"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub enum ControllerError {
 /// process needs a file-descriptor limit above this (systemd: `LimitNOFILE`).
 pub const MAX_CONNECTIONS: usize = 16_384;
 
+/// Default limit of connections from one source address. Higher than the agent's:
+/// the nodes of a site behind one NAT address each keep a connection open, so this
+/// bounds how many nodes may share an address (`connections.maxConnectionsPerPeer`
+/// raises it) while still keeping one address from taking every slot.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 1024;
+
 /// How often heartbeats (soft state) are written to SQLite.
 const HEARTBEAT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -150,10 +156,12 @@ pub async fn run(
         kcore_net::TlsSource::new(tls),
         api::router(state.clone()),
         shutdown,
-        kcore_net::ServeOptions {
+        state.config.connections.apply(kcore_net::ServeOptions {
             max_connections: MAX_CONNECTIONS,
+            max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
+            cluster: Some(state.config.cluster_name.clone()),
             ..kcore_net::ServeOptions::default()
-        },
+        }),
     )
     .await;
     flusher.abort();

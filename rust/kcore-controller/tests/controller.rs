@@ -69,6 +69,7 @@ impl Cluster {
             peers: vec![],
             heartbeat_timeout_seconds: 45,
             database_path: self.path("state.sqlite"),
+            connections: Default::default(),
             tls: ControllerTls {
                 ca_file: self.path("ca.crt"),
                 cert_file: self.path("controller.crt"),
@@ -1336,5 +1337,43 @@ async fn agent_keeps_its_certificate_when_a_renewal_would_not_last_longer() {
     let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
     let shown = node.report.certificate_renewal_problem.unwrap_or_default();
     assert!(shown.contains("not later than the current one"), "{shown}");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_bad_paths_and_wrong_methods_are_envelopes() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let trust = cl.root.cert_pem().to_string();
+    let admin = client(&ctl.url, &trust, &cl.admin());
+    // The same code as the agents' (security probe D12), naming the path.
+    let err = admin
+        .get_json::<serde_json::Value>("/v1/bogus")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "NOT_FOUND", "{err}");
+    assert!(err.to_string().contains("/v1/bogus"), "{err}");
+    // Not UTF-8 once percent-decoded: a 400 envelope (was axum's plain text, D11).
+    for path in ["/v1/nodes/%FF", "/v1/nodes/%FF/approve"] {
+        let err = if path.ends_with("approve") {
+            post::<serde_json::Value>(&admin, path).await.unwrap_err()
+        } else {
+            admin.get_json::<serde_json::Value>(path).await.unwrap_err()
+        };
+        assert_eq!(code(&err), "BAD_REQUEST", "{path}: {err}");
+    }
+    // Wrong method on a known route: 405 envelope with the allowed methods (was empty).
+    match admin
+        .get_json::<serde_json::Value>("/v1/nodes/n1/register")
+        .await
+        .unwrap_err()
+    {
+        ClientError::Api { status, error, .. } => {
+            assert_eq!(status, 405);
+            assert_eq!(error.code, "METHOD_NOT_ALLOWED");
+            assert_eq!(error.details["allowedMethods"], serde_json::json!(["POST"]));
+        }
+        other => panic!("expected a 405 envelope, got {other:?}"),
+    }
     ctl.stop().await;
 }

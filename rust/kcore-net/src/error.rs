@@ -1,11 +1,14 @@
 //! Server-side errors as HTTP responses: an [`ApiError`] envelope `{code, message,
-//! details}` plus the status code, and a JSON body extractor whose rejections use the
-//! same envelope (axum's own rejections are plain text).
+//! details}` plus the status code, JSON body and path extractors whose rejections use
+//! the same envelope (axum's own rejections are plain text), and
+//! [`ensure_envelope`], which the accept loop applies to every response so that the
+//! rest of axum's bare errors (405 with an empty body) leave as envelopes too.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kcore_api::ApiError;
 
@@ -25,6 +28,12 @@ pub mod codes {
     pub const INTERNAL: &str = "INTERNAL";
     /// The server cannot serve now (starting, draining); clients fail over on 503.
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// The route exists but not for this method; `details.allowedMethods` lists them.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    /// The request body did not arrive completely within the server's body timeout.
+    pub const BODY_TIMEOUT: &str = "BODY_TIMEOUT";
+    /// The client certificate names another cluster than the one this server serves.
+    pub const WRONG_CLUSTER: &str = "WRONG_CLUSTER";
 }
 
 /// An error response: status code plus the wire envelope.
@@ -107,4 +116,135 @@ where
             )),
         }
     }
+}
+
+/// `Path<T>` whose rejections (a segment that is not valid percent-encoded UTF-8, a
+/// value that does not parse) are `400 BAD_REQUEST` envelopes naming the parameter,
+/// instead of axum's plain text.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = if status.is_server_error() {
+                    codes::INTERNAL
+                } else {
+                    codes::BAD_REQUEST
+                };
+                Err(ApiFailure::new(
+                    status,
+                    code,
+                    format!(
+                        "invalid path {}: {}; path segments must be percent-encoded UTF-8",
+                        parts.uri.path(),
+                        rejection.body_text()
+                    ),
+                )
+                .with_details(serde_json::json!({ "path": parts.uri.path() })))
+            }
+        }
+    }
+}
+
+/// The most of a bare (non-JSON) error body [`ensure_envelope`] reads to quote it.
+const BARE_BODY_MAX: usize = 16 * 1024;
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim_start().to_ascii_lowercase();
+            v.starts_with("application/json") || v.starts_with("application/problem+json")
+        })
+}
+
+fn code_for(status: StatusCode) -> String {
+    match status {
+        StatusCode::NOT_FOUND => codes::NOT_FOUND.into(),
+        StatusCode::METHOD_NOT_ALLOWED => codes::METHOD_NOT_ALLOWED.into(),
+        StatusCode::REQUEST_TIMEOUT => codes::BODY_TIMEOUT.into(),
+        StatusCode::SERVICE_UNAVAILABLE => codes::UNAVAILABLE.into(),
+        s if s.is_server_error() => codes::INTERNAL.into(),
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => codes::BAD_REQUEST.into(),
+        s => format!("HTTP_{}", s.as_u16()),
+    }
+}
+
+/// Turns an error response that is not JSON (axum's `405` with an empty body, the
+/// plain-text rejections of extractors kcore does not wrap) into the envelope, keeping
+/// the status and headers such as `Allow`. `405` gets `details.allowedMethods`. JSON
+/// responses and successes pass unchanged.
+pub async fn ensure_envelope(response: Response, method: &Method, path: &str) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, BARE_BODY_MAX)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let failure = if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed: Vec<String> = parts
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ApiFailure::new(
+            status,
+            codes::METHOD_NOT_ALLOWED,
+            format!(
+                "{method} is not allowed on {path}; use {}",
+                if allowed.is_empty() {
+                    "another method".to_string()
+                } else {
+                    allowed.join(" or ")
+                }
+            ),
+        )
+        .with_details(serde_json::json!({ "method": method.as_str(), "allowedMethods": allowed }))
+    } else {
+        let message = if text.is_empty() {
+            format!("{reason}: {method} {path}")
+        } else {
+            text
+        };
+        ApiFailure::new(status, &code_for(status), message)
+    };
+    let mut fresh = failure.into_response();
+    // Keep what the original said about the response (Allow, Retry-After, ...), but
+    // the body and its framing are new.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for (name, value) in parts.headers.iter() {
+        if !fresh.headers().contains_key(name) {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fresh
 }

@@ -1,28 +1,35 @@
-//! The HTTPS accept loop: per-connection TLS handshake (with a timeout), the peer's
-//! certificate identity attached to every request, hot-swappable server certificates,
-//! and graceful shutdown that lets in-flight requests finish.
+//! The HTTPS accept loop: per-connection TLS handshake (with a timeout), connection
+//! limits (global, per source address, first-request and idle timeouts, a deadline for
+//! request bodies), the peer's certificate identity attached to every request,
+//! hot-swappable server certificates, and graceful shutdown that lets in-flight
+//! requests finish.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::response::IntoResponse as _;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use kcore_pki::Identity;
 use rustls::ServerConfig;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
+
+use crate::request::{self, DeadlineBody, Quiet, TrackedBody, Tracker};
 
 /// The server's TLS configuration, swappable while the server runs: certificate
 /// renewal calls [`TlsSource::replace`]; the listener and open connections are not
@@ -154,14 +161,17 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerCert {
     }
 }
 
-/// Tunables of the accept loop.
+/// Tunables of the accept loop. The defaults are what the agent uses; every server sets
+/// its own `max_connections` and may override the rest from its configuration file
+/// ([`ConnectionLimits`]).
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// A client that has not finished its TLS handshake by then is dropped, so idle
     /// sockets cannot pile up.
     pub handshake_timeout: Duration,
     /// After shutdown is requested, in-flight requests get this long to finish
-    /// before their connections are dropped.
+    /// before their connections are dropped. Also how long an idle HTTP/2 connection
+    /// gets to close after its GOAWAY before it is dropped.
     pub drain_timeout: Duration,
     /// An HTTP/1 connection that does not send a complete request head within this
     /// time (including an idle keep-alive connection) is closed. Longer than the
@@ -170,6 +180,28 @@ pub struct ServeOptions {
     /// At most this many connections at once; further clients wait in the kernel's
     /// accept queue instead of exhausting file descriptors.
     pub max_connections: usize,
+    /// At most this many connections (handshaking ones included) from one source
+    /// address; more are closed at once. Without it one peer that never speaks could
+    /// take every slot of `max_connections` and starve everybody else.
+    pub max_connections_per_peer: usize,
+    /// After the TLS handshake, a connection that has not started a request within
+    /// this time is dropped. This is what closes an HTTP/2 client that negotiated `h2`
+    /// and never sends its preface (hyper has no timeout for that).
+    pub first_request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2 gets a
+    /// GOAWAY). An open NDJSON stream counts as in flight, however quiet it is.
+    pub idle_timeout: Duration,
+    /// A request body must have arrived completely this long after the request head;
+    /// a slower one is cut off with `408 BODY_TIMEOUT` and its handler freed.
+    pub body_read_timeout: Duration,
+    /// HTTP/2 peers are pinged this often; one that does not answer within
+    /// `h2_keep_alive_timeout` is dropped (finds dead peers during long streams).
+    pub h2_keep_alive_interval: Duration,
+    pub h2_keep_alive_timeout: Duration,
+    /// The cluster every client identity must belong to; a certificate naming another
+    /// cluster (signed by the same root) gets `403 WRONG_CLUSTER` on every request.
+    /// `None`: not checked (install mode has no client identities).
+    pub cluster: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -179,6 +211,97 @@ impl Default for ServeOptions {
             drain_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_connections_per_peer: 64,
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            h2_keep_alive_interval: Duration::from_secs(60),
+            h2_keep_alive_timeout: Duration::from_secs(20),
+            cluster: None,
+        }
+    }
+}
+
+/// The connection limits a server's configuration file may override (key
+/// `connections` in `node-agent.yaml` and `controller.yaml`). Every field is optional;
+/// an absent one keeps the server's default ([`ServeOptions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_peer: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_request_timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_timeout_seconds: Option<u64>,
+}
+
+/// A [`ConnectionLimits`] value that cannot work: `field` is the YAML key under
+/// `connections`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("connections.{field}: {message}")]
+pub struct LimitError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ConnectionLimits {
+    /// Refuses zeros (a zero limit or timeout would refuse every client).
+    pub fn validate(&self) -> Result<(), LimitError> {
+        let counts = [
+            ("maxConnections", self.max_connections),
+            ("maxConnectionsPerPeer", self.max_connections_per_peer),
+        ];
+        for (field, value) in counts {
+            if value == Some(0) {
+                return Err(LimitError {
+                    field,
+                    message: "must be at least 1; leave it out for the default".into(),
+                });
+            }
+        }
+        let seconds = [
+            ("handshakeTimeoutSeconds", self.handshake_timeout_seconds),
+            (
+                "firstRequestTimeoutSeconds",
+                self.first_request_timeout_seconds,
+            ),
+            ("idleTimeoutSeconds", self.idle_timeout_seconds),
+            ("bodyTimeoutSeconds", self.body_timeout_seconds),
+        ];
+        for (field, value) in seconds {
+            if value == Some(0) {
+                return Err(LimitError {
+                    field,
+                    message: "must be at least 1 (seconds); leave it out for the default".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `base` with the fields that are set replaced.
+    pub fn apply(&self, base: ServeOptions) -> ServeOptions {
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+        ServeOptions {
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
+            max_connections_per_peer: self
+                .max_connections_per_peer
+                .unwrap_or(base.max_connections_per_peer),
+            handshake_timeout: secs(self.handshake_timeout_seconds, base.handshake_timeout),
+            first_request_timeout: secs(
+                self.first_request_timeout_seconds,
+                base.first_request_timeout,
+            ),
+            idle_timeout: secs(self.idle_timeout_seconds, base.idle_timeout),
+            body_read_timeout: secs(self.body_timeout_seconds, base.body_read_timeout),
+            ..base
         }
     }
 }
@@ -194,11 +317,75 @@ pub async fn serve(
     serve_with(listener, tls, app, shutdown, ServeOptions::default()).await
 }
 
+/// Open connections per source address, for `max_connections_per_peer`.
+#[derive(Default)]
+struct PeerCounts {
+    open: HashMap<IpAddr, PeerEntry>,
+}
+
+struct PeerEntry {
+    open: usize,
+    /// When the last "too many connections" warning for this peer was logged: one a
+    /// minute, so a flood does not flood the journal too.
+    warned: Option<Instant>,
+}
+
+/// One connection's place in [`PeerCounts`]; gives it back on drop.
+struct PeerSlot {
+    counts: Arc<Mutex<PeerCounts>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(counts: &Arc<Mutex<PeerCounts>>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut guard = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = guard.open.entry(ip).or_insert(PeerEntry {
+            open: 0,
+            warned: None,
+        });
+        if entry.open >= max {
+            let now = Instant::now();
+            if entry
+                .warned
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+            {
+                entry.warned = Some(now);
+                tracing::warn!(
+                    peer = %ip,
+                    limit = max,
+                    "too many connections from one address; closing the new ones"
+                );
+            }
+            return None;
+        }
+        entry.open += 1;
+        Some(PeerSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = guard.open.get_mut(&self.ip) {
+            entry.open = entry.open.saturating_sub(1);
+            if entry.open == 0 {
+                guard.open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `app` over TLS. Each request carries [`PeerIdentity`], [`PeerCert`] and
 /// `ConnectInfo<SocketAddr>` extensions. When `shutdown` completes the listener stops
 /// accepting, open connections finish their in-flight requests (HTTP/1 keep-alive is
 /// closed, HTTP/2 gets GOAWAY), and the call returns once they are done or
 /// `drain_timeout` has passed.
+///
+/// Every error response leaves as the JSON envelope, also axum's own (405, path
+/// rejections): see [`crate::error::ensure_envelope`].
 pub async fn serve_with(
     listener: TcpListener,
     tls: TlsSource,
@@ -209,6 +396,8 @@ pub async fn serve_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let peers = Arc::new(Mutex::new(PeerCounts::default()));
+    let per_peer = options.max_connections_per_peer.max(1);
     tokio::pin!(shutdown);
     loop {
         // Reap finished connection tasks so the set does not grow without bound.
@@ -233,6 +422,12 @@ pub async fn serve_with(
                 }
             },
         };
+        // Checked after accept, before any work: the refused socket is closed at once
+        // and gives its global slot back, so one address can never hold them all.
+        let Some(peer_slot) = PeerSlot::take(&peers, remote.ip().to_canonical(), per_peer) else {
+            drop(stream);
+            continue;
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let app = app.clone();
         let tls = tls.clone();
@@ -240,6 +435,7 @@ pub async fn serve_with(
         let options = options.clone();
         connections.spawn(async move {
             handle_connection(stream, remote, acceptor, tls, app, stop, &options).await;
+            drop(peer_slot);
             drop(permit);
         });
     }
@@ -290,6 +486,34 @@ fn peer_facts(conn: &rustls::ServerConnection) -> (PeerIdentity, PeerCert) {
     (PeerIdentity(identity), PeerCert(info))
 }
 
+/// What a peer whose certificate names another cluster gets, whatever it asks for.
+fn wrong_cluster_app(identity: &Identity, cluster: &str) -> Router {
+    let failure = crate::error::ApiFailure::new(
+        axum::http::StatusCode::FORBIDDEN,
+        crate::error::codes::WRONG_CLUSTER,
+        format!(
+            "{} belongs to cluster {:?}, this server serves {:?}",
+            identity.uri(),
+            identity.cluster,
+            cluster
+        ),
+    )
+    .with_details(serde_json::json!({
+        "identity": identity.uri(),
+        "cluster": cluster,
+    }));
+    Router::new().fallback(move || {
+        let failure = failure.clone();
+        async move { failure }
+    })
+}
+
+/// How much of an unread request body is drained before an HTTP/2 answer goes out,
+/// and for how long at most (see [`crate::request::BodyHandle::drain`]). The bytes
+/// bound is the largest JSON body the routes accept (axum's 2 MB default limit).
+const H2_DRAIN_MAX_BYTES: usize = 2 * 1024 * 1024;
+const H2_DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
+
 async fn handle_connection(
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
@@ -315,25 +539,57 @@ async fn handle_connection(
     };
     let (identity, cert) = peer_facts(tls.get_ref().1);
     tracing::trace!(%remote, identity = ?identity.0, "connection accepted");
-    let app = match &cert.0 {
-        Some(info) if source.is_revoked(&info.serial) => {
+    let app = match (&cert.0, &identity.0, &options.cluster) {
+        (Some(info), _, _) if source.is_revoked(&info.serial) => {
             tracing::info!(%remote, identity = ?identity.0, serial = %info.serial, "revoked certificate presented");
             revoked_app(info.serial.clone())
         }
+        (_, Some(who), Some(cluster)) if &who.cluster != cluster => {
+            tracing::info!(%remote, identity = %who.uri(), "certificate of another cluster presented");
+            wrong_cluster_app(who, cluster)
+        }
         _ => app,
     };
-    let service = app.map_request(
-        move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-            let ext = req.extensions_mut();
-            ext.insert(identity.clone());
-            ext.insert(cert.clone());
-            ext.insert(ConnectInfo(remote));
-            req
-        },
-    );
     // ALPN already chose the protocol. Telling hyper avoids its sniffing of the first
     // bytes, which has no timeout and would let a silent client hold the connection.
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let (tracker, activity) = Tracker::new();
+    let body_limit = options.body_read_timeout;
+    let service = tower::service_fn(move |req: axum::extract::Request<Incoming>| {
+        let app = app.clone();
+        let identity = identity.clone();
+        let cert = cert.clone();
+        let in_flight = tracker.start();
+        async move {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(identity);
+            parts.extensions.insert(cert);
+            parts.extensions.insert(ConnectInfo(remote));
+            let method = parts.method.clone();
+            let path = parts.uri.path().to_string();
+            let (body, handle) = DeadlineBody::new(body, body_limit);
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::new(body));
+            let Ok(response) = app.oneshot(req).await;
+            let response = if handle.timed_out() && !response.status().is_success() {
+                tracing::debug!(%remote, %method, %path, "request body too slow; cut off");
+                crate::error::ApiFailure::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    crate::error::codes::BODY_TIMEOUT,
+                    format!(
+                        "the request body did not arrive completely within {}s; send it at once",
+                        body_limit.as_secs_f64()
+                    ),
+                )
+                .into_response()
+            } else {
+                if h2 {
+                    handle.drain(H2_DRAIN_MAX_BYTES, H2_DRAIN_MAX_TIME).await;
+                }
+                crate::error::ensure_envelope(response, &method, &path).await
+            };
+            Ok::<_, Infallible>(response.map(|b| TrackedBody::new(b, in_flight)))
+        }
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -343,8 +599,8 @@ async fn handle_connection(
         .http2()
         .timer(TokioTimer::new())
         // Pings find dead HTTP/2 peers, which hold no request head to time out.
-        .keep_alive_interval(options.header_read_timeout)
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_interval(options.h2_keep_alive_interval)
+        .keep_alive_timeout(options.h2_keep_alive_timeout);
     let builder = if h2 {
         builder.http2_only()
     } else {
@@ -352,6 +608,12 @@ async fn handle_connection(
     };
     let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
     tokio::pin!(conn);
+    let spoke = activity.clone();
+    let quiet = request::quiet(
+        activity,
+        options.first_request_timeout,
+        options.idle_timeout,
+    );
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
@@ -359,9 +621,27 @@ async fn handle_connection(
             }
         }
         () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+            if !spoke.borrow().started {
+                // Nothing to finish, and an HTTP/2 client that never sent its preface
+                // would hold the graceful shutdown until the drain timeout.
+                return;
+            }
             conn.as_mut().graceful_shutdown();
             if let Err(e) = conn.await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error while draining");
+            }
+        }
+        verdict = quiet => match verdict {
+            // Nothing to finish: drop it. A graceful shutdown would wait for the HTTP/2
+            // preface that never comes.
+            Quiet::NeverSpoke => {
+                tracing::debug!(%remote, h2, "no request after the handshake; closing");
+            }
+            Quiet::Idle => {
+                tracing::trace!(%remote, h2, "idle connection; closing");
+                conn.as_mut().graceful_shutdown();
+                // A peer that ignores the GOAWAY gets dropped after the drain timeout.
+                let _ = tokio::time::timeout(options.drain_timeout, conn).await;
             }
         }
     }
