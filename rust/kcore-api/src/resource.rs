@@ -1,0 +1,373 @@
+//! The envelope every API object shares: `kind` / `metadata` (name, labels, generation) /
+//! `spec` / `status` (observedGeneration, phase, conditions), camelCase in YAML and JSON.
+//! Kinds add their spec and status types; this module holds what is common to all of
+//! them: the kind names (singular, plural, the spellings kctl accepts), metadata and its
+//! validation, status conditions, and label selectors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{self, FieldError};
+
+/// Every kind of resource the controller stores (DESIGN.md, Resources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Node,
+    Controller,
+    ClusterUpdate,
+    #[serde(rename = "VM")]
+    Vm,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Node, Kind::Controller, Kind::ClusterUpdate, Kind::Vm];
+
+    /// As written in `kind:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Node => "Node",
+            Kind::Controller => "Controller",
+            Kind::ClusterUpdate => "ClusterUpdate",
+            Kind::Vm => "VM",
+        }
+    }
+
+    /// The path segment of its routes: `/v1/<plural>/<name>`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Node => "nodes",
+            Kind::Controller => "controllers",
+            Kind::ClusterUpdate => "clusterupdates",
+            Kind::Vm => "vms",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `kctl get vm`, `vms`, `VM`, `clusterupdate`, `cluster-updates`: case and `-` do not
+/// matter, singular and plural both work. Anything else names the kinds there are.
+impl FromStr for Kind {
+    type Err = FieldError;
+
+    fn from_str(s: &str) -> Result<Kind, FieldError> {
+        let wanted: String = s
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        Kind::ALL
+            .into_iter()
+            .find(|k| wanted == k.as_str().to_ascii_lowercase() || wanted == k.plural())
+            .ok_or_else(|| FieldError {
+                field: "kind".into(),
+                value: s.to_string(),
+                problem: "is not a kind of resource".into(),
+                fix: format!(
+                    "use one of {}",
+                    Kind::ALL
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+}
+
+/// `metadata`: who the object is. `generation` is the server's count of spec changes;
+/// a client never sets it (what it sends is ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl ObjectMeta {
+    pub fn named(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: name.to_string(),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// `metadata.name` is a DNS label; label keys and values follow the Kubernetes rules
+    /// (an optional `prefix/`, then up to 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate::resource_name("metadata.name", &self.name)?;
+        for (key, value) in &self.labels {
+            label_key(&format!("metadata.labels.{key}"), key)?;
+            label_value(&format!("metadata.labels.{key}"), value)?;
+        }
+        Ok(())
+    }
+}
+
+fn bad(field: &str, value: &str, problem: impl Into<String>, fix: &str) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        value: value.to_string(),
+        problem: problem.into(),
+        fix: fix.to_string(),
+    }
+}
+
+fn label_segment(field: &str, value: &str, what: &str) -> Result<(), FieldError> {
+    const FIX: &str = "use at most 63 letters, digits, '.', '_' or '-', beginning and ending with a letter or digit";
+    if value.len() > 63 {
+        return Err(bad(
+            field,
+            value,
+            format!("{what} is {} bytes long", value.len()),
+            FIX,
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(bad(field, value, format!("{what} contains {c:?}"), FIX));
+    }
+    let edge_ok = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    if !edge_ok(value.chars().next()) || !edge_ok(value.chars().last()) {
+        return Err(bad(
+            field,
+            value,
+            format!("{what} begins or ends with a symbol"),
+            FIX,
+        ));
+    }
+    Ok(())
+}
+
+/// A label key: `[prefix/]name`, the prefix a DNS name.
+pub fn label_key(field: &str, key: &str) -> Result<(), FieldError> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            if prefix.is_empty() || prefix.len() > 253 {
+                return Err(bad(
+                    field,
+                    key,
+                    "has an empty or over-long prefix",
+                    "write the key as name or dns.prefix/name",
+                ));
+            }
+            for part in prefix.split('.') {
+                validate::dns_label(field, part)?;
+            }
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() {
+        return Err(bad(field, key, "has an empty name", "give the key a name"));
+    }
+    label_segment(field, name, "the key")
+}
+
+/// A label value: empty, or a label segment.
+pub fn label_value(field: &str, value: &str) -> Result<(), FieldError> {
+    label_segment(field, value, "the value")
+}
+
+/// One condition in `status.conditions`, as Kubernetes has them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Approved`, `HealthGatePassed`, ...
+    #[serde(rename = "type")]
+    pub condition_type: String,
+    pub status: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// The common part of `status`; kinds add their phase type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status<Phase> {
+    /// The `metadata.generation` the controller last acted on: when it is lower than
+    /// the object's generation, the latest spec change is not reflected yet.
+    #[serde(default)]
+    pub observed_generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// An object of any kind: the envelope around its spec and status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resource<Spec, St> {
+    pub kind: Kind,
+    pub metadata: ObjectMeta,
+    pub spec: Spec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<St>,
+}
+
+/// One requirement of a label selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+}
+
+/// `kctl get nodes -l rack=a,tier!=db,gpu,!spare`: every requirement must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    pub requirements: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+impl FromStr for LabelSelector {
+    type Err = FieldError;
+
+    fn from_str(s: &str) -> Result<LabelSelector, FieldError> {
+        let mut requirements = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let field = "selector";
+            let requirement = if let Some((k, v)) = part.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = part.strip_prefix('!') {
+                Requirement::NotExists(k.trim().into())
+            } else {
+                Requirement::Exists(part.into())
+            };
+            let (key, value) = match &requirement {
+                Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => (k, Some(v)),
+                Requirement::Exists(k) | Requirement::NotExists(k) => (k, None),
+            };
+            label_key(field, key).map_err(|e| FieldError {
+                value: part.to_string(),
+                ..e
+            })?;
+            if let Some(value) = value {
+                label_value(field, value).map_err(|e| FieldError {
+                    value: part.to_string(),
+                    ..e
+                })?;
+            }
+            requirements.push(requirement);
+        }
+        Ok(LabelSelector { requirements })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_as_people_type_them() {
+        for (typed, kind) in [
+            ("vm", Kind::Vm),
+            ("VMs", Kind::Vm),
+            ("cluster-updates", Kind::ClusterUpdate),
+            ("ClusterUpdate", Kind::ClusterUpdate),
+            ("nodes", Kind::Node),
+            ("controller", Kind::Controller),
+        ] {
+            assert_eq!(typed.parse::<Kind>().unwrap(), kind, "{typed}");
+        }
+        let err = "pods".parse::<Kind>().unwrap_err().to_string();
+        assert!(
+            err.contains("kind") && err.contains("Node, Controller, ClusterUpdate, VM"),
+            "{err}"
+        );
+        assert_eq!(serde_json::to_value(Kind::Vm).unwrap(), "VM");
+        assert_eq!(Kind::ClusterUpdate.plural(), "clusterupdates");
+    }
+
+    #[test]
+    fn an_envelope_round_trips_in_camel_case_and_refuses_unknown_fields() {
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Spec {
+            storage_size_bytes: u64,
+        }
+        type Vm = Resource<Spec, Status<String>>;
+        let json = serde_json::json!({
+            "kind": "VM",
+            "metadata": {"name": "web-1", "labels": {"tier": "web"}},
+            "spec": {"storageSizeBytes": 42},
+        });
+        let vm: Vm = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(vm.metadata.name, "web-1");
+        assert_eq!(serde_json::to_value(&vm).unwrap(), json);
+        let unknown = serde_json::json!({
+            "kind": "VM", "metadata": {"name": "x", "owner": "me"}, "spec": {"storageSizeBytes": 1}
+        });
+        let err = serde_json::from_value::<Vm>(unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `owner`"), "{err}");
+    }
+
+    #[test]
+    fn metadata_is_validated_with_the_field_named() {
+        let mut meta = ObjectMeta::named("web-1");
+        meta.validate().unwrap();
+        meta.labels.insert("kcore.io/tier".into(), "web".into());
+        meta.validate().unwrap();
+        let err = ObjectMeta::named("Web_1").validate().unwrap_err();
+        assert_eq!(err.field, "metadata.name");
+        meta.labels.insert("bad key".into(), "x".into());
+        let err = meta.validate().unwrap_err();
+        assert_eq!(err.field, "metadata.labels.bad key");
+        assert!(err.problem.contains("' '"), "{err}");
+    }
+
+    #[test]
+    fn selectors_parse_and_match() {
+        let sel: LabelSelector = "rack=a, tier!=db,gpu,!spare".parse().unwrap();
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(sel.matches(&labels(&[("rack", "a"), ("gpu", "1")])));
+        assert!(!sel.matches(&labels(&[("rack", "a"), ("gpu", "1"), ("tier", "db")])));
+        assert!(!sel.matches(&labels(&[("rack", "a")])), "gpu must exist");
+        assert!(!sel.matches(&labels(&[("rack", "a"), ("gpu", "1"), ("spare", "")])));
+        assert!(LabelSelector::default().matches(&labels(&[])));
+        let err = "rack=a b".parse::<LabelSelector>().unwrap_err();
+        assert_eq!(err.value, "rack=a b");
+    }
+}
