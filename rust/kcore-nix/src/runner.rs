@@ -8,7 +8,8 @@
 //! of its stderr, so a log line alone is enough to reproduce the failure.
 //!
 //! Nothing here caps timeouts or output sizes: callers know their limits (the storage code
-//! caps timeouts at 3600 s, for example).
+//! caps timeouts at 3600 s, for example). A caller that runs something it does not trust
+//! (an evaluation of submitted Nix) adds kernel resource limits with [`Invocation::limits`].
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
@@ -336,7 +337,56 @@ pub fn stderr_tail(bytes: &[u8]) -> String {
     }
 }
 
-/// A configured run of a [`Program`]: argv, environment, working directory, stdin, timeout.
+/// Kernel resource limits (`setrlimit(2)`) for a child, set in the child between fork and
+/// exec, so the program never runs a single instruction without them (setting them from
+/// the parent after the spawn would leave a window). The program's own children inherit
+/// them. Whenever a [`Limits`] is applied, `RLIMIT_CORE` is also set to 0: a program stopped
+/// by its memory or CPU bound would otherwise dump a core as large as the bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_AS`: the most address space the program may map, in bytes. A larger
+    /// allocation fails inside the program (Nix then says `error: out of memory` and exits 1).
+    pub address_space_bytes: Option<u64>,
+    /// `RLIMIT_CPU`: CPU seconds over all threads. At the bound the kernel sends `SIGXCPU`
+    /// (which terminates), one second later `SIGKILL` in case the program catches `SIGXCPU`.
+    pub cpu_seconds: Option<u64>,
+}
+
+impl Limits {
+    /// Whether a program that ended this way was stopped by the CPU bound: killed by
+    /// `SIGXCPU`, or by `SIGKILL` when a CPU bound was set (the kernel's follow-up; the
+    /// runner's own timeout kill is reported as [`RunError::TimedOut`] instead).
+    pub fn cpu_bound_hit(&self, status: ExitStatus) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        self.cpu_seconds.is_some()
+            && matches!(status.signal(), Some(s) if s == Signal::SIGXCPU as i32 || s == Signal::SIGKILL as i32)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.address_space_bytes.is_none() && self.cpu_seconds.is_none()
+    }
+
+    /// Apply the limits to the calling process. Runs in the forked child before exec, so it
+    /// must stay async-signal-safe: `setrlimit` only, no allocation, no locks.
+    fn apply(self) -> std::io::Result<()> {
+        use nix::sys::resource::{Resource, setrlimit};
+        let set = |resource, soft, hard| {
+            setrlimit(resource, soft, hard)
+                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))
+        };
+        set(Resource::RLIMIT_CORE, 0, 0)?;
+        if let Some(bytes) = self.address_space_bytes {
+            set(Resource::RLIMIT_AS, bytes, bytes)?;
+        }
+        if let Some(seconds) = self.cpu_seconds {
+            set(Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
+        }
+        Ok(())
+    }
+}
+
+/// A configured run of a [`Program`]: argv, environment, working directory, stdin, timeout,
+/// resource limits.
 #[derive(Debug, Clone)]
 pub struct Invocation {
     program: PathBuf,
@@ -347,6 +397,7 @@ pub struct Invocation {
     current_dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    limits: Limits,
 }
 
 impl Invocation {
@@ -361,6 +412,7 @@ impl Invocation {
             current_dir: None,
             stdin: None,
             timeout: None,
+            limits: Limits::default(),
         }
     }
 
@@ -421,6 +473,18 @@ impl Invocation {
     /// The configured timeout, if any.
     pub fn timeout_value(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// Run the child under these kernel resource limits (see [`Limits`]). The wall-clock
+    /// [`Invocation::timeout`] and the process-group kill still apply.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The configured resource limits (all `None` unless [`Invocation::limits`] was called).
+    pub fn limits_value(&self) -> Limits {
+        self.limits
     }
 
     /// The full argv, program path first (invalid UTF-8 replaced; for errors and logs).
@@ -518,6 +582,16 @@ impl Invocation {
         cmd.process_group(0);
         // Belt and braces with `GroupGuard`: tokio also reaps the killed child in the background.
         cmd.kill_on_drop(true);
+        if !self.limits.is_empty() {
+            let limits = self.limits;
+            // SAFETY: the closure runs in the forked child before exec and calls only
+            // setrlimit(2) (async-signal-safe); it allocates nothing and takes no locks
+            // (`from_raw_os_error` builds the error without allocating).
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || limits.apply());
+            }
+        }
         cmd
     }
 
