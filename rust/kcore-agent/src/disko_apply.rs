@@ -186,18 +186,23 @@ fn validate_failure(err: ValidateError) -> ApiFailure {
 /// An evaluation stopped by a bound, as `EVAL_TIMEOUT` or `EVAL_MEMORY_LIMIT` (shared with
 /// apply-nix). The message names the setting that sets the bound.
 pub fn bound_error(err: &kcore_nix::EvalError, what: &str) -> ApiError {
-    let (code, setting) = match err {
-        kcore_nix::EvalError::MemoryBound(_) => {
-            (codes::EVAL_MEMORY_LIMIT, "evaluation.memoryLimitMiB")
-        }
-        kcore_nix::EvalError::CpuBound(_) => (codes::EVAL_TIMEOUT, "evaluation.cpuLimitSeconds"),
-        _ => (codes::EVAL_TIMEOUT, "a fixed wall-clock timeout"),
+    let (code, fix) = match err {
+        kcore_nix::EvalError::MemoryBound(_) => (
+            codes::EVAL_MEMORY_LIMIT,
+            "simplify it, or raise evaluation.memoryLimitMiB in the agent's configuration",
+        ),
+        kcore_nix::EvalError::CpuBound(_) => (
+            codes::EVAL_TIMEOUT,
+            "simplify it, or raise evaluation.cpuLimitSeconds in the agent's configuration",
+        ),
+        _ => (
+            codes::EVAL_TIMEOUT,
+            "simplify it (the wall-clock timeout is fixed), or retry when the node is less busy",
+        ),
     };
     ApiError::new(
         code,
-        format!(
-            "evaluating {what}: {err}; simplify it, or raise the bound ({setting} in the agent's configuration; see docs/validation.md)"
-        ),
+        format!("evaluating {what}: {err}; {fix} (see docs/validation.md)"),
     )
 }
 

@@ -1488,6 +1488,38 @@ mod restricted_evaluation {
         bed.agent.stop().await;
     }
 
+    /// Code frames come back only from the submitted text: an error raised inside nixpkgs
+    /// lib (readable for layouts that use `lib`) names its position without quoting it, and
+    /// apply-nix's message quotes the submitted line, not the agent's own expression.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_quote_only_the_submitted_text() {
+        let Some(deep) = deep_inputs() else { return };
+        let bed = disko_bed(
+            json!({"disko": {"diskoSource": deep.disko, "nixpkgsLib": deep.nixpkgs_lib}}),
+            vec![],
+        )
+        .await;
+        let layout = "{ lib, ... }: { disko.devices.disk.x = { type = \"disk\"; device = lib.strings.escapeShellArg { }; }; }";
+        let err = dry_err(&bed, layout).await;
+        assert_eq!(code(&err), "DISKO_INVALID", "{err}");
+        let text = body(&err);
+        assert!(text.contains("cannot coerce a set to a string"), "{text}");
+        assert!(!text.contains("toString arg"), "nixpkgs lib quoted: {text}");
+
+        let err = nix_err(&bed, "let\n  a = undefinedThing;\nin a\n").await;
+        assert_eq!(code(&err), "NIX_INVALID", "{err}");
+        let text = body(&err);
+        assert!(text.contains("a = undefinedThing;"), "{text}");
+        let err = nix_err(&bed, "throw \"kcore-boom\"").await;
+        let text = body(&err);
+        assert!(text.contains("kcore-boom"), "{text}");
+        assert!(
+            !text.contains("typeOf"),
+            "the agent's expression quoted: {text}"
+        );
+        bed.agent.stop().await;
+    }
+
     /// D12: a layout nested 5,000 deep got 1,025 near-identical level-1 findings (234 KB).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_deeply_nested_layout_gets_a_short_answer() {
