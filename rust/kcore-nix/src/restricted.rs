@@ -26,7 +26,8 @@
 //!   secrets in variables) reaches the evaluator.
 //! - [`Limits`]: an address-space bound (`RLIMIT_AS`) and a CPU-time bound (`RLIMIT_CPU`),
 //!   set between fork and exec; plus the runner's wall-clock timeout, which kills the
-//!   evaluator's whole process group.
+//!   evaluator's whole process group, and an output bound ([`MAX_OUTPUT_BYTES`]): the
+//!   evaluator's output is held in the caller's memory, which its own bound does not cover.
 //!
 //! Error messages: [`sanitize_stderr`] keeps Nix's messages but drops the code frames
 //! (the quoted source lines under `at FILE:LINE:COL:`) of every file that is not the
@@ -38,6 +39,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::runner::{Invocation, Limits, Output, Program, RunError};
+
+/// The most stdout and stderr one evaluation may write: a layout's JSON and disko's
+/// scripts are tens of KiB; past this the evaluation is stopped ([`EvalError::OutputBound`])
+/// rather than held in the caller's memory.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The bounds of one evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +103,10 @@ pub enum EvalError {
     /// The memory bound was reached; the evaluator could not allocate and stopped.
     #[error("the evaluation needed more than its memory bound of {0} MiB and was stopped")]
     MemoryBound(u64),
+    /// The evaluation wrote more than [`MAX_OUTPUT_BYTES`] (a huge value or a flood of
+    /// traces); its process group was killed.
+    #[error("the evaluation wrote more than {} MiB of output and was stopped", .0 / (1024 * 1024))]
+    OutputBound(usize),
     /// `nix-instantiate` could not be run at all.
     #[error(transparent)]
     Run(RunError),
@@ -196,6 +206,7 @@ impl RestrictedEval {
             ])
             .env_clear()
             .limits(self.bounds.limits())
+            .max_output_bytes(MAX_OUTPUT_BYTES)
             .timeout(self.bounds.timeout);
         for allowed in &self.allowed {
             let mut entry = OsString::from(&allowed.name);
@@ -212,6 +223,9 @@ impl RestrictedEval {
         let out = match inv.output_unchecked().await {
             Ok(out) => out,
             Err(RunError::TimedOut { after, .. }) => return Err(EvalError::TimedOut(after)),
+            Err(RunError::OutputTooLarge { limit, .. }) => {
+                return Err(EvalError::OutputBound(limit));
+            }
             Err(e) => return Err(EvalError::Run(e)),
         };
         if out.status.success() {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// How long to keep reading stdout/stderr after the program exited and its process group was
@@ -226,6 +226,13 @@ pub enum RunError {
         after: Duration,
         stderr_tail: String,
     },
+    /// The program wrote more than its output bound ([`Invocation::max_output_bytes`]);
+    /// its whole process group was killed.
+    #[error(
+        "`{}` wrote more than {limit} bytes of output; its process group was killed",
+        display_argv(.argv)
+    )]
+    OutputTooLarge { argv: Vec<String>, limit: usize },
     /// Talking to the running program (pipes, waiting) failed.
     #[error("I/O error while running `{}`: {source}", display_argv(.argv))]
     Io {
@@ -272,6 +279,7 @@ impl RunError {
             RunError::Spawn { argv, .. }
             | RunError::Failed { argv, .. }
             | RunError::TimedOut { argv, .. }
+            | RunError::OutputTooLarge { argv, .. }
             | RunError::Io { argv, .. }
             | RunError::Json { argv, .. } => argv,
         }
@@ -398,6 +406,7 @@ pub struct Invocation {
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
     limits: Limits,
+    max_output: Option<usize>,
 }
 
 impl Invocation {
@@ -413,6 +422,7 @@ impl Invocation {
             stdin: None,
             timeout: None,
             limits: Limits::default(),
+            max_output: None,
         }
     }
 
@@ -479,6 +489,16 @@ impl Invocation {
     /// [`Invocation::timeout`] and the process-group kill still apply.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Kill the whole process group and fail with [`RunError::OutputTooLarge`] once stdout
+    /// and stderr together pass `bytes`: the output is kept in memory, so a program whose
+    /// output is not trusted must not be able to grow the caller without bound. The
+    /// readers stop reading a stream past the bound, and read a long line in pieces of at
+    /// most `bytes` (so [`Invocation::stream`] may then see one line split).
+    pub fn max_output_bytes(mut self, bytes: usize) -> Self {
+        self.max_output = Some(bytes);
         self
     }
 
@@ -623,16 +643,15 @@ impl Invocation {
         };
 
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|r| tokio::spawn(read_lines(r, Stream::Stdout, tx.clone()))),
-            child
-                .stderr
-                .take()
-                .map(|r| tokio::spawn(read_lines(r, Stream::Stderr, tx.clone()))),
-        ];
+        let readers =
+            [
+                child.stdout.take().map(|r| {
+                    tokio::spawn(read_lines(r, Stream::Stdout, tx.clone(), self.max_output))
+                }),
+                child.stderr.take().map(|r| {
+                    tokio::spawn(read_lines(r, Stream::Stderr, tx.clone(), self.max_output))
+                }),
+            ];
         drop(tx); // the channel closes once both readers finish
 
         let mut sink = Sink {
@@ -643,22 +662,28 @@ impl Invocation {
 
         // The timeout covers the program's run; the drain after its exit has its own bound,
         // so a program that finished in time is never reported as timed out.
+        let max_output = self.max_output;
         let wait = async {
             let mut channel_open = true;
             loop {
                 tokio::select! {
                     chunk = rx.recv(), if channel_open => match chunk {
-                        Some(chunk) => sink.push(chunk),
+                        Some(chunk) => {
+                            sink.push(chunk);
+                            if sink.over(max_output) {
+                                break None;
+                            }
+                        }
                         None => channel_open = false,
                     },
-                    status = child.wait() => break status,
+                    status = child.wait() => break Some(status),
                 }
             }
         };
-        let status = match self.timeout {
+        let ended = match self.timeout {
             None => wait.await,
             Some(limit) => match tokio::time::timeout(limit, wait).await {
-                Ok(status) => status,
+                Ok(ended) => ended,
                 Err(_) => {
                     // Kill before reaping: while the leader is an unreaped zombie its pid (the
                     // group id) cannot be reused, so the signal cannot hit a stranger.
@@ -680,6 +705,17 @@ impl Invocation {
                 }
             },
         };
+        let Some(status) = ended else {
+            // Past the output bound: the same kill-then-reap as a timeout.
+            guard.kill();
+            guard.armed = false;
+            let _ = tokio::time::timeout(REAP_GRACE, child.wait()).await;
+            abort_all(&readers, stdin_task.as_ref());
+            return Err(RunError::OutputTooLarge {
+                argv,
+                limit: max_output.unwrap_or_default(),
+            });
+        };
         // The program is gone; anything it left in its group is an orphan of a finished
         // command. Killing it is what makes "no call leaks processes" true, and it closes the
         // pipes those orphans would otherwise hold open forever.
@@ -687,6 +723,9 @@ impl Invocation {
         let drained = tokio::time::timeout(DRAIN_GRACE, async {
             while let Some(chunk) = rx.recv().await {
                 sink.push(chunk);
+                if sink.over(max_output) {
+                    break;
+                }
             }
         })
         .await;
@@ -698,6 +737,12 @@ impl Invocation {
         }
         guard.armed = false;
         abort_all(&readers, None);
+        if sink.over(max_output) {
+            return Err(RunError::OutputTooLarge {
+                argv,
+                limit: max_output.unwrap_or_default(),
+            });
+        }
         let status = status.map_err(|source| RunError::Io {
             argv: argv.clone(),
             source,
@@ -778,6 +823,11 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
+    /// More than `max` bytes of stdout and stderr together.
+    fn over(&self, max: Option<usize>) -> bool {
+        max.is_some_and(|max| self.stdout.len() + self.stderr.len() > max)
+    }
+
     fn push(&mut self, (stream, bytes): (Stream, Vec<u8>)) {
         if let Some(on_line) = self.on_line.as_mut() {
             let mut line = bytes.as_slice();
@@ -797,19 +847,34 @@ impl Sink<'_> {
 }
 
 /// Forward `reader` line by line (terminator kept, so the bytes add up exactly). A read error
-/// ends the stream; what arrived before it is kept.
+/// ends the stream; what arrived before it is kept. With a bound (`max`), a line is read in
+/// pieces of at most `max + 1` bytes and reading stops once more than `max` bytes came, so
+/// neither a single huge line nor a flood is held in memory past the bound.
 async fn read_lines(
     reader: impl AsyncRead + Unpin,
     stream: Stream,
     tx: mpsc::UnboundedSender<(Stream, Vec<u8>)>,
+    max: Option<usize>,
 ) {
     let mut reader = BufReader::new(reader);
+    let mut total = 0usize;
     loop {
         let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line).await {
+        let read = match max {
+            None => reader.read_until(b'\n', &mut line).await,
+            Some(max) => {
+                let room = (max - total.min(max)) as u64 + 1;
+                (&mut reader).take(room).read_until(b'\n', &mut line).await
+            }
+        };
+        match read {
             Ok(0) => break,
-            Ok(_) => {
+            Ok(n) => {
+                total = total.saturating_add(n);
                 if tx.send((stream, line)).is_err() {
+                    break;
+                }
+                if max.is_some_and(|max| total > max) {
                     break;
                 }
             }

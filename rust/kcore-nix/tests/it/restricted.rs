@@ -370,3 +370,19 @@ async fn messages_quote_only_the_submitted_file() {
     );
     assert!(message.contains("b = undefinedThing;"), "{message}");
 }
+
+/// A value too large to hand back stops at the output bound, not in the caller's memory.
+#[tokio::test]
+async fn a_huge_value_is_stopped_by_the_output_bound() {
+    let Some(p) = probe("a_huge_value_is_stopped_by_the_output_bound") else {
+        return;
+    };
+    // 20 MiB of JSON, well inside the 256 MiB memory bound.
+    let result = p
+        .eval("builtins.genList (i: \"0123456789abcdef0123456789abcdef\") 600000")
+        .await;
+    assert!(
+        matches!(result, Err(EvalError::OutputBound(_))),
+        "{result:?}"
+    );
+}

@@ -534,3 +534,48 @@ async fn a_spinning_child_is_stopped_by_its_cpu_bound() {
     assert!(limits.cpu_bound_hit(out.status), "{:?}", out.status);
     assert!(!kcore_nix::Limits::default().cpu_bound_hit(out.status));
 }
+
+/// Output past the bound stops the program (its group killed) instead of growing the
+/// caller: a flood of lines and one endless line, each under a bound of 1 MiB.
+#[tokio::test]
+async fn output_past_the_bound_kills_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in [
+        (
+            "flood",
+            "while :; do echo 0123456789abcdef0123456789abcdef; done",
+        ),
+        (
+            "oneline",
+            "while :; do printf 0123456789abcdef0123456789abcdef; done",
+        ),
+        (
+            "stderr",
+            "while :; do echo 0123456789abcdef0123456789abcdef >&2; done",
+        ),
+    ] {
+        let prog = script(dir.path(), name, body);
+        let err = Invocation::new(&prog)
+            .max_output_bytes(1024 * 1024)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RunError::OutputTooLarge { limit: 1048576, .. }),
+            "{name}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("process group was killed"),
+            "{err}"
+        );
+    }
+    // Output under the bound is untouched.
+    let prog = script(dir.path(), "small", "echo fine");
+    let out = Invocation::new(&prog)
+        .max_output_bytes(1024)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_lossy(), "fine\n");
+}
