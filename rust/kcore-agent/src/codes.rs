@@ -19,6 +19,9 @@ pub const EVAL_TIMEOUT: &str = "EVAL_TIMEOUT";
 /// Evaluating the submitted layout or configuration needed more memory than its bound
 /// (`evaluation.memoryLimitMiB`) and was stopped (HTTP 422).
 pub const EVAL_MEMORY_LIMIT: &str = "EVAL_MEMORY_LIMIT";
+/// Evaluating the submitted layout or configuration wrote more than 16 MiB of output (a
+/// huge value, a flood of traces) and was stopped (HTTP 422).
+pub const EVAL_OUTPUT_LIMIT: &str = "EVAL_OUTPUT_LIMIT";
 /// `evaluation.maxConcurrent` evaluations are already running; nothing was done, try again
 /// (HTTP 429).
 pub const EVAL_BUSY: &str = "EVAL_BUSY";

@@ -183,8 +183,8 @@ fn validate_failure(err: ValidateError) -> ApiFailure {
     }
 }
 
-/// An evaluation stopped by a bound, as `EVAL_TIMEOUT` or `EVAL_MEMORY_LIMIT` (shared with
-/// apply-nix). The message names the setting that sets the bound.
+/// An evaluation stopped by a bound, as `EVAL_TIMEOUT`, `EVAL_MEMORY_LIMIT` or
+/// `EVAL_OUTPUT_LIMIT` (shared with apply-nix). The message names the setting that sets the bound.
 pub fn bound_error(err: &kcore_nix::EvalError, what: &str) -> ApiError {
     let (code, fix) = match err {
         kcore_nix::EvalError::MemoryBound(_) => (
@@ -194,6 +194,10 @@ pub fn bound_error(err: &kcore_nix::EvalError, what: &str) -> ApiError {
         kcore_nix::EvalError::CpuBound(_) => (
             codes::EVAL_TIMEOUT,
             "simplify it, or raise evaluation.cpuLimitSeconds in the agent's configuration",
+        ),
+        kcore_nix::EvalError::OutputBound(_) => (
+            codes::EVAL_OUTPUT_LIMIT,
+            "a layout or module evaluates to kilobytes; check for a runaway value or trace",
         ),
         _ => (
             codes::EVAL_TIMEOUT,

@@ -1414,11 +1414,14 @@ mod restricted_evaluation {
     }
 
     const BOMB: &str = "builtins.length (builtins.attrNames (builtins.listToAttrs (builtins.genList (i: { name = toString i; value = i; }) 20000000)))";
+    /// 600,000 traces of 48 characters: about 34 MiB of stderr.
+    const FLOOD: &str = "builtins.foldl' (a: i: builtins.trace \"0123456789abcdef0123456789abcdef0123456789abcdef\" a) { } (builtins.genList (i: i) 600000)";
     const SPIN: &str = "let f = n: if n == 0 then 0 else f (n - 1); in builtins.foldl' (a: i: a + f 10000) 0 (builtins.genList (x: x) 100000)";
 
     /// A layout or configuration that allocates without bound is stopped by the memory
-    /// bound, a CPU-heavy fold by the CPU bound; both routes answer the same codes (422
-    /// `EVAL_MEMORY_LIMIT`, 422 `EVAL_TIMEOUT`), and the agent keeps serving.
+    /// bound, a CPU-heavy fold by the CPU bound, a huge value by the output bound; both
+    /// routes answer the same codes (422 `EVAL_MEMORY_LIMIT`, `EVAL_TIMEOUT`,
+    /// `EVAL_OUTPUT_LIMIT`), and the agent keeps serving.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runaway_evaluations_stop_at_their_bounds_and_the_agent_keeps_serving() {
         let bed = disko_bed(bounded(2), vec![]).await;
@@ -1447,6 +1450,23 @@ mod restricted_evaluation {
             assert!(
                 err.to_string().contains("CPU-time bound of 2 s"),
                 "{what}: {err}"
+            );
+        }
+        // 32 MiB of output (a huge device string; a flood of traces on apply-nix) stops at the
+        // output bound instead of being read into the agent.
+        // 16 bytes doubled 21 times: 32 MiB, well inside the 256 MiB memory bound.
+        let huge =
+            "builtins.foldl' (s: _: s + s) \"0123456789abcdef\" (builtins.genList (i: i) 21)";
+        for (what, err) in [
+            ("disko output", dry_err(&bed, &disk_layout(huge)).await),
+            ("nix trace", nix_err(&bed, FLOOD).await),
+        ] {
+            assert_eq!(code(&err), "EVAL_OUTPUT_LIMIT", "{what}: {err}");
+            assert_eq!(status(&err), 422, "{what}");
+            assert!(
+                body(&err).len() < 16 * 1024,
+                "{what}: {} bytes",
+                body(&err).len()
             );
         }
         // Still serving, and an ordinary layout still plans.
