@@ -7,9 +7,10 @@
 //! full argv (program path first) and, where the program ran, its exit status and the tail
 //! of its stderr, so a log line alone is enough to reproduce the failure.
 //!
-//! Nothing here caps timeouts or output sizes: callers know their limits (the storage code
-//! caps timeouts at 3600 s, for example). A caller that runs something it does not trust
-//! (an evaluation of submitted Nix) adds kernel resource limits with [`Invocation::limits`].
+//! Nothing here caps timeouts or output sizes by default: callers know their limits (the
+//! storage code caps timeouts at 3600 s, for example). A caller that runs something it does
+//! not trust (an evaluation of submitted Nix) adds kernel resource limits with
+//! [`Invocation::limits`] and an output bound with [`Invocation::max_output_bytes`].
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
