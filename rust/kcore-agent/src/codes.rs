@@ -13,6 +13,18 @@ pub const PLAN_HASH_REQUIRED: &str = "PLAN_HASH_REQUIRED";
 pub const DISKO_INVALID: &str = "DISKO_INVALID";
 /// The Nix configuration failed validation.
 pub const NIX_INVALID: &str = "NIX_INVALID";
+/// Evaluating the submitted layout or configuration ran past its wall-clock timeout or its
+/// CPU-time bound (`evaluation.cpuLimitSeconds`) and was stopped (HTTP 422).
+pub const EVAL_TIMEOUT: &str = "EVAL_TIMEOUT";
+/// Evaluating the submitted layout or configuration needed more memory than its bound
+/// (`evaluation.memoryLimitMiB`) and was stopped (HTTP 422).
+pub const EVAL_MEMORY_LIMIT: &str = "EVAL_MEMORY_LIMIT";
+/// Evaluating the submitted layout or configuration wrote more than 16 MiB of output (a
+/// huge value, a flood of traces) and was stopped (HTTP 422).
+pub const EVAL_OUTPUT_LIMIT: &str = "EVAL_OUTPUT_LIMIT";
+/// `evaluation.maxConcurrent` evaluations are already running; nothing was done, try again
+/// (HTTP 429).
+pub const EVAL_BUSY: &str = "EVAL_BUSY";
 /// A timeout of 0 or another unusable request value.
 pub const BAD_REQUEST: &str = "BAD_REQUEST";
 /// Another disk apply is running.

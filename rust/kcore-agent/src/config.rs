@@ -67,6 +67,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub nix: NixConfig,
     #[serde(default)]
+    pub evaluation: EvaluationConfig,
+    #[serde(default)]
     pub binaries: Binaries,
     /// Connection limits and timeouts; absent keys keep the defaults in
     /// docs/agent.md ("Connections and limits").
@@ -192,6 +194,36 @@ impl Default for NixConfig {
     }
 }
 
+/// Bounds on the Nix evaluations of submitted text: every apply-disko request (dry run or
+/// not) and every apply-nix validation. See docs/validation.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvaluationConfig {
+    /// Address space of one `nix-instantiate`, in MiB (`RLIMIT_AS`).
+    #[serde(default = "default_eval_memory", rename = "memoryLimitMiB")]
+    pub memory_limit_mib: u64,
+    /// CPU time of one `nix-instantiate`, in seconds (`RLIMIT_CPU`).
+    #[serde(default = "default_eval_cpu")]
+    pub cpu_limit_seconds: u64,
+    /// Requests evaluating at once; one more is refused with `EVAL_BUSY`.
+    #[serde(default = "default_eval_concurrency")]
+    pub max_concurrent: usize,
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit_mib: default_eval_memory(),
+            cpu_limit_seconds: default_eval_cpu(),
+            max_concurrent: default_eval_concurrency(),
+        }
+    }
+}
+
+/// Below this `nix-instantiate` 2.8 cannot even load its libraries (it starts from about
+/// 96 MiB of address space; a level-3 disko evaluation runs in 128 MiB).
+pub const MIN_EVAL_MEMORY_MIB: u64 = 128;
+
 /// Optional explicit program paths; otherwise the runner's env var, then PATH.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -247,6 +279,15 @@ fn default_disko_state_dir() -> PathBuf {
 fn default_nix_config_path() -> PathBuf {
     "/etc/nixos/kcore-node.nix".into()
 }
+fn default_eval_memory() -> u64 {
+    kcore_nix::restricted::EvalBounds::DEFAULT_MEMORY_MIB
+}
+fn default_eval_cpu() -> u64 {
+    kcore_nix::restricted::EvalBounds::DEFAULT_CPU_SECONDS
+}
+fn default_eval_concurrency() -> usize {
+    2
+}
 
 impl AgentConfig {
     /// Read and validate the file at `path`.
@@ -299,6 +340,32 @@ impl AgentConfig {
             return Err(invalid(
                 "heartbeatIntervalSeconds",
                 "must be at least 1".into(),
+            ));
+        }
+        let eval = &self.evaluation;
+        if eval.memory_limit_mib < MIN_EVAL_MEMORY_MIB {
+            return Err(invalid(
+                "evaluation.memoryLimitMiB",
+                format!(
+                    "{} MiB is too little for nix-instantiate to start: use at least {MIN_EVAL_MEMORY_MIB} (the default is {})",
+                    eval.memory_limit_mib,
+                    default_eval_memory()
+                ),
+            ));
+        }
+        if eval.cpu_limit_seconds == 0 {
+            return Err(invalid(
+                "evaluation.cpuLimitSeconds",
+                format!("must be at least 1 (the default is {})", default_eval_cpu()),
+            ));
+        }
+        if eval.max_concurrent == 0 {
+            return Err(invalid(
+                "evaluation.maxConcurrent",
+                format!(
+                    "must be at least 1, or no layout could ever be evaluated (the default is {})",
+                    default_eval_concurrency()
+                ),
             ));
         }
         if self.disko.disko_source.is_some() != self.disko.nixpkgs_lib.is_some() {
@@ -355,6 +422,10 @@ disko:
   nixpkgsLib: /nix/store/y-source/lib
 nix:
   configPath: /etc/nixos/kcore-node.nix
+evaluation:
+  memoryLimitMiB: 1024
+  cpuLimitSeconds: 60
+  maxConcurrent: 2
 binaries:
   nixInstantiate: /run/current-system/sw/bin/nix-instantiate
   nixosRebuild: /run/current-system/sw/bin/nixos-rebuild
@@ -399,6 +470,15 @@ binaries:
             Path::new("/var/lib/kcore/disko-management-mode")
         );
         assert_eq!(c.nix.config_path, Path::new("/etc/nixos/kcore-node.nix"));
+        assert_eq!(c.evaluation, EvaluationConfig::default());
+        assert_eq!(
+            (
+                c.evaluation.memory_limit_mib,
+                c.evaluation.cpu_limit_seconds,
+                c.evaluation.max_concurrent
+            ),
+            (1024, 60, 2)
+        );
     }
 
     #[test]
@@ -441,6 +521,25 @@ binaries:
         assert!(err.contains("nixpkgsLib"), "{err}");
         let err = parse("nodeId: n\nmode: weird\n").unwrap_err().to_string();
         assert!(err.contains("weird"), "{err}");
+        for (text, field) in [
+            (
+                "evaluation: { memoryLimitMiB: 10 }",
+                "evaluation.memoryLimitMiB",
+            ),
+            (
+                "evaluation: { cpuLimitSeconds: 0 }",
+                "evaluation.cpuLimitSeconds",
+            ),
+            (
+                "evaluation: { maxConcurrent: 0 }",
+                "evaluation.maxConcurrent",
+            ),
+        ] {
+            let err = parse(&format!("nodeId: n\nmode: install\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("field `{field}`")), "{err}");
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! - The applied fragment is kept as `<stateDir>/<names>.nix` (written atomically, the
 //!   previous version kept as `.bak`); its previous version is the "current" tree the next
 //!   plan is compared against.
+//! - Every request evaluates the layout, dry run or not, and every evaluation is restricted
+//!   and bounded (kcore-nix's `RestrictedEval`; `evaluation` in the configuration): it reads
+//!   only the layout, the disko source and nixpkgs lib, no network, no store writes. A bound
+//!   that stops it is `422 EVAL_TIMEOUT` / `422 EVAL_MEMORY_LIMIT`; a request finding
+//!   `evaluation.maxConcurrent` others evaluating gets `429 EVAL_BUSY` (docs/validation.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +33,7 @@ use kcore_api::ApiError;
 use kcore_api::inventory::{
     ApplyDiskoRequest, DiskoPlanResponse, OperationStarted, OperationStatus,
 };
-use kcore_disko::eval::{DeepInputs, Evaluator, ValidateError, validate_file};
+use kcore_disko::eval::{DeepInputs, EVAL_TIMEOUT, Evaluator, ValidateError, validate_file};
 use kcore_disko::plan::ChangeClass;
 use kcore_disko::{DeviceTree, Plan};
 use kcore_net::ApiFailure;
@@ -167,11 +172,42 @@ fn validate_failure(err: ValidateError) -> ApiFailure {
             StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
         ),
+        ValidateError::Bound(e) => {
+            let err = bound_error(&e, "the disko fragment");
+            failure(StatusCode::UNPROCESSABLE_ENTITY, err)
+        }
         other => failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::new(codes::DISKO_INVALID, other.to_string()),
         ),
     }
+}
+
+/// An evaluation stopped by a bound, as `EVAL_TIMEOUT`, `EVAL_MEMORY_LIMIT` or
+/// `EVAL_OUTPUT_LIMIT` (shared with apply-nix). The message names the setting that sets the bound.
+pub fn bound_error(err: &kcore_nix::EvalError, what: &str) -> ApiError {
+    let (code, fix) = match err {
+        kcore_nix::EvalError::MemoryBound(_) => (
+            codes::EVAL_MEMORY_LIMIT,
+            "simplify it, or raise evaluation.memoryLimitMiB in the agent's configuration",
+        ),
+        kcore_nix::EvalError::CpuBound(_) => (
+            codes::EVAL_TIMEOUT,
+            "simplify it, or raise evaluation.cpuLimitSeconds in the agent's configuration",
+        ),
+        kcore_nix::EvalError::OutputBound(_) => (
+            codes::EVAL_OUTPUT_LIMIT,
+            "a layout or module evaluates to kilobytes; check for a runaway value or trace",
+        ),
+        _ => (
+            codes::EVAL_TIMEOUT,
+            "simplify it (the wall-clock timeout is fixed), or retry when the node is less busy",
+        ),
+    };
+    ApiError::new(
+        code,
+        format!("evaluating {what}: {err}; {fix} (see docs/validation.md)"),
+    )
 }
 
 /// The result of validating and planning one request.
@@ -192,13 +228,14 @@ async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFa
     let fragment = workdir.path().join("fragment.nix");
     std::fs::write(&fragment, layout)
         .map_err(|e| ApiFailure::internal(format!("cannot write the fragment: {e}")))?;
-    let evaluator =
-        Evaluator::new(state.config.binaries.nix_instantiate.as_deref()).map_err(|e| {
+    let evaluator = Evaluator::new(state.config.binaries.nix_instantiate.as_deref())
+        .map_err(|e| {
             failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
             )
-        })?;
+        })?
+        .with_bounds(state.eval_bounds(EVAL_TIMEOUT));
     let deep = match (
         &state.config.disko.disko_source,
         &state.config.disko.nixpkgs_lib,
@@ -259,7 +296,12 @@ pub async fn handle(
     let timeout =
         effective_timeout(req.timeout_seconds).map_err(|e| failure(StatusCode::BAD_REQUEST, e))?;
     let mode = ManagementMode::read(&state.config.disko.management_mode_file);
-    let planned = plan_request(&state, &req.layout).await?;
+    let planned = {
+        // Held for every evaluation of this request (the layout, the applied fragment),
+        // released before an apply runs.
+        let _slot = state.evaluation_slot()?;
+        plan_request(&state, &req.layout).await?
+    };
     let refusal = decide(mode, &planned.plan);
     if !req.apply {
         let body = DiskoPlanResponse {

@@ -11,6 +11,11 @@
 //! One rebuild at a time: a second request while one runs (with or without `noRebuild`,
 //! since writing the file would change what the running rebuild reads) is refused with
 //! `REBUILD_IN_PROGRESS` and never interrupts the first.
+//!
+//! The validating evaluation is restricted and bounded like a disko layout's (kcore-nix's
+//! `RestrictedEval`): it may read the submitted text only, so a module whose top level
+//! imports another file is refused; the imports inside a module function are not evaluated
+//! here (the rebuild evaluates them, as root, by design: apply-nix installs what it is given).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use kcore_api::ApiError;
 use kcore_api::inventory::{ApplyNixRequest, OperationStarted, OperationStatus};
 use kcore_net::ApiFailure;
 use kcore_nix::programs::{NIX_INSTANTIATE, NIXOS_REBUILD, SYSTEMCTL, SYSTEMD_RUN};
+use kcore_nix::restricted::{EvalBounds, EvalError, RestrictedEval};
 use kcore_nix::runner::{Invocation, Program, RunError};
 
 use crate::codes;
@@ -42,53 +48,72 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// Evaluates a module file to its type without building anything. The path is passed as
 /// an argument, never spliced into the expression.
 const TYPE_EXPR: &str = "{ file }: builtins.typeOf (import (/. + file))";
+/// Wall-clock bound of the validating evaluation.
+pub const VALIDATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn failure(status: StatusCode, err: ApiError) -> ApiFailure {
     ApiFailure { status, error: err }
 }
 
-/// Levels 1 and 2 for a NixOS module in `text`.
-pub async fn validate(text: &str, nix_instantiate: &Program) -> Result<(), ApiError> {
+/// Levels 1 and 2 for a NixOS module in `text`, level 2 restricted and within `bounds`.
+/// Refusals are 422 (`NIX_INVALID`, `EVAL_TIMEOUT`, `EVAL_MEMORY_LIMIT`); a tool that
+/// cannot run is 500 `TOOL_UNAVAILABLE`.
+pub async fn validate(
+    text: &str,
+    nix_instantiate: &Program,
+    bounds: EvalBounds,
+) -> Result<(), ApiFailure> {
+    let invalid = |err: ApiError| failure(StatusCode::UNPROCESSABLE_ENTITY, err);
     let errors = kcore_disko::syntax::check("config.nix", text);
     if !errors.is_empty() {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        return Err(ApiError::new(
-            codes::NIX_INVALID,
-            format!("the configuration does not parse:\n{}", lines.join("\n")),
-        )
-        .with_details(serde_json::json!({ "errors": errors })));
+        return Err(invalid(
+            ApiError::new(
+                codes::NIX_INVALID,
+                format!("the configuration does not parse:\n{}", lines.join("\n")),
+            )
+            .with_details(serde_json::json!({ "errors": errors })),
+        ));
     }
+    let write_failed = |e: std::io::Error| {
+        failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new(codes::WRITE_FAILED, e.to_string()),
+        )
+    };
     let dir = tempfile::Builder::new()
         .prefix("kcore-nix-")
         .tempdir()
-        .map_err(|e| ApiError::new(codes::WRITE_FAILED, e.to_string()))?;
+        .map_err(write_failed)?;
     let file = dir.path().join("config.nix");
-    std::fs::write(&file, text).map_err(|e| ApiError::new(codes::WRITE_FAILED, e.to_string()))?;
-    let out = Invocation::new(nix_instantiate)
-        .args(["--eval", "--readonly-mode", "--json", "--argstr", "file"])
+    std::fs::write(&file, text).map_err(write_failed)?;
+    // Restricted mode compares symlink-free paths (TMPDIR may be a symlink).
+    let file = std::fs::canonicalize(&file).map_err(write_failed)?;
+    let eval = RestrictedEval::new(nix_instantiate, bounds).allow_submitted("kcore-config", &file);
+    let inv = eval
+        .invocation()
+        .args(["--eval", "--json", "--argstr", "file"])
         .arg(&file)
-        .args(["--expr", TYPE_EXPR])
-        .timeout(Duration::from_secs(60))
-        .output_unchecked()
-        .await
-        .map_err(|e| ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()))?;
-    if !out.status.success() {
-        return Err(ApiError::new(
+        .args(["--expr", TYPE_EXPR]);
+    let out = eval.run(&inv).await.map_err(|e| match e {
+        EvalError::Failed { message } => invalid(ApiError::new(
             codes::NIX_INVALID,
-            format!(
-                "the configuration does not evaluate:\n{}",
-                out.stderr_lossy().trim()
-            ),
-        ));
-    }
+            format!("the configuration does not evaluate:\n{message}"),
+        )),
+        EvalError::Run(e) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+        ),
+        bound => invalid(crate::disko_apply::bound_error(&bound, "the configuration")),
+    })?;
     let kind: String = serde_json::from_slice(&out.stdout).unwrap_or_default();
     if kind != "lambda" && kind != "set" {
-        return Err(ApiError::new(
+        return Err(invalid(ApiError::new(
             codes::NIX_INVALID,
             format!(
                 "a NixOS module must be a function ({{ config, lib, pkgs, ... }}: {{ ... }}) or an attribute set; this evaluates to a {kind}"
             ),
-        ));
+        )));
     }
     Ok(())
 }
@@ -101,9 +126,15 @@ pub async fn handle(state: Arc<AgentState>, req: ApplyNixRequest) -> Result<Resp
             ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
         )
     })?;
-    validate(&req.config, &nix_instantiate)
-        .await
-        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    {
+        let _slot = state.evaluation_slot()?;
+        validate(
+            &req.config,
+            &nix_instantiate,
+            state.eval_bounds(VALIDATE_TIMEOUT),
+        )
+        .await?;
+    }
     // Taken before writing: the file is what a running rebuild reads.
     let guard = state.rebuild.clone().try_lock_owned().map_err(|_| {
         failure(

@@ -86,6 +86,37 @@ pub struct AgentState {
     pub rebuild: Arc<tokio::sync::Mutex<()>>,
     /// One disk apply at a time: a second gets `DISK_APPLY_IN_PROGRESS`.
     pub disk_apply: Arc<tokio::sync::Mutex<()>>,
+    /// `evaluation.maxConcurrent` requests evaluating submitted Nix at once (dry runs
+    /// included); one more gets `EVAL_BUSY`.
+    pub evaluations: Arc<tokio::sync::Semaphore>,
+}
+
+impl AgentState {
+    /// A slot for evaluating submitted Nix, held until the permit is dropped; refused at
+    /// once (`429 EVAL_BUSY`) when all are taken, never queued: a queue would let callers
+    /// pile up requests that each later hold an evaluator.
+    pub fn evaluation_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiFailure> {
+        self.evaluations.clone().try_acquire_owned().map_err(|_| {
+            ApiFailure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                crate::codes::EVAL_BUSY,
+                format!(
+                    "{} evaluations of submitted Nix are already running on this node \
+                     (evaluation.maxConcurrent); nothing was done, try again when one has finished",
+                    self.config.evaluation.max_concurrent
+                ),
+            )
+        })
+    }
+
+    /// The bounds for one evaluation of submitted Nix with this wall-clock timeout.
+    pub fn eval_bounds(&self, timeout: std::time::Duration) -> kcore_nix::EvalBounds {
+        kcore_nix::EvalBounds {
+            timeout,
+            memory_mib: self.config.evaluation.memory_limit_mib,
+            cpu_seconds: self.config.evaluation.cpu_limit_seconds,
+        }
+    }
 }
 
 /// A configured agent, ready to serve.
@@ -147,6 +178,9 @@ impl Agent {
         };
         let tools = Tools::new(config.binaries.clone());
         let ops = Operations::persistent(crate::ops::dir_for(&config));
+        let evaluations = Arc::new(tokio::sync::Semaphore::new(
+            config.evaluation.max_concurrent,
+        ));
         Ok(Agent {
             state: Arc::new(AgentState {
                 config,
@@ -155,6 +189,7 @@ impl Agent {
                 ops,
                 rebuild: Arc::default(),
                 disk_apply: Arc::default(),
+                evaluations,
             }),
             tls: TlsSource::new(server_config),
             fingerprint,

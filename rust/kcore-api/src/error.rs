@@ -111,6 +111,14 @@ pub enum ErrorCode {
     InventoryFailed,
     /// The agent stopped while the operation ran.
     Interrupted,
+    /// Evaluating submitted Nix ran past its wall-clock or CPU bound.
+    EvalTimeout,
+    /// Evaluating submitted Nix ran past its memory bound.
+    EvalMemoryLimit,
+    /// Evaluating submitted Nix printed more than its output bound (16 MiB).
+    EvalOutputLimit,
+    /// Every evaluation slot is taken; nothing was done, retry later.
+    EvalBusy,
 
     // --- kctl, before or without a server ---
     /// The context lists no controllers and no `-s` was given.
@@ -179,8 +187,8 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             BodyTimeout => 408,
             PlanHashMismatch | DiskApplyInProgress | RebuildInProgress => 409,
-            DiskoInvalid | NixInvalid => 422,
-            RenewRateLimited => 429,
+            DiskoInvalid | NixInvalid | EvalTimeout | EvalMemoryLimit | EvalOutputLimit => 422,
+            RenewRateLimited | EvalBusy => 429,
             Internal | ToolUnavailable | CommandFailed | WriteFailed | InventoryFailed
             | Interrupted => 500,
             Unavailable | SubCaNotValid => 503,

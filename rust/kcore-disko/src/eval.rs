@@ -1,9 +1,15 @@
 //! Validation levels 2 and 3, and the whole level 1-3 pipeline ([`validate_file`]).
 //!
-//! Level 2 evaluates the fragment with `nix-instantiate --eval --strict --json --readonly-mode`
-//! and checks the JSON against [`DeviceTree`]. Level 3 evaluates it through disko's own option
-//! types (`diskoLib.toplevel` under `lib.evalModules`, nixpkgs `lib` only, no `pkgs`) down to
-//! the real `_create` and `_mount` scripts.
+//! Level 2 evaluates the fragment with `nix-instantiate --eval --strict --json` and checks the
+//! JSON against [`DeviceTree`]. Level 3 evaluates it through disko's own option types
+//! (`diskoLib.toplevel` under `lib.evalModules`, nixpkgs `lib` only, no `pkgs`) down to the
+//! real `_create` and `_mount` scripts.
+//!
+//! Every evaluation is a [`RestrictedEval`] (kcore-nix): restricted mode, no network, no
+//! store writes, an empty environment, memory, CPU and wall-clock bounds. It may read the
+//! fragment file itself and, where the level needs them, the nixpkgs `lib/` and disko
+//! source trees; nothing else, not even the fragment's directory. Messages never quote lines
+//! of any file but the fragment.
 //!
 //! The Nix expressions below are constants: the fragment path, the disko source and the
 //! nixpkgs lib enter as `--argstr` values (strings in the argv, never spliced into source).
@@ -14,13 +20,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kcore_nix::programs::NIX_INSTANTIATE;
+use kcore_nix::restricted::{EvalBounds, EvalError, RestrictedEval};
 use kcore_nix::runner::{Invocation, Program, RunError};
 use serde::Serialize;
 
 use crate::model::DeviceTree;
 use crate::syntax;
 
-/// How long one evaluation may take before its process group is killed.
+/// How long one evaluation may take before its process group is killed (the default
+/// wall-clock bound; memory and CPU default to [`EvalBounds::with_timeout`]'s).
 pub const EVAL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Level 2: import the fragment (calling it if it is a function) and return it as data.
@@ -148,9 +156,14 @@ pub enum ValidateError {
         #[source]
         source: std::io::Error,
     },
-    /// nix-instantiate could not be found, started, or timed out.
+    /// nix-instantiate could not be found or started.
     #[error(transparent)]
     Tool(#[from] RunError),
+    /// An evaluation bound stopped nix-instantiate: the wall-clock timeout, the CPU-time
+    /// bound or the memory bound ([`EvalError::TimedOut`], [`EvalError::CpuBound`],
+    /// [`EvalError::MemoryBound`]).
+    #[error("{0}")]
+    Bound(EvalError),
     /// The deep inputs are not usable.
     #[error("{0}")]
     Inputs(String),
@@ -173,18 +186,30 @@ pub struct Validated {
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     program: Program,
-    timeout: Duration,
+    bounds: EvalBounds,
     nixpkgs_lib: Option<PathBuf>,
 }
 
 impl Evaluator {
     /// Locate `nix-instantiate` (explicit path, then `KCORE_NIX_INSTANTIATE`, then PATH).
+    /// Each evaluation runs under [`EVAL_TIMEOUT`] and the default memory and CPU bounds.
     pub fn new(explicit: Option<&Path>) -> Result<Evaluator, RunError> {
         Ok(Evaluator {
             program: NIX_INSTANTIATE.resolve(explicit)?,
-            timeout: EVAL_TIMEOUT,
+            bounds: EvalBounds::with_timeout(EVAL_TIMEOUT),
             nixpkgs_lib: None,
         })
+    }
+
+    /// Run every evaluation under these bounds instead.
+    pub fn with_bounds(mut self, bounds: EvalBounds) -> Evaluator {
+        self.bounds = bounds;
+        self
+    }
+
+    /// The bounds each evaluation runs under.
+    pub fn bounds(&self) -> EvalBounds {
+        self.bounds
     }
 
     /// Give level 2 a nixpkgs `lib/` for fragments that are functions of `lib` (like some of
@@ -194,17 +219,22 @@ impl Evaluator {
         self
     }
 
-    fn base(&self, expr: &str) -> Invocation {
-        Invocation::new(&self.program)
-            .args([
-                "--eval",
-                "--strict",
-                "--json",
-                "--readonly-mode",
-                "--expr",
-                expr,
-            ])
-            .timeout(self.timeout)
+    /// The restricted evaluator allowed to read `fragment` (the submitted text) and the
+    /// `sources` (name, trusted tree), nothing else.
+    fn restricted(&self, fragment: Option<&Path>, sources: &[(&str, &Path)]) -> RestrictedEval {
+        let mut eval = RestrictedEval::new(&self.program, self.bounds);
+        if let Some(fragment) = fragment {
+            eval = eval.allow_submitted("kcore-fragment", fragment);
+        }
+        for (name, path) in sources {
+            eval = eval.allow_source(name, path);
+        }
+        eval
+    }
+
+    fn base(eval: &RestrictedEval, expr: &str) -> Invocation {
+        eval.invocation()
+            .args(["--eval", "--strict", "--json", "--expr", expr])
     }
 
     /// Level 2 on a fragment file: its evaluated JSON, checked against the device tree.
@@ -216,7 +246,7 @@ impl Evaluator {
     ) -> Result<DeviceTree, ValidateError> {
         let json = self.eval_json(fragment, nixpkgs_lib).await?;
         DeviceTree::from_json(&json).map_err(|problems| {
-            ValidateError::Invalid(
+            ValidateError::Invalid(fold_findings(
                 problems
                     .into_iter()
                     .map(|p| Finding {
@@ -225,7 +255,7 @@ impl Evaluator {
                         message: p.message,
                     })
                     .collect(),
-            )
+            ))
         })
     }
 
@@ -236,15 +266,23 @@ impl Evaluator {
         nixpkgs_lib: Option<&Path>,
     ) -> Result<serde_json::Value, ValidateError> {
         let fragment = absolute(fragment)?;
-        let mut inv = self
-            .base(LEVEL2_EXPR)
+        let lib = nixpkgs_lib
+            .or(self.nixpkgs_lib.as_deref())
+            .map(absolute)
+            .transpose()?;
+        let sources: Vec<(&str, &Path)> = lib
+            .iter()
+            .map(|l| ("kcore-nixpkgs-lib", l.as_path()))
+            .collect();
+        let eval = self.restricted(Some(&fragment), &sources);
+        let mut inv = Self::base(&eval, LEVEL2_EXPR)
             .arg("--argstr")
             .arg("fragment")
             .arg(&fragment);
-        if let Some(lib) = nixpkgs_lib.or(self.nixpkgs_lib.as_deref()) {
-            inv = inv.arg("--argstr").arg("nixpkgsLib").arg(absolute(lib)?);
+        if let Some(lib) = &lib {
+            inv = inv.arg("--argstr").arg("nixpkgsLib").arg(lib);
         }
-        self.run_json(inv, 2, &fragment).await
+        self.run_json(&eval, inv, 2, &fragment).await
     }
 
     /// Level 3: evaluate through disko's option types to the create and mount scripts.
@@ -255,39 +293,46 @@ impl Evaluator {
     ) -> Result<DeepOutput, ValidateError> {
         inputs.check().map_err(ValidateError::Inputs)?;
         let fragment = absolute(fragment)?;
-        let inv = self
-            .base(LEVEL3_EXPR)
+        let disko = absolute(&inputs.disko)?;
+        let lib = absolute(&inputs.nixpkgs_lib)?;
+        let eval = self.restricted(
+            Some(&fragment),
+            &[("kcore-disko", &disko), ("kcore-nixpkgs-lib", &lib)],
+        );
+        let inv = Self::base(&eval, LEVEL3_EXPR)
             .arg("--argstr")
             .arg("fragment")
             .arg(&fragment)
             .arg("--argstr")
             .arg("disko")
-            .arg(absolute(&inputs.disko)?)
+            .arg(&disko)
             .arg("--argstr")
             .arg("nixpkgsLib")
-            .arg(absolute(&inputs.nixpkgs_lib)?);
-        self.run_json(inv, 3, &fragment).await
+            .arg(&lib);
+        self.run_json(&eval, inv, 3, &fragment).await
     }
 
-    /// `nix-instantiate --eval -E 1`: the cost of starting the evaluator (the benchmark's baseline).
-    pub async fn baseline(&self) -> Result<(), RunError> {
-        self.base("1").output().await.map(|_| ())
+    /// `nix-instantiate --eval -E 1`, restricted like every evaluation: the cost of
+    /// starting the evaluator (the benchmark's baseline).
+    pub async fn baseline(&self) -> Result<(), ValidateError> {
+        let eval = self.restricted(None, &[]);
+        eval.run(&Self::base(&eval, "1"))
+            .await
+            .map(|_| ())
+            .map_err(|e| eval_failure(e, 2, Path::new("«baseline»")))
     }
 
     async fn run_json<T: serde::de::DeserializeOwned>(
         &self,
+        eval: &RestrictedEval,
         inv: Invocation,
         level: u8,
         fragment: &Path,
     ) -> Result<T, ValidateError> {
-        let out = inv.output_unchecked().await?;
-        if !out.status.success() {
-            return Err(ValidateError::Invalid(vec![nix_finding(
-                level,
-                &out.stderr_lossy(),
-                fragment,
-            )]));
-        }
+        let out = eval
+            .run(&inv)
+            .await
+            .map_err(|e| eval_failure(e, level, fragment))?;
         serde_json::from_slice(&out.stdout).map_err(|e| {
             ValidateError::Invalid(vec![Finding {
                 level,
@@ -295,6 +340,36 @@ impl Evaluator {
                 message: format!("nix-instantiate printed unexpected output: {e}"),
             }])
         })
+    }
+}
+
+/// At most [`crate::MAX_REPORTED`] findings, repeats folded into the first (see
+/// [`crate::fold_repeats`]).
+pub fn fold_findings(findings: Vec<Finding>) -> Vec<Finding> {
+    crate::fold_repeats(
+        findings,
+        crate::MAX_REPORTED,
+        |f| &mut f.message,
+        |f| f.location.clone(),
+        |rest, first| Finding {
+            level: first.level,
+            location: first.location.clone(),
+            message: format!(
+                "{rest} more findings not shown (from here on); fix the ones above first"
+            ),
+        },
+    )
+}
+
+/// A failed evaluation as a finding (Nix reported an error) or as the bound or tool
+/// problem it was.
+fn eval_failure(err: EvalError, level: u8, fragment: &Path) -> ValidateError {
+    match err {
+        EvalError::Failed { message } => {
+            ValidateError::Invalid(vec![nix_finding(level, &message, fragment)])
+        }
+        EvalError::Run(e) => ValidateError::Tool(e),
+        bound => ValidateError::Bound(bound),
     }
 }
 

@@ -47,3 +47,62 @@ pub fn join_problems(problems: &[Problem]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The most problems one validation reports (level-1 syntax errors, findings of a level):
+/// a deeply nested fragment once produced a thousand near-identical syntax errors.
+pub const MAX_REPORTED: usize = 20;
+
+/// Fold items that repeat one message into the first of them (its message then says how
+/// many more there were and where the first few are), and past `max` items replace the
+/// rest by one summary made by `summary(count_left_out, first_left_out)`. Order is kept.
+pub(crate) fn fold_repeats<T>(
+    items: Vec<T>,
+    max: usize,
+    message: impl Fn(&mut T) -> &mut String,
+    location: impl Fn(&T) -> String,
+    summary: impl FnOnce(usize, &T) -> T,
+) -> Vec<T> {
+    let mut groups: Vec<(T, Vec<String>)> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for mut item in items {
+        let key = message(&mut item).clone();
+        match seen.get(&key) {
+            Some(&i) => {
+                let at = location(&item);
+                let (_, more) = &mut groups[i];
+                more.push(at);
+            }
+            None => {
+                seen.insert(key, groups.len());
+                groups.push((item, Vec::new()));
+            }
+        }
+    }
+    let mut out: Vec<T> = groups
+        .into_iter()
+        .map(|(mut item, more)| {
+            if !more.is_empty() {
+                let shown: Vec<&str> = more.iter().take(3).map(String::as_str).collect();
+                let ellipsis = if more.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                };
+                let text = message(&mut item);
+                text.push_str(&format!(
+                    " (and {} more like it, at {}{ellipsis})",
+                    more.len(),
+                    shown.join(", ")
+                ));
+            }
+            item
+        })
+        .collect();
+    if out.len() > max {
+        let rest = out.split_off(max.saturating_sub(1));
+        if let Some(first) = rest.first() {
+            out.push(summary(rest.len(), first));
+        }
+    }
+    out
+}

@@ -36,7 +36,9 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Parse `text` (from `file`) and return every syntax error, first one first. Empty: valid.
+/// Parse `text` (from `file`) and return its syntax errors, first one first. Empty: valid.
+/// Errors with the same message are folded into the first (which then names how many more
+/// and where), and at most [`crate::MAX_REPORTED`] are returned, the last counting the rest.
 pub fn check(file: &str, text: &str) -> Vec<SyntaxError> {
     let parse = rnix::Root::parse(text);
     let mut errors: Vec<SyntaxError> = parse
@@ -55,7 +57,18 @@ pub fn check(file: &str, text: &str) -> Vec<SyntaxError> {
         .collect();
     errors.sort_by_key(|e| (e.line, e.column));
     errors.dedup();
-    errors
+    crate::fold_repeats(
+        errors,
+        crate::MAX_REPORTED,
+        |e| &mut e.message,
+        |e| format!("{}:{}", e.line, e.column),
+        |rest, first| SyntaxError {
+            message: format!(
+                "{rest} more syntax errors not shown (from here on); fix the ones above first"
+            ),
+            ..first.clone()
+        },
+    )
 }
 
 fn describe(err: &ParseError, text: &str) -> (usize, String) {
@@ -123,6 +136,40 @@ mod tests {
             (4, "f.nix"),
             "{errors:?}"
         );
+    }
+
+    /// D12: a deeply nested fragment produced 1,025 near-identical findings (234 KB).
+    #[test]
+    fn deep_nesting_gives_a_short_list() {
+        for text in [
+            format!("{}1{}", "{ a = ".repeat(5000), " ; }".repeat(5000)),
+            format!(
+                "{{ disko.devices = {}1{}; }}",
+                "{ a = ".repeat(20000),
+                " ; }".repeat(20000)
+            ),
+            "{ a = ; b = ; c = ; d = ; e = ; }".repeat(500),
+            (0..500).map(|i| format!("{{ a{i} = ; }}\n")).collect(),
+        ] {
+            let raw = rnix::Root::parse(&text).errors().len();
+            assert!(raw >= 500, "the case must be a bad one: {raw} errors");
+            let errors = check("f.nix", &text);
+            assert!(!errors.is_empty());
+            assert!(
+                errors.len() <= crate::MAX_REPORTED,
+                "{} errors",
+                errors.len()
+            );
+            let total: usize = errors.iter().map(|e| e.to_string().len()).sum();
+            assert!(total < 8 * 1024, "{total} bytes: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_messages_are_folded_into_the_first() {
+        let errors = check("f.nix", "{ a = ; b = ; c = ; d = ; e = ; }");
+        assert!(errors[0].message.contains("more like it, at"), "{errors:?}");
+        assert_eq!(errors[0].line, 1);
     }
 
     #[test]

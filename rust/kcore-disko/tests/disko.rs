@@ -487,3 +487,116 @@ async fn live_snapshot_of_this_machine_resolves() {
     let back = BlockSnapshot::from_json(&json).unwrap();
     assert_eq!(back.lsblk, snap.lsblk);
 }
+
+// ---- restricted, bounded evaluation (security probe D4, D12) ----
+
+/// Levels 2 and 3 read only the fragment (and the disko and nixpkgs lib trees): a secret
+/// beside it is refused, not planned; an error inside nixpkgs lib does not quote lib's
+/// lines; the memory bound stops a runaway fragment; a deeply nested fragment gets a short
+/// list of findings.
+#[tokio::test]
+async fn evaluation_is_restricted_and_bounded() {
+    let Some(ev) = evaluator() else { return };
+    let Some(deep) = deep_inputs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "KCORE-DISKO-SECRET\n").unwrap();
+    let secret = std::fs::canonicalize(secret).unwrap();
+    let disk = |device: &str| {
+        format!(
+            "{{ lib ? null, ... }}: {{ disko.devices.disk.a = {{ type = \"disk\"; device = {device}; }}; }}"
+        )
+    };
+    for (name, device) in [
+        (
+            "readfile",
+            format!(
+                "\"/dev/disk/by-id/x\" + builtins.readFile {}",
+                secret.display()
+            ),
+        ),
+        (
+            "shadow",
+            "throw (builtins.readFile /etc/shadow)".to_string(),
+        ),
+        ("passwd", "import /etc/passwd".to_string()),
+        (
+            "readdir",
+            "builtins.toJSON (builtins.attrNames (builtins.readDir /root))".to_string(),
+        ),
+    ] {
+        let path = write(dir.path(), &format!("{name}.nix"), &disk(&device));
+        for level in [2, 3] {
+            let result = if level == 2 {
+                ev.level2(&path, Some(&deep.nixpkgs_lib)).await.map(|_| ())
+            } else {
+                ev.level3(&path, &deep).await.map(|_| ())
+            };
+            let Err(ValidateError::Invalid(findings)) = result else {
+                panic!("{name} level {level}: {result:?}")
+            };
+            let text = format!("{findings:?}");
+            assert!(
+                text.contains("forbidden in restricted mode"),
+                "{name}: {text}"
+            );
+            assert!(
+                !text.contains("KCORE-DISKO-SECRET") && !text.contains("root:"),
+                "{name} level {level} leaked: {text}"
+            );
+        }
+    }
+    // getEnv reads "" (the evaluation succeeds, the device is just the prefix).
+    let path = write(
+        dir.path(),
+        "env.nix",
+        &disk("\"/dev/disk/by-id/x\" + builtins.getEnv \"HOME\""),
+    );
+    let tree = ev.level2(&path, None).await.unwrap();
+    assert_eq!(tree.disk["a"].device, "/dev/disk/by-id/x");
+
+    // An error raised inside nixpkgs lib names its position but does not quote lib.
+    let path = write(
+        dir.path(),
+        "lib-error.nix",
+        "{ lib, ... }: { disko.devices.disk.a = { type = \"disk\"; device = lib.strings.escapeShellArg { }; }; }",
+    );
+    let Err(ValidateError::Invalid(findings)) = ev.level2(&path, Some(&deep.nixpkgs_lib)).await
+    else {
+        panic!("expected a level-2 error")
+    };
+    let text = format!("{findings:?}");
+    assert!(text.contains("cannot coerce a set to a string"), "{text}");
+    assert!(!text.contains("toString arg"), "{text}");
+
+    // The memory bound.
+    let small = ev.clone().with_bounds(kcore_nix::EvalBounds {
+        memory_mib: 256,
+        ..ev.bounds()
+    });
+    let path = write(
+        dir.path(),
+        "bomb.nix",
+        &disk(
+            "toString (builtins.length (builtins.attrNames (builtins.listToAttrs (builtins.genList (i: { name = toString i; value = i; }) 20000000))))",
+        ),
+    );
+    let result = small.level2(&path, None).await;
+    assert!(
+        matches!(
+            result,
+            Err(ValidateError::Bound(kcore_nix::EvalError::MemoryBound(256)))
+        ),
+        "{result:?}"
+    );
+
+    // D12: 1,025 near-identical level-1 findings became a handful.
+    let nested = format!("{}1{}", "{ a = ".repeat(5000), " ; }".repeat(5000));
+    let path = write(dir.path(), "nested.nix", &nested);
+    let Err(ValidateError::Invalid(findings)) = validate_file(&ev, &path, Some(&deep)).await else {
+        panic!("nested fragment accepted")
+    };
+    assert!(findings.len() <= kcore_disko::MAX_REPORTED, "{findings:?}");
+    assert!(findings.iter().all(|f| f.level == 1));
+    assert!(format!("{findings:?}").len() < 8 * 1024, "{findings:?}");
+}

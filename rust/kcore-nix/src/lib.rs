@@ -5,6 +5,8 @@
 //! - [`runner`]: resolve a program once, run it with an argv, a timeout that kills the
 //!   whole process group, and errors that carry the full argv, exit status and stderr tail.
 //! - [`programs`]: the well-known programs and the environment variables that override them.
+//! - [`restricted`]: `nix-instantiate` over submitted text in restricted mode (no other
+//!   files, no environment, no network, no store writes) with memory, CPU and time bounds.
 //! - [`escape`]: values spliced into Nix source (string literals, attribute names).
 //! - [`flake`]: `flake_ref` + `flake_rev` into a URL that pins the revision.
 //! - [`commands`]: typed builders (`NixBuild`, `NixosRebuild`, `SwitchToConfiguration`,
@@ -17,6 +19,7 @@ pub mod escape;
 pub mod flake;
 pub mod profile;
 pub mod programs;
+pub mod restricted;
 pub mod runner;
 
 pub use commands::Goal;
@@ -24,4 +27,5 @@ pub use commands::Goal;
 pub use escape::{EscapeError, attr_name, is_valid_attr_name, nix_string};
 pub use flake::{FlakeError, nixos_rebuild_target, pinned_flake_url, toplevel_installable};
 pub use programs::Tool;
-pub use runner::{Invocation, Output, Program, RunError, StreamLine};
+pub use restricted::{EvalBounds, EvalError, RestrictedEval};
+pub use runner::{Invocation, Limits, Output, Program, RunError, StreamLine};

@@ -7,8 +7,10 @@
 //! full argv (program path first) and, where the program ran, its exit status and the tail
 //! of its stderr, so a log line alone is enough to reproduce the failure.
 //!
-//! Nothing here caps timeouts or output sizes: callers know their limits (the storage code
-//! caps timeouts at 3600 s, for example).
+//! Nothing here caps timeouts or output sizes by default: callers know their limits (the
+//! storage code caps timeouts at 3600 s, for example). A caller that runs something it does
+//! not trust (an evaluation of submitted Nix) adds kernel resource limits with
+//! [`Invocation::limits`] and an output bound with [`Invocation::max_output_bytes`].
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// How long to keep reading stdout/stderr after the program exited and its process group was
@@ -225,6 +227,13 @@ pub enum RunError {
         after: Duration,
         stderr_tail: String,
     },
+    /// The program wrote more than its output bound ([`Invocation::max_output_bytes`]);
+    /// its whole process group was killed.
+    #[error(
+        "`{}` wrote more than {limit} bytes of output; its process group was killed",
+        display_argv(.argv)
+    )]
+    OutputTooLarge { argv: Vec<String>, limit: usize },
     /// Talking to the running program (pipes, waiting) failed.
     #[error("I/O error while running `{}`: {source}", display_argv(.argv))]
     Io {
@@ -271,6 +280,7 @@ impl RunError {
             RunError::Spawn { argv, .. }
             | RunError::Failed { argv, .. }
             | RunError::TimedOut { argv, .. }
+            | RunError::OutputTooLarge { argv, .. }
             | RunError::Io { argv, .. }
             | RunError::Json { argv, .. } => argv,
         }
@@ -336,7 +346,56 @@ pub fn stderr_tail(bytes: &[u8]) -> String {
     }
 }
 
-/// A configured run of a [`Program`]: argv, environment, working directory, stdin, timeout.
+/// Kernel resource limits (`setrlimit(2)`) for a child, set in the child between fork and
+/// exec, so the program never runs a single instruction without them (setting them from
+/// the parent after the spawn would leave a window). The program's own children inherit
+/// them. Whenever a [`Limits`] is applied, `RLIMIT_CORE` is also set to 0: a program stopped
+/// by its memory or CPU bound would otherwise dump a core as large as the bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_AS`: the most address space the program may map, in bytes. A larger
+    /// allocation fails inside the program (Nix then says `error: out of memory` and exits 1).
+    pub address_space_bytes: Option<u64>,
+    /// `RLIMIT_CPU`: CPU seconds over all threads. At the bound the kernel sends `SIGXCPU`
+    /// (which terminates), one second later `SIGKILL` in case the program catches `SIGXCPU`.
+    pub cpu_seconds: Option<u64>,
+}
+
+impl Limits {
+    /// Whether a program that ended this way was stopped by the CPU bound: killed by
+    /// `SIGXCPU`, or by `SIGKILL` when a CPU bound was set (the kernel's follow-up; the
+    /// runner's own timeout kill is reported as [`RunError::TimedOut`] instead).
+    pub fn cpu_bound_hit(&self, status: ExitStatus) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        self.cpu_seconds.is_some()
+            && matches!(status.signal(), Some(s) if s == Signal::SIGXCPU as i32 || s == Signal::SIGKILL as i32)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.address_space_bytes.is_none() && self.cpu_seconds.is_none()
+    }
+
+    /// Apply the limits to the calling process. Runs in the forked child before exec, so it
+    /// must stay async-signal-safe: `setrlimit` only, no allocation, no locks.
+    fn apply(self) -> std::io::Result<()> {
+        use nix::sys::resource::{Resource, setrlimit};
+        let set = |resource, soft, hard| {
+            setrlimit(resource, soft, hard)
+                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))
+        };
+        set(Resource::RLIMIT_CORE, 0, 0)?;
+        if let Some(bytes) = self.address_space_bytes {
+            set(Resource::RLIMIT_AS, bytes, bytes)?;
+        }
+        if let Some(seconds) = self.cpu_seconds {
+            set(Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
+        }
+        Ok(())
+    }
+}
+
+/// A configured run of a [`Program`]: argv, environment, working directory, stdin, timeout,
+/// resource limits.
 #[derive(Debug, Clone)]
 pub struct Invocation {
     program: PathBuf,
@@ -347,6 +406,8 @@ pub struct Invocation {
     current_dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    limits: Limits,
+    max_output: Option<usize>,
 }
 
 impl Invocation {
@@ -361,6 +422,8 @@ impl Invocation {
             current_dir: None,
             stdin: None,
             timeout: None,
+            limits: Limits::default(),
+            max_output: None,
         }
     }
 
@@ -421,6 +484,28 @@ impl Invocation {
     /// The configured timeout, if any.
     pub fn timeout_value(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// Run the child under these kernel resource limits (see [`Limits`]). The wall-clock
+    /// [`Invocation::timeout`] and the process-group kill still apply.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Kill the whole process group and fail with [`RunError::OutputTooLarge`] once stdout
+    /// and stderr together pass `bytes`: the output is kept in memory, so a program whose
+    /// output is not trusted must not be able to grow the caller without bound. The
+    /// readers stop reading a stream past the bound, and read a long line in pieces of at
+    /// most `bytes` (so [`Invocation::stream`] may then see one line split).
+    pub fn max_output_bytes(mut self, bytes: usize) -> Self {
+        self.max_output = Some(bytes);
+        self
+    }
+
+    /// The configured resource limits (all `None` unless [`Invocation::limits`] was called).
+    pub fn limits_value(&self) -> Limits {
+        self.limits
     }
 
     /// The full argv, program path first (invalid UTF-8 replaced; for errors and logs).
@@ -518,6 +603,16 @@ impl Invocation {
         cmd.process_group(0);
         // Belt and braces with `GroupGuard`: tokio also reaps the killed child in the background.
         cmd.kill_on_drop(true);
+        if !self.limits.is_empty() {
+            let limits = self.limits;
+            // SAFETY: the closure runs in the forked child before exec and calls only
+            // setrlimit(2) (async-signal-safe); it allocates nothing and takes no locks
+            // (`from_raw_os_error` builds the error without allocating).
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || limits.apply());
+            }
+        }
         cmd
     }
 
@@ -549,16 +644,15 @@ impl Invocation {
         };
 
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|r| tokio::spawn(read_lines(r, Stream::Stdout, tx.clone()))),
-            child
-                .stderr
-                .take()
-                .map(|r| tokio::spawn(read_lines(r, Stream::Stderr, tx.clone()))),
-        ];
+        let readers =
+            [
+                child.stdout.take().map(|r| {
+                    tokio::spawn(read_lines(r, Stream::Stdout, tx.clone(), self.max_output))
+                }),
+                child.stderr.take().map(|r| {
+                    tokio::spawn(read_lines(r, Stream::Stderr, tx.clone(), self.max_output))
+                }),
+            ];
         drop(tx); // the channel closes once both readers finish
 
         let mut sink = Sink {
@@ -569,22 +663,28 @@ impl Invocation {
 
         // The timeout covers the program's run; the drain after its exit has its own bound,
         // so a program that finished in time is never reported as timed out.
+        let max_output = self.max_output;
         let wait = async {
             let mut channel_open = true;
             loop {
                 tokio::select! {
                     chunk = rx.recv(), if channel_open => match chunk {
-                        Some(chunk) => sink.push(chunk),
+                        Some(chunk) => {
+                            sink.push(chunk);
+                            if sink.over(max_output) {
+                                break None;
+                            }
+                        }
                         None => channel_open = false,
                     },
-                    status = child.wait() => break status,
+                    status = child.wait() => break Some(status),
                 }
             }
         };
-        let status = match self.timeout {
+        let ended = match self.timeout {
             None => wait.await,
             Some(limit) => match tokio::time::timeout(limit, wait).await {
-                Ok(status) => status,
+                Ok(ended) => ended,
                 Err(_) => {
                     // Kill before reaping: while the leader is an unreaped zombie its pid (the
                     // group id) cannot be reused, so the signal cannot hit a stranger.
@@ -606,6 +706,17 @@ impl Invocation {
                 }
             },
         };
+        let Some(status) = ended else {
+            // Past the output bound: the same kill-then-reap as a timeout.
+            guard.kill();
+            guard.armed = false;
+            let _ = tokio::time::timeout(REAP_GRACE, child.wait()).await;
+            abort_all(&readers, stdin_task.as_ref());
+            return Err(RunError::OutputTooLarge {
+                argv,
+                limit: max_output.unwrap_or_default(),
+            });
+        };
         // The program is gone; anything it left in its group is an orphan of a finished
         // command. Killing it is what makes "no call leaks processes" true, and it closes the
         // pipes those orphans would otherwise hold open forever.
@@ -613,6 +724,9 @@ impl Invocation {
         let drained = tokio::time::timeout(DRAIN_GRACE, async {
             while let Some(chunk) = rx.recv().await {
                 sink.push(chunk);
+                if sink.over(max_output) {
+                    break;
+                }
             }
         })
         .await;
@@ -624,6 +738,12 @@ impl Invocation {
         }
         guard.armed = false;
         abort_all(&readers, None);
+        if sink.over(max_output) {
+            return Err(RunError::OutputTooLarge {
+                argv,
+                limit: max_output.unwrap_or_default(),
+            });
+        }
         let status = status.map_err(|source| RunError::Io {
             argv: argv.clone(),
             source,
@@ -704,6 +824,11 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
+    /// More than `max` bytes of stdout and stderr together.
+    fn over(&self, max: Option<usize>) -> bool {
+        max.is_some_and(|max| self.stdout.len() + self.stderr.len() > max)
+    }
+
     fn push(&mut self, (stream, bytes): (Stream, Vec<u8>)) {
         if let Some(on_line) = self.on_line.as_mut() {
             let mut line = bytes.as_slice();
@@ -723,19 +848,34 @@ impl Sink<'_> {
 }
 
 /// Forward `reader` line by line (terminator kept, so the bytes add up exactly). A read error
-/// ends the stream; what arrived before it is kept.
+/// ends the stream; what arrived before it is kept. With a bound (`max`), a line is read in
+/// pieces of at most `max + 1` bytes and reading stops once more than `max` bytes came, so
+/// neither a single huge line nor a flood is held in memory past the bound.
 async fn read_lines(
     reader: impl AsyncRead + Unpin,
     stream: Stream,
     tx: mpsc::UnboundedSender<(Stream, Vec<u8>)>,
+    max: Option<usize>,
 ) {
     let mut reader = BufReader::new(reader);
+    let mut total = 0usize;
     loop {
         let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line).await {
+        let read = match max {
+            None => reader.read_until(b'\n', &mut line).await,
+            Some(max) => {
+                let room = (max - total.min(max)) as u64 + 1;
+                (&mut reader).take(room).read_until(b'\n', &mut line).await
+            }
+        };
+        match read {
             Ok(0) => break,
-            Ok(_) => {
+            Ok(n) => {
+                total = total.saturating_add(n);
                 if tx.send((stream, line)).is_err() {
+                    break;
+                }
+                if max.is_some_and(|max| total > max) {
                     break;
                 }
             }

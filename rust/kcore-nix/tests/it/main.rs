@@ -6,5 +6,6 @@
 
 mod escape;
 mod flake;
+mod restricted;
 mod runner;
 mod support;

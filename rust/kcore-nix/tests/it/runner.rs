@@ -483,3 +483,99 @@ async fn nix_evaluation_errors_carry_the_expression_and_nix_message() {
     assert!(stderr_tail.contains("kcore-test-boom"), "{stderr_tail}");
     assert!(err.to_string().contains("kcore-test-boom"));
 }
+
+/// The limits are in place in the child before its first instruction (set between fork and
+/// exec): the stand-in reads them back with bash's `ulimit`.
+#[tokio::test]
+async fn limits_are_set_in_the_child_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = script(
+        dir.path(),
+        "limits",
+        "echo \"as=$(ulimit -v) cpu=$(ulimit -t) core=$(ulimit -c)\"",
+    );
+    let limits = kcore_nix::Limits {
+        address_space_bytes: Some(512 * 1024 * 1024),
+        cpu_seconds: Some(7),
+    };
+    let out = Invocation::new(&prog)
+        .limits(limits)
+        .output()
+        .await
+        .unwrap();
+    // bash's `ulimit -v` is in KiB.
+    assert_eq!(out.stdout_lossy(), "as=524288 cpu=7 core=0\n");
+    // Without limits the child keeps the parent's.
+    let out = Invocation::new(&prog).output().await.unwrap();
+    assert!(
+        !out.stdout_lossy().contains("cpu=7"),
+        "{}",
+        out.stdout_lossy()
+    );
+}
+
+/// A spinning program is stopped by its CPU bound (SIGXCPU), long before the wall clock,
+/// and `cpu_bound_hit` says so.
+#[tokio::test]
+async fn a_spinning_child_is_stopped_by_its_cpu_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = script(dir.path(), "spin", "while :; do :; done");
+    let limits = kcore_nix::Limits {
+        address_space_bytes: None,
+        cpu_seconds: Some(1),
+    };
+    let out = Invocation::new(&prog)
+        .limits(limits)
+        .timeout(Duration::from_secs(120))
+        .output_unchecked()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(limits.cpu_bound_hit(out.status), "{:?}", out.status);
+    assert!(!kcore_nix::Limits::default().cpu_bound_hit(out.status));
+}
+
+/// Output past the bound stops the program (its group killed) instead of growing the
+/// caller: a flood of lines and one endless line, each under a bound of 1 MiB.
+#[tokio::test]
+async fn output_past_the_bound_kills_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in [
+        (
+            "flood",
+            "while :; do echo 0123456789abcdef0123456789abcdef; done",
+        ),
+        (
+            "oneline",
+            "while :; do printf 0123456789abcdef0123456789abcdef; done",
+        ),
+        (
+            "stderr",
+            "while :; do echo 0123456789abcdef0123456789abcdef >&2; done",
+        ),
+    ] {
+        let prog = script(dir.path(), name, body);
+        let err = Invocation::new(&prog)
+            .max_output_bytes(1024 * 1024)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RunError::OutputTooLarge { limit: 1048576, .. }),
+            "{name}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("process group was killed"),
+            "{err}"
+        );
+    }
+    // Output under the bound is untouched.
+    let prog = script(dir.path(), "small", "echo fine");
+    let out = Invocation::new(&prog)
+        .max_output_bytes(1024)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_lossy(), "fine\n");
+}
