@@ -45,6 +45,13 @@ let
     "apply_nix_runs_one_rebuild_at_a_time_with_nixos_rebuild_stand_in"
     "operation_results_survive_an_agent_restart_with_nixos_rebuild_stand_in"
     "apply_nix_timeout_stops_the_unit_with_systemd_run_and_systemctl_stand_ins"
+    "a_deeply_nested_layout_gets_a_short_answer"
+    "concurrent_evaluations_beyond_the_bound_are_refused_busy"
+    "install_mode_closes_a_client_that_never_speaks"
+    "messages_quote_only_the_submitted_text"
+    "other_cluster_certificates_bad_paths_and_wrong_methods_get_envelopes"
+    "runaway_evaluations_stop_at_their_bounds_and_the_agent_keeps_serving"
+    "submitted_nix_reads_no_file_environment_or_network"
   ];
 
   # Tools the binaries run by name when their configuration does not give a path: kctl's

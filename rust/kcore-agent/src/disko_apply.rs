@@ -22,6 +22,7 @@
 //!   that stops it is `422 EVAL_TIMEOUT` / `422 EVAL_MEMORY_LIMIT`; a request finding
 //!   `evaluation.maxConcurrent` others evaluating gets `429 EVAL_BUSY` (docs/validation.md).
 
+use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,6 @@ use kcore_net::ApiFailure;
 use kcore_nix::programs::DISKO;
 use kcore_nix::runner::{Invocation, RunError, StreamLine};
 
-use crate::codes;
 use crate::mgmt::ManagementMode;
 use crate::ops::OpHandle;
 use crate::server::AgentState;
@@ -55,7 +55,7 @@ pub fn effective_timeout(requested: Option<u64>) -> Result<u64, ApiError> {
     match requested {
         None => Ok(DEFAULT_TIMEOUT_SECONDS),
         Some(0) => Err(ApiError::new(
-            codes::BAD_REQUEST,
+            ErrorCode::BadRequest,
             "timeoutSeconds must be at least 1 (the default is 300, the maximum 3600)",
         )),
         Some(n) => Ok(n.min(MAX_TIMEOUT_SECONDS)),
@@ -66,7 +66,7 @@ pub fn effective_timeout(requested: Option<u64>) -> Result<u64, ApiError> {
 pub fn decide(mode: ManagementMode, plan: &Plan) -> Option<ApiError> {
     if mode == ManagementMode::InstallerOnly {
         return Some(ApiError::new(
-            codes::DISKO_INSTALLER_ONLY,
+            ErrorCode::DiskoInstallerOnly,
             "the disko management mode is installer-only: this node refuses every disk apply \
              (write `controller-managed` to the management mode file to allow additive changes)",
         ));
@@ -81,7 +81,7 @@ pub fn decide(mode: ManagementMode, plan: &Plan) -> Option<ApiError> {
             .collect();
         return Some(
             ApiError::new(
-                first.code.as_str(),
+                first.code.into(),
                 format!("target {} refused: {}", target.name, first.message),
             )
             .with_details(serde_json::json!({ "refusals": details })),
@@ -100,7 +100,7 @@ pub fn decide(mode: ManagementMode, plan: &Plan) -> Option<ApiError> {
             .collect();
         return Some(
             ApiError::new(
-                codes::DESTRUCTIVE_CHANGE_REFUSED,
+                ErrorCode::DestructiveChangeRefused,
                 format!(
                     "controller-managed allows additive changes only; this plan is destructive ({})",
                     destructive.join("; ")
@@ -128,7 +128,7 @@ pub fn fragment_file_name(tree: &DeviceTree) -> Result<String, ApiError> {
     names.dedup();
     if names.is_empty() {
         return Err(ApiError::new(
-            codes::DISKO_INVALID,
+            ErrorCode::DiskoInvalid,
             "the fragment declares no devices under disko.devices",
         ));
     }
@@ -137,7 +137,7 @@ pub fn fragment_file_name(tree: &DeviceTree) -> Result<String, ApiError> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }) {
         return Err(ApiError::new(
-            codes::DISKO_INVALID,
+            ErrorCode::DiskoInvalid,
             format!(
                 "device name {bad:?} must use only letters, digits, '-' and '_' (it names the applied fragment's file)"
             ),
@@ -156,7 +156,7 @@ fn validate_failure(err: ValidateError) -> ApiFailure {
         ValidateError::Invalid(findings) => failure(
             StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::new(
-                codes::DISKO_INVALID,
+                ErrorCode::DiskoInvalid,
                 format!(
                     "the disko fragment is invalid:\n{}",
                     findings
@@ -170,7 +170,7 @@ fn validate_failure(err: ValidateError) -> ApiFailure {
         ),
         ValidateError::Tool(e) => failure(
             StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+            ApiError::new(ErrorCode::ToolUnavailable, e.to_string()),
         ),
         ValidateError::Bound(e) => {
             let err = bound_error(&e, "the disko fragment");
@@ -178,7 +178,7 @@ fn validate_failure(err: ValidateError) -> ApiFailure {
         }
         other => failure(
             StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::new(codes::DISKO_INVALID, other.to_string()),
+            ApiError::new(ErrorCode::DiskoInvalid, other.to_string()),
         ),
     }
 }
@@ -188,19 +188,19 @@ fn validate_failure(err: ValidateError) -> ApiFailure {
 pub fn bound_error(err: &kcore_nix::EvalError, what: &str) -> ApiError {
     let (code, fix) = match err {
         kcore_nix::EvalError::MemoryBound(_) => (
-            codes::EVAL_MEMORY_LIMIT,
+            ErrorCode::EvalMemoryLimit,
             "simplify it, or raise evaluation.memoryLimitMiB in the agent's configuration",
         ),
         kcore_nix::EvalError::CpuBound(_) => (
-            codes::EVAL_TIMEOUT,
+            ErrorCode::EvalTimeout,
             "simplify it, or raise evaluation.cpuLimitSeconds in the agent's configuration",
         ),
         kcore_nix::EvalError::OutputBound(_) => (
-            codes::EVAL_OUTPUT_LIMIT,
+            ErrorCode::EvalOutputLimit,
             "a layout or module evaluates to kilobytes; check for a runaway value or trace",
         ),
         _ => (
-            codes::EVAL_TIMEOUT,
+            ErrorCode::EvalTimeout,
             "simplify it (the wall-clock timeout is fixed), or retry when the node is less busy",
         ),
     };
@@ -232,7 +232,7 @@ async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFa
         .map_err(|e| {
             failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+                ApiError::new(ErrorCode::ToolUnavailable, e.to_string()),
             )
         })?
         .with_bounds(state.eval_bounds(EVAL_TIMEOUT));
@@ -274,7 +274,7 @@ async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFa
             .map_err(|e| {
                 failure(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    ApiError::new(codes::INVENTORY_FAILED, e.to_string()),
+                    ApiError::new(ErrorCode::InventoryFailed, e.to_string()),
                 )
             })?,
     };
@@ -324,7 +324,7 @@ pub async fn handle(
         return Err(failure(
             StatusCode::BAD_REQUEST,
             ApiError::new(
-                codes::PLAN_HASH_REQUIRED,
+                ErrorCode::PlanHashRequired,
                 "an apply must present the planHash of the dry run the operator saw",
             ),
         ));
@@ -333,7 +333,7 @@ pub async fn handle(
         return Err(failure(
             StatusCode::CONFLICT,
             ApiError::new(
-                codes::PLAN_HASH_MISMATCH,
+                ErrorCode::PlanHashMismatch,
                 "the plan changed since the dry run (devices or the applied fragment differ): \
                  run the dry run again and review the new plan",
             )
@@ -351,7 +351,7 @@ pub async fn handle(
         failure(
             StatusCode::CONFLICT,
             ApiError::new(
-                codes::DISK_APPLY_IN_PROGRESS,
+                ErrorCode::DiskApplyInProgress,
                 "another disk apply is running on this node; wait for it to finish",
             ),
         )
@@ -391,15 +391,15 @@ pub fn run_error_status(err: &RunError) -> (OperationStatus, ApiError) {
     match err {
         RunError::TimedOut { .. } => (
             OperationStatus::TimedOut,
-            ApiError::new(codes::TIMED_OUT, err.to_string()),
+            ApiError::new(ErrorCode::TimedOut, err.to_string()),
         ),
         RunError::NotFound { .. } | RunError::Spawn { .. } => (
             OperationStatus::Failed,
-            ApiError::new(codes::TOOL_UNAVAILABLE, err.to_string()),
+            ApiError::new(ErrorCode::ToolUnavailable, err.to_string()),
         ),
         _ => (
             OperationStatus::Failed,
-            ApiError::new(codes::COMMAND_FAILED, err.to_string()),
+            ApiError::new(ErrorCode::CommandFailed, err.to_string()),
         ),
     }
 }
@@ -450,7 +450,7 @@ async fn run_apply(state: &AgentState, op: &OpHandle, planned: &Planned, timeout
             op.finish(
                 OperationStatus::Failed,
                 Some(ApiError::new(
-                    codes::WRITE_FAILED,
+                    ErrorCode::WriteFailed,
                     format!(
                         "disko succeeded but the fragment could not be kept at {}: {e}",
                         target.display()
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(effective_timeout(Some(7200)).unwrap(), 3600);
         assert_eq!(
             effective_timeout(Some(0)).unwrap_err().code,
-            codes::BAD_REQUEST
+            ErrorCode::BadRequest.as_str()
         );
     }
 

@@ -9,7 +9,6 @@
 //! - [`provision`] is `kcore-agent provision-disk`, the LVM identity reset.
 
 pub mod cli;
-pub mod codes;
 pub mod config;
 pub mod disko_apply;
 pub mod fsutil;

@@ -17,6 +17,7 @@
 //! imports another file is refused; the imports inside a module function are not evaluated
 //! here (the rebuild evaluates them, as root, by design: apply-nix installs what it is given).
 
+use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,6 @@ use kcore_nix::programs::{NIX_INSTANTIATE, NIXOS_REBUILD, SYSTEMCTL, SYSTEMD_RUN
 use kcore_nix::restricted::{EvalBounds, EvalError, RestrictedEval};
 use kcore_nix::runner::{Invocation, Program, RunError};
 
-use crate::codes;
 use crate::disko_apply::run_error_status;
 use crate::ops::OpHandle;
 use crate::server::AgentState;
@@ -69,7 +69,7 @@ pub async fn validate(
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(invalid(
             ApiError::new(
-                codes::NIX_INVALID,
+                ErrorCode::NixInvalid,
                 format!("the configuration does not parse:\n{}", lines.join("\n")),
             )
             .with_details(serde_json::json!({ "errors": errors })),
@@ -78,7 +78,7 @@ pub async fn validate(
     let write_failed = |e: std::io::Error| {
         failure(
             StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::new(codes::WRITE_FAILED, e.to_string()),
+            ApiError::new(ErrorCode::WriteFailed, e.to_string()),
         )
     };
     let dir = tempfile::Builder::new()
@@ -97,19 +97,19 @@ pub async fn validate(
         .args(["--expr", TYPE_EXPR]);
     let out = eval.run(&inv).await.map_err(|e| match e {
         EvalError::Failed { message } => invalid(ApiError::new(
-            codes::NIX_INVALID,
+            ErrorCode::NixInvalid,
             format!("the configuration does not evaluate:\n{message}"),
         )),
         EvalError::Run(e) => failure(
             StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+            ApiError::new(ErrorCode::ToolUnavailable, e.to_string()),
         ),
         bound => invalid(crate::disko_apply::bound_error(&bound, "the configuration")),
     })?;
     let kind: String = serde_json::from_slice(&out.stdout).unwrap_or_default();
     if kind != "lambda" && kind != "set" {
         return Err(invalid(ApiError::new(
-            codes::NIX_INVALID,
+            ErrorCode::NixInvalid,
             format!(
                 "a NixOS module must be a function ({{ config, lib, pkgs, ... }}: {{ ... }}) or an attribute set; this evaluates to a {kind}"
             ),
@@ -123,7 +123,7 @@ pub async fn handle(state: Arc<AgentState>, req: ApplyNixRequest) -> Result<Resp
     let nix_instantiate = state.tools.resolve(NIX_INSTANTIATE).map_err(|e| {
         failure(
             StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+            ApiError::new(ErrorCode::ToolUnavailable, e.to_string()),
         )
     })?;
     {
@@ -140,7 +140,7 @@ pub async fn handle(state: Arc<AgentState>, req: ApplyNixRequest) -> Result<Resp
         failure(
             StatusCode::CONFLICT,
             ApiError::new(
-                codes::REBUILD_IN_PROGRESS,
+                ErrorCode::RebuildInProgress,
                 "a rebuild is running on this node; it was not interrupted. Fetch its result with \
                  `kctl node operation ID` and try again when it has finished",
             ),
@@ -154,7 +154,7 @@ pub async fn handle(state: Arc<AgentState>, req: ApplyNixRequest) -> Result<Resp
             state.tools.resolve(tool).map_err(|e| {
                 failure(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    ApiError::new(codes::TOOL_UNAVAILABLE, e.to_string()),
+                    ApiError::new(ErrorCode::ToolUnavailable, e.to_string()),
                 )
             })
         };
@@ -172,7 +172,7 @@ pub async fn handle(state: Arc<AgentState>, req: ApplyNixRequest) -> Result<Resp
             let result = op.finish(
                 OperationStatus::Failed,
                 Some(ApiError::new(
-                    codes::WRITE_FAILED,
+                    ErrorCode::WriteFailed,
                     format!("cannot write {}: {e}", path.display()),
                 )),
             );
@@ -240,7 +240,7 @@ async fn rebuild(
         op.finish(
             OperationStatus::Failed,
             Some(ApiError::new(
-                codes::WRITE_FAILED,
+                ErrorCode::WriteFailed,
                 format!(
                     "cannot create the rebuild log directory {}: {e}",
                     log_dir.display()

@@ -4,9 +4,10 @@
 //! operations directory (next to `disko.stateDir`, see [`dir_for`]) when an operation starts
 //! and when it ends, so they survive an agent restart; an operation found still `running`
 //! at start-up was cut short by the agent's death and is reported as failed with
-//! [`codes::INTERRUPTED`]. Events are kept in memory only: after a restart the stream of
+//! [`ErrorCode::Interrupted`]. Events are kept in memory only: after a restart the stream of
 //! an old operation is its `started` and `finished` events. The newest [`KEEP`] are kept.
 
+use kcore_api::ErrorCode;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,6 @@ use kcore_api::ApiError;
 use kcore_api::inventory::{OperationEvent, OperationResult, OperationStatus};
 use tokio::sync::watch;
 
-use crate::codes;
 use crate::config::AgentConfig;
 
 /// How many operations are kept (in memory and on disk).
@@ -141,7 +141,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Operations {
     /// Operations saved under `dir`, loaded from it: finished ones as they ended, ones
-    /// that were still running as failed with [`codes::INTERRUPTED`] (saved so). Beyond
+    /// that were still running as failed with [`ErrorCode::Interrupted`] (saved so). Beyond
     /// the newest [`KEEP`], files are deleted.
     pub fn persistent(dir: PathBuf) -> Operations {
         let mut loaded = load_dir(&dir);
@@ -156,7 +156,7 @@ impl Operations {
             if interrupted {
                 result.status = OperationStatus::Failed;
                 result.error = Some(ApiError::new(
-                    codes::INTERRUPTED,
+                    ErrorCode::Interrupted,
                     format!(
                         "the agent stopped while this {} ran (noticed at its next start, {}); \
                          its outcome is unknown. A rebuild's transient unit may have finished on \
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(result.effective_timeout_seconds, Some(300));
         let result = again.result(&cut.id).unwrap();
         assert_eq!(result.status, OperationStatus::Failed);
-        assert_eq!(result.error.unwrap().code, codes::INTERRUPTED);
+        assert!(result.error.unwrap().is(ErrorCode::Interrupted));
         // Saved as interrupted: a third start does not decide it again.
         let saved: OperationResult = serde_json::from_slice(
             &std::fs::read(dir.path().join(format!("{}.json", cut.id))).unwrap(),
@@ -460,7 +460,7 @@ mod tests {
             let op = ops.start("apply-nix", None);
             op.finish(
                 OperationStatus::TimedOut,
-                Some(ApiError::new(codes::TIMED_OUT, "slow")),
+                Some(ApiError::new(ErrorCode::TimedOut, "slow")),
             );
             op.id
         };

@@ -3,6 +3,7 @@
 //! who may call them. In install mode only the inventory routes exist; everything else
 //! is a 404, not a 403, so a live ISO does not even advertise day-2 operations.
 
+use kcore_api::ErrorCode;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,9 +98,9 @@ impl AgentState {
     /// pile up requests that each later hold an evaluator.
     pub fn evaluation_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiFailure> {
         self.evaluations.clone().try_acquire_owned().map_err(|_| {
-            ApiFailure::new(
+            ApiFailure::with_status(
                 StatusCode::TOO_MANY_REQUESTS,
-                crate::codes::EVAL_BUSY,
+                ErrorCode::EvalBusy,
                 format!(
                     "{} evaluations of submitted Nix are already running on this node \
                      (evaluation.maxConcurrent); nothing was done, try again when one has finished",
@@ -343,11 +344,7 @@ async fn health(State(state): State<Arc<AgentState>>) -> Json<serde_json::Value>
 }
 
 fn inventory_failure(err: inventory::InventoryError) -> ApiFailure {
-    ApiFailure::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INVENTORY_FAILED",
-        err.to_string(),
-    )
+    ApiFailure::new(ErrorCode::InventoryFailed, err.to_string())
 }
 
 async fn disks(State(state): State<Arc<AgentState>>) -> Result<Response, ApiFailure> {

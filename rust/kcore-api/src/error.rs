@@ -120,6 +120,24 @@ pub enum ErrorCode {
     /// Every evaluation slot is taken; nothing was done, retry later.
     EvalBusy,
 
+    // --- agent: why a plan refuses a target disk (kcore-disko's RefusalCode) ---
+    /// The device path does not resolve to any device.
+    TargetNotFound,
+    /// Two targets resolve to one device, or its serial/WWN is shared (multipath).
+    TargetAmbiguous,
+    /// The device holds the running system.
+    TargetIsOsDisk,
+    /// The device or something on it is mounted.
+    TargetMounted,
+    /// The device or a partition of it is active swap.
+    TargetSwap,
+    /// Something holds the device or a partition (dm, md, LUKS, LVM).
+    TargetHasHolders,
+    /// The device or a partition is a ZFS pool member.
+    TargetZfsMember,
+    /// The device has a partition table or a filesystem signature.
+    TargetHasData,
+
     // --- kctl, before or without a server ---
     /// The context lists no controllers and no `-s` was given.
     NoControllers,
@@ -186,7 +204,9 @@ impl ErrorCode {
             NotFound | NodeNotFound | NodeNotRegistered | NoSuchStorageClass => 404,
             MethodNotAllowed => 405,
             BodyTimeout => 408,
-            PlanHashMismatch | DiskApplyInProgress | RebuildInProgress => 409,
+            PlanHashMismatch | DiskApplyInProgress | RebuildInProgress | TargetNotFound
+            | TargetAmbiguous | TargetIsOsDisk | TargetMounted | TargetSwap | TargetHasHolders
+            | TargetZfsMember | TargetHasData => 409,
             DiskoInvalid | NixInvalid | EvalTimeout | EvalMemoryLimit | EvalOutputLimit => 422,
             RenewRateLimited | EvalBusy => 429,
             Internal | ToolUnavailable | CommandFailed | WriteFailed | InventoryFailed
@@ -229,8 +249,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::from_wire(code, message)
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::from_wire(code.as_str(), message)
     }
 
     /// An envelope with a code that is not (or not yet) an [`ErrorCode`]: what a

@@ -83,7 +83,7 @@ impl Failure {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Failure {
             status,
-            error: ApiError::new(code, message),
+            error: ApiError::from_wire(code, message),
         }
     }
 

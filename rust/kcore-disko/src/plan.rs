@@ -51,15 +51,23 @@ pub enum RefusalCode {
 impl RefusalCode {
     /// The stable code as printed (`TARGET_MOUNTED`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalCode::TargetNotFound => "TARGET_NOT_FOUND",
-            RefusalCode::TargetAmbiguous => "TARGET_AMBIGUOUS",
-            RefusalCode::TargetIsOsDisk => "TARGET_IS_OS_DISK",
-            RefusalCode::TargetMounted => "TARGET_MOUNTED",
-            RefusalCode::TargetSwap => "TARGET_SWAP",
-            RefusalCode::TargetHasHolders => "TARGET_HAS_HOLDERS",
-            RefusalCode::TargetZfsMember => "TARGET_ZFS_MEMBER",
-            RefusalCode::TargetHasData => "TARGET_HAS_DATA",
+        kcore_api::ErrorCode::from(self).as_str()
+    }
+}
+
+/// A target refusal is one of the stable wire codes: the list stays in one place.
+impl From<RefusalCode> for kcore_api::ErrorCode {
+    fn from(code: RefusalCode) -> kcore_api::ErrorCode {
+        use kcore_api::ErrorCode;
+        match code {
+            RefusalCode::TargetNotFound => ErrorCode::TargetNotFound,
+            RefusalCode::TargetAmbiguous => ErrorCode::TargetAmbiguous,
+            RefusalCode::TargetIsOsDisk => ErrorCode::TargetIsOsDisk,
+            RefusalCode::TargetMounted => ErrorCode::TargetMounted,
+            RefusalCode::TargetSwap => ErrorCode::TargetSwap,
+            RefusalCode::TargetHasHolders => ErrorCode::TargetHasHolders,
+            RefusalCode::TargetZfsMember => ErrorCode::TargetZfsMember,
+            RefusalCode::TargetHasData => ErrorCode::TargetHasData,
         }
     }
 }

@@ -11,30 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kcore_api::ApiError;
-
-/// Stable error codes used by the plumbing itself. Services add their own.
-pub mod codes {
-    /// No client certificate, or one without a kcore identity.
-    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
-    /// The client certificate is on the revocation list.
-    pub const CERTIFICATE_REVOKED: &str = "CERTIFICATE_REVOKED";
-    /// Authenticated, but the role or node id does not allow this request.
-    pub const FORBIDDEN: &str = "FORBIDDEN";
-    /// The request body is not the JSON this route expects.
-    pub const BAD_REQUEST: &str = "BAD_REQUEST";
-    /// No such route or resource.
-    pub const NOT_FOUND: &str = "NOT_FOUND";
-    /// The server failed; the message says where.
-    pub const INTERNAL: &str = "INTERNAL";
-    /// The server cannot serve now (starting, draining); clients fail over on 503.
-    pub const UNAVAILABLE: &str = "UNAVAILABLE";
-    /// The route exists but not for this method; `details.allowedMethods` lists them.
-    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
-    /// The request body did not arrive completely within the server's body timeout.
-    pub const BODY_TIMEOUT: &str = "BODY_TIMEOUT";
-    /// The client certificate names another cluster than the one this server serves.
-    pub const WRONG_CLUSTER: &str = "WRONG_CLUSTER";
-}
+use kcore_api::ErrorCode;
 
 /// An error response: status code plus the wire envelope.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,10 +22,19 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    /// An error answered with its code's default status ([`ErrorCode::status`]).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::with_status(status, code, message)
+    }
+
+    /// An error answered with another status than its code's default (for example
+    /// `BAD_REQUEST` as 413 or 415).
+    pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            error: ApiError::from_wire(code, message),
+            error: ApiError::new(code, message),
         }
     }
 
@@ -58,27 +44,27 @@ impl ApiFailure {
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED, message)
+        Self::new(ErrorCode::Unauthenticated, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, message)
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
+        Self::new(ErrorCode::BadRequest, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
+        Self::new(ErrorCode::NotFound, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
+        Self::new(ErrorCode::Internal, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, message)
+        Self::new(ErrorCode::Unavailable, message)
     }
 }
 
@@ -109,9 +95,9 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(ApiFailure::new(
+            Err(rejection) => Err(ApiFailure::with_status(
                 rejection.status(),
-                codes::BAD_REQUEST,
+                ErrorCode::BadRequest,
                 format!("invalid request body: {}", rejection.body_text()),
             )),
         }
@@ -137,11 +123,11 @@ where
             Err(rejection) => {
                 let status = rejection.status();
                 let code = if status.is_server_error() {
-                    codes::INTERNAL
+                    ErrorCode::Internal
                 } else {
-                    codes::BAD_REQUEST
+                    ErrorCode::BadRequest
                 };
-                Err(ApiFailure::new(
+                Err(ApiFailure::with_status(
                     status,
                     code,
                     format!(
@@ -170,18 +156,16 @@ fn is_json(response: &Response) -> bool {
         })
 }
 
-fn code_for(status: StatusCode) -> String {
+/// The code for a bare error response of this status (axum's own rejections).
+fn code_for(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::NOT_FOUND => codes::NOT_FOUND.into(),
-        StatusCode::METHOD_NOT_ALLOWED => codes::METHOD_NOT_ALLOWED.into(),
-        StatusCode::REQUEST_TIMEOUT => codes::BODY_TIMEOUT.into(),
-        StatusCode::SERVICE_UNAVAILABLE => codes::UNAVAILABLE.into(),
-        s if s.is_server_error() => codes::INTERNAL.into(),
-        StatusCode::BAD_REQUEST
-        | StatusCode::PAYLOAD_TOO_LARGE
-        | StatusCode::UNSUPPORTED_MEDIA_TYPE
-        | StatusCode::UNPROCESSABLE_ENTITY => codes::BAD_REQUEST.into(),
-        s => format!("HTTP_{}", s.as_u16()),
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::BodyTimeout,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_server_error() => ErrorCode::Internal,
+        // 400, 413, 415, 422 and any other refusal of the request itself.
+        _ => ErrorCode::BadRequest,
     }
 }
 
@@ -212,9 +196,9 @@ pub async fn ensure_envelope(response: Response, method: &Method, path: &str) ->
                     .collect()
             })
             .unwrap_or_default();
-        ApiFailure::new(
+        ApiFailure::with_status(
             status,
-            codes::METHOD_NOT_ALLOWED,
+            ErrorCode::MethodNotAllowed,
             format!(
                 "{method} is not allowed on {path}; use {}",
                 if allowed.is_empty() {
@@ -231,7 +215,7 @@ pub async fn ensure_envelope(response: Response, method: &Method, path: &str) ->
         } else {
             text
         };
-        ApiFailure::new(status, &code_for(status), message)
+        ApiFailure::with_status(status, code_for(status), message)
     };
     let mut fresh = failure.into_response();
     // Keep what the original said about the response (Allow, Retry-After, ...), but

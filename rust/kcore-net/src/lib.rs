@@ -13,7 +13,7 @@ pub mod server;
 
 pub use auth::{Authenticated, allow_roles, ensure_self, require_role};
 pub use client::{Client, ClientError, ClientOptions};
-pub use error::{ApiFailure, ApiJson, ApiPath, codes};
+pub use error::{ApiFailure, ApiJson, ApiPath};
 pub use ndjson::ndjson_response;
 pub use server::{
     ConnectionLimits, LimitError, PeerCert, PeerCertInfo, PeerIdentity, ServeOptions, TlsSource,

@@ -4,6 +4,7 @@
 //! hot-swappable server certificates, and graceful shutdown that lets in-flight
 //! requests finish.
 
+use kcore_api::ErrorCode;
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
@@ -460,9 +461,9 @@ fn revoked_app(serial: String) -> Router {
     Router::new().fallback(move || {
         let serial = serial.clone();
         async move {
-            crate::error::ApiFailure::new(
+            crate::error::ApiFailure::with_status(
                 axum::http::StatusCode::UNAUTHORIZED,
-                crate::error::codes::CERTIFICATE_REVOKED,
+                ErrorCode::CertificateRevoked,
                 format!(
                     "client certificate serial {serial} has been revoked; obtain a new certificate"
                 ),
@@ -488,9 +489,9 @@ fn peer_facts(conn: &rustls::ServerConnection) -> (PeerIdentity, PeerCert) {
 
 /// What a peer whose certificate names another cluster gets, whatever it asks for.
 fn wrong_cluster_app(identity: &Identity, cluster: &str) -> Router {
-    let failure = crate::error::ApiFailure::new(
+    let failure = crate::error::ApiFailure::with_status(
         axum::http::StatusCode::FORBIDDEN,
-        crate::error::codes::WRONG_CLUSTER,
+        ErrorCode::WrongCluster,
         format!(
             "{} belongs to cluster {:?}, this server serves {:?}",
             identity.uri(),
@@ -572,9 +573,9 @@ async fn handle_connection(
             let Ok(response) = app.oneshot(req).await;
             let response = if handle.timed_out() && !response.status().is_success() {
                 tracing::debug!(%remote, %method, %path, "request body too slow; cut off");
-                crate::error::ApiFailure::new(
+                crate::error::ApiFailure::with_status(
                     axum::http::StatusCode::REQUEST_TIMEOUT,
-                    crate::error::codes::BODY_TIMEOUT,
+                    ErrorCode::BodyTimeout,
                     format!(
                         "the request body did not arrive completely within {}s; send it at once",
                         body_limit.as_secs_f64()

@@ -156,9 +156,9 @@ fn app(state: AppState) -> Router {
             "/v1/conflict",
             get(|State(s): State<AppState>| async move {
                 s.hits.fetch_add(1, Ordering::SeqCst);
-                ApiFailure::new(
+                ApiFailure::with_status(
                     axum::http::StatusCode::CONFLICT,
-                    "PLAN_HASH_MISMATCH",
+                    kcore_api::ErrorCode::PlanHashMismatch,
                     "plan changed",
                 )
             }),
