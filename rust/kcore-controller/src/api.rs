@@ -11,6 +11,7 @@
 //! | `PUT /v1/pki/sub-ca` | admin (`kctl rotate sub-ca`) |
 //! | `GET /v1/storage-classes`, `GET /v1/storage-classes/{name}` | admin, controller |
 //! | `GET /v1/replication/vector`, `GET /v1/replication/ops` | controller |
+//! | `GET /v1/replication/peers` | admin, controller |
 //!
 //! The caller's identity comes from the verified client certificate (the TLS layer puts
 //! it in the request extensions, `kcore_net::PeerIdentity`); every handler starts with [`Caller::require`].
@@ -34,7 +35,7 @@ use kcore_net::ApiJson;
 use kcore_pki::{Authority, Identity, Role};
 
 use crate::config::ControllerConfig;
-use crate::store::{NodeRecord, Store};
+use crate::store::{NodeRecord, Store, WriteOutcome};
 
 /// Node certificates are valid this long; agents renew 30 days before the end.
 pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -47,6 +48,8 @@ pub struct AppState {
     pub signer: RwLock<Arc<Authority>>,
     /// The root CA(s) from `tls.caFile`, to check a new sub-CA before installing it.
     pub trust_pem: String,
+    /// What the replication loop last saw of each peer.
+    pub peers: crate::replication::PeerStatuses,
 }
 
 impl std::fmt::Debug for AppState {
@@ -187,6 +190,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/storage-classes/{name}", get(get_storage_class))
         .route("/v1/replication/vector", get(crate::replication::vector))
         .route("/v1/replication/ops", get(crate::replication::ops))
+        .route("/v1/replication/peers", get(crate::replication::peers))
         .fallback(|| async {
             Failure::new(
                 StatusCode::NOT_FOUND,
@@ -261,6 +265,18 @@ fn rejected(id: &str) -> Failure {
     )
 }
 
+/// Refuses a report over the limits of `kcore_api::report_limits` (413 for the whole
+/// report, 422 naming the field).
+fn check_report(report: &kcore_api::cluster::NodeReport) -> Result<()> {
+    kcore_api::report_limits::check_report(report).map_err(|err| Failure {
+        status: StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+        error: err.into(),
+    })
+}
+
+/// The code of an approval change that lost to a newer value (HTTP 409).
+pub const WRITE_SUPERSEDED: &str = "WRITE_SUPERSEDED";
+
 fn ack(state: &AppState, id: &str) -> Result<Json<NodeAck>> {
     let record = state.store.node(id).ok_or_else(|| not_found(id))?;
     Ok(Json(NodeAck {
@@ -278,6 +294,7 @@ async fn register(
 ) -> Result<Json<NodeAck>> {
     caller.require_self(&state, &id)?;
     check_node_id(&id)?;
+    check_report(&body.report)?;
     if let Some(existing) = state.store.node(&id)
         && existing.approval == Approval::Rejected
     {
@@ -306,6 +323,9 @@ async fn heartbeat(
     ApiJson(body): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<NodeAck>> {
     caller.require_self(&state, &id)?;
+    if let Some(report) = &body.report {
+        check_report(report)?;
+    }
     let record = state.store.node(&id).ok_or_else(|| {
         Failure::new(
             StatusCode::NOT_FOUND,
@@ -434,8 +454,30 @@ async fn set_approval(
             ),
         ));
     }
-    if record.approval != approval {
-        state.store.set_approval(&id, approval)?;
+    if record.approval != approval
+        && let WriteOutcome::Superseded(newer) = state.store.set_approval(&id, approval)?
+    {
+        let value = newer.value.as_deref().unwrap_or("(deleted)");
+        return Err(Failure {
+            status: StatusCode::CONFLICT,
+            error: ApiError::new(
+                WRITE_SUPERSEDED,
+                format!(
+                    "setting node {id:?} to {} did not take effect: the newer value {value} written by controller {} at {} (HLC {}) wins; compare the controllers' clocks (GET /v1/replication/peers) and retry",
+                    approval.as_str(),
+                    newer.origin,
+                    newer.time,
+                    newer.hlc
+                ),
+            )
+            .with_details(serde_json::json!({
+                "field": newer.field,
+                "newerValue": value,
+                "newerOrigin": newer.origin,
+                "newerTime": newer.time,
+                "newerHlc": newer.hlc,
+            })),
+        });
     }
     tracing::info!(node = %id, by = %admin, approval = approval.as_str(), "approval changed");
     let record = state.store.node(&id).ok_or_else(|| not_found(&id))?;
