@@ -463,7 +463,7 @@ async fn set_approval(
             error: ApiError::new(
                 WRITE_SUPERSEDED,
                 format!(
-                    "setting node {id:?} to {} did not take effect: the newer value {value} written by controller {} at {} (HLC {}) wins; compare the controllers' clocks (GET /v1/replication/peers) and retry",
+                    "setting node {id:?} to {} did not take effect: the newer value {value} written by controller {} at {} (HLC {}) wins. A time in the future means a controller's clock is or was ahead (see GET /v1/replication/peers); a restart of this controller sets aside operations stamped beyond maxClockSkewSeconds, then retry",
                     approval.as_str(),
                     newer.origin,
                     newer.time,

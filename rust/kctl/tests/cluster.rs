@@ -529,3 +529,71 @@ async fn a_two_controller_context_survives_losing_one_controller() {
     let _ = stop_b.send(());
     task_b.await.unwrap();
 }
+
+/// `kctl node reject` against a controller where a newer value (stamped in 2106, stored
+/// before the clock bound existed) holds the node's approval: exit 1 with the
+/// controller's `WRITE_SUPERSEDED` message, never "node n1 is Ready" with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_that_does_not_take_effect_exits_non_zero_with_the_reason() {
+    let home = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    ok(kctl(
+        home.path(),
+        &[
+            "create",
+            "cluster",
+            "--controller",
+            &addr,
+            "--context",
+            "lab",
+        ],
+    )
+    .await);
+    let yaml = home
+        .path()
+        .join(".kcore/lab/controllers/ctl1/controller.yaml");
+    let config = kcore_controller::ControllerConfig::load(&yaml).unwrap();
+    let tls = kcore_controller::server_tls(&config).unwrap();
+    let state = kcore_controller::build_state(config).unwrap();
+    let report = NodeReport {
+        hostname: "host-n1".into(),
+        dc_id: "DC1".into(),
+        ..Default::default()
+    };
+    state
+        .store
+        .put_node("n1", &report, kcore_api::cluster::Approval::Approved, "t")
+        .unwrap();
+    state
+        .store
+        .merge(&[kcore_controller::store::Op {
+            hlc: "fffffffffffffff0-1".into(),
+            origin: "ctl9".into(),
+            resource: "node/n1".into(),
+            field: "approval".into(),
+            value: Some("\"Approved\"".into()),
+        }])
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kcore_net::serve_with(
+        listener,
+        kcore_net::TlsSource::new(tls),
+        kcore_controller::api::router(state),
+        async move {
+            let _ = rx.await;
+        },
+        kcore_net::ServeOptions::default(),
+    ));
+    let out = kctl(home.path(), &["node", "reject", "n1"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WRITE_SUPERSEDED") && stderr.contains("ctl9") && stderr.contains("2106"),
+        "{}",
+        text(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Ready"));
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
+}
