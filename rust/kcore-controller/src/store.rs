@@ -24,8 +24,8 @@
 //! past every merged one, so they normally win; when one does not, the caller is told
 //! ([`WriteOutcome::Superseded`]).
 //!
-//! Growth: for the soft `report.*` fields only the newest operation per
-//! `(resource, field, origin)` is kept: last-writer-wins makes older ones irrelevant and a
+//! Growth: for the soft `report.*` fields and `certificate` only the newest operation per
+//! `(resource, field, origin)` is kept (also at open, for older databases): last-writer-wins makes older ones irrelevant and a
 //! peer pulling after them receives the newer one, so compaction never changes what any
 //! controller converges to, and a node's repeated reports cost one row per field and
 //! controller. A change of free space alone is written at most every
@@ -227,10 +227,16 @@ CREATE TABLE IF NOT EXISTS refused_ops (
 );
 ";
 
-/// Fields compacted to the newest operation per origin.
+/// Fields compacted to the newest operation per origin: what nodes report, and the
+/// record of a node's certificate (rewritten at every renewal).
 fn compacted(field: &str) -> bool {
-    field.starts_with("report.")
+    field.starts_with("report.") || field == "certificate"
 }
+
+/// The same compaction over the whole table, for operations stored before it existed.
+const COMPACT_ALL: &str = "DELETE FROM ops WHERE (field LIKE 'report.%' OR field = 'certificate')
+    AND hlc < (SELECT MAX(o.hlc) FROM ops o
+               WHERE o.resource = ops.resource AND o.field = ops.field AND o.origin = ops.origin)";
 
 /// Parses `{time:016x}-{id}`.
 fn parse_hlc(hlc: &str) -> Option<uhlc::Timestamp> {
@@ -346,6 +352,16 @@ impl Store {
             storage_written: Mutex::new(HashMap::new()),
         };
         store.refused_at_start = store.refuse_future_at_start()?;
+        {
+            let conn = store.conn.lock().map_err(|_| StoreError::Poisoned)?;
+            let removed = conn.execute(COMPACT_ALL, [])?;
+            if removed > 0 {
+                tracing::info!(
+                    operations = removed,
+                    "compacted superseded report operations"
+                );
+            }
+        }
         store.seed_clock()?;
         store.reload_all()?;
         Ok(store)
@@ -1298,6 +1314,52 @@ mod tests {
             store.node("n1").unwrap().report.storage.mounts[0].path,
             "/srv"
         );
+    }
+
+    #[test]
+    fn older_databases_are_compacted_at_open_and_certificates_keep_one_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        {
+            let store = Store::open(&path, "ctl1").unwrap();
+            store
+                .put_node("n1", &report("a"), Approval::Approved, "t")
+                .unwrap();
+            let info = |serial: &str| CertificateInfo {
+                serial: serial.into(),
+                not_before: "a".into(),
+                not_after: "b".into(),
+                issuer: "c".into(),
+            };
+            store.set_certificate("n1", &info("01")).unwrap();
+            store.set_certificate("n1", &info("02")).unwrap();
+            assert_eq!(
+                count(
+                    &store,
+                    "SELECT COUNT(*) FROM ops WHERE field = 'certificate'"
+                ),
+                1
+            );
+            // As an uncompacted database holds them: ten old hostnames from ctl2.
+            let conn = store.conn.lock().unwrap();
+            for i in 1..=10u64 {
+                conn.execute(
+                    "INSERT INTO ops (hlc, origin, resource, field, value) VALUES (?1, 'ctl2', 'node/n1', 'report.hostname', '\"old\"')",
+                    params![format!("{i:016x}-1")],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path, "ctl1").unwrap();
+        // One from ctl1 (the registration), one (the newest) from ctl2.
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM ops WHERE field = 'report.hostname'"
+            ),
+            2
+        );
+        assert_eq!(store.node("n1").unwrap().certificate.unwrap().serial, "02");
     }
 
     #[test]
