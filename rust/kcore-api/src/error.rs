@@ -81,6 +81,10 @@ pub enum ErrorCode {
     SubCaUntrusted,
     /// No storage class with that name.
     NoSuchStorageClass,
+    /// An approve/reject was recorded but a newer value holds the field; `details` name it.
+    WriteSuperseded,
+    /// A node report over its size limit; `details`: `field`, `limit`, `actual`.
+    ReportTooLarge,
 
     // --- agent: storage and configuration ---
     /// `installer-only` (or an unknown mode) refuses every disk apply.
@@ -179,6 +183,8 @@ pub enum ErrorCode {
     UnreadableFile,
     /// A plan that refuses at least one target.
     Refused,
+    /// The controller answered, but the change asked for is not in effect.
+    NotApplied,
 }
 
 impl ErrorCode {
@@ -203,10 +209,11 @@ impl ErrorCode {
             | DestructiveChangeRefused => 403,
             NotFound | NodeNotFound | NodeNotRegistered | NoSuchStorageClass => 404,
             MethodNotAllowed => 405,
+            ReportTooLarge => 413,
             BodyTimeout => 408,
-            PlanHashMismatch | DiskApplyInProgress | RebuildInProgress | TargetNotFound
-            | TargetAmbiguous | TargetIsOsDisk | TargetMounted | TargetSwap | TargetHasHolders
-            | TargetZfsMember | TargetHasData => 409,
+            PlanHashMismatch | DiskApplyInProgress | RebuildInProgress | WriteSuperseded
+            | TargetNotFound | TargetAmbiguous | TargetIsOsDisk | TargetMounted | TargetSwap
+            | TargetHasHolders | TargetZfsMember | TargetHasData => 409,
             DiskoInvalid | NixInvalid | EvalTimeout | EvalMemoryLimit | EvalOutputLimit => 422,
             RenewRateLimited | EvalBusy => 429,
             Internal | ToolUnavailable | CommandFailed | WriteFailed | InventoryFailed

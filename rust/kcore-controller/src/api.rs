@@ -11,6 +11,7 @@
 //! | `PUT /v1/pki/sub-ca` | admin (`kctl rotate sub-ca`) |
 //! | `GET /v1/storage-classes`, `GET /v1/storage-classes/{name}` | admin, controller |
 //! | `GET /v1/replication/vector`, `GET /v1/replication/ops` | controller |
+//! | `GET /v1/replication/peers` | admin, controller |
 //!
 //! The caller's identity comes from the verified client certificate (the TLS layer puts
 //! it in the request extensions, `kcore_net::PeerIdentity`); every handler starts with [`Caller::require`].
@@ -22,22 +23,21 @@ use std::time::{Duration, Instant};
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use kcore_api::ApiError;
 use kcore_api::cluster::{
     Approval, CertificateInfo, CertificateResponse, CsrRequest, HeartbeatRequest, InstallSubCa,
     IssueNodeCertificateRequest, Node, NodeAck, NodeList, NodeStatus, RegisterRequest,
     StorageClass, StorageClassDetail, StorageClassList, SubCaInstalled, storage_class_names,
 };
-use kcore_net::{ApiJson, PeerCert};
+use kcore_api::{ApiError, ErrorCode};
+use kcore_net::{ApiFailure, ApiJson, PeerCert};
 // kcore-net's `Path`: a segment that is not percent-encoded UTF-8 gets the JSON envelope.
 use kcore_net::ApiPath as Path;
 use kcore_pki::{Authority, Identity, Role};
 
 use crate::config::ControllerConfig;
-use crate::store::{NodeRecord, Store};
+use crate::store::{NodeRecord, Store, WriteOutcome};
 
 /// Node certificates are valid this long; agents renew 30 days before the end.
 pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -62,6 +62,8 @@ pub struct AppState {
     pub trust_pem: String,
     /// When each node last renewed (soft state, for [`RENEW_MIN_INTERVAL`]).
     pub renewals: Mutex<HashMap<String, Instant>>,
+    /// What the replication loop last saw of each peer.
+    pub peers: crate::replication::PeerStatuses,
 }
 
 impl std::fmt::Debug for AppState {
@@ -72,49 +74,19 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// A refused or failed request, rendered as the `{code, message, details}` envelope.
-#[derive(Debug)]
-pub struct Failure {
-    pub status: StatusCode,
-    pub error: ApiError,
+/// A failure inside the controller: logged here, answered as `500 INTERNAL`.
+pub fn internal(message: impl std::fmt::Display) -> ApiFailure {
+    tracing::error!("internal error: {message}");
+    ApiFailure::internal(format!("internal error: {message}"))
 }
 
-impl Failure {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Failure {
-            status,
-            error: ApiError::from_wire(code, message),
-        }
-    }
-
-    pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.error.details = details;
-        self
-    }
-
-    pub fn internal(message: impl std::fmt::Display) -> Self {
-        tracing::error!("internal error: {message}");
-        Failure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            format!("internal error: {message}"),
-        )
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        (self.status, Json(self.error)).into_response()
-    }
-}
-
-impl From<crate::store::StoreError> for Failure {
+impl From<crate::store::StoreError> for ApiFailure {
     fn from(err: crate::store::StoreError) -> Self {
-        Failure::internal(err)
+        internal(err)
     }
 }
 
-type Result<T> = std::result::Result<T, Failure>;
+type Result<T> = std::result::Result<T, ApiFailure>;
 
 /// The authenticated caller, from the client certificate's SAN URI.
 #[derive(Debug, Clone)]
@@ -140,16 +112,16 @@ impl Caller {
     /// Refuses unless the caller belongs to this cluster and has one of `roles`.
     pub fn require(&self, state: &AppState, roles: &[Role]) -> Result<&Identity> {
         let Some(identity) = &self.0 else {
-            return Err(Failure::new(
+            return Err(ApiFailure::with_status(
                 StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
+                ErrorCode::Unauthenticated,
                 "a client certificate with a kcore:// identity is required",
             ));
         };
         if identity.cluster != state.config.cluster_name {
-            return Err(Failure::new(
+            return Err(ApiFailure::with_status(
                 StatusCode::FORBIDDEN,
-                "WRONG_CLUSTER",
+                ErrorCode::WrongCluster,
                 format!(
                     "{} belongs to cluster {:?}, this controller serves {:?}",
                     identity.uri(),
@@ -160,9 +132,9 @@ impl Caller {
         }
         if !roles.contains(&identity.role) {
             let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            return Err(Failure::new(
+            return Err(ApiFailure::with_status(
                 StatusCode::FORBIDDEN,
-                "FORBIDDEN_ROLE",
+                ErrorCode::ForbiddenRole,
                 format!(
                     "{} may not call this route (allowed roles: {})",
                     identity.uri(),
@@ -177,9 +149,9 @@ impl Caller {
     fn require_self(&self, state: &AppState, node_id: &str) -> Result<&Identity> {
         let identity = self.require(state, &[Role::Node])?;
         if identity.id != node_id {
-            return Err(Failure::new(
+            return Err(ApiFailure::with_status(
                 StatusCode::FORBIDDEN,
-                "NOT_SELF",
+                ErrorCode::NotSelf,
                 format!(
                     "{} may act only for node {:?}, not {node_id:?}",
                     identity.uri(),
@@ -207,6 +179,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/storage-classes/{name}", get(get_storage_class))
         .route("/v1/replication/vector", get(crate::replication::vector))
         .route("/v1/replication/ops", get(crate::replication::ops))
+        .route("/v1/replication/peers", get(crate::replication::peers))
         // The same 404 as the agent's (`NOT_FOUND`, naming the path).
         .fallback(kcore_net::error::not_found)
         .with_state(state)
@@ -256,24 +229,38 @@ fn node_view(state: &AppState, id: String, record: NodeRecord, beat: Option<i64>
 }
 
 fn check_node_id(id: &str) -> Result<()> {
-    kcore_api::validate::node_id("node id", id)
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "INVALID_NODE_ID", e.to_string()))
+    kcore_api::validate::node_id("node id", id).map_err(|e| {
+        ApiFailure::with_status(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidNodeId,
+            e.to_string(),
+        )
+    })
 }
 
-fn not_found(id: &str) -> Failure {
-    Failure::new(
+fn not_found(id: &str) -> ApiFailure {
+    ApiFailure::with_status(
         StatusCode::NOT_FOUND,
-        "NODE_NOT_FOUND",
+        ErrorCode::NodeNotFound,
         format!("no node {id:?} is registered"),
     )
 }
 
-fn rejected(id: &str) -> Failure {
-    Failure::new(
+fn rejected(id: &str) -> ApiFailure {
+    ApiFailure::with_status(
         StatusCode::FORBIDDEN,
-        "NODE_REJECTED",
+        ErrorCode::NodeRejected,
         format!("node {id:?} was rejected by an operator; it cannot register again under this id"),
     )
+}
+
+/// Refuses a report over the limits of `kcore_api::report_limits` (413 for the whole
+/// report, 422 naming the field).
+fn check_report(report: &kcore_api::cluster::NodeReport) -> Result<()> {
+    kcore_api::report_limits::check_report(report).map_err(|err| ApiFailure {
+        status: StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+        error: err.into(),
+    })
 }
 
 fn ack(state: &AppState, id: &str) -> Result<Json<NodeAck>> {
@@ -294,6 +281,7 @@ async fn register(
 ) -> Result<Json<NodeAck>> {
     caller.require_self(&state, &id)?;
     check_node_id(&id)?;
+    check_report(&body.report)?;
     if let Some(existing) = state.store.node(&id)
         && existing.approval == Approval::Rejected
     {
@@ -324,10 +312,13 @@ async fn heartbeat(
     ApiJson(body): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<NodeAck>> {
     caller.require_self(&state, &id)?;
+    if let Some(report) = &body.report {
+        check_report(report)?;
+    }
     let record = state.store.node(&id).ok_or_else(|| {
-        Failure::new(
+        ApiFailure::with_status(
             StatusCode::NOT_FOUND,
-            "NODE_NOT_REGISTERED",
+            ErrorCode::NodeNotRegistered,
             format!("node {id:?} is not registered: register first"),
         )
     })?;
@@ -431,9 +422,9 @@ fn allowed_names(
     ));
     if requester == Requester::Admin {
         let names = kcore_pki::csr_names(csr_pem).map_err(|e| {
-            Failure::new(
+            ApiFailure::with_status(
                 StatusCode::BAD_REQUEST,
-                "INVALID_CSR",
+                ErrorCode::InvalidCsr,
                 format!("csrPem: {e}"),
             )
         })?;
@@ -449,13 +440,18 @@ fn sign_for_node(
     csr_pem: &str,
     requester: Requester,
 ) -> Result<CertificateResponse> {
-    let expected = Identity::new(&state.config.cluster_name, Role::Node, node_id)
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "INVALID_NODE_ID", e.to_string()))?;
+    let expected = Identity::new(&state.config.cluster_name, Role::Node, node_id).map_err(|e| {
+        ApiFailure::with_status(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidNodeId,
+            e.to_string(),
+        )
+    })?;
     let allowed = allowed_names(state, node_id, csr_pem, requester)?;
     let signer = state
         .signer
         .read()
-        .map_err(|_| Failure::internal("signer lock poisoned"))?
+        .map_err(|_| internal("signer lock poisoned"))?
         .clone();
     let chain_pem = signer
         .sign_csr_for_names(csr_pem, &expected, &allowed, NODE_CERT_VALIDITY)
@@ -463,20 +459,20 @@ fn sign_for_node(
             let (status, code) = match &e {
                 // Another controller may hold a current sub-CA: 503 makes clients fail over.
                 kcore_pki::PkiError::SignerNotValid { .. } => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "SUB_CA_NOT_VALID")
+                    (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SubCaNotValid)
                 }
                 kcore_pki::PkiError::NameNotAllowed { .. }
                 | kcore_pki::PkiError::WildcardName { .. } => {
-                    (StatusCode::BAD_REQUEST, "NAME_NOT_ALLOWED")
+                    (StatusCode::BAD_REQUEST, ErrorCode::NameNotAllowed)
                 }
-                _ => (StatusCode::BAD_REQUEST, "INVALID_CSR"),
+                _ => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCsr),
             };
             let name = match &e {
                 kcore_pki::PkiError::NameNotAllowed { name, .. }
                 | kcore_pki::PkiError::WildcardName { name, .. } => Some(name.clone()),
                 _ => None,
             };
-            let failure = Failure::new(
+            let failure = ApiFailure::with_status(
                 status,
                 code,
                 format!("cannot sign the CSR for {}: {e}", expected.uri()),
@@ -518,11 +514,11 @@ fn record_presented_certificate(state: &AppState, node_id: &str, peer: &PeerCert
 
 /// What the API reports about the first certificate of `pem` (a node's leaf, a sub-CA).
 fn certificate_info(pem: &str) -> Result<CertificateInfo> {
-    let certs = kcore_pki::certs_from_pem(pem).map_err(Failure::internal)?;
+    let certs = kcore_pki::certs_from_pem(pem).map_err(internal)?;
     let first = certs
         .first()
-        .ok_or_else(|| Failure::internal("no certificate in the PEM"))?;
-    let info = kcore_pki::cert_info(first).map_err(Failure::internal)?;
+        .ok_or_else(|| internal("no certificate in the PEM"))?;
+    let info = kcore_pki::cert_info(first).map_err(internal)?;
     Ok(CertificateInfo {
         serial: info.serial,
         not_before: rfc3339(info.not_before),
@@ -539,9 +535,9 @@ async fn renew(
 ) -> Result<Json<CertificateResponse>> {
     caller.require_self(&state, &id)?;
     let record = state.store.node(&id).ok_or_else(|| {
-        Failure::new(
+        ApiFailure::with_status(
             StatusCode::NOT_FOUND,
-            "NODE_NOT_REGISTERED",
+            ErrorCode::NodeNotRegistered,
             format!("node {id:?} is not registered: register before renewing"),
         )
     })?;
@@ -549,9 +545,9 @@ async fn renew(
         Approval::Approved => {}
         Approval::Rejected => return Err(rejected(&id)),
         Approval::Pending => {
-            return Err(Failure::new(
+            return Err(ApiFailure::with_status(
                 StatusCode::FORBIDDEN,
-                "NODE_NOT_APPROVED",
+                ErrorCode::NodeNotApproved,
                 format!("node {id:?} is waiting for approval: `kctl node approve {id}` first"),
             ));
         }
@@ -560,14 +556,14 @@ async fn renew(
         let renewals = state
             .renewals
             .lock()
-            .map_err(|_| Failure::internal("renewal lock poisoned"))?;
+            .map_err(|_| internal("renewal lock poisoned"))?;
         if let Some(last) = renewals.get(&id)
             && last.elapsed() < RENEW_MIN_INTERVAL
         {
             let wait = RENEW_MIN_INTERVAL.saturating_sub(last.elapsed()).as_secs() + 1;
-            return Err(Failure::new(
+            return Err(ApiFailure::with_status(
                 StatusCode::TOO_MANY_REQUESTS,
-                "RENEW_RATE_LIMITED",
+                ErrorCode::RenewRateLimited,
                 format!(
                     "node {id:?} renewed less than {RENEW_MIN_INTERVAL:?} ago; retry in {wait} s"
                 ),
@@ -581,7 +577,7 @@ async fn renew(
     state
         .renewals
         .lock()
-        .map_err(|_| Failure::internal("renewal lock poisoned"))?
+        .map_err(|_| internal("renewal lock poisoned"))?
         .insert(id.clone(), Instant::now());
     Ok(Json(signed))
 }
@@ -638,16 +634,38 @@ async fn set_approval(
     let admin = caller.require(&state, &[Role::Admin])?.uri();
     let record = state.store.node(&id).ok_or_else(|| not_found(&id))?;
     if record.approval == Approval::Rejected && approval == Approval::Approved {
-        return Err(Failure::new(
+        return Err(ApiFailure::with_status(
             StatusCode::CONFLICT,
-            "NODE_REJECTED",
+            ErrorCode::NodeRejected,
             format!(
                 "node {id:?} was rejected; a rejected id stays rejected (reinstall the node under a new id)"
             ),
         ));
     }
-    if record.approval != approval {
-        state.store.set_approval(&id, approval)?;
+    if record.approval != approval
+        && let WriteOutcome::Superseded(newer) = state.store.set_approval(&id, approval)?
+    {
+        let value = newer.value.as_deref().unwrap_or("(deleted)");
+        return Err(ApiFailure {
+            status: StatusCode::CONFLICT,
+            error: ApiError::new(
+                ErrorCode::WriteSuperseded,
+                format!(
+                    "setting node {id:?} to {} did not take effect: the newer value {value} written by controller {} at {} (HLC {}) wins. A time in the future means a controller's clock is or was ahead (see GET /v1/replication/peers); a restart of this controller sets aside operations stamped beyond maxClockSkewSeconds, then retry",
+                    approval.as_str(),
+                    newer.origin,
+                    newer.time,
+                    newer.hlc
+                ),
+            )
+            .with_details(serde_json::json!({
+                "field": newer.field,
+                "newerValue": value,
+                "newerOrigin": newer.origin,
+                "newerTime": newer.time,
+                "newerHlc": newer.hlc,
+            })),
+        });
     }
     tracing::info!(node = %id, by = %admin, approval = approval.as_str(), "approval changed");
     let record = state.store.node(&id).ok_or_else(|| not_found(&id))?;
@@ -678,17 +696,17 @@ async fn install_sub_ca(
 ) -> Result<Json<SubCaInstalled>> {
     let admin = caller.require(&state, &[Role::Admin])?.uri();
     let candidate = Authority::from_pem(&body.certificate_pem, &body.key_pem).map_err(|e| {
-        Failure::new(
+        ApiFailure::with_status(
             StatusCode::BAD_REQUEST,
-            "INVALID_SUB_CA",
+            ErrorCode::InvalidSubCa,
             format!("certificatePem/keyPem: {e}"),
         )
     })?;
     let now = time::OffsetDateTime::now_utc();
     if now < candidate.not_before() || now >= candidate.not_after() {
-        return Err(Failure::new(
+        return Err(ApiFailure::with_status(
             StatusCode::BAD_REQUEST,
-            "SUB_CA_NOT_VALID",
+            ErrorCode::SubCaNotValid,
             format!(
                 "certificatePem: the sub-CA is valid from {} to {}, which does not include now ({}); issue a current one with `kctl rotate sub-ca`",
                 rfc3339(candidate.not_before()),
@@ -699,9 +717,9 @@ async fn install_sub_ca(
     }
     let needed = time::Duration::try_from(NODE_CERT_VALIDITY).unwrap_or(time::Duration::MAX);
     if candidate.not_after() < now + needed && !body.allow_short {
-        return Err(Failure::new(
+        return Err(ApiFailure::with_status(
             StatusCode::BAD_REQUEST,
-            "SUB_CA_TOO_SHORT",
+            ErrorCode::SubCaTooShort,
             format!(
                 "certificatePem: the sub-CA expires {}, before a node certificate issued now would ({} days); every node would renew early and lose its certificate when it ends. Use a longer sub-CA, or pass --allow-short (allowShort: true) to install it anyway",
                 rfc3339(candidate.not_after()),
@@ -710,9 +728,9 @@ async fn install_sub_ca(
         ));
     }
     candidate.check_chains_to(&state.trust_pem).map_err(|e| {
-        Failure::new(
+        ApiFailure::with_status(
             StatusCode::BAD_REQUEST,
-            "SUB_CA_UNTRUSTED",
+            ErrorCode::SubCaUntrusted,
             format!("the new sub-CA does not chain to this cluster's root CA: {e}"),
         )
     })?;
@@ -720,19 +738,19 @@ async fn install_sub_ca(
     // Key first: if the certificate write fails, the old certificate no longer matches
     // the key on disk and start-up says so, instead of silently signing with a mismatch.
     kcore_pki::write_atomically(&tls.sub_ca_key_file, body.key_pem.as_bytes(), 0o600)
-        .map_err(|e| Failure::internal(format!("{}: {e}", tls.sub_ca_key_file.display())))?;
+        .map_err(|e| internal(format!("{}: {e}", tls.sub_ca_key_file.display())))?;
     kcore_pki::write_atomically(
         &tls.sub_ca_cert_file,
         body.certificate_pem.as_bytes(),
         0o644,
     )
-    .map_err(|e| Failure::internal(format!("{}: {e}", tls.sub_ca_cert_file.display())))?;
+    .map_err(|e| internal(format!("{}: {e}", tls.sub_ca_cert_file.display())))?;
     let candidate = Arc::new(candidate);
     let info = certificate_info(candidate.cert_pem())?;
     *state
         .signer
         .write()
-        .map_err(|_| Failure::internal("signer lock poisoned"))? = candidate;
+        .map_err(|_| internal("signer lock poisoned"))? = candidate;
     state
         .store
         .put_field("pki/sub-ca", "certificatePem", &body.certificate_pem)?;
@@ -795,9 +813,9 @@ async fn get_storage_class(
         .find(|(c, _)| c.name == name)
         .map(|(class, nodes)| Json(StorageClassDetail { class, nodes }))
         .ok_or_else(|| {
-            Failure::new(
+            ApiFailure::with_status(
                 StatusCode::NOT_FOUND,
-                "NO_SUCH_STORAGE_CLASS",
+                ErrorCode::NoSuchStorageClass,
                 format!(
                     "no storage class {name:?}; the classes are {}",
                     storage_class_names().join(", ")

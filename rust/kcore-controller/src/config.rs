@@ -30,6 +30,10 @@ pub struct ControllerConfig {
     pub heartbeat_timeout_seconds: u64,
     #[serde(default = "default_database_path")]
     pub database_path: PathBuf,
+    /// Replicated operations and heartbeats stamped further than this ahead of this
+    /// controller's clock are refused and the peer is reported (see `docs/controller.md`).
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew_seconds: u64,
     pub tls: ControllerTls,
     /// Connection limits and timeouts; absent keys keep the defaults in
     /// docs/controller.md ("Connections and limits").
@@ -62,6 +66,14 @@ fn default_listen() -> SocketAddr {
 fn default_heartbeat_timeout() -> u64 {
     45
 }
+
+fn default_max_clock_skew() -> u64 {
+    60
+}
+
+/// The largest accepted `maxClockSkewSeconds`: a day. Beyond that the bound stops
+/// protecting anything.
+pub const MAX_CLOCK_SKEW_LIMIT: u64 = 24 * 3600;
 
 fn default_database_path() -> PathBuf {
     PathBuf::from("/var/lib/kcore-controller/state.sqlite")
@@ -126,6 +138,15 @@ impl ControllerConfig {
             .connections
             .validate()
             .map_err(|e| invalid("connections", e.to_string()))?;
+        if !(1..=MAX_CLOCK_SKEW_LIMIT).contains(&config.max_clock_skew_seconds) {
+            return Err(invalid(
+                "maxClockSkewSeconds",
+                format!(
+                    "{} is outside 1..={MAX_CLOCK_SKEW_LIMIT} (seconds); 60 is the default",
+                    config.max_clock_skew_seconds
+                ),
+            ));
+        }
         Ok(config)
     }
 }
@@ -143,6 +164,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:9090");
         assert!(!c.require_manual_approval);
         assert_eq!(c.heartbeat_timeout_seconds, 45);
+        assert_eq!(c.max_clock_skew_seconds, 60);
         assert_eq!(
             c.database_path,
             PathBuf::from("/var/lib/kcore-controller/state.sqlite")
@@ -175,6 +197,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("connections.maxConnections"), "{err}");
+    }
+
+    #[test]
+    fn clock_skew_bound_is_checked() {
+        for bad in ["0", "86401"] {
+            let text = format!("{MINIMAL}maxClockSkewSeconds: {bad}\n");
+            let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("field `maxClockSkewSeconds`"), "{err}");
+        }
+        let text = format!("{MINIMAL}maxClockSkewSeconds: 5\n");
+        let c = ControllerConfig::parse(&text, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.max_clock_skew_seconds, 5);
     }
 
     #[test]

@@ -84,13 +84,20 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         ),
         source,
     })?;
-    let store = store::Store::open(&config.database_path, &config.controller_id)?;
+    let store = store::Store::open_with(
+        &config.database_path,
+        &config.controller_id,
+        &store::StoreOptions {
+            max_clock_skew: Duration::from_secs(config.max_clock_skew_seconds),
+        },
+    )?;
     Ok(Arc::new(api::AppState {
         config,
         store,
         signer: RwLock::new(Arc::new(signer)),
         trust_pem,
         renewals: Default::default(),
+        peers: Default::default(),
     }))
 }
 

@@ -10,11 +10,20 @@
 //! `ops` table, so it survives restarts without extra state.
 //!
 //! Both routes are for the `controller` role only. Per-peer timeouts follow the measured
-//! round-trip time ([`adaptive_timeout`]). Not built yet: snapshot catch-up for cursors
-//! older than compaction (nothing is compacted yet, so every operation is still there).
+//! round-trip time ([`adaptive_timeout`]).
+//!
+//! Clock bound: operations and heartbeats a peer serves stamped more than
+//! `maxClockSkewSeconds` ahead of this controller's clock are refused (see
+//! [`crate::store`]); the peer is then `ClockAhead` with the measured skew, logged at warn
+//! once per change of its state, and listed by `GET /v1/replication/peers` (admin and
+//! controller roles) beside the operations refused at start.
+//!
+//! Compaction keeps the newest operation per `(resource, field, origin)` of the soft
+//! `report.*` fields, so a cursor never needs an operation that is gone: the newer one it
+//! gets instead wins over it anyway. Not built yet: snapshot catch-up.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Json;
@@ -23,8 +32,9 @@ use kcore_net::{Client, ClientOptions};
 use kcore_pki::Role;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{AppState, Caller, Failure};
-use crate::store::Op;
+use crate::api::{AppState, Caller, internal};
+use crate::store::{Op, StartupRefusal};
+use kcore_net::ApiFailure;
 
 /// How often each peer is polled.
 pub const PULL_INTERVAL: Duration = Duration::from_secs(1);
@@ -63,10 +73,110 @@ pub struct OpsPage {
     pub more: bool,
 }
 
+/// How a peer looked at its last poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerState {
+    /// Not polled yet.
+    Unknown,
+    Healthy,
+    /// The last poll failed (connection, TLS, HTTP).
+    Unreachable,
+    /// The peer served operations or heartbeats beyond the clock bound; they were refused.
+    ClockAhead,
+}
+
+/// One configured peer in `GET /v1/replication/peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    /// The `peers` entry.
+    pub peer: String,
+    /// The id the peer gave in its version vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_id: Option<String>,
+    pub state: PeerState,
+    pub healthy: bool,
+    /// Why it is not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `ClockAhead`: how far ahead of this controller's clock the furthest refused time was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_ahead_seconds: Option<u64>,
+    /// Refused at the last poll.
+    #[serde(default)]
+    pub refused_operations: usize,
+    #[serde(default)]
+    pub refused_heartbeats: usize,
+    /// RFC 3339: when the peer entered this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+impl PeerStatus {
+    fn unknown(peer: &str) -> Self {
+        PeerStatus {
+            peer: peer.to_string(),
+            controller_id: None,
+            state: PeerState::Unknown,
+            healthy: false,
+            reason: None,
+            clock_ahead_seconds: None,
+            refused_operations: 0,
+            refused_heartbeats: 0,
+            since: None,
+        }
+    }
+}
+
+/// Every peer's status, by `peers` entry (kept in [`AppState`]).
+pub type PeerStatuses = RwLock<BTreeMap<String, PeerStatus>>;
+
+/// `GET /v1/replication/peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerList {
+    pub controller_id: String,
+    pub max_clock_skew_seconds: u64,
+    pub peers: Vec<PeerStatus>,
+    /// Operations this controller moved to `refused_ops` when it started (stamped beyond
+    /// the bound, stored before the bound existed), per origin.
+    #[serde(default)]
+    pub refused_at_start: Vec<StartupRefusal>,
+}
+
+pub async fn peers(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<PeerList>, ApiFailure> {
+    caller.require(&state, &[Role::Admin, Role::Controller])?;
+    let known = state
+        .peers
+        .read()
+        .map_err(|_| internal("peer status lock poisoned"))?
+        .clone();
+    let peers = state
+        .config
+        .peers
+        .iter()
+        .map(|p| {
+            known
+                .get(p)
+                .cloned()
+                .unwrap_or_else(|| PeerStatus::unknown(p))
+        })
+        .collect();
+    Ok(Json(PeerList {
+        controller_id: state.config.controller_id.clone(),
+        max_clock_skew_seconds: state.store.max_clock_skew().as_secs(),
+        peers,
+        refused_at_start: state.store.refused_at_start().to_vec(),
+    }))
+}
+
 pub async fn vector(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Json<VersionVector>, Failure> {
+) -> Result<Json<VersionVector>, ApiFailure> {
     caller.require(&state, &[Role::Controller])?;
     Ok(Json(VersionVector {
         controller_id: state.config.controller_id.clone(),
@@ -79,7 +189,7 @@ pub async fn ops(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(query): Query<OpsQuery>,
-) -> Result<Json<OpsPage>, Failure> {
+) -> Result<Json<OpsPage>, ApiFailure> {
     caller.require(&state, &[Role::Controller])?;
     let mut ops = state
         .store
@@ -89,20 +199,53 @@ pub async fn ops(
     Ok(Json(OpsPage { ops, more }))
 }
 
-/// Pulls everything `peer` has that this store lacks. Returns the number of operations
-/// merged and the round-trip time of the version-vector call.
+/// What one poll of a peer did.
+#[derive(Debug, Clone, Default)]
+pub struct PullReport {
+    /// Operations merged.
+    pub merged: usize,
+    /// Round-trip time of the version-vector call.
+    pub rtt: Duration,
+    /// The id the peer gave.
+    pub controller_id: String,
+    pub refused_operations: usize,
+    pub refused_heartbeats: usize,
+    /// The furthest-ahead refused time.
+    pub max_ahead: Option<Duration>,
+    /// The first refusal, for people.
+    pub first_refusal: Option<String>,
+}
+
+/// Pulls everything `peer` has that this store lacks, refusing what is stamped beyond the
+/// clock bound.
 pub async fn pull_once(
     state: &AppState,
     peer: &Client,
-) -> Result<(usize, Duration), kcore_net::ClientError> {
+) -> Result<PullReport, kcore_net::ClientError> {
     let started = std::time::Instant::now();
     let theirs: VersionVector = peer.get_json("/v1/replication/vector").await?;
-    let rtt = started.elapsed();
+    let mut report = PullReport {
+        rtt: started.elapsed(),
+        controller_id: theirs.controller_id.clone(),
+        ..PullReport::default()
+    };
+    let note = |report: &mut PullReport, ahead: Option<Duration>, what: String| {
+        if let Some(ahead) = ahead {
+            report.max_ahead = Some(report.max_ahead.map_or(ahead, |m| m.max(ahead)));
+        }
+        report.first_refusal.get_or_insert(what);
+    };
     for (node, t) in &theirs.heartbeats {
-        state.store.observe_heartbeat(node, *t);
+        if let Err(skew) = state.store.observe_heartbeat(node, *t) {
+            report.refused_heartbeats += 1;
+            note(
+                &mut report,
+                Some(skew.ahead),
+                format!("heartbeat of node {node} {skew}"),
+            );
+        }
     }
     let ours = state.store.version_vector().unwrap_or_default();
-    let mut merged = 0;
     for (origin, newest) in theirs.origins {
         let mut cursor = ours.get(&origin).cloned().unwrap_or_default();
         while cursor < newest {
@@ -122,18 +265,37 @@ pub async fn pull_once(
                 .into_iter()
                 .filter(|op| op.origin == origin)
                 .collect();
-            if let Err(err) = state.store.merge_remote(&ops) {
-                tracing::error!(%origin, "cannot merge replicated operations: {err}");
-                break;
+            match state.store.merge_remote(&ops) {
+                Ok(merge) => {
+                    report.merged += merge.merged;
+                    report.refused_operations += merge.refused.len();
+                    for refused in merge.refused {
+                        let op = &refused.op;
+                        let what = match &refused.skew {
+                            Some(skew) => format!(
+                                "operation {} {}.{} from origin {} {skew}",
+                                op.hlc, op.resource, op.field, op.origin
+                            ),
+                            None => format!(
+                                "operation {:?} {}.{} from origin {} has an unreadable clock stamp",
+                                op.hlc, op.resource, op.field, op.origin
+                            ),
+                        };
+                        note(&mut report, refused.skew.map(|s| s.ahead), what);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(%origin, "cannot merge replicated operations: {err}");
+                    break;
+                }
             }
-            merged += ops.len();
             cursor = last;
             if !page.more {
                 break;
             }
         }
     }
-    Ok((merged, rtt))
+    Ok(report)
 }
 
 /// Percent-encodes a query value (HLCs and ids are `[0-9a-z-]`, but never trust that).
@@ -253,34 +415,96 @@ pub fn peer_clients(state: &AppState) -> Result<Vec<Peer>, String> {
         .collect()
 }
 
+/// Records a peer's new status; logs when its state or controller id changes, so a
+/// refused or unreachable peer is logged once, not every second.
+fn record(state: &AppState, mut status: PeerStatus) {
+    let Ok(mut peers) = state.peers.write() else {
+        return;
+    };
+    let old = peers.get(&status.peer);
+    let changed = old.is_none_or(|o| o.state != status.state);
+    status.since = if changed {
+        Some(crate::api::rfc3339(time::OffsetDateTime::now_utc()))
+    } else {
+        old.and_then(|o| o.since.clone())
+    };
+    if changed || old.is_some_and(|o| o.reason.is_some() != status.reason.is_some()) {
+        match status.state {
+            PeerState::Healthy => {
+                tracing::info!(peer = %status.peer, controller = ?status.controller_id, "peer healthy")
+            }
+            PeerState::ClockAhead => tracing::warn!(
+                peer = %status.peer,
+                controller = ?status.controller_id,
+                clock_ahead_seconds = ?status.clock_ahead_seconds,
+                refused_operations = status.refused_operations,
+                refused_heartbeats = status.refused_heartbeats,
+                "peer unhealthy: {}",
+                status.reason.as_deref().unwrap_or("")
+            ),
+            PeerState::Unreachable => tracing::warn!(
+                peer = %status.peer,
+                "replication pull failed: {}",
+                status.reason.as_deref().unwrap_or("")
+            ),
+            PeerState::Unknown => {}
+        }
+    }
+    peers.insert(status.peer.clone(), status);
+}
+
+/// The status one poll result gives a peer.
+fn status_of(
+    name: &str,
+    result: &Result<PullReport, kcore_net::ClientError>,
+    bound: Duration,
+) -> PeerStatus {
+    let mut status = PeerStatus::unknown(name);
+    match result {
+        Ok(report) => {
+            status.controller_id = Some(report.controller_id.clone());
+            status.refused_operations = report.refused_operations;
+            status.refused_heartbeats = report.refused_heartbeats;
+            if report.refused_operations + report.refused_heartbeats == 0 {
+                status.state = PeerState::Healthy;
+                status.healthy = true;
+            } else {
+                status.state = PeerState::ClockAhead;
+                status.clock_ahead_seconds = report.max_ahead.map(|d| d.as_secs());
+                status.reason = Some(format!(
+                    "refused {} operation(s) and {} heartbeat(s) stamped up to {} s ahead of this controller's clock (bound {} s, maxClockSkewSeconds); first: {}",
+                    report.refused_operations,
+                    report.refused_heartbeats,
+                    report.max_ahead.map_or(0, |d| d.as_secs()),
+                    bound.as_secs(),
+                    report.first_refusal.as_deref().unwrap_or("-"),
+                ));
+            }
+        }
+        Err(err) => {
+            status.state = PeerState::Unreachable;
+            status.reason = Some(err.to_string());
+        }
+    }
+    status
+}
+
 /// Polls every peer forever (the caller aborts the task at shutdown).
 pub async fn run(state: Arc<AppState>, mut peers: Vec<Peer>) {
     let mut tick = tokio::time::interval(PULL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_error: BTreeMap<String, String> = BTreeMap::new();
+    let bound = state.store.max_clock_skew();
     loop {
         tick.tick().await;
         for peer in &mut peers {
-            let name = peer.name.clone();
-            match pull_once(&state, &peer.client).await {
-                Ok((n, rtt)) => {
-                    peer.observe(rtt);
-                    if n > 0 {
-                        tracing::debug!(peer = %name, operations = n, "replicated");
-                    }
-                    if last_error.remove(&name).is_some() {
-                        tracing::info!(peer = %name, "peer reachable again");
-                    }
-                }
-                Err(err) => {
-                    let text = err.to_string();
-                    // Log a peer's failure once, not every second.
-                    if last_error.get(&name) != Some(&text) {
-                        tracing::warn!(peer = %name, "replication pull failed: {text}");
-                        last_error.insert(name, text);
-                    }
+            let result = pull_once(&state, &peer.client).await;
+            if let Ok(report) = &result {
+                peer.observe(report.rtt);
+                if report.merged > 0 {
+                    tracing::debug!(peer = %peer.name, operations = report.merged, "replicated");
                 }
             }
+            record(&state, status_of(&peer.name, &result, bound));
         }
     }
 }

@@ -70,6 +70,7 @@ impl Cluster {
             heartbeat_timeout_seconds: 45,
             database_path: self.path("state.sqlite"),
             connections: Default::default(),
+            max_clock_skew_seconds: 60,
             tls: ControllerTls {
                 ca_file: self.path("ca.crt"),
                 cert_file: self.path("controller.crt"),
@@ -1375,5 +1376,376 @@ async fn unknown_routes_bad_paths_and_wrong_methods_are_envelopes() {
         }
         other => panic!("expected a 405 envelope, got {other:?}"),
     }
+    ctl.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Clock bound (review D3) and report limits and growth (review D7)
+// ---------------------------------------------------------------------------------------
+
+/// 2106-02-07, the largest HLC time, as the review's fake peer stamped its operations.
+const FAR_HLC: &str = "fffffffffffffff0-1";
+/// 2100-01-01 in unix seconds, the review's fake heartbeat.
+const HEARTBEAT_2100: i64 = 4_102_444_800;
+
+fn far_op(resource: &str, field: &str, value: &str) -> serde_json::Value {
+    serde_json::json!({
+        "hlc": FAR_HLC, "origin": "ctl1", "resource": resource, "field": field, "value": value,
+    })
+}
+
+/// A replication peer that is not a controller of ours but holds a real controller
+/// certificate of the cluster (`ctl-fake`, signed by the test sub-CA) and serves
+/// far-future operations and heartbeats, like the review's `fake_peer.py`.
+async fn start_fake_peer(
+    cl: &Cluster,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use axum::routing::get;
+    let config = cl.peer_config("ctl-fake", false, vec![]);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let tls = kcore_pki::server_config(
+        &read(&config.tls.ca_file),
+        &read(&config.tls.cert_file),
+        &read(&config.tls.key_file),
+    )
+    .unwrap();
+    let vector = serde_json::json!({
+        "controllerId": "ctl1",
+        "origins": {"ctl1": FAR_HLC},
+        "heartbeats": {"node-evil": HEARTBEAT_2100, "n1": HEARTBEAT_2100},
+    });
+    let ops = serde_json::json!({"more": false, "ops": [
+        far_op("node/node-evil", "approval", "\"Approved\""),
+        far_op("node/node-evil", "registeredAt", "\"2100-01-01T00:00:00Z\""),
+        far_op("node/node-evil", "report.hostname", "\"injected\""),
+        far_op("node/node-evil", "report.dcId", "\"DC1\""),
+        far_op("node/n1", "approval", "\"Approved\""),
+    ]});
+    let app = axum::Router::new()
+        .route(
+            "/v1/replication/vector",
+            get(move || async move { axum::Json(vector) }),
+        )
+        .route(
+            "/v1/replication/ops",
+            get(move || {
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { axum::Json(ops) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(kcore_net::serve_with(
+        listener,
+        kcore_net::TlsSource::new(tls),
+        app,
+        async move {
+            let _ = rx.await;
+        },
+        kcore_net::ServeOptions::default(),
+    ));
+    (addr, tx)
+}
+
+#[tokio::test]
+async fn far_future_operations_and_heartbeats_from_a_peer_are_refused_and_reported() {
+    let cl = Cluster::new();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (fake, stop_fake) = start_fake_peer(&cl, hits.clone()).await;
+    let ctl = Running::start(cl.peer_config("ctl-b", true, vec![fake.clone()])).await;
+    let trust = cl.root.cert_pem().to_string();
+    let admin = client(&ctl.url, &trust, &cl.admin());
+    let n1 = client(&ctl.url, &trust, &cl.node("n1"));
+    register(&n1, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap();
+
+    eventually("the fake peer to be reported as ClockAhead", || async {
+        let list: serde_json::Value = admin.get_json("/v1/replication/peers").await.unwrap();
+        list["peers"][0]["state"] == "ClockAhead"
+    })
+    .await;
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let list: serde_json::Value = admin.get_json("/v1/replication/peers").await.unwrap();
+    let peer = &list["peers"][0];
+    assert_eq!(peer["peer"], fake.as_str());
+    assert_eq!(peer["healthy"], false);
+    assert_eq!(peer["controllerId"], "ctl1");
+    assert_eq!(peer["refusedOperations"], 5);
+    assert_eq!(peer["refusedHeartbeats"], 2);
+    // 2106 is about 80 years ahead of any clock this test runs on.
+    assert!(
+        peer["clockAheadSeconds"].as_u64().unwrap() > 70 * 365 * 24 * 3600,
+        "{peer}"
+    );
+    let reason = peer["reason"].as_str().unwrap();
+    assert!(reason.contains("maxClockSkewSeconds"), "{reason}");
+    assert_eq!(list["maxClockSkewSeconds"], 60);
+
+    // Nothing was merged: no injected node, n1 still Pending and not made Ready by 2100.
+    let nodes: NodeList = admin.get_json("/v1/nodes").await.unwrap();
+    let ids: Vec<&str> = nodes.items.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(ids, vec!["n1"]);
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    assert_eq!(node.approval, Approval::Pending);
+    assert_ne!(
+        node.last_heartbeat.as_deref().map(|t| &t[..4]),
+        Some("2100")
+    );
+    let vector: serde_json::Value = client(&ctl.url, &trust, &cl.controller_peer())
+        .get_json("/v1/replication/vector")
+        .await
+        .unwrap();
+    assert!(vector["origins"].get("ctl1").is_none(), "{vector}");
+    // The operator's reject takes effect.
+    let rejected: Node = post(&admin, "/v1/nodes/n1/reject").await.unwrap();
+    assert_eq!(rejected.status, NodeStatus::Rejected);
+    // A node certificate may not read peer status.
+    let err = n1
+        .get_json::<serde_json::Value>("/v1/replication/peers")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "FORBIDDEN_ROLE");
+    let _ = stop_fake.send(());
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn a_reject_that_loses_to_a_stored_far_future_value_is_reported_then_refused_at_restart() {
+    let cl = Cluster::new();
+    let config = cl.config(false);
+    let trust = cl.root.cert_pem().to_string();
+    {
+        // A controller holding a far-future operation stored before the bound existed
+        // (merged raw, past the clock check, exactly as the old merge_remote kept it).
+        let state = kcore_controller::build_state(config.clone()).unwrap();
+        state
+            .store
+            .put_node("n1", &report("hv1", "DC1", None), Approval::Approved, "t")
+            .unwrap();
+        state
+            .store
+            .merge(&[kcore_controller::store::Op {
+                hlc: FAR_HLC.into(),
+                origin: "ctl9".into(),
+                resource: "node/n1".into(),
+                field: "approval".into(),
+                value: Some("\"Approved\"".into()),
+            }])
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(kcore_net::serve_with(
+            listener,
+            kcore_net::TlsSource::new(kcore_controller::server_tls(&config).unwrap()),
+            kcore_controller::api::router(state.clone()),
+            async move {
+                let _ = rx.await;
+            },
+            kcore_net::ServeOptions::default(),
+        ));
+        let admin = client(&url, &trust, &cl.admin());
+        let err = post::<Node>(&admin, "/v1/nodes/n1/reject")
+            .await
+            .unwrap_err();
+        let ClientError::Api { status, error, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (status.as_u16(), error.code.as_str()),
+            (409, "WRITE_SUPERSEDED")
+        );
+        assert!(
+            error.message.contains("ctl9") && error.message.contains("2106"),
+            "{}",
+            error.message
+        );
+        assert_eq!(error.details["newerOrigin"], "ctl9");
+        assert_eq!(error.details["newerValue"], "\"Approved\"");
+        let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+        assert_eq!(node.approval, Approval::Approved);
+        let _ = tx.send(());
+        server.await.unwrap().unwrap();
+        state.store.flush_heartbeats().unwrap();
+    }
+    // Restarted, the controller refuses the far-future operation at start and reports it;
+    // the recorded reject is now the newest value.
+    let ctl = Running::start(config).await;
+    let admin = client(&ctl.url, &trust, &cl.admin());
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    assert_eq!(node.approval, Approval::Rejected);
+    let list: serde_json::Value = admin.get_json("/v1/replication/peers").await.unwrap();
+    assert_eq!(list["refusedAtStart"][0]["origin"], "ctl9");
+    assert_eq!(list["refusedAtStart"][0]["operations"], 1);
+    let approved = post::<Node>(&admin, "/v1/nodes/n1/approve")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&approved), "NODE_REJECTED");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn reports_over_a_limit_are_refused_naming_the_field() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let trust = cl.root.cert_pem().to_string();
+    let n1 = client(&ctl.url, &trust, &cl.node("n1"));
+    let base = || report("hv1.lab", "DC1", None);
+    let mut cases: Vec<(&str, NodeReport, u16, &str, &str)> = Vec::new();
+    let mut r = base();
+    r.hostname = "hv1\0".into();
+    cases.push((
+        "NUL in hostname",
+        r,
+        422,
+        "INVALID_FIELD",
+        "report.hostname",
+    ));
+    let mut r = base();
+    r.hostname = format!("{}.lab", "a".repeat(60)).repeat(5);
+    cases.push((
+        "hostname > 253 bytes",
+        r,
+        422,
+        "INVALID_FIELD",
+        "report.hostname",
+    ));
+    let mut r = base();
+    r.labels = (0..65)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
+    cases.push(("65 labels", r, 422, "INVALID_FIELD", "report.labels"));
+    let mut r = base();
+    r.labels.insert("k".into(), "v".repeat(64));
+    cases.push((
+        "label value > 63",
+        r,
+        422,
+        "INVALID_FIELD",
+        "report.labels[\"k\"]",
+    ));
+    let mut r = base();
+    r.labels
+        .insert(format!("{}/k", "a".repeat(254)), "v".into());
+    cases.push(("label prefix > 253", r, 422, "INVALID_FIELD", ""));
+    let mut r = base();
+    r.disks = vec![serde_json::json!({"name": "sda"}); 513];
+    cases.push(("513 disks", r, 422, "INVALID_FIELD", "report.disks"));
+    let mut r = base();
+    r.nics = vec![serde_json::json!({"name": "eth0"}); 257];
+    cases.push(("257 nics", r, 422, "INVALID_FIELD", "report.nics"));
+    let mut r = base();
+    r.storage.mounts = vec![Default::default(); 65];
+    cases.push((
+        "65 mounts",
+        r,
+        422,
+        "INVALID_FIELD",
+        "report.storage.mounts",
+    ));
+    let mut r = base();
+    r.labels.insert("big".into(), "v".repeat(200 * 1024));
+    cases.push(("200 KiB report", r, 413, "REPORT_TOO_LARGE", "report"));
+    for (what, r, status, want_code, field) in cases {
+        let err = register(&n1, "n1", r).await.unwrap_err();
+        let ClientError::Api {
+            status: got, error, ..
+        } = &err
+        else {
+            panic!("{what}: {err}");
+        };
+        assert_eq!(
+            (got.as_u16(), error.code.as_str()),
+            (status, want_code),
+            "{what}: {error}"
+        );
+        let named = error.details["field"].as_str().unwrap();
+        if field.is_empty() {
+            assert!(named.starts_with("report.labels["), "{what}: {named}");
+        } else {
+            assert_eq!(named, field, "{what}");
+        }
+        assert!(
+            error.details["limit"].is_u64() || what.contains("NUL"),
+            "{what}: {error}"
+        );
+    }
+    let admin = client(&ctl.url, &trust, &cl.admin());
+    assert_eq!(
+        code(&admin.get_json::<Node>("/v1/nodes/n1").await.unwrap_err()),
+        "NODE_NOT_FOUND"
+    );
+    // Heartbeats are checked the same way.
+    register(&n1, "n1", base()).await.unwrap();
+    let mut r = base();
+    r.hostname = "a b".into();
+    let err = n1
+        .post_json::<_, NodeAck>(
+            "/v1/nodes/n1/heartbeat",
+            &HeartbeatRequest { report: Some(r) },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_FIELD");
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    assert_eq!(node.report.hostname, "hv1.lab");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_heartbeats_with_changing_labels_keep_the_database_bounded() {
+    let cl = Cluster::new();
+    let config = cl.config(false);
+    let db = config.database_path.clone();
+    let ctl = Running::start(config).await;
+    let trust = cl.root.cert_pem().to_string();
+    let n1 = client(&ctl.url, &trust, &cl.node("n1"));
+    register(&n1, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap();
+    let measure = || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let q = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        (
+            q("SELECT COUNT(*) FROM ops"),
+            q("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM ops"),
+            q("PRAGMA page_count") - q("PRAGMA freelist_count"),
+        )
+    };
+    // Each heartbeat carries 64 labels of the largest allowed size, all changed.
+    let with_labels = |i: usize| {
+        let mut r = report("hv1", "DC1", None);
+        r.labels = (0..64)
+            .map(|k| (format!("k{k:02}"), format!("{i:03}{}", "v".repeat(60))))
+            .collect();
+        r
+    };
+    let hb = |i: usize| HeartbeatRequest {
+        report: Some(with_labels(i)),
+    };
+    n1.post_json::<_, NodeAck>("/v1/nodes/n1/heartbeat", &hb(0))
+        .await
+        .unwrap();
+    let first = measure();
+    for i in 1..50 {
+        n1.post_json::<_, NodeAck>("/v1/nodes/n1/heartbeat", &hb(i))
+            .await
+            .unwrap();
+    }
+    let last = measure();
+    let admin = client(&ctl.url, &trust, &cl.admin());
+    let node: Node = admin.get_json("/v1/nodes/n1").await.unwrap();
+    assert!(node.report.labels["k00"].starts_with("049"));
+    // One row per field: the same count and the same bytes as after the first change.
+    assert_eq!(last.0, first.0, "ops rows: {first:?} -> {last:?}");
+    assert_eq!(last.1, first.1, "ops bytes: {first:?} -> {last:?}");
+    // Deleted rows' pages are reused: the live database does not grow with the count of
+    // reports (49 more copies of ~5 KB of labels would be dozens of pages).
+    assert!(last.2 <= first.2 + 4, "live pages: {first:?} -> {last:?}");
     ctl.stop().await;
 }

@@ -548,31 +548,45 @@ async fn a_two_controller_context_survives_losing_one_controller() {
     task_b.await.unwrap();
 }
 
-/// A TLS server on 127.0.0.1 presenting a NODE certificate of the lab (with the
-/// 127.0.0.1 name nodes carry by default) and recording every request that reaches
-/// HTTP, with its body: a node answering at a controller's address (review D1).
-struct NodePosingAsController {
+/// A TLS server on 127.0.0.1 with a certificate the lab's sub-CA signed for `identity`
+/// (with the 127.0.0.1 name every node certificate carries by default), recording every
+/// request that reaches HTTP with its body, and answering `answers[path]` (or `{}`).
+/// As a node: a node answering at a controller's address (review D1). As a controller:
+/// one that serves data a current controller would refuse to store (review D9).
+struct FakeServer {
     addr: String,
     seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl NodePosingAsController {
-    async fn start(lab: &Lab) -> NodePosingAsController {
+impl FakeServer {
+    async fn start(lab: &Lab) -> FakeServer {
+        Self::serving(lab, kcore_pki::Role::Node, "node-1", Default::default()).await
+    }
+
+    async fn serving(
+        lab: &Lab,
+        role: kcore_pki::Role,
+        id: &str,
+        answers: std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> FakeServer {
         let read = |name: &str| std::fs::read_to_string(lab.ctx_dir.join(name)).unwrap();
         let sub = kcore_pki::Authority::from_pem(&read("sub-ca.crt"), &read("sub-ca.key")).unwrap();
-        let node = sub
+        let leaf = sub
             .issue(
-                &kcore_pki::Identity::new("lab", kcore_pki::Role::Node, "node-1").unwrap(),
+                &kcore_pki::Identity::new("lab", role, id).unwrap(),
                 &["127.0.0.1".into(), "localhost".into()],
                 Duration::from_secs(86_400),
             )
             .unwrap();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let recorder = seen.clone();
+        let answers = std::sync::Arc::new(answers);
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let recorder = recorder.clone();
+            let answers = answers.clone();
             async move {
+                let path = req.uri().path().to_string();
                 let line = format!("{} {}", req.method(), req.uri());
                 let body = axum::body::to_bytes(req.into_body(), 1 << 20)
                     .await
@@ -581,11 +595,16 @@ impl NodePosingAsController {
                     .lock()
                     .unwrap()
                     .push(format!("{line} {}", String::from_utf8_lossy(&body)));
-                axum::Json(serde_json::json!({"items": []}))
+                axum::Json(
+                    answers
+                        .get(&path)
+                        .cloned()
+                        .unwrap_or_else(|| serde_json::json!({"items": []})),
+                )
             }
         });
         let tls = kcore_net::TlsSource::new(
-            kcore_pki::server_config(&read("ca.crt"), &node.cert_pem, &node.key_pem).unwrap(),
+            kcore_pki::server_config(&read("ca.crt"), &leaf.cert_pem, &leaf.key_pem).unwrap(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -593,7 +612,7 @@ impl NodePosingAsController {
         tokio::spawn(kcore_net::serve(listener, tls, app, async move {
             let _ = rx.await;
         }));
-        NodePosingAsController {
+        FakeServer {
             addr,
             seen,
             stop: Some(tx),
@@ -605,7 +624,7 @@ impl NodePosingAsController {
     }
 }
 
-impl Drop for NodePosingAsController {
+impl Drop for FakeServer {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -616,7 +635,7 @@ impl Drop for NodePosingAsController {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kctl_refuses_a_node_posing_as_a_controller_and_never_sends_it_the_sub_ca_key() {
     let lab = Lab::start(false).await;
-    let rogue = NodePosingAsController::start(&lab).await;
+    let rogue = FakeServer::start(&lab).await;
 
     let out = kctl(lab.home(), &["-s", &rogue.addr, "get", "nodes"]).await;
     assert!(!out.status.success(), "{}", text(&out));
@@ -718,10 +737,40 @@ fn evil_report() -> NodeReport {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_supplied_text_is_printed_escaped() {
     let lab = Lab::start(false).await;
-    assert_eq!(
-        lab.join_with("node-evil", evil_report()).await,
-        NodeStatus::Ready
-    );
+    // Controllers now refuse control characters in reports (report limits), so the
+    // report comes from a controller that still holds one (an older peer's data, an old
+    // database): kctl must be safe whatever a controller sends.
+    let evil = Node {
+        node_id: "node-evil".into(),
+        status: NodeStatus::Ready,
+        approval: kcore_api::cluster::Approval::Approved,
+        report: evil_report(),
+        registered_at: None,
+        last_heartbeat: None,
+        certificate: None,
+    };
+    let node = serde_json::to_value(&evil).unwrap();
+    let answers = [
+        ("/v1/nodes".to_string(), serde_json::json!({"items": [node]})),
+        ("/v1/nodes/node-evil".to_string(), node.clone()),
+        (
+            "/v1/storage-classes/unspecified".to_string(),
+            serde_json::json!({"class": {"name": "unspecified", "nodes": 1, "readyNodes": 1}, "nodes": [node]}),
+        ),
+    ]
+    .into();
+    let old_controller =
+        FakeServer::serving(&lab, kcore_pki::Role::Controller, "ctl-old", answers).await;
+    let kctl = |args: &[&str]| {
+        let mut with_server = vec!["-s", old_controller.addr.as_str()];
+        with_server.extend_from_slice(args);
+        let with_server: Vec<String> = with_server.iter().map(|a| a.to_string()).collect();
+        let home = lab.home().to_path_buf();
+        async move {
+            let refs: Vec<&str> = with_server.iter().map(String::as_str).collect();
+            kctl(&home, &refs).await
+        }
+    };
     for args in [
         &["get", "nodes"][..],
         &["get", "nodes", "-o", "wide"],
@@ -736,17 +785,17 @@ async fn node_supplied_text_is_printed_escaped() {
         &["describe", "node", "node-evil", "-o", "yaml"],
         &["describe", "storage-class", "unspecified"],
     ] {
-        let out = kctl(lab.home(), args).await;
+        let out = kctl(args).await;
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         assert_no_control(&format!("kctl {args:?} (stdout)"), &out.stdout);
         assert_no_control(&format!("kctl {args:?} (stderr)"), &out.stderr);
     }
 
     // Visible, escaped: the operator sees that something odd is there.
-    let table = ok(kctl(lab.home(), &["get", "nodes", "-o", "wide"]).await);
+    let table = ok(kctl(&["get", "nodes", "-o", "wide"]).await);
     assert!(table.contains("\\u{1b}[31mEVIL"), "{table}");
     assert!(table.contains("k\\u{1b}[2J=v\\u{9b}1m"), "{table}");
-    let described = ok(kctl(lab.home(), &["describe", "node", "node-evil"]).await);
+    let described = ok(kctl(&["describe", "node", "node-evil"]).await);
     let address = described
         .lines()
         .find(|l| l.starts_with("Agent address:"))
@@ -763,19 +812,12 @@ async fn node_supplied_text_is_printed_escaped() {
     );
 
     // JSON and YAML still carry the exact data (escaped the way each format escapes).
-    let node: Node = serde_json::from_str(&ok(kctl(
-        lab.home(),
-        &["get", "node", "node-evil", "-o", "json"],
-    )
-    .await))
-    .unwrap();
+    let node: Node =
+        serde_json::from_str(&ok(kctl(&["get", "node", "node-evil", "-o", "json"]).await)).unwrap();
     assert_eq!(node.report, evil_report());
-    let node: Node = serde_yaml_ng::from_str(&ok(kctl(
-        lab.home(),
-        &["get", "node", "node-evil", "-o", "yaml"],
-    )
-    .await))
-    .unwrap();
+    let node: Node =
+        serde_yaml_ng::from_str(&ok(kctl(&["get", "node", "node-evil", "-o", "yaml"]).await))
+            .unwrap();
     assert_eq!(node.report, evil_report());
     lab.stop().await;
 }
@@ -991,4 +1033,72 @@ async fn a_wrong_ca_file_is_named() {
         "{err}"
     );
     lab.stop().await;
+}
+
+/// `kctl node reject` against a controller where a newer value (stamped in 2106, stored
+/// before the clock bound existed) holds the node's approval: exit 1 with the
+/// controller's `WRITE_SUPERSEDED` message, never "node n1 is Ready" with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_that_does_not_take_effect_exits_non_zero_with_the_reason() {
+    let home = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    ok(kctl(
+        home.path(),
+        &[
+            "create",
+            "cluster",
+            "--controller",
+            &addr,
+            "--context",
+            "lab",
+        ],
+    )
+    .await);
+    let yaml = home
+        .path()
+        .join(".kcore/lab/controllers/ctl1/controller.yaml");
+    let config = kcore_controller::ControllerConfig::load(&yaml).unwrap();
+    let tls = kcore_controller::server_tls(&config).unwrap();
+    let state = kcore_controller::build_state(config).unwrap();
+    let report = NodeReport {
+        hostname: "host-n1".into(),
+        dc_id: "DC1".into(),
+        ..Default::default()
+    };
+    state
+        .store
+        .put_node("n1", &report, kcore_api::cluster::Approval::Approved, "t")
+        .unwrap();
+    state
+        .store
+        .merge(&[kcore_controller::store::Op {
+            hlc: "fffffffffffffff0-1".into(),
+            origin: "ctl9".into(),
+            resource: "node/n1".into(),
+            field: "approval".into(),
+            value: Some("\"Approved\"".into()),
+        }])
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kcore_net::serve_with(
+        listener,
+        kcore_net::TlsSource::new(tls),
+        kcore_controller::api::router(state),
+        async move {
+            let _ = rx.await;
+        },
+        kcore_net::ServeOptions::default(),
+    ));
+    let out = kctl(home.path(), &["node", "reject", "n1"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WRITE_SUPERSEDED") && stderr.contains("ctl9") && stderr.contains("2106"),
+        "{}",
+        text(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Ready"));
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
 }
