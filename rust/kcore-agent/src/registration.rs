@@ -523,7 +523,7 @@ fn install_credentials(
 fn log_failure(what: &str, err: &RegistrationError) {
     match err {
         RegistrationError::Client(ClientError::Api { error, .. })
-            if error.code == "NODE_REJECTED" =>
+            if error.is(kcore_api::ErrorCode::NodeRejected) =>
         {
             tracing::error!("{what}: {err} (an operator rejected this node id)");
         }
@@ -555,7 +555,9 @@ pub async fn step(
         };
         match heartbeat_once(&s.client, &ctx.node_id, report).await {
             Ok(ack) => ack,
-            Err(err) if err.api_code() == Some("NODE_NOT_REGISTERED") => {
+            Err(err)
+                if err.api_code() == Some(kcore_api::ErrorCode::NodeNotRegistered.as_str()) =>
+            {
                 // The controller lost us (new database): register again next turn.
                 s.registered = false;
                 return Err(err.into());
