@@ -991,60 +991,12 @@ async fn controllers_replicate_through_a_relay_and_merge_approvals() {
 // --- Trust: whom clients accept and what the controller signs (security review D1, D2,
 // D8, D13). ---
 
-/// A TLS server on 127.0.0.1 presenting `cert` (any certificate the cluster root
-/// signed) that records every request reaching HTTP: what a hijacked controller
-/// address would see.
-struct Impostor {
-    url: String,
-    seen: Arc<std::sync::Mutex<Vec<String>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Impostor {
-    async fn start(trust_pem: &str, cert: &CertifiedKey) -> Impostor {
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let recorder = seen.clone();
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let recorder = recorder.clone();
-            async move {
-                recorder
-                    .lock()
-                    .unwrap()
-                    .push(format!("{} {}", req.method(), req.uri()));
-                axum::Json(serde_json::json!({}))
-            }
-        });
-        let tls = kcore_net::TlsSource::new(
-            kcore_pki::server_config(trust_pem, &cert.cert_pem, &cert.key_pem).unwrap(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(kcore_net::serve(listener, tls, app, async move {
-            let _ = rx.await;
-        }));
-        Impostor {
-            url,
-            seen,
-            stop: Some(tx),
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.url.trim_start_matches("https://").to_string()
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Impostor {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
+/// A stand-in server presenting `cert` (any certificate the cluster root signed) that
+/// records every request reaching HTTP: what a hijacked controller address would see.
+async fn impostor(trust_pem: &str, cert: &CertifiedKey) -> kcore_net::testing::RecordingServer {
+    kcore_net::testing::RecordingServer::start(trust_pem, cert, Default::default())
+        .await
+        .unwrap()
 }
 
 /// A node certificate as nodes carry them by default (127.0.0.1 and localhost), so
@@ -1063,10 +1015,10 @@ fn node_cert_with_local_names(cl: &Cluster, id: &str) -> CertifiedKey {
 async fn agents_and_peer_controllers_refuse_a_node_posing_as_a_controller() {
     let cl = Cluster::new();
     let trust = cl.root.cert_pem().to_string();
-    let rogue = Impostor::start(&trust, &node_cert_with_local_names(&cl, "n2")).await;
+    let rogue = impostor(&trust, &node_cert_with_local_names(&cl, "n2")).await;
 
     // The agent of n1 pointed at the rogue: the handshake fails, nothing is sent.
-    let ctx = agent_context(cl.dir.path(), &rogue.url, &trust, "n1", &cl.node("n1"));
+    let ctx = agent_context(cl.dir.path(), &rogue.url(), &trust, "n1", &cl.node("n1"));
     let mut session = None;
     let err = kcore_agent::registration::step(&ctx, &mut session)
         .await
@@ -1089,7 +1041,10 @@ async fn agents_and_peer_controllers_refuse_a_node_posing_as_a_controller() {
     let a = Running::start(cl.peer_config(
         "ctl-a",
         false,
-        vec![rogue.addr(), real.url.trim_start_matches("https://").into()],
+        vec![
+            rogue.addr.clone(),
+            real.url.trim_start_matches("https://").into(),
+        ],
     ))
     .await;
     let admin_a = client(&a.url, &trust, &cl.admin());
@@ -1109,12 +1064,13 @@ async fn agents_and_peer_controllers_refuse_a_node_posing_as_a_controller() {
             YEAR,
         )
         .unwrap();
-    let posing = Impostor::start(&trust, &posing_cert).await;
-    let ctx = agent_context(cl.dir.path(), &posing.url, &trust, "n1", &cl.node("n1"));
+    let posing = impostor(&trust, &posing_cert).await;
+    let ctx = agent_context(cl.dir.path(), &posing.url(), &trust, "n1", &cl.node("n1"));
     let _ = kcore_agent::registration::step(&ctx, &mut None).await;
-    assert_eq!(
-        posing.requests(),
-        vec!["POST /v1/nodes/n1/register".to_string()]
+    let seen = posing.requests();
+    assert!(
+        seen.len() == 1 && seen[0].starts_with("POST /v1/nodes/n1/register "),
+        "{seen:?}"
     );
     a.stop().await;
     real.stop().await;

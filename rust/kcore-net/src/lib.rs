@@ -10,6 +10,8 @@ pub mod error;
 pub mod ndjson;
 mod request;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use auth::{Authenticated, allow_roles, ensure_self, require_role};
 pub use client::{Client, ClientError, ClientOptions};

@@ -548,94 +548,35 @@ async fn a_two_controller_context_survives_losing_one_controller() {
     task_b.await.unwrap();
 }
 
-/// A TLS server on 127.0.0.1 with a certificate the lab's sub-CA signed for `identity`
-/// (with the 127.0.0.1 name every node certificate carries by default), recording every
-/// request that reaches HTTP with its body, and answering `answers[path]` (or `{}`).
-/// As a node: a node answering at a controller's address (review D1). As a controller:
-/// one that serves data a current controller would refuse to store (review D9).
-struct FakeServer {
-    addr: String,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl FakeServer {
-    async fn start(lab: &Lab) -> FakeServer {
-        Self::serving(lab, kcore_pki::Role::Node, "node-1", Default::default()).await
-    }
-
-    async fn serving(
-        lab: &Lab,
-        role: kcore_pki::Role,
-        id: &str,
-        answers: std::collections::BTreeMap<String, serde_json::Value>,
-    ) -> FakeServer {
-        let read = |name: &str| std::fs::read_to_string(lab.ctx_dir.join(name)).unwrap();
-        let sub = kcore_pki::Authority::from_pem(&read("sub-ca.crt"), &read("sub-ca.key")).unwrap();
-        let leaf = sub
-            .issue(
-                &kcore_pki::Identity::new("lab", role, id).unwrap(),
-                &["127.0.0.1".into(), "localhost".into()],
-                Duration::from_secs(86_400),
-            )
-            .unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let recorder = seen.clone();
-        let answers = std::sync::Arc::new(answers);
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let recorder = recorder.clone();
-            let answers = answers.clone();
-            async move {
-                let path = req.uri().path().to_string();
-                let line = format!("{} {}", req.method(), req.uri());
-                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-                    .await
-                    .unwrap_or_default();
-                recorder
-                    .lock()
-                    .unwrap()
-                    .push(format!("{line} {}", String::from_utf8_lossy(&body)));
-                axum::Json(
-                    answers
-                        .get(&path)
-                        .cloned()
-                        .unwrap_or_else(|| serde_json::json!({"items": []})),
-                )
-            }
-        });
-        let tls = kcore_net::TlsSource::new(
-            kcore_pki::server_config(&read("ca.crt"), &leaf.cert_pem, &leaf.key_pem).unwrap(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(kcore_net::serve(listener, tls, app, async move {
-            let _ = rx.await;
-        }));
-        FakeServer {
-            addr,
-            seen,
-            stop: Some(tx),
-        }
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
+/// A stand-in server with a certificate the lab's sub-CA signed for `role`/`id` (with the
+/// 127.0.0.1 name every node certificate carries by default), recording every request
+/// and answering `answers[path]`. As a node: a node answering at a controller's address
+/// (review D1). As a controller: one that serves data a current controller would refuse
+/// to store (review D9).
+async fn fake_server(
+    lab: &Lab,
+    role: kcore_pki::Role,
+    id: &str,
+    answers: std::collections::BTreeMap<String, serde_json::Value>,
+) -> kcore_net::testing::RecordingServer {
+    let read = |name: &str| std::fs::read_to_string(lab.ctx_dir.join(name)).unwrap();
+    let sub = kcore_pki::Authority::from_pem(&read("sub-ca.crt"), &read("sub-ca.key")).unwrap();
+    let leaf = sub
+        .issue(
+            &kcore_pki::Identity::new("lab", role, id).unwrap(),
+            &["127.0.0.1".into(), "localhost".into()],
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
+    kcore_net::testing::RecordingServer::start(&read("ca.crt"), &leaf, answers)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kctl_refuses_a_node_posing_as_a_controller_and_never_sends_it_the_sub_ca_key() {
     let lab = Lab::start(false).await;
-    let rogue = FakeServer::start(&lab).await;
+    let rogue = fake_server(&lab, kcore_pki::Role::Node, "node-1", Default::default()).await;
 
     let out = kctl(lab.home(), &["-s", &rogue.addr, "get", "nodes"]).await;
     assert!(!out.status.success(), "{}", text(&out));
@@ -759,8 +700,7 @@ async fn node_supplied_text_is_printed_escaped() {
         ),
     ]
     .into();
-    let old_controller =
-        FakeServer::serving(&lab, kcore_pki::Role::Controller, "ctl-old", answers).await;
+    let old_controller = fake_server(&lab, kcore_pki::Role::Controller, "ctl-old", answers).await;
     let kctl = |args: &[&str]| {
         let mut with_server = vec!["-s", old_controller.addr.as_str()];
         with_server.extend_from_slice(args);
