@@ -40,7 +40,7 @@ use crate::config::ControllerConfig;
 use crate::store::{NodeRecord, Store, WriteOutcome};
 
 /// Node certificates are valid this long; agents renew 30 days before the end.
-pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+pub use kcore_pki::NODE_CERT_VALIDITY;
 
 /// A node may renew at most once per this interval (a healthy node renews every 60
 /// days; anything faster is a loop or an abuse, and each renewal is a signature and a

@@ -30,5 +30,9 @@ pub use tls::{
     server_config_with_crls,
 };
 
+/// Node certificates are valid this long (docs/pki.md); controllers and `kctl create
+/// node-cert --offline` issue them so.
+pub const NODE_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
+
 /// Renewal starts this long before a certificate expires (DESIGN.md: 30 days).
 pub const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);

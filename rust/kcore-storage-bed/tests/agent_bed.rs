@@ -300,9 +300,10 @@ const NEW_DISK: &str = r#"{
 }
 "#;
 
-/// The guest side: cluster credentials made offline by `kctl create cluster`, the agent in
-/// managed mode (serving with the controller certificate those made: it carries the
-/// 127.0.0.1 SAN), then kctl's dry run, apply, and an apply on a mounted disk.
+/// The guest side: cluster credentials made offline by `kctl create cluster`, a node key
+/// and CSR from `kctl create csr` signed with `kctl create node-cert --offline` (kctl
+/// talks only to an agent that proves it is a node), the agent in managed mode, then
+/// kctl's dry run, apply, and an apply on a mounted disk.
 const APPLY_PAYLOAD: &str = r#"set -u
 R="$KCORE_RESULTS"
 K=/payload/kctl
@@ -321,13 +322,18 @@ fcntl.ioctl(s, 0x8914, struct.pack("16sH14s", b"lo", flags | 1, bytes(14)))
 mkfs.ext4 -q "$BUSY" && mkdir -p /srv/busy && mount "$BUSY" /srv/busy && echo keep >/srv/busy/data
 
 "$K" create cluster --controller 127.0.0.1:9091 --context lab >"$R/create.log" 2>&1 || { cat "$R/create.log"; exit 1; }
-C=/root/.kcore/lab/controllers/ctl1
+P=/run/kcore-pki
+mkdir -p "$P"
+"$K" create csr --node-id bed-1 --cluster lab --key-out "$P/node.key" --csr-out "$P/node.csr" \
+  --dns 127.0.0.1 --dns localhost >"$R/csr.log" 2>&1 || { cat "$R/csr.log"; exit 1; }
+"$K" create node-cert --offline --node-id bed-1 --csr "$P/node.csr" --out "$P/node.crt" \
+  --ca-out "$P/ca.crt" >"$R/cert.log" 2>&1 || { cat "$R/cert.log"; exit 1; }
 echo controller-managed >/run/kcore-mode
 cat >/run/agent.yaml <<YAML
 nodeId: bed-1
 mode: managed
 listen: "127.0.0.1:9091"
-tls: { caFile: $C/ca.crt, certFile: $C/controller.crt, keyFile: $C/controller.key }
+tls: { caFile: $P/ca.crt, certFile: $P/node.crt, keyFile: $P/node.key }
 disko: { managementModeFile: /run/kcore-mode, stateDir: /run/kcore-disko, diskoSource: /payload/disko, nixpkgsLib: /payload/nixpkgs-lib }
 binaries: { disko: /payload/disko-from-lib }
 YAML

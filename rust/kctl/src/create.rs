@@ -86,6 +86,11 @@ pub struct NodeCertArgs {
     /// Also write the cluster's root CA certificate here (the node's tls.caFile).
     #[arg(long, value_name = "FILE")]
     pub ca_out: Option<PathBuf>,
+    /// Sign with the context's own sub-CA key on this machine instead of asking a
+    /// controller (before any controller runs, or air-gapped). Names in the CSR are kept;
+    /// wildcards are refused as always.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -320,18 +325,46 @@ async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Re
     crate::paths::node_id("--node-id", &args.node_id)?;
     let csr_pem = std::fs::read_to_string(&args.csr)
         .with_context(|| format!("cannot read the CSR {}", args.csr.display()))?;
-    let (ctx, client) = controller_client::connect(global)?;
-    let signed: CertificateResponse = client
-        .post_json(
-            "/v1/certificates/node",
-            &IssueNodeCertificateRequest {
-                node_id: args.node_id.clone(),
-                csr_pem,
-            },
-        )
-        .await
-        .with_context(|| format!("signing the CSR of node {:?}", args.node_id))?;
-    write(&args.out, &signed.chain_pem, 0o644)?;
+    let (ctx, signed) = if args.offline {
+        let ctx = crate::context::resolve(global)?;
+        let dir = ctx
+            .ca_key_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).with_context(|| {
+                format!("--offline needs the context's {name} ({})", path.display())
+            })
+        };
+        let sub = kcore_pki::Authority::from_pem(&read("sub-ca.crt")?, &read("sub-ca.key")?)
+            .context("loading the context's sub-CA")?;
+        let identity =
+            kcore_pki::Identity::new(&ctx.cluster, kcore_pki::Role::Node, &args.node_id)?;
+        let chain_pem = sub
+            .sign_csr(&csr_pem, &identity, kcore_pki::NODE_CERT_VALIDITY)
+            .with_context(|| format!("signing the CSR of node {:?}", args.node_id))?;
+        let not_after = kcore_pki::not_after(&chain_pem)?;
+        let not_after = not_after
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| not_after.to_string());
+        (ctx, (chain_pem, not_after))
+    } else {
+        let (ctx, client) = controller_client::connect(global)?;
+        let signed: CertificateResponse = client
+            .post_json(
+                "/v1/certificates/node",
+                &IssueNodeCertificateRequest {
+                    node_id: args.node_id.clone(),
+                    csr_pem,
+                },
+            )
+            .await
+            .with_context(|| format!("signing the CSR of node {:?}", args.node_id))?;
+        (ctx, (signed.chain_pem, signed.certificate.not_after))
+    };
+    let (chain_pem, not_after) = signed;
+    write(&args.out, &chain_pem, 0o644)?;
     if let Some(ca_out) = &args.ca_out {
         let ca = std::fs::read_to_string(&ctx.ca_file)
             .with_context(|| format!("cannot read {}", ctx.ca_file.display()))?;
@@ -341,7 +374,7 @@ async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Re
         "certificate for node {:?} written to {} (expires {})",
         args.node_id,
         args.out.display(),
-        crate::escape::escape(&signed.certificate.not_after)
+        crate::escape::escape(&not_after)
     );
     Ok(())
 }

@@ -1042,3 +1042,88 @@ async fn reject_that_does_not_take_effect_exits_non_zero_with_the_reason() {
     let _ = tx.send(());
     server.await.unwrap().unwrap();
 }
+
+/// `kctl create node-cert --offline` signs with the context's own sub-CA (no controller
+/// running yet, or air-gapped) and still refuses what kcore-pki refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cert_offline_signs_with_the_contexts_sub_ca() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(kctl(
+        h,
+        &[
+            "create",
+            "cluster",
+            "--controller",
+            "127.0.0.1:9",
+            "--context",
+            "lab",
+        ],
+    )
+    .await);
+    let path = |name: &str| h.join(name).to_str().unwrap().to_string();
+    ok(kctl(
+        h,
+        &[
+            "create",
+            "csr",
+            "--node-id",
+            "n-off",
+            "--cluster",
+            "lab",
+            "--key-out",
+            &path("n.key"),
+            "--csr-out",
+            &path("n.csr"),
+            "--dns",
+            "127.0.0.1",
+        ],
+    )
+    .await);
+    let out = ok(kctl(
+        h,
+        &[
+            "create",
+            "node-cert",
+            "--offline",
+            "--node-id",
+            "n-off",
+            "--csr",
+            &path("n.csr"),
+            "--out",
+            &path("n.crt"),
+            "--ca-out",
+            &path("ca.crt"),
+        ],
+    )
+    .await);
+    assert!(out.contains("n-off"), "{out}");
+    let chain = std::fs::read_to_string(path("n.crt")).unwrap();
+    let ca = std::fs::read_to_string(path("ca.crt")).unwrap();
+    let identity = kcore_pki::verify_client_chain(&ca, &chain)
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.uri(), "kcore://lab/node/n-off");
+    // The CSR is for n-off: signing it as another node is refused, offline too.
+    let out = kctl(
+        h,
+        &[
+            "create",
+            "node-cert",
+            "--offline",
+            "--node-id",
+            "n-other",
+            "--csr",
+            &path("n.csr"),
+            "--out",
+            &path("other.crt"),
+        ],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not match the expected identity"),
+        "{}",
+        text(&out)
+    );
+}
