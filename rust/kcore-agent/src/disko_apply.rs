@@ -39,7 +39,7 @@ use kcore_disko::plan::ChangeClass;
 use kcore_disko::{DeviceTree, Plan};
 use kcore_net::ApiFailure;
 use kcore_nix::programs::DISKO;
-use kcore_nix::runner::{Invocation, RunError, StreamLine};
+use kcore_nix::runner::{RunError, StreamLine};
 
 use crate::mgmt::ManagementMode;
 use crate::ops::OpHandle;
@@ -374,16 +374,14 @@ pub async fn handle(
     Ok((StatusCode::ACCEPTED, Json(started)).into_response())
 }
 
-/// disko's argv after the program: format what does not exist yet and mount it at the
-/// node's real mount points (disko's default root is `/mnt`, for installers).
-pub fn disko_args(fragment: &Path) -> Vec<std::ffi::OsString> {
-    vec![
-        "--mode".into(),
-        "format,mount".into(),
-        "--root-mountpoint".into(),
-        "/".into(),
-        fragment.as_os_str().to_owned(),
-    ]
+/// disko for a day-2 fragment: format what does not exist yet and mount it at the node's
+/// real mount points (disko's default root is `/mnt`, for installers).
+pub fn disko_command(fragment: &Path) -> kcore_nix::commands::Disko {
+    kcore_nix::commands::Disko {
+        mode: kcore_nix::commands::DiskoMode::FormatMount,
+        root_mountpoint: "/".into(),
+        fragment: fragment.to_path_buf(),
+    }
 }
 
 /// Map a runner error to the operation's final status and error.
@@ -421,8 +419,8 @@ async fn run_apply(state: &AgentState, op: &OpHandle, planned: &Planned, timeout
             return;
         }
     };
-    let mut inv = Invocation::new(&program)
-        .args(disko_args(&planned.fragment))
+    let mut inv = disko_command(&planned.fragment)
+        .invocation(&program)
         .timeout(Duration::from_secs(timeout));
     for (k, v) in &state.options.extra_env {
         inv = inv.env(k, v);

@@ -28,6 +28,8 @@ use axum::response::{IntoResponse, Response};
 use kcore_api::ApiError;
 use kcore_api::inventory::{ApplyNixRequest, OperationStarted, OperationStatus};
 use kcore_net::ApiFailure;
+use kcore_nix::Goal;
+use kcore_nix::commands::{NixosRebuild, SystemdRun};
 use kcore_nix::programs::{NIX_INSTANTIATE, NIXOS_REBUILD, SYSTEMCTL, SYSTEMD_RUN};
 use kcore_nix::restricted::{EvalBounds, EvalError, RestrictedEval};
 use kcore_nix::runner::{Invocation, Program, RunError};
@@ -204,29 +206,25 @@ pub fn unit_name(op_id: &str, action: &str) -> String {
     format!("kcore-apply-nix-{short}-{action}")
 }
 
-/// systemd-run's argv (after the program) for `nixos-rebuild <action>` logging to `log`.
-pub fn systemd_run_args(
+/// The transient unit that runs `nixos-rebuild <goal>` logging to `log` (kcore-nix's
+/// typed builders spell both programs' flags).
+pub fn rebuild_unit(
     unit: &str,
     log: &Path,
     env: &[(String, String)],
     nixos_rebuild: &Path,
-    action: &str,
-) -> Vec<String> {
-    let mut args = vec![
-        format!("--unit={unit}"),
-        format!("--description=kcore apply-nix: nixos-rebuild {action}"),
-        "--wait".to_string(),
-        "--collect".to_string(),
-        "--quiet".to_string(),
-        "--service-type=exec".to_string(),
-        format!("--property=StandardOutput=append:{}", log.display()),
-        format!("--property=StandardError=append:{}", log.display()),
-    ];
-    args.extend(env.iter().map(|(k, v)| format!("--setenv={k}={v}")));
-    args.push("--".to_string());
-    args.push(nixos_rebuild.display().to_string());
-    args.push(action.to_string());
-    args
+    goal: Goal,
+) -> SystemdRun {
+    let mut command = vec![nixos_rebuild.as_os_str().to_owned()];
+    command.extend(NixosRebuild { goal, flake: None }.argv());
+    let mut run = SystemdRun::logged(
+        unit,
+        &format!("kcore apply-nix: nixos-rebuild {goal}"),
+        log,
+        command,
+    );
+    run.env = env.to_vec();
+    run
 }
 
 async fn rebuild(
@@ -249,20 +247,20 @@ async fn rebuild(
         );
         return;
     }
-    for action in ["test", "switch"] {
+    for goal in [Goal::Test, Goal::Switch] {
+        let action = goal.as_str();
         op.step(format!("nixos-rebuild {action}"));
         let unit = unit_name(&op.id, action);
         let log = log_dir.join(format!("{unit}.log"));
-        let args = systemd_run_args(
+        let inv = rebuild_unit(
             &unit,
             &log,
             &state.options.extra_env,
             nixos_rebuild.path(),
-            action,
-        );
-        let inv = Invocation::new(systemd_run)
-            .args(&args)
-            .timeout(state.options.rebuild_timeout);
+            goal,
+        )
+        .invocation(systemd_run)
+        .timeout(state.options.rebuild_timeout);
         if let Err(e) = run_following(inv, &log, op).await {
             let (status, mut err) = run_error_status(&e);
             err.message = format!("nixos-rebuild {action} failed: {}", err.message);
@@ -402,13 +400,17 @@ mod tests {
 
     #[test]
     fn systemd_run_argv_keeps_values_whole() {
-        let args = systemd_run_args(
+        let args: Vec<String> = rebuild_unit(
             "kcore-apply-nix-abc-test",
             Path::new("/var/log/k/a b.log"),
             &[("A".into(), "x y".into())],
             Path::new("/run/current-system/sw/bin/nixos-rebuild"),
-            "test",
-        );
+            Goal::Test,
+        )
+        .argv()
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
         assert!(args.contains(&"--property=StandardOutput=append:/var/log/k/a b.log".to_string()));
         assert!(args.contains(&"--setenv=A=x y".to_string()));
         let dashdash = args.iter().position(|a| a == "--").unwrap();
