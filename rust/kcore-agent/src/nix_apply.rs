@@ -287,21 +287,19 @@ async fn rebuild(
             return;
         }
     }
-    match read_generation(&state.options.system_profile) {
-        Some((generation, target)) => {
+    match kcore_nix::profile::Profile::new(&state.options.system_profile).current() {
+        Ok(generation) => {
             op.output(
                 "stdout",
-                format!("system generation {generation}: {}", target.display()),
+                format!(
+                    "system generation {}: {}",
+                    generation.number,
+                    generation.store_path.display()
+                ),
             );
-            op.update(|r| r.generation = Some(generation.to_string()));
+            op.update(|r| r.generation = Some(generation.number.to_string()));
         }
-        None => op.output(
-            "stderr",
-            format!(
-                "cannot read the generation of {}",
-                state.options.system_profile.display()
-            ),
-        ),
+        Err(err) => op.output("stderr", err.to_string()),
     }
     op.finish(OperationStatus::Succeeded, None);
 }
@@ -377,23 +375,6 @@ impl LogFollower {
     }
 }
 
-/// `system` → `system-7-link` → `/nix/store/…`: the generation number and its path.
-pub fn read_generation(profile: &Path) -> Option<(u64, PathBuf)> {
-    let link = std::fs::read_link(profile).ok()?;
-    let name = link.file_name()?.to_string_lossy().into_owned();
-    let number = name
-        .rsplit_once("-link")
-        .and_then(|(head, _)| head.rsplit('-').next())
-        .and_then(|n| n.parse().ok())?;
-    let link_path = if link.is_absolute() {
-        link
-    } else {
-        profile.parent()?.join(link)
-    };
-    let target = std::fs::read_link(&link_path).ok()?;
-    Some((number, target))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,18 +407,5 @@ mod tests {
             unit_name("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "switch"),
             "kcore-apply-nix-0f1e2d3c4b5a-switch"
         );
-    }
-
-    #[test]
-    fn generation_from_profile_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store-path");
-        std::fs::create_dir(&store).unwrap();
-        std::os::unix::fs::symlink(&store, dir.path().join("system-12-link")).unwrap();
-        std::os::unix::fs::symlink("system-12-link", dir.path().join("system")).unwrap();
-        let (n, target) = read_generation(&dir.path().join("system")).unwrap();
-        assert_eq!(n, 12);
-        assert_eq!(target, store);
-        assert!(read_generation(&dir.path().join("missing")).is_none());
     }
 }

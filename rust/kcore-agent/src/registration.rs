@@ -199,6 +199,7 @@ pub fn report_from_config(config: &AgentConfig) -> NodeReport {
         disks: Vec::new(),
         nics: Vec::new(),
         agent_address: Some(config.listen.clone()),
+        system: None,
         certificate_renewal_problem: None,
     }
 }
@@ -250,9 +251,40 @@ pub fn inventory_report_fn(config: AgentConfig, tools: crate::tools::Tools) -> R
             let view = crate::inventory::collect_storage(config, tools).await;
             apply_storage_view(&mut report.storage, &view);
             measure_mounts(&mut report.storage.mounts);
+            report.system = system_report(
+                &kcore_nix::profile::Profile::system(),
+                std::path::Path::new("/run/booted-system"),
+            );
             report
         })
     })
+}
+
+/// The profile's current generation and the booted system, from the profile links
+/// (kcore-nix's `Profile`). `None` when neither can be read (not a NixOS machine).
+pub fn system_report(
+    profile: &kcore_nix::profile::Profile,
+    booted_link: &std::path::Path,
+) -> Option<kcore_api::cluster::SystemReport> {
+    let current = match profile.current() {
+        Ok(g) => Some(kcore_api::cluster::GenerationReport {
+            number: g.number,
+            store_path: g.store_path.display().to_string(),
+            created: g
+                .created
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        }),
+        Err(err) => {
+            tracing::debug!("system generation for the controller: {err}");
+            None
+        }
+    };
+    let booted = std::fs::read_link(booted_link)
+        .ok()
+        .map(|p| p.display().to_string());
+    (current.is_some() || booted.is_some())
+        .then_some(kcore_api::cluster::SystemReport { current, booted })
 }
 
 /// Fills in the size and free space of each volume mount that exists (statvfs). A mount
@@ -670,6 +702,29 @@ mod tests {
         assert_eq!((mounts[1].size_bytes, mounts[1].free_bytes), (None, None));
     }
     use super::*;
+
+    #[test]
+    fn system_report_reads_the_current_generation_and_the_booted_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::os::unix::fs::symlink("/nix/store/aaa-nixos-system-hv1", p.join("system-4-link"))
+            .unwrap();
+        std::os::unix::fs::symlink("/nix/store/bbb-nixos-system-hv1", p.join("system-5-link"))
+            .unwrap();
+        std::os::unix::fs::symlink("system-5-link", p.join("system")).unwrap();
+        std::os::unix::fs::symlink("/nix/store/aaa-nixos-system-hv1", p.join("booted")).unwrap();
+        let profile = kcore_nix::profile::Profile::new(p.join("system"));
+        let report = system_report(&profile, &p.join("booted")).unwrap();
+        let current = report.current.unwrap();
+        assert_eq!(current.number, 5);
+        assert_eq!(current.store_path, "/nix/store/bbb-nixos-system-hv1");
+        assert_eq!(
+            report.booted.as_deref(),
+            Some("/nix/store/aaa-nixos-system-hv1")
+        );
+        let none = kcore_nix::profile::Profile::new(p.join("absent"));
+        assert!(system_report(&none, &p.join("absent-booted")).is_none());
+    }
 
     #[test]
     fn report_from_config_names_backend_and_its_vg() {

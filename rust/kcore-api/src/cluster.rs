@@ -131,10 +131,35 @@ pub struct NodeReport {
     /// The agent's address as `HOST:PORT` (what `kctl --node` should use), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_address: Option<String>,
+    /// The node's NixOS generations (absent when the agent cannot read them, e.g. not NixOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemReport>,
     /// Why the node's last certificate renewal did not produce a usable certificate
     /// (it keeps its current one and retries later); absent when renewal is fine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_renewal_problem: Option<String>,
+}
+
+/// One generation of the system profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationReport {
+    pub number: u64,
+    pub store_path: String,
+    /// RFC 3339, when the generation was made.
+    pub created: String,
+}
+
+/// What the node runs and will boot: the profile's current generation and the system
+/// that was booted (`/run/booted-system`). They differ after `boot` or `test` activations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<GenerationReport>,
+    /// The store path of the booted system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted: Option<String>,
 }
 
 /// `POST /v1/nodes/{id}/register`.

@@ -119,6 +119,21 @@ pub fn describe_node(n: &Node) -> String {
             .map(|t| format!("{} ({} ago)", e(t), age(t)))
             .unwrap_or_else(|| "<never>".into())
     );
+    if let Some(system) = &r.system {
+        let _ = writeln!(out, "System:");
+        if let Some(g) = &system.current {
+            let _ = writeln!(
+                out,
+                "  Generation:    {} ({}, made {})",
+                g.number,
+                e(&g.store_path),
+                e(&g.created)
+            );
+        }
+        if let Some(booted) = &system.booted {
+            let _ = writeln!(out, "  Booted:        {}", e(booted));
+        }
+    }
     let _ = writeln!(out, "Storage:");
     let _ = writeln!(out, "  Backend:       {}", r.storage.class_name());
     if let Some(vg) = &r.storage.volume_group {
