@@ -1,5 +1,5 @@
-//! The `kcore-agent` command line: `serve` (the default) and `provision-disk`, and the
-//! logging set-up shared by both.
+//! The `kcore-agent` command line: `serve` (the default) and `provision-disk`. Logging
+//! flags and set-up are kcore-net's `daemon`, shared with the controller.
 
 use std::path::PathBuf;
 
@@ -17,18 +17,8 @@ pub struct Cli {
     #[arg(long = "config", global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
 
-    /// Log level or filter (`info`, `debug`, `kcore_agent=trace`); RUST_LOG overrides it.
-    #[arg(
-        long = "log-level",
-        global = true,
-        env = "LOG_LEVEL",
-        default_value = "info"
-    )]
-    pub log_level: String,
-
-    /// Log as JSON lines (for log shippers) instead of text.
-    #[arg(long = "log-json", global = true)]
-    pub log_json: bool,
+    #[command(flatten)]
+    pub log: kcore_net::daemon::LogArgs,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -61,45 +51,11 @@ pub struct ProvisionCli {
     pub marker_dir: PathBuf,
 }
 
-/// Logs go to stderr; under systemd (JOURNAL_STREAM set) without timestamps, since the
-/// journal adds its own.
-pub fn init_tracing(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match (json, under_systemd) {
-        (true, _) => builder.json().try_init(),
-        (false, true) => builder.without_time().try_init(),
-        (false, false) => builder.try_init(),
-    };
-}
-
 /// Parse, set up logging, run.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log_level, cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            // Once, on stderr (the journal keeps it under systemd).
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    kcore_net::daemon::init_tracing(&cli.log);
+    kcore_net::daemon::run_main(dispatch(cli))
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -126,21 +82,7 @@ async fn serve(config_path: &std::path::Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutting down");
-    };
+    let shutdown = kcore_net::daemon::shutdown_signal();
     crate::run(listener, config, shutdown)
         .await
         .context("serving the agent API")

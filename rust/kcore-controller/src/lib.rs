@@ -12,6 +12,7 @@
 //! call [`run`] in-process on `127.0.0.1:0`.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod replication;
 pub mod store;
@@ -22,6 +23,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::ControllerConfig;
 
@@ -134,21 +137,27 @@ pub async fn run(
         manual_approval = state.config.require_manual_approval,
         "controller listening"
     );
-    let flusher = {
+    // Background tasks are tracked and stopped through one token, then awaited: none is
+    // aborted mid-write or left running after `run` returns.
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    {
         let state = state.clone();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_FLUSH_INTERVAL);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
                 if let Err(err) = state.store.flush_heartbeats() {
                     tracing::warn!("cannot record heartbeats: {err}");
                 }
             }
-        })
-    };
-    let replicator = if state.config.peers.is_empty() {
-        None
-    } else {
+        });
+    }
+    if !state.config.peers.is_empty() {
         let peers = replication::peer_clients(&state).map_err(|message| ControllerError::Pki {
             what: "peer clients".into(),
             source: kcore_pki::PkiError::Parse {
@@ -156,8 +165,9 @@ pub async fn run(
                 reason: message,
             },
         })?;
-        Some(tokio::spawn(replication::run(state.clone(), peers)))
-    };
+        tasks.spawn(replication::run(state.clone(), peers, stop.clone()));
+    }
+    tasks.close();
     let result = kcore_net::serve_with(
         listener,
         kcore_net::TlsSource::new(tls),
@@ -171,10 +181,8 @@ pub async fn run(
         }),
     )
     .await;
-    flusher.abort();
-    if let Some(task) = replicator {
-        task.abort();
-    }
+    stop.cancel();
+    tasks.wait().await;
     state.store.flush_heartbeats()?;
     tracing::info!("controller stopped");
     result.map_err(ControllerError::Serve)

@@ -489,13 +489,22 @@ fn status_of(
     status
 }
 
-/// Polls every peer forever (the caller aborts the task at shutdown).
-pub async fn run(state: Arc<AppState>, mut peers: Vec<Peer>) {
+/// Polls every peer until `stop` is cancelled (the controller awaits it at shutdown).
+pub async fn run(
+    state: Arc<AppState>,
+    mut peers: Vec<Peer>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(PULL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let bound = state.store.max_clock_skew();
     loop {
-        tick.tick().await;
+        // A pull in progress finishes (each is bounded by the peer timeout); the next
+        // one does not start once `stop` is cancelled.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         for peer in &mut peers {
             let result = pull_once(&state, &peer.client).await;
             if let Ok(report) = &result {

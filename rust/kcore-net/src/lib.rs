@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod daemon;
 pub mod error;
 pub mod ndjson;
 mod request;
