@@ -41,7 +41,7 @@ use kcore_api::inventory::StorageView;
 use kcore_net::{Client, ClientError, ClientOptions, TlsSource};
 use kcore_pki::Credentials;
 
-use crate::config::{AgentConfig, Backend};
+use crate::config::AgentConfig;
 
 /// Produces the node's report (hostname, labels, storage, disks, NICs) when asked.
 pub type ReportFn = Arc<dyn Fn() -> BoxFuture<'static, NodeReport> + Send + Sync>;
@@ -160,11 +160,7 @@ impl RegistrationContext {
 /// The role and storage facts that follow from the configuration alone.
 pub fn report_from_config(config: &AgentConfig) -> NodeReport {
     let storage = &config.storage;
-    let backend = match storage.backend {
-        Backend::Filesystem => StorageBackend::Filesystem,
-        Backend::Lvm => StorageBackend::Lvm,
-        Backend::Zfs => StorageBackend::Zfs,
-    };
+    let backend = storage.backend;
     let mut report = StorageReport {
         backend: Some(backend),
         mounts: vec![VolumeMount {

@@ -17,13 +17,34 @@ pub enum NodeRole {
     Controller,
 }
 
-/// The storage backend a node runs for VM volumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The storage backend a node runs for VM volumes (the one type: storage specs, agent
+/// configuration, node reports and storage classes all use it).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
+    /// One ext4 filesystem per data disk, volumes are files.
+    #[default]
     Filesystem,
+    /// The data disks are PVs of one volume group, volumes are LVs.
     Lvm,
+    /// The data disks form one ZFS pool, volumes are zvols.
     Zfs,
+}
+
+impl std::str::FromStr for StorageBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "filesystem" => Ok(Self::Filesystem),
+            "lvm" => Ok(Self::Lvm),
+            "zfs" => Ok(Self::Zfs),
+            other => Err(format!(
+                "unknown storage backend {other:?}: use filesystem, lvm or zfs"
+            )),
+        }
+    }
 }
 
 impl StorageBackend {

@@ -49,43 +49,8 @@ pub struct StorageSpec {
     pub data_disk_mode: DataDiskMode,
 }
 
-/// The storage backend for VM volumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// One ext4 filesystem per data disk, volumes are files.
-    #[default]
-    Filesystem,
-    /// The data disks are PVs of one volume group, volumes are LVs.
-    Lvm,
-    /// The data disks form one ZFS pool, volumes are zvols.
-    Zfs,
-}
-
-impl Backend {
-    /// The lowercase name used in specs and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Filesystem => "filesystem",
-            Backend::Lvm => "lvm",
-            Backend::Zfs => "zfs",
-        }
-    }
-}
-
-impl std::str::FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "filesystem" => Ok(Backend::Filesystem),
-            "lvm" => Ok(Backend::Lvm),
-            "zfs" => Ok(Backend::Zfs),
-            other => Err(format!(
-                "unknown storage backend {other:?}: use filesystem, lvm or zfs"
-            )),
-        }
-    }
-}
+/// The storage backend for VM volumes: kcore-api's one type, named here as specs call it.
+pub use kcore_api::cluster::StorageBackend as Backend;
 
 /// How several data disks are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
