@@ -204,9 +204,10 @@ in
 
     services.kcore.agent.settings.binaries = {
       # Explicit store paths: the agent does not depend on the PATH it was started with.
-      nixInstantiate = lib.mkDefault "${config.nix.package}/bin/nix-instantiate";
-      nixosRebuild = lib.mkDefault "${config.system.build.nixos-rebuild}/bin/nixos-rebuild";
-      systemdRun = lib.mkDefault "${config.systemd.package}/bin/systemd-run";
+      # Keys are program names (kcore-nix's tools); any program kcore runs may be listed.
+      nix-instantiate = lib.mkDefault "${config.nix.package}/bin/nix-instantiate";
+      nixos-rebuild = lib.mkDefault "${config.system.build.nixos-rebuild}/bin/nixos-rebuild";
+      systemd-run = lib.mkDefault "${config.systemd.package}/bin/systemd-run";
       disko = lib.mkDefault (lib.getExe' cfg.diskoPackage "disko");
       lsblk = lib.mkDefault (lib.getExe' pkgs.util-linux "lsblk");
     };

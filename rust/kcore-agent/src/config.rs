@@ -224,23 +224,60 @@ impl Default for EvaluationConfig {
 /// 96 MiB of address space; a level-3 disko evaluation runs in 128 MiB).
 pub const MIN_EVAL_MEMORY_MIB: u64 = 128;
 
-/// Optional explicit program paths; otherwise the runner's env var, then PATH.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Binaries {
-    #[serde(default)]
-    pub nix_instantiate: Option<PathBuf>,
-    #[serde(default)]
-    pub nixos_rebuild: Option<PathBuf>,
-    #[serde(default)]
-    pub systemd_run: Option<PathBuf>,
-    /// Stops a rebuild's transient unit that ran past its timeout.
-    #[serde(default)]
-    pub systemctl: Option<PathBuf>,
-    #[serde(default)]
-    pub disko: Option<PathBuf>,
-    #[serde(default)]
-    pub lsblk: Option<PathBuf>,
+/// Explicit program paths, keyed by program name (`nix-instantiate`, `systemd-run`, `lvm`,
+/// ... any of kcore-nix's tools, plus `ip`); a program not listed is found through its
+/// `KCORE_*` variable, then PATH. One map, so a new program needs no new field. The
+/// camelCase keys of earlier versions (`nixInstantiate`, `systemdRun`, ...) are read as
+/// the program they name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Binaries(BTreeMap<String, PathBuf>);
+
+impl Binaries {
+    /// The configured path of `program`, by its name as kcore-nix's `Tool` spells it.
+    pub fn get(&self, program: &str) -> Option<&Path> {
+        self.0.get(program).map(PathBuf::as_path)
+    }
+
+    /// Every program name the agent may be given a path for.
+    pub fn known_programs() -> impl Iterator<Item = &'static str> {
+        kcore_nix::programs::ALL
+            .iter()
+            .map(|t| t.name)
+            .chain(std::iter::once(crate::tools::IP.name))
+    }
+
+    fn program_name(key: &str) -> String {
+        // nixInstantiate -> nix-instantiate (the earlier field names).
+        let mut name = String::with_capacity(key.len() + 2);
+        for c in key.chars() {
+            if c.is_ascii_uppercase() {
+                name.push('-');
+                name.push(c.to_ascii_lowercase());
+            } else {
+                name.push(c);
+            }
+        }
+        name
+    }
+}
+
+impl<'de> Deserialize<'de> for Binaries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, PathBuf>::deserialize(deserializer)?;
+        let mut map = BTreeMap::new();
+        for (key, path) in raw {
+            let name = Binaries::program_name(&key);
+            if !Binaries::known_programs().any(|known| known == name) {
+                return Err(serde::de::Error::custom(format!(
+                    "binaries.{key}: no program kcore runs is called {name:?}; use one of {}",
+                    Binaries::known_programs().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            map.insert(name, path);
+        }
+        Ok(Binaries(map))
+    }
 }
 
 fn default_dc_id() -> String {
@@ -440,6 +477,30 @@ binaries:
     }
 
     #[test]
+    fn binaries_are_keyed_by_program_name_and_unknown_ones_are_named() {
+        let text = format!(
+            "{}binaries:\n  nix-instantiate: /a/nix-instantiate\n  systemdRun: /b/systemd-run\n  lvm: /c/lvm\n",
+            "nodeId: n1\ncontrollers: [\"127.0.0.1:9090\"]\ntls: { caFile: /a, certFile: /b, keyFile: /c }\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.binaries.get("nix-instantiate"),
+            Some(Path::new("/a/nix-instantiate"))
+        );
+        assert_eq!(
+            c.binaries.get("systemd-run"),
+            Some(Path::new("/b/systemd-run"))
+        );
+        assert_eq!(c.binaries.get("lvm"), Some(Path::new("/c/lvm")));
+        let bad = text.replace("lvm: /c/lvm", "lvmm: /c/lvm");
+        let err = parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("binaries.lvmm") && err.contains("nix-instantiate"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         let c = parse(FULL).unwrap();
         assert_eq!(c.node_id, "node-1");
@@ -448,11 +509,11 @@ binaries:
         assert_eq!(c.storage.backend, Backend::Lvm);
         assert_eq!(c.controllers.len(), 2);
         assert_eq!(
-            c.binaries.systemd_run.as_deref(),
+            c.binaries.get("systemd-run"),
             Some(Path::new("/run/current-system/sw/bin/systemd-run"))
         );
         assert_eq!(
-            c.binaries.systemctl.as_deref(),
+            c.binaries.get("systemctl"),
             Some(Path::new("/run/current-system/sw/bin/systemctl"))
         );
     }
@@ -494,8 +555,8 @@ binaries:
                 "stateDirectory",
             ),
             (
-                "nodeId: a\nmode: install\nbinaries: { ip: /bin/ip }\n",
-                "ip",
+                "nodeId: a\nmode: install\nbinaries: { ipp: /bin/ip }\n",
+                "binaries.ipp",
             ),
         ] {
             let err = parse(text).unwrap_err().to_string();

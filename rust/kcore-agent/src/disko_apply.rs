@@ -228,7 +228,7 @@ async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFa
     let fragment = workdir.path().join("fragment.nix");
     std::fs::write(&fragment, layout)
         .map_err(|e| ApiFailure::internal(format!("cannot write the fragment: {e}")))?;
-    let evaluator = Evaluator::new(state.config.binaries.nix_instantiate.as_deref())
+    let evaluator = Evaluator::new(state.config.binaries.get("nix-instantiate"))
         .map_err(|e| {
             failure(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -3,7 +3,7 @@
 //! happens per use, so an inventory request on a machine without ZFS still answers (with a
 //! warning) instead of the agent refusing to start.
 
-use kcore_nix::programs::{self, Tool};
+use kcore_nix::programs::Tool;
 use kcore_nix::runner::{Program, RunError};
 
 use crate::config::Binaries;
@@ -19,19 +19,9 @@ impl Tools {
         Self { binaries }
     }
 
-    /// Locate `tool`, honouring the six configurable paths of `binaries`.
+    /// Locate `tool`: its path in `binaries` when configured, else its variable, else PATH.
     pub fn resolve(&self, tool: Tool) -> Result<Program, RunError> {
-        let b = &self.binaries;
-        let explicit = match tool.name {
-            n if n == programs::NIX_INSTANTIATE.name => b.nix_instantiate.as_deref(),
-            n if n == programs::NIXOS_REBUILD.name => b.nixos_rebuild.as_deref(),
-            n if n == programs::SYSTEMD_RUN.name => b.systemd_run.as_deref(),
-            n if n == programs::SYSTEMCTL.name => b.systemctl.as_deref(),
-            n if n == programs::DISKO.name => b.disko.as_deref(),
-            n if n == programs::LSBLK.name => b.lsblk.as_deref(),
-            _ => None,
-        };
-        tool.resolve(explicit)
+        tool.resolve(self.binaries.get(tool.name))
     }
 
     pub fn binaries(&self) -> &Binaries {

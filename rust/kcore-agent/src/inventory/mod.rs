@@ -31,7 +31,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Capture this machine's block devices (kcore-disko's live snapshot).
 pub async fn live_snapshot(tools: &Tools) -> Result<BlockSnapshot, InventoryError> {
-    BlockSnapshot::capture_live(tools.binaries().lsblk.as_deref())
+    BlockSnapshot::capture_live(tools.binaries().get("lsblk"))
         .await
         .map_err(|err| InventoryError::Run {
             program: "lsblk".into(),

@@ -42,7 +42,7 @@ fn kcore_agent_accepts_the_rendered_agent_yaml() {
         assert_eq!(parsed.node_id, "node-1");
         assert_eq!(parsed.dc_id, "DC1");
         assert!(parsed.tls.is_some());
-        assert!(parsed.binaries.disko.is_some());
+        assert!(parsed.binaries.get("disko").is_some());
     }
 
     // Install mode (the ISO) without TLS, and the example hosts.

@@ -60,9 +60,9 @@ fn expected_agent_yaml(storage: Value) -> Value {
         },
         "nix": { "configPath": "/etc/nixos/kcore-node.nix" },
         "binaries": {
-            "nixInstantiate": fake("nix", "nix-instantiate"),
-            "nixosRebuild": fake("nixos-rebuild", "nixos-rebuild"),
-            "systemdRun": fake("systemd", "systemd-run"),
+            "nix-instantiate": fake("nix", "nix-instantiate"),
+            "nixos-rebuild": fake("nixos-rebuild", "nixos-rebuild"),
+            "systemd-run": fake("systemd", "systemd-run"),
             "disko": fake("disko", "disko"),
             "lsblk": fake("util-linux", "lsblk")
         }
