@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kcore_net::{Client, ClientOptions};
 
-use crate::cli::GlobalArgs;
 use crate::exit::Refused;
+use crate::global::GlobalArgs;
 use crate::remote::{Expected, Remote};
 
 /// Options for agent calls.

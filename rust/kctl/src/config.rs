@@ -4,9 +4,9 @@ use clap::Subcommand;
 use kcore_api::ErrorCode;
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
 use crate::context::{self, KctlConfig};
 use crate::exit::Refused;
+use crate::global::GlobalArgs;
 use crate::output::{Tabular, print};
 
 #[derive(Debug, clap::Args)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use kcore_net::{Client, ClientOptions};
 
-use crate::cli::GlobalArgs;
 use crate::context::{self, Context};
 use crate::exit::Refused;
+use crate::global::GlobalArgs;
 use crate::remote::{Expected, Remote};
 
 /// One attempt (connect, TLS, request, response) may take this long before kctl moves on
@@ -73,7 +73,7 @@ pub fn servers(global: &GlobalArgs, ctx: &Context) -> anyhow::Result<Vec<String>
     ctx.controllers
         .iter()
         .map(|c| {
-            crate::cli::server_address(c).map_err(|e| {
+            crate::global::server_address(c).map_err(|e| {
                 anyhow::Error::from(Refused::new(
                     ErrorCode::BadController,
                     format!(

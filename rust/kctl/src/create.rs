@@ -11,10 +11,10 @@ use clap::Subcommand;
 use kcore_api::cluster::{CertificateResponse, IssueNodeCertificateRequest};
 use kcore_pki::{Authority, Identity, Role};
 
-use crate::cli::GlobalArgs;
 use crate::context::{self, Context, KctlConfig};
 use crate::controller_client;
 use crate::exit::Refused;
+use crate::global::GlobalArgs;
 
 /// Root CA: 10 years (it stays on the operator's machine).
 pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);

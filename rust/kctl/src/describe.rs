@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use clap::Subcommand;
 use kcore_api::cluster::{Node, StorageClassDetail};
 
-use crate::cli::GlobalArgs;
 use crate::controller_client::connect;
 use crate::escape::escape as e;
 use crate::get::age;
+use crate::global::GlobalArgs;
 use crate::output::print_object;
 use crate::paths;
 

@@ -6,8 +6,8 @@ use kcore_api::ErrorCode;
 use kcore_api::cluster::{Node, NodeList, StorageClass, StorageClassList};
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
 use crate::controller_client::connect;
+use crate::global::GlobalArgs;
 use crate::output::{OutputFormat, Tabular, print, print_object};
 use crate::paths;
 

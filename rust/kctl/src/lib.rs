@@ -12,6 +12,7 @@ pub mod disko;
 pub mod escape;
 pub mod exit;
 pub mod get;
+pub mod global;
 pub mod node;
 pub mod output;
 pub mod paths;

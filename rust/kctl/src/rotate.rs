@@ -6,11 +6,11 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use kcore_api::cluster::{InstallSubCa, SubCaInstalled};
 
-use crate::cli::GlobalArgs;
 use crate::context;
 use crate::controller_client::{client_for, servers};
 use crate::create::SUB_CA_VALIDITY;
 use crate::escape::{escape, escape_lines};
+use crate::global::GlobalArgs;
 use crate::remote::{Expected, Remote};
 
 #[derive(Debug, clap::Args)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::cli::GlobalArgs;
+use crate::global::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

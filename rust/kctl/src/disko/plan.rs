@@ -9,8 +9,8 @@ use anyhow::Context;
 use kcore_disko::plan::Plan;
 use kcore_disko::{BlockSnapshot, DeviceTree};
 
-use crate::cli::GlobalArgs;
 use crate::exit::Refused;
+use crate::global::GlobalArgs;
 use crate::output::{OutputFormat, Tabular, print};
 
 #[derive(Debug, clap::Args)]

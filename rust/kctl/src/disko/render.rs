@@ -9,8 +9,8 @@ use kcore_disko::spec::{
     Backend, DataDiskMode, LuksMode, PbkdfSpec, PbkdfType, StorageSpec, ThinPoolSpec,
 };
 
-use crate::cli::GlobalArgs;
 use crate::exit::Refused;
+use crate::global::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {

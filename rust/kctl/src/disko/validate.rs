@@ -8,7 +8,7 @@ use anyhow::Context;
 use kcore_disko::eval::{Finding, Validated, validate_file};
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
+use crate::global::GlobalArgs;
 use crate::output::{Tabular, print};
 
 #[derive(Debug, clap::Args)]

@@ -18,9 +18,9 @@ use kcore_api::inventory::{
 };
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
 use crate::escape::{escape, escape_lines};
 use crate::exit::Refused;
+use crate::global::GlobalArgs;
 use crate::output::{OutputFormat, Tabular, print};
 use crate::paths;
 use crate::remote::Remote;

@@ -9,9 +9,9 @@
 use clap::Subcommand;
 use kcore_api::cluster::{Approval, Node};
 
-use crate::cli::GlobalArgs;
 use crate::controller_client::connect;
 use crate::escape::escape;
+use crate::global::GlobalArgs;
 use crate::output::print_object;
 use crate::paths;
 

@@ -7,7 +7,7 @@ pub mod approval;
 
 use clap::Subcommand;
 
-use crate::cli::GlobalArgs;
+use crate::global::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
