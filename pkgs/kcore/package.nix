@@ -23,7 +23,7 @@ let
     "the_documentation_lists_every_tool"
     # kcore-api: docs/wire-protocol.md
     "the_wire_protocol_doc_lists_every_code"
-    # kctl/tests/node.rs: tests/support stand-ins (disko, systemd-run, nixos-rebuild)
+    # kctl/tests/it/node.rs: tests/support stand-ins (disko, systemd-run, nixos-rebuild)
     "node_inventory_from_an_install_mode_agent_with_k_and_fingerprint"
     "apply_disko_shows_the_plan_then_applies_its_hash_with_disko_stand_in"
     "apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in"

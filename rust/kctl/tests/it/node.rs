@@ -4,8 +4,7 @@
 //! against a fixture snapshot) and apply-nix (through the systemd-run / nixos-rebuild
 //! stand-ins, which do a real `nix build`), with their exit codes.
 
-#![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
-
+use super::support::{assert_no_control, text};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -36,15 +35,6 @@ async fn kctl(home: &Path, args: &[&str]) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn expect(out: &Output, code: i32) -> String {
@@ -303,7 +293,7 @@ const DATA_DISK: &str = r#"{
 "#;
 
 fn fixture_snapshot() -> BlockSnapshot {
-    let lsblk = include_str!("../../kcore-agent/tests/fixtures/lsblk.json");
+    let lsblk = include_str!("../../../kcore-agent/tests/fixtures/lsblk.json");
     BlockSnapshot {
         lsblk: serde_json::from_str(lsblk).unwrap(),
         ..Default::default()
@@ -530,19 +520,6 @@ async fn k_against_a_managed_agent_says_to_drop_k() {
         "{err}"
     );
     lab.agent.stop().await;
-}
-
-/// Panics if `bytes` holds a control character other than the newline.
-fn assert_no_control(what: &str, bytes: &[u8]) {
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
-    let bad: Vec<char> = text
-        .chars()
-        .filter(|c| c.is_control() && *c != '\n')
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{what} printed raw control characters {bad:?}:\n{text:?}"
-    );
 }
 
 // D9: what an agent reports (inventory) and its error messages are printed escaped.

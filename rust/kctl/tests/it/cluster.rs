@@ -2,9 +2,7 @@
 //! contexts, node certificates from CSRs, `get` / `describe`, approval, sub-CA rotation,
 //! and failover when the first controller is down or hangs.
 
-// Test helpers panic on setup failures; clippy's test exemption covers only #[test] fns.
-#![allow(clippy::unwrap_used)]
-
+use super::support::{assert_no_control, text};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -34,15 +32,6 @@ async fn kctl(home: &Path, args: &[&str]) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn ok(out: Output) -> String {
@@ -637,20 +626,6 @@ impl Witness {
         }
         n
     }
-}
-
-/// Panics if `bytes` holds a control character other than the newline (C0, DEL, C1:
-/// what a terminal would act on).
-fn assert_no_control(what: &str, bytes: &[u8]) {
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
-    let bad: Vec<char> = text
-        .chars()
-        .filter(|c| c.is_control() && *c != '\n')
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{what} printed raw control characters {bad:?}:\n{text:?}"
-    );
 }
 
 const EVIL_HOST: &str = "\u{1b}[31mEVIL\u{1b}[0m\u{1b}]0;pwned\u{7}";

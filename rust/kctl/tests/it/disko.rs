@@ -2,8 +2,6 @@
 //! invalid, 2 usage), files written only when valid, plans against the fixture snapshots.
 //! Tests that need nix-instantiate or the deep inputs print `SKIP: <why>` without them.
 
-#![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
-
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
