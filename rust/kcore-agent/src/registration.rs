@@ -336,13 +336,7 @@ fn controller_tls(creds: &Credentials) -> Result<rustls::ClientConfig, Registrat
 pub fn base_urls(controllers: &[String]) -> Vec<String> {
     controllers
         .iter()
-        .map(|c| {
-            if c.starts_with("https://") {
-                c.clone()
-            } else {
-                format!("https://{c}")
-            }
-        })
+        .map(|c| kcore_net::https_url(c))
         .collect()
 }
 

@@ -34,7 +34,7 @@ use kcore_api::{ApiError, ErrorCode};
 use kcore_net::{ApiFailure, ApiJson, PeerCert};
 // kcore-net's `Path`: a segment that is not percent-encoded UTF-8 gets the JSON envelope.
 use kcore_net::ApiPath as Path;
-use kcore_pki::{Authority, Identity, Role};
+use kcore_pki::{Authority, Identity, Role, canonical_name};
 
 use crate::config::ControllerConfig;
 use crate::store::{NodeRecord, Store, WriteOutcome};
@@ -109,8 +109,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
-    /// Refuses unless the caller belongs to this cluster and has one of `roles`.
-    pub fn require(&self, state: &AppState, roles: &[Role]) -> Result<&Identity> {
+    /// Refuses unless the caller has one of `roles`. Its cluster was checked for every
+    /// request already (`ServeOptions::cluster`, `403 WRONG_CLUSTER`).
+    pub fn require(&self, roles: &[Role]) -> Result<&Identity> {
         let Some(identity) = &self.0 else {
             return Err(ApiFailure::with_status(
                 StatusCode::UNAUTHORIZED,
@@ -118,18 +119,6 @@ impl Caller {
                 "a client certificate with a kcore:// identity is required",
             ));
         };
-        if identity.cluster != state.config.cluster_name {
-            return Err(ApiFailure::with_status(
-                StatusCode::FORBIDDEN,
-                ErrorCode::WrongCluster,
-                format!(
-                    "{} belongs to cluster {:?}, this controller serves {:?}",
-                    identity.uri(),
-                    identity.cluster,
-                    state.config.cluster_name
-                ),
-            ));
-        }
         if !roles.contains(&identity.role) {
             let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             return Err(ApiFailure::with_status(
@@ -146,8 +135,8 @@ impl Caller {
     }
 
     /// Refuses unless the caller is the node `node_id` itself.
-    fn require_self(&self, state: &AppState, node_id: &str) -> Result<&Identity> {
-        let identity = self.require(state, &[Role::Node])?;
+    fn require_self(&self, node_id: &str) -> Result<&Identity> {
+        let identity = self.require(&[Role::Node])?;
         if identity.id != node_id {
             return Err(ApiFailure::with_status(
                 StatusCode::FORBIDDEN,
@@ -279,7 +268,7 @@ async fn register(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Json<NodeAck>> {
-    caller.require_self(&state, &id)?;
+    caller.require_self(&id)?;
     check_node_id(&id)?;
     check_report(&body.report)?;
     if let Some(existing) = state.store.node(&id)
@@ -311,7 +300,7 @@ async fn heartbeat(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<NodeAck>> {
-    caller.require_self(&state, &id)?;
+    caller.require_self(&id)?;
     if let Some(report) = &body.report {
         check_report(report)?;
     }
@@ -349,13 +338,6 @@ fn host_of(address: &str) -> Option<String> {
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then(|| canonical_name(host))
-}
-
-fn canonical_name(name: &str) -> String {
-    match name.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => name.trim_end_matches('.').to_ascii_lowercase(),
-    }
 }
 
 /// The names a node claims through its registration: its id, hostname and the host of
@@ -533,7 +515,7 @@ async fn renew(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CsrRequest>,
 ) -> Result<Json<CertificateResponse>> {
-    caller.require_self(&state, &id)?;
+    caller.require_self(&id)?;
     let record = state.store.node(&id).ok_or_else(|| {
         ApiFailure::with_status(
             StatusCode::NOT_FOUND,
@@ -587,7 +569,7 @@ async fn issue_node_certificate(
     caller: Caller,
     ApiJson(body): ApiJson<IssueNodeCertificateRequest>,
 ) -> Result<Json<CertificateResponse>> {
-    let admin = caller.require(&state, &[Role::Admin])?.uri();
+    let admin = caller.require(&[Role::Admin])?.uri();
     check_node_id(&body.node_id)?;
     if let Some(record) = state.store.node(&body.node_id)
         && record.approval == Approval::Rejected
@@ -604,7 +586,7 @@ async fn issue_node_certificate(
 }
 
 async fn list_nodes(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<NodeList>> {
-    caller.require(&state, &[Role::Admin, Role::Controller])?;
+    caller.require(&[Role::Admin, Role::Controller])?;
     let items = state
         .store
         .nodes()
@@ -619,7 +601,7 @@ async fn get_node(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Node>> {
-    caller.require(&state, &[Role::Admin, Role::Controller])?;
+    caller.require(&[Role::Admin, Role::Controller])?;
     let record = state.store.node(&id).ok_or_else(|| not_found(&id))?;
     let beat = state.store.last_heartbeat(&id);
     Ok(Json(node_view(&state, id, record, beat)))
@@ -631,7 +613,7 @@ async fn set_approval(
     id: String,
     approval: Approval,
 ) -> Result<Json<Node>> {
-    let admin = caller.require(&state, &[Role::Admin])?.uri();
+    let admin = caller.require(&[Role::Admin])?.uri();
     let record = state.store.node(&id).ok_or_else(|| not_found(&id))?;
     if record.approval == Approval::Rejected && approval == Approval::Approved {
         return Err(ApiFailure::with_status(
@@ -694,7 +676,7 @@ async fn install_sub_ca(
     caller: Caller,
     ApiJson(body): ApiJson<InstallSubCa>,
 ) -> Result<Json<SubCaInstalled>> {
-    let admin = caller.require(&state, &[Role::Admin])?.uri();
+    let admin = caller.require(&[Role::Admin])?.uri();
     let candidate = Authority::from_pem(&body.certificate_pem, &body.key_pem).map_err(|e| {
         ApiFailure::with_status(
             StatusCode::BAD_REQUEST,
@@ -793,7 +775,7 @@ async fn list_storage_classes(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<StorageClassList>> {
-    caller.require(&state, &[Role::Admin, Role::Controller])?;
+    caller.require(&[Role::Admin, Role::Controller])?;
     Ok(Json(StorageClassList {
         items: storage_classes(&state)
             .into_iter()
@@ -807,7 +789,7 @@ async fn get_storage_class(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<StorageClassDetail>> {
-    caller.require(&state, &[Role::Admin, Role::Controller])?;
+    caller.require(&[Role::Admin, Role::Controller])?;
     storage_classes(&state)
         .into_iter()
         .find(|(c, _)| c.name == name)

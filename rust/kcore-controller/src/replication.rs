@@ -148,7 +148,7 @@ pub async fn peers(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<PeerList>, ApiFailure> {
-    caller.require(&state, &[Role::Admin, Role::Controller])?;
+    caller.require(&[Role::Admin, Role::Controller])?;
     let known = state
         .peers
         .read()
@@ -177,7 +177,7 @@ pub async fn vector(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<VersionVector>, ApiFailure> {
-    caller.require(&state, &[Role::Controller])?;
+    caller.require(&[Role::Controller])?;
     Ok(Json(VersionVector {
         controller_id: state.config.controller_id.clone(),
         origins: state.store.version_vector()?,
@@ -190,7 +190,7 @@ pub async fn ops(
     caller: Caller,
     Query(query): Query<OpsQuery>,
 ) -> Result<Json<OpsPage>, ApiFailure> {
-    caller.require(&state, &[Role::Controller])?;
+    caller.require(&[Role::Controller])?;
     let mut ops = state
         .store
         .ops_since(&query.origin, &query.after, PAGE + 1)?;
@@ -396,11 +396,7 @@ pub fn peer_clients(state: &AppState) -> Result<Vec<Peer>, String> {
         .peers
         .iter()
         .map(|peer| {
-            let url = if peer.starts_with("https://") {
-                peer.clone()
-            } else {
-                format!("https://{peer}")
-            };
+            let url = kcore_net::https_url(peer);
             let client = Client::new(vec![url.clone()], make_tls()?, peer_options(timeout))
                 .map_err(|e| format!("peer {peer}: {e}"))?;
             Ok(Peer {

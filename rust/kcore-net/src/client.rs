@@ -22,6 +22,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+/// `HOST:PORT` to `https://HOST:PORT` (an `https://` URL stays as it is): how every
+/// kcore address becomes a base URL for [`Client::new`].
+pub fn https_url(server: &str) -> String {
+    if server.starts_with("https://") {
+        server.to_string()
+    } else {
+        format!("https://{server}")
+    }
+}
+
 /// Timeouts of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {

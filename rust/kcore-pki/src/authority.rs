@@ -419,12 +419,8 @@ impl Authority {
             });
         }
         if let Some(allowed) = allowed_names {
-            let canonical = |n: &str| match n.parse::<IpAddr>() {
-                Ok(ip) => ip.to_string(),
-                Err(_) => n.trim_end_matches('.').to_ascii_lowercase(),
-            };
-            let allowed: Vec<String> = allowed.iter().map(|n| canonical(n)).collect();
-            if let Some(name) = names.iter().find(|n| !allowed.contains(&canonical(n))) {
+            let allowed: Vec<String> = allowed.iter().map(|n| canonical_name(n)).collect();
+            if let Some(name) = names.iter().find(|n| !allowed.contains(&canonical_name(n))) {
                 return Err(PkiError::NameNotAllowed {
                     identity: expected.uri(),
                     name: name.clone(),
@@ -448,6 +444,15 @@ impl Authority {
             });
         }
         Ok(format!("{}{}", signed.pem(), self.chain_pem))
+    }
+}
+
+/// A DNS name or IP address as names are compared: addresses in their canonical text,
+/// DNS names lower-cased without a trailing dot.
+pub fn canonical_name(name: &str) -> String {
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => name.trim_end_matches('.').to_ascii_lowercase(),
     }
 }
 

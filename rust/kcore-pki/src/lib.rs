@@ -14,7 +14,9 @@ mod identity;
 mod inspect;
 mod tls;
 
-pub use authority::{Authority, CertifiedKey, csr_names, generate_csr, self_signed_install};
+pub use authority::{
+    Authority, CertifiedKey, canonical_name, csr_names, generate_csr, self_signed_install,
+};
 pub use credentials::{CredentialFiles, Credentials};
 pub use error::PkiError;
 pub use files::{read_pem_file, write_atomically};

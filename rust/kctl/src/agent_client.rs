@@ -82,10 +82,6 @@ pub fn connect(global: &GlobalArgs) -> anyhow::Result<Remote> {
             config
         }
     };
-    let client = Client::new(
-        vec![crate::controller_client::base_url(node)],
-        tls,
-        options(),
-    )?;
+    let client = Client::new(vec![kcore_net::https_url(node)], tls, options())?;
     Ok(Remote::new(client, Expected::agent(&trust, context)))
 }

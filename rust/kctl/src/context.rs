@@ -163,11 +163,8 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Context> {
 /// `PkiError` already includes its cause) and, for a key that is not the certificate's,
 /// naming both files.
 pub fn credentials_error(ctx: &Context, err: kcore_pki::PkiError) -> anyhow::Error {
-    if matches!(
-        &err,
-        kcore_pki::PkiError::KeyMismatch { .. }
-            | kcore_pki::PkiError::Tls(rustls::Error::InconsistentKeys(_))
-    ) {
+    // `Credentials::load` compares key and certificate before any TLS config is built.
+    if matches!(&err, kcore_pki::PkiError::KeyMismatch { .. }) {
         return anyhow::anyhow!(
             "context {:?}: the admin key {} does not belong to the admin certificate {}: \
              point key-file and cert-file at a certificate and the key it was made with",

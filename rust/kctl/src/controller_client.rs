@@ -32,15 +32,6 @@ pub fn options() -> ClientOptions {
     }
 }
 
-/// `HOST:PORT` to `https://HOST:PORT`.
-pub fn base_url(server: &str) -> String {
-    if server.starts_with("https://") {
-        server.to_string()
-    } else {
-        format!("https://{server}")
-    }
-}
-
 /// The context's admin credentials (CA, certificate, key), with errors naming the files.
 pub fn credentials(ctx: &Context) -> anyhow::Result<kcore_pki::Credentials> {
     kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
@@ -58,7 +49,7 @@ pub fn client_for(ctx: &Context, servers: &[String]) -> anyhow::Result<Client> {
         .client_config(&kcore_pki::PeerExpectation::controller(&ctx.cluster))
         .map_err(|e| context::credentials_error(ctx, e))?;
     Ok(Client::new(
-        servers.iter().map(|s| base_url(s)).collect(),
+        servers.iter().map(|s| kcore_net::https_url(s)).collect(),
         tls,
         options(),
     )?)
