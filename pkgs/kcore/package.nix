@@ -31,7 +31,7 @@ let
     "agent_inventory_and_agent_errors_are_printed_escaped"
     "an_install_mode_agent_reached_with_the_context_gets_the_k_and_fingerprint_hint"
     "k_against_a_managed_agent_says_to_drop_k"
-    # kcore-agent/tests/agent.rs: tests/support stand-ins
+    # kcore-agent/tests/it (tls, disko, nix, ops, restricted): tests/support stand-ins
     "managed_mode_serves_admins_over_mtls_with_real_inventory"
     "managed_mode_refuses_no_cert_other_ca_and_expired_cert"
     "nodes_read_only_their_own_inventory_and_never_apply"
@@ -52,6 +52,9 @@ let
     "other_cluster_certificates_bad_paths_and_wrong_methods_get_envelopes"
     "runaway_evaluations_stop_at_their_bounds_and_the_agent_keeps_serving"
     "submitted_nix_reads_no_file_environment_or_network"
+    "an_agent_restart_during_a_disko_apply_re_attaches_to_its_unit_with_disko_stand_in"
+    "a_disko_unit_that_ended_while_the_agent_was_down_reports_its_exit_status_with_disko_stand_in"
+    "lanes_refuse_a_second_disk_apply_but_not_system_work_beside_it_with_disko_stand_in"
   ];
 
   # Tools the binaries run by name when their configuration does not give a path: kctl's

@@ -1,4 +1,6 @@
-//! The `kcore-agent` command line: `serve` (the default) and `provision-disk`. Logging
+//! The `kcore-agent` command line: `serve` (the default), `provision-disk`, and
+//! `unit-result` (run by systemd as a transient unit's `ExecStopPost=`, see
+//! `crate::ops::unit`). Logging
 //! flags and set-up are kcore-net's `daemon`, shared with the controller.
 
 use std::path::PathBuf;
@@ -30,6 +32,13 @@ pub enum Command {
     Serve,
     /// Give the node's data partition an LVM volume group, thin pool and owner id (idempotent).
     ProvisionDisk(ProvisionCli),
+    /// Write a transient unit's end (`$SERVICE_RESULT`, `$EXIT_CODE`, `$EXIT_STATUS`, as
+    /// systemd sets them for `ExecStopPost=`) to FILE; the agent's own units run this.
+    #[command(hide = true)]
+    UnitResult {
+        /// The status file the agent reads.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +83,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             provision(&args).await.context("provision-disk")?;
             Ok(())
         }
+        Command::UnitResult { file } => crate::ops::unit::UnitStatus::write_from_env(&file)
+            .with_context(|| format!("writing the unit status {}", file.display())),
     }
 }
 

@@ -10,9 +10,11 @@
 //!   `disko --mode format,mount --root-mountpoint / FILE` (day 2: real mount points):
 //!   disko's own package brings the partitioning and mkfs tools, and `format` only creates
 //!   what does not exist yet. The plan check before it is what keeps it away from disks
-//!   in use.
-//! - Timeouts default to 300 s and are capped at 3600 s; on timeout kcore-nix's runner
-//!   kills disko's whole process group.
+//!   in use. It is an operation in the `disk` lane (a second one is `DISK_APPLY_IN_PROGRESS`)
+//!   and runs in a transient unit (`crate::ops::unit`), so an agent restart neither kills a
+//!   format half-way nor loses its outcome: the next agent re-attaches and keeps the fragment.
+//! - Timeouts default to 300 s and are capped at 3600 s; past it the unit is stopped
+//!   (`systemctl stop` ends every process of it).
 //! - The applied fragment is kept as `<stateDir>/<names>.nix` (written atomically, the
 //!   previous version kept as `.bak`); its previous version is the "current" tree the next
 //!   plan is compared against.
@@ -31,18 +33,17 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kcore_api::ApiError;
-use kcore_api::inventory::{
-    ApplyDiskoRequest, DiskoPlanResponse, OperationStarted, OperationStatus,
-};
+use kcore_api::inventory::{ApplyDiskoRequest, DiskoPlanResponse, OperationKind};
 use kcore_disko::eval::{DeepInputs, EVAL_TIMEOUT, Evaluator, ValidateError, validate_file};
 use kcore_disko::plan::ChangeClass;
 use kcore_disko::{DeviceTree, Plan};
 use kcore_net::ApiFailure;
 use kcore_nix::programs::DISKO;
-use kcore_nix::runner::{RunError, StreamLine};
+use serde::{Deserialize, Serialize};
 
 use crate::mgmt::ManagementMode;
-use crate::ops::OpHandle;
+use crate::ops::unit::{self, UnitRecord};
+use crate::ops::{OpError, OpHandle, Outcome};
 use crate::server::AgentState;
 
 /// Timeout when the request names none.
@@ -347,30 +348,17 @@ pub async fn handle(
     if let Some(r) = refusal {
         return Err(failure(StatusCode::CONFLICT, r));
     }
-    let guard = state.disk_apply.clone().try_lock_owned().map_err(|_| {
-        failure(
-            StatusCode::CONFLICT,
-            ApiError::new(
-                ErrorCode::DiskApplyInProgress,
-                "another disk apply is running on this node; wait for it to finish",
-            ),
-        )
-    })?;
-    let op = state.ops.start("apply-disko", Some(timeout));
-    let started = OperationStarted {
-        operation_id: op.id.clone(),
-        effective_timeout_seconds: Some(timeout),
-    };
+    let guard = state.lanes.take(OperationKind::ApplyDisko)?;
+    let op = state
+        .ops
+        .start(OperationKind::ApplyDisko, Some(timeout), guard);
     tracing::info!(
         operation = %op.id,
         plan = %planned.plan.hash,
         timeout,
         "disk apply accepted"
     );
-    tokio::spawn(async move {
-        let _guard = guard;
-        run_apply(&state, &op, &planned, timeout).await;
-    });
+    let started = op.spawn(move |op| async move { run_apply(&state, &op, planned, timeout).await });
     Ok((StatusCode::ACCEPTED, Json(started)).into_response())
 }
 
@@ -384,79 +372,102 @@ pub fn disko_command(fragment: &Path) -> kcore_nix::commands::Disko {
     }
 }
 
-/// Map a runner error to the operation's final status and error.
-pub fn run_error_status(err: &RunError) -> (OperationStatus, ApiError) {
-    match err {
-        RunError::TimedOut { .. } => (
-            OperationStatus::TimedOut,
-            ApiError::new(ErrorCode::TimedOut, err.to_string()),
-        ),
-        RunError::NotFound { .. } | RunError::Spawn { .. } => (
-            OperationStatus::Failed,
-            ApiError::new(ErrorCode::ToolUnavailable, err.to_string()),
-        ),
-        _ => (
-            OperationStatus::Failed,
-            ApiError::new(ErrorCode::CommandFailed, err.to_string()),
-        ),
-    }
+/// What a re-attached disk apply does after its unit succeeded (the unit record's
+/// `resume`): keep the fragment the unit formatted as the applied one.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AfterUnit {
+    /// The fragment's copy in the operation's work directory (what disko read).
+    fragment: PathBuf,
+    /// `<names>.nix` under `disko.stateDir`.
+    file_name: String,
 }
 
-/// Stream a runner line into the operation log.
-pub fn forward(op: &OpHandle) -> impl FnMut(StreamLine) + Send + '_ {
-    move |line| match line {
-        StreamLine::Stdout(l) => op.output("stdout", l),
-        StreamLine::Stderr(l) => op.output("stderr", l),
+async fn run_apply(
+    state: &AgentState,
+    op: &OpHandle,
+    planned: Planned,
+    timeout: u64,
+) -> Result<Outcome, OpError> {
+    let program = state.tools.resolve(DISKO).map_err(|e| OpError::from(&e))?;
+    // disko reads the fragment from a file that must outlive the agent (a re-attached
+    // apply keeps it afterwards); the request's temporary copy would not.
+    let work = unit::work_dir(state, &op.id)?;
+    let fragment = work.join("fragment.nix");
+    let text = std::fs::read(&planned.fragment).and_then(|t| {
+        crate::fsutil::write_atomic(&fragment, &t)?;
+        Ok(t)
+    });
+    if let Err(e) = text {
+        return Err(OpError::failed(
+            ErrorCode::WriteFailed,
+            format!("cannot keep the fragment at {}: {e}", fragment.display()),
+        ));
     }
-}
-
-async fn run_apply(state: &AgentState, op: &OpHandle, planned: &Planned, timeout: u64) {
-    let program = match state.tools.resolve(DISKO) {
-        Ok(p) => p,
-        Err(e) => {
-            let (status, err) = run_error_status(&e);
-            op.finish(status, Some(err));
-            return;
-        }
+    let after = AfterUnit {
+        fragment: fragment.clone(),
+        file_name: planned.file_name.clone(),
     };
-    let mut inv = disko_command(&planned.fragment)
-        .invocation(&program)
-        .timeout(Duration::from_secs(timeout));
-    for (k, v) in &state.options.extra_env {
-        inv = inv.env(k, v);
-    }
+    let record = UnitRecord::new(
+        &unit::operations_dir(state)?,
+        &state.options.rebuild_log_dir,
+        &op.id,
+        &unit::unit_name(OperationKind::ApplyDisko, &op.id, "disko"),
+        Duration::from_secs(timeout),
+        serde_json::to_value(&after)
+            .map_err(|e| OpError::failed(ErrorCode::Internal, e.to_string()))?,
+    );
     op.step(format!(
         "disko --mode format,mount --root-mountpoint / ({})",
         planned.file_name
     ));
-    if let Err(e) = inv.stream(forward(op)).await {
-        let (status, err) = run_error_status(&e);
-        op.finish(status, Some(err));
-        return;
-    }
-    op.step(format!(
-        "keep the applied fragment as {}",
-        planned.file_name
-    ));
-    let target = state.config.disko.state_dir.join(&planned.file_name);
-    match keep_fragment(&planned.fragment, &target) {
-        Ok(written) => {
-            op.update(|r| r.written = written);
-            op.finish(OperationStatus::Succeeded, None);
-        }
-        Err(e) => {
-            op.finish(
-                OperationStatus::Failed,
-                Some(ApiError::new(
-                    ErrorCode::WriteFailed,
-                    format!(
-                        "disko succeeded but the fragment could not be kept at {}: {e}",
-                        target.display()
-                    ),
-                )),
-            );
-        }
-    }
+    let mut command = vec![program.path().as_os_str().to_owned()];
+    command.extend(disko_command(&fragment).argv());
+    unit::run(
+        state,
+        op,
+        &record,
+        "kcore apply-disko: disko --mode format,mount",
+        command,
+    )
+    .await?;
+    keep(state, op, &after)
+}
+
+/// Finish a disk apply whose unit an earlier agent started.
+pub async fn resume(
+    state: &AgentState,
+    op: &OpHandle,
+    record: UnitRecord,
+) -> Result<Outcome, OpError> {
+    let after: AfterUnit = serde_json::from_value(record.resume.clone()).map_err(|e| {
+        OpError::failed(
+            ErrorCode::Interrupted,
+            format!(
+                "the unit record of this disk apply is unreadable ({e}); its outcome is unknown"
+            ),
+        )
+    })?;
+    unit::reattach(state, op, &record).await?;
+    keep(state, op, &after)
+}
+
+fn keep(state: &AgentState, op: &OpHandle, after: &AfterUnit) -> Result<Outcome, OpError> {
+    op.step(format!("keep the applied fragment as {}", after.file_name));
+    let target = state.config.disko.state_dir.join(&after.file_name);
+    let written = keep_fragment(&after.fragment, &target).map_err(|e| {
+        OpError::failed(
+            ErrorCode::WriteFailed,
+            format!(
+                "disko succeeded but the fragment could not be kept at {}: {e}",
+                target.display()
+            ),
+        )
+    })?;
+    Ok(Outcome {
+        written,
+        generation: None,
+    })
 }
 
 fn keep_fragment(fragment: &Path, target: &Path) -> std::io::Result<Vec<String>> {

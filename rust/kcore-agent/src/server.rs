@@ -62,6 +62,22 @@ pub struct RuntimeOptions {
     /// How long one rebuild step may run before its unit is stopped
     /// ([`crate::nix_apply::REBUILD_TIMEOUT`]; tests shorten it).
     pub rebuild_timeout: std::time::Duration,
+    /// The program a transient unit's `ExecStopPost=` runs as `PROGRAM unit-result FILE` to
+    /// leave its exit status for an agent that was not there when it ended
+    /// ([`crate::ops::unit`]). By default this agent's own executable; `None` (an
+    /// executable that is not kcore-agent, e.g. another crate's test binary hosting the
+    /// agent) starts units without it, and a unit that ends while no agent watches is then
+    /// reported `INTERRUPTED`.
+    pub unit_result_helper: Option<PathBuf>,
+}
+
+/// This process's executable if it is kcore-agent (also as NixOS's wrapped
+/// `.kcore-agent-wrapped`).
+fn own_agent_executable() -> Option<PathBuf> {
+    std::env::current_exe().ok().filter(|exe| {
+        exe.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("kcore-agent"))
+    })
 }
 
 impl Default for RuntimeOptions {
@@ -72,6 +88,7 @@ impl Default for RuntimeOptions {
             block_snapshot: None,
             rebuild_log_dir: PathBuf::from("/var/log/kcore-agent"),
             rebuild_timeout: crate::nix_apply::REBUILD_TIMEOUT,
+            unit_result_helper: own_agent_executable(),
         }
     }
 }
@@ -83,10 +100,11 @@ pub struct AgentState {
     pub tools: Tools,
     pub options: RuntimeOptions,
     pub ops: Operations,
-    /// One rebuild at a time: a second apply-nix gets `REBUILD_IN_PROGRESS`.
-    pub rebuild: Arc<tokio::sync::Mutex<()>>,
-    /// One disk apply at a time: a second gets `DISK_APPLY_IN_PROGRESS`.
-    pub disk_apply: Arc<tokio::sync::Mutex<()>>,
+    /// What may not run twice at once: disk work, system activation ([`crate::ops::lanes`]).
+    pub lanes: crate::ops::Lanes,
+    /// Set when the agent stops: operations running in a unit stop following it and stay
+    /// `running` for the next agent to re-attach.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     /// `evaluation.maxConcurrent` requests evaluating submitted Nix at once (dry runs
     /// included); one more gets `EVAL_BUSY`.
     pub evaluations: Arc<tokio::sync::Semaphore>,
@@ -188,8 +206,8 @@ impl Agent {
                 tools,
                 options,
                 ops,
-                rebuild: Arc::default(),
-                disk_apply: Arc::default(),
+                lanes: crate::ops::Lanes::default(),
+                stopping: tokio::sync::watch::Sender::new(false),
                 evaluations,
             }),
             tls: TlsSource::new(server_config),
@@ -241,9 +259,12 @@ impl Agent {
             });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         self.start_registration(stop_rx);
+        crate::ops::unit::reattach_all(&self.state);
+        let state = self.state.clone();
         let shutdown = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
+            state.stopping.send_replace(true);
         };
         kcore_net::serve_with(listener, self.tls, app, shutdown, options).await?;
         Ok(())

@@ -223,11 +223,50 @@ pub struct ApplyNixRequest {
     pub no_rebuild: bool,
 }
 
-/// Answer of an apply that started a long operation: its id, and the effective settings.
+/// What a long operation does. The wire spellings are the ones the agent has always used
+/// (`apply-disko`, `apply-nix`); a new long operation (install, a rollout step) is a new
+/// variant here, so kctl and the controller learn of it from the type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OperationKind {
+    /// `POST /v1/disko/apply` with `apply`: disko format,mount of a day-2 fragment.
+    #[serde(rename = "apply-disko")]
+    ApplyDisko,
+    /// `POST /v1/nix/apply`: write the node's module, then `nixos-rebuild test` and `switch`.
+    #[serde(rename = "apply-nix")]
+    ApplyNix,
+}
+
+impl OperationKind {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::ApplyDisko => "apply-disko",
+            OperationKind::ApplyNix => "apply-nix",
+        }
+    }
+}
+
+impl std::fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// So callers that held the kind as text (`result.kind == "apply-disko"`) keep working.
+impl PartialEq<&str> for OperationKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The one `202 Accepted` answer of every request that started a long operation: its id,
+/// its kind and the effective settings. Progress is `GET /v1/operations/{id}/stream`, the
+/// result `GET /v1/operations/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OperationStarted {
     pub operation_id: String,
+    pub kind: OperationKind,
     /// The timeout the agent will actually enforce (after the 3600 s cap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_timeout_seconds: Option<u64>,
@@ -240,7 +279,7 @@ pub enum OperationEvent {
     /// The operation began: what it runs and with which timeout.
     Started {
         operation_id: String,
-        kind: String,
+        kind: OperationKind,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         effective_timeout_seconds: Option<u64>,
     },
@@ -267,8 +306,7 @@ pub enum OperationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct OperationResult {
     pub operation_id: String,
-    /// `apply-disko`, `apply-nix`.
-    pub kind: String,
+    pub kind: OperationKind,
     pub status: OperationStatus,
     /// RFC 3339 timestamps.
     pub started_at: String,
@@ -333,6 +371,30 @@ mod tests {
         assert_eq!(
             json,
             r#"{"event":"output","stream":"stdout","line":"hello"}"#
+        );
+    }
+
+    #[test]
+    fn operation_kinds_keep_their_wire_spellings() {
+        for (kind, text) in [
+            (OperationKind::ApplyDisko, "apply-disko"),
+            (OperationKind::ApplyNix, "apply-nix"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), text);
+            assert_eq!(kind.as_str(), text);
+            assert_eq!(kind, text);
+            let back: OperationKind = serde_json::from_value(text.into()).unwrap();
+            assert_eq!(back, kind);
+        }
+        assert!(serde_json::from_str::<OperationKind>(r#""apply_disko""#).is_err());
+        let started = OperationStarted {
+            operation_id: "op-1".into(),
+            kind: OperationKind::ApplyDisko,
+            effective_timeout_seconds: Some(300),
+        };
+        assert_eq!(
+            serde_json::to_value(&started).unwrap(),
+            serde_json::json!({"operationId": "op-1", "kind": "apply-disko", "effectiveTimeoutSeconds": 300})
         );
     }
 

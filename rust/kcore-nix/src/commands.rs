@@ -12,7 +12,8 @@
 //! (the same goal words), `nixos/modules/installer/tools/nixos-install.sh` (`--system`,
 //! `--root`, `--no-root-passwd`, `--no-channel-copy`), disko's `disko` script at the locked
 //! revision (`--mode format,mount|destroy,format,mount`, `--root-mountpoint`,
-//! `--yes-wipe-all-disks`), and the systemd manuals for `systemd-run` and `bootctl`.
+//! `--yes-wipe-all-disks`), and the systemd manuals for `systemd-run`, `systemctl`
+//! ([`Systemctl`]) and `bootctl`.
 //!
 //! [`argv`]: NixosRebuild::argv
 
@@ -20,6 +21,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::runner::{Invocation, Program};
+
+mod systemctl;
+pub use systemctl::{Systemctl, UnitPresence};
 
 /// What an activation does with a built system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,8 +213,33 @@ pub struct SystemdRun {
     pub wait: bool,
     /// Unload the unit when it ends, also after a failure (`--collect`).
     pub collect: bool,
+    /// `ExecStopPost=`: a command systemd runs after the main process ended, whatever the
+    /// outcome, with `$SERVICE_RESULT`, `$EXIT_CODE` and `$EXIT_STATUS` describing it
+    /// (systemd `man/systemd.exec.xml`, "Environment Variables in Spawned Processes";
+    /// `man/systemd.service.xml`: `ExecStopPost=` also runs when the service failed).
+    /// This is how an agent that was not there when the unit ended learns its real exit
+    /// status, even though `--collect` unloaded the unit. Empty: none.
+    pub stop_post: Vec<OsString>,
     /// The command, program path first.
     pub command: Vec<OsString>,
+}
+
+/// One word of a unit command line as systemd reads it (`man/systemd.service.xml`,
+/// "Command lines"): in double quotes with `\` and `\"` escaped, and `%` / `$` doubled so
+/// neither a specifier nor a variable is expanded in a path.
+fn unit_word(word: &std::ffi::OsStr) -> String {
+    let mut out = String::from("\"");
+    for c in word.to_string_lossy().chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl SystemdRun {
@@ -228,6 +257,7 @@ impl SystemdRun {
             env: Vec::new(),
             wait: true,
             collect: true,
+            stop_post: Vec::new(),
             command,
         }
     }
@@ -249,6 +279,10 @@ impl SystemdRun {
                 .iter()
                 .map(|(k, v)| os(format!("--property={k}={v}"))),
         );
+        if !self.stop_post.is_empty() {
+            let words: Vec<String> = self.stop_post.iter().map(|w| unit_word(w)).collect();
+            argv.push(os(format!("--property=ExecStopPost={}", words.join(" "))));
+        }
         argv.extend(
             self.env
                 .iter()
@@ -523,6 +557,39 @@ mod tests {
         };
         let argv = strings(detached.argv());
         assert!(!argv.contains(&"--wait".to_string()) && !argv.contains(&"--collect".into()));
+    }
+
+    #[test]
+    fn a_unit_reports_its_end_through_exec_stop_post() {
+        let mut run = SystemdRun::logged(
+            "kcore-apply-disko-0f1e2d3c4b5a-disko",
+            "kcore apply-disko",
+            Path::new("/var/log/kcore-agent/u.log"),
+            vec![os("/bin/disko"), os("--mode"), os("format,mount")],
+        );
+        run.stop_post = vec![
+            os("/bin/kcore-agent"),
+            os("unit-result"),
+            os("/var/lib/kcore/operations/units/a 100%$x\"y.status"),
+        ];
+        assert_eq!(
+            strings(run.argv()),
+            [
+                "--unit=kcore-apply-disko-0f1e2d3c4b5a-disko",
+                "--description=kcore apply-disko",
+                "--wait",
+                "--collect",
+                "--quiet",
+                "--service-type=exec",
+                "--property=StandardOutput=append:/var/log/kcore-agent/u.log",
+                "--property=StandardError=append:/var/log/kcore-agent/u.log",
+                r#"--property=ExecStopPost="/bin/kcore-agent" "unit-result" "/var/lib/kcore/operations/units/a 100%%$$x\"y.status""#,
+                "--",
+                "/bin/disko",
+                "--mode",
+                "format,mount"
+            ]
+        );
     }
 
     #[test]

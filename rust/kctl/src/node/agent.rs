@@ -190,7 +190,7 @@ async fn follow(client: &Remote, id: &str) -> anyhow::Result<OperationResult> {
             // The node's tools' output: shown, with control characters escaped.
             |event| match event {
                 OperationEvent::Started { kind, .. } => {
-                    bar.set_message(format!("{}: started", escape(&kind)))
+                    bar.set_message(format!("{}: started", escape(kind.as_str())))
                 }
                 OperationEvent::Step { name } => {
                     let name = escape(&name).into_owned();
@@ -564,7 +564,7 @@ impl Tabular for ResultOut {
         let r = &self.0;
         vec![vec![
             r.operation_id.clone(),
-            r.kind.clone(),
+            r.kind.to_string(),
             serde_json::to_value(r.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))

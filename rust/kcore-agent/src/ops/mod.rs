@@ -1,11 +1,23 @@
-//! Long operations (a disk apply, a rebuild): each gets an id, an event log that can be
-//! streamed as NDJSON from the start while it runs (and replayed after it ended), and a
-//! result that can be fetched again later. Results are also saved as `<id>.json` in the
-//! operations directory (next to `disko.stateDir`, see [`dir_for`]) when an operation starts
-//! and when it ends, so they survive an agent restart; an operation found still `running`
-//! at start-up was cut short by the agent's death and is reported as failed with
-//! [`ErrorCode::Interrupted`]. Events are kept in memory only: after a restart the stream of
-//! an old operation is its `started` and `finished` events. The newest [`KEEP`] are kept.
+//! Long operations (a disk apply, a rebuild): the one framework every long-running request
+//! goes through.
+//!
+//! - Each operation has an [`OperationKind`], an id, an event log that can be streamed as
+//!   NDJSON from the start while it runs (and replayed after it ended), and a result that
+//!   can be fetched again later.
+//! - A handler takes the operation's [`lanes`] (disk work, system activation; a busy lane is
+//!   the kind's existing `409` code), registers it with [`Operations::start`] and hands the
+//!   work to [`OpHandle::spawn`] (answered with the one `202` shape, `OperationStarted`) or
+//!   [`OpHandle::run`]. The work returns `Result<Outcome, OpError>` and `run` finishes the
+//!   operation from it, once (after colmena's `src/job.rs`): no handler calls `finish`.
+//! - Work that must survive an agent restart runs in a transient systemd unit ([`unit`]).
+//! - Results are saved as `<id>.json` in the operations directory (next to
+//!   `disko.stateDir`, see [`dir_for`]) when an operation starts and when it ends. At start-up
+//!   an operation found still `running` whose unit record exists is re-attached to its unit
+//!   ([`unit::reattach_all`]): its log is followed from the start and its real end reported.
+//!   One without a unit was cut short by the agent's death and is reported as failed with
+//!   [`ErrorCode::Interrupted`]. Events are kept in memory only: after a restart the stream of
+//!   an old operation is its `started` and `finished` events (a re-attached one replays its
+//!   unit's log). The newest [`KEEP`] are kept.
 
 use kcore_api::ErrorCode;
 use std::collections::{HashMap, VecDeque};
@@ -14,10 +26,20 @@ use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 use kcore_api::ApiError;
-use kcore_api::inventory::{OperationEvent, OperationResult, OperationStatus};
+use kcore_api::inventory::{
+    OperationEvent, OperationKind, OperationResult, OperationStarted, OperationStatus,
+};
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
+
+pub mod lanes;
+pub mod unit;
+
+#[cfg(test)]
+mod tests;
+
+pub use lanes::{Lane, LaneGuard, Lanes};
 
 /// How many operations are kept (in memory and on disk).
 pub const KEEP: usize = 100;
@@ -54,6 +76,8 @@ struct Entry {
     version: watch::Sender<usize>,
     /// Where the result is saved; `None` keeps it in memory only.
     file: Option<PathBuf>,
+    /// The lanes this operation holds while it runs; released when it finishes.
+    guard: Mutex<Option<LaneGuard>>,
 }
 
 impl Entry {
@@ -64,6 +88,7 @@ impl Entry {
             result: Mutex::new(result),
             version,
             file,
+            guard: Mutex::new(None),
         }
     }
 
@@ -89,6 +114,8 @@ pub struct Operations {
     order: Mutex<VecDeque<String>>,
     /// The operations directory; `None` keeps everything in memory.
     dir: Option<PathBuf>,
+    /// Operations loaded `running` with a unit record: [`unit::reattach_all`] takes them.
+    detached: Mutex<Vec<String>>,
 }
 
 /// `<dir>/<id>.json`, for ids this agent made (uuids: no `/`, no `..`).
@@ -146,21 +173,29 @@ impl Operations {
     pub fn persistent(dir: PathBuf) -> Operations {
         let mut loaded = load_dir(&dir);
         let excess = loaded.len().saturating_sub(KEEP);
-        for (_, path) in loaded.drain(..excess) {
+        for (result, path) in loaded.drain(..excess) {
             remove(&path);
+            unit::remove_records(&dir, &result.operation_id);
         }
         let mut entries = HashMap::new();
         let mut order = VecDeque::new();
+        let mut detached = Vec::new();
         for (mut result, path) in loaded {
-            let interrupted = result.status == OperationStatus::Running;
+            let running = result.status == OperationStatus::Running;
+            let has_unit = running && unit::UnitRecord::load(&dir, &result.operation_id).is_some();
+            let interrupted = running && !has_unit;
+            if has_unit {
+                tracing::info!(operation = %result.operation_id, kind = %result.kind,
+                    "operation was running in a unit when the agent stopped; re-attaching");
+                detached.push(result.operation_id.clone());
+            }
             if interrupted {
                 result.status = OperationStatus::Failed;
                 result.error = Some(ApiError::new(
                     ErrorCode::Interrupted,
                     format!(
                         "the agent stopped while this {} ran (noticed at its next start, {}); \
-                         its outcome is unknown. A rebuild's transient unit may have finished on \
-                         its own: see its log under the agent's log directory",
+                         it did not run in a transient unit, so its outcome is unknown",
                         result.kind,
                         now_rfc3339()
                     ),
@@ -168,16 +203,16 @@ impl Operations {
                 tracing::warn!(operation = %result.operation_id, kind = %result.kind,
                     "operation was running when the agent stopped; reported as interrupted");
             }
-            let events = vec![
-                OperationEvent::Started {
-                    operation_id: result.operation_id.clone(),
-                    kind: result.kind.clone(),
-                    effective_timeout_seconds: result.effective_timeout_seconds,
-                },
-                OperationEvent::Finished {
+            let mut events = vec![OperationEvent::Started {
+                operation_id: result.operation_id.clone(),
+                kind: result.kind,
+                effective_timeout_seconds: result.effective_timeout_seconds,
+            }];
+            if !running || interrupted {
+                events.push(OperationEvent::Finished {
                     result: Box::new(result.clone()),
-                },
-            ];
+                });
+            }
             let id = result.operation_id.clone();
             let entry = Entry::new(result, events, Some(path));
             if interrupted {
@@ -190,15 +225,44 @@ impl Operations {
             entries: Mutex::new(entries),
             order: Mutex::new(order),
             dir: Some(dir),
+            detached: Mutex::new(detached),
         }
     }
 
-    /// Register a new running operation and return its handle.
-    pub fn start(&self, kind: &str, effective_timeout_seconds: Option<u64>) -> OpHandle {
+    /// The operations directory (`None`: in memory only).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The loaded operations still running in a unit, each once.
+    pub fn take_detached(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.detached))
+    }
+
+    /// The running side of an operation loaded `running` (to re-attach it), holding `guard`.
+    pub fn handle(&self, id: &str, guard: LaneGuard) -> Option<OpHandle> {
+        let entry = lock(&self.entries).get(id).cloned()?;
+        if lock(&entry.result).status != OperationStatus::Running {
+            return None;
+        }
+        *lock(&entry.guard) = Some(guard);
+        Some(OpHandle {
+            id: id.to_string(),
+            entry,
+        })
+    }
+
+    /// Register a new running operation holding `guard` (its lanes) and return its handle.
+    pub fn start(
+        &self,
+        kind: OperationKind,
+        effective_timeout_seconds: Option<u64>,
+        guard: LaneGuard,
+    ) -> OpHandle {
         let id = uuid::Uuid::new_v4().to_string();
         let result = OperationResult {
             operation_id: id.clone(),
-            kind: kind.to_string(),
+            kind,
             status: OperationStatus::Running,
             started_at: now_rfc3339(),
             finished_at: None,
@@ -209,7 +273,9 @@ impl Operations {
             output_tail: Vec::new(),
         };
         let file = self.dir.as_deref().and_then(|d| result_file(d, &id));
-        let entry = Arc::new(Entry::new(result, Vec::new(), file));
+        let entry = Entry::new(result, Vec::new(), file);
+        *lock(&entry.guard) = Some(guard);
+        let entry = Arc::new(entry);
         // Saved while running too, so a restart can tell it was cut short.
         entry.save();
         lock(&self.entries).insert(id.clone(), entry.clone());
@@ -221,13 +287,16 @@ impl Operations {
                 if let Some(file) = gone.as_ref().and_then(|e| e.file.as_ref()) {
                     remove(file);
                 }
+                if let Some(dir) = &self.dir {
+                    unit::remove_records(dir, &old);
+                }
             }
         }
         drop(order);
         let handle = OpHandle { id, entry };
         handle.emit(OperationEvent::Started {
             operation_id: handle.id.clone(),
-            kind: kind.to_string(),
+            kind,
             effective_timeout_seconds,
         });
         handle
@@ -328,8 +397,61 @@ impl OpHandle {
         f(&mut lock(&self.entry.result));
     }
 
-    /// End the operation; emits the final event.
-    pub fn finish(&self, status: OperationStatus, error: Option<ApiError>) -> OperationResult {
+    /// The operation's kind.
+    pub fn kind(&self) -> OperationKind {
+        lock(&self.entry.result).kind
+    }
+
+    /// Run `work` to its end and finish the operation from what it returns: `Ok` succeeds
+    /// (with the outcome's files and generation), `Err` fails or times out with its error.
+    /// [`OpError::Detached`] (the agent is stopping while the work's unit runs on) leaves it
+    /// `running` for the next agent to re-attach. The lanes are released either way.
+    pub async fn run<F, Fut>(self, work: F) -> OperationResult
+    where
+        F: FnOnce(OpHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<Outcome, OpError>>,
+    {
+        let ended = work(self.clone()).await;
+        let result = match ended {
+            Ok(outcome) => {
+                self.update(|r| {
+                    r.written.extend(outcome.written);
+                    if outcome.generation.is_some() {
+                        r.generation = outcome.generation;
+                    }
+                });
+                self.finish(OperationStatus::Succeeded, None)
+            }
+            Err(OpError::Failed { status, error }) => self.finish(status, Some(error)),
+            Err(OpError::Detached) => {
+                tracing::info!(operation = %self.id, "agent stopping; the operation's unit runs on");
+                lock(&self.entry.result).clone()
+            }
+        };
+        lock(&self.entry.guard).take();
+        result
+    }
+
+    /// [`OpHandle::run`] in the background; returns the `202` answer.
+    pub fn spawn<F, Fut>(self, work: F) -> OperationStarted
+    where
+        F: FnOnce(OpHandle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Outcome, OpError>> + Send + 'static,
+    {
+        let started = {
+            let result = lock(&self.entry.result);
+            OperationStarted {
+                operation_id: result.operation_id.clone(),
+                kind: result.kind,
+                effective_timeout_seconds: result.effective_timeout_seconds,
+            }
+        };
+        tokio::spawn(self.run(work));
+        started
+    }
+
+    /// End the operation; emits the final event. Only [`OpHandle::run`] calls it.
+    fn finish(&self, status: OperationStatus, error: Option<ApiError>) -> OperationResult {
         let result = {
             let mut result = lock(&self.entry.result);
             result.status = status;
@@ -357,165 +479,61 @@ impl OpHandle {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use futures::StreamExt;
+/// What a successful operation leaves behind, merged into its result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Files written (besides those already recorded while running).
+    pub written: Vec<String>,
+    /// The system generation after an activation.
+    pub generation: Option<String>,
+}
 
-    #[tokio::test]
-    async fn stream_replays_from_the_start_and_ends_after_finish() {
-        let ops = Operations::default();
-        let op = ops.start("apply-disko", Some(300));
-        op.step("disko");
-        op.output("stdout", "line 1");
-        let stream = ops.stream(&op.id).unwrap();
-        let op2 = op.clone();
-        let writer = tokio::spawn(async move {
-            op2.output("stderr", "line 2");
-            op2.finish(OperationStatus::Succeeded, None);
-        });
-        let events: Vec<OperationEvent> = stream.collect().await;
-        writer.await.unwrap();
-        assert_eq!(events.len(), 5, "{events:?}");
-        assert!(matches!(events[0], OperationEvent::Started { .. }));
-        assert!(
-            matches!(&events[4], OperationEvent::Finished { result } if result.status == OperationStatus::Succeeded)
-        );
-        let result = ops.result(&op.id).unwrap();
-        assert_eq!(result.output_tail, vec!["line 1", "line 2"]);
-        // Replay after the end.
-        let again: Vec<OperationEvent> = ops.stream(&op.id).unwrap().collect().await;
-        assert_eq!(again, events);
-        assert!(ops.result("nope").is_none());
-    }
+/// How an operation's work did not succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpError {
+    /// It ended: `failed` or `timedOut`, with an error carrying a stable code.
+    Failed {
+        status: OperationStatus,
+        error: ApiError,
+    },
+    /// The agent is stopping while the work's transient unit runs on: nothing is decided,
+    /// the next agent re-attaches.
+    Detached,
+}
 
-    #[tokio::test]
-    async fn replay_is_bounded_but_steps_and_the_result_are_kept() {
-        let ops = Operations::default();
-        let op = ops.start("apply-nix", None);
-        for i in 0..MAX_EVENTS + 10 {
-            op.output("log", format!("line {i}"));
+impl OpError {
+    /// A failure with this code and message.
+    pub fn failed(code: ErrorCode, message: impl Into<String>) -> OpError {
+        OpError::Failed {
+            status: OperationStatus::Failed,
+            error: ApiError::new(code, message),
         }
-        op.step("after the flood");
-        op.finish(OperationStatus::Succeeded, None);
-        let events: Vec<OperationEvent> = ops.stream(&op.id).unwrap().collect().await;
-        assert_eq!(
-            events.len(),
-            MAX_EVENTS + 3,
-            "cap + notice + step + finished"
-        );
-        assert!(
-            matches!(&events[MAX_EVENTS], OperationEvent::Output { stream, .. } if stream == "agent")
-        );
-        assert!(matches!(
-            &events[MAX_EVENTS + 1],
-            OperationEvent::Step { .. }
-        ));
-        let tail = ops.result(&op.id).unwrap().output_tail;
-        assert_eq!(
-            tail.last().map(String::as_str),
-            Some(format!("line {}", MAX_EVENTS + 9).as_str())
-        );
     }
 
-    #[test]
-    fn saved_results_survive_and_running_ones_come_back_interrupted() {
-        let dir = tempfile::tempdir().unwrap();
-        let ops = Operations::persistent(dir.path().to_path_buf());
-        let done = ops.start("apply-disko", Some(300));
-        done.output("stdout", "formatted");
-        done.finish(OperationStatus::Succeeded, None);
-        let cut = ops.start("apply-nix", None);
-        cut.step("nixos-rebuild test");
-        // The agent "dies" here: `cut` never finishes.
-        drop(ops);
-
-        let again = Operations::persistent(dir.path().to_path_buf());
-        let result = again.result(&done.id).unwrap();
-        assert_eq!(result.status, OperationStatus::Succeeded);
-        assert_eq!(result.output_tail, vec!["formatted"]);
-        assert_eq!(result.effective_timeout_seconds, Some(300));
-        let result = again.result(&cut.id).unwrap();
-        assert_eq!(result.status, OperationStatus::Failed);
-        assert!(result.error.unwrap().is(ErrorCode::Interrupted));
-        // Saved as interrupted: a third start does not decide it again.
-        let saved: OperationResult = serde_json::from_slice(
-            &std::fs::read(dir.path().join(format!("{}.json", cut.id))).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(saved.status, OperationStatus::Failed);
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_loaded_operation_streams_started_and_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = {
-            let ops = Operations::persistent(dir.path().to_path_buf());
-            let op = ops.start("apply-nix", None);
-            op.finish(
-                OperationStatus::TimedOut,
-                Some(ApiError::new(ErrorCode::TimedOut, "slow")),
-            );
-            op.id
-        };
-        let ops = Operations::persistent(dir.path().to_path_buf());
-        let events: Vec<OperationEvent> = ops.stream(&id).unwrap().collect().await;
-        assert_eq!(events.len(), 2, "{events:?}");
-        assert!(
-            matches!(&events[1], OperationEvent::Finished { result } if result.status == OperationStatus::TimedOut)
-        );
-    }
-
-    #[test]
-    fn only_the_newest_are_kept_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let ops = Operations::persistent(dir.path().to_path_buf());
-        let mut ids = Vec::new();
-        for _ in 0..KEEP + 5 {
-            let op = ops.start("apply-nix", None);
-            op.finish(OperationStatus::Succeeded, None);
-            ids.push(op.id);
+    /// The error, to amend its message or details (`None` for [`OpError::Detached`]).
+    pub fn error_mut(&mut self) -> Option<&mut ApiError> {
+        match self {
+            OpError::Failed { error, .. } => Some(error),
+            OpError::Detached => None,
         }
-        let count = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(count, KEEP);
-        assert!(ops.result(&ids[0]).is_none());
-        assert!(!dir.path().join(format!("{}.json", ids[4])).exists());
-        assert!(dir.path().join(format!("{}.json", ids[5])).exists());
-        // Files beyond KEEP found at start (another agent's leftovers) are pruned too,
-        // oldest first by start time.
-        let extra = OperationResult {
-            operation_id: "00000000-0000-0000-0000-000000000000".into(),
-            kind: "apply-nix".into(),
-            status: OperationStatus::Succeeded,
-            started_at: "2000-01-01T00:00:00Z".into(),
-            finished_at: None,
-            effective_timeout_seconds: None,
-            error: None,
-            generation: None,
-            written: Vec::new(),
-            output_tail: Vec::new(),
-        };
-        let extra_file = dir.path().join(format!("{}.json", extra.operation_id));
-        std::fs::write(&extra_file, serde_json::to_vec(&extra).unwrap()).unwrap();
-        let again = Operations::persistent(dir.path().to_path_buf());
-        assert!(!extra_file.exists());
-        assert!(again.result(&extra.operation_id).is_none());
-        assert!(again.result(&ids[KEEP + 4]).is_some());
     }
+}
 
-    #[test]
-    fn the_directory_sits_beside_the_disko_state_dir() {
-        let config = AgentConfig::parse(
-            "nodeId: a\nmode: install\ndisko: { stateDir: /var/lib/kcore/disko }\n",
-            Path::new("node-agent.yaml"),
-        )
-        .unwrap();
-        assert_eq!(dir_for(&config), Path::new("/var/lib/kcore/operations"));
+impl From<&kcore_nix::RunError> for OpError {
+    /// A runner error: `timedOut` for a timeout, `TOOL_UNAVAILABLE` for a program that
+    /// cannot start, `COMMAND_FAILED` otherwise.
+    fn from(err: &kcore_nix::RunError) -> OpError {
+        use kcore_nix::RunError;
+        let (status, code) = match err {
+            RunError::TimedOut { .. } => (OperationStatus::TimedOut, ErrorCode::TimedOut),
+            RunError::NotFound { .. } | RunError::Spawn { .. } => {
+                (OperationStatus::Failed, ErrorCode::ToolUnavailable)
+            }
+            _ => (OperationStatus::Failed, ErrorCode::CommandFailed),
+        };
+        OpError::Failed {
+            status,
+            error: ApiError::new(code, err.to_string()),
+        }
     }
 }

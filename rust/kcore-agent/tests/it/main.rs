@@ -1,0 +1,17 @@
+//! The agent in-process on 127.0.0.1:0 with real TLS, one binary with a module per area:
+//! `tls` (the TLS modes and who may call what, inventory from this host's real lsblk/ip),
+//! `disko` (apply-disko, planned against a fixture snapshot, run through the disko
+//! stand-in, since this machine has no spare disk), `nix` (apply-nix through the
+//! systemd-run and nixos-rebuild stand-ins, which do a real `nix build` of a local test
+//! flake), `ops` (long operations: lanes, transient units and re-attaching after an agent
+//! restart), `restricted` (bounded evaluation of submitted Nix). Tests that use a stand-in
+//! say so in their names.
+
+#![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
+
+mod disko;
+mod nix;
+mod ops;
+mod restricted;
+mod support;
+mod tls;
