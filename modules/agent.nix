@@ -261,7 +261,8 @@ in
         ];
         Restart = "on-failure";
         RestartSec = 5;
-        # LogsDirectory= creates /var/log/kcore-agent: apply-nix's rebuild units append to
+        # LogsDirectory= creates /var/log/kcore-agent: the transient units of long operations
+        # (apply-disko's disko, apply-nix's rebuild steps; they get this unit's PATH) append to
         # <unit>.log there (opened by PID 1, so the directory must exist before the first
         # apply), and the agent follows and streams those files. Not a relaxation: no
         # namespace or user comes with it for a root unit.
@@ -293,8 +294,8 @@ in
         RestrictSUIDSGID = true;
         LockPersonality = true;
         RestrictRealtime = true;
-        # nixos-rebuild runs in a transient unit started through systemd-run (by PID 1), so it
-        # is not affected by these filters.
+        # disko and nixos-rebuild run in transient units started through systemd-run (by
+        # PID 1), so they are not affected by these filters.
         RestrictNamespaces = true;
         SystemCallArchitectures = "native";
         RestrictAddressFamilies = [

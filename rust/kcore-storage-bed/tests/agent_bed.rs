@@ -335,7 +335,7 @@ mode: managed
 listen: "127.0.0.1:9091"
 tls: { caFile: $P/ca.crt, certFile: $P/node.crt, keyFile: $P/node.key }
 disko: { managementModeFile: /run/kcore-mode, stateDir: /run/kcore-disko, diskoSource: /payload/disko, nixpkgsLib: /payload/nixpkgs-lib }
-binaries: { disko: /payload/disko-from-lib }
+binaries: { disko: /payload/disko-from-lib, systemd-run: /payload/systemd-run, systemctl: /payload/systemctl }
 YAML
 KCORE_DISKO_SOURCE=/payload/disko KCORE_NIXPKGS_LIB=/payload/nixpkgs-lib \
   /payload/kcore-agent --config /run/agent.yaml >"$R/agent.log" 2>&1 &
@@ -378,6 +378,14 @@ fn apply_disko_formats_a_new_disk_and_refuses_a_mounted_one_with_disko_from_lib_
     fs::copy(&kctl, p.join("kctl")).unwrap();
     let stand_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/disko-from-lib");
     fs::copy(&stand_in, p.join("disko-from-lib")).unwrap();
+    // The agent runs disko in a transient unit; the guest has no systemd as PID 1, so the
+    // systemd-run and systemctl stand-ins play its part (tests/support).
+    for unit_tool in ["systemd-run", "systemctl"] {
+        let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/support")
+            .join(unit_tool);
+        fs::copy(&tool, p.join(unit_tool)).unwrap();
+    }
     copy_dir(&deep.disko, &p.join("disko"));
     copy_dir(&deep.nixpkgs_lib, &p.join("nixpkgs-lib"));
     fs::write(p.join("new.nix"), NEW_DISK).unwrap();

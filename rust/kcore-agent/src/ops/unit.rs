@@ -1,6 +1,9 @@
 //! Transient systemd units for long operations that must survive an agent restart (a disko
 //! apply, each rebuild step; install later): one runner for all of them.
 //!
+//! - The unit's command gets the agent's `PATH` and `NIX_REMOTE` and the test-only extra
+//!   environment (`--setenv`): a transient unit starts from PID 1's environment, and the
+//!   programs expect the tools the agent's own unit has on its `PATH`.
 //! - Before a unit starts, its record (`<operations>/units/<id>/unit.json`: unit name, log
 //!   file, status file, deadline, and what the kind does after the unit succeeded) is saved
 //!   atomically. The unit runs through kcore-nix's `SystemdRun` (`--wait --collect`, output
@@ -260,7 +263,7 @@ pub async fn run(
     };
     let mut unit = SystemdRun::logged(&record.unit, description, &record.log, command);
     unit.stop_post = stop_post;
-    unit.env = state.options.extra_env.clone();
+    unit.env = unit_env(&state.options.extra_env);
     let inv = unit
         .invocation(&systemd_run)
         .timeout(record.remaining().max(Duration::from_secs(1)));
@@ -295,6 +298,19 @@ pub async fn run(
             Err(err)
         }
     }
+}
+
+/// The environment a unit's command gets: the agent's `PATH` and `NIX_REMOTE` (a transient
+/// unit starts from PID 1's environment, not the agent's, and the programs, disko's scripts
+/// above all, expect the tools the agent's own unit puts on its `PATH`), then `extra`.
+fn unit_env(extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = ["PATH", "NIX_REMOTE"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .collect();
+    env.extend(extra.iter().cloned());
+    env
 }
 
 /// Follow a unit an earlier agent started, to its end.
@@ -553,6 +569,18 @@ mod tests {
             "{}",
             error.message
         );
+    }
+
+    #[test]
+    fn units_get_the_agents_path_unless_extra_sets_it() {
+        let env = unit_env(&[("A".into(), "1".into())]);
+        assert_eq!(env.last(), Some(&("A".to_string(), "1".to_string())));
+        if let Ok(path) = std::env::var("PATH") {
+            assert!(env.contains(&("PATH".to_string(), path)));
+        }
+        let env = unit_env(&[("PATH".into(), "/x".into())]);
+        let paths: Vec<_> = env.iter().filter(|(k, _)| k == "PATH").collect();
+        assert_eq!(paths, [&("PATH".to_string(), "/x".to_string())]);
     }
 
     #[test]
