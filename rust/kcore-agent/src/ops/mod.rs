@@ -167,9 +167,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Operations {
-    /// Operations saved under `dir`, loaded from it: finished ones as they ended, ones
-    /// that were still running as failed with [`ErrorCode::Interrupted`] (saved so). Beyond
-    /// the newest [`KEEP`], files are deleted.
+    /// Operations saved under `dir`, loaded from it: finished ones as they ended; running
+    /// ones with a unit record still `running`, for [`unit::reattach_all`]; running ones
+    /// without as failed with [`ErrorCode::Interrupted`] (saved so). Beyond the newest
+    /// [`KEEP`], files (and unit records) are deleted.
     pub fn persistent(dir: PathBuf) -> Operations {
         let mut loaded = load_dir(&dir);
         let excess = loaded.len().saturating_sub(KEEP);

@@ -272,10 +272,10 @@ async fn disko_timeout_is_capped_and_kills_the_process_group_with_disko_stand_in
         .await
         .unwrap_err();
     assert_eq!(code(&err), "DISK_APPLY_IN_PROGRESS");
-    // That one hangs for its 3600 s; it is not what we wait for here. The runner
-    // kills its group when the agent's task is dropped at the end of the test.
+    // That one hangs for its 3600 s in its unit; it is not what we wait for here. The
+    // stand-in ends it once `pids` is deleted at the end of the test.
 
-    // A fresh agent (own lock) with a 2 s timeout: disko and its child both die.
+    // A fresh agent (own lanes) with a 2 s timeout: disko and its child both die.
     let pids2 = tempfile::NamedTempFile::new().unwrap();
     let bed2 = disko_bed(
         json!({}),
