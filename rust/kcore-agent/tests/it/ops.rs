@@ -228,3 +228,27 @@ async fn lanes_refuse_a_second_disk_apply_but_not_system_work_beside_it_with_dis
     assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
     bed.agent.stop().await;
 }
+
+#[test]
+fn unit_result_writes_what_systemd_gives_exec_stop_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("u.status.json");
+    let ran = std::process::Command::new(unit_result_helper().unwrap())
+        .args(["unit-result"])
+        .arg(&file)
+        .env("SERVICE_RESULT", "exit-code")
+        .env("EXIT_CODE", "exited")
+        .env("EXIT_STATUS", "2")
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{ran:?}");
+    assert!(ran.stdout.is_empty(), "nothing reaches the unit's log");
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        json!({"serviceResult": "exit-code", "exitCode": "exited", "exitStatus": "2"})
+    );
+    let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(leftovers, 1, "written atomically, no temporary file left");
+}
