@@ -613,6 +613,10 @@ mod tests {
         let err =
             decode_value::<Outer>(serde_json::json!({"spec": {"size": 1, "sise": 2}})).unwrap_err();
         assert_eq!(err.path, "spec.sise", "{err}");
+        // Straight from YAML (as kctl reads a file), the same path.
+        let yaml = "spec:\n  size: 1\n  sise: 2\n";
+        let err = decode::<_, Outer>(serde_yaml_ng::Deserializer::from_str(yaml)).unwrap_err();
+        assert_eq!(err.path, "spec.sise", "{err}");
         let err = decode_value::<Outer>(serde_json::json!([])).unwrap_err();
         assert!(err.to_string().starts_with("(document): "), "{err}");
     }
