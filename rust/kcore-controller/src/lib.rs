@@ -1,7 +1,8 @@
 //! The kcore controller: the cluster's state, PKI authority and API.
 //!
 //! - [`config`], `controller.yaml`.
-//! - [`store`], SQLite state as last-writer-wins operations, heartbeats as soft state.
+//! - [`store`], SQLite state as last-writer-wins operations, the generic resource store
+//!   over them (`apply / get / list / delete / watch`), heartbeats as soft state.
 //! - [`api`], the `/v1` routes and their role checks.
 //! - [`replication`], pulling operations from `peers`.
 //!
@@ -130,6 +131,18 @@ pub async fn run(
 ) -> Result<(), ControllerError> {
     let tls = server_tls(&config)?;
     let state = build_state(config)?;
+    serve(listener, tls, state, shutdown).await
+}
+
+/// [`run`] with the state already built ([`build_state`]): the caller keeps a handle on
+/// it, so an in-process test can watch this controller's store while it serves and
+/// replicates.
+pub async fn serve(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    state: Arc<api::AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
     tracing::info!(
         controller = %state.config.controller_id,
         cluster = %state.config.cluster_name,
