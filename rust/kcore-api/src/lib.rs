@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod error;
 pub mod inventory;
+pub mod plan;
 pub mod report_limits;
 pub mod resource;
 pub mod validate;

@@ -6,7 +6,7 @@ use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use kcore_disko::plan::Plan;
+use kcore_disko::plan::{BuildPlan, Plan};
 use kcore_disko::{BlockSnapshot, DeviceTree};
 
 use crate::exit::Refused;
