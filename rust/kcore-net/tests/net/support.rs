@@ -286,6 +286,8 @@ pub fn write_pems(dir: &std::path::Path, p: &Pki, who: &CertifiedKey) -> [String
 }
 
 /// curl over HTTP/2 (ALPN h2), if this host has a curl with HTTP/2; `None` otherwise.
+/// curl is a test client only (the probes need a second HTTP/2 implementation), so its
+/// argv is spelled in the tests, run through kcore-nix's runner, not a kcore-nix builder.
 pub async fn curl_h2() -> Option<kcore_nix::runner::Program> {
     let curl = kcore_nix::runner::Program::resolve("curl", None, "KCORE_TEST_CURL").ok()?;
     let out = kcore_nix::runner::Invocation::new(&curl)
