@@ -65,8 +65,21 @@ impl std::fmt::Display for RefusalCode {
 }
 
 /// Whether a change can lose data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ChangeClass {
     /// Only adds (a new blank disk, a new partition in free space) or changes nothing.
     Additive,
@@ -75,8 +88,11 @@ pub enum ChangeClass {
 }
 
 /// The kinds of action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum ActionKind {
     /// Nothing changes on this disk.
     Keep,
@@ -90,6 +106,32 @@ pub enum ActionKind {
     Resize,
     /// A partition or disk leaves the layout.
     Remove,
+}
+
+impl ChangeClass {
+    /// The class as the wire spells it (`additive`, `destructive`).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl std::fmt::Display for ChangeClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ActionKind {
+    /// The kind as the wire spells it (`new-disk`, `keep`, ...).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One action on a target.
@@ -277,6 +319,19 @@ mod tests {
         let plan = Plan::from_targets(plan.targets);
         assert_eq!(plan.class, ChangeClass::Additive);
         assert!(!plan.is_refused());
+    }
+
+    /// `as_str` (what tables print) and serde (the wire) spell every value the same way.
+    #[test]
+    fn kinds_and_classes_print_as_the_wire_spells_them() {
+        use strum::IntoEnumIterator;
+        for kind in ActionKind::iter() {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for class in ChangeClass::iter() {
+            assert_eq!(serde_json::to_value(class).unwrap(), class.to_string());
+        }
+        assert_eq!(ActionKind::NewPartition.as_str(), "new-partition");
     }
 
     #[test]

@@ -484,20 +484,7 @@ impl Tabular for PlanOut {
             let actions: Vec<String> = t
                 .actions
                 .iter()
-                .map(|a| {
-                    format!(
-                        "{} ({}): {}",
-                        serde_json::to_value(a.kind)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
-                        serde_json::to_value(a.class)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
-                        a.detail
-                    )
-                })
+                .map(|a| format!("{} ({}): {}", a.kind, a.class, a.detail))
                 .collect();
             let refused: Vec<String> = t
                 .refusals
