@@ -59,14 +59,6 @@ pub enum BedError {
         /// The end of its standard error.
         stderr_tail: String,
     },
-    /// A helper program could not be started.
-    #[error("cannot start `{argv}`: {source}")]
-    Spawn {
-        /// The full argument vector.
-        argv: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// A file operation on the host failed.
     #[error("{what} {path}: {source}")]
     Io {
