@@ -36,7 +36,7 @@ use kcore_api::ApiError;
 use kcore_api::inventory::{ApplyDiskoRequest, DiskoPlanResponse, OperationKind};
 use kcore_disko::eval::{DeepInputs, EVAL_TIMEOUT, Evaluator, ValidateError, validate_file};
 use kcore_disko::plan::ChangeClass;
-use kcore_disko::{DeviceTree, Plan};
+use kcore_disko::{BuildPlan, DeviceTree, Plan};
 use kcore_net::ApiFailure;
 use kcore_nix::programs::DISKO;
 use serde::{Deserialize, Serialize};
@@ -306,8 +306,7 @@ pub async fn handle(
     let refusal = decide(mode, &planned.plan);
     if !req.apply {
         let body = DiskoPlanResponse {
-            plan: serde_json::to_value(&planned.plan)
-                .map_err(|e| ApiFailure::internal(e.to_string()))?,
+            plan: planned.plan.clone(),
             plan_hash: planned.plan.hash.clone(),
             validated: planned.levels.clone(),
             management_mode: mode.as_str().to_string(),

@@ -199,7 +199,7 @@ pub struct ApplyDiskoRequest {
 #[serde(rename_all = "camelCase")]
 pub struct DiskoPlanResponse {
     /// The plan as kcore-disko produced it (targets, actions, refusals).
-    pub plan: serde_json::Value,
+    pub plan: crate::plan::Plan,
     /// The hash `--apply` must present.
     pub plan_hash: String,
     /// Validation levels that ran (`parse`, `eval`, `deep`).

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod clusterupdate;
 pub mod error;
 pub mod inventory;
+pub mod plan;
 pub mod report_limits;
 pub mod resource;
 pub mod validate;

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kcore_nix::programs::NIX_INSTANTIATE;
+use kcore_nix::queries::NixEval;
 use kcore_nix::restricted::{EvalBounds, EvalError, RestrictedEval};
 use kcore_nix::runner::{Invocation, Program, RunError};
 use serde::Serialize;
@@ -232,11 +233,6 @@ impl Evaluator {
         eval
     }
 
-    fn base(eval: &RestrictedEval, expr: &str) -> Invocation {
-        eval.invocation()
-            .args(["--eval", "--strict", "--json", "--expr", expr])
-    }
-
     /// Level 2 on a fragment file: its evaluated JSON, checked against the device tree.
     /// `nixpkgs_lib` is passed to fragments that are functions of `lib`.
     pub async fn level2(
@@ -275,13 +271,11 @@ impl Evaluator {
             .map(|l| ("kcore-nixpkgs-lib", l.as_path()))
             .collect();
         let eval = self.restricted(Some(&fragment), &sources);
-        let mut inv = Self::base(&eval, LEVEL2_EXPR)
-            .arg("--argstr")
-            .arg("fragment")
-            .arg(&fragment);
+        let mut args = NixEval::expr(LEVEL2_EXPR).argstr("fragment", &fragment);
         if let Some(lib) = &lib {
-            inv = inv.arg("--argstr").arg("nixpkgsLib").arg(lib);
+            args = args.argstr("nixpkgsLib", lib);
         }
+        let inv = args.append_to(eval.invocation());
         self.run_json(&eval, inv, 2, &fragment).await
     }
 
@@ -299,16 +293,11 @@ impl Evaluator {
             Some(&fragment),
             &[("kcore-disko", &disko), ("kcore-nixpkgs-lib", &lib)],
         );
-        let inv = Self::base(&eval, LEVEL3_EXPR)
-            .arg("--argstr")
-            .arg("fragment")
-            .arg(&fragment)
-            .arg("--argstr")
-            .arg("disko")
-            .arg(&disko)
-            .arg("--argstr")
-            .arg("nixpkgsLib")
-            .arg(&lib);
+        let inv = NixEval::expr(LEVEL3_EXPR)
+            .argstr("fragment", &fragment)
+            .argstr("disko", &disko)
+            .argstr("nixpkgsLib", &lib)
+            .append_to(eval.invocation());
         self.run_json(&eval, inv, 3, &fragment).await
     }
 
@@ -316,7 +305,7 @@ impl Evaluator {
     /// starting the evaluator (the benchmark's baseline).
     pub async fn baseline(&self) -> Result<(), ValidateError> {
         let eval = self.restricted(None, &[]);
-        eval.run(&Self::base(&eval, "1"))
+        eval.run(&NixEval::expr("1").append_to(eval.invocation()))
             .await
             .map(|_| ())
             .map_err(|e| eval_failure(e, 2, Path::new("«baseline»")))

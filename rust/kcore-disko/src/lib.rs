@@ -19,7 +19,7 @@ pub mod syntax;
 
 pub use eval::{DeepInputs, DeepOutput};
 pub use model::DeviceTree;
-pub use plan::{Plan, RefusalCode};
+pub use plan::{BuildPlan, Plan, RefusalCode};
 pub use render::{render_data_disk, render_fragment};
 pub use snapshot::BlockSnapshot;
 pub use spec::StorageSpec;

@@ -19,163 +19,25 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 use crate::model::{Content, DeviceTree, Disk, Partition};
 use crate::snapshot::{BlockDevice, BlockSnapshot};
 
-/// Why a target is refused. The names are stable: scripts and the agent match on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RefusalCode {
-    /// The device path does not resolve to any device in the snapshot.
-    TargetNotFound,
-    /// Two targets resolve to the same device, or the device's serial/WWN is shared by
-    /// another disk (multipath), so which disk is meant is unclear.
-    TargetAmbiguous,
-    /// The device holds the running system (`/`, `/boot`, `/nix` mounted on it or below it).
-    TargetIsOsDisk,
-    /// The device or something on it is mounted.
-    TargetMounted,
-    /// The device or a partition of it is active swap.
-    TargetSwap,
-    /// Something holds the device or a partition (dm, md, LUKS, LVM).
-    TargetHasHolders,
-    /// The device or a partition is a ZFS pool member.
-    TargetZfsMember,
-    /// The device has a partition table or a filesystem signature.
-    TargetHasData,
-}
+/// The plan types live in kcore-api so the plan is typed on the wire (the agent sends it,
+/// kctl decodes it); these paths keep working for the planner's callers.
+pub use kcore_api::plan::{
+    Action, ActionKind, ChangeClass, Identity, Plan, Refusal, RefusalCode, Target,
+};
 
-impl RefusalCode {
-    /// The stable code as printed (`TARGET_MOUNTED`).
-    pub fn as_str(self) -> &'static str {
-        kcore_api::ErrorCode::from(self).as_str()
-    }
-}
-
-/// A target refusal is one of the stable wire codes: the list stays in one place.
-impl From<RefusalCode> for kcore_api::ErrorCode {
-    fn from(code: RefusalCode) -> kcore_api::ErrorCode {
-        use kcore_api::ErrorCode;
-        match code {
-            RefusalCode::TargetNotFound => ErrorCode::TargetNotFound,
-            RefusalCode::TargetAmbiguous => ErrorCode::TargetAmbiguous,
-            RefusalCode::TargetIsOsDisk => ErrorCode::TargetIsOsDisk,
-            RefusalCode::TargetMounted => ErrorCode::TargetMounted,
-            RefusalCode::TargetSwap => ErrorCode::TargetSwap,
-            RefusalCode::TargetHasHolders => ErrorCode::TargetHasHolders,
-            RefusalCode::TargetZfsMember => ErrorCode::TargetZfsMember,
-            RefusalCode::TargetHasData => ErrorCode::TargetHasData,
-        }
-    }
-}
-
-impl std::fmt::Display for RefusalCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Whether a change can lose data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeClass {
-    /// Only adds (a new blank disk, a new partition in free space) or changes nothing.
-    Additive,
-    /// Rewrites, resizes or removes something that exists.
-    Destructive,
-}
-
-/// The kinds of action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionKind {
-    /// Nothing changes on this disk.
-    Keep,
-    /// A new disk: partition table and everything on it.
-    NewDisk,
-    /// A new partition in free space on a disk that stays.
-    NewPartition,
-    /// A partition (or the disk) gets new content: mkfs/luksFormat/pvcreate/zpool create.
-    Format,
-    /// A partition changes size.
-    Resize,
-    /// A partition or disk leaves the layout.
-    Remove,
-}
-
-/// One action on a target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Action {
-    /// What happens.
-    pub kind: ActionKind,
-    /// Additive or destructive.
-    pub class: ChangeClass,
-    /// Which partition or what content, in words.
-    pub detail: String,
-}
-
-/// A refusal of one target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Refusal {
-    /// The stable code.
-    pub code: RefusalCode,
-    /// Why, naming the device.
-    pub message: String,
-}
-
-/// Who a target really is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// Kernel name (`sdb`, `nvme0n1`).
-    pub kname: String,
-    /// Device path (`/dev/sdb`).
-    pub path: String,
-    /// Its `/dev/disk/by-id/` names, sorted.
-    pub by_id: Vec<String>,
-    /// Serial number, if reported.
-    pub serial: Option<String>,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-/// One disk of the layout and what would happen to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
-    /// Its disko attribute name (`data0`).
-    pub name: String,
-    /// Its device path as written in the fragment.
-    pub device: String,
-    /// The device it resolves to, if found.
-    pub identity: Option<Identity>,
-    /// What would happen to it.
-    pub actions: Vec<Action>,
-    /// Why it is refused (empty: allowed).
-    pub refusals: Vec<Refusal>,
-}
-
-/// The whole plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    /// One entry per disk of the new and current trees, by attribute name.
-    pub targets: Vec<Target>,
-    /// Destructive if any action is.
-    pub class: ChangeClass,
-    /// `sha256:<hex>` over the canonical JSON of `targets` and `class`.
-    pub hash: String,
-}
-
-#[derive(Serialize)]
-struct HashedContent<'a> {
-    targets: &'a [Target],
-    class: ChangeClass,
-}
-
-impl Plan {
+/// Building a [`Plan`] needs the device tree and the snapshot, which kcore-api (no I/O,
+/// no disko model) does not know; a trait keeps the `Plan::build(..)` spelling. Bring it
+/// into scope with `use kcore_disko::plan::BuildPlan` (or `kcore_disko::BuildPlan`).
+pub trait BuildPlan {
     /// Build the plan for applying `new` over `current` on the devices in `snapshot`.
-    pub fn build(new: &DeviceTree, current: Option<&DeviceTree>, snapshot: &BlockSnapshot) -> Plan {
+    fn build(new: &DeviceTree, current: Option<&DeviceTree>, snapshot: &BlockSnapshot) -> Plan;
+}
+
+impl BuildPlan for Plan {
+    fn build(new: &DeviceTree, current: Option<&DeviceTree>, snapshot: &BlockSnapshot) -> Plan {
         let mut names: BTreeSet<&String> = new.disk.keys().collect();
         if let Some(cur) = current {
             names.extend(cur.disk.keys());
@@ -189,52 +51,7 @@ impl Plan {
             })
             .collect();
         mark_ambiguous(&mut targets, snapshot);
-        let class = if targets
-            .iter()
-            .flat_map(|t| &t.actions)
-            .any(|a| a.class == ChangeClass::Destructive)
-        {
-            ChangeClass::Destructive
-        } else {
-            ChangeClass::Additive
-        };
-        let mut plan = Plan {
-            targets,
-            class,
-            hash: String::new(),
-        };
-        plan.hash = plan.hash();
-        plan
-    }
-
-    /// `sha256:<hex>` over the canonical JSON of the plan's content (targets and class, not
-    /// the stored hash). Field order is fixed by the types, targets are sorted by name, so
-    /// the same plan always hashes the same.
-    pub fn hash(&self) -> String {
-        let content = HashedContent {
-            targets: &self.targets,
-            class: self.class,
-        };
-        let bytes = serde_json::to_vec(&content).unwrap_or_default();
-        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
-    }
-
-    /// The stored hash matches the content (the plan was not edited after it was made).
-    pub fn verify(&self) -> bool {
-        self.hash == self.hash()
-    }
-
-    /// Every refusal, with the target it belongs to.
-    pub fn refusals(&self) -> Vec<(&Target, &Refusal)> {
-        self.targets
-            .iter()
-            .flat_map(|t| t.refusals.iter().map(move |r| (t, r)))
-            .collect()
-    }
-
-    /// Refused if any target is.
-    pub fn is_refused(&self) -> bool {
-        self.targets.iter().any(|t| !t.refusals.is_empty())
+        Plan::from_targets(targets)
     }
 }
 

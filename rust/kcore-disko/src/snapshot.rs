@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kcore_nix::programs::LSBLK;
-use kcore_nix::runner::{Invocation, RunError};
+use kcore_nix::queries;
+use kcore_nix::runner::RunError;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The lsblk columns the snapshot needs.
@@ -208,8 +209,8 @@ impl BlockSnapshot {
     /// `/sys/block/*/holders` and the `/dev/disk/by-*` links.
     pub async fn capture_live(lsblk: Option<&Path>) -> Result<BlockSnapshot, CaptureError> {
         let program = LSBLK.resolve(lsblk)?;
-        let out = Invocation::new(&program)
-            .args(["--json", "--bytes", "--output", LSBLK_COLUMNS])
+        let out = queries::Lsblk::columns(LSBLK_COLUMNS)
+            .invocation(&program)
             .timeout(std::time::Duration::from_secs(30))
             .output()
             .await?;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use expect_test::expect_file;
 use kcore_disko::eval::{Evaluator, ValidateError, validate_file};
-use kcore_disko::plan::{ActionKind, ChangeClass, Plan, RefusalCode};
+use kcore_disko::plan::{ActionKind, BuildPlan, ChangeClass, Plan, RefusalCode};
 use kcore_disko::spec::{Backend, DataDiskMode, LuksMode, PbkdfSpec, PbkdfType, ThinPoolSpec};
 use kcore_disko::{
     BlockSnapshot, DeepInputs, DeviceTree, StorageSpec, render_data_disk, render_fragment, syntax,

@@ -13,12 +13,15 @@
 //!   `NixEnvProfile`, `SystemdRun`, `Disko`, `NixosInstall`, `Bootctl`) whose `argv()` is
 //!   the one place each program's flags are spelled, and the activation [`Goal`].
 //! - [`profile`]: a profile's generations as [`profile::Generation`] values.
+//! - [`queries`]: typed builders for the programs that only read state (`Lsblk`, and
+//!   `NixEval` for `nix-instantiate --eval`).
 
 pub mod commands;
 pub mod escape;
 pub mod flake;
 pub mod profile;
 pub mod programs;
+pub mod queries;
 pub mod restricted;
 pub mod runner;
 

@@ -13,12 +13,10 @@
 //! `<cache>/.run.lock`): the machines this runs on have two cores and one TCG guest already
 //! uses both.
 
+use kcore_nix::runner::{Invocation, Output, Program, RunError, StreamLine};
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-
-use kcore_nix::runner::{Invocation, Program, RunError, StreamLine};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -60,14 +58,6 @@ pub enum BedError {
         status: String,
         /// The end of its standard error.
         stderr_tail: String,
-    },
-    /// A helper program could not be started.
-    #[error("cannot start `{argv}`: {source}")]
-    Spawn {
-        /// The full argument vector.
-        argv: String,
-        /// The OS error.
-        source: std::io::Error,
     },
     /// A file operation on the host failed.
     #[error("{what} {path}: {source}")]
@@ -310,10 +300,6 @@ impl Bed {
         }
 
         let serial_log = w.join("serial.log");
-        let mut swtpm = match &run.tpm_state_dir {
-            Some(dir) => Some(start_swtpm(dir, &w.join("swtpm.sock"))?),
-            None => None,
-        };
 
         // The runner starts QEMU in its own process group and, on timeout, kills the group.
         let qemu = Invocation::new(&tool("qemu-system-x86_64", "KCORE_QEMU_SYSTEM")?)
@@ -327,14 +313,26 @@ impl Bed {
             ))
             .timeout(run.timeout.min(MAX_TIMEOUT));
         tracing::debug!(argv = %qemu.display(), "booting storage bed");
-        let waited = block_on(qemu.stream_unchecked(pass_stderr_through));
-        if let Some(child) = swtpm.as_mut() {
-            // swtpm --terminate exits when QEMU disconnects; reap it, or kill it if not.
-            if wait_timeout(child, Duration::from_secs(5)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
+        // swtpm and QEMU run side by side on one runtime, both through the runner.
+        let waited = runtime()?.block_on(async {
+            let swtpm = match &run.tpm_state_dir {
+                Some(dir) => Some(start_swtpm(dir, &w.join("swtpm.sock")).await?),
+                None => None,
+            };
+            let waited = qemu.stream_unchecked(pass_stderr_through).await;
+            if let Some(mut task) = swtpm {
+                // swtpm --terminate exits when QEMU disconnects; if it has not within 5 s,
+                // aborting the task drops the runner's future, which kills its process group.
+                if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                    .await
+                    .is_err()
+                {
+                    task.abort();
+                    let _ = task.await;
+                }
             }
-        }
+            Ok::<Output, BedError>(waited?)
+        });
         let serial = fs::read(&serial_log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
@@ -391,6 +389,9 @@ impl Bed {
 
 /// The QEMU argument vector for one boot. TCG, not KVM: the hosts this runs on are
 /// paravirtualised and `-accel kvm` aborts or crawls there.
+///
+/// Built here, not in kcore-nix: QEMU (like swtpm and the payload `tar`) is test-bed
+/// scaffolding that no kcore product code runs; the runner still runs it.
 fn qemu_argv(
     image_dir: &Path,
     drives: &[(PathBuf, String)],
@@ -523,66 +524,73 @@ fn create_sparse(path: &Path, size: u64) -> Result<(), BedError> {
     f.set_len(size).map_err(io)
 }
 
-fn start_swtpm(state_dir: &Path, sock: &Path) -> Result<Child, BedError> {
+/// swtpm's own argv: the bed's test scaffolding, like QEMU's (no kcore product code runs
+/// either, so there is no kcore-nix builder for them; the runner still runs both).
+fn swtpm_argv(state_dir: &Path, sock: &Path) -> Vec<String> {
+    vec![
+        "socket".into(),
+        "--tpm2".into(),
+        "--tpmstate".into(),
+        format!("dir={}", qemu_escape(&state_dir.display().to_string())),
+        "--ctrl".into(),
+        format!(
+            "type=unixio,path={}",
+            qemu_escape(&sock.display().to_string())
+        ),
+        "--terminate".into(),
+    ]
+}
+
+/// A swtpm run by the runner in a task of its own: aborting or dropping the task drops the
+/// runner's future, and with it kills swtpm's process group.
+type SwtpmTask = tokio::task::JoinHandle<Result<Output, RunError>>;
+
+/// Starts swtpm and waits (at most 10 s) for its control socket, which QEMU connects to.
+async fn start_swtpm(state_dir: &Path, sock: &Path) -> Result<SwtpmTask, BedError> {
     fs::create_dir_all(state_dir).map_err(|source| BedError::Io {
         what: "creating swtpm state dir",
         path: state_dir.to_owned(),
         source,
     })?;
-    let mut cmd = Command::new("swtpm");
-    cmd.arg("socket")
-        .arg("--tpm2")
-        .arg("--tpmstate")
-        .arg(format!(
-            "dir={}",
-            qemu_escape(&state_dir.display().to_string())
-        ))
-        .arg("--ctrl")
-        .arg(format!(
-            "type=unixio,path={}",
-            qemu_escape(&sock.display().to_string())
-        ))
-        .arg("--terminate")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let argv = describe(&cmd);
-    let mut child = cmd.spawn().map_err(|source| BedError::Spawn {
-        argv: argv.clone(),
-        source,
-    })?;
+    let swtpm = Invocation::new(&tool("swtpm", "KCORE_SWTPM")?).args(swtpm_argv(state_dir, sock));
+    let argv = swtpm.display();
+    let mut task: SwtpmTask =
+        tokio::spawn(async move { swtpm.stream_unchecked(pass_stderr_through).await });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sock.exists() {
-        if let Ok(Some(status)) = child.try_wait() {
+        if task.is_finished() {
+            let status = match (&mut task).await {
+                Ok(Ok(out)) => out.status.to_string(),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(join) => join.to_string(),
+            };
             return Err(BedError::Command {
                 argv,
-                status: status.to_string(),
+                status,
                 stderr_tail: "exited before creating its socket".into(),
             });
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            task.abort();
+            let _ = task.await;
             return Err(BedError::Command {
                 argv,
                 status: "timeout".into(),
                 stderr_tail: "no control socket after 10 s".into(),
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(child)
+    Ok(task)
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            _ => return None,
-        }
-    }
+/// A current-thread runtime for runner calls: the harness is synchronous, kcore-nix's
+/// runner is async.
+fn runtime() -> Result<tokio::runtime::Runtime, BedError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BedError::Runtime)
 }
 
 /// Runs `future` (a runner call) to completion on a runtime of its own: the harness is
@@ -590,11 +598,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 fn block_on<T>(
     future: impl std::future::Future<Output = Result<T, RunError>>,
 ) -> Result<T, BedError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(BedError::Runtime)?;
-    Ok(runtime.block_on(future)?)
+    Ok(runtime()?.block_on(future)?)
 }
 
 /// Helpers' stderr (image build progress, QEMU warnings) reaches the test's stderr as it
@@ -632,14 +636,6 @@ fn script(path: &Path) -> Result<Program, BedError> {
         Some(path),
         "KCORE_STORAGE_BED_DIR",
     )?)
-}
-
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn on_path(bin: &str) -> bool {
@@ -714,5 +710,40 @@ mod tests {
             Some(9.81)
         );
         assert_eq!(marker_value("none", "KCORE-BED: userspace uptime="), None);
+    }
+
+    /// The TPM half of a bed run without QEMU: the runner starts the real swtpm, its control
+    /// socket appears, and swtpm's own exit (here on the control channel's `CMD_SHUTDOWN`,
+    /// command 3, which QEMU's tpm-emulator backend also sends when it shuts down) finishes
+    /// the runner's task with its output.
+    #[test]
+    fn swtpm_runs_through_the_runner_until_it_is_shut_down() {
+        if tool("swtpm", "KCORE_SWTPM").is_err() {
+            eprintln!("SKIP: swtpm_runs_through_the_runner_until_it_is_shut_down: no swtpm");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("swtpm.sock");
+        runtime().unwrap().block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let task = start_swtpm(&dir.path().join("state"), &sock).await.unwrap();
+            let mut ctrl = tokio::net::UnixStream::connect(&sock).await.unwrap();
+            ctrl.write_all(&3u32.to_be_bytes()).await.unwrap();
+            let mut result = [0u8; 4];
+            ctrl.read_exact(&mut result).await.unwrap();
+            assert_eq!(
+                u32::from_be_bytes(result),
+                0,
+                "CMD_SHUTDOWN answered TPM_SUCCESS"
+            );
+            drop(ctrl);
+            // A guard against a hang, not a speed assertion.
+            let out = tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("swtpm exits after CMD_SHUTDOWN")
+                .unwrap()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        });
     }
 }

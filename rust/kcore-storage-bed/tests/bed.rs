@@ -293,6 +293,12 @@ fn json(out: &kcore_storage_bed::Outcome, name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
 }
 
+/// A plan kctl printed with `-o json`: the typed plan of the wire (`kcore_api::plan`).
+fn typed_plan(out: &kcore_storage_bed::Outcome, name: &str) -> kcore_disko::plan::Plan {
+    let text = out.result(name).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
+}
+
 fn without_partuuids(mut v: serde_json::Value) -> serde_json::Value {
     fn strip(v: &mut serde_json::Value) {
         match v {
@@ -676,17 +682,15 @@ lsblk --json -o NAME,SERIAL,FSTYPE,MOUNTPOINTS >"$KCORE_RESULTS/new-disk-lsblk.j
         let rc = result_code(&out, &format!("{serial}-plan-rc"));
         let err = out.result(&format!("{serial}-plan.err")).unwrap();
         assert_eq!(rc, 1, "{serial}: kctl must refuse (exit 1): {err}\n{log}");
-        let plan = json(&out, &format!("{serial}-plan.json"));
-        let codes: Vec<String> = plan["targets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|t| t["refusals"].as_array().cloned().unwrap_or_default())
-            .filter_map(|r| r["code"].as_str().map(String::from))
+        let plan = typed_plan(&out, &format!("{serial}-plan.json"));
+        let codes: Vec<&str> = plan
+            .refusals()
+            .into_iter()
+            .map(|(_, r)| r.code.as_str())
             .collect();
         assert!(
-            codes.iter().any(|c| c == code),
-            "{serial}: expected {code}, got {codes:?}\n{plan}"
+            codes.contains(code),
+            "{serial}: expected {code}, got {codes:?}\n{plan:?}"
         );
         assert!(err.contains(code), "{serial}: stderr names the code: {err}");
         assert_eq!(
@@ -698,8 +702,12 @@ lsblk --json -o NAME,SERIAL,FSTYPE,MOUNTPOINTS >"$KCORE_RESULTS/new-disk-lsblk.j
     let rc = result_code(&out, "new-disk-plan-rc");
     let err = out.result("new-disk-plan.err").unwrap();
     assert_eq!(rc, 0, "a blank new disk is plannable: {err}");
-    let plan = json(&out, "new-disk-plan.json");
-    assert_eq!(plan["class"], "additive", "{plan}");
+    let plan = typed_plan(&out, "new-disk-plan.json");
+    assert_eq!(
+        plan.class,
+        kcore_disko::plan::ChangeClass::Additive,
+        "{plan:?}"
+    );
     assert_eq!(result_code(&out, "apply-create"), 0, "{log}");
     assert_eq!(result_code(&out, "apply-mount"), 0, "{log}");
     let mounts = out.result("new-disk-findmnt.json").unwrap();

@@ -26,9 +26,12 @@ async fn disko_dry_run_validates_deeply_plans_and_touches_nothing() {
     assert!(plan.plan_hash.starts_with("sha256:"));
     assert!(plan.apply_allowed, "{:?}", plan.refusal);
     assert_eq!(plan.management_mode, "controller-managed");
-    let target = &plan.plan["targets"][0];
-    assert_eq!(target["identity"]["path"], "/dev/sdb");
-    assert_eq!(target["actions"][0]["kind"], "new-disk");
+    let target = &plan.plan.targets[0];
+    assert_eq!(
+        target.identity.as_ref().map(|i| i.path.as_str()),
+        Some("/dev/sdb")
+    );
+    assert_eq!(target.actions[0].kind, kcore_api::plan::ActionKind::NewDisk);
     // Same request, same plan, same hash.
     let again: DiskoPlanResponse = bed
         .admin

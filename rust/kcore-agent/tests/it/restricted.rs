@@ -119,7 +119,7 @@ async fn submitted_nix_reads_no_file_environment_or_network() {
         )
         .await
         .unwrap();
-    assert_eq!(plan.plan["targets"][0]["device"], "/dev/disk/by-id/x");
+    assert_eq!(plan.plan.targets[0].device, "/dev/disk/by-id/x");
 
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}

@@ -56,6 +56,10 @@ pub fn nix_instantiate(test: &str) -> Option<Program> {
 }
 
 /// Runs `program argv` through kcore-nix's runner to completion, whatever the exit status.
+///
+/// The argvs the checks pass (the harness's `nix-instantiate --eval` of `tests/eval/eval.nix`,
+/// `--parse`, `nix hash path`, `deadnix`) are test scaffolding: no kcore program runs them,
+/// so they are spelled here rather than as kcore-nix builders.
 pub fn run(program: &Program, argv: &[String]) -> Result<Output, RunError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

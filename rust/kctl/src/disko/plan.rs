@@ -6,7 +6,7 @@ use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use kcore_disko::plan::Plan;
+use kcore_disko::plan::{BuildPlan, Plan};
 use kcore_disko::{BlockSnapshot, DeviceTree};
 
 use crate::exit::Refused;
@@ -93,14 +93,8 @@ impl Tabular for PlanView<'_> {
                     .join(",")
             };
             for a in &t.actions {
-                let kind = serde_json::to_value(a.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                let class = serde_json::to_value(a.class)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
+                let kind = a.kind.as_str().to_string();
+                let class = a.class.as_str().to_string();
                 let mut row = vec![
                     t.name.clone(),
                     t.device.clone(),
@@ -158,11 +152,7 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let plan = Plan::build(&new, current.as_ref(), &snapshot);
     print(&PlanView(&plan), global.output)?;
     if matches!(global.output, OutputFormat::Table | OutputFormat::Wide) {
-        let class = serde_json::to_value(plan.class)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        println!("\nclass: {class}\nplan hash: {}", plan.hash);
+        println!("\nclass: {}\nplan hash: {}", plan.class, plan.hash);
     }
     if plan.is_refused() {
         let lines: Vec<String> = plan

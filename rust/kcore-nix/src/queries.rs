@@ -1,0 +1,151 @@
+//! Typed builders for the programs kcore runs to read state rather than change it: `lsblk`
+//! (the block-device snapshot a disk plan is made against) and `nix-instantiate --eval`
+//! (disko validation levels 2 and 3). Like [`crate::commands`], each `argv()` is the one
+//! place the program's flags are spelled; callers fill in fields.
+//!
+//! Flags checked against the programs' documentation: util-linux `lsblk(8)` (`--json`,
+//! `--bytes`, `--output <list>`, a comma-separated column list) and the Nix manual's
+//! `nix-instantiate` page (<https://nix.dev/manual/nix/2.13/command-ref/nix-instantiate>,
+//! the same synopsis as Debian's nix-bin 2.26 man page: `--eval [--strict] [--json]`,
+//! `--argstr name value`, `--expr`, which makes the operand an expression, not a file).
+
+use std::ffi::OsString;
+
+use crate::runner::{Invocation, Program};
+
+/// `lsblk --json --bytes --output <columns>`: every block device as JSON, sizes in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lsblk {
+    /// The columns to print, in order (`NAME`, `KNAME`, `PATH`, `SIZE`, ...).
+    pub columns: Vec<String>,
+}
+
+impl Lsblk {
+    /// A listing of these columns (`"NAME,KNAME,SIZE"` or a list of names).
+    pub fn columns(columns: &str) -> Lsblk {
+        Lsblk {
+            columns: columns
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect(),
+        }
+    }
+
+    pub fn argv(&self) -> Vec<OsString> {
+        vec![
+            "--json".into(),
+            "--bytes".into(),
+            "--output".into(),
+            self.columns.join(",").into(),
+        ]
+    }
+
+    pub fn invocation(&self, lsblk: &Program) -> Invocation {
+        Invocation::new(lsblk).args(self.argv())
+    }
+}
+
+/// `nix-instantiate --eval --strict --json --expr <expr> [--argstr <name> <value>]...`:
+/// evaluate an expression (a function of the `--argstr` arguments) fully to JSON.
+///
+/// Evaluations of anything submitted run restricted: append the arguments to a
+/// [`crate::RestrictedEval::invocation`] with [`NixEval::append_to`] rather than starting
+/// `nix-instantiate` bare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixEval {
+    /// The expression (`--expr`), usually a function whose arguments `argstrs` name.
+    pub expr: String,
+    /// String arguments passed to the expression's function, in order.
+    pub argstrs: Vec<(String, OsString)>,
+}
+
+impl NixEval {
+    /// An evaluation of `expr` with no arguments yet.
+    pub fn expr(expr: impl Into<String>) -> NixEval {
+        NixEval {
+            expr: expr.into(),
+            argstrs: Vec::new(),
+        }
+    }
+
+    /// Pass `value` as the string argument `name`.
+    pub fn argstr(mut self, name: impl Into<String>, value: impl Into<OsString>) -> NixEval {
+        self.argstrs.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn argv(&self) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec![
+            "--eval".into(),
+            "--strict".into(),
+            "--json".into(),
+            "--expr".into(),
+            self.expr.as_str().into(),
+        ];
+        for (name, value) in &self.argstrs {
+            argv.extend(["--argstr".into(), name.as_str().into(), value.clone()]);
+        }
+        argv
+    }
+
+    /// These arguments after what `inv` already has (a restricted evaluator's options).
+    pub fn append_to(&self, inv: Invocation) -> Invocation {
+        inv.args(self.argv())
+    }
+
+    /// `nix-instantiate` with only these arguments (trusted expressions only).
+    pub fn invocation(&self, nix_instantiate: &Program) -> Invocation {
+        self.append_to(Invocation::new(nix_instantiate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(argv: Vec<OsString>) -> Vec<String> {
+        argv.into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn lsblk_argv_is_json_in_bytes_with_the_columns_joined() {
+        let lsblk = Lsblk::columns("NAME, KNAME,,SIZE");
+        assert_eq!(lsblk.columns, ["NAME", "KNAME", "SIZE"]);
+        assert_eq!(
+            strings(lsblk.argv()),
+            ["--json", "--bytes", "--output", "NAME,KNAME,SIZE"]
+        );
+    }
+
+    #[test]
+    fn nix_eval_argv_keeps_the_expression_and_each_value_whole() {
+        let eval = NixEval::expr("{ fragment }: import fragment")
+            .argstr("fragment", "/tmp/a b.nix")
+            .argstr("nixpkgsLib", "/nix/store/x-lib");
+        assert_eq!(
+            strings(eval.argv()),
+            [
+                "--eval",
+                "--strict",
+                "--json",
+                "--expr",
+                "{ fragment }: import fragment",
+                "--argstr",
+                "fragment",
+                "/tmp/a b.nix",
+                "--argstr",
+                "nixpkgsLib",
+                "/nix/store/x-lib",
+            ]
+        );
+        let sh = Program::resolve("sh", None, "KCORE_TEST_UNSET_SH").unwrap();
+        let argv = eval.invocation(&sh).arg("extra").argv();
+        assert_eq!(argv[0], sh.path().to_string_lossy());
+        assert_eq!(argv[1..6], strings(eval.argv())[..5]);
+        assert_eq!(argv.last().map(String::as_str), Some("extra"));
+    }
+}
