@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::global::GlobalArgs;
+use crate::target::{ControllerTarget, NodeTarget};
 
 /// kcore's operator CLI: install, join, manage storage on and upgrade NixOS hypervisor nodes.
 #[derive(Debug, Parser)]
@@ -11,6 +12,10 @@ use crate::global::GlobalArgs;
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    #[command(flatten, next_help_heading = "Node agent (kctl node ...)")]
+    pub node: NodeTarget,
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: ControllerTarget,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,15 +38,16 @@ pub enum Command {
     Rotate(crate::rotate::Args),
 }
 
-/// Run the parsed command.
+/// Run the parsed command; each command gets only the target groups it uses.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (global, controllers) = (&cli.global, &cli.controllers);
     match cli.command {
-        Command::Disko(args) => crate::disko::run(args, &cli.global).await,
-        Command::Node(args) => crate::node::run(args, &cli.global).await,
-        Command::Create(args) => crate::create::run(args, &cli.global).await,
-        Command::Config(args) => crate::config::run(args, &cli.global).await,
-        Command::Get(args) => crate::get::run(args, &cli.global).await,
-        Command::Describe(args) => crate::describe::run(args, &cli.global).await,
-        Command::Rotate(args) => crate::rotate::run(args, &cli.global).await,
+        Command::Disko(args) => crate::disko::run(args, global).await,
+        Command::Node(args) => crate::node::run(args, global, &cli.node, controllers).await,
+        Command::Create(args) => crate::create::run(args, global, controllers).await,
+        Command::Config(args) => crate::config::run(args, global).await,
+        Command::Get(args) => crate::get::run(args, global, controllers).await,
+        Command::Describe(args) => crate::describe::run(args, global, controllers).await,
+        Command::Rotate(args) => crate::rotate::run(args, global, controllers).await,
     }
 }

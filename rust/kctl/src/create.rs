@@ -15,6 +15,7 @@ use crate::context::{self, Context, KctlConfig};
 use crate::controller_client;
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
+use crate::target::ControllerTarget;
 
 /// Root CA: 10 years (it stays on the operator's machine).
 pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -93,11 +94,15 @@ pub struct NodeCertArgs {
     pub offline: bool,
 }
 
-pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     match args.command {
         CreateCommand::Cluster(a) => create_cluster(a, global),
         CreateCommand::Csr(a) => create_csr(a),
-        CreateCommand::NodeCert(a) => create_node_cert(a, global).await,
+        CreateCommand::NodeCert(a) => create_node_cert(a, global, controllers).await,
     }
 }
 
@@ -321,7 +326,11 @@ fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+async fn create_node_cert(
+    args: NodeCertArgs,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     crate::paths::node_id("--node-id", &args.node_id)?;
     let csr_pem = std::fs::read_to_string(&args.csr)
         .with_context(|| format!("cannot read the CSR {}", args.csr.display()))?;
@@ -350,7 +359,7 @@ async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Re
             .unwrap_or_else(|_| not_after.to_string());
         (ctx, (chain_pem, not_after))
     } else {
-        let (ctx, client) = controller_client::connect(global)?;
+        let (ctx, client) = controller_client::connect(global, controllers)?;
         let signed: CertificateResponse = client
             .post_json(
                 "/v1/certificates/node",

@@ -13,6 +13,7 @@ use crate::get::age;
 use crate::global::GlobalArgs;
 use crate::output::print_object;
 use crate::paths;
+use crate::target::ControllerTarget;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -206,13 +207,17 @@ pub fn describe_node(n: &Node) -> String {
     out
 }
 
-pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     // Checked before connecting: nothing is sent for a bad name.
     match &args.command {
         DescribeCommand::Node { id } => paths::node_id("<ID>", id)?,
         DescribeCommand::StorageClass { name } => paths::storage_class(name)?,
     }
-    let (_, client) = connect(global)?;
+    let (_, client) = connect(global, controllers)?;
     match args.command {
         DescribeCommand::Node { id } => {
             let node: Node = client

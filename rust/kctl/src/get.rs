@@ -10,6 +10,7 @@ use crate::controller_client::connect;
 use crate::global::GlobalArgs;
 use crate::output::{OutputFormat, Tabular, print, print_object};
 use crate::paths;
+use crate::target::ControllerTarget;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -171,14 +172,18 @@ impl Tabular for StorageClasses {
     }
 }
 
-pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     // Checked before connecting: nothing is sent for a bad id or name.
     match &args.command {
         GetCommand::Node { id } => paths::node_id("<ID>", id)?,
         GetCommand::StorageClass { name: Some(name) } => paths::storage_class(name)?,
         _ => {}
     }
-    let (_, client) = connect(global)?;
+    let (_, client) = connect(global, controllers)?;
     match args.command {
         GetCommand::Nodes => {
             let list: NodeList = client.get_json("/v1/nodes").await?;

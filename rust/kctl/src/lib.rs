@@ -18,6 +18,7 @@ pub mod output;
 pub mod paths;
 pub mod remote;
 pub mod rotate;
+pub mod target;
 
 use clap::Parser;
 

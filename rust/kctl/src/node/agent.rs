@@ -24,6 +24,7 @@ use crate::global::GlobalArgs;
 use crate::output::{OutputFormat, Tabular, print};
 use crate::paths;
 use crate::remote::Remote;
+use crate::target::NodeTarget;
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
@@ -73,8 +74,12 @@ pub struct OperationArgs {
     pub follow: bool,
 }
 
-pub async fn run(command: AgentCommand, global: &GlobalArgs) -> anyhow::Result<()> {
-    let client = crate::agent_client::connect(global)?;
+pub async fn run(
+    command: AgentCommand,
+    global: &GlobalArgs,
+    node: &NodeTarget,
+) -> anyhow::Result<()> {
+    let client = crate::agent_client::connect(global, node)?;
     match command {
         AgentCommand::Disks => {
             let inv: DiskInventory = client.get_json("/v1/inventory/disks").await?;
