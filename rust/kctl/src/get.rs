@@ -4,13 +4,14 @@
 use clap::Subcommand;
 use kcore_api::ErrorCode;
 use kcore_api::cluster::{Node, NodeList, StorageClass, StorageClassList};
-use serde::Serialize;
 
 use crate::controller_client::connect;
 use crate::global::GlobalArgs;
-use crate::output::{OutputFormat, Tabular, print, print_object};
+use crate::output::{OutputFormat, print, print_object};
 use crate::paths;
 use crate::target::ControllerTarget;
+use crate::views::node::Nodes;
+use crate::views::storage_class::StorageClasses;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,142 +35,6 @@ pub enum GetCommand {
         /// Only this class.
         name: Option<String>,
     },
-}
-
-/// Nodes as printed by `get nodes`.
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct Nodes(pub Vec<Node>);
-
-/// The date part of an RFC 3339 timestamp (enough for a table).
-fn date(ts: &str) -> String {
-    ts.split('T').next().unwrap_or(ts).to_string()
-}
-
-/// `5s`, `3m`, `2h`, `4d` since an RFC 3339 timestamp.
-pub fn age(ts: &str) -> String {
-    let Ok(then) = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-    else {
-        return "?".into();
-    };
-    let secs = (time::OffsetDateTime::now_utc() - then)
-        .whole_seconds()
-        .max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
-}
-
-impl Tabular for Nodes {
-    fn headers(&self, wide: bool) -> Vec<String> {
-        let mut h = vec![
-            "NAME",
-            "STATUS",
-            "DC",
-            "HOSTNAME",
-            "STORAGE",
-            "ROLES",
-            "CERT-EXPIRES",
-        ];
-        if wide {
-            h.extend(["LAST-HEARTBEAT", "AGE", "DISKS", "NICS", "LABELS"]);
-        }
-        h.into_iter().map(String::from).collect()
-    }
-
-    fn rows(&self, wide: bool) -> Vec<Vec<String>> {
-        self.0
-            .iter()
-            .map(|n| {
-                let roles: Vec<String> = n
-                    .report
-                    .roles
-                    .iter()
-                    .map(|r| {
-                        serde_json::to_value(r)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                let mut row = vec![
-                    n.node_id.clone(),
-                    n.status.to_string(),
-                    n.report.dc_id.clone(),
-                    n.report.hostname.clone(),
-                    n.report.storage.class_name().to_string(),
-                    if roles.is_empty() {
-                        "<none>".into()
-                    } else {
-                        roles.join(",")
-                    },
-                    {
-                        let expires = n
-                            .certificate
-                            .as_ref()
-                            .map(|c| date(&c.not_after))
-                            .unwrap_or_else(|| "<unknown>".into());
-                        // The node says its renewals fail: `describe node` says why.
-                        if n.report.certificate_renewal_problem.is_some() {
-                            format!("{expires} (renewal failing)")
-                        } else {
-                            expires
-                        }
-                    },
-                ];
-                if wide {
-                    let labels: Vec<String> = n
-                        .report
-                        .labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    row.extend([
-                        n.last_heartbeat
-                            .as_deref()
-                            .map(age)
-                            .unwrap_or_else(|| "<never>".into()),
-                        n.registered_at.as_deref().map(age).unwrap_or_default(),
-                        n.report.disks.len().to_string(),
-                        n.report.nics.len().to_string(),
-                        if labels.is_empty() {
-                            "<none>".into()
-                        } else {
-                            labels.join(",")
-                        },
-                    ]);
-                }
-                row
-            })
-            .collect()
-    }
-}
-
-/// Storage classes as printed by `get storage-class`.
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct StorageClasses(pub Vec<StorageClass>);
-
-impl Tabular for StorageClasses {
-    fn headers(&self, _wide: bool) -> Vec<String> {
-        ["NAME", "NODES", "READY"].map(String::from).to_vec()
-    }
-
-    fn rows(&self, _wide: bool) -> Vec<Vec<String>> {
-        self.0
-            .iter()
-            .map(|c| {
-                vec![
-                    c.name.clone(),
-                    c.nodes.to_string(),
-                    c.ready_nodes.to_string(),
-                ]
-            })
-            .collect()
-    }
 }
 
 pub async fn run(

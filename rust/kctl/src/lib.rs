@@ -11,6 +11,7 @@ pub mod describe;
 pub mod disko;
 pub mod escape;
 pub mod exit;
+pub mod follow;
 pub mod get;
 pub mod global;
 pub mod node;
@@ -19,6 +20,7 @@ pub mod paths;
 pub mod remote;
 pub mod rotate;
 pub mod target;
+pub mod views;
 
 use clap::Parser;
 
