@@ -2,10 +2,12 @@
 //! types, and validation of names, sizes, device paths and flake refs. No I/O.
 
 pub mod cluster;
+pub mod clusterupdate;
 pub mod error;
 pub mod inventory;
 pub mod report_limits;
 pub mod resource;
 pub mod validate;
+pub mod vm;
 
 pub use error::{ApiError, ErrorCode};

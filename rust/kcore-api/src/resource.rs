@@ -289,6 +289,190 @@ impl FromStr for LabelSelector {
     }
 }
 
+/// A kind's spec type: what the generic store, routes and kctl need to know about it.
+/// Adding a kind is this impl (the type and its validation) plus a route file.
+pub trait KindSpec: Serialize + serde::de::DeserializeOwned + Clone + PartialEq {
+    /// The kind whose `spec` this is.
+    const KIND: Kind;
+
+    /// Checks every field; the error names the field's full path (`spec.target.flakeRev`).
+    fn validate(&self) -> Result<(), FieldError>;
+}
+
+/// A document that did not decode into its type: `path` is where (`spec.strategy.batchSzie`,
+/// empty for the document itself), `message` what serde said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", if path.is_empty() { "(document)" } else { path.as_str() })]
+pub struct DecodeError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Decodes any value with the path of the field that failed, so kctl (which reads YAML)
+/// and the controller (which reads JSON) report the same path for the same mistake.
+pub fn decode<'de, D, T>(deserializer: D) -> Result<T, DecodeError>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        DecodeError {
+            // serde_path_to_error writes the document itself as ".".
+            path: if path == "." { String::new() } else { path },
+            message: err.into_inner().to_string(),
+        }
+    })
+}
+
+/// [`decode`] of an already-parsed JSON value (kctl converts YAML documents to one).
+pub fn decode_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, DecodeError> {
+    decode(value)
+}
+
+/// Why a document is not a valid object of its kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    /// Unknown field, wrong type, unparsable value: `path: message`.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A value that decoded but is not acceptable: `path: "value" problem; fix`.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+}
+
+impl ObjectError {
+    /// The path of the offending field.
+    pub fn path(&self) -> &str {
+        match self {
+            ObjectError::Decode(e) => &e.path,
+            ObjectError::Invalid(e) => &e.field,
+        }
+    }
+}
+
+/// A typed object of kind `S::KIND` whose status is kept as it came (clients ignore it
+/// when applying, the controller owns it).
+pub type Object<S> = Resource<S, serde_json::Value>;
+
+/// Decodes and validates one object of kind `S::KIND`: unknown fields and bad types with
+/// their path, `kind` must be `S::KIND`, `metadata` and `spec` validated field by field.
+/// kctl runs this before it sends a document and the controller again when it receives it.
+pub fn decode_object<S: KindSpec>(value: serde_json::Value) -> Result<Object<S>, ObjectError> {
+    // The kind first, so a VM sent to the ClusterUpdate route is refused for its kind,
+    // not for the first VM field the ClusterUpdate type does not know.
+    if let Some(kind) = value.get("kind") {
+        let kind: Kind = decode(kind.clone()).map_err(|e| DecodeError {
+            path: "kind".into(),
+            message: e.message,
+        })?;
+        check_kind::<S>(kind)?;
+    }
+    let object: Object<S> = decode(value)?;
+    check_kind::<S>(object.kind)?;
+    object.metadata.validate()?;
+    object.spec.validate()?;
+    Ok(object)
+}
+
+fn check_kind<S: KindSpec>(kind: Kind) -> Result<(), FieldError> {
+    if kind == S::KIND {
+        return Ok(());
+    }
+    Err(FieldError::new(
+        "kind",
+        kind.as_str(),
+        format!("is not {}", S::KIND),
+        format!("send {} objects to /v1/{}", kind, kind.plural()),
+    ))
+}
+
+/// `GET /v1/<plural>`: every object, each the full `{kind, metadata, spec, status?}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceList {
+    pub items: Vec<serde_json::Value>,
+}
+
+/// One changed field of an apply: `path` as the operator writes it (`spec.strategy.batchSize`,
+/// `metadata.labels.tier`); `old` absent when the field is new, `new` absent when removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<serde_json::Value>,
+}
+
+/// `PUT /v1/<plural>/<name>`: the object as stored (or as it would be, on a dry run), whether
+/// it was created, and the field-level diff (empty when nothing changed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResponse {
+    pub object: serde_json::Value,
+    pub created: bool,
+    pub changes: Vec<FieldChange>,
+    pub dry_run: bool,
+}
+
+/// `DELETE /v1/<plural>/<name>`: what was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    pub kind: Kind,
+    pub name: String,
+}
+
+/// The field-level diff between two objects' JSON: one [`FieldChange`] per changed leaf
+/// (objects are walked, arrays and scalars compared whole), `metadata.generation` and
+/// `status` left out (the server owns them). Paths join keys with `.`.
+pub fn diff(old: Option<&serde_json::Value>, new: &serde_json::Value) -> Vec<FieldChange> {
+    let mut changes = Vec::new();
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let old = old.unwrap_or(&empty);
+    for key in ["metadata", "spec"] {
+        diff_into(&mut changes, key, old.get(key), new.get(key));
+    }
+    changes.retain(|c| c.path != "metadata.generation");
+    changes
+}
+
+fn diff_into(
+    out: &mut Vec<FieldChange>,
+    path: &str,
+    old: Option<&serde_json::Value>,
+    new: Option<&serde_json::Value>,
+) {
+    use serde_json::Value;
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                diff_into(out, &format!("{path}.{key}"), a.get(key), b.get(key));
+            }
+        }
+        (Some(Value::Object(a)), None) => {
+            for (key, value) in a {
+                diff_into(out, &format!("{path}.{key}"), Some(value), None);
+            }
+        }
+        (None, Some(Value::Object(b))) => {
+            for (key, value) in b {
+                diff_into(out, &format!("{path}.{key}"), None, Some(value));
+            }
+        }
+        (a, b) if a != b => out.push(FieldChange {
+            path: path.to_string(),
+            old: a.cloned(),
+            new: b.cloned(),
+        }),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +553,67 @@ mod tests {
         assert!(LabelSelector::default().matches(&labels(&[])));
         let err = "rack=a b".parse::<LabelSelector>().unwrap_err();
         assert_eq!(err.value, "rack=a b");
+    }
+
+    #[test]
+    fn the_diff_names_each_changed_leaf_and_skips_what_the_server_owns() {
+        let old = serde_json::json!({
+            "kind": "VM",
+            "metadata": {"name": "a", "generation": 3, "labels": {"tier": "web"}},
+            "spec": {"cpus": 1, "strategy": {"batchSize": 1, "kept": true}, "list": [1]},
+            "status": {"phase": "Running"},
+        });
+        let new = serde_json::json!({
+            "kind": "VM",
+            "metadata": {"name": "a", "labels": {"rack": "b"}},
+            "spec": {"cpus": 1, "strategy": {"batchSize": 2, "kept": true}, "list": [1, 2]},
+        });
+        let paths: Vec<(String, Option<serde_json::Value>, Option<serde_json::Value>)> =
+            diff(Some(&old), &new)
+                .into_iter()
+                .map(|c| (c.path, c.old, c.new))
+                .collect();
+        use serde_json::json;
+        assert_eq!(
+            paths,
+            vec![
+                ("metadata.labels.rack".into(), None, Some(json!("b"))),
+                ("metadata.labels.tier".into(), Some(json!("web")), None),
+                ("spec.list".into(), Some(json!([1])), Some(json!([1, 2]))),
+                (
+                    "spec.strategy.batchSize".into(),
+                    Some(json!(1)),
+                    Some(json!(2))
+                ),
+            ]
+        );
+        assert!(diff(Some(&new), &new).is_empty());
+        assert_eq!(diff(None, &new).len(), 6, "a new object lists every leaf");
+    }
+
+    #[test]
+    fn decoding_reports_the_path_of_the_failing_field() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            size: u32,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            spec: Inner,
+        }
+        let err = decode_value::<Outer>(serde_json::json!({"spec": {"size": "x"}})).unwrap_err();
+        assert_eq!(err.path, "spec.size");
+        assert!(
+            err.to_string().starts_with("spec.size: invalid type"),
+            "{err}"
+        );
+        let err =
+            decode_value::<Outer>(serde_json::json!({"spec": {"size": 1, "sise": 2}})).unwrap_err();
+        assert_eq!(err.path, "spec.sise", "{err}");
+        let err = decode_value::<Outer>(serde_json::json!([])).unwrap_err();
+        assert!(err.to_string().starts_with("(document): "), "{err}");
     }
 }
