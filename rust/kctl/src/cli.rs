@@ -30,10 +30,14 @@ pub enum Command {
     Create(crate::create::Args),
     /// Show and switch kctl contexts.
     Config(crate::config::Args),
-    /// List resources (nodes, storage classes).
+    /// Create or update objects from YAML documents (-f FILE, -f - for stdin).
+    Apply(crate::apply::Args),
+    /// List objects of a kind (nodes, clusterupdates, vms, storage classes), or one.
     Get(crate::get::Args),
-    /// Show one resource in detail.
+    /// Show one object in detail.
     Describe(crate::describe::Args),
+    /// Delete one object.
+    Delete(crate::delete::Args),
     /// Rotate cluster credentials (sub-CA).
     Rotate(crate::rotate::Args),
 }
@@ -46,6 +50,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => crate::node::run(args, global, &cli.node, controllers).await,
         Command::Create(args) => crate::create::run(args, global, controllers).await,
         Command::Config(args) => crate::config::run(args, global).await,
+        Command::Apply(args) => crate::apply::run(args, global, controllers).await,
+        Command::Delete(args) => crate::delete::run(args, global, controllers).await,
         Command::Get(args) => crate::get::run(args, global, controllers).await,
         Command::Describe(args) => crate::describe::run(args, global, controllers).await,
         Command::Rotate(args) => crate::rotate::run(args, global, controllers).await,

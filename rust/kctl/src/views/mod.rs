@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod node;
 pub mod operation;
 pub mod plan;
+pub mod resource;
 pub mod storage_class;
 
 /// `1.5 GiB`-style sizes for tables.
