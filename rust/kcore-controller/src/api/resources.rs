@@ -1,0 +1,319 @@
+//! The generic resource routes, `GET/PUT/DELETE /v1/<plural>[/<name>]`, for every kind
+//! stored through [`crate::store::Store::apply`]. A kind's route file gives a
+//! [`Definition`] (its kind, who may read, who may write, how a document is validated);
+//! everything else (role checks, `dryRun`, `labelSelector`, kind/name checks, the wire
+//! shapes of `kcore_api::resource`) is here once.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{any, get};
+use kcore_api::ErrorCode;
+use kcore_api::resource::{
+    ApplyResponse, Deleted, Kind, KindSpec, LabelSelector, ObjectError, ResourceList, decode_object,
+};
+use kcore_net::{ApiFailure, ApiJson};
+// kcore-net's `Path`: a segment that is not percent-encoded UTF-8 gets the JSON envelope.
+use kcore_net::ApiPath as Path;
+use kcore_pki::Role;
+use serde_json::Value;
+
+use super::{AppState, Caller, Result};
+
+/// What the generic routes need to know about one kind.
+#[derive(Debug)]
+pub(super) struct Definition {
+    pub kind: Kind,
+    /// Who may `GET` the list and single objects.
+    pub read: &'static [Role],
+    /// Who may `PUT` and `DELETE`.
+    pub write: &'static [Role],
+    /// Decodes and validates a document (`status` and `metadata.generation` already
+    /// removed) into the JSON the store keeps: `{kind, metadata{name, labels}, spec}`.
+    pub validate: fn(Value) -> std::result::Result<Value, ObjectError>,
+}
+
+/// [`Definition::validate`] for a kind with a [`KindSpec`]: the typed decode (unknown
+/// fields and bad values refused with their path, the same function kctl runs), then
+/// serialised back, so the store holds the canonical form (`"40G"` becomes bytes).
+pub(super) fn validated<S: KindSpec>(document: Value) -> std::result::Result<Value, ObjectError> {
+    let object = decode_object::<S>(document)?;
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("name".into(), Value::String(object.metadata.name));
+    if !object.metadata.labels.is_empty() {
+        metadata.insert(
+            "labels".into(),
+            serde_json::to_value(object.metadata.labels).unwrap_or_default(),
+        );
+    }
+    let spec = serde_json::to_value(&object.spec).map_err(|e| {
+        ObjectError::Decode(kcore_api::resource::DecodeError {
+            path: "spec".into(),
+            message: e.to_string(),
+        })
+    })?;
+    Ok(serde_json::json!({"kind": object.kind, "metadata": metadata, "spec": spec}))
+}
+
+/// Adds the kind's routes to `router`.
+pub(super) fn routes(
+    router: Router<Arc<AppState>>,
+    def: &'static Definition,
+) -> Router<Arc<AppState>> {
+    let plural = def.kind.plural();
+    router
+        .route(
+            &format!("/v1/{plural}"),
+            get(
+                move |State(state): State<Arc<AppState>>, caller: Caller, RawQuery(q)| {
+                    list(def, state, caller, q)
+                },
+            ),
+        )
+        .route(
+            &format!("/v1/{plural}/{{name}}"),
+            get(
+                move |State(state): State<Arc<AppState>>,
+                      caller: Caller,
+                      Path(name): Path<String>| { read(def, state, caller, name) },
+            )
+            .put(
+                move |State(state): State<Arc<AppState>>,
+                      caller: Caller,
+                      Path(name): Path<String>,
+                      RawQuery(q): RawQuery,
+                      ApiJson(body): ApiJson<Value>| {
+                    apply(def, state, caller, name, q, body)
+                },
+            )
+            .delete(
+                move |State(state): State<Arc<AppState>>,
+                      caller: Caller,
+                      Path(name): Path<String>| {
+                    delete(def, state, caller, name)
+                },
+            ),
+        )
+}
+
+/// Routes of a kind that has no type yet: every method answers `404 NOT_FOUND` naming
+/// the kind, so a client learns why instead of seeing "no route".
+pub(super) fn without_type(router: Router<Arc<AppState>>, kind: Kind) -> Router<Arc<AppState>> {
+    let answer = move || async move {
+        ApiFailure::with_status(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("kind {kind} is not served by this controller yet: it has no resource type"),
+        )
+        .with_details(serde_json::json!({"kind": kind}))
+    };
+    let plural = kind.plural();
+    router
+        .route(&format!("/v1/{plural}"), any(answer))
+        .route(&format!("/v1/{plural}/{{name}}"), any(answer))
+}
+
+/// The query parameters, percent-decoded (`+` is a space, as forms write it).
+fn query_params(query: Option<&str>) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn invalid(err: &ObjectError) -> ApiFailure {
+    let details = match err {
+        ObjectError::Invalid(field) => serde_json::to_value(field).unwrap_or_default(),
+        ObjectError::Decode(d) => serde_json::json!({"field": d.path}),
+    };
+    ApiFailure::with_status(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidField,
+        err.to_string(),
+    )
+    .with_details(details)
+}
+
+fn invalid_field(field: &str, message: String) -> ApiFailure {
+    ApiFailure::with_status(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidField,
+        format!("{field}: {message}"),
+    )
+    .with_details(serde_json::json!({"field": field}))
+}
+
+fn not_found(kind: Kind, name: &str) -> ApiFailure {
+    ApiFailure::with_status(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no {kind} named {name:?}"),
+    )
+    .with_details(serde_json::json!({"kind": kind, "name": name}))
+}
+
+async fn list(
+    def: &'static Definition,
+    state: Arc<AppState>,
+    caller: Caller,
+    query: Option<String>,
+) -> Result<Json<ResourceList>> {
+    caller.require(def.read)?;
+    let mut selector = LabelSelector::default();
+    for (key, value) in query_params(query.as_deref()) {
+        match key.as_str() {
+            "labelSelector" => {
+                selector = value
+                    .parse()
+                    .map_err(|e: kcore_api::validate::FieldError| {
+                        invalid_field("labelSelector", e.detail())
+                    })?;
+            }
+            other => {
+                return Err(ApiFailure::bad_request(format!(
+                    "unknown query parameter {other:?}; GET /v1/{} takes labelSelector",
+                    def.kind.plural()
+                )));
+            }
+        }
+    }
+    Ok(Json(ResourceList {
+        items: state.store.list(def.kind, &selector),
+    }))
+}
+
+async fn read(
+    def: &'static Definition,
+    state: Arc<AppState>,
+    caller: Caller,
+    name: String,
+) -> Result<Json<Value>> {
+    caller.require(def.read)?;
+    state
+        .store
+        .get(def.kind, &name)
+        .map(Json)
+        .ok_or_else(|| not_found(def.kind, &name))
+}
+
+async fn apply(
+    def: &'static Definition,
+    state: Arc<AppState>,
+    caller: Caller,
+    name: String,
+    query: Option<String>,
+    mut body: Value,
+) -> Result<Json<ApplyResponse>> {
+    let who = caller.require(def.write)?.uri();
+    let mut dry_run = false;
+    for (key, value) in query_params(query.as_deref()) {
+        match (key.as_str(), value.as_str()) {
+            ("dryRun", "server") => dry_run = true,
+            ("dryRun", other) => {
+                return Err(invalid_field(
+                    "dryRun",
+                    format!("{other:?} is not a dry-run mode; use dryRun=server, or leave it out"),
+                ));
+            }
+            (other, _) => {
+                return Err(ApiFailure::bad_request(format!(
+                    "unknown query parameter {other:?}; PUT /v1/{}/NAME takes dryRun=server",
+                    def.kind.plural()
+                )));
+            }
+        }
+    }
+    let Some(document) = body.as_object_mut() else {
+        return Err(ApiFailure::bad_request(format!(
+            "the body must be a {} object: {{kind, metadata, spec}}",
+            def.kind
+        )));
+    };
+    if !document.contains_key("kind") {
+        return Err(invalid_field(
+            "kind",
+            format!("is missing; add kind: {}", def.kind),
+        ));
+    }
+    // Both belong to the server; what a client sends (often a `get -o yaml` edited and
+    // applied back) is ignored, not refused.
+    document.remove("status");
+    if let Some(Value::Object(metadata)) = document.get_mut("metadata") {
+        metadata.remove("generation");
+    }
+    let object = (def.validate)(body).map_err(|e| invalid(&e))?;
+    let body_name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if body_name != name {
+        return Err(invalid_field(
+            "metadata.name",
+            format!(
+                "{body_name:?} does not match the name in the path ({name:?}); PUT the object to /v1/{}/{body_name}",
+                def.kind.plural()
+            ),
+        ));
+    }
+    let applied = state.store.apply(def.kind, &object, dry_run)?;
+    if !dry_run && !applied.changes.is_empty() {
+        tracing::info!(
+            kind = %def.kind, name = %name, by = %who, created = applied.created,
+            changes = applied.changes.len(), "object applied"
+        );
+    }
+    Ok(Json(ApplyResponse {
+        object: applied.object,
+        created: applied.created,
+        changes: applied.changes,
+        dry_run,
+    }))
+}
+
+async fn delete(
+    def: &'static Definition,
+    state: Arc<AppState>,
+    caller: Caller,
+    name: String,
+) -> Result<Json<Deleted>> {
+    let who = caller.require(def.write)?.uri();
+    if !state.store.delete(def.kind, &name)? {
+        return Err(not_found(def.kind, &name));
+    }
+    tracing::info!(kind = %def.kind, name = %name, by = %who, "object deleted");
+    Ok(Json(Deleted {
+        kind: def.kind,
+        name,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        assert_eq!(
+            query_params(Some("labelSelector=tier%3Dweb%2C%21spare&dryRun=server&x")),
+            vec![
+                ("labelSelector".to_string(), "tier=web,!spare".to_string()),
+                ("dryRun".to_string(), "server".to_string()),
+                ("x".to_string(), String::new()),
+            ]
+        );
+        assert!(query_params(None).is_empty());
+    }
+}
