@@ -12,24 +12,31 @@ use kcore_api::cluster::{NodeReport, NodeStatus, StorageBackend, StorageReport};
 
 use super::support::text;
 
-/// Runs kctl with a private HOME; returns its output.
-pub fn kctl_in(home: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("kctl")
-        .unwrap()
-        .env("HOME", home)
+/// Runs kctl with a private HOME (and `stdin`, if any); returns its output.
+pub fn kctl_in_with(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::cargo_bin("kctl").unwrap();
+    cmd.env("HOME", home)
         .env_remove("KCORE_CONFIG")
         .env("KCORE_ATTEMPT_TIMEOUT_MS", "1500")
-        .args(args)
-        .output()
-        .unwrap()
+        .args(args);
+    if let Some(input) = stdin {
+        cmd.write_stdin(input.to_string());
+    }
+    cmd.output().unwrap()
 }
 
 pub async fn kctl(home: &Path, args: &[&str]) -> Output {
+    kctl_stdin(home, args, None).await
+}
+
+/// [`kctl`] with `stdin` as its standard input.
+pub async fn kctl_stdin(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let home = home.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(str::to_string);
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        kctl_in(&home, &refs)
+        kctl_in_with(&home, &refs, stdin.as_deref())
     })
     .await
     .unwrap()
