@@ -7,6 +7,7 @@ use super::lab::{Lab, kctl, kctl_stdin, ok};
 use super::support::text;
 use std::path::PathBuf;
 
+use kcore_api::cluster::NodeReport;
 use serde_json::Value;
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -200,6 +201,15 @@ async fn apply_refuses_an_unknown_kind_or_field_naming_the_document_and_path() {
         text(&out)
     );
     assert!(names(&get_json(&lab, &["clusterupdates"]).await).is_empty());
+    // `get` of an unknown kind: refused before anything is sent, with the kinds there are.
+    let out = kctl(lab.home(), &["get", "pods"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("kind: \"pods\" is not a kind of resource; use one of Node, Controller, ClusterUpdate, VM"),
+        "{}",
+        text(&out)
+    );
     // A kind without a type yet: the controller says so, naming it.
     let out = kctl(lab.home(), &["get", "controllers"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -279,8 +289,19 @@ async fn apply_dry_run_server_prints_the_diff_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_node_removes_its_record_and_get_says_not_found() {
     let lab = Lab::start(false).await;
-    lab.join("node-a", "DC1", None).await;
-    lab.join("node-b", "DC1", None).await;
+    for (id, rack) in [("node-a", "a"), ("node-b", "b")] {
+        let report = NodeReport {
+            hostname: format!("host-{id}"),
+            dc_id: "DC1".into(),
+            labels: [("rack".to_string(), rack.to_string())].into(),
+            ..Default::default()
+        };
+        lab.join_with(id, report).await;
+    }
+    // Nodes are selected by the labels they report.
+    let racked: Value = get_json(&lab, &["nodes", "-l", "rack=b"]).await;
+    assert_eq!(racked.as_array().unwrap().len(), 1, "{racked}");
+    assert_eq!(racked[0]["nodeId"], "node-b", "{racked}");
     let out = ok(kctl(lab.home(), &["delete", "node", "node-a"]).await);
     assert_eq!(out, "node/node-a deleted\n");
     let gone = kctl(lab.home(), &["get", "node", "node-a"]).await;
