@@ -130,6 +130,18 @@ pub async fn run(
 ) -> Result<(), ControllerError> {
     let tls = server_tls(&config)?;
     let state = build_state(config)?;
+    serve(listener, tls, state, shutdown).await
+}
+
+/// [`run`] with the state already built ([`build_state`]): the caller keeps a handle on
+/// it, so an in-process test can watch this controller's store while it serves and
+/// replicates.
+pub async fn serve(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    state: Arc<api::AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
     tracing::info!(
         controller = %state.config.controller_id,
         cluster = %state.config.cluster_name,

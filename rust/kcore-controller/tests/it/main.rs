@@ -1,0 +1,15 @@
+//! The controller in-process on 127.0.0.1 with real mutual TLS: registration, approval,
+//! rejection, the authorisation matrix, renewal, sub-CA rotation, restarts, replication
+//! and the generic resource routes. Agents are the real registration code from
+//! `kcore-agent`. One test binary, one module per area.
+
+// Test helpers panic on setup failures; clippy's test exemption covers only #[test] fns.
+#![allow(clippy::unwrap_used)]
+
+mod agent;
+mod auth;
+mod nodes;
+mod pki;
+mod replication;
+mod resources;
+mod support;
