@@ -25,8 +25,8 @@ use crate::output::{OutputFormat, print};
 use crate::paths;
 use crate::remote::Remote;
 use crate::target::NodeTarget;
+use crate::views::disko::PlanOut;
 use crate::views::inventory::{DisksOut, NicsOut, StorageOut};
-use crate::views::plan::PlanOut;
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {

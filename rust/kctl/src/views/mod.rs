@@ -3,10 +3,11 @@
 //! every cell and line here is escaped on the way out ([`crate::output`],
 //! [`crate::escape`]).
 
+pub mod context;
+pub mod disko;
 pub mod inventory;
 pub mod node;
 pub mod operation;
-pub mod plan;
 pub mod resource;
 pub mod storage_class;
 
