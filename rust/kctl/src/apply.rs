@@ -25,6 +25,9 @@ use crate::views::resource::applied;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     /// A file of one or several YAML documents (separated by `---`); `-` reads stdin.
     /// Repeat for more files; they are applied in order.
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]

@@ -29,6 +29,9 @@ pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     #[command(subcommand)]
     pub command: CreateCommand,
 }

@@ -17,6 +17,9 @@ use crate::target::ControllerTarget;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     /// node, clusterupdate, vm or controller.
     #[arg(value_name = "KIND")]
     pub kind: String,

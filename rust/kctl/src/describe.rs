@@ -19,6 +19,9 @@ use crate::views::storage_class::describe_storage_class;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     /// node, clusterupdate, vm, controller, or storage-class (sc).
     #[arg(value_name = "KIND")]
     pub kind: String,

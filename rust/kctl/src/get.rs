@@ -21,6 +21,9 @@ use crate::views::storage_class::StorageClasses;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     /// What to list: nodes (no), clusterupdates, vms, controllers, or storage-class (sc);
     /// singular or plural, any case.
     #[arg(value_name = "KIND")]

@@ -16,6 +16,9 @@ use crate::target::ControllerTarget;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     #[command(subcommand)]
     pub command: RotateCommand,
 }

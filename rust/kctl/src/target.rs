@@ -1,14 +1,22 @@
-//! Which server a command talks to, as flag groups that only the commands using them
-//! receive: [`NodeTarget`] (one node agent: `--node`, `--node-id`, `-k`, `--fingerprint`)
-//! and [`ControllerTarget`] (the controllers: `-s`).
+//! Which server a command talks to, as flag groups flattened into the commands that use
+//! them: [`NodeTarget`] (one node agent: `--node`, `--node-id`, `-k`, `--fingerprint`) on
+//! `kctl node`, [`ControllerTarget`] (the controllers: `-s`) on the commands that call
+//! controllers. On a command they are `global`, so they may follow its subcommand too
+//! (`kctl node disks --node HOST:9091`).
 //!
-//! Both groups are flattened into the top-level parser with `global = true`, because the
-//! documented spelling puts them before the subcommand (`kctl --node HOST:9091 node disks`,
-//! `kctl -s HOST:9090 get nodes`) and clap propagates a global flag only down the command
-//! tree, never up. `cli::run` then hands each command only the groups it uses, so a
-//! command's signature says which servers it may call.
+//! The documented spelling puts them before the command (`kctl --node HOST:9091 node
+//! disks`, `kctl -s HOST:9090 get nodes`), and clap propagates flags only down the command
+//! tree, never up. So the top-level parser carries the same groups once more as
+//! [`Leading`] (not global: they are not offered to every command), and `cli::run` joins
+//! what was given before the command with what was given after it ([`NodeTarget::join`],
+//! [`ControllerTarget::join`]; the later counts). A command that does not use a group
+//! refuses it when it is given before the command, instead of ignoring it, and clap
+//! refuses it after such a command, where it is not defined.
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
+use kcore_api::ErrorCode;
+
+use crate::exit::Refused;
 
 /// The node agent a `kctl node ...` command talks to, and how kctl trusts it
 /// ([`crate::agent_client`]).
@@ -45,6 +53,102 @@ pub struct ControllerTarget {
         value_parser = server_address
     )]
     pub servers: Vec<String>,
+}
+
+impl NodeTarget {
+    /// Whether no flag of the group was given.
+    pub fn is_empty(&self) -> bool {
+        self.node.is_none()
+            && self.node_id.is_none()
+            && !self.insecure
+            && self.fingerprint.is_none()
+    }
+
+    /// `self` (given after the command) joined with `leading` (given before it), flag by
+    /// flag; where both are given, the one after the command counts. (clap itself
+    /// already shares a value between the two copies, since they have the same ids; the
+    /// join keeps that rule explicit.)
+    pub fn join(self, leading: NodeTarget) -> NodeTarget {
+        NodeTarget {
+            node: self.node.or(leading.node),
+            node_id: self.node_id.or(leading.node_id),
+            insecure: self.insecure || leading.insecure,
+            fingerprint: self.fingerprint.or(leading.fingerprint),
+        }
+    }
+
+    /// Refuses the group given before a command that does not talk to a node agent.
+    pub fn unused(&self, command: &str) -> Result<(), Refused> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        Err(Refused::new(
+            ErrorCode::BadFlags,
+            format!(
+                "--node, --node-id, -k and --fingerprint are for `kctl node ...`: \
+                 `kctl {command}` does not talk to a node agent"
+            ),
+        ))
+    }
+}
+
+impl ControllerTarget {
+    /// `-s` given after the command, else those given before it (as [`NodeTarget::join`]).
+    pub fn join(self, leading: ControllerTarget) -> ControllerTarget {
+        if self.servers.is_empty() {
+            leading
+        } else {
+            self
+        }
+    }
+
+    /// Refuses `-s` given before a command that does not call controllers.
+    pub fn unused(&self, command: &str) -> Result<(), Refused> {
+        if self.servers.is_empty() {
+            return Ok(());
+        }
+        Err(Refused::new(
+            ErrorCode::BadFlags,
+            format!("-s is for commands that call controllers: `kctl {command}` does not"),
+        ))
+    }
+}
+
+/// A group's flags on the top-level parser, before the command: the same flags as `T`,
+/// not global.
+#[derive(Debug, Clone, Default)]
+pub struct Leading<T>(pub T);
+
+/// `cmd` with the flags `T` adds made non-global.
+fn not_global<T: Args>(mut cmd: clap::Command) -> clap::Command {
+    let ids: Vec<String> = T::augment_args(clap::Command::new("ids"))
+        .get_arguments()
+        .map(|a| a.get_id().as_str().to_string())
+        .collect();
+    for id in ids {
+        cmd = cmd.mut_arg(id, |a| a.global(false));
+    }
+    cmd
+}
+
+impl<T: Args> Args for Leading<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        not_global::<T>(T::augment_args(cmd))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        not_global::<T>(T::augment_args_for_update(cmd))
+    }
+}
+
+impl<T: FromArgMatches> FromArgMatches for Leading<T> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Leading)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
 }
 
 /// A server as `HOST:PORT` or `https://HOST:PORT` (a trailing `/` is dropped), returned
@@ -99,5 +203,68 @@ mod tests {
                 .unwrap_err()
                 .ends_with("kcore speaks TLS only: use HOST:PORT or https://HOST:PORT")
         );
+    }
+
+    /// The target groups `cli::run` hands to the command, as it joins them.
+    fn parsed(args: &[&str]) -> (NodeTarget, ControllerTarget) {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from(args).unwrap();
+        let (node, ctl) = (cli.node.0, cli.controllers.0);
+        match cli.command {
+            crate::cli::Command::Node(a) => (a.node.join(node), a.controllers.join(ctl)),
+            crate::cli::Command::Get(a) => (node, a.controllers.join(ctl)),
+            _ => (node, ctl),
+        }
+    }
+
+    #[test]
+    fn target_flags_work_before_and_after_the_command_that_uses_them() {
+        for args in [
+            &["kctl", "--node", "a:1", "-k", "node", "disks"][..],
+            &["kctl", "node", "disks", "--node", "a:1", "-k"],
+            &["kctl", "node", "--node", "a:1", "disks", "-k"],
+        ] {
+            let (node, _) = parsed(args);
+            assert_eq!(node.node.as_deref(), Some("a:1"), "{args:?}");
+            assert!(node.insecure, "{args:?}");
+        }
+        let (node, _) = parsed(&["kctl", "--node", "a:1", "node", "disks", "--node", "b:1"]);
+        assert_eq!(node.node.as_deref(), Some("b:1"), "the later counts");
+        for args in [
+            &["kctl", "-s", "c:1", "get", "nodes"][..],
+            &["kctl", "get", "nodes", "-s", "c:1"],
+            &["kctl", "-s", "c:1", "node", "approve", "n1"],
+        ] {
+            let (_, ctl) = parsed(args);
+            assert_eq!(ctl.servers, ["c:1"], "{args:?}");
+        }
+        // After a command that does not use them, clap does not know them; before it,
+        // the command refuses them.
+        use clap::Parser as _;
+        for args in [
+            &["kctl", "config", "get-contexts", "--node", "a:1"][..],
+            &["kctl", "config", "get-contexts", "-s", "a:1"],
+            &["kctl", "get", "nodes", "-k"],
+        ] {
+            assert!(crate::cli::Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let (node, ctl) = parsed(&[
+            "kctl",
+            "--node",
+            "a:1",
+            "-s",
+            "c:1",
+            "config",
+            "get-contexts",
+        ]);
+        let err = node.unused("config").unwrap_err();
+        assert!(
+            err.message
+                .contains("`kctl config` does not talk to a node agent"),
+            "{}",
+            err.message
+        );
+        assert_eq!(ctl.unused("config").unwrap_err().code, "BAD_FLAGS");
+        NodeTarget::default().unused("config").unwrap();
     }
 }

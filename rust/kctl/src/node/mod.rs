@@ -12,6 +12,12 @@ use crate::target::{ControllerTarget, NodeTarget};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The agent the inventory and day-2 commands talk to.
+    #[command(flatten, next_help_heading = "Node agent")]
+    pub node: NodeTarget,
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     #[command(subcommand)]
     pub command: NodeCommand,
 }
