@@ -389,6 +389,88 @@ fn check_kind<S: KindSpec>(kind: Kind) -> Result<(), FieldError> {
     ))
 }
 
+/// The object as it is sent and stored: `{kind, metadata{name, labels?}, spec}` with the
+/// spec in its canonical form (camelCase keys, `"40G"` as bytes, defaults filled in), after
+/// [`decode_object`] accepted it. `status` and `metadata.generation` are left out: the
+/// server owns them.
+pub fn canonical<S: KindSpec>(value: serde_json::Value) -> Result<serde_json::Value, ObjectError> {
+    let object = decode_object::<S>(value)?;
+    let mut metadata = serde_json::Map::new();
+    metadata.insert(
+        "name".into(),
+        serde_json::Value::String(object.metadata.name),
+    );
+    if !object.metadata.labels.is_empty() {
+        metadata.insert(
+            "labels".into(),
+            serde_json::Value::Object(
+                object
+                    .metadata
+                    .labels
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect(),
+            ),
+        );
+    }
+    let spec = serde_json::to_value(&object.spec).map_err(|e| DecodeError {
+        path: "spec".into(),
+        message: e.to_string(),
+    })?;
+    Ok(serde_json::json!({"kind": object.kind, "metadata": metadata, "spec": spec}))
+}
+
+/// [`canonical`] for a document of any kind, dispatched on its `kind` (what `kctl apply -f`
+/// does with each document): an unknown or missing kind is refused naming `kind`, and so
+/// are the kinds that are not applied (`Node`: nodes register themselves; `Controller`:
+/// no type yet).
+pub fn canonical_any(value: serde_json::Value) -> Result<(Kind, serde_json::Value), ObjectError> {
+    let kind_fix = "use kind: ClusterUpdate or kind: VM";
+    let kind = match value.get("kind") {
+        None => {
+            return Err(FieldError::new("kind", "", "is missing", kind_fix).into());
+        }
+        Some(serde_json::Value::String(text)) => match text.as_str() {
+            "ClusterUpdate" => Kind::ClusterUpdate,
+            "VM" => Kind::Vm,
+            "Node" => {
+                return Err(FieldError::new(
+                    "kind",
+                    text,
+                    "is not applied from a file",
+                    "nodes register themselves; use kctl node approve, reject or delete",
+                )
+                .into());
+            }
+            "Controller" => {
+                return Err(FieldError::new(
+                    "kind",
+                    text,
+                    "has no resource type yet",
+                    "controllers are configured in controller.yaml",
+                )
+                .into());
+            }
+            _ => {
+                return Err(
+                    FieldError::new("kind", text, "is not a kind of resource", kind_fix).into(),
+                );
+            }
+        },
+        Some(other) => {
+            return Err(
+                FieldError::new("kind", &other.to_string(), "is not a string", kind_fix).into(),
+            );
+        }
+    };
+    let object = match kind {
+        Kind::ClusterUpdate => canonical::<crate::clusterupdate::ClusterUpdateSpec>(value)?,
+        Kind::Vm => canonical::<crate::vm::VmSpec>(value)?,
+        Kind::Node | Kind::Controller => unreachable!("refused above"),
+    };
+    Ok((kind, object))
+}
+
 /// `GET /v1/<plural>`: every object, each the full `{kind, metadata, spec, status?}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceList {
@@ -613,7 +695,40 @@ mod tests {
         let err =
             decode_value::<Outer>(serde_json::json!({"spec": {"size": 1, "sise": 2}})).unwrap_err();
         assert_eq!(err.path, "spec.sise", "{err}");
+        // Straight from YAML (as kctl reads a file), the same path.
+        let yaml = "spec:\n  size: 1\n  sise: 2\n";
+        let err = decode::<_, Outer>(serde_yaml_ng::Deserializer::from_str(yaml)).unwrap_err();
+        assert_eq!(err.path, "spec.sise", "{err}");
         let err = decode_value::<Outer>(serde_json::json!([])).unwrap_err();
         assert!(err.to_string().starts_with("(document): "), "{err}");
+    }
+
+    #[test]
+    fn any_document_is_dispatched_on_its_kind_and_made_canonical() {
+        let vm = serde_json::json!({
+            "kind": "VM", "metadata": {"name": "a", "labels": {"t": "x"}},
+            "spec": {"storageBackend": "lvm", "storageSizeBytes": "1G"},
+            "status": {"phase": "Running"},
+        });
+        let (kind, object) = canonical_any(vm).unwrap();
+        assert_eq!(kind, Kind::Vm);
+        assert_eq!(object["spec"]["storageSizeBytes"], 1u64 << 30);
+        assert_eq!(object["spec"]["cpus"], 1, "defaults filled in");
+        assert_eq!(object["metadata"]["labels"]["t"], "x");
+        assert!(object.get("status").is_none());
+        for (doc, value) in [
+            (serde_json::json!({"metadata": {"name": "a"}}), ""),
+            (serde_json::json!({"kind": "Pod"}), "Pod"),
+            (serde_json::json!({"kind": "Node"}), "Node"),
+            (serde_json::json!({"kind": "Controller"}), "Controller"),
+            (serde_json::json!({"kind": 3}), "3"),
+        ] {
+            let err = canonical_any(doc).unwrap_err();
+            assert_eq!(err.path(), "kind", "{err}");
+            let ObjectError::Invalid(field) = err else {
+                panic!("{err}")
+            };
+            assert_eq!(field.value, value);
+        }
     }
 }

@@ -5,11 +5,11 @@ use kcore_api::clusterupdate::ClusterUpdateSpec;
 use kcore_api::resource::Kind;
 use kcore_pki::Role;
 
-use super::resources::{Definition, validated};
+use super::resources::Definition;
 
 pub(super) static DEFINITION: Definition = Definition {
     kind: Kind::ClusterUpdate,
     read: &[Role::Admin, Role::Controller],
     write: &[Role::Admin],
-    validate: validated::<ClusterUpdateSpec>,
+    validate: kcore_api::resource::canonical::<ClusterUpdateSpec>,
 };

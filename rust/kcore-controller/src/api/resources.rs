@@ -12,9 +12,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{any, get};
 use kcore_api::ErrorCode;
-use kcore_api::resource::{
-    ApplyResponse, Deleted, Kind, KindSpec, LabelSelector, ObjectError, ResourceList, decode_object,
-};
+use kcore_api::resource::{ApplyResponse, Deleted, Kind, LabelSelector, ObjectError, ResourceList};
 use kcore_net::{ApiFailure, ApiJson};
 // kcore-net's `Path`: a segment that is not percent-encoded UTF-8 gets the JSON envelope.
 use kcore_net::ApiPath as Path;
@@ -34,28 +32,6 @@ pub(super) struct Definition {
     /// Decodes and validates a document (`status` and `metadata.generation` already
     /// removed) into the JSON the store keeps: `{kind, metadata{name, labels}, spec}`.
     pub validate: fn(Value) -> std::result::Result<Value, ObjectError>,
-}
-
-/// [`Definition::validate`] for a kind with a [`KindSpec`]: the typed decode (unknown
-/// fields and bad values refused with their path, the same function kctl runs), then
-/// serialised back, so the store holds the canonical form (`"40G"` becomes bytes).
-pub(super) fn validated<S: KindSpec>(document: Value) -> std::result::Result<Value, ObjectError> {
-    let object = decode_object::<S>(document)?;
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("name".into(), Value::String(object.metadata.name));
-    if !object.metadata.labels.is_empty() {
-        metadata.insert(
-            "labels".into(),
-            serde_json::to_value(object.metadata.labels).unwrap_or_default(),
-        );
-    }
-    let spec = serde_json::to_value(&object.spec).map_err(|e| {
-        ObjectError::Decode(kcore_api::resource::DecodeError {
-            path: "spec".into(),
-            message: e.to_string(),
-        })
-    })?;
-    Ok(serde_json::json!({"kind": object.kind, "metadata": metadata, "spec": spec}))
 }
 
 /// Adds the kind's routes to `router`.

@@ -5,11 +5,11 @@ use kcore_api::resource::Kind;
 use kcore_api::vm::VmSpec;
 use kcore_pki::Role;
 
-use super::resources::{Definition, validated};
+use super::resources::Definition;
 
 pub(super) static DEFINITION: Definition = Definition {
     kind: Kind::Vm,
     read: &[Role::Admin, Role::Controller],
     write: &[Role::Admin],
-    validate: validated::<VmSpec>,
+    validate: kcore_api::resource::canonical::<VmSpec>,
 };

@@ -538,15 +538,25 @@ impl Store {
         self.objects.read().ok()?.get(resource).cloned()
     }
 
-    /// Every resource key under `prefix` (`vm/`) with its merged fields, sorted by key.
-    fn fields_under(&self, prefix: &str) -> Vec<(String, Fields)> {
+    /// `read` over one resource's merged fields, without copying them out of the cache.
+    fn read_fields<R>(&self, resource: &str, read: impl FnOnce(&Fields) -> R) -> Option<R> {
+        self.objects.read().ok()?.get(resource).map(read)
+    }
+
+    /// `read` over every resource under `prefix` (`vm/`), in key order, keeping what it
+    /// returns; the cache is read in place (a list of 2,000 nodes copies nothing twice).
+    fn read_under<R>(
+        &self,
+        prefix: &str,
+        mut read: impl FnMut(&str, &Fields) -> Option<R>,
+    ) -> Vec<R> {
         let Ok(objects) = self.objects.read() else {
             return Vec::new();
         };
         objects
             .range(prefix.to_string()..)
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, fields)| (key.clone(), fields.clone()))
+            .filter_map(|(key, fields)| read(key, fields))
             .collect()
     }
 

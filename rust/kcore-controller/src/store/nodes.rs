@@ -75,19 +75,30 @@ impl Store {
     /// The merged record of one node.
     pub fn node(&self, node_id: &str) -> Option<NodeRecord> {
         let resource = node_resource(node_id);
-        decoded(&resource, &self.fields(&resource)?)
+        self.read_fields(&resource, |fields| decoded(&resource, fields))
+            .flatten()
     }
 
     /// Every node, sorted by id, with its last heartbeat (unix seconds).
     pub fn nodes(&self) -> Vec<(String, NodeRecord, Option<i64>)> {
-        let beats = self.heartbeats.read().ok();
-        self.fields_under("node/")
+        // Copied under the cache's lock, decoded after it: a list of thousands of nodes
+        // does not hold up the writes of their heartbeats while it decodes.
+        let all = self.read_under("node/", |resource, fields| {
+            Some((resource.to_string(), fields.clone()))
+        });
+        let records: Vec<(String, NodeRecord)> = all
             .into_iter()
             .filter_map(|(resource, fields)| {
                 let record = decoded(&resource, &fields)?;
-                let id = resource.strip_prefix("node/")?.to_string();
+                Some((resource.strip_prefix("node/")?.to_string(), record))
+            })
+            .collect();
+        let beats = self.heartbeats.read().ok();
+        records
+            .into_iter()
+            .map(|(id, record)| {
                 let beat = beats.as_ref().and_then(|b| b.get(&id).copied());
-                Some((id, record, beat))
+                (id, record, beat)
             })
             .collect()
     }

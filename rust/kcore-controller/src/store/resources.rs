@@ -216,21 +216,21 @@ impl Store {
 
     /// The object `name` of `kind`, or `None` when it does not exist (or was deleted).
     pub fn get(&self, kind: Kind, name: &str) -> Option<Value> {
-        let fields = self.fields(&resource_key(kind, name))?;
-        fields
-            .contains_key("kind")
-            .then(|| object_view(name, &fields))
+        self.read_fields(&resource_key(kind, name), |fields| {
+            fields
+                .contains_key("kind")
+                .then(|| object_view(name, fields))
+        })
+        .flatten()
     }
 
     /// Every object of `kind` whose labels match `selector`, sorted by name.
     pub fn list(&self, kind: Kind, selector: &LabelSelector) -> Vec<Value> {
         let prefix = resource_key(kind, "");
-        self.fields_under(&prefix)
-            .into_iter()
-            .filter(|(_, fields)| fields.contains_key("kind"))
-            .filter(|(_, fields)| selector.matches(&labels_of(fields)))
-            .map(|(key, fields)| object_view(&key[prefix.len()..], &fields))
-            .collect()
+        self.read_under(&prefix, |key, fields| {
+            (fields.contains_key("kind") && selector.matches(&labels_of(fields)))
+                .then(|| object_view(&key[prefix.len()..], fields))
+        })
     }
 
     /// Deletes the object: a tombstone for every field it has, replicated like any write.
