@@ -1,19 +1,18 @@
 //! The documents `kctl apply -f` reads: each `-f FILE` holds one or several YAML
 //! documents (separated by `---`), `-f -` reads stdin. Every document is parsed, its
-//! `kind` dispatched and the whole object checked ([`crate::kinds::check`]) before
-//! anything is sent, so a typo in the third document leaves the first two unapplied.
-//! Errors name the file, the document's number (from 1) and the field path.
+//! `kind` dispatched and the whole object checked with kcore-api's
+//! [`canonical_any`] (the decoder and validation the controller runs) before anything is
+//! sent, so a typo in the third document leaves the first two unapplied. Errors name the
+//! file, the document's number (from 1) and the field path.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use kcore_api::ErrorCode;
-use kcore_api::resource::Kind;
+use kcore_api::resource::{Kind, canonical_any};
 use serde::Deserialize as _;
 
 use crate::exit::Refused;
-use crate::kinds;
 
 /// One checked document, ready to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +24,8 @@ pub struct Document {
     pub index: usize,
     pub kind: Kind,
     pub name: String,
-    /// The document as written (JSON); the controller decodes it again.
+    /// The object in its canonical form (`{kind, metadata, spec}`, camelCase, sizes in
+    /// bytes, defaults filled in); the controller decodes it again.
     pub body: serde_json::Value,
 }
 
@@ -90,30 +90,20 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Document>, Refused> {
         if body.is_null() {
             continue;
         }
-        let Some(object) = body.as_object() else {
+        if !body.is_object() {
             return Err(refuse(
                 index,
                 "(document): expected an object with kind, metadata and spec".into(),
             ));
-        };
-        let kind = match object.get("kind") {
-            None => {
-                return Err(refuse(
-                    index,
-                    "kind: missing; start the document with `kind: VM` (or ClusterUpdate)".into(),
-                ));
-            }
-            Some(serde_json::Value::String(kind)) => {
-                Kind::from_str(kind).map_err(|e| refuse(index, e.to_string()))?
-            }
-            Some(other) => {
-                return Err(refuse(
-                    index,
-                    format!("kind: {other} is not a string; write `kind: VM` (or ClusterUpdate)"),
-                ));
-            }
-        };
-        let name = kinds::check(kind, &body).map_err(|problem| refuse(index, problem))?;
+        }
+        // kcore-api's dispatch and check, the ones the controller's routes run: unknown
+        // or missing kinds, Node and Controller are refused naming `kind`, fields with
+        // their path; the body sent is the canonical form it returns.
+        let (kind, body) = canonical_any(body).map_err(|e| refuse(index, e.to_string()))?;
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         documents.push(Document {
             source: source.to_string(),
             index,
@@ -163,7 +153,7 @@ mod tests {
         );
         assert_eq!(docs[1].label(), "vm/web-1");
         assert_eq!(docs[1].origin(), "two.yaml document 3");
-        assert_eq!(docs[1].body["spec"]["storageSizeBytes"], "10G");
+        assert_eq!(docs[1].body["spec"]["storageSizeBytes"], 10u64 << 30);
     }
 
     #[test]
@@ -179,10 +169,27 @@ mod tests {
         );
         let err = parse("x.yaml", "metadata: {name: p}\n").unwrap_err();
         assert!(
-            err.message.starts_with("x.yaml document 1: kind: missing"),
+            err.message
+                .starts_with("x.yaml document 1: kind: \"\" is missing"),
             "{}",
             err.message
         );
+        for (kind, problem) in [
+            ("Node", "is not applied"),
+            ("Controller", "has no resource type"),
+        ] {
+            let err = parse(
+                "k.yaml",
+                &format!("kind: {kind}\nmetadata: {{name: a}}\nspec: {{}}\n"),
+            )
+            .unwrap_err();
+            assert!(
+                err.message
+                    .starts_with(&format!("k.yaml document 1: kind: \"{kind}\" {problem}")),
+                "{}",
+                err.message
+            );
+        }
     }
 
     #[test]

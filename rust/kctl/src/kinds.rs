@@ -1,18 +1,13 @@
 //! What kctl knows about each kind of resource: how the operator names it on the command
-//! line, its routes, and how a document of it is checked before it is sent.
-//!
-//! The check is kcore-api's own ([`kcore_api::resource::decode_object`]), the function the
-//! controller runs on what it receives, so kctl and the controller name the same field path
-//! for the same mistake and kctl keeps no second copy of any rule. Storage classes are
-//! not a kind (the controller derives them from nodes) but `get` and `describe` take them
-//! in the same position, as they always have.
+//! line and its routes. (How a document of it is checked is kcore-api's
+//! `canonical_any`, see [`crate::documents`].) Storage classes are not a kind (the
+//! controller derives them from nodes) but `get` and `describe` take them in the same
+//! position, as they always have.
 
 use std::str::FromStr;
 
 use kcore_api::ErrorCode;
-use kcore_api::clusterupdate::ClusterUpdateSpec;
-use kcore_api::resource::{Kind, ObjectError, decode_object};
-use kcore_api::vm::VmSpec;
+use kcore_api::resource::Kind;
 
 use crate::exit::Refused;
 use crate::paths;
@@ -72,30 +67,6 @@ pub fn object_path(kind: Kind, arg: &str, name: &str) -> Result<String, Refused>
     paths::path(&["v1", kind.plural(), name])
 }
 
-/// Checks a document of `kind` exactly as the controller will, returning its name, or
-/// the problem as `path: message` (`spec.strategy.batchSzie: unknown field ...`). Nodes
-/// are not applied (they register themselves) and `Controller` has no type yet.
-pub fn check(kind: Kind, document: &serde_json::Value) -> Result<String, String> {
-    let text = |e: ObjectError| e.to_string();
-    match kind {
-        Kind::ClusterUpdate => decode_object::<ClusterUpdateSpec>(document.clone())
-            .map(|o| o.metadata.name)
-            .map_err(text),
-        Kind::Vm => decode_object::<VmSpec>(document.clone())
-            .map(|o| o.metadata.name)
-            .map_err(text),
-        Kind::Node => Err(format!(
-            "kind: {kind} cannot be applied: nodes register themselves with their \
-             certificate; admit one with `kctl node approve ID`, remove one with \
-             `kctl delete node ID`"
-        )),
-        Kind::Controller => Err(format!(
-            "kind: {kind} cannot be applied: controllers have no resource type yet; \
-             they are configured with controller.yaml (`kctl create cluster`)"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,22 +112,5 @@ mod tests {
             object_path(Kind::Node, "NAME", "a/b").unwrap_err().code,
             "INVALID_NODE_ID"
         );
-    }
-
-    #[test]
-    fn documents_are_checked_with_kcore_apis_rules() {
-        let vm = serde_json::json!({
-            "kind": "VM",
-            "metadata": {"name": "web-1"},
-            "spec": {"storageBackend": "lvm", "storageSizeBytes": "10G"},
-        });
-        assert_eq!(check(Kind::Vm, &vm).unwrap(), "web-1");
-        let mut typo = vm.clone();
-        typo["spec"]["cpuz"] = serde_json::json!(2);
-        let err = check(Kind::Vm, &typo).unwrap_err();
-        assert!(err.starts_with("spec.cpuz: unknown field"), "{err}");
-        let node = serde_json::json!({"kind": "Node", "metadata": {"name": "n1"}, "spec": {}});
-        let err = check(Kind::Node, &node).unwrap_err();
-        assert!(err.starts_with("kind: Node cannot be applied"), "{err}");
     }
 }
