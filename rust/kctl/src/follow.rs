@@ -29,7 +29,7 @@ pub async fn follow(client: &Remote, id: &str) -> anyhow::Result<OperationResult
             // The node's tools' output: shown, with control characters escaped.
             |event| match event {
                 OperationEvent::Started { kind, .. } => {
-                    bar.set_message(format!("{}: started", escape(&kind)))
+                    bar.set_message(format!("{}: started", escape(kind.as_str())))
                 }
                 OperationEvent::Step { name } => {
                     let name = escape(&name).into_owned();

@@ -29,7 +29,7 @@ impl Tabular for ResultOut {
         let r = &self.0;
         vec![vec![
             r.operation_id.clone(),
-            r.kind.clone(),
+            r.kind.to_string(),
             serde_json::to_value(r.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
