@@ -1,7 +1,8 @@
 //! The kcore controller: the cluster's state, PKI authority and API.
 //!
 //! - [`config`], `controller.yaml`.
-//! - [`store`], SQLite state as last-writer-wins operations, heartbeats as soft state.
+//! - [`store`], SQLite state as last-writer-wins operations, the generic resource store
+//!   over them (`apply / get / list / delete / watch`), heartbeats as soft state.
 //! - [`api`], the `/v1` routes and their role checks.
 //! - [`replication`], pulling operations from `peers`.
 //!

@@ -493,6 +493,31 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_concurrent_with_an_update_stays_deleted_and_a_create_starts_clean() {
+        let (_d1, one) = store();
+        let dir = tempfile::tempdir().unwrap();
+        let two = Store::open(&dir.path().join("s.sqlite"), "ctl2").unwrap();
+        one.apply(Kind::Vm, &vm("a", 1, json!({})), false).unwrap();
+        two.merge_remote(&one.ops_since("ctl1", "", 1000).unwrap())
+            .unwrap();
+        one.delete(Kind::Vm, "a").unwrap();
+        // ctl2 has not seen the delete and changes cpus after it: its cpus write is the
+        // later one for that field, but it does not touch `kind`.
+        two.apply(Kind::Vm, &vm("a", 8, json!({})), false).unwrap();
+        one.merge_remote(&two.ops_since("ctl2", "", 1000).unwrap())
+            .unwrap();
+        two.merge_remote(&one.ops_since("ctl1", "", 1000).unwrap())
+            .unwrap();
+        for store in [&one, &two] {
+            assert_eq!(store.get(Kind::Vm, "a"), None, "the kind tombstone stands");
+        }
+        let again = one.apply(Kind::Vm, &vm("a", 2, json!({})), false).unwrap();
+        assert!(again.created);
+        assert_eq!(again.object["spec"]["cpus"], 2);
+        assert_eq!(again.object["metadata"]["generation"], 1);
+    }
+
+    #[test]
     fn assembly_nests_two_levels_and_keeps_the_rest_verbatim() {
         let fields: Fields = [
             ("approval".to_string(), json!("Approved")),
