@@ -1,14 +1,15 @@
 //! `controller.yaml`: the controller's configuration, exactly as `docs/configuration.md`
 //! specifies it. Unknown keys are an error so a misspelt key never silently becomes a
-//! default.
+//! default. The types serialise under the same camelCase names, so `kctl create cluster`
+//! writes the file from this type instead of a hand-kept template.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole `controller.yaml`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControllerConfig {
     /// This controller's id (the `<id>` in its `kcore://<cluster>/controller/<id>` identity).
@@ -42,7 +43,7 @@ pub struct ControllerConfig {
 }
 
 /// Certificate files. Paths only: secrets never appear inline.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControllerTls {
     /// Root CA (and optionally sub-CAs) trusted for client certificates.

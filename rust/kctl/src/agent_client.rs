@@ -18,6 +18,7 @@ use kcore_net::{Client, ClientOptions};
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
 use crate::remote::{Expected, Remote};
+use crate::target::NodeTarget;
 
 /// Options for agent calls.
 pub fn options() -> ClientOptions {
@@ -39,8 +40,8 @@ pub enum Trust {
 }
 
 /// `-k` and `--fingerprint` exclude each other; neither means the context's mTLS.
-pub fn trust(global: &GlobalArgs) -> anyhow::Result<Trust> {
-    match (global.insecure, &global.fingerprint) {
+pub fn trust(target: &NodeTarget) -> anyhow::Result<Trust> {
+    match (target.insecure, &target.fingerprint) {
         (true, Some(_)) => Err(Refused::new(
             ErrorCode::BadFlags,
             "-k and --fingerprint exclude each other: pin the fingerprint the agent printed, or skip verification with -k",
@@ -53,14 +54,14 @@ pub fn trust(global: &GlobalArgs) -> anyhow::Result<Trust> {
 }
 
 /// A client for the agent named by `--node`, with what kctl expects of it.
-pub fn connect(global: &GlobalArgs) -> anyhow::Result<Remote> {
-    let node = global.node.as_deref().ok_or_else(|| {
+pub fn connect(global: &GlobalArgs, target: &NodeTarget) -> anyhow::Result<Remote> {
+    let node = target.node.as_deref().ok_or_else(|| {
         Refused::new(
             ErrorCode::NoNode,
             "this command talks to a node agent: pass --node HOST:9091",
         )
     })?;
-    let trust = trust(global)?;
+    let trust = trust(target)?;
     // The context whose CA and admin certificate are used, for explaining failures.
     let mut context = None;
     let tls = match trust.clone() {
@@ -73,7 +74,7 @@ pub fn connect(global: &GlobalArgs) -> anyhow::Result<Remote> {
             // node `--node-id` names when given (security review D1).
             let ctx = crate::context::resolve(global)?;
             let expected =
-                kcore_pki::PeerExpectation::node(&ctx.cluster, global.node_id.as_deref())
+                kcore_pki::PeerExpectation::node(&ctx.cluster, target.node_id.as_deref())
                     .with_context(|| "--node-id".to_string())?;
             let config = crate::controller_client::credentials(&ctx)?
                 .client_config(&expected)

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::global::GlobalArgs;
+use crate::target::{ControllerTarget, Leading, NodeTarget};
 
 /// kcore's operator CLI: install, join, manage storage on and upgrade NixOS hypervisor nodes.
 #[derive(Debug, Parser)]
@@ -11,6 +12,12 @@ use crate::global::GlobalArgs;
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// `--node ...` before the command (`kctl --node HOST:9091 node disks`).
+    #[command(flatten, next_help_heading = "Node agent (kctl node ...)")]
+    pub node: Leading<NodeTarget>,
+    /// `-s` before the command (`kctl -s HOST:9090 get nodes`).
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: Leading<ControllerTarget>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -25,23 +32,73 @@ pub enum Command {
     Create(crate::create::Args),
     /// Show and switch kctl contexts.
     Config(crate::config::Args),
-    /// List resources (nodes, storage classes).
+    /// Create or update objects from YAML documents (-f FILE, -f - for stdin).
+    Apply(crate::apply::Args),
+    /// List objects of a kind (nodes, clusterupdates, vms, storage classes), or one.
     Get(crate::get::Args),
-    /// Show one resource in detail.
+    /// Show one object in detail.
     Describe(crate::describe::Args),
+    /// Delete one object.
+    Delete(crate::delete::Args),
     /// Rotate cluster credentials (sub-CA).
     Rotate(crate::rotate::Args),
 }
 
-/// Run the parsed command.
+/// Run the parsed command. Each command gets the target groups it uses, joined from
+/// before and after the command ([`crate::target`]); the others refuse them.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Disko(args) => crate::disko::run(args, &cli.global).await,
-        Command::Node(args) => crate::node::run(args, &cli.global).await,
-        Command::Create(args) => crate::create::run(args, &cli.global).await,
-        Command::Config(args) => crate::config::run(args, &cli.global).await,
-        Command::Get(args) => crate::get::run(args, &cli.global).await,
-        Command::Describe(args) => crate::describe::run(args, &cli.global).await,
-        Command::Rotate(args) => crate::rotate::run(args, &cli.global).await,
+    let Cli {
+        global,
+        node: Leading(node),
+        controllers: Leading(ctl),
+        command,
+    } = cli;
+    let global = &global;
+    match command {
+        Command::Disko(args) => {
+            node.unused("disko")?;
+            ctl.unused("disko")?;
+            crate::disko::run(args, global).await
+        }
+        Command::Node(args) => {
+            let node = args.node.clone().join(node);
+            let ctl = args.controllers.clone().join(ctl);
+            crate::node::run(args, global, &node, &ctl).await
+        }
+        Command::Create(args) => {
+            node.unused("create")?;
+            let ctl = args.controllers.clone().join(ctl);
+            crate::create::run(args, global, &ctl).await
+        }
+        Command::Config(args) => {
+            node.unused("config")?;
+            ctl.unused("config")?;
+            crate::config::run(args, global).await
+        }
+        Command::Apply(args) => {
+            node.unused("apply")?;
+            let ctl = args.controllers.clone().join(ctl);
+            crate::apply::run(args, global, &ctl).await
+        }
+        Command::Get(args) => {
+            node.unused("get")?;
+            let ctl = args.controllers.clone().join(ctl);
+            crate::get::run(args, global, &ctl).await
+        }
+        Command::Describe(args) => {
+            node.unused("describe")?;
+            let ctl = args.controllers.clone().join(ctl);
+            crate::describe::run(args, global, &ctl).await
+        }
+        Command::Delete(args) => {
+            node.unused("delete")?;
+            let ctl = args.controllers.clone().join(ctl);
+            crate::delete::run(args, global, &ctl).await
+        }
+        Command::Rotate(args) => {
+            node.unused("rotate")?;
+            let ctl = args.controllers.clone().join(ctl);
+            crate::rotate::run(args, global, &ctl).await
+        }
     }
 }

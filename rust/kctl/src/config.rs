@@ -2,12 +2,12 @@
 
 use clap::Subcommand;
 use kcore_api::ErrorCode;
-use serde::Serialize;
 
 use crate::context::{self, KctlConfig};
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
-use crate::output::{Tabular, print};
+use crate::output::print;
+use crate::views::context::{ContextRow, ContextRows};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,42 +26,6 @@ pub enum ConfigCommand {
     },
     /// Print the current context's name.
     CurrentContext,
-}
-
-/// One row of `get-contexts`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ContextRow {
-    current: bool,
-    name: String,
-    cluster: String,
-    controllers: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-struct ContextRows(Vec<ContextRow>);
-
-impl Tabular for ContextRows {
-    fn headers(&self, _wide: bool) -> Vec<String> {
-        ["CURRENT", "NAME", "CLUSTER", "CONTROLLERS"]
-            .map(String::from)
-            .to_vec()
-    }
-
-    fn rows(&self, _wide: bool) -> Vec<Vec<String>> {
-        self.0
-            .iter()
-            .map(|c| {
-                vec![
-                    if c.current { "*".into() } else { String::new() },
-                    c.name.clone(),
-                    c.cluster.clone(),
-                    c.controllers.join(","),
-                ]
-            })
-            .collect()
-    }
 }
 
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {

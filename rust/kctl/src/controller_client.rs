@@ -11,6 +11,7 @@ use crate::context::{self, Context};
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
 use crate::remote::{Expected, Remote};
+use crate::target::ControllerTarget;
 
 /// One attempt (connect, TLS, request, response) may take this long before kctl moves on
 /// to the next controller; all attempts together at most `TOTAL`.
@@ -57,14 +58,14 @@ pub fn client_for(ctx: &Context, servers: &[String]) -> anyhow::Result<Client> {
 
 /// The controllers to call: `-s` (checked when parsed), else the context's, checked
 /// with the same rule.
-pub fn servers(global: &GlobalArgs, ctx: &Context) -> anyhow::Result<Vec<String>> {
-    if !global.servers.is_empty() {
-        return Ok(global.servers.clone());
+pub fn servers(target: &ControllerTarget, ctx: &Context) -> anyhow::Result<Vec<String>> {
+    if !target.servers.is_empty() {
+        return Ok(target.servers.clone());
     }
     ctx.controllers
         .iter()
         .map(|c| {
-            crate::global::server_address(c).map_err(|e| {
+            crate::target::server_address(c).map_err(|e| {
                 anyhow::Error::from(Refused::new(
                     ErrorCode::BadController,
                     format!(
@@ -78,9 +79,12 @@ pub fn servers(global: &GlobalArgs, ctx: &Context) -> anyhow::Result<Vec<String>
 }
 
 /// The context and a failover client over `-s` servers, or the context's controllers.
-pub fn connect(global: &GlobalArgs) -> anyhow::Result<(Context, Remote)> {
+pub fn connect(
+    global: &GlobalArgs,
+    target: &ControllerTarget,
+) -> anyhow::Result<(Context, Remote)> {
     let ctx = context::resolve(global)?;
-    let servers = servers(global, &ctx)?;
+    let servers = servers(target, &ctx)?;
     if servers.is_empty() {
         return Err(Refused::new(
             ErrorCode::NoControllers,

@@ -3,6 +3,9 @@
 //! signed by a controller's sub-CA).
 
 use kcore_api::ErrorCode;
+use kcore_controller::ControllerConfig;
+use kcore_controller::config::ControllerTls;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use crate::context::{self, Context, KctlConfig};
 use crate::controller_client;
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
+use crate::target::ControllerTarget;
 
 /// Root CA: 10 years (it stays on the operator's machine).
 pub const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -25,6 +29,9 @@ pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     #[command(subcommand)]
     pub command: CreateCommand,
 }
@@ -93,11 +100,15 @@ pub struct NodeCertArgs {
     pub offline: bool,
 }
 
-pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     match args.command {
         CreateCommand::Cluster(a) => create_cluster(a, global),
         CreateCommand::Csr(a) => create_csr(a),
-        CreateCommand::NodeCert(a) => create_node_cert(a, global).await,
+        CreateCommand::NodeCert(a) => create_node_cert(a, global, controllers).await,
     }
 }
 
@@ -126,28 +137,39 @@ fn split_host_port(flag: &str, value: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-fn yaml_string(s: &str) -> String {
-    // JSON strings are valid YAML scalars, with every special character escaped.
-    serde_json::Value::String(s.to_string()).to_string()
+/// The configuration of controller `id`: what kctl decides (identity, listen address,
+/// peers, files under `dir`), and the controller's own defaults for the rest, taken by
+/// decoding the required keys alone so no default is copied here.
+fn controller_config(
+    id: &str,
+    cluster: &str,
+    listen: SocketAddr,
+    peers: &[String],
+    dir: &Path,
+) -> anyhow::Result<ControllerConfig> {
+    let tls = ControllerTls {
+        ca_file: dir.join("ca.crt"),
+        cert_file: dir.join("controller.crt"),
+        key_file: dir.join("controller.key"),
+        sub_ca_cert_file: dir.join("sub-ca.crt"),
+        sub_ca_key_file: dir.join("sub-ca.key"),
+    };
+    let required = serde_json::json!({"controllerId": id, "clusterName": cluster, "tls": tls});
+    let mut config: ControllerConfig =
+        serde_json::from_value(required).context("building controller.yaml")?;
+    config.listen = listen;
+    config.peers = peers.to_vec();
+    config.database_path = dir.join("state.sqlite");
+    Ok(config)
 }
 
-/// A ready controller.yaml; `peers` are the other controllers (replication pulls).
-fn controller_yaml(id: &str, cluster: &str, listen: &str, peers: &[String], dir: &Path) -> String {
-    let p = |name: &str| yaml_string(&dir.join(name).display().to_string());
-    let peers: Vec<String> = peers.iter().map(|peer| yaml_string(peer)).collect();
-    format!(
-        "controllerId: {id}\nclusterName: {cluster}\nlisten: {listen}\nrequireManualApproval: false\npeers: [{peers}]\nheartbeatTimeoutSeconds: 45\ndatabasePath: {db}\ntls:\n  caFile: {ca}\n  certFile: {cert}\n  keyFile: {key}\n  subCaCertFile: {subc}\n  subCaKeyFile: {subk}\n",
-        id = yaml_string(id),
-        cluster = yaml_string(cluster),
-        listen = yaml_string(listen),
-        peers = peers.join(", "),
-        db = p("state.sqlite"),
-        ca = p("ca.crt"),
-        cert = p("controller.crt"),
-        key = p("controller.key"),
-        subc = p("sub-ca.crt"),
-        subk = p("sub-ca.key"),
-    )
+/// `config` as controller.yaml text, checked with the controller's own parser so kctl
+/// never writes a file the controller would refuse.
+fn controller_yaml(config: &ControllerConfig) -> anyhow::Result<String> {
+    let text = serde_yaml_ng::to_string(config).context("writing controller.yaml")?;
+    ControllerConfig::parse(&text, Path::new("controller.yaml"))
+        .context("the controller.yaml kctl wrote does not parse back")?;
+    Ok(text)
 }
 
 fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -228,12 +250,13 @@ fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         write(&cdir.join("ca.crt"), root.cert_pem(), 0o644)?;
         // Listen on the given address when it is an IP, on every address otherwise.
         let listen = match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => std::net::SocketAddr::new(ip, *port).to_string(),
-            Err(_) => format!("0.0.0.0:{port}"),
+            Ok(ip) => SocketAddr::new(ip, *port),
+            Err(_) => SocketAddr::from(([0, 0, 0, 0], *port)),
         };
+        let config = controller_config(&id, &cluster, listen, &peers, &cdir)?;
         write(
             &cdir.join("controller.yaml"),
-            &controller_yaml(&id, &cluster, &listen, &peers, &cdir),
+            &controller_yaml(&config)?,
             0o644,
         )?;
         controller_dirs.push((id, cdir));
@@ -321,7 +344,11 @@ fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+async fn create_node_cert(
+    args: NodeCertArgs,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     crate::paths::node_id("--node-id", &args.node_id)?;
     let csr_pem = std::fs::read_to_string(&args.csr)
         .with_context(|| format!("cannot read the CSR {}", args.csr.display()))?;
@@ -350,7 +377,7 @@ async fn create_node_cert(args: NodeCertArgs, global: &GlobalArgs) -> anyhow::Re
             .unwrap_or_else(|_| not_after.to_string());
         (ctx, (chain_pem, not_after))
     } else {
-        let (ctx, client) = controller_client::connect(global)?;
+        let (ctx, client) = controller_client::connect(global, controllers)?;
         let signed: CertificateResponse = client
             .post_json(
                 "/v1/certificates/node",
@@ -402,13 +429,15 @@ mod tests {
     #[test]
     fn controller_yaml_is_accepted_by_the_controller() {
         let peers = vec!["10.0.0.6:9090".to_string()];
-        let text = controller_yaml(
+        let config = controller_config(
             "ctl1",
             "lab",
-            "127.0.0.1:9090",
+            "127.0.0.1:9090".parse().unwrap(),
             &peers,
             Path::new("/x y/ctl1"),
-        );
+        )
+        .unwrap();
+        let text = controller_yaml(&config).unwrap();
         let config =
             kcore_controller::ControllerConfig::parse(&text, Path::new("controller.yaml")).unwrap();
         assert_eq!(
@@ -417,5 +446,55 @@ mod tests {
         );
         assert_eq!(config.listen.to_string(), "127.0.0.1:9090");
         assert_eq!(config.peers, peers);
+        assert_eq!(
+            config.database_path,
+            PathBuf::from("/x y/ctl1/state.sqlite")
+        );
+        // The controller's defaults, not copies of them.
+        assert_eq!(config.heartbeat_timeout_seconds, 45);
+        assert!(!config.require_manual_approval);
+    }
+
+    #[test]
+    fn controller_yaml_round_trips_every_field() {
+        // Every field away from its default, so a field that is not written (or written
+        // under another name) comes back different.
+        let config = ControllerConfig {
+            controller_id: "ctl-2".into(),
+            cluster_name: "lab-b".into(),
+            dc_id: "DC2".into(),
+            listen: "[::1]:9443".parse().unwrap(),
+            require_manual_approval: true,
+            peers: vec!["10.0.0.5:9090".into(), "ctl3.example:9090".into()],
+            heartbeat_timeout_seconds: 90,
+            database_path: PathBuf::from("/srv/\"quoted\" dir/state.sqlite"),
+            max_clock_skew_seconds: 5,
+            tls: ControllerTls {
+                ca_file: "/k/ca: x.crt".into(),
+                cert_file: "/k/c.crt".into(),
+                key_file: "/k/c.key".into(),
+                sub_ca_cert_file: "/k/s.crt".into(),
+                sub_ca_key_file: "/k/s.key".into(),
+            },
+            connections: kcore_net::ConnectionLimits {
+                max_connections: Some(7),
+                max_connections_per_peer: Some(3),
+                handshake_timeout_seconds: Some(11),
+                first_request_timeout_seconds: Some(12),
+                idle_timeout_seconds: Some(13),
+                body_timeout_seconds: Some(14),
+            },
+        };
+        let text = controller_yaml(&config).unwrap();
+        let back = ControllerConfig::parse(&text, Path::new("controller.yaml")).unwrap();
+        assert_eq!(back, config, "{text}");
+        for key in [
+            "requireManualApproval:",
+            "maxClockSkewSeconds:",
+            "subCaKeyFile:",
+            "maxConnectionsPerPeer:",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
     }
 }

@@ -1,193 +1,105 @@
-//! `kctl get ...`: nodes and storage classes as tables (`-o wide` for more columns) or
-//! JSON / YAML.
+//! `kctl get <KIND> [NAME] [-l SELECTOR]`: a list or one object of any kind, as a table
+//! (`-o wide` for more columns) or JSON / YAML. Nodes and storage classes keep their own
+//! routes and tables (`get nodes`, `get node ID`, `get storage-class [NAME]`); the stored
+//! kinds (ClusterUpdate, VM, ...) go through the generic `/v1/<plural>` routes.
 
-use clap::Subcommand;
 use kcore_api::ErrorCode;
 use kcore_api::cluster::{Node, NodeList, StorageClass, StorageClassList};
-use serde::Serialize;
+use kcore_api::resource::{Kind, LabelSelector, ResourceList};
 
 use crate::controller_client::connect;
+use crate::exit::Refused;
 use crate::global::GlobalArgs;
-use crate::output::{OutputFormat, Tabular, print, print_object};
+use crate::kinds::{self, Target};
+use crate::output::{OutputFormat, print, print_object};
 use crate::paths;
+use crate::remote::Remote;
+use crate::target::ControllerTarget;
+use crate::views::node::Nodes;
+use crate::views::resource::Objects;
+use crate::views::storage_class::StorageClasses;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(subcommand)]
-    pub command: GetCommand,
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
+    /// What to list: nodes (no), clusterupdates, vms, controllers, or storage-class (sc);
+    /// singular or plural, any case.
+    #[arg(value_name = "KIND")]
+    pub kind: String,
+    /// Only this object (a node's id, an object's metadata.name, a storage class).
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// Only objects whose labels match, e.g. `tier=web,rack!=a,gpu,!spare` (every
+    /// requirement must hold).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum GetCommand {
-    /// List every node with its status, DC, storage backend and certificate expiry.
-    #[command(alias = "no")]
-    Nodes,
-    /// One node, as a one-row table.
-    Node {
-        /// The node's id.
-        id: String,
-    },
-    /// Storage classes (filesystem, lvm, zfs, unspecified) with node counts, or one.
-    #[command(alias = "storage-classes", alias = "sc")]
-    StorageClass {
-        /// Only this class.
-        name: Option<String>,
-    },
-}
-
-/// Nodes as printed by `get nodes`.
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct Nodes(pub Vec<Node>);
-
-/// The date part of an RFC 3339 timestamp (enough for a table).
-fn date(ts: &str) -> String {
-    ts.split('T').next().unwrap_or(ts).to_string()
-}
-
-/// `5s`, `3m`, `2h`, `4d` since an RFC 3339 timestamp.
-pub fn age(ts: &str) -> String {
-    let Ok(then) = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-    else {
-        return "?".into();
+/// `-l` parsed with kcore-api's selector syntax; refused together with a NAME.
+pub fn selector(args: &Args) -> Result<Option<LabelSelector>, Refused> {
+    let Some(text) = &args.selector else {
+        return Ok(None);
     };
-    let secs = (time::OffsetDateTime::now_utc() - then)
-        .whole_seconds()
-        .max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
+    if args.name.is_some() {
+        return Err(Refused::new(
+            ErrorCode::BadFlags,
+            "-l selects from a list: give either NAME or -l, not both",
+        ));
     }
+    text.parse()
+        .map(Some)
+        .map_err(|e| Refused::new(ErrorCode::InvalidField, format!("-l {e}")))
 }
 
-impl Tabular for Nodes {
-    fn headers(&self, wide: bool) -> Vec<String> {
-        let mut h = vec![
-            "NAME",
-            "STATUS",
-            "DC",
-            "HOSTNAME",
-            "STORAGE",
-            "ROLES",
-            "CERT-EXPIRES",
-        ];
-        if wide {
-            h.extend(["LAST-HEARTBEAT", "AGE", "DISKS", "NICS", "LABELS"]);
+/// The argument name used in errors about NAME, as `get node` has always said it.
+pub fn name_arg(kind: Kind) -> &'static str {
+    if kind == Kind::Node { "<ID>" } else { "<NAME>" }
+}
+
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
+    // Checked before connecting: nothing is sent for a bad kind, name or selector.
+    let target: Target = args.kind.parse()?;
+    let selector = selector(&args)?;
+    let path = match (target, &args.name) {
+        (Target::Kind(kind), Some(name)) => Some(kinds::object_path(kind, name_arg(kind), name)?),
+        (Target::StorageClass, Some(name)) => {
+            paths::storage_class(name)?;
+            None
         }
-        h.into_iter().map(String::from).collect()
+        _ => None,
+    };
+    if target == Target::StorageClass && selector.is_some() {
+        return Err(Refused::new(
+            ErrorCode::BadFlags,
+            "storage classes have no labels: drop -l (select nodes with `kctl get nodes -l`)",
+        )
+        .into());
     }
-
-    fn rows(&self, wide: bool) -> Vec<Vec<String>> {
-        self.0
-            .iter()
-            .map(|n| {
-                let roles: Vec<String> = n
-                    .report
-                    .roles
-                    .iter()
-                    .map(|r| {
-                        serde_json::to_value(r)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                let mut row = vec![
-                    n.node_id.clone(),
-                    n.status.to_string(),
-                    n.report.dc_id.clone(),
-                    n.report.hostname.clone(),
-                    n.report.storage.class_name().to_string(),
-                    if roles.is_empty() {
-                        "<none>".into()
-                    } else {
-                        roles.join(",")
-                    },
-                    {
-                        let expires = n
-                            .certificate
-                            .as_ref()
-                            .map(|c| date(&c.not_after))
-                            .unwrap_or_else(|| "<unknown>".into());
-                        // The node says its renewals fail: `describe node` says why.
-                        if n.report.certificate_renewal_problem.is_some() {
-                            format!("{expires} (renewal failing)")
-                        } else {
-                            expires
-                        }
-                    },
-                ];
-                if wide {
-                    let labels: Vec<String> = n
-                        .report
-                        .labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    row.extend([
-                        n.last_heartbeat
-                            .as_deref()
-                            .map(age)
-                            .unwrap_or_else(|| "<never>".into()),
-                        n.registered_at.as_deref().map(age).unwrap_or_default(),
-                        n.report.disks.len().to_string(),
-                        n.report.nics.len().to_string(),
-                        if labels.is_empty() {
-                            "<none>".into()
-                        } else {
-                            labels.join(",")
-                        },
-                    ]);
-                }
-                row
-            })
-            .collect()
-    }
-}
-
-/// Storage classes as printed by `get storage-class`.
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct StorageClasses(pub Vec<StorageClass>);
-
-impl Tabular for StorageClasses {
-    fn headers(&self, _wide: bool) -> Vec<String> {
-        ["NAME", "NODES", "READY"].map(String::from).to_vec()
-    }
-
-    fn rows(&self, _wide: bool) -> Vec<Vec<String>> {
-        self.0
-            .iter()
-            .map(|c| {
-                vec![
-                    c.name.clone(),
-                    c.nodes.to_string(),
-                    c.ready_nodes.to_string(),
-                ]
-            })
-            .collect()
-    }
-}
-
-pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
-    // Checked before connecting: nothing is sent for a bad id or name.
-    match &args.command {
-        GetCommand::Node { id } => paths::node_id("<ID>", id)?,
-        GetCommand::StorageClass { name: Some(name) } => paths::storage_class(name)?,
-        _ => {}
-    }
-    let (_, client) = connect(global)?;
-    match args.command {
-        GetCommand::Nodes => {
+    let (_, client) = connect(global, controllers)?;
+    match (target, path) {
+        (Target::Kind(Kind::Node), None) => {
             let list: NodeList = client.get_json("/v1/nodes").await?;
-            print(&Nodes(list.items), global.output)
+            // The node routes keep their shape: the selector is applied here, to the
+            // labels each node reports.
+            let items = list
+                .items
+                .into_iter()
+                .filter(|n| {
+                    selector
+                        .as_ref()
+                        .is_none_or(|s| s.matches(&n.report.labels))
+                })
+                .collect();
+            print(&Nodes(items), global.output)
         }
-        GetCommand::Node { id } => {
-            let node: Node = client
-                .get_json(&paths::path(&["v1", "nodes", &id])?)
-                .await?;
+        (Target::Kind(Kind::Node), Some(path)) => {
+            let node: Node = client.get_json(&path).await?;
             match global.output {
                 // One object, not a one-element list, for scripts.
                 OutputFormat::Json | OutputFormat::Yaml => {
@@ -196,25 +108,64 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
                 format => print(&Nodes(vec![node]), format),
             }
         }
-        GetCommand::StorageClass { name } => {
-            let list: StorageClassList = client.get_json("/v1/storage-classes").await?;
-            let items = match name {
-                Some(name) => {
-                    let found: Vec<StorageClass> =
-                        list.items.into_iter().filter(|c| c.name == name).collect();
-                    if found.is_empty() {
-                        // A known name this controller does not list (another version).
-                        return Err(crate::exit::Refused::new(
-                            ErrorCode::NoSuchStorageClass,
-                            format!("the controller lists no storage class {name:?}"),
-                        )
-                        .into());
-                    }
-                    found
+        // Validated above; sent as typed, the controller parses it with the same code.
+        (Target::Kind(kind), path) => {
+            get_objects(&client, kind, path, args.selector.as_deref(), global).await
+        }
+        (Target::StorageClass, _) => storage_classes(&client, args.name, global.output).await,
+    }
+}
+
+/// A stored kind: the list (with the selector sent as `labelSelector`), or one object.
+async fn get_objects(
+    client: &Remote,
+    kind: Kind,
+    path: Option<String>,
+    selector: Option<&str>,
+    global: &GlobalArgs,
+) -> anyhow::Result<()> {
+    match path {
+        Some(path) => {
+            let object: serde_json::Value = client.get_json(&path).await?;
+            match global.output {
+                OutputFormat::Json | OutputFormat::Yaml => {
+                    print_object(&object, global.output, String::new)
                 }
-                None => list.items,
-            };
-            print(&StorageClasses(items), global.output)
+                format => print(&Objects::new(kind, vec![object]), format),
+            }
+        }
+        None => {
+            let mut list_path = kinds::list_path(kind);
+            if let Some(text) = selector {
+                list_path = paths::with_query(&list_path, "labelSelector", text);
+            }
+            let list: ResourceList = client.get_json(&list_path).await?;
+            print(&Objects::new(kind, list.items), global.output)
         }
     }
+}
+
+async fn storage_classes(
+    client: &Remote,
+    name: Option<String>,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let list: StorageClassList = client.get_json("/v1/storage-classes").await?;
+    let items = match name {
+        Some(name) => {
+            let found: Vec<StorageClass> =
+                list.items.into_iter().filter(|c| c.name == name).collect();
+            if found.is_empty() {
+                // A known name this controller does not list (another version).
+                return Err(Refused::new(
+                    ErrorCode::NoSuchStorageClass,
+                    format!("the controller lists no storage class {name:?}"),
+                )
+                .into());
+            }
+            found
+        }
+        None => list.items,
+    };
+    print(&StorageClasses(items), format)
 }

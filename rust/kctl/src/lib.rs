@@ -2,22 +2,29 @@
 //! subcommand family, output formatting and the mapping of errors to exit codes.
 
 pub mod agent_client;
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod controller_client;
 pub mod create;
+pub mod delete;
 pub mod describe;
 pub mod disko;
+pub mod documents;
 pub mod escape;
 pub mod exit;
+pub mod follow;
 pub mod get;
 pub mod global;
+pub mod kinds;
 pub mod node;
 pub mod output;
 pub mod paths;
 pub mod remote;
 pub mod rotate;
+pub mod target;
+pub mod views;
 
 use clap::Parser;
 

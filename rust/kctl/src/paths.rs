@@ -34,6 +34,12 @@ pub fn path(segments: &[&str]) -> Result<String, Refused> {
     Ok(out)
 }
 
+/// `path?key=value` with `value` percent-encoded like a segment (so `=`, `,`, `!` and
+/// `&` in a label selector stay inside the one parameter).
+pub fn with_query(path: &str, key: &str, value: &str) -> String {
+    format!("{path}?{key}={}", utf8_percent_encode(value, SEGMENT))
+}
+
 /// A node id given as `arg` (`<ID>`, `--node-id`): a DNS label, as everywhere in kcore.
 pub fn node_id(arg: &str, value: &str) -> Result<(), Refused> {
     kcore_api::validate::node_id(arg, value).map_err(|e| {
@@ -86,6 +92,10 @@ mod tests {
         }
         // Encoded dots stay text: `%2e%2e` becomes `%252e%252e`, not a dot segment.
         assert_eq!(path(&["%2e%2e"]).unwrap().as_str(), "/%252e%252e");
+        assert_eq!(
+            with_query("/v1/vms", "labelSelector", "tier=web,!spare&x"),
+            "/v1/vms?labelSelector=tier%3Dweb%2C%21spare%26x"
+        );
     }
 
     #[test]

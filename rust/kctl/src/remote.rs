@@ -82,6 +82,10 @@ impl Remote {
             .map_err(|e| self.explain(e))
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.client.delete(path).await.map_err(|e| self.explain(e))
+    }
+
     /// [`Client::stream_ndjson`] (a GET when `body` is `None`).
     pub async fn stream_ndjson<B, T, F>(
         &self,

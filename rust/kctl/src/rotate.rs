@@ -12,9 +12,13 @@ use crate::create::SUB_CA_VALIDITY;
 use crate::escape::{escape, escape_lines};
 use crate::global::GlobalArgs;
 use crate::remote::{Expected, Remote};
+use crate::target::ControllerTarget;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     #[command(subcommand)]
     pub command: RotateCommand,
 }
@@ -35,15 +39,23 @@ pub struct SubCaArgs {
     pub allow_short: bool,
 }
 
-pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     match args.command {
-        RotateCommand::SubCa(sub) => rotate_sub_ca(global, sub.allow_short).await,
+        RotateCommand::SubCa(sub) => rotate_sub_ca(global, controllers, sub.allow_short).await,
     }
 }
 
-async fn rotate_sub_ca(global: &GlobalArgs, allow_short: bool) -> anyhow::Result<()> {
+async fn rotate_sub_ca(
+    global: &GlobalArgs,
+    target: &ControllerTarget,
+    allow_short: bool,
+) -> anyhow::Result<()> {
     let ctx = context::resolve(global)?;
-    let controllers = servers(global, &ctx)?;
+    let controllers = servers(target, &ctx)?;
     let read = |p: &std::path::Path| {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
     };

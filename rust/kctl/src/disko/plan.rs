@@ -11,7 +11,8 @@ use kcore_disko::{BlockSnapshot, DeviceTree};
 
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
-use crate::output::{OutputFormat, Tabular, print};
+use crate::output::{OutputFormat, print};
+use crate::views::disko::PlanView;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("devices_source").required(true).args(["devices", "live"])))]
@@ -38,83 +39,6 @@ pub struct PlanArgs {
 
     #[command(flatten)]
     pub nix: super::NixArgs,
-}
-
-/// The plan as a table: one row per action (and per refusal).
-struct PlanView<'a>(&'a Plan);
-
-impl serde::Serialize for PlanView<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-fn human_size(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
-impl Tabular for PlanView<'_> {
-    fn headers(&self, wide: bool) -> Vec<String> {
-        let mut h: Vec<String> = [
-            "TARGET", "DEVICE", "KNAME", "SERIAL", "SIZE", "ACTION", "CLASS", "REFUSED",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        if wide {
-            h.push("BY-ID".into());
-            h.push("DETAIL".into());
-        }
-        h
-    }
-
-    fn rows(&self, wide: bool) -> Vec<Vec<String>> {
-        let mut rows = Vec::new();
-        for t in &self.0.targets {
-            let id = t.identity.as_ref();
-            let refused = if t.refusals.is_empty() {
-                "-".to_string()
-            } else {
-                t.refusals
-                    .iter()
-                    .map(|r| r.code.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            for a in &t.actions {
-                let kind = a.kind.as_str().to_string();
-                let class = a.class.as_str().to_string();
-                let mut row = vec![
-                    t.name.clone(),
-                    t.device.clone(),
-                    id.map_or("?".into(), |i| i.kname.clone()),
-                    id.and_then(|i| i.serial.clone())
-                        .unwrap_or_else(|| "-".into()),
-                    id.map_or("-".into(), |i| human_size(i.size)),
-                    kind,
-                    class,
-                    refused.clone(),
-                ];
-                if wide {
-                    row.push(id.map_or("-".into(), |i| i.by_id.join(" ")));
-                    row.push(a.detail.clone());
-                }
-                rows.push(row);
-            }
-        }
-        rows
-    }
 }
 
 async fn load_tree(
@@ -152,7 +76,11 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let plan = Plan::build(&new, current.as_ref(), &snapshot);
     print(&PlanView(&plan), global.output)?;
     if matches!(global.output, OutputFormat::Table | OutputFormat::Wide) {
-        println!("\nclass: {}\nplan hash: {}", plan.class, plan.hash);
+        let class = serde_json::to_value(plan.class)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        println!("\nclass: {class}\nplan hash: {}", plan.hash);
     }
     if plan.is_refused() {
         let lines: Vec<String> = plan

@@ -5,11 +5,11 @@ use kcore_api::ErrorCode;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use kcore_disko::eval::{Finding, Validated, validate_file};
-use serde::Serialize;
+use kcore_disko::eval::{Validated, validate_file};
 
 use crate::global::GlobalArgs;
-use crate::output::{Tabular, print};
+use crate::output::print;
+use crate::views::disko::{DiskRow, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -37,68 +37,6 @@ pub struct ValidateArgs {
 
     #[command(flatten)]
     pub nix: super::NixArgs,
-}
-
-/// What `validate` prints.
-#[derive(Debug, Serialize)]
-pub struct Report {
-    /// The file validated.
-    pub file: String,
-    /// Valid at every level that ran.
-    pub valid: bool,
-    /// The highest level that ran successfully (0 if level 1 failed).
-    pub level: u8,
-    /// The disks of the fragment (valid fragments).
-    pub disks: Vec<DiskRow>,
-    /// What is wrong (invalid fragments).
-    pub findings: Vec<Finding>,
-}
-
-/// One disk of a valid fragment.
-#[derive(Debug, Serialize)]
-pub struct DiskRow {
-    /// Attribute name.
-    pub name: String,
-    /// Device path as written.
-    pub device: String,
-    /// What it holds.
-    pub content: String,
-}
-
-impl Tabular for Report {
-    fn headers(&self, _wide: bool) -> Vec<String> {
-        if self.valid {
-            vec![
-                "DISK".into(),
-                "DEVICE".into(),
-                "CONTENT".into(),
-                "VALID".into(),
-            ]
-        } else {
-            vec!["LEVEL".into(), "WHERE".into(), "PROBLEM".into()]
-        }
-    }
-
-    fn rows(&self, _wide: bool) -> Vec<Vec<String>> {
-        if self.valid {
-            self.disks
-                .iter()
-                .map(|d| {
-                    vec![
-                        d.name.clone(),
-                        d.device.clone(),
-                        d.content.clone(),
-                        format!("levels 1-{}", self.level),
-                    ]
-                })
-                .collect()
-        } else {
-            self.findings
-                .iter()
-                .map(|f| vec![f.level.to_string(), f.location.clone(), f.message.clone()])
-                .collect()
-        }
-    }
 }
 
 fn report(file: &str, v: &Validated) -> Report {

@@ -14,6 +14,7 @@ use crate::escape::escape;
 use crate::global::GlobalArgs;
 use crate::output::print_object;
 use crate::paths;
+use crate::target::ControllerTarget;
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalCommand {
@@ -29,14 +30,18 @@ pub enum ApprovalCommand {
     },
 }
 
-pub async fn run(command: ApprovalCommand, global: &GlobalArgs) -> anyhow::Result<()> {
+pub async fn run(
+    command: ApprovalCommand,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     let (id, verb, wanted) = match &command {
         ApprovalCommand::Approve { id } => (id.clone(), "approve", Approval::Approved),
         ApprovalCommand::Reject { id } => (id.clone(), "reject", Approval::Rejected),
     };
     // Checked before connecting: `ghost/../node-3` must not approve node-3.
     paths::node_id("<ID>", &id)?;
-    let (_, client) = connect(global)?;
+    let (_, client) = connect(global, controllers)?;
     let node: Node = client
         .post_json(
             &paths::path(&["v1", "nodes", &id, verb])?,

@@ -8,9 +8,16 @@ pub mod approval;
 use clap::Subcommand;
 
 use crate::global::GlobalArgs;
+use crate::target::{ControllerTarget, NodeTarget};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The agent the inventory and day-2 commands talk to.
+    #[command(flatten, next_help_heading = "Node agent")]
+    pub node: NodeTarget,
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
     #[command(subcommand)]
     pub command: NodeCommand,
 }
@@ -23,9 +30,15 @@ pub enum NodeCommand {
     Approval(approval::ApprovalCommand),
 }
 
-pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+/// Agent commands get the node target, approval the controllers.
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    node: &NodeTarget,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
     match args.command {
-        NodeCommand::Agent(command) => agent::run(command, global).await,
-        NodeCommand::Approval(command) => approval::run(command, global).await,
+        NodeCommand::Agent(command) => agent::run(command, global, node).await,
+        NodeCommand::Approval(command) => approval::run(command, global, controllers).await,
     }
 }

@@ -1,5 +1,7 @@
 //! kctl's integration tests, one binary with a module per area: `cluster` (contexts,
-//! controllers, certificates, trust and output safety against in-process controllers),
+//! certificates, get / describe, approval, rotation against in-process controllers),
+//! `failover`, `trust` (server identity, credentials, escaped output), `resources` (apply,
+//! get, describe, delete of any kind), all on `lab`;
 //! `node` (talking to in-process agents), `disko` (render, validate, plan offline).
 //! Servers run in-process on 127.0.0.1 with real TLS; kctl runs as the real binary.
 
@@ -8,5 +10,9 @@
 
 mod cluster;
 mod disko;
+mod failover;
+mod lab;
 mod node;
+mod resources;
 mod support;
+mod trust;
