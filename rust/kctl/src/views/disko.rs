@@ -149,45 +149,40 @@ impl Tabular for PlanOut {
     fn rows(&self, _wide: bool) -> Vec<Vec<String>> {
         let plan = &self.0;
         let mut rows = Vec::new();
-        {
-            {
-                let p = &plan.plan;
-                for t in &p.targets {
-                    let identity = t.identity.as_ref().map_or_else(
-                        || "(not found)".to_string(),
-                        |i| {
-                            format!(
-                                "{} serial {} {}{}",
-                                i.path,
-                                i.serial.as_deref().unwrap_or("-"),
-                                human_bytes(i.size),
-                                i.by_id.first().map(|b| format!(" {b}")).unwrap_or_default()
-                            )
-                        },
-                    );
-                    let actions: Vec<String> = t
-                        .actions
-                        .iter()
-                        .map(|a| format!("{} ({}): {}", a.kind, a.class, a.detail))
-                        .collect();
-                    let refused: Vec<String> = t
-                        .refusals
-                        .iter()
-                        .map(|r| format!("{}: {}", r.code, r.message))
-                        .collect();
-                    rows.push(vec![
-                        t.name.clone(),
-                        t.device.clone(),
-                        identity,
-                        actions.join("; "),
-                        if refused.is_empty() {
-                            "-".into()
-                        } else {
-                            refused.join("; ")
-                        },
-                    ]);
-                }
-            }
+        for t in &plan.plan.targets {
+            let identity = t.identity.as_ref().map_or_else(
+                || "(not found)".to_string(),
+                |i| {
+                    format!(
+                        "{} serial {} {}{}",
+                        i.path,
+                        i.serial.as_deref().unwrap_or("-"),
+                        human_bytes(i.size),
+                        i.by_id.first().map(|b| format!(" {b}")).unwrap_or_default()
+                    )
+                },
+            );
+            let actions: Vec<String> = t
+                .actions
+                .iter()
+                .map(|a| format!("{} ({}): {}", a.kind, a.class, a.detail))
+                .collect();
+            let refused: Vec<String> = t
+                .refusals
+                .iter()
+                .map(|r| format!("{}: {}", r.code, r.message))
+                .collect();
+            rows.push(vec![
+                t.name.clone(),
+                t.device.clone(),
+                identity,
+                actions.join("; "),
+                if refused.is_empty() {
+                    "-".into()
+                } else {
+                    refused.join("; ")
+                },
+            ]);
         }
         let verdict = match &plan.refusal {
             None => "apply allowed".to_string(),
