@@ -32,6 +32,7 @@ use kcore_net::ApiFailure;
 use kcore_nix::Goal;
 use kcore_nix::commands::NixosRebuild;
 use kcore_nix::programs::{NIX_INSTANTIATE, NIXOS_REBUILD, SYSTEMD_RUN};
+use kcore_nix::queries::NixEval;
 use kcore_nix::restricted::{EvalBounds, EvalError, RestrictedEval};
 use kcore_nix::runner::Program;
 use serde::{Deserialize, Serialize};
@@ -89,11 +90,9 @@ pub async fn validate(
     // Restricted mode compares symlink-free paths (TMPDIR may be a symlink).
     let file = std::fs::canonicalize(&file).map_err(write_failed)?;
     let eval = RestrictedEval::new(nix_instantiate, bounds).allow_submitted("kcore-config", &file);
-    let inv = eval
-        .invocation()
-        .args(["--eval", "--json", "--argstr", "file"])
-        .arg(&file)
-        .args(["--expr", TYPE_EXPR]);
+    let inv = NixEval::expr(TYPE_EXPR)
+        .argstr("file", &file)
+        .append_to(eval.invocation());
     let out = eval.run(&inv).await.map_err(|e| match e {
         EvalError::Failed { message } => invalid(ApiError::new(
             ErrorCode::NixInvalid,

@@ -1,6 +1,7 @@
 //! Typed builders for the programs kcore runs to read state rather than change it: `lsblk`
-//! (the block-device snapshot a disk plan is made against) and `nix-instantiate --eval`
-//! (disko validation levels 2 and 3). Like [`crate::commands`], each `argv()` is the one
+//! (the block-device snapshot a disk plan is made against), `nix-instantiate --eval`
+//! (disko validation levels 2 and 3, the agent's check of a submitted module) and the
+//! agent's inventory reads (`ip`, `vgs`/`lvs`, `zpool`, `zfs`). Like [`crate::commands`], each `argv()` is the one
 //! place the program's flags are spelled; callers fill in fields.
 //!
 //! Flags checked against the programs' documentation: util-linux `lsblk(8)` (`--json`,
@@ -101,6 +102,100 @@ impl NixEval {
     }
 }
 
+/// `ip -json addr show`: every interface with its addresses, as JSON (iproute2 `ip(8)`:
+/// `-json` is a global option and goes before the object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpAddrShow;
+
+impl IpAddrShow {
+    pub fn argv(&self) -> Vec<OsString> {
+        vec!["-json".into(), "addr".into(), "show".into()]
+    }
+}
+
+/// An LVM report as JSON with sizes in bytes (lvm `vgs(8)` / `lvs(8)`: `--reportformat
+/// json`, `--units b --nosuffix`, `-o <fields>`). The program (`vgs` or `lvs`) decides
+/// what is reported; `fields` which columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvmReport {
+    pub fields: Vec<String>,
+}
+
+impl LvmReport {
+    /// What the agent's storage inventory reads from `vgs`.
+    pub fn volume_groups() -> LvmReport {
+        LvmReport::fields("vg_name,vg_size,vg_free,pv_count,lv_count")
+    }
+
+    /// What the agent's storage inventory reads from `lvs`.
+    pub fn logical_volumes() -> LvmReport {
+        LvmReport::fields("lv_name,vg_name,lv_size,lv_attr,pool_lv,data_percent")
+    }
+
+    pub fn fields(fields: &str) -> LvmReport {
+        LvmReport {
+            fields: fields.split(',').map(|f| f.trim().to_string()).collect(),
+        }
+    }
+
+    pub fn argv(&self) -> Vec<OsString> {
+        vec![
+            "--reportformat".into(),
+            "json".into(),
+            "--units".into(),
+            "b".into(),
+            "--nosuffix".into(),
+            "-o".into(),
+            self.fields.join(",").into(),
+        ]
+    }
+}
+
+/// `zpool list -H -p -o name,size,alloc,free,health`: one tab-separated line per pool,
+/// exact numbers (`zpool-list(8)`: `-H` scripted mode, `-p` parsable values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZpoolList;
+
+impl ZpoolList {
+    pub fn argv(&self) -> Vec<OsString> {
+        ["list", "-H", "-p", "-o", "name,size,alloc,free,health"]
+            .map(OsString::from)
+            .to_vec()
+    }
+}
+
+/// `zpool status POOL`: the pool's health and its devices, as text (`zpool-status(8)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZpoolStatus {
+    pub pool: String,
+}
+
+impl ZpoolStatus {
+    pub fn argv(&self) -> Vec<OsString> {
+        vec!["status".into(), "--".into(), self.pool.as_str().into()]
+    }
+}
+
+/// `zfs list -H -p -r -o name,used,avail,mountpoint POOL`: the pool's datasets, recursively
+/// (`zfs-list(8)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZfsList {
+    pub pool: String,
+}
+
+impl ZfsList {
+    pub fn argv(&self) -> Vec<OsString> {
+        let mut argv: Vec<OsString> =
+            ["list", "-H", "-p", "-r", "-o", "name,used,avail,mountpoint"]
+                .map(OsString::from)
+                .to_vec();
+        // `--` so a pool name can never be read as an option.
+        argv.push("--".into());
+        argv.push(self.pool.as_str().into());
+        argv
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +204,60 @@ mod tests {
         argv.into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn inventory_reads_spell_their_flags_once() {
+        assert_eq!(strings(IpAddrShow.argv()), ["-json", "addr", "show"]);
+        assert_eq!(
+            strings(LvmReport::volume_groups().argv()),
+            [
+                "--reportformat",
+                "json",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "vg_name,vg_size,vg_free,pv_count,lv_count"
+            ]
+        );
+        assert_eq!(
+            strings(LvmReport::logical_volumes().argv())
+                .last()
+                .map(String::as_str),
+            Some("lv_name,vg_name,lv_size,lv_attr,pool_lv,data_percent")
+        );
+        assert_eq!(
+            strings(ZpoolList.argv()),
+            ["list", "-H", "-p", "-o", "name,size,alloc,free,health"]
+        );
+        assert_eq!(
+            strings(
+                ZpoolStatus {
+                    pool: "tank".into()
+                }
+                .argv()
+            ),
+            ["status", "--", "tank"]
+        );
+        assert_eq!(
+            strings(
+                ZfsList {
+                    pool: "-tank".into()
+                }
+                .argv()
+            ),
+            [
+                "list",
+                "-H",
+                "-p",
+                "-r",
+                "-o",
+                "name,used,avail,mountpoint",
+                "--",
+                "-tank"
+            ]
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use kcore_api::inventory::{DiskInventory, LvmView, NicInventory, StorageView, ZfsView};
 use kcore_disko::BlockSnapshot;
 use kcore_nix::programs::{LVS, VGS, ZFS, ZPOOL};
+use kcore_nix::queries::{IpAddrShow, LvmReport, ZfsList, ZpoolList, ZpoolStatus};
 use kcore_nix::runner::Invocation;
 
 use crate::config::{AgentConfig, Backend};
@@ -56,7 +57,7 @@ pub async fn collect_disks(
 async fn run_text(
     tools: &Tools,
     tool: kcore_nix::Tool,
-    args: &[String],
+    args: Vec<std::ffi::OsString>,
 ) -> Result<String, InventoryError> {
     let program = tools.resolve(tool).map_err(|err| InventoryError::Run {
         program: tool.name.into(),
@@ -76,7 +77,7 @@ async fn run_text(
 
 /// `GET /v1/inventory/nics`.
 pub async fn collect_nics(tools: &Tools) -> Result<NicInventory, InventoryError> {
-    let json = run_text(tools, IP, &nics::ip_args()).await?;
+    let json = run_text(tools, IP, IpAddrShow.argv()).await?;
     let speeds = nics::read_speeds(std::path::Path::new("/sys/class/net"));
     Ok(NicInventory {
         nics: nics::parse_ip_addr(&json, &speeds)?,
@@ -96,14 +97,14 @@ pub async fn collect_storage(config: &AgentConfig, tools: &Tools) -> StorageView
                 vg_name: config.storage.lvm.vg_name.clone(),
                 ..Default::default()
             };
-            match run_text(tools, VGS, &storage::vgs_args()).await {
+            match run_text(tools, VGS, LvmReport::volume_groups().argv()).await {
                 Ok(json) => match storage::parse_vgs(&json) {
                     Ok(v) => view.volume_groups = v,
                     Err(e) => warnings.push(e.to_string()),
                 },
                 Err(e) => warnings.push(e.to_string()),
             }
-            match run_text(tools, LVS, &storage::lvs_args()).await {
+            match run_text(tools, LVS, LvmReport::logical_volumes().argv()).await {
                 Ok(json) => match storage::parse_lvs(&json) {
                     Ok(v) => view.logical_volumes = v,
                     Err(e) => warnings.push(e.to_string()),
@@ -124,18 +125,18 @@ pub async fn collect_storage(config: &AgentConfig, tools: &Tools) -> StorageView
                 pool_name: pool.clone(),
                 ..Default::default()
             };
-            match run_text(tools, ZPOOL, &storage::zpool_list_args()).await {
+            match run_text(tools, ZPOOL, ZpoolList.argv()).await {
                 Ok(text) => match storage::parse_zpool_list(&text) {
                     Ok(p) => view.pools = p,
                     Err(e) => warnings.push(e.to_string()),
                 },
                 Err(e) => warnings.push(e.to_string()),
             }
-            match run_text(tools, ZPOOL, &["status".to_string(), pool.clone()]).await {
+            match run_text(tools, ZPOOL, ZpoolStatus { pool: pool.clone() }.argv()).await {
                 Ok(text) => view.status = Some(text),
                 Err(e) => warnings.push(e.to_string()),
             }
-            match run_text(tools, ZFS, &storage::zfs_list_args(&pool)).await {
+            match run_text(tools, ZFS, ZfsList { pool: pool.clone() }.argv()).await {
                 Ok(text) => match storage::parse_zfs_list(&text) {
                     Ok(d) => view.datasets = d,
                     Err(e) => warnings.push(e.to_string()),

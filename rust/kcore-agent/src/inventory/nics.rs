@@ -9,11 +9,6 @@ use serde::Deserialize;
 
 use super::InventoryError;
 
-/// `ip`'s argv after the program name.
-pub fn ip_args() -> Vec<String> {
-    vec!["-json".into(), "addr".into(), "show".into()]
-}
-
 #[derive(Debug, Deserialize)]
 struct IpLink {
     ifname: String,

@@ -10,52 +10,6 @@ use super::InventoryError;
 /// Where kcore keeps volumes and images; mounts below it are reported.
 pub const KCORE_STATE_ROOT: &str = "/var/lib/kcore";
 
-pub fn vgs_args() -> Vec<String> {
-    [
-        "--reportformat",
-        "json",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        "vg_name,vg_size,vg_free,pv_count,lv_count",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-pub fn lvs_args() -> Vec<String> {
-    [
-        "--reportformat",
-        "json",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        "lv_name,vg_name,lv_size,lv_attr,pool_lv,data_percent",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-pub fn zpool_list_args() -> Vec<String> {
-    ["list", "-H", "-p", "-o", "name,size,alloc,free,health"]
-        .map(String::from)
-        .to_vec()
-}
-
-pub fn zfs_list_args(pool: &str) -> Vec<String> {
-    vec![
-        "list".into(),
-        "-H".into(),
-        "-p".into(),
-        "-r".into(),
-        "-o".into(),
-        "name,used,avail,mountpoint".into(),
-        pool.into(),
-    ]
-}
-
 #[derive(Debug, Deserialize)]
 struct Report<T> {
     report: Vec<T>,
