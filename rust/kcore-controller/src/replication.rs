@@ -154,7 +154,8 @@ pub async fn peers(
         .read()
         .map_err(|_| internal("peer status lock poisoned"))?
         .clone();
-    let peers = state
+    // Seeds first, in configured order (Unknown until polled), then discovered peers.
+    let mut peers: Vec<PeerStatus> = state
         .config
         .peers
         .iter()
@@ -165,6 +166,12 @@ pub async fn peers(
                 .unwrap_or_else(|| PeerStatus::unknown(p))
         })
         .collect();
+    peers.extend(
+        known
+            .into_iter()
+            .filter(|(name, _)| !state.config.peers.contains(name))
+            .map(|(_, status)| status),
+    );
     Ok(Json(PeerList {
         controller_id: state.config.controller_id.clone(),
         max_clock_skew_seconds: state.store.max_clock_skew().as_secs(),
@@ -375,40 +382,62 @@ impl Peer {
     }
 }
 
-/// A client per peer, authenticated with this controller's own certificate. A peer must
+/// Makes peer clients authenticated with this controller's own certificate. A peer must
 /// present a controller certificate of this cluster: the chain alone would also accept
 /// a node's certificate (security review D1), and a peer's operations are merged.
-pub fn peer_clients(state: &AppState) -> Result<Vec<Peer>, String> {
-    let tls = &state.config.tls;
-    let creds = kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
-        &tls.ca_file,
-        &tls.cert_file,
-        &tls.key_file,
-    ))
-    .map_err(|e| e.to_string())?;
-    let expected = kcore_pki::PeerExpectation::controller(&state.config.cluster_name);
-    let make_tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync> =
-        Arc::new(move || creds.client_config(&expected).map_err(|e| e.to_string()));
-    // Start at the ceiling; the first measured round trips bring it down.
-    let timeout = Duration::from_secs(10);
-    state
-        .config
-        .peers
-        .iter()
-        .map(|peer| {
-            let url = kcore_net::https_url(peer);
-            let client = Client::new(vec![url.clone()], make_tls()?, peer_options(timeout))
-                .map_err(|e| format!("peer {peer}: {e}"))?;
-            Ok(Peer {
-                name: peer.clone(),
-                url,
-                tls: make_tls.clone(),
-                client,
-                rtt: None,
-                timeout,
-            })
+#[derive(Clone)]
+pub struct PeerFactory {
+    tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for PeerFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerFactory")
+    }
+}
+
+impl PeerFactory {
+    /// Loads this controller's credentials (`tls.*`) once.
+    pub fn new(state: &AppState) -> Result<PeerFactory, String> {
+        let tls = &state.config.tls;
+        let creds = kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
+            &tls.ca_file,
+            &tls.cert_file,
+            &tls.key_file,
+        ))
+        .map_err(|e| e.to_string())?;
+        let expected = kcore_pki::PeerExpectation::controller(&state.config.cluster_name);
+        Ok(PeerFactory {
+            tls: Arc::new(move || creds.client_config(&expected).map_err(|e| e.to_string())),
         })
-        .collect()
+    }
+
+    /// A client for `address` (`HOST:PORT`), starting at the timeout ceiling; the first
+    /// measured round trips bring it down.
+    pub fn peer(&self, address: &str) -> Result<Peer, String> {
+        let timeout = Duration::from_secs(10);
+        let url = kcore_net::https_url(address);
+        let client = Client::new(vec![url.clone()], (self.tls)()?, peer_options(timeout))
+            .map_err(|e| format!("peer {address}: {e}"))?;
+        Ok(Peer {
+            name: address.to_string(),
+            url,
+            tls: self.tls.clone(),
+            client,
+            rtt: None,
+            timeout,
+        })
+    }
+
+    /// A plain client for `address` with this controller's certificate (registration).
+    pub fn client(&self, address: &str) -> Result<Client, String> {
+        Client::new(
+            vec![kcore_net::https_url(address)],
+            (self.tls)()?,
+            peer_options(Duration::from_secs(5)),
+        )
+        .map_err(|e| format!("peer {address}: {e}"))
+    }
 }
 
 /// Records a peer's new status; logs when its state or controller id changes, so a
@@ -486,14 +515,21 @@ fn status_of(
 }
 
 /// Polls every peer until `stop` is cancelled (the controller awaits it at shutdown).
+/// Each tick first reconciles the peer set with the `Controller` records
+/// ([`crate::membership::wanted_peers`]) and hands the revoked serials to the TLS layer.
 pub async fn run(
     state: Arc<AppState>,
-    mut peers: Vec<Peer>,
+    factory: PeerFactory,
+    tls: kcore_net::TlsSource,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(PULL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let bound = state.store.max_clock_skew();
+    let mut peers: Vec<Peer> = Vec::new();
+    // Seed address -> the controller id its vector last gave.
+    let mut seed_ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut revoked: Vec<String> = Vec::new();
     loop {
         // A pull in progress finishes (each is bounded by the peer timeout); the next
         // one does not start once `stop` is cancelled.
@@ -501,15 +537,60 @@ pub async fn run(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let now_revoked: Vec<String> = crate::membership::revoked(&state).into_keys().collect();
+        if now_revoked != revoked {
+            tracing::info!(serials = ?now_revoked, "revoked certificate serials updated");
+            tls.set_revoked_serials(&now_revoked);
+            revoked = now_revoked;
+        }
+        reconcile(&state, &factory, &mut peers, &seed_ids);
         for peer in &mut peers {
             let result = pull_once(&state, &peer.client).await;
             if let Ok(report) = &result {
                 peer.observe(report.rtt);
+                if state.config.peers.contains(&peer.name) {
+                    seed_ids.insert(peer.name.clone(), report.controller_id.clone());
+                }
                 if report.merged > 0 {
                     tracing::debug!(peer = %peer.name, operations = report.merged, "replicated");
                 }
             }
             record(&state, status_of(&peer.name, &result, bound));
+        }
+    }
+}
+
+/// Adds a client for every wanted address not pulled yet and drops the ones no longer
+/// wanted (and their status), keeping the measured round trip of those that stay.
+fn reconcile(
+    state: &AppState,
+    factory: &PeerFactory,
+    peers: &mut Vec<Peer>,
+    seed_ids: &BTreeMap<String, String>,
+) {
+    let wanted = crate::membership::wanted_peers(state, &state.config.peers, seed_ids);
+    peers.retain(|p| {
+        let keep = wanted.contains(&p.name);
+        if !keep {
+            tracing::info!(peer = %p.name, "peer no longer pulled from (its controller was deleted or is reached through a seed)");
+            if let Ok(mut statuses) = state.peers.write() {
+                statuses.remove(&p.name);
+            }
+        }
+        keep
+    });
+    for address in wanted {
+        if peers.iter().any(|p| p.name == address) {
+            continue;
+        }
+        match factory.peer(&address) {
+            Ok(peer) => {
+                if !state.config.peers.contains(&address) {
+                    tracing::info!(peer = %address, "discovered a controller; pulling from it");
+                }
+                peers.push(peer);
+            }
+            Err(err) => tracing::warn!(peer = %address, "cannot make a client: {err}"),
         }
     }
 }
