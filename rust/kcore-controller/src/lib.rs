@@ -109,6 +109,7 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         trust_pem,
         renewals: Default::default(),
         peers: Default::default(),
+        record_changed: Default::default(),
     }))
 }
 
@@ -196,6 +197,7 @@ pub async fn serve(
     tasks.spawn(refresh_registration(
         state.clone(),
         me,
+        listening,
         factory,
         stop.clone(),
     ));
@@ -220,12 +222,14 @@ pub async fn serve(
     result.map_err(ControllerError::Serve)
 }
 
-/// Refreshes this controller's own record every [`membership::REFRESH_INTERVAL`] and sends
-/// it to every configured peer, so the controllers it joins learn of it (and dial it)
-/// without pulling from it first. A seed that is down is tried again at the next refresh.
+/// Refreshes this controller's own record every [`membership::REFRESH_INTERVAL`] (and at
+/// once when `record_changed` is notified, after a sub-CA install) and sends it to every
+/// configured peer, so the controllers it joins learn of it (and dial it) without pulling
+/// from it first. A seed that is down is tried again at the next refresh.
 async fn refresh_registration(
     state: Arc<api::AppState>,
-    me: membership::SelfRecord,
+    mut me: membership::SelfRecord,
+    listening: String,
     factory: replication::PeerFactory,
     stop: CancellationToken,
 ) {
@@ -248,6 +252,13 @@ async fn refresh_registration(
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
+            () = state.record_changed.notified() => {}
+        }
+        match membership::own_record(&state, &listening) {
+            Ok(now) => me = now,
+            Err(err) => {
+                tracing::warn!("cannot describe this controller, keeping its last record: {err}")
+            }
         }
         match membership::register(&state, &me) {
             Ok(membership::Registered::Written) => {}
