@@ -110,6 +110,7 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         renewals: Default::default(),
         peers: Default::default(),
         record_changed: Default::default(),
+        cursors: Default::default(),
     }))
 }
 

@@ -131,6 +131,40 @@ impl PeerStatus {
 /// Every peer's status, by `peers` entry (kept in [`AppState`]).
 pub type PeerStatuses = RwLock<BTreeMap<String, PeerStatus>>;
 
+/// How far one controller has pulled from this one: per origin, the newest operation
+/// this controller served it (soft state, since this controller started).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullCursor {
+    pub controller_id: String,
+    /// Origin -> HLC.
+    pub origins: BTreeMap<String, String>,
+    /// RFC 3339: its last ops request.
+    pub at: String,
+}
+
+/// Every puller's cursor, by controller id (kept in [`AppState`]).
+pub type PullCursors = RwLock<BTreeMap<String, PullCursor>>;
+
+/// Records that `puller` now holds `origin`'s operations up to `reached`; cursors only
+/// move forward (a page re-asked after a restart does not move one back).
+fn record_cursor(state: &AppState, puller: &str, origin: &str, reached: String) {
+    let Ok(mut cursors) = state.cursors.write() else {
+        return;
+    };
+    let cursor = cursors
+        .entry(puller.to_string())
+        .or_insert_with(|| PullCursor {
+            controller_id: puller.to_string(),
+            ..PullCursor::default()
+        });
+    let held = cursor.origins.entry(origin.to_string()).or_default();
+    if reached > *held {
+        *held = reached;
+    }
+    cursor.at = crate::api::rfc3339(time::OffsetDateTime::now_utc());
+}
+
 /// `GET /v1/replication/peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,6 +176,9 @@ pub struct PeerList {
     /// the bound, stored before the bound existed), per origin.
     #[serde(default)]
     pub refused_at_start: Vec<StartupRefusal>,
+    /// How far each controller that pulls from this one has pulled, by controller id.
+    #[serde(default)]
+    pub pulled_by: Vec<PullCursor>,
 }
 
 pub async fn peers(
@@ -177,6 +214,13 @@ pub async fn peers(
         max_clock_skew_seconds: state.store.max_clock_skew().as_secs(),
         peers,
         refused_at_start: state.store.refused_at_start().to_vec(),
+        pulled_by: state
+            .cursors
+            .read()
+            .map_err(|_| internal("cursor lock poisoned"))?
+            .values()
+            .cloned()
+            .collect(),
     }))
 }
 
@@ -197,12 +241,14 @@ pub async fn ops(
     caller: Caller,
     Query(query): Query<OpsQuery>,
 ) -> Result<Json<OpsPage>, ApiFailure> {
-    caller.require(&[Role::Controller])?;
+    let puller = caller.require(&[Role::Controller])?.id.clone();
     let mut ops = state
         .store
         .ops_since(&query.origin, &query.after, PAGE + 1)?;
     let more = ops.len() > PAGE;
     ops.truncate(PAGE);
+    let reached = ops.last().map_or(query.after.clone(), |op| op.hlc.clone());
+    record_cursor(&state, &puller, &query.origin, reached);
     Ok(Json(OpsPage { ops, more }))
 }
 

@@ -70,6 +70,8 @@ pub struct AppState {
     pub renewals: Mutex<HashMap<String, Instant>>,
     /// What the replication loop last saw of each peer.
     pub peers: crate::replication::PeerStatuses,
+    /// How far each controller pulling from this one has pulled.
+    pub cursors: crate::replication::PullCursors,
     /// Wakes the refresh of this controller's own `Controller` record early, when what it
     /// says changed (a new sub-CA), instead of at the next interval.
     pub record_changed: tokio::sync::Notify,

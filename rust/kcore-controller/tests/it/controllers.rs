@@ -96,6 +96,29 @@ async fn a_controller_joining_through_one_seed_is_discovered_and_both_replicate(
         })
         .await;
     }
+    // a records how far b has pulled from it: up to a's newest operation of every
+    // origin b pulled (a's own writes at least).
+    let vector_reader = client(&a.url, &trust, &cl.controller_peer());
+    eventually(
+        "ctl-a to record ctl-b's cursor at its newest operation",
+        || async {
+            let vector: Value = vector_reader
+                .get_json("/v1/replication/vector")
+                .await
+                .unwrap();
+            let peers: Value = admin_a.get_json("/v1/replication/peers").await.unwrap();
+            let by_b = peers["pulledBy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["controllerId"] == "ctl-b")
+                .cloned();
+            by_b.is_some_and(|c| {
+                c["origins"]["ctl-a"] == vector["origins"]["ctl-a"] && c["at"].is_string()
+            })
+        },
+    )
+    .await;
     let record: Value = admin_a.get_json("/v1/controllers/ctl-b").await.unwrap();
     assert_eq!(record["kind"], "Controller");
     assert_eq!(record["spec"]["address"], b_addr.as_str());
