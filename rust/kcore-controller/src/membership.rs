@@ -111,6 +111,9 @@ pub fn own_record(state: &AppState, listening: &str) -> Result<SelfRecord, Membe
         },
         message: e.detail(),
     })?;
+    if !dialable(&spec.address) {
+        tracing::warn!(address = %spec.address, "this controller listens on every interface and has no advertiseAddress: other controllers cannot discover it (set advertiseAddress to the HOST:PORT they should dial)");
+    }
     Ok(SelfRecord {
         id: config.controller_id.clone(),
         spec,
@@ -219,6 +222,16 @@ pub fn delete(state: &AppState, id: &str) -> Result<Option<Revocation>, StoreErr
     Ok(Some(revocation))
 }
 
+/// False for an address nobody can dial from elsewhere: `0.0.0.0:P` or `[::]:P`, what a
+/// controller listening on every interface without `advertiseAddress` records (dialled, it
+/// would reach the dialler itself).
+pub fn dialable(address: &str) -> bool {
+    match address.parse::<std::net::SocketAddr>() {
+        Ok(addr) => !addr.ip().is_unspecified(),
+        Err(_) => true,
+    }
+}
+
 /// The addresses to pull from: `seeds` plus every live record's address except our own,
 /// minus records already reached through a seed (`seed_ids`: seed address -> the id its
 /// vector gave) and revoked addresses no live record carries.
@@ -256,10 +269,31 @@ pub fn wanted_peers(
         .cloned()
         .collect();
     for (id, address) in &live {
-        if id == own || through_seeds.contains(id) || wanted.contains(address) {
+        if id == own || through_seeds.contains(id) || wanted.contains(address) || !dialable(address)
+        {
             continue;
         }
         wanted.push(address.clone());
     }
     wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_on_every_interface_are_not_dialled() {
+        assert!(!dialable("0.0.0.0:9090"));
+        assert!(!dialable("[::]:9090"));
+        assert!(dialable("10.0.0.5:9090"));
+        assert!(dialable("[fd00::5]:9090"));
+        assert!(dialable("ctl2.lab:9090"));
+    }
+
+    #[test]
+    fn serials_compare_without_leading_zero_bytes() {
+        assert_eq!(normal("00AB12"), "ab12");
+        assert_eq!(normal("00"), "00");
+    }
 }
