@@ -10,7 +10,10 @@
 //! `ops` table, so it survives restarts without extra state.
 //!
 //! Both routes are for the `controller` role only. Per-peer timeouts follow the measured
-//! round-trip time ([`adaptive_timeout`]).
+//! round-trip time ([`adaptive_timeout`]); peers are pulled concurrently and one that
+//! keeps failing backs off within a bound ([`backoff_ticks`]). The peer set is
+//! reconciled every tick from the `Controller` records ([`crate::membership`]), and the
+//! ops route records how far each pulling controller got ([`PullCursor`]).
 //!
 //! Clock bound: operations and heartbeats a peer serves stamped more than
 //! `maxClockSkewSeconds` ahead of this controller's clock are refused (see
@@ -378,6 +381,10 @@ pub struct Peer {
     /// Smoothed round-trip time of the vector call (EWMA, weight 1/5 for new samples).
     rtt: Option<Duration>,
     timeout: Duration,
+    /// Consecutive failed pulls.
+    failures: u32,
+    /// Ticks left to skip (bounded backoff).
+    skip: u32,
 }
 
 impl std::fmt::Debug for Peer {
@@ -472,6 +479,8 @@ impl PeerFactory {
             client,
             rtt: None,
             timeout,
+            failures: 0,
+            skip: 0,
         })
     }
 
@@ -590,20 +599,60 @@ pub async fn run(
             revoked = now_revoked;
         }
         reconcile(&state, &factory, &mut peers, &seed_ids);
-        for peer in &mut peers {
-            let result = pull_once(&state, &peer.client).await;
-            if let Ok(report) = &result {
-                peer.observe(report.rtt);
-                if state.config.peers.contains(&peer.name) {
-                    seed_ids.insert(peer.name.clone(), report.controller_id.clone());
+        // Peers are pulled concurrently: one that is slow or unreachable does not hold
+        // back the others. One that keeps failing is skipped for a bounded number of
+        // ticks ([`backoff_ticks`]).
+        let due: Vec<&mut Peer> = peers
+            .iter_mut()
+            .filter_map(|peer| {
+                if peer.skip > 0 {
+                    peer.skip -= 1;
+                    None
+                } else {
+                    Some(peer)
                 }
-                if report.merged > 0 {
-                    tracing::debug!(peer = %peer.name, operations = report.merged, "replicated");
+            })
+            .collect();
+        let state_ref = &state;
+        let results = futures::future::join_all(due.into_iter().map(|peer| async move {
+            let result = pull_once(state_ref, &peer.client).await;
+            (peer, result)
+        }))
+        .await;
+        for (peer, result) in results {
+            match &result {
+                Ok(report) => {
+                    peer.failures = 0;
+                    peer.observe(report.rtt);
+                    if state.config.peers.contains(&peer.name) {
+                        seed_ids.insert(peer.name.clone(), report.controller_id.clone());
+                    }
+                    if report.merged > 0 {
+                        tracing::debug!(peer = %peer.name, operations = report.merged, "replicated");
+                    }
+                }
+                Err(_) => {
+                    peer.failures = peer.failures.saturating_add(1);
+                    peer.skip = backoff_ticks(peer.failures);
                 }
             }
             record(&state, status_of(&peer.name, &result, bound));
         }
     }
+}
+
+/// The most ticks an unreachable peer is skipped: it is tried at least every
+/// `(MAX_BACKOFF_TICKS + 1) * PULL_INTERVAL` plus its timeout, so a healed partition is
+/// noticed within seconds.
+pub const MAX_BACKOFF_TICKS: u32 = 5;
+
+/// Ticks to skip after `failures` consecutive failed pulls: 0, 1, 3, then
+/// [`MAX_BACKOFF_TICKS`].
+pub fn backoff_ticks(failures: u32) -> u32 {
+    let doubled = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    (doubled - 1).min(MAX_BACKOFF_TICKS)
 }
 
 /// Adds a client for every wanted address not pulled yet and drops the ones no longer
@@ -644,6 +693,14 @@ fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_peer_backs_off_within_a_bound() {
+        let ticks: Vec<u32> = (1..=6).map(backoff_ticks).collect();
+        assert_eq!(ticks, vec![0, 1, 3, 5, 5, 5]);
+        assert_eq!(backoff_ticks(u32::MAX), MAX_BACKOFF_TICKS);
+        assert_eq!(backoff_ticks(0), 0);
+    }
 
     #[test]
     fn timeouts_follow_round_trip_time_within_bounds() {
