@@ -2,9 +2,10 @@
 //!
 //! Each controller serves its version vector (`GET /v1/replication/vector`: the newest
 //! operation it holds from every origin) and the operations of one origin after a cursor
-//! (`GET /v1/replication/ops?origin=O&after=HLC`). Every `peers` entry is polled: for
-//! each origin where the peer holds something newer, the operations after our own
-//! newest one are pulled in pages and merged last-writer-wins. Because a controller
+//! (`GET /v1/replication/ops?origin=O&after=HLC`). Every peer of the peer set (the
+//! `peers` seeds plus discovered controllers) is polled: for each origin where the peer
+//! holds something newer, the operations after our own newest one are pulled in pages
+//! and merged last-writer-wins. Because a controller
 //! serves every origin it holds, not only its own, operations relay through the graph
 //! and no full mesh is needed. The cursor is simply `MAX(hlc)` of that origin in our
 //! `ops` table, so it survives restarts without extra state.
