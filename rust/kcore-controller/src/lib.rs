@@ -111,6 +111,7 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         peers: Default::default(),
         record_changed: Default::default(),
         cursors: Default::default(),
+        peer_set: Default::default(),
     }))
 }
 

@@ -15,7 +15,8 @@
 //!   plus the address of every live record other than our own; a record whose controller
 //!   is already pulled through a seed (the seed's vector named that id) is not pulled
 //!   twice; an address that a revocation names is dropped (also when it is a seed) unless
-//!   a live record carries it again (a reinstalled controller).
+//!   a live record carries it again (a reinstalled controller), and so is a seed whose
+//!   vector named a deleted controller's id.
 //! - **Revoke.** `DELETE /v1/controllers/{id}` records `pki/revoked` field `<serial>` =
 //!   [`Revocation`] (replicated like any operation), then tombstones the record. Every
 //!   controller hands the set of revoked serials to its TLS layer
@@ -253,10 +254,18 @@ pub fn wanted_peers(
         })
         .collect();
     let live_addresses: BTreeSet<&String> = live.values().collect();
-    let gone: BTreeSet<String> = revoked(state)
-        .into_values()
-        .filter_map(|r| r.address)
+    let revocations = revoked(state);
+    let gone: BTreeSet<String> = revocations
+        .values()
+        .filter_map(|r| r.address.clone())
         .filter(|a| !live_addresses.contains(a))
+        .collect();
+    // A seed may name a deleted controller by another address than its record had (a
+    // host name, a proxy): the id its vector gave decides too.
+    let deleted_ids: BTreeSet<&str> = revocations
+        .values()
+        .filter_map(|r| r.subject.strip_prefix("controller/"))
+        .filter(|id| !live.contains_key(*id))
         .collect();
     let through_seeds: BTreeSet<&String> = seed_ids
         .iter()
@@ -266,6 +275,11 @@ pub fn wanted_peers(
     let mut wanted: Vec<String> = seeds
         .iter()
         .filter(|s| !gone.contains(*s))
+        .filter(|s| {
+            seed_ids
+                .get(*s)
+                .is_none_or(|id| !deleted_ids.contains(id.as_str()))
+        })
         .cloned()
         .collect();
     for (id, address) in &live {

@@ -195,10 +195,14 @@ pub async fn peers(
         .read()
         .map_err(|_| internal("peer status lock poisoned"))?
         .clone();
-    // Seeds first, in configured order (Unknown until polled), then discovered peers.
-    let mut peers: Vec<PeerStatus> = state
-        .config
-        .peers
+    // The current peer set, seeds first (Unknown until polled).
+    let set = state
+        .peer_set
+        .read()
+        .map_err(|_| internal("peer set lock poisoned"))?
+        .clone()
+        .unwrap_or_else(|| state.config.peers.clone());
+    let peers: Vec<PeerStatus> = set
         .iter()
         .map(|p| {
             known
@@ -207,12 +211,6 @@ pub async fn peers(
                 .unwrap_or_else(|| PeerStatus::unknown(p))
         })
         .collect();
-    peers.extend(
-        known
-            .into_iter()
-            .filter(|(name, _)| !state.config.peers.contains(name))
-            .map(|(_, status)| status),
-    );
     Ok(Json(PeerList {
         controller_id: state.config.controller_id.clone(),
         max_clock_skew_seconds: state.store.max_clock_skew().as_secs(),
@@ -675,6 +673,9 @@ fn reconcile(
         }
         keep
     });
+    if let Ok(mut set) = state.peer_set.write() {
+        *set = Some(wanted.clone());
+    }
     for address in wanted {
         if peers.iter().any(|p| p.name == address) {
             continue;

@@ -72,6 +72,9 @@ pub struct AppState {
     pub peers: crate::replication::PeerStatuses,
     /// How far each controller pulling from this one has pulled.
     pub cursors: crate::replication::PullCursors,
+    /// The addresses pulled from, in order (seeds first), as last reconciled; `None`
+    /// before the first tick (then the configured `peers` are shown).
+    pub peer_set: RwLock<Option<Vec<String>>>,
     /// Wakes the refresh of this controller's own `Controller` record early, when what it
     /// says changed (a new sub-CA), instead of at the next interval.
     pub record_changed: tokio::sync::Notify,

@@ -177,7 +177,7 @@ async fn a_deleted_controller_is_no_longer_pulled_from_and_its_certificate_is_re
         .iter()
         .map(|r| client(&r.url, &trust, &cl.admin()))
         .collect();
-    for admin in &admins {
+    for admin in admins.iter() {
         eventually("every controller to know all three", || async {
             controller_ids(admin).await == vec!["ctl-a", "ctl-b", "ctl-c"]
         })
@@ -278,50 +278,95 @@ async fn peer_states(admin: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Three controllers, `x` pulling from `y` only through `links[x][y]` (its seeds): the
+/// records' direct addresses are the same controllers, so they are not pulled twice. Waits
+/// until every controller pulls through its two seeds only, healthy, and knows all three.
+struct Mesh {
+    links: Vec<Vec<Option<FaultProxy>>>,
+    running: Vec<Running>,
+    admins: Vec<Client>,
+}
+
+const IDS: [&str; 3] = ["ctl-a", "ctl-b", "ctl-c"];
+
+impl Mesh {
+    async fn start(cl: &Cluster, manual: bool) -> Mesh {
+        let (la, lb, lc) = (bind().await, bind().await, bind().await);
+        let real = [addr(&la), addr(&lb), addr(&lc)];
+        let mut links: Vec<Vec<Option<FaultProxy>>> = Vec::new();
+        for x in 0..3 {
+            let mut row = Vec::new();
+            for (y, upstream) in real.iter().enumerate() {
+                row.push(if x == y {
+                    None
+                } else {
+                    Some(FaultProxy::start(upstream).await)
+                });
+            }
+            links.push(row);
+        }
+        let mut mesh = Mesh {
+            links,
+            running: Vec::new(),
+            admins: Vec::new(),
+        };
+        let trust = cl.root.cert_pem().to_string();
+        for (x, l) in [la, lb, lc].into_iter().enumerate() {
+            let config = cl.peer_config(IDS[x], manual, mesh.seeds(x));
+            mesh.running.push(Running::start_on(l, config));
+        }
+        for r in &mesh.running {
+            mesh.admins.push(client(&r.url, &trust, &cl.admin()));
+        }
+        for (x, admin) in mesh.admins.iter().enumerate() {
+            eventually(
+                "each controller to pull through its seeds only, healthy",
+                || async {
+                    peers_of(admin).await == mesh.seeds(x)
+                        && peer_states(admin).await == vec!["Healthy", "Healthy"]
+                        && controller_ids(admin).await == IDS
+                },
+            )
+            .await;
+        }
+        mesh
+    }
+
+    fn seeds(&self, x: usize) -> Vec<String> {
+        self.links[x]
+            .iter()
+            .flatten()
+            .map(|p| p.addr.clone())
+            .collect()
+    }
+
+    /// Cuts every link between `x` and the other two.
+    fn isolate(&self, x: usize) {
+        for y in (0..3).filter(|y| *y != x) {
+            self.links[x][y].as_ref().unwrap().partition();
+            self.links[y][x].as_ref().unwrap().partition();
+        }
+    }
+
+    fn heal(&self) {
+        for proxy in self.links.iter().flatten().flatten() {
+            proxy.heal();
+        }
+    }
+
+    async fn stop(self) {
+        for r in self.running {
+            r.stop().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn three_controllers_partitioned_one_against_two_converge_after_healing() {
     let cl = Cluster::new();
-    let (la, lb, lc) = (bind().await, bind().await, bind().await);
-    let real = [addr(&la), addr(&lb), addr(&lc)];
-    // One proxy per directed link (x pulls from y through link[x][y]), so {a} | {b, c}
-    // cuts a's four links and leaves b <-> c alone.
-    let mut link: Vec<Vec<Option<FaultProxy>>> = Vec::new();
-    for x in 0..3 {
-        let mut row = Vec::new();
-        for (y, upstream) in real.iter().enumerate() {
-            row.push(if x == y {
-                None
-            } else {
-                Some(FaultProxy::start(upstream).await)
-            });
-        }
-        link.push(row);
-    }
-    let seeds =
-        |x: usize| -> Vec<String> { link[x].iter().flatten().map(|p| p.addr.clone()).collect() };
-    let ids = ["ctl-a", "ctl-b", "ctl-c"];
-    let mut running = Vec::new();
-    for (x, l) in [la, lb, lc].into_iter().enumerate() {
-        running.push(Running::start_on(l, cl.peer_config(ids[x], true, seeds(x))));
-    }
+    let mesh = Mesh::start(&cl, true).await;
+    let (running, admins, ids) = (&mesh.running, &mesh.admins, IDS);
     let trust = cl.root.cert_pem().to_string();
-    let admins: Vec<Client> = running
-        .iter()
-        .map(|r| client(&r.url, &trust, &cl.admin()))
-        .collect();
-    // Each pulls through its two seeds only (the records' direct addresses are the same
-    // controllers, so they are not pulled twice), all healthy.
-    for (x, admin) in admins.iter().enumerate() {
-        eventually(
-            "each controller to pull through its seeds only, healthy",
-            || async {
-                peers_of(admin).await == seeds(x)
-                    && peer_states(admin).await == vec!["Healthy", "Healthy"]
-                    && controller_ids(admin).await == ids
-            },
-        )
-        .await;
-    }
     let node = |x: usize, id: &str| client(&running[x].url, &trust, &cl.node(id));
     for id in ["n1", "n2", "n3"] {
         register(&node(0, id), id, report("hv1", "DC1", None))
@@ -335,7 +380,7 @@ async fn three_controllers_partitioned_one_against_two_converge_after_healing() 
         )
         .await
         .unwrap();
-    for admin in &admins {
+    for admin in admins.iter() {
         eventually("the setup to reach every controller", || async {
             has_node(admin, "n3").await
                 && admin
@@ -347,9 +392,7 @@ async fn three_controllers_partitioned_one_against_two_converge_after_healing() 
     }
 
     // Partition {a} | {b, c}.
-    for (x, y) in [(0, 1), (0, 2), (1, 0), (2, 0)] {
-        link[x][y].as_ref().unwrap().partition();
-    }
+    mesh.isolate(0);
     eventually("ctl-a to see both peers unreachable", || async {
         peer_states(&admins[0]).await == vec!["Unreachable", "Unreachable"]
     })
@@ -405,11 +448,7 @@ async fn three_controllers_partitioned_one_against_two_converge_after_healing() 
     assert!(!has_node(&admins[0], "n4").await);
     assert!(!has_node(&admins[1], "n5").await);
 
-    for row in &link {
-        for proxy in row.iter().flatten() {
-            proxy.heal();
-        }
-    }
+    mesh.heal();
     let dbs: Vec<PathBuf> = ids
         .iter()
         .map(|id| cl.path(&format!("{id}.sqlite")))
@@ -427,7 +466,7 @@ async fn three_controllers_partitioned_one_against_two_converge_after_healing() 
     })
     .await;
     // Nothing acknowledged is lost, and the reject stands over a's older approval.
-    for admin in &admins {
+    for admin in admins.iter() {
         assert_eq!(approval(admin, "n1").await, Some(Approval::Approved));
         assert_eq!(approval(admin, "n2").await, Some(Approval::Approved));
         assert_eq!(approval(admin, "n3").await, Some(Approval::Rejected));
@@ -439,7 +478,51 @@ async fn three_controllers_partitioned_one_against_two_converge_after_healing() 
         assert_eq!(update["metadata"]["labels"]["tier"], "canary", "{update}");
         assert_eq!(update["spec"]["strategy"]["batchSize"], 3, "{update}");
     }
-    for r in running {
-        r.stop().await;
-    }
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn a_controller_partitioned_during_a_deletion_refuses_the_deleted_certificate_after_healing()
+{
+    let cl = Cluster::new();
+    let mesh = Mesh::start(&cl, false).await;
+    let trust = cl.root.cert_pem().to_string();
+    let as_c = |x: usize| client(&mesh.running[x].url, &trust, &controller_cert(&cl, "ctl-c"));
+    let revoked = |x: usize| async move {
+        matches!(as_c(x).get_json::<Value>("/v1/replication/vector").await,
+            Err(ref e) if code(e) == "CERTIFICATE_REVOKED")
+    };
+    // {b} | {a, c}; c is deleted on a.
+    mesh.isolate(1);
+    eventually("ctl-b to see both peers unreachable", || async {
+        peer_states(&mesh.admins[1]).await == vec!["Unreachable", "Unreachable"]
+    })
+    .await;
+    let _: Value = mesh.admins[0]
+        .delete("/v1/controllers/ctl-c")
+        .await
+        .unwrap();
+    eventually("ctl-a to refuse ctl-c and stop pulling from it", || async {
+        revoked(0).await && peers_of(&mesh.admins[0]).await == vec![mesh.seeds(0)[0].clone()]
+    })
+    .await;
+    // b has no path to the revocation yet: c's certificate still works there.
+    as_c(1)
+        .get_json::<Value>("/v1/replication/vector")
+        .await
+        .unwrap();
+
+    mesh.heal();
+    // b drops its seed for c (the seed's vector named ctl-c, whatever its address) and
+    // refuses c's certificate.
+    eventually("ctl-b to refuse ctl-c and stop pulling from it", || async {
+        revoked(1).await && peers_of(&mesh.admins[1]).await == vec![mesh.seeds(1)[0].clone()]
+    })
+    .await;
+    assert!(
+        !controller_ids(&mesh.admins[1])
+            .await
+            .contains(&"ctl-c".to_string())
+    );
+    mesh.stop().await;
 }
