@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod clusterupdate;
+pub mod controller;
 pub mod error;
 pub mod inventory;
 pub mod plan;

@@ -422,8 +422,7 @@ pub fn canonical<S: KindSpec>(value: serde_json::Value) -> Result<serde_json::Va
 
 /// [`canonical`] for a document of any kind, dispatched on its `kind` (what `kctl apply -f`
 /// does with each document): an unknown or missing kind is refused naming `kind`, and so
-/// are the kinds that are not applied (`Node`: nodes register themselves; `Controller`:
-/// no type yet).
+/// are the kinds that are not applied (`Node` and `Controller` register themselves).
 pub fn canonical_any(value: serde_json::Value) -> Result<(Kind, serde_json::Value), ObjectError> {
     let kind_fix = "use kind: ClusterUpdate or kind: VM";
     let kind = match value.get("kind") {
@@ -446,8 +445,8 @@ pub fn canonical_any(value: serde_json::Value) -> Result<(Kind, serde_json::Valu
                 return Err(FieldError::new(
                     "kind",
                     text,
-                    "has no resource type yet",
-                    "controllers are configured in controller.yaml",
+                    "is not applied from a file",
+                    "controllers register themselves; use kctl get controllers or kctl delete controller",
                 )
                 .into());
             }

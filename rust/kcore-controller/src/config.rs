@@ -40,6 +40,10 @@ pub struct ControllerConfig {
     /// docs/controller.md ("Connections and limits").
     #[serde(default)]
     pub connections: kcore_net::ConnectionLimits,
+    /// `HOST:PORT` other controllers dial to reach this one, recorded in its `Controller`
+    /// record (issue 13); unset: the address it listens on.
+    #[serde(default)]
+    pub advertise_address: Option<String>,
 }
 
 /// Certificate files. Paths only: secrets never appear inline.

@@ -4,7 +4,9 @@
 //! - [`store`], SQLite state as last-writer-wins operations, the generic resource store
 //!   over them (`apply / get / list / delete / watch`), heartbeats as soft state.
 //! - [`api`], the `/v1` routes and their role checks.
-//! - [`replication`], pulling operations from `peers`.
+//! - [`membership`], `kind: Controller`: registration, the peer set from the records,
+//!   revocation of deleted controllers.
+//! - [`replication`], pulling operations from the peer set.
 //!
 //! Serving (mutual TLS, the caller's identity per request, hot-swappable certificates)
 //! comes from `kcore-net`.
@@ -15,6 +17,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod membership;
 pub mod replication;
 pub mod store;
 
@@ -45,6 +48,10 @@ pub enum ControllerError {
     },
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("registering this controller: {0}")]
+    Membership(#[from] membership::MembershipError),
+    #[error("peer clients: {0}")]
+    Peers(String),
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -102,6 +109,9 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         trust_pem,
         renewals: Default::default(),
         peers: Default::default(),
+        record_changed: Default::default(),
+        cursors: Default::default(),
+        peer_set: Default::default(),
     }))
 }
 
@@ -170,20 +180,33 @@ pub async fn serve(
             }
         });
     }
-    if !state.config.peers.is_empty() {
-        let peers = replication::peer_clients(&state).map_err(|message| ControllerError::Pki {
-            what: "peer clients".into(),
-            source: kcore_pki::PkiError::Parse {
-                what: "controller TLS files".into(),
-                reason: message,
-            },
-        })?;
-        tasks.spawn(replication::run(state.clone(), peers, stop.clone()));
+    let listening = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .map_err(ControllerError::Serve)?;
+    let me = membership::own_record(&state, &listening)?;
+    if membership::register(&state, &me)? == membership::Registered::Revoked {
+        tracing::error!(serial = %me.spec.certificate_serial, "this controller was deleted and its certificate revoked; it will not register (install a new certificate under a new id)");
     }
+    let factory = replication::PeerFactory::new(&state).map_err(ControllerError::Peers)?;
+    let tls = kcore_net::TlsSource::new(tls);
+    tasks.spawn(replication::run(
+        state.clone(),
+        factory.clone(),
+        tls.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(refresh_registration(
+        state.clone(),
+        me,
+        listening,
+        factory,
+        stop.clone(),
+    ));
     tasks.close();
     let result = kcore_net::serve_with(
         listener,
-        kcore_net::TlsSource::new(tls),
+        tls,
         api::router(state.clone()),
         shutdown,
         state.config.connections.apply(kcore_net::ServeOptions {
@@ -199,4 +222,64 @@ pub async fn serve(
     state.store.flush_heartbeats()?;
     tracing::info!("controller stopped");
     result.map_err(ControllerError::Serve)
+}
+
+/// Refreshes this controller's own record every [`membership::REFRESH_INTERVAL`] (and at
+/// once when `record_changed` is notified, after a sub-CA install) and sends it to every
+/// configured peer, so the controllers it joins learn of it (and dial it) without pulling
+/// from it first. A seed that is down is tried again at the next refresh.
+async fn refresh_registration(
+    state: Arc<api::AppState>,
+    mut me: membership::SelfRecord,
+    listening: String,
+    factory: replication::PeerFactory,
+    stop: CancellationToken,
+) {
+    let seeds: Vec<(String, kcore_net::Client)> = state
+        .config
+        .peers
+        .iter()
+        .filter_map(|seed| match factory.client(seed) {
+            Ok(client) => Some((seed.clone(), client)),
+            Err(err) => {
+                tracing::warn!(peer = %seed, "cannot make a client: {err}");
+                None
+            }
+        })
+        .collect();
+    let path = format!("/v1/controllers/{}/register", me.id);
+    let mut tick = tokio::time::interval(membership::REFRESH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            () = state.record_changed.notified() => {}
+        }
+        match membership::own_record(&state, &listening) {
+            Ok(now) => me = now,
+            Err(err) => {
+                tracing::warn!("cannot describe this controller, keeping its last record: {err}")
+            }
+        }
+        match membership::register(&state, &me) {
+            Ok(membership::Registered::Written) => {}
+            Ok(membership::Registered::Revoked) => {
+                tracing::warn!(
+                    "this controller's certificate is revoked; not refreshing its record"
+                );
+                continue;
+            }
+            Err(err) => tracing::warn!("cannot refresh this controller's record: {err}"),
+        }
+        for (seed, client) in &seeds {
+            let sent = tokio::select! {
+                () = stop.cancelled() => return,
+                sent = client.post_json::<_, serde_json::Value>(&path, &me.spec) => sent,
+            };
+            if let Err(err) = sent {
+                tracing::debug!(peer = %seed, "cannot register with the peer: {err}");
+            }
+        }
+    }
 }

@@ -2,15 +2,19 @@
 //!
 //! Each controller serves its version vector (`GET /v1/replication/vector`: the newest
 //! operation it holds from every origin) and the operations of one origin after a cursor
-//! (`GET /v1/replication/ops?origin=O&after=HLC`). Every `peers` entry is polled: for
-//! each origin where the peer holds something newer, the operations after our own
-//! newest one are pulled in pages and merged last-writer-wins. Because a controller
+//! (`GET /v1/replication/ops?origin=O&after=HLC`). Every peer of the peer set (the
+//! `peers` seeds plus discovered controllers) is polled: for each origin where the peer
+//! holds something newer, the operations after our own newest one are pulled in pages
+//! and merged last-writer-wins. Because a controller
 //! serves every origin it holds, not only its own, operations relay through the graph
 //! and no full mesh is needed. The cursor is simply `MAX(hlc)` of that origin in our
 //! `ops` table, so it survives restarts without extra state.
 //!
 //! Both routes are for the `controller` role only. Per-peer timeouts follow the measured
-//! round-trip time ([`adaptive_timeout`]).
+//! round-trip time ([`adaptive_timeout`]); peers are pulled concurrently and one that
+//! keeps failing backs off within a bound ([`backoff_ticks`]). The peer set is
+//! reconciled every tick from the `Controller` records ([`crate::membership`]), and the
+//! ops route records how far each pulling controller got ([`PullCursor`]).
 //!
 //! Clock bound: operations and heartbeats a peer serves stamped more than
 //! `maxClockSkewSeconds` ahead of this controller's clock are refused (see
@@ -131,6 +135,40 @@ impl PeerStatus {
 /// Every peer's status, by `peers` entry (kept in [`AppState`]).
 pub type PeerStatuses = RwLock<BTreeMap<String, PeerStatus>>;
 
+/// How far one controller has pulled from this one: per origin, the newest operation
+/// this controller served it (soft state, since this controller started).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullCursor {
+    pub controller_id: String,
+    /// Origin -> HLC.
+    pub origins: BTreeMap<String, String>,
+    /// RFC 3339: its last ops request.
+    pub at: String,
+}
+
+/// Every puller's cursor, by controller id (kept in [`AppState`]).
+pub type PullCursors = RwLock<BTreeMap<String, PullCursor>>;
+
+/// Records that `puller` now holds `origin`'s operations up to `reached`; cursors only
+/// move forward (a page re-asked after a restart does not move one back).
+fn record_cursor(state: &AppState, puller: &str, origin: &str, reached: String) {
+    let Ok(mut cursors) = state.cursors.write() else {
+        return;
+    };
+    let cursor = cursors
+        .entry(puller.to_string())
+        .or_insert_with(|| PullCursor {
+            controller_id: puller.to_string(),
+            ..PullCursor::default()
+        });
+    let held = cursor.origins.entry(origin.to_string()).or_default();
+    if reached > *held {
+        *held = reached;
+    }
+    cursor.at = crate::api::rfc3339(time::OffsetDateTime::now_utc());
+}
+
 /// `GET /v1/replication/peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,6 +180,9 @@ pub struct PeerList {
     /// the bound, stored before the bound existed), per origin.
     #[serde(default)]
     pub refused_at_start: Vec<StartupRefusal>,
+    /// How far each controller that pulls from this one has pulled, by controller id.
+    #[serde(default)]
+    pub pulled_by: Vec<PullCursor>,
 }
 
 pub async fn peers(
@@ -154,9 +195,14 @@ pub async fn peers(
         .read()
         .map_err(|_| internal("peer status lock poisoned"))?
         .clone();
-    let peers = state
-        .config
-        .peers
+    // The current peer set, seeds first (Unknown until polled).
+    let set = state
+        .peer_set
+        .read()
+        .map_err(|_| internal("peer set lock poisoned"))?
+        .clone()
+        .unwrap_or_else(|| state.config.peers.clone());
+    let peers: Vec<PeerStatus> = set
         .iter()
         .map(|p| {
             known
@@ -170,6 +216,13 @@ pub async fn peers(
         max_clock_skew_seconds: state.store.max_clock_skew().as_secs(),
         peers,
         refused_at_start: state.store.refused_at_start().to_vec(),
+        pulled_by: state
+            .cursors
+            .read()
+            .map_err(|_| internal("cursor lock poisoned"))?
+            .values()
+            .cloned()
+            .collect(),
     }))
 }
 
@@ -190,12 +243,14 @@ pub async fn ops(
     caller: Caller,
     Query(query): Query<OpsQuery>,
 ) -> Result<Json<OpsPage>, ApiFailure> {
-    caller.require(&[Role::Controller])?;
+    let puller = caller.require(&[Role::Controller])?.id.clone();
     let mut ops = state
         .store
         .ops_since(&query.origin, &query.after, PAGE + 1)?;
     let more = ops.len() > PAGE;
     ops.truncate(PAGE);
+    let reached = ops.last().map_or(query.after.clone(), |op| op.hlc.clone());
+    record_cursor(&state, &puller, &query.origin, reached);
     Ok(Json(OpsPage { ops, more }))
 }
 
@@ -325,6 +380,10 @@ pub struct Peer {
     /// Smoothed round-trip time of the vector call (EWMA, weight 1/5 for new samples).
     rtt: Option<Duration>,
     timeout: Duration,
+    /// Consecutive failed pulls.
+    failures: u32,
+    /// Ticks left to skip (bounded backoff).
+    skip: u32,
 }
 
 impl std::fmt::Debug for Peer {
@@ -375,40 +434,64 @@ impl Peer {
     }
 }
 
-/// A client per peer, authenticated with this controller's own certificate. A peer must
+/// Makes peer clients authenticated with this controller's own certificate. A peer must
 /// present a controller certificate of this cluster: the chain alone would also accept
 /// a node's certificate (security review D1), and a peer's operations are merged.
-pub fn peer_clients(state: &AppState) -> Result<Vec<Peer>, String> {
-    let tls = &state.config.tls;
-    let creds = kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
-        &tls.ca_file,
-        &tls.cert_file,
-        &tls.key_file,
-    ))
-    .map_err(|e| e.to_string())?;
-    let expected = kcore_pki::PeerExpectation::controller(&state.config.cluster_name);
-    let make_tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync> =
-        Arc::new(move || creds.client_config(&expected).map_err(|e| e.to_string()));
-    // Start at the ceiling; the first measured round trips bring it down.
-    let timeout = Duration::from_secs(10);
-    state
-        .config
-        .peers
-        .iter()
-        .map(|peer| {
-            let url = kcore_net::https_url(peer);
-            let client = Client::new(vec![url.clone()], make_tls()?, peer_options(timeout))
-                .map_err(|e| format!("peer {peer}: {e}"))?;
-            Ok(Peer {
-                name: peer.clone(),
-                url,
-                tls: make_tls.clone(),
-                client,
-                rtt: None,
-                timeout,
-            })
+#[derive(Clone)]
+pub struct PeerFactory {
+    tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for PeerFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerFactory")
+    }
+}
+
+impl PeerFactory {
+    /// Loads this controller's credentials (`tls.*`) once.
+    pub fn new(state: &AppState) -> Result<PeerFactory, String> {
+        let tls = &state.config.tls;
+        let creds = kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
+            &tls.ca_file,
+            &tls.cert_file,
+            &tls.key_file,
+        ))
+        .map_err(|e| e.to_string())?;
+        let expected = kcore_pki::PeerExpectation::controller(&state.config.cluster_name);
+        Ok(PeerFactory {
+            tls: Arc::new(move || creds.client_config(&expected).map_err(|e| e.to_string())),
         })
-        .collect()
+    }
+
+    /// A client for `address` (`HOST:PORT`), starting at the timeout ceiling; the first
+    /// measured round trips bring it down.
+    pub fn peer(&self, address: &str) -> Result<Peer, String> {
+        let timeout = Duration::from_secs(10);
+        let url = kcore_net::https_url(address);
+        let client = Client::new(vec![url.clone()], (self.tls)()?, peer_options(timeout))
+            .map_err(|e| format!("peer {address}: {e}"))?;
+        Ok(Peer {
+            name: address.to_string(),
+            url,
+            tls: self.tls.clone(),
+            client,
+            rtt: None,
+            timeout,
+            failures: 0,
+            skip: 0,
+        })
+    }
+
+    /// A plain client for `address` with this controller's certificate (registration).
+    pub fn client(&self, address: &str) -> Result<Client, String> {
+        Client::new(
+            vec![kcore_net::https_url(address)],
+            (self.tls)()?,
+            peer_options(Duration::from_secs(5)),
+        )
+        .map_err(|e| format!("peer {address}: {e}"))
+    }
 }
 
 /// Records a peer's new status; logs when its state or controller id changes, so a
@@ -486,14 +569,21 @@ fn status_of(
 }
 
 /// Polls every peer until `stop` is cancelled (the controller awaits it at shutdown).
+/// Each tick first reconciles the peer set with the `Controller` records
+/// ([`crate::membership::wanted_peers`]) and hands the revoked serials to the TLS layer.
 pub async fn run(
     state: Arc<AppState>,
-    mut peers: Vec<Peer>,
+    factory: PeerFactory,
+    tls: kcore_net::TlsSource,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(PULL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let bound = state.store.max_clock_skew();
+    let mut peers: Vec<Peer> = Vec::new();
+    // Seed address -> the controller id its vector last gave.
+    let mut seed_ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut revoked: Vec<String> = Vec::new();
     loop {
         // A pull in progress finishes (each is bounded by the peer timeout); the next
         // one does not start once `stop` is cancelled.
@@ -501,12 +591,48 @@ pub async fn run(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for peer in &mut peers {
-            let result = pull_once(&state, &peer.client).await;
-            if let Ok(report) = &result {
-                peer.observe(report.rtt);
-                if report.merged > 0 {
-                    tracing::debug!(peer = %peer.name, operations = report.merged, "replicated");
+        let now_revoked: Vec<String> = crate::membership::revoked(&state).into_keys().collect();
+        if now_revoked != revoked {
+            tracing::info!(serials = ?now_revoked, "revoked certificate serials updated");
+            tls.set_revoked_serials(&now_revoked);
+            revoked = now_revoked;
+        }
+        reconcile(&state, &factory, &mut peers, &seed_ids);
+        // Peers are pulled concurrently: one that is slow or unreachable does not hold
+        // back the others. One that keeps failing is skipped for a bounded number of
+        // ticks ([`backoff_ticks`]).
+        let due: Vec<&mut Peer> = peers
+            .iter_mut()
+            .filter_map(|peer| {
+                if peer.skip > 0 {
+                    peer.skip -= 1;
+                    None
+                } else {
+                    Some(peer)
+                }
+            })
+            .collect();
+        let state_ref = &state;
+        let results = futures::future::join_all(due.into_iter().map(|peer| async move {
+            let result = pull_once(state_ref, &peer.client).await;
+            (peer, result)
+        }))
+        .await;
+        for (peer, result) in results {
+            match &result {
+                Ok(report) => {
+                    peer.failures = 0;
+                    peer.observe(report.rtt);
+                    if state.config.peers.contains(&peer.name) {
+                        seed_ids.insert(peer.name.clone(), report.controller_id.clone());
+                    }
+                    if report.merged > 0 {
+                        tracing::debug!(peer = %peer.name, operations = report.merged, "replicated");
+                    }
+                }
+                Err(_) => {
+                    peer.failures = peer.failures.saturating_add(1);
+                    peer.skip = backoff_ticks(peer.failures);
                 }
             }
             record(&state, status_of(&peer.name, &result, bound));
@@ -514,9 +640,69 @@ pub async fn run(
     }
 }
 
+/// The most ticks an unreachable peer is skipped: it is tried at least every
+/// `(MAX_BACKOFF_TICKS + 1) * PULL_INTERVAL` plus its timeout, so a healed partition is
+/// noticed within seconds.
+pub const MAX_BACKOFF_TICKS: u32 = 5;
+
+/// Ticks to skip after `failures` consecutive failed pulls: 0, 1, 3, then
+/// [`MAX_BACKOFF_TICKS`].
+pub fn backoff_ticks(failures: u32) -> u32 {
+    let doubled = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    (doubled - 1).min(MAX_BACKOFF_TICKS)
+}
+
+/// Adds a client for every wanted address not pulled yet and drops the ones no longer
+/// wanted (and their status), keeping the measured round trip of those that stay.
+fn reconcile(
+    state: &AppState,
+    factory: &PeerFactory,
+    peers: &mut Vec<Peer>,
+    seed_ids: &BTreeMap<String, String>,
+) {
+    let wanted = crate::membership::wanted_peers(state, &state.config.peers, seed_ids);
+    peers.retain(|p| {
+        let keep = wanted.contains(&p.name);
+        if !keep {
+            tracing::info!(peer = %p.name, "peer no longer pulled from (its controller was deleted or is reached through a seed)");
+            if let Ok(mut statuses) = state.peers.write() {
+                statuses.remove(&p.name);
+            }
+        }
+        keep
+    });
+    if let Ok(mut set) = state.peer_set.write() {
+        *set = Some(wanted.clone());
+    }
+    for address in wanted {
+        if peers.iter().any(|p| p.name == address) {
+            continue;
+        }
+        match factory.peer(&address) {
+            Ok(peer) => {
+                if !state.config.peers.contains(&address) {
+                    tracing::info!(peer = %address, "discovered a controller; pulling from it");
+                }
+                peers.push(peer);
+            }
+            Err(err) => tracing::warn!(peer = %address, "cannot make a client: {err}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_peer_backs_off_within_a_bound() {
+        let ticks: Vec<u32> = (1..=6).map(backoff_ticks).collect();
+        assert_eq!(ticks, vec![0, 1, 3, 5, 5, 5]);
+        assert_eq!(backoff_ticks(u32::MAX), MAX_BACKOFF_TICKS);
+        assert_eq!(backoff_ticks(0), 0);
+    }
 
     #[test]
     fn timeouts_follow_round_trip_time_within_bounds() {

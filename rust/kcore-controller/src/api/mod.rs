@@ -1,6 +1,6 @@
 //! The controller's `/v1` routes and who may call them: the router and the caller's
 //! identity here, one file per area ([`nodes`], [`pki`], [`storage_classes`]) and one per
-//! stored kind ([`clusterupdates`], [`vms`]) over the generic handlers in [`resources`].
+//! stored kind ([`clusterupdates`], [`vms`], [`controllers`]) over the generic handlers in [`resources`].
 //!
 //! | route | roles |
 //! |---|---|
@@ -17,7 +17,9 @@
 //! | `PUT /v1/clusterupdates/{name}`, `DELETE /v1/clusterupdates/{name}` | admin |
 //! | `GET /v1/vms`, `GET /v1/vms/{name}` | admin, controller |
 //! | `PUT /v1/vms/{name}`, `DELETE /v1/vms/{name}` | admin |
-//! | `/v1/controllers[/{name}]` | `404 NOT_FOUND` naming the kind (no type yet, issue 13) |
+//! | `GET /v1/controllers`, `GET /v1/controllers/{id}` | admin, controller |
+//! | `DELETE /v1/controllers/{id}` | admin (revokes its certificate) |
+//! | `POST /v1/controllers/{id}/register` | controller (own id, own certificate serial) |
 //! | `GET /v1/replication/vector`, `GET /v1/replication/ops` | controller |
 //! | `GET /v1/replication/peers` | admin, controller |
 //!
@@ -25,6 +27,7 @@
 //! it in the request extensions, `kcore_net::PeerIdentity`); every handler starts with [`Caller::require`].
 
 mod clusterupdates;
+mod controllers;
 mod nodes;
 mod pki;
 mod resources;
@@ -67,6 +70,14 @@ pub struct AppState {
     pub renewals: Mutex<HashMap<String, Instant>>,
     /// What the replication loop last saw of each peer.
     pub peers: crate::replication::PeerStatuses,
+    /// How far each controller pulling from this one has pulled.
+    pub cursors: crate::replication::PullCursors,
+    /// The addresses pulled from, in order (seeds first), as last reconciled; `None`
+    /// before the first tick (then the configured `peers` are shown).
+    pub peer_set: RwLock<Option<Vec<String>>>,
+    /// Wakes the refresh of this controller's own `Controller` record early, when what it
+    /// says changed (a new sub-CA), instead of at the next interval.
+    pub record_changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for AppState {
@@ -183,7 +194,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/replication/peers", get(crate::replication::peers));
     let router = resources::routes(router, &clusterupdates::DEFINITION);
     let router = resources::routes(router, &vms::DEFINITION);
-    resources::without_type(router, kcore_api::resource::Kind::Controller)
+    controllers::routes(router)
         // The same 404 as the agent's (`NOT_FOUND`, naming the path).
         .fallback(kcore_net::error::not_found)
         .with_state(state)

@@ -359,6 +359,8 @@ pub(super) async fn install_sub_ca(
     state
         .store
         .put_field("pki/sub-ca", "certificatePem", &body.certificate_pem)?;
+    // The Controller record names the sub-CA it signs with.
+    state.record_changed.notify_one();
     tracing::info!(by = %admin, serial = %info.serial, "new sub-CA installed");
     Ok(Json(SubCaInstalled {
         controller_id: state.config.controller_id.clone(),

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{any, get};
+use axum::routing::get;
 use kcore_api::ErrorCode;
 use kcore_api::resource::{ApplyResponse, Deleted, Kind, LabelSelector, ObjectError, ResourceList};
 use kcore_net::{ApiFailure, ApiJson};
@@ -75,23 +75,6 @@ pub(super) fn routes(
         )
 }
 
-/// Routes of a kind that has no type yet: every method answers `404 NOT_FOUND` naming
-/// the kind, so a client learns why instead of seeing "no route".
-pub(super) fn without_type(router: Router<Arc<AppState>>, kind: Kind) -> Router<Arc<AppState>> {
-    let answer = move || async move {
-        ApiFailure::with_status(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            format!("kind {kind} is not served by this controller yet: it has no resource type"),
-        )
-        .with_details(serde_json::json!({"kind": kind}))
-    };
-    let plural = kind.plural();
-    router
-        .route(&format!("/v1/{plural}"), any(answer))
-        .route(&format!("/v1/{plural}/{{name}}"), any(answer))
-}
-
 /// The query parameters, percent-decoded (`+` is a space, as forms write it).
 fn query_params(query: Option<&str>) -> Vec<(String, String)> {
     let decode = |s: &str| {
@@ -141,7 +124,7 @@ fn not_found(kind: Kind, name: &str) -> ApiFailure {
     .with_details(serde_json::json!({"kind": kind, "name": name}))
 }
 
-async fn list(
+pub(super) async fn list(
     def: &'static Definition,
     state: Arc<AppState>,
     caller: Caller,
@@ -171,7 +154,7 @@ async fn list(
     }))
 }
 
-async fn read(
+pub(super) async fn read(
     def: &'static Definition,
     state: Arc<AppState>,
     caller: Caller,

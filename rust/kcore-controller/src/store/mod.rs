@@ -243,14 +243,18 @@ CREATE TABLE IF NOT EXISTS refused_ops (
 );
 ";
 
-/// Fields compacted to the newest operation per origin: what nodes report, and the
-/// record of a node's certificate (rewritten at every renewal).
-fn compacted(field: &str) -> bool {
-    field.starts_with("report.") || field == "certificate"
+/// Fields compacted to the newest operation per origin: what nodes report, the record of
+/// a node's certificate (rewritten at every renewal), and a controller's `lastSeen`
+/// (refreshed every `membership::REFRESH_INTERVAL`).
+fn compacted(resource: &str, field: &str) -> bool {
+    field.starts_with("report.")
+        || field == "certificate"
+        || (resource.starts_with("controller/") && field == "status.lastSeen")
 }
 
 /// The same compaction over the whole table, for operations stored before it existed.
-const COMPACT_ALL: &str = "DELETE FROM ops WHERE (field LIKE 'report.%' OR field = 'certificate')
+const COMPACT_ALL: &str = "DELETE FROM ops WHERE (field LIKE 'report.%' OR field = 'certificate'
+        OR (resource LIKE 'controller/%' AND field = 'status.lastSeen'))
     AND hlc < (SELECT MAX(o.hlc) FROM ops o
                WHERE o.resource = ops.resource AND o.field = ops.field AND o.origin = ops.origin)";
 
@@ -293,7 +297,7 @@ fn merge_in(tx: &rusqlite::Transaction<'_>, ops: &[Op]) -> Result<Vec<bool>, Sto
         let changed =
             upsert.execute(params![op.resource, op.field, op.hlc, op.origin, op.value])?;
         won.push(changed > 0);
-        if compacted(&op.field) {
+        if compacted(&op.resource, &op.field) {
             compact.execute(params![op.resource, op.field, op.origin])?;
         }
     }

@@ -8,8 +8,10 @@
 
 mod agent;
 mod auth;
+mod controllers;
 mod nodes;
 mod pki;
+mod proxy;
 mod replication;
 mod resources;
 mod support;

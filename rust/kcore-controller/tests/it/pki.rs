@@ -53,6 +53,15 @@ async fn sub_ca_rotation_keeps_old_certificates_working() {
         new_sub.cert_pem()
     );
 
+    // The controller's record names the sub-CA it now signs with.
+    let new_serial =
+        kcore_pki::serial_hex(&kcore_pki::certs_from_pem(new_sub.cert_pem()).unwrap()[0]).unwrap();
+    eventually("the Controller record to name the new sub-CA", || async {
+        let record: serde_json::Value = admin.get_json("/v1/controllers/ctl1").await.unwrap();
+        record["spec"]["subCaSerial"] == new_serial.as_str()
+    })
+    .await;
+
     // The old leaf still works.
     assert_eq!(beat(&n1_old, "n1").await.unwrap().status, NodeStatus::Ready);
     // A renewal is signed by the new sub-CA (its chain carries it) and works too.

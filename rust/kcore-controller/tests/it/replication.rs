@@ -8,9 +8,15 @@ async fn controllers_replicate_through_a_relay_and_merge_approvals() {
     let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
     let (la, lb, lc) = (bind().await, bind().await, bind().await);
     let addr = |l: &tokio::net::TcpListener| l.local_addr().unwrap().to_string();
-    // a <-> b <- c: c never talks to a, so what it learns from a was relayed by b.
+    // a <-> b <- c: c never reaches a, so what it learns from a was relayed by b. c does
+    // discover a from its Controller record, but a advertises an address behind a
+    // partitioned proxy (b reaches a through its seed, the real address).
     let (a_addr, b_addr) = (addr(&la), addr(&lb));
-    let a = Running::start_on(la, cl.peer_config("ctl-a", true, vec![b_addr.clone()]));
+    let dead_end = crate::proxy::FaultProxy::start(&a_addr).await;
+    dead_end.partition();
+    let mut a_config = cl.peer_config("ctl-a", true, vec![b_addr.clone()]);
+    a_config.advertise_address = Some(dead_end.addr.clone());
+    let a = Running::start_on(la, a_config);
     let b = Running::start_on(lb, cl.peer_config("ctl-b", true, vec![a_addr]));
     let c = Running::start_on(lc, cl.peer_config("ctl-c", true, vec![b_addr]));
     let trust = cl.root.cert_pem().to_string();
@@ -25,6 +31,19 @@ async fn controllers_replicate_through_a_relay_and_merge_approvals() {
     eventually("n1 to reach ctl-c through ctl-b", || async {
         admin_c.get_json::<Node>("/v1/nodes/n1").await.is_ok()
     })
+    .await;
+    // c discovered a and tries it, but only at the dead end.
+    eventually(
+        "ctl-c to find ctl-a's advertised address unreachable",
+        || async {
+            let list: serde_json::Value = admin_c.get_json("/v1/replication/peers").await.unwrap();
+            list["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["peer"] == dead_end.addr.as_str() && p["state"] == "Unreachable")
+        },
+    )
     .await;
     let on_c: Node = admin_c.get_json("/v1/nodes/n1").await.unwrap();
     assert_eq!(on_c.approval, Approval::Pending);

@@ -218,10 +218,17 @@ async fn resource_refusals_name_the_field_and_the_role() {
         "FORBIDDEN_ROLE"
     );
 
-    // A kind without a type yet is named, not an anonymous missing route.
-    let (code, message) = refusal(admin.get_json::<ResourceList>("/v1/controllers").await);
-    assert_eq!(code, "NOT_FOUND");
-    assert!(message.contains("Controller"), "{message}");
+    // Controllers register themselves: the kind is read-only over PUT.
+    let (code, message) = refusal(
+        put(
+            &admin,
+            "/v1/controllers/ctl1",
+            &json!({"kind": "Controller"}),
+        )
+        .await,
+    );
+    assert_eq!(code, "METHOD_NOT_ALLOWED");
+    assert!(message.contains("register themselves"), "{message}");
     ctl.stop().await;
 }
 

@@ -68,6 +68,7 @@ impl Cluster {
             database_path: self.path("state.sqlite"),
             connections: Default::default(),
             max_clock_skew_seconds: 60,
+            advertise_address: None,
             tls: ControllerTls {
                 ca_file: self.path("ca.crt"),
                 cert_file: self.path("controller.crt"),
