@@ -253,7 +253,10 @@ fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> 
             Ok(ip) => SocketAddr::new(ip, *port),
             Err(_) => SocketAddr::from(([0, 0, 0, 0], *port)),
         };
-        let config = controller_config(&id, &cluster, listen, &peers, &cdir)?;
+        let mut config = controller_config(&id, &cluster, listen, &peers, &cdir)?;
+        // The address the operator named is the one other controllers dial (a host name
+        // listens on 0.0.0.0, which must never be recorded for discovery).
+        config.advertise_address = Some(args.controllers[i].clone());
         write(
             &cdir.join("controller.yaml"),
             &controller_yaml(&config)?,
@@ -469,6 +472,7 @@ mod tests {
             heartbeat_timeout_seconds: 90,
             database_path: PathBuf::from("/srv/\"quoted\" dir/state.sqlite"),
             max_clock_skew_seconds: 5,
+            advertise_address: Some("ctl2.example:9443".into()),
             tls: ControllerTls {
                 ca_file: "/k/ca: x.crt".into(),
                 cert_file: "/k/c.crt".into(),
@@ -493,6 +497,7 @@ mod tests {
             "maxClockSkewSeconds:",
             "subCaKeyFile:",
             "maxConnectionsPerPeer:",
+            "advertiseAddress:",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }

@@ -176,7 +176,7 @@ mod tests {
         );
         for (kind, problem) in [
             ("Node", "is not applied"),
-            ("Controller", "has no resource type"),
+            ("Controller", "is not applied from a file"),
         ] {
             let err = parse(
                 "k.yaml",

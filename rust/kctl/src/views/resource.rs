@@ -68,7 +68,14 @@ pub fn kind_columns(kind: Kind) -> Columns {
                 bytes(o.pointer("/spec/memoryBytes")),
             ]
         }),
-        Kind::Node | Kind::Controller => (&[], |_| Vec::new()),
+        Kind::Controller => (&["ADDRESS", "DC", "LAST-SEEN"], |o| {
+            vec![
+                text(o.pointer("/spec/address")),
+                text(o.pointer("/spec/dcId")),
+                text(o.pointer("/status/lastSeen")),
+            ]
+        }),
+        Kind::Node => (&[], |_| Vec::new()),
     }
 }
 
