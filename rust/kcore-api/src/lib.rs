@@ -6,6 +6,7 @@ pub mod error;
 pub mod inventory;
 pub mod report_limits;
 pub mod resource;
+pub mod rollout;
 pub mod validate;
 
 pub use error::{ApiError, ErrorCode};
