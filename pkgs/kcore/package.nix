@@ -40,6 +40,8 @@ let
     "rollout_kernel_change_boots_a_trial_and_a_healthy_one_becomes_the_default_with_fleet_flake"
     "rollout_kernel_change_unhealthy_after_the_trial_boot_reverts_with_one_reboot_with_fleet_flake"
     "rollout_agent_restart_mid_activation_reattaches_without_a_second_activation_with_fleet_flake"
+    "rollout_a_trial_entry_that_never_comes_up_falls_back_and_reverts_with_fleet_flake"
+    "rollout_switch_answered_100_falls_back_to_a_trial_boot_with_fleet_flake"
     # kcore-agent/tests/it (tls, disko, nix, ops, restricted): tests/support stand-ins
     "managed_mode_serves_admins_over_mtls_with_real_inventory"
     "managed_mode_refuses_no_cert_other_ca_and_expired_cert"

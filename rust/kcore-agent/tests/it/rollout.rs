@@ -193,10 +193,17 @@ async fn rollout_health_that_never_arrives_reverts_after_the_timeout_with_fleet_
 
 /// A kernel change: `auto` is a boot with a trial reboot; the activation ends asking for it.
 async fn trial_boot(r2_health: &str) -> Option<(FleetNode, String, PathBuf, PathBuf)> {
+    let (mut node, id, old, new) = trial_boot_asked(r2_health).await?;
+    let booted = node.reboot().await;
+    assert_eq!(booted, new, "the one-shot entry boots the new generation");
+    Some((node, id, old, new))
+}
+
+async fn trial_boot_asked(r2_health: &str) -> Option<(FleetNode, String, PathBuf, PathBuf)> {
     let fleet = Fleet::new()?;
     let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
     let r2 = fleet.commit(&[("node-1", host("ok", r2_health, "6.12.0", "r2"))]);
-    let mut node = FleetNode::new(&fleet, &r1, None, None).await;
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
     let old = node.link("run/current-system");
     let (_, prepared) = node.prepare(&fleet, &r2).await;
     assert_eq!(prepared.reboot_required, Some(true));
@@ -221,8 +228,6 @@ async fn trial_boot(r2_health: &str) -> Option<(FleetNode, String, PathBuf, Path
     assert_eq!(node.link("run/current-system"), old);
     assert_eq!(node.log("activations"), [format!("boot {}", new.display())]);
     assert_eq!(node.log("reboots").len(), 1);
-    let booted = node.reboot().await;
-    assert_eq!(booted, new, "the one-shot entry boots the new generation");
     Some((node, id, old, new))
 }
 
@@ -324,4 +329,63 @@ async fn rollout_agent_restart_mid_activation_reattaches_without_a_second_activa
         "activated once"
     );
     assert_eq!(node.step(&id).await.phase, StepPhase::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_a_trial_entry_that_never_comes_up_falls_back_and_reverts_with_fleet_flake() {
+    let Some((mut node, id, old, _new)) = trial_boot_asked("ok").await else {
+        return;
+    };
+    let booted = node.reboot_failing_oneshot().await;
+    assert_eq!(
+        booted, old,
+        "the old default boots after the failed one-shot"
+    );
+    let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert!(report.reason.unwrap().contains("did not come up"));
+    assert_eq!(node.link("nix/var/nix/profiles/system"), old);
+    assert_eq!(
+        node.efi("LoaderEntryDefault").as_deref(),
+        Some("nixos-generation-1.conf")
+    );
+    // Back on the old system already: no revert reboot.
+    assert_eq!(node.log("reboots").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_switch_answered_100_falls_back_to_a_trial_boot_with_fleet_flake() {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    // Same kernel, a new init: only switch-to-configuration can tell (exit 100).
+    let mut r2_host = host("ok", "ok", "6.6.1", "r2");
+    r2_host["init"] = json!("systemd 2");
+    let r2 = fleet.commit(&[("node-1", r2_host)]);
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    assert_eq!(prepared.reboot_required, Some(false));
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&new, "auto", 5).await;
+    let (events, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    assert!(
+        output_lines(&events)
+            .iter()
+            .any(|l| l.contains("exited 100"))
+    );
+    let report = node.step(&id).await;
+    assert_eq!(
+        (report.phase, report.goal.as_deref()),
+        (StepPhase::Rebooting, Some("boot"))
+    );
+    assert_eq!(
+        node.log("activations"),
+        [
+            format!("switch {}", new.display()),
+            format!("boot {}", new.display())
+        ]
+    );
+    assert_eq!(
+        node.efi("LoaderEntryOneShot").as_deref(),
+        Some("nixos-generation-2.conf")
+    );
 }

@@ -262,9 +262,22 @@ impl FleetNode {
 
     /// The simulated reboot: stop, boot what the boot loader picks, start.
     pub async fn reboot(&mut self) -> PathBuf {
+        self.reboot_with(true).await
+    }
+
+    /// A reboot in which the one-shot entry does not come up (a kernel that hangs, then a
+    /// power cycle): the one-shot is used up and the default boots.
+    pub async fn reboot_failing_oneshot(&mut self) -> PathBuf {
+        self.reboot_with(false).await
+    }
+
+    async fn reboot_with(&mut self, oneshot_boots: bool) -> PathBuf {
         self.stop().await;
         let efi = self.root("boot/efivars");
         let oneshot = efi.join("LoaderEntryOneShot");
+        if !oneshot_boots {
+            std::fs::remove_file(&oneshot).unwrap();
+        }
         let entry = if let Ok(e) = std::fs::read_to_string(&oneshot) {
             std::fs::remove_file(&oneshot).unwrap();
             e
