@@ -660,3 +660,53 @@ pub fn new_record(
         reboots: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(dir: &Path) -> UnitRecord {
+        UnitRecord::new(
+            dir,
+            dir,
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            "kcore-rollout-activate-0f1e2d3c4b5a-switch",
+            Duration::from_secs(5),
+            serde_json::json!({"step": "activate"}),
+        )
+    }
+
+    fn write_status(rec: &UnitRecord, result: &str, code: &str, status: &str) {
+        let s = UnitStatus {
+            service_result: result.into(),
+            exit_code: code.into(),
+            exit_status: status.into(),
+        };
+        std::fs::create_dir_all(rec.status.parent().unwrap()).unwrap();
+        std::fs::write(&rec.status, serde_json::to_vec(&s).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_exit_status_comes_from_the_units_status_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = record(dir.path());
+        let failed = || Err(OpError::failed(ErrorCode::CommandFailed, "unit failed"));
+        // No status file: the runner's word.
+        assert_eq!(exit_status(&rec, Ok(())), Ok(0));
+        assert!(matches!(
+            exit_status(&rec, failed()),
+            Err(OpError::Failed { .. })
+        ));
+        assert_eq!(
+            exit_status(&rec, Err(OpError::Detached)),
+            Err(OpError::Detached)
+        );
+        write_status(&rec, "exit-code", "exited", "100");
+        assert_eq!(exit_status(&rec, failed()), Ok(100));
+        write_status(&rec, "signal", "killed", "KILL");
+        assert!(matches!(
+            exit_status(&rec, failed()),
+            Err(OpError::Failed { .. })
+        ));
+    }
+}
