@@ -31,6 +31,17 @@ let
     "agent_inventory_and_agent_errors_are_printed_escaped"
     "an_install_mode_agent_reached_with_the_context_gets_the_k_and_fingerprint_hint"
     "k_against_a_managed_agent_says_to_drop_k"
+    # kcore-agent/tests/it/rollout.rs: the fleet flake and stand-ins in tests/support/fleet
+    "rollout_prepare_builds_the_pinned_host_and_fails_for_a_missing_one_with_fleet_flake"
+    "rollout_activate_switches_to_a_new_generation_with_fleet_flake"
+    "rollout_activation_failure_reverts_to_the_previous_generation_with_fleet_flake"
+    "rollout_degraded_system_reverts_and_names_the_failed_units_with_fleet_flake"
+    "rollout_health_that_never_arrives_reverts_after_the_timeout_with_fleet_flake"
+    "rollout_kernel_change_boots_a_trial_and_a_healthy_one_becomes_the_default_with_fleet_flake"
+    "rollout_kernel_change_unhealthy_after_the_trial_boot_reverts_with_one_reboot_with_fleet_flake"
+    "rollout_agent_restart_mid_activation_reattaches_without_a_second_activation_with_fleet_flake"
+    "rollout_a_trial_entry_that_never_comes_up_falls_back_and_reverts_with_fleet_flake"
+    "rollout_switch_answered_100_falls_back_to_a_trial_boot_with_fleet_flake"
     # kcore-agent/tests/it (tls, disko, nix, ops, restricted): tests/support stand-ins
     "managed_mode_serves_admins_over_mtls_with_real_inventory"
     "managed_mode_refuses_no_cert_other_ca_and_expired_cert"

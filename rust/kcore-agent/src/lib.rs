@@ -6,6 +6,8 @@
 //! - [`inventory`] collects disks, NICs and the storage view.
 //! - [`disko_apply`] and [`nix_apply`] make the day-2 changes, run as [`ops`] operations.
 //! - [`mgmt`] reads the disko management mode, per request.
+//! - [`rollout`] is the node-local half of a rollout step: prepare, activate, health gate,
+//!   revert (also across a trial boot).
 //! - [`provision`] is `kcore-agent provision-disk`, the LVM identity reset.
 
 pub mod cli;
@@ -18,6 +20,7 @@ pub mod nix_apply;
 pub mod ops;
 pub mod provision;
 pub mod registration;
+pub mod rollout;
 pub mod server;
 pub mod tools;
 

@@ -69,6 +69,10 @@ pub struct RuntimeOptions {
     /// agent) starts units without it, and a unit that ends while no agent watches is then
     /// reported `INTERRUPTED`.
     pub unit_result_helper: Option<PathBuf>,
+    /// The root the rollout steps see the system under: `/run/current-system`,
+    /// `/run/booted-system` and the system profile (`system_profile` below it). `/` in
+    /// production; the rollout tests' fake root of a node (`crate::rollout::system`).
+    pub system_root: PathBuf,
 }
 
 /// This process's executable if it is kcore-agent (also as NixOS's wrapped
@@ -89,6 +93,7 @@ impl Default for RuntimeOptions {
             rebuild_log_dir: PathBuf::from("/var/log/kcore-agent"),
             rebuild_timeout: crate::nix_apply::REBUILD_TIMEOUT,
             unit_result_helper: own_agent_executable(),
+            system_root: PathBuf::from("/"),
         }
     }
 }
@@ -260,6 +265,8 @@ impl Agent {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         self.start_registration(stop_rx);
         crate::ops::unit::reattach_all(&self.state);
+        // After the re-attached ones took their lanes: what a boot left to finish.
+        crate::rollout::activate::after_boot(&self.state);
         let state = self.state.clone();
         let shutdown = async move {
             shutdown.await;
@@ -307,6 +314,8 @@ pub async fn run(
 
 const READERS: &[Role] = &[Role::Admin, Role::Controller, Role::Node];
 const WRITERS: &[Role] = &[Role::Admin, Role::Controller];
+/// The rollout steps, until the controller's engine drives them.
+const ADMINS: &[Role] = &[Role::Admin];
 
 /// The `/v1` routes for the configured mode.
 pub fn router(state: Arc<AgentState>) -> Router {
@@ -325,6 +334,11 @@ pub fn router(state: Arc<AgentState>) -> Router {
                 .route("/v1/operations/{id}", get(operation))
                 .route("/v1/operations/{id}/stream", get(operation_stream))
                 .route_layer(from_fn_with_state(WRITERS, allow_roles));
+            let rollout = Router::new()
+                .route("/v1/rollout/prepare", post(rollout_prepare))
+                .route("/v1/rollout/activate", post(rollout_activate))
+                .route("/v1/rollout/steps/{id}", get(rollout_step))
+                .route_layer(from_fn_with_state(ADMINS, allow_roles));
             inventory
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
@@ -332,6 +346,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
                 ))
                 .route_layer(from_fn_with_state(READERS, allow_roles))
                 .merge(day2)
+                .merge(rollout)
         }
     };
     app.fallback(kcore_net::error::not_found).with_state(state)
@@ -398,6 +413,27 @@ async fn apply_nix(
     ApiJson(req): ApiJson<ApplyNixRequest>,
 ) -> Result<Response, ApiFailure> {
     nix_apply::handle(state, req).await
+}
+
+async fn rollout_prepare(
+    State(state): State<Arc<AgentState>>,
+    ApiJson(req): ApiJson<kcore_api::rollout::PrepareRequest>,
+) -> Result<Response, ApiFailure> {
+    crate::rollout::prepare(state, req).await
+}
+
+async fn rollout_activate(
+    State(state): State<Arc<AgentState>>,
+    ApiJson(req): ApiJson<kcore_api::rollout::ActivateRequest>,
+) -> Result<Response, ApiFailure> {
+    crate::rollout::activate(state, req).await
+}
+
+async fn rollout_step(
+    State(state): State<Arc<AgentState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiFailure> {
+    crate::rollout::step(&state, &id)
 }
 
 async fn operation(

@@ -115,6 +115,12 @@ pub enum ErrorCode {
     InventoryFailed,
     /// The agent stopped while the operation ran.
     Interrupted,
+    /// A rollout step's new system failed to activate or failed its health gate, and the
+    /// node reverted itself to its previous generation; `details.reason` says why.
+    Reverted,
+    /// A rollout step's new system failed and going back to the previous generation failed
+    /// too (or there was none): the node needs an operator; `details` say what happened.
+    RevertFailed,
     /// Evaluating submitted Nix ran past its wall-clock or CPU bound.
     EvalTimeout,
     /// Evaluating submitted Nix ran past its memory bound.
@@ -217,7 +223,7 @@ impl ErrorCode {
             DiskoInvalid | NixInvalid | EvalTimeout | EvalMemoryLimit | EvalOutputLimit => 422,
             RenewRateLimited | EvalBusy => 429,
             Internal | ToolUnavailable | CommandFailed | WriteFailed | InventoryFailed
-            | Interrupted => 500,
+            | Interrupted | Reverted | RevertFailed => 500,
             Unavailable | SubCaNotValid => 503,
             TimedOut => 504,
             _ => 400,

@@ -234,6 +234,16 @@ pub enum OperationKind {
     /// `POST /v1/nix/apply`: write the node's module, then `nixos-rebuild test` and `switch`.
     #[serde(rename = "apply-nix")]
     ApplyNix,
+    /// `POST /v1/rollout/prepare`: `nix build` of a pinned flake's toplevel (`crate::rollout`).
+    #[serde(rename = "rollout-prepare")]
+    RolloutPrepare,
+    /// `POST /v1/rollout/activate`: profile, switch-to-configuration, health gate, revert.
+    #[serde(rename = "rollout-activate")]
+    RolloutActivate,
+    /// Started by the agent after a (trial or revert) boot an activation asked for: the
+    /// health gate of the booted system, then the new default or the revert.
+    #[serde(rename = "rollout-verify")]
+    RolloutVerify,
 }
 
 impl OperationKind {
@@ -242,6 +252,9 @@ impl OperationKind {
         match self {
             OperationKind::ApplyDisko => "apply-disko",
             OperationKind::ApplyNix => "apply-nix",
+            OperationKind::RolloutPrepare => "rollout-prepare",
+            OperationKind::RolloutActivate => "rollout-activate",
+            OperationKind::RolloutVerify => "rollout-verify",
         }
     }
 }

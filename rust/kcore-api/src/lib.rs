@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod plan;
 pub mod report_limits;
 pub mod resource;
+pub mod rollout;
 pub mod validate;
 pub mod vm;
 

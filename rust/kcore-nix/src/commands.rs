@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 use crate::runner::{Invocation, Program};
 
+mod rollout;
 mod systemctl;
+pub use rollout::{NixBuildLinked, Running, SystemState, parse_failed_units};
 pub use systemctl::{Systemctl, UnitPresence};
 
 /// What an activation does with a built system.

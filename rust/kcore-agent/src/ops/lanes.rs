@@ -33,7 +33,10 @@ impl Lane {
     pub fn of(kind: OperationKind) -> &'static [Lane] {
         match kind {
             OperationKind::ApplyDisko => &[Lane::Disk],
-            OperationKind::ApplyNix => &[Lane::System],
+            OperationKind::ApplyNix
+            | OperationKind::RolloutPrepare
+            | OperationKind::RolloutActivate
+            | OperationKind::RolloutVerify => &[Lane::System],
         }
     }
 

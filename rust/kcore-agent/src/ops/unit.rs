@@ -458,6 +458,9 @@ pub fn reattach_all(state: &Arc<AgentState>) {
             match kind {
                 OperationKind::ApplyDisko => crate::disko_apply::resume(&state, &op, record).await,
                 OperationKind::ApplyNix => crate::nix_apply::resume(&state, &op, record).await,
+                OperationKind::RolloutPrepare
+                | OperationKind::RolloutActivate
+                | OperationKind::RolloutVerify => crate::rollout::resume(&state, &op, record).await,
             }
         }));
     }

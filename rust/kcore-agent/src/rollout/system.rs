@@ -1,0 +1,174 @@
+//! The node's system as a rollout step sees it, every path under the agent's root prefix
+//! (`RuntimeOptions::system_root`, `/` in production; the rig's fake root in tests):
+//! `/run/current-system`, `/run/booted-system`, the system profile, and the programs that
+//! change them (kcore-nix's typed builders, each through the runner): `nix-env --profile
+//! --set`, `bootctl set-default|set-oneshot`, `systemctl is-system-running`, the failed
+//! units, `systemctl reboot`.
+//!
+//! The reboot verdict compares the `kernel`, `initrd` and `kernel-modules` links of the new
+//! toplevel with those of `/run/booted-system` (what nixpkgs' toplevel builder links:
+//! `nixos/modules/system/activation/top-level.nix`), as `nixos-rebuild`'s users and comin do.
+//! Boot entries are systemd-boot's `nixos-generation-<N>.conf`, the names nixpkgs'
+//! `nixos/modules/system/boot/loader/systemd-boot/systemd-boot-builder.py` writes (entries
+//! of specialisations are not used).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kcore_api::ErrorCode;
+use kcore_api::rollout::GenerationRef;
+use kcore_nix::commands::{
+    Bootctl, NixEnvProfile, ProfileAction, Running, SystemState, parse_failed_units,
+};
+use kcore_nix::profile::Profile;
+use kcore_nix::programs::{BOOTCTL, NIX_ENV, SYSTEMCTL};
+
+use crate::ops::{OpError, OpHandle};
+use crate::server::AgentState;
+
+/// One quick command (`nix-env --set`, `bootctl`, `systemctl is-system-running`).
+const QUICK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `path` (absolute) under the agent's root prefix.
+pub fn under_root(state: &AgentState, path: &Path) -> PathBuf {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    state.options.system_root.join(rel)
+}
+
+pub fn current_system(state: &AgentState) -> PathBuf {
+    under_root(state, Path::new("/run/current-system"))
+}
+
+pub fn booted_system(state: &AgentState) -> PathBuf {
+    under_root(state, Path::new("/run/booted-system"))
+}
+
+/// The system profile (`/nix/var/nix/profiles/system` under the root prefix).
+pub fn profile(state: &AgentState) -> Profile {
+    Profile::new(under_root(state, &state.options.system_profile))
+}
+
+/// Where a link (or a chain of them) ends; `None` when it does not resolve.
+pub fn resolved(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok()
+}
+
+/// The profile's current generation, if it has one.
+pub fn current_generation(state: &AgentState) -> Option<GenerationRef> {
+    profile(state).current().ok().map(|g| GenerationRef {
+        number: g.number,
+        store_path: g.store_path.display().to_string(),
+    })
+}
+
+/// Which of kernel, initrd and kernel-modules differ between `toplevel` and the booted
+/// system (all of them when nothing is booted, i.e. `/run/booted-system` is missing).
+pub fn reboot_reasons(state: &AgentState, toplevel: &Path) -> Vec<String> {
+    let booted = booted_system(state);
+    ["kernel", "initrd", "kernel-modules"]
+        .into_iter()
+        .filter(|part| resolved(&toplevel.join(part)) != resolved(&booted.join(part)))
+        .map(str::to_string)
+        .collect()
+}
+
+fn tool_error(e: &kcore_nix::RunError) -> OpError {
+    OpError::from(e)
+}
+
+/// `nix-env --profile <system profile> --set <path>`; returns the new current generation.
+pub async fn set_profile(
+    state: &AgentState,
+    op: &OpHandle,
+    path: &Path,
+) -> Result<GenerationRef, OpError> {
+    let nix_env = state.tools.resolve(NIX_ENV).map_err(|e| tool_error(&e))?;
+    let profile = profile(state);
+    if let Some(dir) = profile.path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            OpError::failed(
+                ErrorCode::WriteFailed,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    let cmd = NixEnvProfile {
+        profile: profile.path.clone(),
+        action: ProfileAction::Set(path.to_path_buf()),
+    };
+    op.step(format!(
+        "nix-env --profile {} --set {}",
+        profile.path.display(),
+        path.display()
+    ));
+    cmd.invocation(&nix_env)
+        .timeout(QUICK_TIMEOUT)
+        .output()
+        .await
+        .map_err(|e| tool_error(&e))?;
+    current_generation(state).ok_or_else(|| {
+        OpError::failed(
+            ErrorCode::CommandFailed,
+            format!(
+                "{} has no current generation after nix-env --set",
+                profile.path.display()
+            ),
+        )
+    })
+}
+
+/// The systemd-boot entry of generation `number`.
+pub fn boot_entry(number: u64) -> String {
+    format!("nixos-generation-{number}.conf")
+}
+
+/// `bootctl set-default|set-oneshot`.
+pub async fn bootctl(state: &AgentState, op: &OpHandle, cmd: Bootctl) -> Result<(), OpError> {
+    let bootctl = state.tools.resolve(BOOTCTL).map_err(|e| tool_error(&e))?;
+    let inv = cmd.invocation(&bootctl).timeout(QUICK_TIMEOUT);
+    op.step(inv.display());
+    inv.output().await.map(|_| ()).map_err(|e| tool_error(&e))
+}
+
+/// `systemctl reboot`.
+pub async fn reboot(state: &AgentState, op: &OpHandle) -> Result<(), OpError> {
+    let systemctl = state.tools.resolve(SYSTEMCTL).map_err(|e| tool_error(&e))?;
+    op.step("systemctl reboot");
+    SystemState::Reboot
+        .invocation(&systemctl)
+        .timeout(QUICK_TIMEOUT)
+        .output()
+        .await
+        .map(|_| ())
+        .map_err(|e| tool_error(&e))
+}
+
+/// What `systemctl is-system-running` says, with the failed units when degraded. A
+/// systemctl that cannot run is an answer too (not healthy), so the deadline decides.
+pub async fn system_running(state: &AgentState) -> (Running, Vec<String>) {
+    let systemctl = match state.tools.resolve(SYSTEMCTL) {
+        Ok(p) => p,
+        Err(e) => return (Running::Other(format!("unknown ({e})")), Vec::new()),
+    };
+    // Non-zero for anything but `running`: the printed word is the answer.
+    let running = match SystemState::IsSystemRunning
+        .invocation(&systemctl)
+        .timeout(QUICK_TIMEOUT)
+        .output_unchecked()
+        .await
+    {
+        Ok(out) => Running::parse(&out.stdout_lossy()),
+        Err(e) => Running::Other(format!("unknown ({e})")),
+    };
+    if running != Running::Degraded {
+        return (running, Vec::new());
+    }
+    let failed = SystemState::FailedUnits
+        .invocation(&systemctl)
+        .timeout(QUICK_TIMEOUT)
+        .output_unchecked()
+        .await
+        .map(|out| parse_failed_units(&out.stdout_lossy()))
+        .unwrap_or_default();
+    (running, failed)
+}

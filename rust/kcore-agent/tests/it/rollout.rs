@@ -1,0 +1,391 @@
+//! Rollout steps on one node (`/v1/rollout/*`), a real agent on 127.0.0.1 with mTLS against
+//! the real fleet flake (`rollout_rig`): prepare builds for real with `nix build`, every
+//! activation runs the fleet's switch-to-configuration stand-in in a unit of the
+//! systemd-run stand-in, and the revert and trial-boot decisions are read back from the
+//! fake root (profile generations, `run/*-system`, the boot loader state, the stand-ins'
+//! logs). Names say `with_fleet_flake`: they need `tests/support`.
+
+use kcore_api::rollout::StepPhase;
+
+use crate::rollout_rig::{Fleet, FleetNode, host};
+use crate::support::*;
+
+fn generation_count(node: &FleetNode) -> usize {
+    std::fs::read_dir(node.root("nix/var/nix/profiles"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("-link"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_prepare_builds_the_pinned_host_and_fails_for_a_missing_one_with_fleet_flake() {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    let r2 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r2"))]);
+    let r3 = fleet.commit(&[("node-1", host("ok", "ok", "6.12.0", "r3"))]);
+    let r4 = fleet.commit(&[("node-2", host("ok", "ok", "6.6.1", "r4"))]);
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
+
+    let (result, report) = node.prepare(&fleet, &r2).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    let expected = fleet.build(&r2, "node-1", &node.node.path("expected-r2"));
+    assert_eq!(report.phase, StepPhase::Prepared);
+    assert_eq!(
+        report.store_path.as_deref(),
+        Some(expected.to_str().unwrap())
+    );
+    assert_eq!(
+        report.reboot_required,
+        Some(false),
+        "same kernel: {report:?}"
+    );
+    // Nothing changed on the node.
+    assert_eq!(generation_count(&node), 1);
+    assert!(node.log("activations").is_empty());
+
+    let (_, report) = node.prepare(&fleet, &r3).await;
+    assert_eq!(report.reboot_required, Some(true));
+    assert_eq!(
+        report.reboot_reasons,
+        ["kernel", "initrd", "kernel-modules"]
+    );
+
+    let (result, report) = node.prepare(&fleet, &r4).await;
+    assert_eq!(result.status, OperationStatus::Failed);
+    let error = result.error.unwrap();
+    assert_eq!(error.code, "COMMAND_FAILED");
+    assert!(error.message.contains("node-1"), "{}", error.message);
+    assert_eq!(report.phase, StepPhase::Failed);
+    assert!(report.reason.unwrap().contains("nix build failed"));
+
+    let err = node
+        .admin()
+        .post_json::<_, OperationStarted>(
+            "/v1/rollout/prepare",
+            &json!({"flakeRef": fleet.flake_ref(), "flakeRev": "abc"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_FIELD");
+    assert!(err.to_string().contains("flakeRev"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_activate_switches_to_a_new_generation_with_fleet_flake() {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    let r2 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r2"))]);
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
+    let old = node.link("run/current-system");
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    let new = PathBuf::from(prepared.store_path.unwrap());
+
+    let id = node.activate(&new, "auto", 30).await;
+    let (events, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    assert_eq!(result.generation.as_deref(), Some("2"));
+    let report = node.step(&id).await;
+    assert_eq!(report.phase, StepPhase::Succeeded);
+    assert_eq!(report.goal.as_deref(), Some("switch"));
+    assert_eq!(
+        report.previous.unwrap().store_path,
+        old.display().to_string()
+    );
+    assert_eq!(node.link("run/current-system"), new);
+    assert_eq!(node.link("nix/var/nix/profiles/system"), new);
+    assert_eq!(generation_count(&node), 2);
+    assert_eq!(
+        node.log("activations"),
+        [format!("switch {}", new.display())]
+    );
+    assert!(
+        output_lines(&events)
+            .iter()
+            .any(|l| l.contains("health gate passed"))
+    );
+
+    // A path that is no system is refused, naming the field.
+    let err = node
+        .admin()
+        .post_json::<_, OperationStarted>("/v1/rollout/activate", &json!({"storePath": "/tmp"}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_FIELD");
+    assert!(err.to_string().contains("storePath"), "{err}");
+}
+
+/// Activate r2 (whose host file is `r2_host`) on a node at r1; the finished result and
+/// the node.
+async fn activate_r2(
+    r2_host: serde_json::Value,
+    timeout: u64,
+) -> Option<(FleetNode, OperationResult, PathBuf, PathBuf)> {
+    let fleet = Fleet::new()?;
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    let r2 = fleet.commit(&[("node-1", r2_host)]);
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
+    let old = node.link("run/current-system");
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&new, "auto", timeout).await;
+    let (_, result) = follow(node.admin(), &id).await;
+    Some((node, result, old, new))
+}
+
+fn assert_reverted(node: &FleetNode, result: &OperationResult, old: &Path, new: &Path) {
+    assert_eq!(result.status, OperationStatus::Failed);
+    assert_eq!(
+        result.error.as_ref().unwrap().code,
+        "REVERTED",
+        "{result:?}"
+    );
+    assert_eq!(node.link("run/current-system"), old);
+    // The previous system is back as a new generation (`--set <prev>`).
+    assert_eq!(node.link("nix/var/nix/profiles/system"), old);
+    assert_eq!(generation_count(node), 3);
+    assert_eq!(
+        node.log("activations"),
+        [
+            format!("switch {}", new.display()),
+            format!("switch {}", old.display())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_activation_failure_reverts_to_the_previous_generation_with_fleet_flake() {
+    let Some((node, result, old, new)) = activate_r2(host("fail", "ok", "6.6.1", "r2"), 30).await
+    else {
+        return;
+    };
+    assert_reverted(&node, &result, &old, &new);
+    let report = node.step(&result.operation_id).await;
+    assert_eq!(report.phase, StepPhase::Reverted);
+    assert!(report.reason.unwrap().contains("exited 2"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_degraded_system_reverts_and_names_the_failed_units_with_fleet_flake() {
+    let Some((node, result, old, new)) =
+        activate_r2(host("ok", "degraded", "6.6.1", "r2"), 30).await
+    else {
+        return;
+    };
+    assert_reverted(&node, &result, &old, &new);
+    let report = node.step(&result.operation_id).await;
+    assert_eq!(report.phase, StepPhase::Reverted);
+    assert_eq!(report.failed_units, ["kcore-fleet-probe.service"]);
+    assert!(report.reason.unwrap().contains("degraded"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_health_that_never_arrives_reverts_after_the_timeout_with_fleet_flake() {
+    let Some((node, result, old, new)) = activate_r2(host("ok", "never", "6.6.1", "r2"), 1).await
+    else {
+        return;
+    };
+    assert_reverted(&node, &result, &old, &new);
+    let reason = node.step(&result.operation_id).await.reason.unwrap();
+    assert!(reason.contains("not healthy within 1 s"), "{reason}");
+    assert!(reason.contains("starting"), "{reason}");
+}
+
+/// A kernel change: `auto` is a boot with a trial reboot; the activation ends asking for it.
+async fn trial_boot(r2_health: &str) -> Option<(FleetNode, String, PathBuf, PathBuf)> {
+    let (mut node, id, old, new) = trial_boot_asked(r2_health).await?;
+    let booted = node.reboot().await;
+    assert_eq!(booted, new, "the one-shot entry boots the new generation");
+    Some((node, id, old, new))
+}
+
+async fn trial_boot_asked(r2_health: &str) -> Option<(FleetNode, String, PathBuf, PathBuf)> {
+    let fleet = Fleet::new()?;
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    let r2 = fleet.commit(&[("node-1", host("ok", r2_health, "6.12.0", "r2"))]);
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
+    let old = node.link("run/current-system");
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    assert_eq!(prepared.reboot_required, Some(true));
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&new, "auto", 5).await;
+    let (_, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    let report = node.step(&id).await;
+    assert_eq!(
+        (report.phase, report.goal.as_deref(), report.reboots),
+        (StepPhase::Rebooting, Some("boot"), 1)
+    );
+    // Booted once; the old generation stays the default; nothing activated now.
+    assert_eq!(
+        node.efi("LoaderEntryOneShot").as_deref(),
+        Some("nixos-generation-2.conf")
+    );
+    assert_eq!(
+        node.efi("LoaderEntryDefault").as_deref(),
+        Some("nixos-generation-1.conf")
+    );
+    assert_eq!(node.link("run/current-system"), old);
+    assert_eq!(node.log("activations"), [format!("boot {}", new.display())]);
+    assert_eq!(node.log("reboots").len(), 1);
+    Some((node, id, old, new))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_kernel_change_boots_a_trial_and_a_healthy_one_becomes_the_default_with_fleet_flake()
+ {
+    let Some((node, id, _old, new)) = trial_boot("ok").await else {
+        return;
+    };
+    let report = node.wait_phase(&id, StepPhase::Succeeded).await;
+    assert_eq!(
+        report.generation.unwrap().store_path,
+        new.display().to_string()
+    );
+    assert_eq!(
+        node.efi("LoaderEntryDefault").as_deref(),
+        Some("nixos-generation-2.conf")
+    );
+    assert_eq!(node.log("reboots").len(), 1);
+    // The activation record is gone: a new activation is accepted.
+    let again = node.activate(&new, "switch", 5).await;
+    let (_, result) = follow(node.admin(), &again).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_kernel_change_unhealthy_after_the_trial_boot_reverts_with_one_reboot_with_fleet_flake()
+ {
+    let Some((mut node, id, old, _new)) = trial_boot("degraded").await else {
+        return;
+    };
+    // The agent asks for the revert boot after it saved why (a real reboot ends it there).
+    for _ in 0..600 {
+        if node.log("reboots").len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = node.step(&id).await;
+    assert_eq!(report.phase, StepPhase::Rebooting);
+    assert_eq!(report.reboots, 2, "{report:?}");
+    assert_eq!(report.failed_units, ["kcore-fleet-probe.service"]);
+    assert_eq!(node.log("reboots").len(), 2);
+    assert_eq!(
+        node.efi("LoaderEntryDefault").as_deref(),
+        Some("nixos-generation-1.conf")
+    );
+    assert_eq!(node.link("nix/var/nix/profiles/system"), old);
+    let booted = node.reboot().await;
+    assert_eq!(booted, old);
+    let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert!(report.reason.unwrap().contains("degraded"));
+    // At most one revert reboot: none after it.
+    assert_eq!(node.log("reboots").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_agent_restart_mid_activation_reattaches_without_a_second_activation_with_fleet_flake()
+ {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    let r2 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r2"))]);
+    let gates = tempfile::tempdir().unwrap();
+    let gate = gates.path().join("open");
+    let mut node = FleetNode::new(&fleet, &r1, Some(&gate), None).await;
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&new, "switch", 30).await;
+    // The stand-in logged the activation and waits at the gate.
+    for _ in 0..600 {
+        if !node.log("activations").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        node.log("activations"),
+        [format!("switch {}", new.display())]
+    );
+    node.stop().await;
+    node.start().await;
+    // Re-attached: the system lane is held, a second activation is refused.
+    let err = node
+        .admin()
+        .post_json::<_, OperationStarted>("/v1/rollout/activate", &json!({"storePath": new}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "REBUILD_IN_PROGRESS");
+    std::fs::write(&gate, "").unwrap();
+    let (events, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    assert!(events.iter().any(
+        |e| matches!(e, OperationEvent::Step { name } if name.starts_with("re-attach to unit"))
+    ));
+    assert_eq!(node.link("run/current-system"), new);
+    assert_eq!(
+        node.log("activations"),
+        [format!("switch {}", new.display())],
+        "activated once"
+    );
+    assert_eq!(node.step(&id).await.phase, StepPhase::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_a_trial_entry_that_never_comes_up_falls_back_and_reverts_with_fleet_flake() {
+    let Some((mut node, id, old, _new)) = trial_boot_asked("ok").await else {
+        return;
+    };
+    let booted = node.reboot_failing_oneshot().await;
+    assert_eq!(
+        booted, old,
+        "the old default boots after the failed one-shot"
+    );
+    let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert!(report.reason.unwrap().contains("did not come up"));
+    assert_eq!(node.link("nix/var/nix/profiles/system"), old);
+    assert_eq!(
+        node.efi("LoaderEntryDefault").as_deref(),
+        Some("nixos-generation-1.conf")
+    );
+    // Back on the old system already: no revert reboot.
+    assert_eq!(node.log("reboots").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_switch_answered_100_falls_back_to_a_trial_boot_with_fleet_flake() {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    // Same kernel, a new init: only switch-to-configuration can tell (exit 100).
+    let mut r2_host = host("ok", "ok", "6.6.1", "r2");
+    r2_host["init"] = json!("systemd 2");
+    let r2 = fleet.commit(&[("node-1", r2_host)]);
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    assert_eq!(prepared.reboot_required, Some(false));
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&new, "auto", 5).await;
+    let (events, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    assert!(
+        output_lines(&events)
+            .iter()
+            .any(|l| l.contains("exited 100"))
+    );
+    let report = node.step(&id).await;
+    assert_eq!(
+        (report.phase, report.goal.as_deref()),
+        (StepPhase::Rebooting, Some("boot"))
+    );
+    assert_eq!(
+        node.log("activations"),
+        [
+            format!("switch {}", new.display()),
+            format!("boot {}", new.display())
+        ]
+    );
+    assert_eq!(
+        node.efi("LoaderEntryOneShot").as_deref(),
+        Some("nixos-generation-2.conf")
+    );
+}

@@ -1,0 +1,375 @@
+//! The rollout test rig (issue 12 "Test rig"): a fleet flake in a local git repository with
+//! one commit per revision (`tests/support/fleet/flake.nix`, pinned as
+//! `git+file:///...?rev=<sha>` and built for real with `nix build`), and nodes whose agent
+//! runs in-process on 127.0.0.1 against a fake root of their own: `run/current-system`,
+//! `run/booted-system`, `nix/var/nix/profiles/system`, the boot loader state
+//! (`boot/loader`, `boot/efivars`), and what the stand-ins log (`var/log/kcore-fleet`).
+//! The stand-ins (`tests/support/fleet/{switch-to-configuration,bootctl,systemctl}`) find the
+//! fake root in `KCORE_FAKE_ROOT`: units get it through the agent's extra environment, the
+//! agent's own `systemctl` and `bootctl` calls through a two-line wrapper per node.
+//!
+//! A reboot is simulated as the issue says: stop the agent, set `run/booted-system` (and
+//! `run/current-system`) to what the boot loader state picks (the one-shot entry, removed
+//! as it is used, else the default, else `loader.conf`'s default, as systemd-boot does),
+//! and start the agent again.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use kcore_api::rollout::{StepPhase, StepReport};
+
+use crate::support::*;
+
+fn nix_flags() -> [&'static str; 4] {
+    [
+        "--extra-experimental-features",
+        "nix-command flakes",
+        "--option",
+        "substituters",
+    ]
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.email=rig@kcore.test", "-c", "user.name=rig"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A host's file: what its toplevel does at that revision.
+pub fn host(activate: &str, health: &str, kernel: &str, label: &str) -> serde_json::Value {
+    json!({"activate": activate, "health": health, "kernel": kernel, "seconds": 0, "label": label})
+}
+
+/// The fleet repository.
+pub struct Fleet {
+    pub repo: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// `None` (with a SKIP line) when nix or git is missing.
+    pub fn new() -> Option<Fleet> {
+        if which_nix().is_none() || Command::new("git").arg("--version").output().is_err() {
+            eprintln!("SKIP: `nix` or `git` is not on PATH (apt-get install nix-bin git)");
+            return None;
+        }
+        let repo = tempfile::tempdir().unwrap();
+        for f in ["flake.nix", "switch-to-configuration"] {
+            std::fs::copy(support(&format!("fleet/{f}")), repo.path().join(f)).unwrap();
+        }
+        std::fs::create_dir_all(repo.path().join("hosts")).unwrap();
+        git(repo.path(), &["init", "-q"]);
+        Some(Fleet { repo })
+    }
+
+    /// Commit a revision in which `hosts` have these files and every other host file is
+    /// gone; its rev.
+    pub fn commit(&self, hosts: &[(&str, serde_json::Value)]) -> String {
+        let dir = self.repo.path().join("hosts");
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+        std::fs::write(dir.join(".keep"), "").unwrap();
+        for (name, file) in hosts {
+            std::fs::write(dir.join(format!("{name}.json")), file.to_string()).unwrap();
+        }
+        git(self.repo.path(), &["add", "-A"]);
+        git(
+            self.repo.path(),
+            &["commit", "-q", "--allow-empty", "-m", "revision"],
+        );
+        git(self.repo.path(), &["rev-parse", "HEAD"])
+    }
+
+    pub fn flake_ref(&self) -> String {
+        format!("git+file://{}", self.repo.path().display())
+    }
+
+    /// The toplevel of `host` at `rev`, built by the test itself (the expected answer).
+    pub fn build(&self, rev: &str, host: &str, out: &Path) -> PathBuf {
+        let installable = format!(
+            "{}?rev={rev}#nixosConfigurations.{host}.config.system.build.toplevel",
+            self.flake_ref()
+        );
+        let st = Command::new("nix")
+            .args(nix_flags())
+            .arg("")
+            .args(["build", &installable, "--out-link"])
+            .arg(out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "nix build {installable}");
+        std::fs::canonicalize(out).unwrap()
+    }
+}
+
+/// One node: its fake root, its agent, an admin client.
+pub struct FleetNode {
+    pub pki: Pki,
+    pub node: Node,
+    pub options: RuntimeOptions,
+    pub extra: serde_json::Value,
+    pub agent: Option<Running>,
+    pub admin: Option<Client>,
+}
+
+fn wrapper(path: &Path, root: &Path, program: &Path) {
+    // The fake root and the stand-in are temporary and repository paths without quotes.
+    let text = format!(
+        "#!/bin/sh\nKCORE_FAKE_ROOT='{}' exec '{}' \"$@\"\n",
+        root.display(),
+        program.display()
+    );
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+impl FleetNode {
+    /// A node that runs `host` at `rev` (installed as the booted system, generation 1), its
+    /// agent started; `gate`: switch-to-configuration waits for that file.
+    pub async fn new(
+        fleet: &Fleet,
+        rev: &str,
+        gate: Option<&Path>,
+        timeout_tweak: Option<Duration>,
+    ) -> FleetNode {
+        let pki = Pki::new();
+        let node = Node::new();
+        let root = node.path("root");
+        std::fs::create_dir_all(node.path("bin")).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        wrapper(
+            &node.path("bin/systemctl"),
+            &root,
+            &support("fleet/systemctl"),
+        );
+        wrapper(&node.path("bin/bootctl"), &root, &support("fleet/bootctl"));
+        let extra = json!({"binaries": {
+            "systemctl": node.path("bin/systemctl"),
+            "bootctl": node.path("bin/bootctl"),
+        }});
+        let mut env = vec![
+            ("KCORE_FAKE_ROOT".to_string(), root.display().to_string()),
+            // Offline: nothing to substitute from (the fleet's derivations exist only here).
+            ("NIX_CONFIG".to_string(), "substituters =".to_string()),
+        ];
+        if let Some(gate) = gate {
+            env.push((
+                "KCORE_TEST_ACTIVATION_GATE".to_string(),
+                gate.display().to_string(),
+            ));
+        }
+        let mut options = RuntimeOptions {
+            extra_env: env,
+            rebuild_log_dir: node.path("logs"),
+            unit_result_helper: unit_result_helper(),
+            system_root: root.clone(),
+            ..RuntimeOptions::default()
+        };
+        if let Some(t) = timeout_tweak {
+            options.rebuild_timeout = t;
+        }
+        let mut this = FleetNode {
+            pki,
+            node,
+            options,
+            extra,
+            agent: None,
+            admin: None,
+        };
+        this.install(fleet, rev);
+        this.start().await;
+        this
+    }
+
+    pub fn root(&self, rel: &str) -> PathBuf {
+        self.node.path("root").join(rel)
+    }
+
+    /// Install `node-1` at `rev` as generation 1, booted, its boot loader written, healthy.
+    fn install(&self, fleet: &Fleet, rev: &str) {
+        let top = fleet.build(rev, "node-1", &self.node.path("installed"));
+        let profile = self.root("nix/var/nix/profiles/system");
+        std::fs::create_dir_all(profile.parent().unwrap()).unwrap();
+        let st = Command::new("nix-env")
+            .arg("-p")
+            .arg(&profile)
+            .arg("--set")
+            .arg(&top)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = Command::new(top.join("bin/switch-to-configuration"))
+            .arg("boot")
+            .env("KCORE_FAKE_ROOT", self.root(""))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // The install is no activation the tests count.
+        std::fs::remove_file(self.root("var/log/kcore-fleet/activations")).unwrap();
+        self.boot_into(&top);
+    }
+
+    fn boot_into(&self, top: &Path) {
+        for link in ["run/booted-system", "run/current-system"] {
+            let _ = std::fs::remove_file(self.root(link));
+            std::os::unix::fs::symlink(top, self.root(link)).unwrap();
+        }
+        let state = self.root("run/kcore-stand-in");
+        std::fs::create_dir_all(&state).unwrap();
+        let _ = std::fs::remove_file(state.join("failed-units"));
+        let health = std::fs::read_to_string(top.join("behaviour/health")).unwrap();
+        let word = match health.as_str() {
+            "ok" => "running",
+            "degraded" => {
+                std::fs::write(state.join("failed-units"), "kcore-fleet-probe.service\n").unwrap();
+                "degraded"
+            }
+            _ => "starting",
+        };
+        std::fs::write(state.join("system-state"), format!("{word}\n")).unwrap();
+    }
+
+    pub async fn start(&mut self) {
+        let agent = start(
+            self.node
+                .config("managed", Some(&self.pki), self.extra.clone()),
+            self.options.clone(),
+        )
+        .await;
+        self.admin = Some(agent.client(self.pki.client_tls(&self.pki.leaf(Role::Admin, "alice"))));
+        self.agent = Some(agent);
+    }
+
+    pub async fn stop(&mut self) {
+        self.admin = None;
+        if let Some(agent) = self.agent.take() {
+            agent.stop().await;
+        }
+    }
+
+    pub fn admin(&self) -> &Client {
+        self.admin.as_ref().unwrap()
+    }
+
+    /// The simulated reboot: stop, boot what the boot loader picks, start.
+    pub async fn reboot(&mut self) -> PathBuf {
+        self.reboot_with(true).await
+    }
+
+    /// A reboot in which the one-shot entry does not come up (a kernel that hangs, then a
+    /// power cycle): the one-shot is used up and the default boots.
+    pub async fn reboot_failing_oneshot(&mut self) -> PathBuf {
+        self.reboot_with(false).await
+    }
+
+    async fn reboot_with(&mut self, oneshot_boots: bool) -> PathBuf {
+        self.stop().await;
+        let efi = self.root("boot/efivars");
+        let oneshot = efi.join("LoaderEntryOneShot");
+        if !oneshot_boots {
+            std::fs::remove_file(&oneshot).unwrap();
+        }
+        let entry = if let Ok(e) = std::fs::read_to_string(&oneshot) {
+            std::fs::remove_file(&oneshot).unwrap();
+            e
+        } else if let Ok(e) = std::fs::read_to_string(efi.join("LoaderEntryDefault")) {
+            e
+        } else {
+            let conf = std::fs::read_to_string(self.root("boot/loader/loader.conf")).unwrap();
+            conf.lines()
+                .find_map(|l| l.strip_prefix("default "))
+                .unwrap()
+                .to_string()
+        };
+        let text =
+            std::fs::read_to_string(self.root(&format!("boot/loader/entries/{}", entry.trim())))
+                .unwrap();
+        let init = text
+            .lines()
+            .find_map(|l| l.strip_prefix("options init="))
+            .unwrap();
+        let top = PathBuf::from(init.strip_suffix("/init").unwrap());
+        self.boot_into(&top);
+        self.start().await;
+        top
+    }
+
+    /// Lines of one of the stand-ins' logs (`activations`, `reboots`, `bootctl`).
+    pub fn log(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.root(&format!("var/log/kcore-fleet/{name}")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn link(&self, rel: &str) -> PathBuf {
+        std::fs::canonicalize(self.root(rel)).unwrap()
+    }
+
+    pub fn efi(&self, var: &str) -> Option<String> {
+        std::fs::read_to_string(self.root(&format!("boot/efivars/{var}")))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Prepare `rev` and follow it to its end.
+    pub async fn prepare(&self, fleet: &Fleet, rev: &str) -> (OperationResult, StepReport) {
+        let started: OperationStarted = self
+            .admin()
+            .post_json(
+                "/v1/rollout/prepare",
+                &json!({"flakeRef": fleet.flake_ref(), "flakeRev": rev}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(started.kind, "rollout-prepare");
+        let (_, result) = follow(self.admin(), &started.operation_id).await;
+        (result, self.step(&started.operation_id).await)
+    }
+
+    /// Start an activation; its operation id.
+    pub async fn activate(&self, path: &Path, mode: &str, timeout: u64) -> String {
+        let started: OperationStarted = self
+            .admin()
+            .post_json(
+                "/v1/rollout/activate",
+                &json!({"storePath": path, "mode": mode, "healthTimeoutSeconds": timeout}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(started.kind, "rollout-activate");
+        started.operation_id
+    }
+
+    pub async fn step(&self, id: &str) -> StepReport {
+        self.admin()
+            .get_json(&format!("/v1/rollout/steps/{id}"))
+            .await
+            .unwrap()
+    }
+
+    /// Poll the step's report until it is in `phase` (a bounded wait for a state, never a
+    /// timing assertion).
+    pub async fn wait_phase(&self, id: &str, phase: StepPhase) -> StepReport {
+        let mut last = None;
+        for _ in 0..600 {
+            let report = self.step(id).await;
+            if report.phase == phase {
+                return report;
+            }
+            last = Some(report);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("step {id} never reached {phase:?}: {last:?}");
+    }
+}

@@ -1,0 +1,182 @@
+//! The node-local half of a rollout step on the wire: what the agent's admin-only routes
+//! `POST /v1/rollout/prepare` and `POST /v1/rollout/activate` take (both answer `202` with the
+//! one `OperationStarted` shape and stream progress like every long operation), and the step
+//! report `GET /v1/rollout/steps/{operationId}` returns, which carries what an
+//! `OperationResult` has no room for: the built store path, the reboot verdict, the previous
+//! generation, the phase (also across a trial reboot) and why a node reverted.
+//!
+//! The controller's `ClusterUpdate` engine drives the same calls later; the state machine is
+//! written down in `docs/rollouts.md`. camelCase; fields only ever grow, optional.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/rollout/prepare`: build the host's toplevel at a pinned revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrepareRequest {
+    /// A flake reference kcore-nix can pin (`github:o/r`, `git+https://...`, `git+file:///...`).
+    pub flake_ref: String,
+    /// The full 40-hex commit the rollout moves to.
+    pub flake_rev: String,
+    /// The `nixosConfigurations` attribute; default: the node's `nodeId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// How an activation is applied (`ClusterUpdate.spec.activation.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ActivationMode {
+    /// `switch`, unless kernel, initrd or kernel-modules differ from the booted system (or
+    /// switch-to-configuration answers 100): then `boot` and a trial reboot.
+    #[default]
+    Auto,
+    Switch,
+    Boot,
+    Test,
+}
+
+impl ActivationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivationMode::Auto => "auto",
+            ActivationMode::Switch => "switch",
+            ActivationMode::Boot => "boot",
+            ActivationMode::Test => "test",
+        }
+    }
+}
+
+/// The longest health gate an activation may ask for.
+pub const MAX_HEALTH_TIMEOUT_SECONDS: u64 = 3600;
+/// The health gate when the request names none.
+pub const DEFAULT_HEALTH_TIMEOUT_SECONDS: u64 = 300;
+
+/// `POST /v1/rollout/activate`: make a prepared toplevel the running (or next boot's)
+/// system, gate it on health, and revert on the node when the gate fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActivateRequest {
+    /// The toplevel a prepare step reported (`/nix/store/...`).
+    pub store_path: String,
+    #[serde(default)]
+    pub mode: ActivationMode,
+    /// 1..=3600; default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout_seconds: Option<u64>,
+}
+
+/// A profile generation: `system-<number>-link` -> `storePath`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationRef {
+    pub number: u64,
+    pub store_path: String,
+}
+
+/// Where a step is (docs/rollouts.md has the transitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StepPhase {
+    Preparing,
+    Prepared,
+    Activating,
+    Verifying,
+    /// A trial boot (or a revert's boot) was asked for; the gate runs after it.
+    Rebooting,
+    Succeeded,
+    Failed,
+    Reverted,
+}
+
+impl StepPhase {
+    /// Whether nothing more happens to this step.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StepPhase::Prepared | StepPhase::Succeeded | StepPhase::Failed | StepPhase::Reverted
+        )
+    }
+}
+
+/// `GET /v1/rollout/steps/{operationId}`: one prepare or activation on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepReport {
+    pub operation_id: String,
+    pub phase: StepPhase,
+    /// RFC 3339, the last change.
+    pub updated_at: String,
+    /// The toplevel built (prepare) or activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_path: Option<String>,
+    /// Whether kernel, initrd or kernel-modules differ from `/run/booted-system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_required: Option<bool>,
+    /// Which of them differ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reboot_reasons: Vec<String>,
+    /// The switch-to-configuration action used (`switch`, `boot`, `test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
+    /// The generation before the activation: what a revert returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<GenerationRef>,
+    /// The system profile's generation when the step ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationRef>,
+    /// Why the step failed or reverted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Units `systemctl` reported failed (a degraded system).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_units: Vec<String>,
+    /// Reboots this activation asked for (at most a trial boot and one revert boot).
+    #[serde(default)]
+    pub reboots: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_camel_case_and_refuse_unknown_keys() {
+        let req: ActivateRequest = serde_json::from_str(
+            r#"{"storePath": "/nix/store/x-system", "mode": "boot", "healthTimeoutSeconds": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(req.mode, ActivationMode::Boot);
+        assert_eq!(req.health_timeout_seconds, Some(5));
+        let defaulted: ActivateRequest =
+            serde_json::from_str(r#"{"storePath": "/nix/store/x-system"}"#).unwrap();
+        assert_eq!(defaulted.mode, ActivationMode::Auto);
+        let err = serde_json::from_str::<PrepareRequest>(
+            r#"{"flakeRef": "github:o/r", "flakeRev": "x", "hots": "a"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn a_report_names_its_phase_in_camel_case() {
+        let report = StepReport {
+            operation_id: "1".into(),
+            phase: StepPhase::Reverted,
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            store_path: None,
+            reboot_required: Some(true),
+            reboot_reasons: vec!["kernel".into()],
+            goal: Some("boot".into()),
+            previous: None,
+            generation: None,
+            reason: Some("degraded".into()),
+            failed_units: vec![],
+            reboots: 2,
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["phase"], "reverted");
+        assert_eq!(json["rebootRequired"], true);
+        assert!(StepPhase::Reverted.is_final() && !StepPhase::Rebooting.is_final());
+    }
+}

@@ -1,0 +1,159 @@
+//! The commands a rollout step runs on a node besides the ones in `commands.rs`
+//! (`NixEnvProfile`, `SwitchToConfiguration`, `Bootctl`, `Systemctl` are reused as they are):
+//!
+//! - [`NixBuildLinked`]: `nix build <installable> --out-link <link>`. The link is the point:
+//!   it is a GC root, so the prepared closure survives until the activation that uses it, and
+//!   the store path is read from it, which also works with Nix releases before 2.9 that have
+//!   no `--print-out-paths` (the development machines run Nix 2.8, which refuses the flag
+//!   that `NixBuild` passes).
+//! - [`SystemState`]: `systemctl is-system-running`, the failed units, `systemctl reboot`.
+//!   Checked against systemd's `man/systemctl.xml`: `is-system-running` prints the manager's
+//!   state (`initializing`, `starting`, `running`, `degraded`, `maintenance`, `stopping`,
+//!   `offline`, `unknown`) and exits 0 only for `running`, so a caller reads the printed
+//!   word; `list-units --state=failed --plain --no-legend` prints one unit per line, its
+//!   name first.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::runner::{Invocation, Program};
+
+/// `nix build <installable> --out-link <link>` with flakes enabled for this call only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixBuildLinked {
+    pub installable: String,
+    pub out_link: PathBuf,
+}
+
+impl NixBuildLinked {
+    pub fn argv(&self) -> Vec<OsString> {
+        vec![
+            "--extra-experimental-features".into(),
+            "nix-command flakes".into(),
+            "build".into(),
+            self.installable.as_str().into(),
+            "--out-link".into(),
+            self.out_link.as_os_str().to_owned(),
+        ]
+    }
+
+    pub fn invocation(&self, nix: &Program) -> Invocation {
+        Invocation::new(nix).args(self.argv())
+    }
+}
+
+/// One `systemctl` question about the whole system, or the reboot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemState {
+    /// `systemctl is-system-running`.
+    IsSystemRunning,
+    /// `systemctl list-units --state=failed --plain --no-legend`.
+    FailedUnits,
+    /// `systemctl reboot`.
+    Reboot,
+}
+
+/// What `is-system-running` printed, as far as a health gate cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Running {
+    /// `running`: every unit up.
+    Running,
+    /// `degraded`: up, with failed units.
+    Degraded,
+    /// Anything else (`starting`, `initializing`, `maintenance`, ...): not (yet) healthy.
+    Other(String),
+}
+
+impl Running {
+    pub fn parse(stdout: &str) -> Running {
+        match stdout.split_whitespace().next().unwrap_or("") {
+            "running" => Running::Running,
+            "degraded" => Running::Degraded,
+            other => Running::Other(other.to_string()),
+        }
+    }
+}
+
+/// The unit names of `list-units --state=failed --plain --no-legend` output.
+pub fn parse_failed_units(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+impl SystemState {
+    pub fn argv(&self) -> Vec<OsString> {
+        let words: &[&str] = match self {
+            SystemState::IsSystemRunning => &["is-system-running"],
+            SystemState::FailedUnits => &["list-units", "--state=failed", "--plain", "--no-legend"],
+            SystemState::Reboot => &["reboot"],
+        };
+        words.iter().map(OsString::from).collect()
+    }
+
+    pub fn invocation(&self, systemctl: &Program) -> Invocation {
+        Invocation::new(systemctl).args(self.argv())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(argv: Vec<OsString>) -> Vec<String> {
+        argv.into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_linked_build_names_its_link_and_no_newer_flag() {
+        let argv = strings(
+            NixBuildLinked {
+                installable:
+                    "git+file:///f?rev=abc#nixosConfigurations.n1.config.system.build.toplevel"
+                        .into(),
+                out_link: "/var/lib/kcore/rollout/1.system".into(),
+            }
+            .argv(),
+        );
+        assert_eq!(
+            argv,
+            [
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "build",
+                "git+file:///f?rev=abc#nixosConfigurations.n1.config.system.build.toplevel",
+                "--out-link",
+                "/var/lib/kcore/rollout/1.system"
+            ]
+        );
+    }
+
+    #[test]
+    fn system_state_questions_and_their_answers() {
+        assert_eq!(
+            strings(SystemState::FailedUnits.argv()),
+            ["list-units", "--state=failed", "--plain", "--no-legend"]
+        );
+        assert_eq!(
+            strings(SystemState::IsSystemRunning.argv()),
+            ["is-system-running"]
+        );
+        assert_eq!(strings(SystemState::Reboot.argv()), ["reboot"]);
+        assert_eq!(Running::parse("running\n"), Running::Running);
+        assert_eq!(Running::parse("degraded\n"), Running::Degraded);
+        assert_eq!(
+            Running::parse("starting\n"),
+            Running::Other("starting".into())
+        );
+        assert_eq!(
+            parse_failed_units(
+                "a.service loaded failed failed A\nb.mount loaded failed failed B\n"
+            ),
+            ["a.service", "b.mount"]
+        );
+    }
+}

@@ -1,0 +1,88 @@
+# The fleet flake of kcore's rollout tests (tests/support/fleet/README.md). The test rig copies
+# this directory into a fresh git repository and commits a `hosts/<node>.json` per node, once
+# per revision, so every revision is pinned by its commit (`git+file:///...?rev=<sha>`).
+#
+# No nixpkgs here: each toplevel is a plain derivation built with /bin/sh (this machine's Nix
+# runs without a sandbox) that looks like a NixOS system where the agent reads it:
+#
+#   bin/switch-to-configuration   the STAND-IN next to this file, acting on $KCORE_FAKE_ROOT
+#   kernel, initrd                links into a per-`kernel` string derivation, so two hosts
+#   kernel-modules                (or revisions) with one kernel string share them, as nixpkgs'
+#                                 toplevels share the kernel package
+#   init-interface-version        from `init` (default "systemd 1"); a change makes the
+#                                 stand-in exit 100 on switch/test, as the real one does
+#   behaviour/{activate,health,seconds}   what the stand-in does when activating this system
+#   host.json                     the file it came from (so every revision of a host whose
+#                                 file changed is a new store path)
+#
+# A host's file: {"activate": "ok|fail", "health": "ok|degraded|never", "kernel": "<string>",
+# "seconds": <activation time>}; a missing host is a missing attribute, so `nix build` fails.
+{
+  outputs = _: {
+    nixosConfigurations =
+      let
+        hostFiles = builtins.readDir ./hosts;
+        names = map (f: builtins.substring 0 (builtins.stringLength f - 5) f) (
+          builtins.filter (f: builtins.match ".*\\.json" f != null) (builtins.attrNames hostFiles)
+        );
+        kernelOf =
+          kernel:
+          builtins.derivation {
+            name = "kcore-fleet-kernel";
+            system = "x86_64-linux";
+            builder = "/bin/sh";
+            inherit kernel;
+            args = [
+              "-c"
+              ''
+                /bin/mkdir -p "$out/lib/modules"
+                echo "$kernel" > "$out/bzImage"
+                echo "initrd for $kernel" > "$out/initrd"
+                echo "$kernel" > "$out/lib/modules/version"
+              ''
+            ];
+          };
+        toplevelOf =
+          name:
+          let
+            text = builtins.readFile (./hosts + "/${name}.json");
+            host = builtins.fromJSON text;
+            kernel = kernelOf (host.kernel or "6.6.0");
+          in
+          builtins.derivation {
+            name = "kcore-fleet-system-${name}";
+            system = "x86_64-linux";
+            builder = "/bin/sh";
+            hostJson = text;
+            activate = host.activate or "ok";
+            health = host.health or "ok";
+            seconds = toString (host.seconds or 0);
+            init = host.init or "systemd 1";
+            stc = ./switch-to-configuration;
+            inherit kernel;
+            args = [
+              "-c"
+              ''
+                /bin/mkdir -p "$out/bin" "$out/behaviour"
+                /bin/cp "$stc" "$out/bin/switch-to-configuration"
+                /bin/chmod +x "$out/bin/switch-to-configuration"
+                /bin/ln -s "$kernel/bzImage" "$out/kernel"
+                /bin/ln -s "$kernel/initrd" "$out/initrd"
+                /bin/ln -s "$kernel/lib" "$out/kernel-modules"
+                printf '%s' "$init" > "$out/init-interface-version"
+                printf '%s' "$activate" > "$out/behaviour/activate"
+                printf '%s' "$health" > "$out/behaviour/health"
+                printf '%s' "$seconds" > "$out/behaviour/seconds"
+                printf '%s' "$hostJson" > "$out/host.json"
+              ''
+            ];
+          };
+      in
+      builtins.listToAttrs (
+        map (name: {
+          inherit name;
+          value.config.system.build.toplevel = toplevelOf name;
+        }) names
+      );
+  };
+}
