@@ -24,7 +24,7 @@ use crate::runner::{Invocation, Program};
 
 mod rollout;
 mod systemctl;
-pub use rollout::{NixBuildLinked, Running, SystemState, parse_failed_units};
+pub use rollout::{Running, SystemState, parse_failed_units};
 pub use systemctl::{Systemctl, UnitPresence};
 
 /// What an activation does with a built system.
@@ -75,29 +75,27 @@ fn os(s: impl Into<OsString>) -> OsString {
     s.into()
 }
 
-/// `nix build <installable>`: builds a pinned flake's toplevel (see
-/// [`crate::toplevel_installable`]) with flakes enabled for this call only.
+/// `nix build <installable> --out-link <link>`: builds a pinned flake's toplevel (see
+/// [`crate::toplevel_installable`]) with flakes enabled for this call only. Always linked:
+/// the link is a GC root, so a prepared closure survives until the activation that uses
+/// it, and the store path is read from the link, which also works with Nix releases before
+/// 2.9 that have no `--print-out-paths` (the development machines run Nix 2.8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NixBuild {
     pub installable: String,
-    /// Where the result link goes; `None`: no link (`--no-link`), the path is printed.
-    pub out_link: Option<PathBuf>,
+    pub out_link: PathBuf,
 }
 
 impl NixBuild {
     pub fn argv(&self) -> Vec<OsString> {
-        let mut argv = vec![
+        vec![
             os("--extra-experimental-features"),
             os("nix-command flakes"),
             os("build"),
             os(self.installable.as_str()),
-            os("--print-out-paths"),
-        ];
-        match &self.out_link {
-            Some(link) => argv.extend([os("--out-link"), link.as_os_str().to_owned()]),
-            None => argv.push(os("--no-link")),
-        }
-        argv
+            os("--out-link"),
+            self.out_link.as_os_str().to_owned(),
+        ]
     }
 
     pub fn invocation(&self, nix: &Program) -> Invocation {
@@ -441,12 +439,12 @@ mod tests {
     }
 
     #[test]
-    fn nix_build_pins_flakes_per_call_and_links_or_prints() {
+    fn nix_build_pins_flakes_per_call_and_links_its_result() {
         let url = crate::pinned_flake_url("github:o/r", &"a".repeat(40)).unwrap();
         let installable = crate::toplevel_installable(&url, "hv1").unwrap();
         let build = NixBuild {
             installable: installable.clone(),
-            out_link: None,
+            out_link: "/var/lib/kcore/rollout/1.system".into(),
         };
         assert_eq!(
             strings(build.argv()),
@@ -455,17 +453,9 @@ mod tests {
                 "nix-command flakes",
                 "build",
                 installable.as_str(),
-                "--print-out-paths",
-                "--no-link"
+                "--out-link",
+                "/var/lib/kcore/rollout/1.system"
             ]
-        );
-        let linked = NixBuild {
-            out_link: Some("/var/lib/kcore/result".into()),
-            ..build
-        };
-        assert_eq!(
-            strings(linked.argv())[5..],
-            ["--out-link", "/var/lib/kcore/result"]
         );
     }
 

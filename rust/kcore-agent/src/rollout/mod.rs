@@ -36,7 +36,7 @@ use kcore_api::validate::FieldError;
 use kcore_api::{ApiError, ErrorCode};
 use kcore_net::ApiFailure;
 use kcore_nix::Goal;
-use kcore_nix::commands::NixBuildLinked;
+use kcore_nix::commands::NixBuild;
 use kcore_nix::programs::{NIX, SYSTEMD_RUN};
 use kcore_nix::runner::StreamLine;
 
@@ -151,7 +151,7 @@ async fn build(
             format!("cannot create {}: {e}", dir.display()),
         )
     })?;
-    let cmd = NixBuildLinked {
+    let cmd = NixBuild {
         installable,
         out_link: link.clone(),
     };

@@ -1,11 +1,7 @@
 //! The commands a rollout step runs on a node besides the ones in `commands.rs`
-//! (`NixEnvProfile`, `SwitchToConfiguration`, `Bootctl`, `Systemctl` are reused as they are):
+//! (`NixBuild`, `NixEnvProfile`, `SwitchToConfiguration`, `Bootctl`, `Systemctl` are reused
+//! as they are):
 //!
-//! - [`NixBuildLinked`]: `nix build <installable> --out-link <link>`. The link is the point:
-//!   it is a GC root, so the prepared closure survives until the activation that uses it, and
-//!   the store path is read from it, which also works with Nix releases before 2.9 that have
-//!   no `--print-out-paths` (the development machines run Nix 2.8, which refuses the flag
-//!   that `NixBuild` passes).
 //! - [`SystemState`]: `systemctl is-system-running`, the failed units, `systemctl reboot`.
 //!   Checked against systemd's `man/systemctl.xml`: `is-system-running` prints the manager's
 //!   state (`initializing`, `starting`, `running`, `degraded`, `maintenance`, `stopping`,
@@ -14,33 +10,8 @@
 //!   name first.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
 use crate::runner::{Invocation, Program};
-
-/// `nix build <installable> --out-link <link>` with flakes enabled for this call only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NixBuildLinked {
-    pub installable: String,
-    pub out_link: PathBuf,
-}
-
-impl NixBuildLinked {
-    pub fn argv(&self) -> Vec<OsString> {
-        vec![
-            "--extra-experimental-features".into(),
-            "nix-command flakes".into(),
-            "build".into(),
-            self.installable.as_str().into(),
-            "--out-link".into(),
-            self.out_link.as_os_str().to_owned(),
-        ]
-    }
-
-    pub fn invocation(&self, nix: &Program) -> Invocation {
-        Invocation::new(nix).args(self.argv())
-    }
-}
 
 /// One `systemctl` question about the whole system, or the reboot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,30 +77,6 @@ mod tests {
         argv.into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
-    }
-
-    #[test]
-    fn the_linked_build_names_its_link_and_no_newer_flag() {
-        let argv = strings(
-            NixBuildLinked {
-                installable:
-                    "git+file:///f?rev=abc#nixosConfigurations.n1.config.system.build.toplevel"
-                        .into(),
-                out_link: "/var/lib/kcore/rollout/1.system".into(),
-            }
-            .argv(),
-        );
-        assert_eq!(
-            argv,
-            [
-                "--extra-experimental-features",
-                "nix-command flakes",
-                "build",
-                "git+file:///f?rev=abc#nixosConfigurations.n1.config.system.build.toplevel",
-                "--out-link",
-                "/var/lib/kcore/rollout/1.system"
-            ]
-        );
     }
 
     #[test]
