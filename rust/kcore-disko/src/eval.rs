@@ -400,7 +400,8 @@ impl Evaluator {
 
     /// Level 3: evaluate through disko's option types to the create and mount scripts.
     /// An error inside disko's own files is reported at the user's option that led there
-    /// (the innermost option in Nix's trace), disko's message kept as the detail.
+    /// (the innermost option in Nix's trace, from a second run with `--show-trace`),
+    /// disko's message kept as the detail.
     pub async fn level3(
         &self,
         fragment: &Path,
@@ -414,14 +415,28 @@ impl Evaluator {
             Some(&fragment),
             &[("kcore-disko", &disko), ("kcore-nixpkgs-lib", &lib)],
         );
-        let inv = NixEval::expr(with_load(LEVEL3_NIX))
+        let args = NixEval::expr(with_load(LEVEL3_NIX))
             .argstr("fragment", &fragment)
             .argstr("disko", &disko)
-            .argstr("nixpkgsLib", &lib)
-            .show_trace()
-            .append_to(eval.invocation());
+            .argstr("nixpkgsLib", &lib);
+        let inv = args.append_to(eval.invocation());
         match self.run_json(&eval, inv, 3, &fragment, Some(&disko)).await {
-            Err(ValidateError::Invalid(mut findings)) => {
+            Err(ValidateError::Invalid(findings)) => {
+                // Only the trace names the user's option of an error raised inside disko's
+                // files; `--show-trace` costs seconds on a large layout, so it runs only when
+                // the message named no option.
+                let mut findings = if findings.iter().all(|f| f.location.starts_with("disko.")) {
+                    findings
+                } else {
+                    let inv = args.show_trace().append_to(eval.invocation());
+                    match self
+                        .run_json::<DeepOutput>(&eval, inv, 3, &fragment, Some(&disko))
+                        .await
+                    {
+                        Err(ValidateError::Invalid(traced)) => traced,
+                        _ => findings,
+                    }
+                };
                 self.locate(&mut findings, &fragment, Some(&lib)).await;
                 Err(ValidateError::Invalid(findings))
             }
@@ -682,6 +697,43 @@ mod tests {
         let stderr = "error: anonymous function at /f.nix:1:1 called without required argument 'lib'\n\n       at «string»:7:33:\n";
         let f = nix_finding(2, stderr, Path::new("/f.nix"));
         assert_eq!(f.location, "/f.nix");
+    }
+
+    #[test]
+    fn an_error_inside_disko_is_placed_at_the_innermost_user_option() {
+        let stderr = "error: value is null while a set was expected\n\n       at /d/lib/types/disk.nix:64:17:\n\n       … while evaluating the option `disko.devices.disk.\"my disk\"._create':\n\n       … while evaluating the option `disko.devices._create':\n";
+        let f = nix_finding_in(3, stderr, Path::new("/f.nix"), Some(Path::new("/d")));
+        assert_eq!(f.location, "disko.devices.disk.\"my disk\"");
+        assert!(f.message.starts_with("disko's own evaluation fails"), "{f}");
+        assert_eq!(
+            f.detail.as_deref(),
+            Some("value is null while a set was expected (at /d/lib/types/disk.nix:64:17)")
+        );
+        // The same error outside disko's files keeps Nix's message as the finding.
+        let f = nix_finding_in(3, stderr, Path::new("/f.nix"), Some(Path::new("/other")));
+        assert_eq!(f.message, "value is null while a set was expected");
+        assert_eq!(f.detail, None);
+    }
+
+    #[test]
+    fn a_type_error_names_the_users_option_and_keeps_the_message() {
+        let stderr = "error: A definition for option `disko.devices.zpool.t.options.autotrim' is not of type `string'.\n       at /d/lib/types/zpool.nix:1:1:\n";
+        let f = nix_finding_in(3, stderr, Path::new("/f.nix"), Some(Path::new("/d")));
+        assert_eq!(f.location, "disko.devices.zpool.t.options.autotrim");
+        assert!(f.message.starts_with("A definition for option"), "{f}");
+    }
+
+    #[test]
+    fn option_paths_split_on_unquoted_dots() {
+        assert_eq!(
+            option_path_components(r#"disko.devices.disk."a.b \"c\"".content"#),
+            ["disko", "devices", "disk", "a.b \"c\"", "content"]
+        );
+        assert!(option_path_components("/f.nix:1:2").is_empty());
+        assert_eq!(
+            join_option_path(&option_path_components("disko.devices.disk.\"my disk\"")),
+            "disko.devices.disk.\"my disk\""
+        );
     }
 
     #[test]
