@@ -5,8 +5,8 @@
 { fragment, nixpkgsLib ? "" }:
 let
   noLib = nixpkgsLib == "";
-  lib = if noLib then throw "kcore: this layout needs nixpkgs lib (a function of `lib`): pass --nixpkgs-lib" else import (/. + nixpkgsLib);
-  loaded = load { inherit fragment lib; };
+  lib = if noLib then throw "kcore: no nixpkgs lib" else import (/. + nixpkgsLib);
+  loaded = load { inherit fragment lib; hasLib = !noLib; };
   evaluated = lib.evalModules {
     modules = [
       {

@@ -5,8 +5,8 @@
 { fragment, nixpkgsLib ? "", paths }:
 let
   lib = if nixpkgsLib == "" then throw "kcore: no nixpkgs lib" else import (/. + nixpkgsLib);
-  loaded = load { inherit fragment lib; };
-  m = loaded.module { inherit lib; config = { }; options = { }; };
+  loaded = load { inherit fragment lib; hasLib = nixpkgsLib != ""; };
+  m = loaded.module ({ config = { }; options = { }; } // (if nixpkgsLib == "" then { } else { inherit lib; }));
   plain = v: builtins.isAttrs v && !(v ? _type);
   top = if plain m && m ? config && !(m ? disko) then m.config else m;
   flat =

@@ -168,6 +168,31 @@ async fn shape_defaulted_arguments_are_used_and_a_required_one_is_named() {
         "{}",
         findings[0]
     );
+
+    // Level 2 without a nixpkgs lib: a defaulted `lib ? null` keeps its default, a required
+    // `lib` is refused saying what is missing.
+    let text = format!(
+        "{{ lib ? null, ... }}: {{ disko.devices.disk.main = {}; }}",
+        gpt_disk("if lib == null then \"/dev/sda\" else \"/dev/sdx\"")
+    );
+    let file = write(dir.path(), "lib-default.nix", &text);
+    assert_eq!(
+        ev.level2(&file, None).await.unwrap().disk["main"].device,
+        "/dev/sda"
+    );
+    let text = format!(
+        "{{ lib, ... }}: {{ disko.devices.disk.main = {}; }}",
+        gpt_disk("\"/dev/sda\"")
+    );
+    let file = write(dir.path(), "lib-required.nix", &text);
+    let Err(ValidateError::Invalid(findings)) = ev.level2(&file, None).await else {
+        panic!("a function of lib needs a nixpkgs lib");
+    };
+    assert!(
+        findings[0].message.contains("no nixpkgs lib was given"),
+        "{}",
+        findings[0]
+    );
 }
 
 #[tokio::test]
