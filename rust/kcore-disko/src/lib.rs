@@ -6,12 +6,14 @@
 //! - [`syntax`]: validation level 1, Nix syntax with rnix.
 //! - [`model`]: the typed disko device tree that level 2 checks an evaluated fragment against.
 //! - [`eval`]: levels 2 and 3, `nix-instantiate` through kcore-nix.
+//! - [`reference`]: what disko's own CLI says of a file (the verdict kctl is compared with).
 //! - [`snapshot`]: the block devices of a machine (lsblk, swaps, holders, by-id links).
 //! - [`plan`]: what applying a fragment would do to those devices, and whether it is refused.
 
 pub mod eval;
 pub mod model;
 pub mod plan;
+pub mod reference;
 pub mod render;
 pub mod snapshot;
 pub mod spec;

@@ -60,6 +60,10 @@ pub struct NixEval {
     pub expr: String,
     /// String arguments passed to the expression's function, in order.
     pub argstrs: Vec<(String, OsString)>,
+    /// `--show-trace`: Nix prints the evaluation trace with an error (kcore-disko's level 3
+    /// reads the innermost "while evaluating the option `…'" line to name the user's option
+    /// when disko's own files fail).
+    pub show_trace: bool,
 }
 
 impl NixEval {
@@ -68,7 +72,14 @@ impl NixEval {
         NixEval {
             expr: expr.into(),
             argstrs: Vec::new(),
+            show_trace: false,
         }
+    }
+
+    /// Ask for the evaluation trace with an error (`--show-trace`).
+    pub fn show_trace(mut self) -> NixEval {
+        self.show_trace = true;
+        self
     }
 
     /// Pass `value` as the string argument `name`.
@@ -87,6 +98,9 @@ impl NixEval {
         ];
         for (name, value) in &self.argstrs {
             argv.extend(["--argstr".into(), name.as_str().into(), value.clone()]);
+        }
+        if self.show_trace {
+            argv.push("--show-trace".into());
         }
         argv
     }
@@ -268,6 +282,13 @@ mod tests {
             strings(lsblk.argv()),
             ["--json", "--bytes", "--output", "NAME,KNAME,SIZE"]
         );
+    }
+
+    #[test]
+    fn show_trace_is_one_flag_after_the_arguments() {
+        let argv = strings(NixEval::expr("1").show_trace().argv());
+        assert_eq!(argv.last().map(String::as_str), Some("--show-trace"));
+        assert!(!strings(NixEval::expr("1").argv()).contains(&"--show-trace".to_string()));
     }
 
     #[test]

@@ -37,8 +37,11 @@ fn assert_clean(what: &str, text: &str) {
     );
 }
 
+/// A disk on `device_expr` (with content: kcore-disko refuses a disk without it).
 fn disk_layout(device_expr: &str) -> String {
-    format!("{{ disko.devices.disk.x = {{ type = \"disk\"; device = {device_expr}; }}; }}")
+    format!(
+        "{{ disko.devices.disk.x = {{ type = \"disk\"; device = {device_expr}; content = {{ type = \"filesystem\"; format = \"ext4\"; }}; }}; }}"
+    )
 }
 
 async fn dry_err(bed: &DiskoBed, layout: &str) -> ClientError {

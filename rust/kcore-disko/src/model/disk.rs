@@ -11,7 +11,7 @@ use super::walk::{Slot, Walker};
 pub struct Disk {
     /// Its device path as written (by-id paths stay by-id).
     pub device: String,
-    /// What the disk holds; `None` leaves it untouched.
+    /// What the disk holds (required: a disk without content is refused at level 2).
     pub content: Option<Content>,
 }
 
@@ -39,6 +39,14 @@ pub(super) fn parse(w: &mut Walker, v: &Value, p: &str) -> Option<Disk> {
         w.err(
             &format!("{p}.device"),
             format!("{device:?} is not an absolute path: use /dev/..."),
+        );
+    }
+    // disko's disk type builds its scripts from `content._create` (lib/types/disk.nix), so a
+    // disk without content fails inside disko's files; say so at the disk instead.
+    if d.get("content").is_none_or(Value::is_null) {
+        w.err(
+            &format!("{p}.content"),
+            "a disk needs content: disko builds its create script from it; add content = { type = \"gpt\"; partitions = { ... }; } or remove the disk",
         );
     }
     let content = w.content(d.get("content"), &format!("{p}.content"), Slot::Device);

@@ -25,6 +25,11 @@ pub(super) fn parse(w: &mut Walker, obj: &Map<String, Value>, path: &str) -> Con
         ]),
         &["name"],
     );
+    w.absolute_file(obj, "passwordFile", path);
+    w.absolute_file(obj, "keyFile", path);
+    if let Some(Value::Object(settings)) = obj.get("settings") {
+        w.absolute_file(settings, "keyFile", &format!("{path}.settings"));
+    }
     Content::Luks {
         name: w.string(obj, "name", path).unwrap_or_default(),
         // An opened container is a whole block device, so it may hold a partition table.

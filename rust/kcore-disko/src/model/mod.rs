@@ -371,7 +371,8 @@ impl DeviceTree {
         }
     }
 
-    /// References between devices: every PV's VG and every zfs member's pool must exist.
+    /// References between devices: every PV's VG and every zfs member's pool must exist, and
+    /// every pool must have a member.
     fn cross_check(&self, w: &mut Walker) {
         let mut refs = Vec::new();
         for (name, disk) in &self.disk {
@@ -383,12 +384,60 @@ impl DeviceTree {
                 );
             }
         }
+        // LVs and zvols hold content too (disko's own complex example puts zfs members on
+        // raid LVs).
+        for (vg, v) in &self.lvm_vg {
+            for (lv, l) in &v.lvs {
+                if let Some(c) = &l.content {
+                    collect_refs(
+                        c,
+                        &format!(
+                            "disko.devices.lvm_vg.{}.lvs.{}.content",
+                            attr_path(vg),
+                            attr_path(lv)
+                        ),
+                        &mut refs,
+                    );
+                }
+            }
+        }
+        for (pool, p) in &self.zpool {
+            for (ds, d) in &p.datasets {
+                if let zpool::Dataset::ZfsVolume {
+                    content: Some(c), ..
+                } = d
+                {
+                    collect_refs(
+                        c,
+                        &format!(
+                            "disko.devices.zpool.{}.datasets.{}.content",
+                            attr_path(pool),
+                            attr_path(ds)
+                        ),
+                        &mut refs,
+                    );
+                }
+            }
+        }
         for (name, md) in &self.mdadm {
             if let Some(c) = &md.content {
                 collect_refs(
                     c,
                     &format!("disko.devices.mdadm.{}.content", attr_path(name)),
                     &mut refs,
+                );
+            }
+        }
+        // A pool no disk, partition, LUKS container or md array joins: disko's script would
+        // run `zpool create` with no vdevs, which zpool refuses at format time.
+        for name in self.zpool.keys() {
+            if !refs
+                .iter()
+                .any(|(_, kind, target)| *kind == "zfs" && target == name)
+            {
+                w.err(
+                    &format!("disko.devices.zpool.{}", attr_path(name)),
+                    format!("zpool {name:?} has no member: no content names it, so `zpool create` would get no devices; give a disk or partition content = {{ type = \"zfs\"; pool = \"{name}\"; }}"),
                 );
             }
         }

@@ -114,6 +114,48 @@ impl Walker {
         }
     }
 
+    /// A file the create script reads (`passwordFile`, `keyFile`, `settings.keyFile`): it
+    /// must be absolute, because disko's script runs from whatever directory the operator
+    /// happens to be in (disko's own types only check `passwordFile`, at level 3).
+    pub(super) fn absolute_file(&mut self, obj: &Map<String, Value>, key: &str, path: &str) {
+        if let Some(file) = self.string(obj, key, path)
+            && !file.starts_with('/')
+        {
+            self.err(
+                &format!("{path}.{key}"),
+                format!(
+                    "{file:?} is not an absolute path: disko's create script reads it from the directory it is started in; write the full path, e.g. \"/tmp/{}\"",
+                    file.rsplit('/').next().unwrap_or("secret.key")
+                ),
+            );
+        }
+    }
+
+    /// ZFS properties (`options`, `rootFsOptions`): every value must be a string, as zfs
+    /// reads `-o name=value` (disko's types say `attrsOf str`, at level 3 only).
+    pub(super) fn zfs_properties(&mut self, obj: &Map<String, Value>, key: &str, path: &str) {
+        let Some(v) = obj.get(key) else { return };
+        let Some(props) = self.obj(v, &format!("{path}.{key}"), key) else {
+            return;
+        };
+        for (name, value) in props {
+            let fix = match value {
+                Value::String(_) => continue,
+                Value::Bool(true) => "write \"on\"".to_string(),
+                Value::Bool(false) => "write \"off\"".to_string(),
+                Value::Number(n) => format!("write \"{n}\""),
+                _ => "write the property value as a string".to_string(),
+            };
+            self.err(
+                &format!("{path}.{key}.{}", attr_path(name)),
+                format!(
+                    "a ZFS property must be a string, got {}: zfs takes -o {name}=VALUE; {fix}",
+                    kind(value)
+                ),
+            );
+        }
+    }
+
     /// The entries of attribute set `key` as (name, value, option path).
     pub(super) fn map<'a>(
         &mut self,

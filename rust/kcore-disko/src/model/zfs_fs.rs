@@ -13,6 +13,7 @@ pub(super) fn parse(w: &mut Walker, ds: &Map<String, Value>, dp: &str) -> Datase
         &["name", "type", "options", "mountOptions", "mountpoint"],
         &[],
     );
+    w.zfs_properties(ds, "options", dp);
     Dataset::ZfsFs {
         mountpoint: w.string(ds, "mountpoint", dp),
     }

@@ -21,6 +21,7 @@ pub(super) fn parse(w: &mut Walker, ds: &Map<String, Value>, dp: &str) -> Datase
         ],
         &[],
     );
+    w.zfs_properties(ds, "options", dp);
     // A zvol holds content like a partition does: no partition table inside it.
     let content = w
         .content(ds.get("content"), &format!("{dp}.content"), Slot::Partition)

@@ -56,6 +56,8 @@ pub(super) fn parse(w: &mut Walker, v: &Value, p: &str) -> Option<Zpool> {
         &[],
     );
     w.top_type(d, p, "zpool");
+    w.zfs_properties(d, "options", p);
+    w.zfs_properties(d, "rootFsOptions", p);
     let mut datasets = BTreeMap::new();
     for (dname, dv, dp) in w.map(d, "datasets", p) {
         let Some(ds) = w.obj(dv, &dp, "dataset") else {

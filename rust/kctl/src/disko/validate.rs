@@ -73,6 +73,11 @@ pub async fn run(args: ValidateArgs, global: &GlobalArgs) -> anyhow::Result<()> 
     let file = args.file.display().to_string();
     match validate_file(&evaluator, &args.file, deep.as_ref()).await {
         Ok(v) => {
+            // What the check saw but did not evaluate (options beside `disko`, `imports`):
+            // on stderr, so the table, JSON and printed scripts stay as they were.
+            for note in &v.notes {
+                eprintln!("note: {note}");
+            }
             match (&v.deep, args.print_create_script, args.print_mount_script) {
                 (Some(out), true, _) => print!("{}", out.create),
                 (Some(out), _, true) => print!("{}", out.mount),

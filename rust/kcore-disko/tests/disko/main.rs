@@ -1,12 +1,18 @@
 //! kcore-disko end to end: golden fragments for every backend, levels 1-3 on them and on
 //! every disko example, broken copies failing at the right place, and plans against
-//! block-device snapshot fixtures for each refusal code.
+//! block-device snapshot fixtures for each refusal code; `corpus`: public layouts against
+//! disko's own CLI verdict; `shapes`: one minimal reproducer per accepted shape and per
+//! defect of issue 16.
 //!
 //! Level 2/3 need `nix-instantiate` (Debian: nix-bin); level 3 also the disko source and
 //! nixpkgs lib (`KCORE_TEST_DISKO`, `KCORE_TEST_NIXPKGS_LIB`, or the cache fallback). A test
 //! without them prints `SKIP: <why>` and returns. Regenerate goldens with `UPDATE_EXPECT=1`.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
+
+mod corpus;
+mod corpus_cases;
+mod shapes;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +29,7 @@ const D0: &str = "/dev/disk/by-id/ata-WDC_WD20EFRX_WD-WCC4M0000002";
 const D1: &str = "/dev/disk/by-id/ata-WDC_WD20EFRX_WD-WCC4M0000003";
 const D2: &str = "/dev/disk/by-id/ata-WDC_WD20EFRX_WD-WCC4M0000004";
 
-fn evaluator() -> Option<Evaluator> {
+pub(crate) fn evaluator() -> Option<Evaluator> {
     match Evaluator::new(None) {
         Ok(e) => Some(e),
         Err(e) => {
@@ -33,7 +39,7 @@ fn evaluator() -> Option<Evaluator> {
     }
 }
 
-fn deep_inputs() -> Option<DeepInputs> {
+pub(crate) fn deep_inputs() -> Option<DeepInputs> {
     let inputs = DeepInputs::from_env();
     if inputs.is_none() {
         eprintln!(
@@ -78,7 +84,7 @@ fn golden_specs() -> Vec<(&'static str, StorageSpec)> {
     ]
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
@@ -91,14 +97,14 @@ async fn golden_fragments_render_and_validate() {
     let mut files = Vec::new();
     for (name, spec) in golden_specs() {
         let text = render_fragment(&spec).unwrap();
-        expect_file![format!("golden/{name}.nix")].assert_eq(&text);
+        expect_file![format!("../golden/{name}.nix")].assert_eq(&text);
         files.push(write(dir.path(), &format!("{name}.nix"), &text));
     }
     for backend in [Backend::Filesystem, Backend::Lvm, Backend::Zfs] {
         let spec = StorageSpec::new(OS, vec![D0.into()], backend);
         let name = format!("day2-{}", backend.as_str());
         let text = render_data_disk(&spec, D2, 3).unwrap();
-        expect_file![format!("golden/{name}.nix")].assert_eq(&text);
+        expect_file![format!("../golden/{name}.nix")].assert_eq(&text);
         files.push(write(dir.path(), &format!("{name}.nix"), &text));
     }
     for file in &files {
@@ -504,7 +510,7 @@ async fn evaluation_is_restricted_and_bounded() {
     let secret = std::fs::canonicalize(secret).unwrap();
     let disk = |device: &str| {
         format!(
-            "{{ lib ? null, ... }}: {{ disko.devices.disk.a = {{ type = \"disk\"; device = {device}; }}; }}"
+            "{{ lib ? null, ... }}: {{ disko.devices.disk.a = {{ type = \"disk\"; device = {device}; content = {{ type = \"filesystem\"; format = \"ext4\"; }}; }}; }}"
         )
     };
     for (name, device) in [
