@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! let ctx = registration::RegistrationContext::from_config(&config, Some(server_tls.clone()))?
-//!     .with_report(registration::inventory_report_fn(config.clone(), tools));
+//!     .with_report(inventory::report::inventory_report_fn(config.clone(), tools));
 //! tokio::spawn(registration::run(ctx, shutdown_future));
 //! ```
 //!
@@ -34,10 +34,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kcore_api::cluster::{
-    CertificateResponse, CsrRequest, HeartbeatRequest, NodeAck, NodeReport, NodeRole, NodeStatus,
-    PoolReport, RegisterRequest, StorageBackend, StorageReport, VolumeGroupReport, VolumeMount,
+    CertificateResponse, CsrRequest, HeartbeatRequest, NodeAck, NodeReport, NodeStatus,
+    RegisterRequest,
 };
-use kcore_api::inventory::StorageView;
 use kcore_net::{Client, ClientError, ClientOptions, TlsSource};
 use kcore_pki::Credentials;
 
@@ -127,7 +126,7 @@ impl RegistrationContext {
         if config.controllers.is_empty() {
             return Err(RegistrationError::NoControllers);
         }
-        let report = report_from_config(config);
+        let report = crate::inventory::report::report_from_config(config);
         let mut dns_names = vec![config.effective_hostname(), "localhost".to_string()];
         dns_names.push("127.0.0.1".to_string());
         dns_names.dedup();
@@ -155,154 +154,6 @@ impl RegistrationContext {
         self.report = report;
         self
     }
-}
-
-/// The role and storage facts that follow from the configuration alone.
-pub fn report_from_config(config: &AgentConfig) -> NodeReport {
-    let storage = &config.storage;
-    let backend = storage.backend;
-    let mut report = StorageReport {
-        backend: Some(backend),
-        mounts: vec![VolumeMount {
-            path: storage.filesystem_volume_dir.display().to_string(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    match backend {
-        StorageBackend::Lvm => {
-            report.volume_group = Some(VolumeGroupReport {
-                name: storage.lvm.vg_name.clone(),
-                lv_prefix: storage.lvm.lv_prefix.clone(),
-                ..Default::default()
-            });
-        }
-        StorageBackend::Zfs => {
-            report.pool = Some(PoolReport {
-                name: storage.zfs.pool_name.clone(),
-                dataset_prefix: storage.zfs.dataset_prefix.clone(),
-                ..Default::default()
-            });
-        }
-        StorageBackend::Filesystem => {}
-    }
-    NodeReport {
-        hostname: config.effective_hostname(),
-        dc_id: config.dc_id.clone(),
-        labels: config.labels.clone(),
-        roles: vec![NodeRole::Agent],
-        storage: report,
-        disks: Vec::new(),
-        nics: Vec::new(),
-        agent_address: Some(config.listen.clone()),
-        system: None,
-        certificate_renewal_problem: None,
-    }
-}
-
-/// Folds the agent's live storage view into the report's storage section: VG or pool
-/// capacity and the mounts under the volume directories.
-pub fn apply_storage_view(report: &mut StorageReport, view: &StorageView) {
-    if let (Some(vg), Some(lvm)) = (report.volume_group.as_mut(), view.lvm.as_ref())
-        && let Some(found) = lvm.volume_groups.iter().find(|g| g.name == vg.name)
-    {
-        vg.size_bytes = Some(found.size_bytes);
-        vg.free_bytes = Some(found.free_bytes);
-    }
-    if let (Some(pool), Some(zfs)) = (report.pool.as_mut(), view.zfs.as_ref())
-        && let Some(found) = zfs.pools.iter().find(|p| p.name == pool.name)
-    {
-        pool.size_bytes = Some(found.size_bytes);
-        pool.free_bytes = Some(found.free_bytes);
-        pool.health = Some(found.health.clone());
-    }
-    for mount in &view.mounts {
-        if !report.mounts.iter().any(|m| m.path == mount.target) {
-            report.mounts.push(VolumeMount {
-                path: mount.target.clone(),
-                ..Default::default()
-            });
-        }
-    }
-}
-
-/// A [`ReportFn`] that adds the live inventory (disks, NICs, storage) to the
-/// configuration's facts. A collector that fails leaves its part empty (and logs why):
-/// a heartbeat must not fail because `lsblk` did.
-pub fn inventory_report_fn(config: AgentConfig, tools: crate::tools::Tools) -> ReportFn {
-    let shared = Arc::new((config, tools));
-    Arc::new(move || {
-        let shared = shared.clone();
-        Box::pin(async move {
-            let (config, tools) = &*shared;
-            let mut report = report_from_config(config);
-            match crate::inventory::collect_disks(tools, None).await {
-                Ok(inv) => report.disks = to_json_list(&inv.disks),
-                Err(err) => tracing::debug!("disk inventory for the controller: {err}"),
-            }
-            match crate::inventory::collect_nics(tools).await {
-                Ok(inv) => report.nics = to_json_list(&inv.nics),
-                Err(err) => tracing::debug!("NIC inventory for the controller: {err}"),
-            }
-            let view = crate::inventory::collect_storage(config, tools).await;
-            apply_storage_view(&mut report.storage, &view);
-            measure_mounts(&mut report.storage.mounts);
-            report.system = system_report(
-                &kcore_nix::profile::Profile::system(),
-                std::path::Path::new("/run/booted-system"),
-            );
-            report
-        })
-    })
-}
-
-/// The profile's current generation and the booted system, from the profile links
-/// (kcore-nix's `Profile`). `None` when neither can be read (not a NixOS machine).
-pub fn system_report(
-    profile: &kcore_nix::profile::Profile,
-    booted_link: &std::path::Path,
-) -> Option<kcore_api::cluster::SystemReport> {
-    let current = match profile.current() {
-        Ok(g) => Some(kcore_api::cluster::GenerationReport {
-            number: g.number,
-            store_path: g.store_path.display().to_string(),
-            created: g
-                .created
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-        }),
-        Err(err) => {
-            tracing::debug!("system generation for the controller: {err}");
-            None
-        }
-    };
-    let booted = std::fs::read_link(booted_link)
-        .ok()
-        .map(|p| p.display().to_string());
-    (current.is_some() || booted.is_some())
-        .then_some(kcore_api::cluster::SystemReport { current, booted })
-}
-
-/// Fills in the size and free space of each volume mount that exists (statvfs). A mount
-/// that cannot be measured (not created yet, not readable) keeps `None`: kctl shows `?`.
-pub fn measure_mounts(mounts: &mut [VolumeMount]) {
-    for mount in mounts {
-        match nix::sys::statvfs::statvfs(mount.path.as_str()) {
-            Ok(stat) => {
-                let fragment = stat.fragment_size();
-                mount.size_bytes = Some(stat.blocks() * fragment);
-                mount.free_bytes = Some(stat.blocks_available() * fragment);
-            }
-            Err(err) => tracing::debug!("cannot measure {}: {err}", mount.path),
-        }
-    }
-}
-
-fn to_json_list<T: serde::Serialize>(items: &[T]) -> Vec<serde_json::Value> {
-    items
-        .iter()
-        .filter_map(|item| serde_json::to_value(item).ok())
-        .collect()
 }
 
 /// The node's credentials from disk, checked to be this node's.
@@ -671,85 +522,14 @@ pub async fn run(ctx: RegistrationContext, shutdown: impl Future<Output = ()> + 
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn existing_mounts_are_measured_and_missing_ones_left_unknown() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut mounts = vec![
-            VolumeMount {
-                path: dir.path().display().to_string(),
-                ..Default::default()
-            },
-            VolumeMount {
-                path: dir.path().join("absent").display().to_string(),
-                ..Default::default()
-            },
-        ];
-        measure_mounts(&mut mounts);
-        let size = mounts[0].size_bytes.expect("a tempdir can be measured");
-        let free = mounts[0].free_bytes.expect("a tempdir can be measured");
-        assert!(size > 0 && free <= size, "size {size}, free {free}");
-        assert_eq!((mounts[1].size_bytes, mounts[1].free_bytes), (None, None));
-    }
     use super::*;
 
     #[test]
-    fn system_report_reads_the_current_generation_and_the_booted_system() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::os::unix::fs::symlink("/nix/store/aaa-nixos-system-hv1", p.join("system-4-link"))
-            .unwrap();
-        std::os::unix::fs::symlink("/nix/store/bbb-nixos-system-hv1", p.join("system-5-link"))
-            .unwrap();
-        std::os::unix::fs::symlink("system-5-link", p.join("system")).unwrap();
-        std::os::unix::fs::symlink("/nix/store/aaa-nixos-system-hv1", p.join("booted")).unwrap();
-        let profile = kcore_nix::profile::Profile::new(p.join("system"));
-        let report = system_report(&profile, &p.join("booted")).unwrap();
-        let current = report.current.unwrap();
-        assert_eq!(current.number, 5);
-        assert_eq!(current.store_path, "/nix/store/bbb-nixos-system-hv1");
-        assert_eq!(
-            report.booted.as_deref(),
-            Some("/nix/store/aaa-nixos-system-hv1")
-        );
-        let none = kcore_nix::profile::Profile::new(p.join("absent"));
-        assert!(system_report(&none, &p.join("absent-booted")).is_none());
-    }
-
-    #[test]
-    fn report_from_config_names_backend_and_its_vg() {
+    fn the_context_reads_the_controllers_from_the_configuration() {
         let yaml = "nodeId: n1\ndcId: DC2\nhostname: hv1\ncontrollers: [\"127.0.0.1:9090\"]\nstorage:\n  backend: lvm\n  lvm: { vgName: vg_x, lvPrefix: k- }\ntls: { caFile: /a, certFile: /b, keyFile: /c }\n";
         let config = AgentConfig::parse(yaml, std::path::Path::new("a.yaml")).unwrap();
-        let report = report_from_config(&config);
-        assert_eq!(report.dc_id, "DC2");
-        assert_eq!(report.storage.backend, Some(StorageBackend::Lvm));
-        assert_eq!(report.storage.volume_group.as_ref().unwrap().name, "vg_x");
-        assert!(report.storage.pool.is_none());
         let ctx = RegistrationContext::from_config(&config, None).unwrap();
         assert_eq!(ctx.controllers, vec!["127.0.0.1:9090".to_string()]);
         assert_eq!(base_urls(&ctx.controllers), vec!["https://127.0.0.1:9090"]);
-    }
-
-    #[test]
-    fn storage_view_fills_pool_capacity() {
-        let mut report = StorageReport {
-            backend: Some(StorageBackend::Zfs),
-            pool: Some(PoolReport {
-                name: "tank0".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let view: StorageView = serde_json::from_value(serde_json::json!({
-            "backend": "zfs",
-            "zfs": {"poolName": "tank0", "pools": [{"name": "tank0", "sizeBytes": 100, "allocatedBytes": 40, "freeBytes": 60, "health": "ONLINE"}], "datasets": []},
-            "mounts": [{"source": "tank0/kcore", "target": "/var/lib/kcore/volumes", "fstype": "zfs"}]
-        }))
-        .unwrap();
-        apply_storage_view(&mut report, &view);
-        let pool = report.pool.unwrap();
-        assert_eq!(pool.free_bytes, Some(60));
-        assert_eq!(pool.health.as_deref(), Some("ONLINE"));
-        assert_eq!(report.mounts.len(), 1);
     }
 }

@@ -287,7 +287,7 @@ impl Agent {
         match crate::registration::RegistrationContext::from_config(config, Some(self.tls.clone()))
         {
             Ok(ctx) => {
-                let ctx = ctx.with_report(crate::registration::inventory_report_fn(
+                let ctx = ctx.with_report(crate::inventory::report::inventory_report_fn(
                     config.clone(),
                     self.state.tools.clone(),
                 ));

@@ -5,6 +5,7 @@
 
 pub mod disks;
 pub mod nics;
+pub mod report;
 pub mod storage;
 
 /// A collector failed: which tool, and why.
