@@ -500,8 +500,10 @@ mod tests {
     #[test]
     fn fragment_names() {
         let t = tree(serde_json::json!({"disko": {"devices": {"disk": {
-            "data1": {"device": "/dev/sdb", "type": "disk"},
-            "a": {"device": "/dev/sdc", "type": "disk"}
+            "data1": {"device": "/dev/sdb", "type": "disk",
+                      "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/d1"}},
+            "a": {"device": "/dev/sdc", "type": "disk",
+                  "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/a"}}
         }}}}));
         assert_eq!(fragment_file_name(&t).unwrap(), "a+data1.nix");
     }

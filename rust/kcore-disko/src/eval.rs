@@ -43,10 +43,11 @@ const LEVEL3_NIX: &str = include_str!("nix/level3.nix");
 /// Where option paths were written in the user's file.
 const POSITIONS_NIX: &str = include_str!("nix/positions.nix");
 
-/// One `--expr`: `body` with the shared loader bound as `load` (one expression, as a
-/// restricted evaluation may read no file of ours).
+/// One `--expr`: `body` (a function of `load`, then of its arguments) applied to the shared
+/// loader (one expression, as a restricted evaluation may read no file of ours; each file
+/// still parses on its own).
 fn with_load(body: &str) -> String {
-    format!("let load = {LOAD_NIX}; in {body}")
+    format!("({body}) ({LOAD_NIX})")
 }
 
 /// The disko source and nixpkgs `lib/` directory that level 3 evaluates with.

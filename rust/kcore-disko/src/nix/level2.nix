@@ -2,6 +2,8 @@
 # `mkIf`, `mkMerge`, `mkOverride` and `mkForce` anywhere in it, as plain data, with notes on
 # what the check ignored. Without a nixpkgs lib there is no module system: the file must then
 # be plain data (a function of nothing but defaulted arguments, or an attribute set).
+# `load` is the shared loader (load.nix), applied by eval.rs before the arguments.
+load:
 { fragment, nixpkgsLib ? "" }:
 let
   noLib = nixpkgsLib == "";

@@ -1,5 +1,7 @@
 # Level 3: the same module as level 2 under disko's own `toplevel` type, down to the create
 # and mount scripts disko would run (`_create`, `_mount`; as disko's default.nix `eval`).
+# `load` is the shared loader (load.nix), applied by eval.rs before the arguments.
+load:
 { fragment, disko, nixpkgsLib }:
 let
   lib = import (/. + nixpkgsLib);

@@ -39,6 +39,8 @@ let
   evaluated = call { inherit lib; config = { }; options = { }; };
 in
 {
+  # `config` and `options` are named so the module system passes them on to the file.
+  # deadnix: skip
   module = { config, options, ... }@args: strip (call args);
   notes = {
     beside = beside evaluated;

@@ -2,6 +2,8 @@
 # attribute along the path that the file spells out (`builtins.unsafeGetAttrPos`), looking
 # through `mkIf`/`mkDefault`/`mkOverride` (their `content`) and `mkMerge` (each of its
 # `contents`), so a finding at level 2 or 3 names a line of the file, not only a path.
+# `load` is the shared loader (load.nix), applied by eval.rs before the arguments.
+load:
 { fragment, nixpkgsLib ? "", paths }:
 let
   lib = if nixpkgsLib == "" then throw "kcore: no nixpkgs lib" else import (/. + nixpkgsLib);

@@ -31,6 +31,10 @@ fn deadnix_finds_nothing_in_any_nix_file() {
         "too few .nix files found: {}",
         files.len()
     );
+    // The validation corpus is other people's layouts kept verbatim (issue 16: each names
+    // its source); an unused `inputs` argument there is theirs, not ours to lint.
+    let corpus = root.join("rust/kcore-disko/tests/corpus");
+    files.retain(|f| !f.starts_with(&corpus));
     let mut argv = vec!["--fail".to_string()];
     argv.extend(files.iter().map(|f| f.display().to_string()));
     let out = run(&deadnix, &argv).unwrap_or_else(|e| panic!("{e:#}"));
