@@ -4,7 +4,8 @@
 //! stand-in, since this machine has no spare disk), `nix` (apply-nix through the
 //! systemd-run and nixos-rebuild stand-ins, which do a real `nix build` of a local test
 //! flake), `ops` (long operations: lanes, transient units and re-attaching after an agent
-//! restart), `restricted` (bounded evaluation of submitted Nix). Tests that use a stand-in
+//! restart), `restricted` (bounded evaluation of submitted Nix), `provision`
+//! (provision-disk's command line, the guide's names). Tests that use a stand-in
 //! say so in their names.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
@@ -12,6 +13,7 @@
 mod disko;
 mod nix;
 mod ops;
+mod provision;
 mod restricted;
 mod support;
 mod tls;
