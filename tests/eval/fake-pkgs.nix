@@ -70,6 +70,7 @@ in
   "curl"
   "git"
   "jq"
+  "installShellFiles"
   "makeInitrdNGTool"
   "makeWrapper"
   "stdenvNoCC"

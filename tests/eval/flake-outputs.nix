@@ -322,6 +322,7 @@ let
         cargoTestFlags
         checkFlags
         postFixup
+        postInstall
         ;
       nativeBuildInputs = names kcore.args.nativeBuildInputs;
       lockFile = toString kcore.args.cargoLock.lockFile;

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod report_limits;
 pub mod resource;
 pub mod validate;
+pub mod version;
 pub mod vm;
 
 pub use error::{ApiError, ErrorCode};

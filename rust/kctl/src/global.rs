@@ -34,10 +34,11 @@ pub struct GlobalArgs {
     #[arg(long = "context", global = true, value_name = "NAME")]
     pub context: Option<String>,
 
-    /// Path of the kctl config file (default ~/.kcore/config). `--kubeconfig`, its old name,
-    /// still works.
+    /// Path of the kctl config file (default ~/.kcore/config).
     #[arg(
         long = "kctl-config",
+        // The old name, kept working but hidden from --help (clap's `alias` is hidden;
+        // `visible_alias` would list it).
         alias = "kubeconfig",
         alias = "config-file",
         global = true,

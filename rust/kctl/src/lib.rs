@@ -4,6 +4,7 @@
 pub mod agent_client;
 pub mod apply;
 pub mod cli;
+pub mod completion;
 pub mod config;
 pub mod context;
 pub mod controller_client;
@@ -24,6 +25,7 @@ pub mod paths;
 pub mod remote;
 pub mod rotate;
 pub mod target;
+pub mod version;
 pub mod views;
 
 use clap::Parser;

@@ -255,7 +255,20 @@ fn the_package_builds_three_wrapped_binaries() {
             "kctl"
         ])
     );
-    assert_eq!(pkg["nativeBuildInputs"], json!(["makeWrapper"]));
+    assert_eq!(
+        pkg["nativeBuildInputs"],
+        json!(["makeWrapper", "installShellFiles"])
+    );
+    // kctl's completions for the three shells, from the binary itself.
+    let install = pkg["postInstall"].as_str().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(
+            install.contains(&format!(
+                "--{shell} <(\"$out/bin/kctl\" completion {shell})"
+            )),
+            "{install}"
+        );
+    }
     assert_eq!(pkg["doCheck"], json!(true));
     let fixup = pkg["postFixup"].as_str().unwrap();
     for bin in ["kcore-agent", "kcore-controller", "kctl"] {

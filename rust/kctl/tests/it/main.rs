@@ -3,7 +3,7 @@
 //! `failover`, `trust` (server identity, credentials, escaped output), `resources` (apply,
 //! get, describe, delete of any kind), all on `lab`;
 //! `node` (talking to in-process agents), `disko` (render, validate, plan offline), `guide`
-//! (the operator guide's commands, verbatim).
+//! (the operator guide's commands, verbatim), `ux` (completions, version, help, flags).
 //! Servers run in-process on 127.0.0.1 with real TLS; kctl runs as the real binary.
 
 // Helpers outside `#[test]` functions panic on setup failures on purpose, like the tests.
@@ -18,3 +18,4 @@ mod node;
 mod resources;
 mod support;
 mod trust;
+mod ux;
