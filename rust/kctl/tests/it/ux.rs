@@ -84,3 +84,25 @@ async fn help_groups_global_flags_and_kctl_config_replaces_kubeconfig() {
         assert!(text(&out).contains("nowhere/config"), "{}", text(&out));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_sub_ca_and_node_approval_print_json_with_o_json() {
+    let lab = Lab::start(true).await;
+    let out = ok(kctl(lab.home(), &["-o", "json", "rotate", "sub-ca"]).await);
+    let rotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rotated[0]["server"], lab.addr.as_str(), "{out}");
+    assert_eq!(rotated[0]["installed"]["controllerId"], "ctl1", "{out}");
+    assert!(
+        rotated[0]["installed"]["certificate"]["serial"].is_string(),
+        "{out}"
+    );
+
+    lab.join("node-a", "DC1", None).await;
+    let out = ok(kctl(lab.home(), &["node", "approve", "node-a", "-o", "json"]).await);
+    let node: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(node["nodeId"], "node-a", "{out}");
+    assert_eq!(node["approval"], "Approved", "{out}");
+    let out = ok(kctl(lab.home(), &["node", "reject", "node-a", "-o", "yaml"]).await);
+    assert!(out.contains("approval: Rejected"), "{out}");
+    lab.stop().await;
+}
