@@ -3,7 +3,8 @@
 //! `failover`, `trust` (server identity, credentials, escaped output), `resources` (apply,
 //! get, describe, delete of any kind), all on `lab`;
 //! `node` (talking to in-process agents), `disko` (render, validate, plan offline), `guide`
-//! (the operator guide's commands, verbatim), `ux` (completions, version, help, flags).
+//! (the operator guide's commands, verbatim), `ux` (completions, version, help, flags),
+//! `interrupt` (Ctrl-C and SIGTERM stop kctl's children).
 //! Servers run in-process on 127.0.0.1 with real TLS; kctl runs as the real binary.
 
 // Helpers outside `#[test]` functions panic on setup failures on purpose, like the tests.
@@ -13,6 +14,7 @@ mod cluster;
 mod disko;
 mod failover;
 mod guide;
+mod interrupt;
 mod lab;
 mod node;
 mod resources;
