@@ -72,11 +72,8 @@ impl GlobalArgs {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org).
-            .with_ansi(
-                std::io::IsTerminal::is_terminal(&std::io::stderr())
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-            )
+            // Colour only on a terminal, and never with NO_COLOR set: the daemons' rule.
+            .with_ansi(kcore_net::daemon::colour_on_stderr())
             .without_time()
             .try_init();
     }

@@ -1,6 +1,6 @@
 //! `kcore-agent provision-disk` as the operator guide runs it (an init container's
 //! environment): the guide's names for the node id, and the failure message that names
-//! the retry marker. The partition label does not exist on this machine, so the run stops
+//! the retry marker, and plain (uncoloured) log lines in a pipe. The partition label does not exist on this machine, so the run stops
 //! at its first step, before any LVM command; the LVM flow itself runs in the storage bed.
 
 use std::process::{Command, Output};
@@ -17,7 +17,7 @@ fn provision(env: &[(&str, &str)], args: &[&str], marker_dir: &std::path::Path) 
         .env("VOLUME_GROUP", "vg_it")
         .env("POOL", "thinpool")
         .env("MARKER_DIR", marker_dir)
-        .env("NO_COLOR", "1");
+        .env_remove("NO_COLOR");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -51,6 +51,8 @@ fn provision_disk_accepts_the_guides_satellite_id_and_names_its_retry_marker() {
             "{stderr}"
         );
         assert!(marker.exists());
+        // stderr is a pipe here: plain text, no ANSI colour, even without NO_COLOR.
+        assert!(!stderr.contains('\u{1b}'), "colour in a pipe: {stderr:?}");
     }
     let out = provision(&[], &[], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
