@@ -290,3 +290,20 @@ fn the_package_builds_three_wrapped_binaries() {
         );
     }
 }
+
+#[test]
+fn the_provision_disk_image_runs_the_packaged_agent() {
+    let Some(h) = Harness::get("the_provision_disk_image_runs_the_packaged_agent") else {
+        return;
+    };
+    let image = &h.flake_outputs(&json!({}))["provisionDiskImage"];
+    let kcore = image["kcore"].as_str().unwrap();
+    assert_eq!(image["name"], "kcore-provision-disk");
+    assert_eq!(image["tag"], json!(env!("CARGO_PKG_VERSION")));
+    assert_eq!(image["contents"], json!([kcore]));
+    assert_eq!(
+        image["config"]["Entrypoint"],
+        json!([format!("{kcore}/bin/kcore-agent"), "provision-disk"])
+    );
+    assert_eq!(image["config"]["Env"], json!(["MARKER_DIR=/var/lib/kcore"]));
+}
