@@ -88,6 +88,10 @@
             inherit (disko.packages.${system}) disko;
           };
           default = self.packages.${system}.kcore;
+          # provision-disk as an init-container image (docs/agent.md).
+          provision-disk-image = pkgs.callPackage ./pkgs/provision-disk-image/package.nix {
+            inherit (self.packages.${system}) kcore;
+          };
         }
         # hosts/installer is an x86_64 system: `packages.<system>` only holds what builds
         # for <system>.

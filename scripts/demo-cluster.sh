@@ -38,9 +38,16 @@ pids=()
 cleanup() {
     local status=$?
     if [[ "${KEEP:-0}" == 1 ]]; then
+        # Only the daemons still alive: the first controller was stopped on purpose.
+        local live=()
+        for pid in "${pids[@]:-}"; do
+            [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && live+=("$pid")
+        done
         echo
-        echo "KEEP=1: daemons still running (pids ${pids[*]:-none}), files in $work"
-        echo "stop them with: kill ${pids[*]:-} && rm -rf '$work'"
+        echo "KEEP=1: daemons still running (pids ${live[*]:-none}), files in $work"
+        echo "use kctl against it with:"
+        printf 'export KCORE_CONFIG=%q\n' "$KCORE_CONFIG"
+        echo "stop it with: kill ${live[*]:-} && rm -rf '$work'"
         return
     fi
     for pid in "${pids[@]:-}"; do
@@ -165,6 +172,9 @@ kctl get nodes -o wide
 echo
 echo "==> kctl get storage-class"
 kctl get storage-class
+echo
+echo "==> kctl describe storage-class lvm"
+kctl describe storage-class lvm
 echo
 echo "==> kctl describe node node-2"
 kctl describe node node-2

@@ -7,6 +7,7 @@
 # - `writeText name text` (and `writeShellScript`) returns such a fake derivation that also
 #   carries `text`, so the harness can read back what a module would have written to the store;
 # - OVMF and OVMFFull carry an `fd` output, as nixpkgs' do;
+# - `dockerTools.buildLayeredImage` returns a fake image that keeps its arguments;
 # - `formats.yaml { }` has a `type` equivalent to nixpkgs' (JSON-like values: null, bool, int,
 #   float, string, path, lists and attribute sets of those) and a `generate` that writes the
 #   value as JSON. JSON is a subset of YAML, and nixpkgs' generator produces YAML of the same
@@ -58,6 +59,16 @@ in
     generate = name: value: writeText name (builtins.toJSON value);
   };
 
+  # nixpkgs' pkgs/build-support/docker/default.nix: buildLayeredImage takes { name, tag,
+  # contents, config, ... } and returns the image tarball; here a fake derivation that
+  # keeps its arguments for the harness to read.
+  dockerTools.buildLayeredImage =
+    args:
+    fakeDrv "${args.name}.tar.gz"
+    // {
+      inherit args;
+    };
+
   stdenv = fakeDrv "stdenv" // {
     hostPlatform.system = "x86_64-linux";
   };
@@ -70,6 +81,7 @@ in
   "curl"
   "git"
   "jq"
+  "installShellFiles"
   "makeInitrdNGTool"
   "makeWrapper"
   "stdenvNoCC"

@@ -46,6 +46,8 @@ let
         type = "derivation";
         name = "${args.pname}-${args.version}";
         outPath = "/nix/store/00000000000000000000000000000000-${args.pname}-${args.version}";
+        # mkDerivation keeps `version` on the derivation; the image's tag reads it.
+        inherit (args) version;
         inherit args;
       };
       callPackage =
@@ -53,7 +55,8 @@ let
         let
           f = import fn;
         in
-        f ({ inherit lib; } // builtins.intersectAttrs (lib.functionArgs f) (pkgsFor system) // overrides);
+        # As nixpkgs' callPackage: only the arguments the function declares (lib included).
+        f (builtins.intersectAttrs (lib.functionArgs f) ({ inherit lib; } // pkgsFor system) // overrides);
     };
   pkgs = pkgsFor "x86_64-linux";
 
@@ -322,6 +325,7 @@ let
         cargoTestFlags
         checkFlags
         postFixup
+        postInstall
         ;
       nativeBuildInputs = names kcore.args.nativeBuildInputs;
       lockFile = toString kcore.args.cargoLock.lockFile;
@@ -329,6 +333,15 @@ let
       # `src` is not evaluated: lib.fileset needs builtins.readFileType (Nix >= 2.14), and the
       # Nix here is 2.8.
     };
+    provisionDiskImage =
+      let
+        image = self.packages.x86_64-linux.provision-disk-image;
+      in
+      {
+        inherit (image.args) name tag config;
+        contents = map toString image.args.contents;
+        kcore = toString kcore;
+      };
     # Cargo workspace member directory -> package name (for package::*).
     workspace = lib.genAttrs (lib.importTOML ../../rust/Cargo.toml).workspace.members (
       m: (lib.importTOML (../../rust + "/${m}/Cargo.toml")).package.name

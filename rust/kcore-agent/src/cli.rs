@@ -53,8 +53,9 @@ pub struct ProvisionCli {
     #[arg(long, env = "POOL")]
     pub pool: String,
     /// This node's id, stored on the metadata LV; a different stored id resets the VG.
-    #[arg(long, env = "NODE_ID")]
-    pub node_id: String,
+    /// The operator guide's `--satellite-id` / `SATELLITE_ID` are accepted too.
+    #[arg(long, env = "NODE_ID", visible_alias = "satellite-id")]
+    pub node_id: Option<String>,
     /// Directory of the retry marker left by a failed run.
     #[arg(long, env = "MARKER_DIR", default_value = "/var/lib/kcore")]
     pub marker_dir: PathBuf,
@@ -71,12 +72,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config).await,
         Command::ProvisionDisk(p) => {
-            kcore_api::validate::node_id("--node-id", &p.node_id)?;
+            // clap reads one variable per argument; SATELLITE_ID is the guide's name for
+            // NODE_ID (an init container's environment), read only when NODE_ID is unset.
+            let node_id = p
+                .node_id
+                .or_else(|| std::env::var("SATELLITE_ID").ok())
+                .context(
+                    "the node id is missing: pass --node-id (or --satellite-id), or set \
+                     NODE_ID (or SATELLITE_ID)",
+                )?;
+            kcore_api::validate::node_id("--node-id", &node_id)?;
             let args = ProvisionArgs {
                 partition_label: p.partition_label,
                 volume_group: p.volume_group,
                 pool: p.pool,
-                node_id: p.node_id,
+                node_id,
                 marker_dir: p.marker_dir,
                 by_partlabel_dir: PathBuf::from("/dev/disk/by-partlabel"),
             };

@@ -338,7 +338,7 @@ impl AgentConfig {
 
     /// Parse and validate YAML text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: AgentConfig =
+        let mut config: AgentConfig =
             serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Parse {
                 path: path.to_path_buf(),
                 message: format!(
@@ -346,6 +346,17 @@ impl AgentConfig {
                 ),
             })?;
         config.validate(path)?;
+        // The renderer's rule (kcore-api): `kcore/` is the guide's spelling of `kcore`, so
+        // the agent reports and uses the prefix without the trailing '/'.
+        config.storage.zfs.dataset_prefix = kcore_api::validate::zfs_dataset_prefix(
+            "storage.zfs.datasetPrefix",
+            &config.storage.zfs.dataset_prefix,
+        )
+        .map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: "storage.zfs.datasetPrefix",
+            message: e.detail(),
+        })?;
         Ok(config)
     }
 
@@ -562,6 +573,22 @@ binaries:
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn zfs_dataset_prefix_takes_the_renderers_rule() {
+        let text = |p: &str| {
+            format!("nodeId: n\nmode: install\nstorage: {{ zfs: {{ datasetPrefix: {p:?} }} }}\n")
+        };
+        assert_eq!(
+            parse(&text("kcore/")).unwrap().storage.zfs.dataset_prefix,
+            "kcore"
+        );
+        let err = parse(&text("kcore//")).unwrap_err().to_string();
+        assert!(
+            err.contains("storage.zfs.datasetPrefix") && err.contains("empty component"),
+            "{err}"
+        );
     }
 
     #[test]

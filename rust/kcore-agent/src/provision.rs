@@ -167,6 +167,17 @@ pub enum ProvisionError {
     Step { step: String, message: String },
     #[error("refused: {0}")]
     Refused(#[from] Refusal),
+    /// A failure with the retry marker it left, so the operator (or an init container's
+    /// log) learns where the marker is and how to clear it.
+    #[error(
+        "{error}; retry marker left at {} (the next run retries and removes it; `rm {}` clears it by hand)",
+        marker.display(),
+        marker.display()
+    )]
+    Marked {
+        error: Box<ProvisionError>,
+        marker: PathBuf,
+    },
 }
 
 fn step_err(step: &str, message: impl std::fmt::Display) -> ProvisionError {
@@ -189,27 +200,42 @@ pub async fn provision(args: &ProvisionArgs) -> Result<Vec<Step>, ProvisionError
         tracing::warn!(marker = %marker.display(), previous = %previous.trim(), "a previous run failed; retrying and clearing its marker");
         let _ = std::fs::remove_file(&marker);
     }
-    let result = provision_inner(args).await;
-    if let Err(err) = &result {
-        tracing::error!(error = %err, "provision-disk failed");
-        let _ = std::fs::create_dir_all(&args.marker_dir);
-        if let Err(e) = std::fs::write(&marker, format!("{err}\n")) {
-            tracing::error!(marker = %marker.display(), error = %e, "cannot write the retry marker");
+    match provision_inner(args).await {
+        Ok(steps) => {
+            // The operator guide's completion line, which init-container logs are grepped for.
+            tracing::info!(vg = %args.volume_group, node = %args.node_id, "disk provisioning completed successfully");
+            Ok(steps)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "provision-disk failed");
+            let _ = std::fs::create_dir_all(&args.marker_dir);
+            match std::fs::write(&marker, format!("{err}\n")) {
+                Ok(()) => Err(ProvisionError::Marked {
+                    error: Box::new(err),
+                    marker,
+                }),
+                Err(e) => {
+                    tracing::error!(marker = %marker.display(), error = %e, "cannot write the retry marker");
+                    Err(err)
+                }
+            }
         }
     }
-    result
 }
 
 async fn run(tool: Tool, args: &[&str], step: &str) -> Result<String, ProvisionError> {
     let program = tool.resolve(None).map_err(|e| step_err(step, e))?;
     tracing::info!(step, command = %format!("{} {}", tool.name, args.join(" ")), "running");
+    tracing::debug!(step, program = %program.path().display(), timeout_seconds = STEP_TIMEOUT.as_secs(), "step starts");
     let out = Invocation::new(&program)
         .args(args)
         .timeout(STEP_TIMEOUT)
         .output()
         .await
         .map_err(|e: RunError| step_err(step, e))?;
-    Ok(out.stdout_lossy())
+    let stdout = out.stdout_lossy();
+    tracing::debug!(step, stdout = %stdout.trim(), "step done");
+    Ok(stdout)
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,7 +416,9 @@ async fn provision_inner(args: &ProvisionArgs) -> Result<Vec<Step>, ProvisionErr
     for step in &steps {
         match step {
             Step::Reset => {
-                tracing::warn!(vg, stored = ?seen.stored_id, node = %args.node_id, "the volume group belongs to another (or no) node id: removing its LVs, the VG and the PV");
+                // The operator guide's wording (and its `existing=… expected=…` fields).
+                let existing = seen.stored_id.as_deref().unwrap_or("<none>");
+                tracing::warn!(vg, existing, expected = %args.node_id, "satellite id mismatch, resetting lvm configuration: removing the volume group's LVs, the VG and the PV");
                 run(VGCHANGE, &["-an", vg], "deactivate the volume group").await?;
                 run(
                     LVREMOVE,
@@ -593,6 +621,12 @@ mod tests {
         a.by_partlabel_dir = dir.path().join("by-partlabel");
         let err = provision(&a).await.unwrap_err().to_string();
         assert!(err.contains("step resolve partition"), "{err}");
+        let shown = marker_path(&a).display().to_string();
+        assert!(
+            err.contains(&format!("retry marker left at {shown}")),
+            "{err}"
+        );
+        assert!(err.contains(&format!("`rm {shown}` clears it")), "{err}");
         let marker = std::fs::read_to_string(marker_path(&a)).unwrap();
         assert!(marker.contains("resolve partition"), "{marker}");
         // The next run clears the marker before trying (and writes a new one on failure).

@@ -362,7 +362,7 @@ pub struct SubCaInstalled {
 pub struct StorageClass {
     /// `filesystem`, `lvm`, `zfs` or `unspecified`.
     pub name: String,
-    /// Nodes reporting this backend (any status).
+    /// Approved nodes reporting this backend (pending and rejected nodes offer no storage).
     pub nodes: usize,
     /// Of those, the `Ready` ones.
     pub ready_nodes: usize,

@@ -11,6 +11,7 @@ pub mod report_limits;
 pub mod resource;
 pub mod rollout;
 pub mod validate;
+pub mod version;
 pub mod vm;
 
 pub use error::{ApiError, ErrorCode};

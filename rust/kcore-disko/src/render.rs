@@ -141,7 +141,16 @@ pub fn render_data_disk(
     let mut probe = spec.clone();
     probe.data_disks = vec![device.to_string()];
     probe.data_disk_mode = DataDiskMode::Stripe;
-    check(&probe)?;
+    // A day-2 fragment holds only the new disk, so the operator need not repeat the OS
+    // disk; every other field is still checked.
+    let problems: Vec<_> = probe
+        .validate()
+        .into_iter()
+        .filter(|p| !(probe.os_disk.is_empty() && p.path == "osDisk"))
+        .collect();
+    if !problems.is_empty() {
+        return Err(RenderError::Invalid(problems));
+    }
     render_ctx(&FragmentCtx {
         os: None,
         data: vec![disk_ctx(spec, index, device)],
@@ -193,7 +202,7 @@ fn zfs_ctx(spec: &StorageSpec) -> Option<ZfsCtx> {
             DataDiskMode::Stripe => String::new(),
             DataDiskMode::Mirror => "mirror".into(),
         },
-        dataset: spec.zfs.dataset_prefix.clone(),
+        dataset: spec.zfs.dataset_prefix_normalized(),
     })
 }
 

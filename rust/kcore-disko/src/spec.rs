@@ -102,6 +102,16 @@ pub struct ZfsSpec {
     pub dataset_prefix: String,
 }
 
+impl ZfsSpec {
+    /// The dataset that holds kcore's volumes, `<pool>/<prefix>`, with a trailing `/` of
+    /// the prefix dropped (`kcore/` means datasets under `kcore`). Call after
+    /// [`StorageSpec::validate`]; an invalid prefix is returned as written.
+    pub fn dataset_prefix_normalized(&self) -> String {
+        v::zfs_dataset_prefix("zfs.datasetPrefix", &self.dataset_prefix)
+            .unwrap_or_else(|_| self.dataset_prefix.clone())
+    }
+}
+
 /// LUKS unlock mode of the OS disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -374,25 +384,11 @@ impl StorageSpec {
                 if let Err(e) = v::zfs_pool_name("zfs.poolName", &self.zfs.pool_name) {
                     push(e.field.clone(), field_message(&e));
                 }
-                let prefix = &self.zfs.dataset_prefix;
-                if prefix.is_empty()
-                    || prefix.starts_with('/')
-                    || prefix.ends_with('/')
-                    || prefix.contains("//")
+                // The same rule as the agent's configuration (kcore-api), so a prefix one
+                // accepts the other does; `kcore/` is the guide's spelling of `kcore`.
+                if let Err(e) = v::zfs_dataset_prefix("zfs.datasetPrefix", &self.zfs.dataset_prefix)
                 {
-                    push(
-                        "zfs.datasetPrefix".into(),
-                        format!(
-                            "{prefix:?} has an empty component: write it like kcore or kcore/volumes, without leading, trailing or double /"
-                        ),
-                    );
-                } else {
-                    for part in prefix.split('/') {
-                        if let Err(e) = v::zfs_dataset_component("zfs.datasetPrefix", part) {
-                            push(e.field.clone(), field_message(&e));
-                            break;
-                        }
-                    }
+                    push(e.field.clone(), field_message(&e));
                 }
             }
         }

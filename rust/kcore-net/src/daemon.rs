@@ -18,8 +18,17 @@ pub struct LogArgs {
     pub log_json: bool,
 }
 
+/// Whether log lines on stderr may carry ANSI colour: only on a terminal (a pipe, a file or
+/// the journal gets plain text) and never with `NO_COLOR` set to anything non-empty
+/// (<https://no-color.org>). kctl uses the same rule.
+pub fn colour_on_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Logs go to stderr; under systemd (JOURNAL_STREAM set) without timestamps, since the
-/// journal adds its own. A filter that does not parse falls back to `info`.
+/// journal adds its own; colour only as [`colour_on_stderr`] allows. A filter that does
+/// not parse falls back to `info`.
 pub fn init_tracing(args: &LogArgs) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
@@ -27,7 +36,8 @@ pub fn init_tracing(args: &LogArgs) {
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr());
     let _ = match (args.log_json, under_systemd) {
         (true, _) => builder.json().try_init(),
         (false, true) => builder.without_time().try_init(),

@@ -3,7 +3,7 @@
 //! - `-k`: accept the agent's certificate unverified (live-ISO install mode only);
 //! - `--fingerprint SHA256`: accept only the install-mode certificate with that fingerprint;
 //! - otherwise (managed mode): mTLS with the current context's CA and admin certificate
-//!   (`~/.kcore/config`, or `--context` / `--kubeconfig`); the agent must present a node
+//!   (`~/.kcore/config`, or `--context` / `--kctl-config`); the agent must present a node
 //!   certificate of the context's cluster, for exactly `--node-id` when that is given.
 //!
 //! Agent calls get longer timeouts than controller calls: a dry run evaluates Nix (the deep

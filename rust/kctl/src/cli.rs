@@ -42,6 +42,10 @@ pub enum Command {
     Delete(crate::delete::Args),
     /// Rotate cluster credentials (sub-CA).
     Rotate(crate::rotate::Args),
+    /// Print kctl's version and, with a context, each controller's.
+    Version(crate::version::Args),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completion(crate::completion::Args),
 }
 
 /// Run the parsed command. Each command gets the target groups it uses, joined from
@@ -99,6 +103,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             node.unused("rotate")?;
             let ctl = args.controllers.clone().join(ctl);
             crate::rotate::run(args, global, &ctl).await
+        }
+        Command::Version(args) => {
+            node.unused("version")?;
+            crate::version::run(args, global, ctl).await
+        }
+        Command::Completion(args) => {
+            node.unused("completion")?;
+            ctl.unused("completion")?;
+            crate::completion::run(args)
         }
     }
 }

@@ -1,9 +1,9 @@
-//! The kctl configuration file (`~/.kcore/config`, or `--kubeconfig` / `KCORE_CONFIG`):
+//! The kctl configuration file (`~/.kcore/config`, or `--kctl-config` / `KCORE_CONFIG`):
 //! named contexts, each a cluster with its controllers and the operator's credential
 //! files, and which one is current.
 //!
 //! Files a context refers to live in a directory named after the context next to the
-//! config file (`~/.kcore/<context>/`), so a temporary `HOME` or `--kubeconfig` keeps
+//! config file (`~/.kcore/<context>/`), so a temporary `HOME` or `--kctl-config` keeps
 //! everything in one place.
 
 use kcore_api::ErrorCode;
@@ -53,7 +53,7 @@ pub fn config_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| {
             Refused::new(
                 ErrorCode::NoHome,
-                "HOME is not set: pass --kubeconfig FILE or set KCORE_CONFIG",
+                "HOME is not set: pass --kctl-config FILE or set KCORE_CONFIG",
             )
         })?;
     Ok(PathBuf::from(home).join(".kcore").join("config"))
@@ -81,15 +81,15 @@ impl KctlConfig {
 
     /// Reads the file for a command that needs a context: a missing file is an error
     /// that says so and how to make one (an empty configuration would only say "no
-    /// current context", hiding a wrong `KCORE_CONFIG` or `--kubeconfig`).
+    /// current context", hiding a wrong `KCORE_CONFIG` or `--kctl-config`).
     pub fn load_existing(path: &Path) -> anyhow::Result<KctlConfig> {
         if !path.exists() {
             return Err(Refused::new(
                 ErrorCode::NoConfig,
                 format!(
-                    "the kctl config file {} does not exist (it is --kubeconfig, else \
+                    "the kctl config file {} does not exist (it is --kctl-config, else \
                      KCORE_CONFIG, else ~/.kcore/config): make one with `kctl create cluster \
-                     --controller HOST:9090 --context NAME`, or point --kubeconfig / \
+                     --controller HOST:9090 --context NAME`, or point --kctl-config / \
                      KCORE_CONFIG at an existing one",
                     path.display()
                 ),

@@ -9,6 +9,8 @@ pub const REFUSED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Failed: a remote error, an unreachable server, a process that failed or timed out.
 pub const FAILED: u8 = 3;
+/// Stopped by Ctrl-C or SIGTERM (the shell's 128 + SIGINT), after stopping its children.
+pub const INTERRUPTED: u8 = 130;
 
 /// Marks an error as a refusal (exit 1) rather than a failure (exit 3).
 /// `code` is the stable machine-readable code (for example `TARGET_MOUNTED`).

@@ -7,8 +7,10 @@ use clap::Args;
 
 use crate::output::OutputFormat;
 
-/// Flags every command accepts, before or after the subcommand.
+/// Flags every command accepts, before or after the subcommand; `--help` lists them under
+/// their own heading, apart from the command's own flags.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Output format for commands that print data.
     #[arg(
@@ -20,7 +22,7 @@ pub struct GlobalArgs {
     )]
     pub output: OutputFormat,
 
-    /// More log output (repeat for more).
+    /// More log output: -v adds kcore's own debug lines, -vv and up the libraries' too.
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -32,9 +34,12 @@ pub struct GlobalArgs {
     #[arg(long = "context", global = true, value_name = "NAME")]
     pub context: Option<String>,
 
-    /// Path of the kctl config file.
+    /// Path of the kctl config file (default ~/.kcore/config).
     #[arg(
-        long = "kubeconfig",
+        long = "kctl-config",
+        // The old name, kept working but hidden from --help (clap's `alias` is hidden;
+        // `visible_alias` would list it).
+        alias = "kubeconfig",
         alias = "config-file",
         global = true,
         env = "KCORE_CONFIG",
@@ -42,6 +47,11 @@ pub struct GlobalArgs {
     )]
     pub config_file: Option<std::path::PathBuf>,
 }
+
+/// The `-v` filter: debug for kcore's crates, warn for everything else.
+const KCORE_DEBUG: &str = "warn,kctl=debug,kcore_api=debug,kcore_net=debug,kcore_nix=debug,\
+                           kcore_disko=debug,kcore_pki=debug,kcore_controller=debug,\
+                           kcore_agent=debug";
 
 impl GlobalArgs {
     /// Logs go to stderr; `-v` raises the level, `-q` keeps only errors, `RUST_LOG` overrides both.
@@ -51,7 +61,8 @@ impl GlobalArgs {
         } else {
             match self.verbose {
                 0 => "warn",
-                1 => "info",
+                // kcore's own crates only: libraries (rustls, hyper, reqwest) stay at warn.
+                1 => KCORE_DEBUG,
                 2 => "debug",
                 _ => "trace",
             }
@@ -61,6 +72,8 @@ impl GlobalArgs {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            // Colour only on a terminal, and never with NO_COLOR set: the daemons' rule.
+            .with_ansi(kcore_net::daemon::colour_on_stderr())
             .without_time()
             .try_init();
     }

@@ -4,6 +4,7 @@
 pub mod agent_client;
 pub mod apply;
 pub mod cli;
+pub mod completion;
 pub mod config;
 pub mod context;
 pub mod controller_client;
@@ -24,6 +25,7 @@ pub mod paths;
 pub mod remote;
 pub mod rotate;
 pub mod target;
+pub mod version;
 pub mod views;
 
 use clap::Parser;
@@ -54,7 +56,21 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(exit::FAILED);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = cli::run(cli) => Some(result),
+            // Ctrl-C or SIGTERM: returning drops the command's future, and with it
+            // kcore-nix's process-group guard, which SIGKILLs the child's group. The
+            // child runs in its own group (so a terminal's Ctrl-C does not reach it);
+            // without this, a stopped kctl left nix-instantiate running under PID 1.
+            () = kcore_net::daemon::shutdown_signal() => None,
+        }
+    });
+    let Some(outcome) = outcome else {
+        eprintln!("error: interrupted; the programs kctl started were stopped");
+        return std::process::ExitCode::from(exit::INTERRUPTED);
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::from(exit::OK),
         Err(err) => {
             // Messages quote servers and nodes: their control characters are escaped.

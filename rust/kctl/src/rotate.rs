@@ -11,8 +11,20 @@ use crate::controller_client::{client_for, servers};
 use crate::create::SUB_CA_VALIDITY;
 use crate::escape::{escape, escape_lines};
 use crate::global::GlobalArgs;
+use crate::output::{OutputFormat, print_object};
 use crate::remote::{Expected, Remote};
 use crate::target::ControllerTarget;
+
+/// One controller's outcome, as `-o json|yaml` prints it (a list, one per controller).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotated {
+    pub server: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed: Option<SubCaInstalled>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -70,7 +82,9 @@ async fn rotate_sub_ca(
         key_pem: sub.key_pem().to_string(),
         allow_short,
     };
+    let data = matches!(global.output, OutputFormat::Json | OutputFormat::Yaml);
     let mut failed = Vec::new();
+    let mut report = Vec::new();
     for controller in &controllers {
         // One client per controller: every controller must get it, so no failover here.
         // `client_for` verifies that the server is a controller of this cluster before
@@ -83,17 +97,36 @@ async fn rotate_sub_ca(
             .put_json::<_, SubCaInstalled>("/v1/pki/sub-ca", &body)
             .await
         {
-            Ok(done) => println!(
-                "{controller}: controller {} now signs with sub-CA serial {} (expires {})",
-                escape(&done.controller_id),
-                escape(&done.certificate.serial),
-                escape(&done.certificate.not_after)
-            ),
+            Ok(done) => {
+                if !data {
+                    println!(
+                        "{controller}: controller {} now signs with sub-CA serial {} (expires {})",
+                        escape(&done.controller_id),
+                        escape(&done.certificate.serial),
+                        escape(&done.certificate.not_after)
+                    );
+                }
+                report.push(Rotated {
+                    server: controller.clone(),
+                    installed: Some(done),
+                    error: None,
+                });
+            }
             Err(err) => {
-                eprintln!("{controller}: {}", escape_lines(&format!("{err:#}")));
+                let message = format!("{err:#}");
+                eprintln!("{controller}: {}", escape_lines(&message));
                 failed.push(controller.clone());
+                report.push(Rotated {
+                    server: controller.clone(),
+                    installed: None,
+                    error: Some(message),
+                });
             }
         }
+    }
+    if data {
+        // Printed before the exit status is decided, so a script sees which ones failed.
+        print_object(&report, global.output, String::new)?;
     }
     if failed.is_empty() {
         Ok(())

@@ -4,8 +4,9 @@
 //! stand-in, since this machine has no spare disk), `nix` (apply-nix through the
 //! systemd-run and nixos-rebuild stand-ins, which do a real `nix build` of a local test
 //! flake), `ops` (long operations: lanes, transient units and re-attaching after an agent
-//! restart), `restricted` (bounded evaluation of submitted Nix), `rollout` (prepare, activate,
-//! health gate, revert and trial boots against the real fleet flake of `rollout_rig`). Tests that use a stand-in
+//! restart), `restricted` (bounded evaluation of submitted Nix), `provision` (provision-disk's
+//! command line, the guide's names), `rollout` (prepare, activate, health gate, revert and
+//! trial boots against the real fleet flake of `rollout_rig`). Tests that use a stand-in
 //! say so in their names.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
@@ -13,6 +14,7 @@
 mod disko;
 mod nix;
 mod ops;
+mod provision;
 mod restricted;
 mod rollout;
 mod rollout_rig;

@@ -139,7 +139,7 @@ pub use lvm::{lvm_lv_name, lvm_lv_prefix, lvm_vg_name};
 pub use names::{dc_id, dns_label, flake_rev, node_id, resource_name};
 pub use paths::{block_device_path, mount_point};
 pub use sizes::{Size, parse_size};
-pub use zfs::{zfs_dataset_component, zfs_dataset_name, zfs_pool_name};
+pub use zfs::{zfs_dataset_component, zfs_dataset_name, zfs_dataset_prefix, zfs_pool_name};
 
 #[cfg(test)]
 mod tests {
@@ -354,6 +354,42 @@ mod tests {
         assert_refused(zfs_dataset_name, "ds", &long, "more than the 255 allowed");
         zfs_dataset_component("f", "volumes").unwrap();
         assert_refused(zfs_dataset_component, "c", "a/b", "contains '/'");
+    }
+
+    #[test]
+    fn zfs_dataset_prefix_takes_the_guides_trailing_slash() {
+        // The operator guide writes `--zfs-dataset-prefix kcore/`: datasets under kcore.
+        for (given, normal) in [
+            ("kcore", "kcore"),
+            ("kcore/", "kcore"),
+            ("kcore/volumes", "kcore/volumes"),
+            ("kcore/volumes/", "kcore/volumes"),
+        ] {
+            assert_eq!(zfs_dataset_prefix("f", given).unwrap(), normal, "{given}");
+        }
+        for (bad, words) in [
+            ("", "empty component"),
+            ("/", "empty component"),
+            ("/kcore", "empty component"),
+            ("kcore//", "empty component"),
+            ("a//b", "empty component"),
+            ("kcore/a@s", "names a snapshot"),
+            ("kcore/../", "component \"..\""),
+        ] {
+            let err = zfs_dataset_prefix("zfs.datasetPrefix", bad).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with("zfs.datasetPrefix: "), "{msg}");
+            assert!(msg.contains(words), "{bad:?}: {msg}");
+            assert_eq!(err.value, bad);
+        }
+        let deep = format!("a{}", "/a".repeat(49));
+        assert!(
+            zfs_dataset_prefix("f", &deep)
+                .unwrap_err()
+                .to_string()
+                .contains("levels deep")
+        );
+        zfs_dataset_prefix("f", &format!("a{}", "/a".repeat(48))).unwrap();
     }
 
     #[test]

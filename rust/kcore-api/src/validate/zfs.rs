@@ -91,6 +91,49 @@ pub fn zfs_dataset_component(field: &str, value: &str) -> Result<(), FieldError>
     Ok(())
 }
 
+/// The dataset prefix under a pool that holds kcore's datasets (`<pool>/<prefix>`), as
+/// the operator guide writes it: `kcore`, `kcore/volumes`, or with one trailing `/`
+/// (`kcore/`), which means the same thing, "datasets under `kcore`". Returns the prefix
+/// without the trailing `/`, the form every consumer (renderer, agent) uses. Each
+/// component is checked as [`zfs_dataset_component`]; an empty, leading-`/` or doubled
+/// `/` component is refused.
+pub fn zfs_dataset_prefix(field: &str, value: &str) -> Result<String, FieldError> {
+    let trimmed = value.strip_suffix('/').unwrap_or(value);
+    if trimmed.is_empty()
+        || trimmed.starts_with('/')
+        || trimmed.ends_with('/')
+        || trimmed.contains("//")
+    {
+        return Err(FieldError::new(
+            field,
+            value,
+            "has an empty component (a leading or doubled '/', or nothing before the '/')",
+            "write it like kcore, kcore/ or kcore/volumes (a trailing '/' is allowed)",
+        ));
+    }
+    max_len(field, trimmed, ZFS_NAME_MAX)?;
+    let mut depth = 0;
+    for component in trimmed.split('/') {
+        depth += 1;
+        zfs_dataset_component(field, component).map_err(|e| FieldError {
+            problem: format!("has the component {component:?}, which {}", e.problem),
+            value: value.to_owned(),
+            ..e
+        })?;
+    }
+    if depth >= ZFS_MAX_NESTING {
+        return Err(FieldError::new(
+            field,
+            value,
+            format!(
+                "is nested {depth} levels deep; with the pool that is more than ZFS's {ZFS_MAX_NESTING}"
+            ),
+            "use a flatter dataset layout",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// A full ZFS dataset name: `pool/child/...`, the pool checked as [`zfs_pool_name`] and each
 /// further component as [`zfs_dataset_component`]; at most 255 bytes and 50 levels deep.
 pub fn zfs_dataset_name(field: &str, value: &str) -> Result<(), FieldError> {

@@ -22,6 +22,7 @@
 //! | `POST /v1/controllers/{id}/register` | controller (own id, own certificate serial) |
 //! | `GET /v1/replication/vector`, `GET /v1/replication/ops` | controller |
 //! | `GET /v1/replication/peers` | admin, controller |
+//! | `GET /v1/version` | admin, controller, node |
 //!
 //! The caller's identity comes from the verified client certificate (the TLS layer puts
 //! it in the request extensions, `kcore_net::PeerIdentity`); every handler starts with [`Caller::require`].
@@ -32,6 +33,7 @@ mod nodes;
 mod pki;
 mod resources;
 mod storage_classes;
+mod version;
 mod vms;
 
 use std::collections::HashMap;
@@ -191,7 +193,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/replication/vector", get(crate::replication::vector))
         .route("/v1/replication/ops", get(crate::replication::ops))
-        .route("/v1/replication/peers", get(crate::replication::peers));
+        .route("/v1/replication/peers", get(crate::replication::peers))
+        .route("/v1/version", get(version::version));
     let router = resources::routes(router, &clusterupdates::DEFINITION);
     let router = resources::routes(router, &vms::DEFINITION);
     controllers::routes(router)

@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use kcore_api::ErrorCode;
 use kcore_api::cluster::{
-    Node, NodeStatus, StorageClass, StorageClassDetail, StorageClassList, storage_class_names,
+    Approval, Node, NodeStatus, StorageClass, StorageClassDetail, StorageClassList,
+    storage_class_names,
 };
 use kcore_net::ApiFailure;
 // kcore-net's `Path`: a segment that is not percent-encoded UTF-8 gets the JSON envelope.
@@ -23,6 +24,9 @@ fn storage_classes(state: &AppState) -> Vec<(StorageClass, Vec<Node>)> {
         .nodes()
         .into_iter()
         .map(|(id, rec, beat)| node_view(state, id, rec, beat))
+        // A pending or rejected node offers no storage to schedule on, so a class counts
+        // (and describes) approved nodes only, as the operator guide says.
+        .filter(|n| n.approval == Approval::Approved)
         .collect();
     storage_class_names()
         .into_iter()

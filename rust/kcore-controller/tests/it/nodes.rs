@@ -90,6 +90,12 @@ async fn storage_classes_count_nodes_including_empty_classes() {
         register(&c, id, report(id, "DC1", backend)).await.unwrap();
     }
     let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    // A rejected node is not counted: it offers no storage.
+    let n4 = client(&ctl.url, cl.root.cert_pem(), &cl.node("n4"));
+    register(&n4, "n4", report("n4", "DC1", Some(StorageBackend::Lvm)))
+        .await
+        .unwrap();
+    post::<Node>(&admin, "/v1/nodes/n4/reject").await.unwrap();
     let list: StorageClassList = admin.get_json("/v1/storage-classes").await.unwrap();
     let counts: Vec<(String, usize)> = list
         .items

@@ -45,12 +45,12 @@ fn flake_outputs_are_complete_and_wired() {
     assert_eq!(sorted(&out["nixosConfigurations"]), hosts);
     assert_eq!(
         sorted(&out["packages"]["x86_64-linux"]),
-        ["default", "installer-iso", "kcore"]
+        ["default", "installer-iso", "kcore", "provision-disk-image"]
     );
     // hosts/installer is x86_64: no ISO under another system's packages.
     assert_eq!(
         sorted(&out["packages"]["aarch64-linux"]),
-        ["default", "kcore"]
+        ["default", "kcore", "provision-disk-image"]
     );
     assert_eq!(out["overlay"], json!(["kcore"]));
 

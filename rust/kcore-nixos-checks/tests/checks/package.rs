@@ -255,7 +255,20 @@ fn the_package_builds_three_wrapped_binaries() {
             "kctl"
         ])
     );
-    assert_eq!(pkg["nativeBuildInputs"], json!(["makeWrapper"]));
+    assert_eq!(
+        pkg["nativeBuildInputs"],
+        json!(["makeWrapper", "installShellFiles"])
+    );
+    // kctl's completions for the three shells, from the binary itself.
+    let install = pkg["postInstall"].as_str().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(
+            install.contains(&format!(
+                "--{shell} <(\"$out/bin/kctl\" completion {shell})"
+            )),
+            "{install}"
+        );
+    }
     assert_eq!(pkg["doCheck"], json!(true));
     let fixup = pkg["postFixup"].as_str().unwrap();
     for bin in ["kcore-agent", "kcore-controller", "kctl"] {
@@ -276,4 +289,21 @@ fn the_package_builds_three_wrapped_binaries() {
             "{tool} not on the wrapper's PATH: {fixup}"
         );
     }
+}
+
+#[test]
+fn the_provision_disk_image_runs_the_packaged_agent() {
+    let Some(h) = Harness::get("the_provision_disk_image_runs_the_packaged_agent") else {
+        return;
+    };
+    let image = &h.flake_outputs(&json!({}))["provisionDiskImage"];
+    let kcore = image["kcore"].as_str().unwrap();
+    assert_eq!(image["name"], "kcore-provision-disk");
+    assert_eq!(image["tag"], json!(env!("CARGO_PKG_VERSION")));
+    assert_eq!(image["contents"], json!([kcore]));
+    assert_eq!(
+        image["config"]["Entrypoint"],
+        json!([format!("{kcore}/bin/kcore-agent"), "provision-disk"])
+    );
+    assert_eq!(image["config"]["Env"], json!(["MARKER_DIR=/var/lib/kcore"]));
 }

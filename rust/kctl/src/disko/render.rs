@@ -16,14 +16,15 @@ use crate::global::GlobalArgs;
 pub struct RenderArgs {
     /// A storage spec file (YAML or JSON, the `storage` section of a node's configuration)
     /// instead of the flags below.
-    #[arg(long = "spec", value_name = "FILE", conflicts_with_all = ["os_disk", "data_disks", "backend"])]
+    #[arg(long = "spec", value_name = "FILE", conflicts_with_all = ["os_disk", "data_disks", "backend", "data_disk_mode"])]
     pub spec: Option<PathBuf>,
 
-    /// The OS disk (ESP + LUKS2 root), preferably a /dev/disk/by-id/ path.
+    /// The OS disk (ESP + LUKS2 root), preferably a /dev/disk/by-id/ path. Not needed with
+    /// --day2-index: a day-2 fragment holds only the new data disk.
     #[arg(
         long = "os-disk",
         value_name = "DEVICE",
-        required_unless_present = "spec"
+        required_unless_present_any = ["spec", "day2_index"]
     )]
     pub os_disk: Option<String>,
 
@@ -31,37 +32,40 @@ pub struct RenderArgs {
     #[arg(long = "data-disk", value_name = "DEVICE")]
     pub data_disks: Vec<String>,
 
-    /// The storage backend: filesystem, lvm or zfs.
-    #[arg(
-        long = "storage-backend",
-        value_name = "BACKEND",
-        required_unless_present = "spec"
-    )]
+    /// The storage backend: filesystem (default), lvm or zfs.
+    #[arg(long = "storage-backend", value_name = "BACKEND")]
     pub backend: Option<Backend>,
 
-    /// LVM volume group name (default vg_kcore).
+    /// The data disks' storage mode: filesystem (default), lvm or zfs, the operator
+    /// guide's name for --storage-backend; giving both with different values is an error.
+    #[arg(long = "data-disk-mode", value_name = "MODE")]
+    pub data_disk_mode: Option<Backend>,
+
+    /// LVM volume group name (default vg_kcore; only with --storage-backend lvm).
     #[arg(long = "lvm-vg-name", value_name = "NAME")]
     pub lvm_vg_name: Option<String>,
 
-    /// Prefix of kcore's LVs (default `kcore-`).
+    /// Prefix of kcore's LVs (default `kcore-`; only with --storage-backend lvm).
     #[arg(long = "lvm-lv-prefix", value_name = "PREFIX")]
     pub lvm_lv_prefix: Option<String>,
 
-    /// Create a thin pool with this name (after the LV prefix) using 90% of the VG.
+    /// Create a thin pool with this name (after the LV prefix) using 90% of the VG (only
+    /// with --storage-backend lvm).
     #[arg(long = "lvm-thin-pool", value_name = "NAME")]
     pub lvm_thin_pool: Option<String>,
 
-    /// ZFS pool name (default tank0).
+    /// ZFS pool name (default tank0; only with --storage-backend zfs).
     #[arg(long = "zfs-pool-name", value_name = "NAME")]
     pub zfs_pool_name: Option<String>,
 
-    /// ZFS dataset under the pool for volumes (default kcore).
+    /// ZFS dataset under the pool for volumes (default kcore; `kcore/` means the same:
+    /// datasets under kcore; only with --storage-backend zfs).
     #[arg(long = "zfs-dataset-prefix", value_name = "PREFIX")]
     pub zfs_dataset_prefix: Option<String>,
 
     /// How data disks combine: stripe (default) or mirror (zfs only).
-    #[arg(long = "data-disk-mode", value_name = "MODE", value_parser = parse_mode)]
-    pub data_disk_mode: Option<DataDiskMode>,
+    #[arg(long = "data-disk-layout", value_name = "LAYOUT", value_parser = parse_layout)]
+    pub data_disk_layout: Option<DataDiskMode>,
 
     /// LUKS unlock of the OS disk: tpm2 (default) or keyfile.
     #[arg(long = "luks-mode", value_name = "MODE", value_parser = parse_luks)]
@@ -103,7 +107,7 @@ pub struct RenderArgs {
     pub output_file: Option<PathBuf>,
 }
 
-fn parse_mode(s: &str) -> Result<DataDiskMode, String> {
+fn parse_layout(s: &str) -> Result<DataDiskMode, String> {
     match s {
         "stripe" => Ok(DataDiskMode::Stripe),
         "mirror" => Ok(DataDiskMode::Mirror),
@@ -120,6 +124,55 @@ fn parse_luks(s: &str) -> Result<LuksMode, String> {
 }
 
 impl RenderArgs {
+    /// The backend from --storage-backend or its guide name --data-disk-mode (default
+    /// filesystem); both with different values is a usage error.
+    fn flag_backend(&self) -> anyhow::Result<Backend> {
+        match (self.backend, self.data_disk_mode) {
+            (Some(a), Some(b)) if a != b => Err(Refused::new(
+                ErrorCode::BadFlags,
+                format!(
+                    "--storage-backend {} and --data-disk-mode {} disagree: they name the same \
+                 thing (the data disks' storage), give one",
+                    a.as_str(),
+                    b.as_str()
+                ),
+            )
+            .into()),
+            (a, b) => Ok(a.or(b).unwrap_or_default()),
+        }
+    }
+
+    fn check_backend_flags(&self, backend: Backend) -> anyhow::Result<()> {
+        let lvm = [
+            ("--lvm-vg-name", self.lvm_vg_name.is_some()),
+            ("--lvm-lv-prefix", self.lvm_lv_prefix.is_some()),
+            ("--lvm-thin-pool", self.lvm_thin_pool.is_some()),
+        ];
+        let zfs = [
+            ("--zfs-pool-name", self.zfs_pool_name.is_some()),
+            ("--zfs-dataset-prefix", self.zfs_dataset_prefix.is_some()),
+        ];
+        for (flags, wanted) in [(&lvm[..], Backend::Lvm), (&zfs[..], Backend::Zfs)] {
+            if backend == wanted {
+                continue;
+            }
+            if let Some((flag, _)) = flags.iter().find(|(_, given)| *given) {
+                // Refused rather than ignored: an operator who mistyped the backend learns
+                // it before a disk is formatted with the wrong layout.
+                let (wanted, actual) = (wanted.as_str(), backend.as_str());
+                return Err(Refused::new(
+                    ErrorCode::BadFlags,
+                    format!(
+                        "{flag} is only used with --storage-backend {wanted} (the backend here is \
+                         {actual}): drop {flag} or pass --storage-backend {wanted}"
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     fn spec(&self) -> anyhow::Result<StorageSpec> {
         let mut spec = match &self.spec {
             Some(path) => {
@@ -135,9 +188,10 @@ impl RenderArgs {
             None => StorageSpec::new(
                 self.os_disk.clone().unwrap_or_default(),
                 self.data_disks.clone(),
-                self.backend.unwrap_or_default(),
+                self.flag_backend()?,
             ),
         };
+        self.check_backend_flags(spec.backend)?;
         if let Some(v) = &self.lvm_vg_name {
             spec.lvm.vg_name = v.clone();
         }
@@ -156,7 +210,7 @@ impl RenderArgs {
         if let Some(v) = &self.zfs_dataset_prefix {
             spec.zfs.dataset_prefix = v.clone();
         }
-        if let Some(v) = self.data_disk_mode {
+        if let Some(v) = self.data_disk_layout {
             spec.data_disk_mode = v;
         }
         if let Some(v) = self.luks_mode {

@@ -33,20 +33,18 @@ impl Tabular for StorageClasses {
     }
 }
 
-/// The human-readable description of a storage class and its nodes, escaped like
-/// [`super::node::describe_node`].
+/// The human-readable description of a storage class and its nodes in the operator
+/// guide's shape (`Storage class: lvm`, `Nodes (2):`, one `- node-1` line per node, with its
+/// status, DC and hostname after it), escaped like [`super::node::describe_node`].
 pub fn describe_storage_class(detail: &StorageClassDetail) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Name:   {}", e(&detail.class.name));
-    let _ = writeln!(
-        out,
-        "Nodes:  {} ({} ready)",
-        detail.class.nodes, detail.class.ready_nodes
-    );
+    let _ = writeln!(out, "Storage class: {}", e(&detail.class.name));
+    let _ = writeln!(out, "Ready nodes: {}", detail.class.ready_nodes);
+    let _ = writeln!(out, "Nodes ({}):", detail.class.nodes);
     for n in &detail.nodes {
         let _ = writeln!(
             out,
-            "  {}  {}  {}  {}",
+            "- {}  {}  {}  {}",
             e(&n.node_id),
             n.status,
             e(&n.report.dc_id),

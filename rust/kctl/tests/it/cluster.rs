@@ -146,7 +146,8 @@ async fn get_describe_approve_and_reject_through_kctl() {
         vec![
             vec!["filesystem", "0", "0"],
             vec!["lvm", "1", "1"],
-            vec!["zfs", "1", "0"],
+            // node-b (zfs) is rejected: not in NODES.
+            vec!["zfs", "0", "0"],
             vec!["unspecified", "0", "0"],
         ],
         "{sc}"
@@ -163,8 +164,18 @@ async fn get_describe_approve_and_reject_through_kctl() {
             "{needle:?} missing:\n{described}"
         );
     }
-    let class = ok(kctl(lab.home(), &["describe", "storage-class", "zfs"]).await);
-    assert!(class.contains("node-b"), "{class}");
+    // The operator guide's shape.
+    let class = ok(kctl(lab.home(), &["describe", "storage-class", "lvm"]).await);
+    let lines: Vec<&str> = class.lines().collect();
+    assert_eq!(lines[0], "Storage class: lvm", "{class}");
+    let at = lines.iter().position(|l| *l == "Nodes (1):").expect(&class);
+    assert!(lines[at + 1].starts_with("- node-a "), "{class}");
+    assert_eq!(lines.len(), at + 2, "{class}");
+    let zfs = ok(kctl(lab.home(), &["describe", "storage-class", "zfs"]).await);
+    assert!(
+        zfs.contains("Nodes (0):") && !zfs.contains("node-b"),
+        "{zfs}"
+    );
     let missing = kctl(lab.home(), &["describe", "node", "ghost"]).await;
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
     lab.stop().await;

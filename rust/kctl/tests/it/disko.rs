@@ -66,7 +66,11 @@ fn render_prints_a_fragment_for_each_backend() {
                 "--storage-backend",
                 backend,
             ])
-            .args(["--lvm-vg-name", "vg_test", "--zfs-pool-name", "tank9"])
+            .args(match backend {
+                "lvm" => &["--lvm-vg-name", "vg_test"][..],
+                "zfs" => &["--zfs-pool-name", "tank9"][..],
+                _ => &[][..],
+            })
             .assert()
             .success()
             .stdout(predicate::str::starts_with("# Rendered by kcore-disko"))

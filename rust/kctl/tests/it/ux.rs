@@ -1,0 +1,108 @@
+//! kctl as people expect a kubectl-like tool to behave: shell completions, `version`
+//! (client, and each controller's with a context), global flags under their own help
+//! heading, `--kctl-config` (with `--kubeconfig` kept as a hidden alias).
+
+use super::lab::{Lab, kctl, ok};
+use super::support::text;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_scripts_for_bash_zsh_and_fish() {
+    let home = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef kctl"),
+        ("fish", "complete -c kctl"),
+    ] {
+        let script = ok(kctl(home.path(), &["completion", shell]).await);
+        assert!(script.contains(marker), "{shell}: {script:.200}");
+        // Generated from the real parser: subcommands and renamed flags are in it.
+        assert!(
+            script.contains("storage-class") || script.contains("describe"),
+            "{shell}"
+        );
+        assert!(script.contains("kctl-config"), "{shell}");
+    }
+    let bad = kctl(home.path(), &["completion", "powershell"]).await;
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("bash, zsh or fish"), "{}", text(&bad));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_prints_the_client_and_with_a_context_each_controller() {
+    let home = tempfile::tempdir().unwrap();
+    let alone = ok(kctl(home.path(), &["version"]).await);
+    assert_eq!(
+        alone,
+        format!("Client Version: {}\n", env!("CARGO_PKG_VERSION"))
+    );
+
+    let lab = Lab::start(false).await;
+    let out = ok(kctl(lab.home(), &["version"]).await);
+    assert!(
+        out.contains(&format!(
+            "Controller {}: {} (ctl1)",
+            lab.addr,
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(kctl(lab.home(), &["version", "-o", "json"]).await)).unwrap();
+    assert_eq!(json["client"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["controllers"][0]["server"], lab.addr.as_str());
+    assert_eq!(
+        json["controllers"][0]["version"]["component"],
+        "kcore-controller"
+    );
+    assert_eq!(json["controllers"][0]["version"]["id"], "ctl1");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_groups_global_flags_and_kctl_config_replaces_kubeconfig() {
+    let home = tempfile::tempdir().unwrap();
+    let help = ok(kctl(home.path(), &["get", "--help"]).await);
+    let (own, global) = help
+        .split_once("Global options:")
+        .unwrap_or_else(|| panic!("no Global options heading:\n{help}"));
+    assert!(global.contains("--kctl-config"), "{help}");
+    assert!(global.contains("--output"), "{help}");
+    assert!(!own.contains("--kctl-config"), "{help}");
+    assert!(
+        !help.contains("--kubeconfig"),
+        "the old name is hidden:\n{help}"
+    );
+    // Both names point kctl at a config file; the missing file is named.
+    let missing = home.path().join("nowhere/config");
+    for flag in ["--kctl-config", "--kubeconfig"] {
+        let out = kctl(
+            home.path(),
+            &[flag, missing.to_str().unwrap(), "config", "current-context"],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("nowhere/config"), "{}", text(&out));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_sub_ca_and_node_approval_print_json_with_o_json() {
+    let lab = Lab::start(true).await;
+    let out = ok(kctl(lab.home(), &["-o", "json", "rotate", "sub-ca"]).await);
+    let rotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rotated[0]["server"], lab.addr.as_str(), "{out}");
+    assert_eq!(rotated[0]["installed"]["controllerId"], "ctl1", "{out}");
+    assert!(
+        rotated[0]["installed"]["certificate"]["serial"].is_string(),
+        "{out}"
+    );
+
+    lab.join("node-a", "DC1", None).await;
+    let out = ok(kctl(lab.home(), &["node", "approve", "node-a", "-o", "json"]).await);
+    let node: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(node["nodeId"], "node-a", "{out}");
+    assert_eq!(node["approval"], "Approved", "{out}");
+    let out = ok(kctl(lab.home(), &["node", "reject", "node-a", "-o", "yaml"]).await);
+    assert!(out.contains("approval: Rejected"), "{out}");
+    lab.stop().await;
+}
