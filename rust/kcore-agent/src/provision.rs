@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kcore_nix::Tool;
-use kcore_nix::programs::{
-    LVCREATE, LVREMOVE, LVS, PVCREATE, PVREMOVE, PVS, VGCHANGE, VGCREATE, VGREMOVE, VGS,
-};
+use kcore_nix::commands::LvmChange;
+use kcore_nix::programs::{LVS, PVS, VGS};
+use kcore_nix::queries::LvmReport;
 use kcore_nix::runner::{Invocation, RunError};
 use serde::Deserialize;
 
@@ -34,14 +34,6 @@ pub const META_LV_SIZE: &str = "4M";
 /// What the metadata LV starts with, followed by the id and a newline.
 pub const ID_PREFIX: &str = "kcore-node-id=";
 
-const PVRESIZE: Tool = Tool {
-    name: "pvresize",
-    env_var: "KCORE_PVRESIZE",
-};
-const LVEXTEND: Tool = Tool {
-    name: "lvextend",
-    env_var: "KCORE_LVEXTEND",
-};
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The command-line inputs.
@@ -223,9 +215,17 @@ pub async fn provision(args: &ProvisionArgs) -> Result<Vec<Step>, ProvisionError
     }
 }
 
-async fn run(tool: Tool, args: &[&str], step: &str) -> Result<String, ProvisionError> {
+async fn run(
+    tool: Tool,
+    args: Vec<std::ffi::OsString>,
+    step: &str,
+) -> Result<String, ProvisionError> {
     let program = tool.resolve(None).map_err(|e| step_err(step, e))?;
-    tracing::info!(step, command = %format!("{} {}", tool.name, args.join(" ")), "running");
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    tracing::info!(step, command = %format!("{} {}", tool.name, shown.join(" ")), "running");
     tracing::debug!(step, program = %program.path().display(), timeout_seconds = STEP_TIMEOUT.as_secs(), "step starts");
     let out = Invocation::new(&program)
         .args(args)
@@ -236,6 +236,11 @@ async fn run(tool: Tool, args: &[&str], step: &str) -> Result<String, ProvisionE
     let stdout = out.stdout_lossy();
     tracing::debug!(step, stdout = %stdout.trim(), "step done");
     Ok(stdout)
+}
+
+/// Runs one LVM change.
+async fn change(change: LvmChange, step: &str) -> Result<String, ProvisionError> {
+    run(change.tool(), change.argv(), step).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,7 +322,7 @@ async fn observe(args: &ProvisionArgs) -> Result<Observed, ProvisionError> {
     let pvs = parse_pvs(
         &run(
             PVS,
-            &["--reportformat", "json", "-o", "pv_name,vg_name"],
+            LvmReport::fields("pv_name,vg_name").argv(),
             "list physical volumes",
         )
         .await?,
@@ -343,11 +348,18 @@ async fn observe(args: &ProvisionArgs) -> Result<Observed, ProvisionError> {
     };
     tracing::info!(device_vg = ?seen.device_vg, vg_exists = seen.vg_exists, "physical volume state");
     if seen.device_vg.as_deref() == Some(vg) {
-        run(VGCHANGE, &["-ay", vg], "activate the volume group").await?;
+        change(
+            LvmChange::Activate {
+                vg: vg.into(),
+                active: true,
+            },
+            "activate the volume group",
+        )
+        .await?;
         let lvs: Report<LvSection> = serde_json::from_str(
             &run(
                 LVS,
-                &["--reportformat", "json", "-o", "lv_name", vg],
+                LvmReport::fields("lv_name").of(vg).argv(),
                 "list logical volumes",
             )
             .await?,
@@ -371,20 +383,17 @@ async fn observe(args: &ProvisionArgs) -> Result<Observed, ProvisionError> {
         }
         tracing::info!(stored_id = ?seen.stored_id, pool = seen.pool_exists, "metadata");
         if seen.stored_id.as_deref() == Some(args.node_id.as_str()) {
-            run(PVRESIZE, &[&device], "resize the physical volume").await?;
+            change(
+                LvmChange::ResizePhysical {
+                    device: device.clone(),
+                },
+                "resize the physical volume",
+            )
+            .await?;
             let vgs: Report<VgSection> = serde_json::from_str(
                 &run(
                     VGS,
-                    &[
-                        "--reportformat",
-                        "json",
-                        "--units",
-                        "b",
-                        "--nosuffix",
-                        "-o",
-                        "vg_free",
-                        vg,
-                    ],
+                    LvmReport::fields("vg_free").of(vg).argv(),
                     "read free space",
                 )
                 .await?,
@@ -419,51 +428,64 @@ async fn provision_inner(args: &ProvisionArgs) -> Result<Vec<Step>, ProvisionErr
                 // The operator guide's wording (and its `existing=… expected=…` fields).
                 let existing = seen.stored_id.as_deref().unwrap_or("<none>");
                 tracing::warn!(vg, existing, expected = %args.node_id, "satellite id mismatch, resetting lvm configuration: removing the volume group's LVs, the VG and the PV");
-                run(VGCHANGE, &["-an", vg], "deactivate the volume group").await?;
-                run(
-                    LVREMOVE,
-                    &["-y", vg],
+                change(
+                    LvmChange::Activate {
+                        vg: vg.into(),
+                        active: false,
+                    },
+                    "deactivate the volume group",
+                )
+                .await?;
+                change(
+                    LvmChange::RemoveVolumes { vg: vg.into() },
                     "remove the volume group's logical volumes",
                 )
                 .await?;
-                run(VGREMOVE, &["-y", vg], "remove the volume group").await?;
-                run(PVREMOVE, &["-y", dev], "remove the physical volume").await?;
+                change(
+                    LvmChange::RemoveGroup { vg: vg.into() },
+                    "remove the volume group",
+                )
+                .await?;
+                change(
+                    LvmChange::RemovePhysical { device: dev.into() },
+                    "remove the physical volume",
+                )
+                .await?;
             }
             Step::CreatePv => {
-                run(PVCREATE, &["-y", dev], "create the physical volume").await?;
+                change(
+                    LvmChange::CreatePhysical { device: dev.into() },
+                    "create the physical volume",
+                )
+                .await?;
             }
             Step::CreateVg => {
-                run(VGCREATE, &[vg, dev], "create the volume group").await?;
+                change(
+                    LvmChange::CreateGroup {
+                        vg: vg.into(),
+                        device: dev.into(),
+                    },
+                    "create the volume group",
+                )
+                .await?;
             }
             Step::CreatePool => {
-                run(
-                    LVCREATE,
-                    &[
-                        "-y",
-                        "--type",
-                        "thin-pool",
-                        "-l",
-                        "100%FREE",
-                        "-n",
-                        &args.pool,
-                        vg,
-                    ],
+                change(
+                    LvmChange::CreateThinPool {
+                        vg: vg.into(),
+                        name: args.pool.clone(),
+                    },
                     "create the thin pool",
                 )
                 .await?;
             }
             Step::CreateMeta => {
-                run(
-                    LVCREATE,
-                    &[
-                        "-y",
-                        "-V",
-                        META_LV_SIZE,
-                        "--thinpool",
-                        &pool_ref,
-                        "-n",
-                        META_LV,
-                    ],
+                change(
+                    LvmChange::CreateThinVolume {
+                        pool: pool_ref.clone(),
+                        name: META_LV.into(),
+                        size: META_LV_SIZE.into(),
+                    },
                     "create the metadata LV",
                 )
                 .await?;
@@ -480,9 +502,10 @@ async fn provision_inner(args: &ProvisionArgs) -> Result<Vec<Step>, ProvisionErr
                     free = seen.vg_free_bytes,
                     "the physical volume grew: extending the pool"
                 );
-                run(
-                    LVEXTEND,
-                    &["-l", "+100%FREE", &pool_ref],
+                change(
+                    LvmChange::ExtendToFree {
+                        lv: pool_ref.clone(),
+                    },
                     "extend the thin pool",
                 )
                 .await?;

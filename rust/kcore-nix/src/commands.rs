@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 
 use crate::runner::{Invocation, Program};
 
+mod lvm;
 mod rollout;
 mod systemctl;
+pub use lvm::LvmChange;
 pub use rollout::{Running, SystemState, parse_failed_units};
 pub use systemctl::{Systemctl, UnitPresence};
 

@@ -49,7 +49,7 @@ impl Tool {
             "lsblk" | "blkid" | "wipefs" => "it ships with util-linux",
             "cryptsetup" => "package cryptsetup",
             "lvm" | "pvs" | "vgs" | "lvs" | "pvcreate" | "vgcreate" | "lvcreate" | "vgchange"
-            | "pvremove" | "vgremove" | "lvremove" => "package lvm2",
+            | "pvremove" | "vgremove" | "lvremove" | "lvextend" | "pvresize" => "package lvm2",
             "zpool" | "zfs" => "package zfs (zfsutils-linux on Debian)",
             "sgdisk" => "package gptfdisk",
             "bash" => "package bash",
@@ -118,6 +118,10 @@ tools! {
     VGREMOVE = "vgremove", "KCORE_VGREMOVE";
     /// Remove an LVM logical volume.
     LVREMOVE = "lvremove", "KCORE_LVREMOVE";
+    /// Grow an LVM logical volume (the thin pool after its disk grew).
+    LVEXTEND = "lvextend", "KCORE_LVEXTEND";
+    /// Take an LVM physical volume's new size after its disk grew.
+    PVRESIZE = "pvresize", "KCORE_PVRESIZE";
     /// ZFS pool management.
     ZPOOL = "zpool", "KCORE_ZPOOL";
     /// ZFS dataset management.

@@ -133,6 +133,8 @@ impl IpAddrShow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LvmReport {
     pub fields: Vec<String>,
+    /// Report only these (a VG for `vgs`/`lvs`); empty: everything.
+    pub targets: Vec<String>,
 }
 
 impl LvmReport {
@@ -149,7 +151,14 @@ impl LvmReport {
     pub fn fields(fields: &str) -> LvmReport {
         LvmReport {
             fields: fields.split(',').map(|f| f.trim().to_string()).collect(),
+            targets: Vec::new(),
         }
+    }
+
+    /// Report only `target` (a volume group).
+    pub fn of(mut self, target: &str) -> LvmReport {
+        self.targets.push(target.to_string());
+        self
     }
 
     pub fn argv(&self) -> Vec<OsString> {
@@ -162,6 +171,9 @@ impl LvmReport {
             "-o".into(),
             self.fields.join(",").into(),
         ]
+        .into_iter()
+        .chain(self.targets.iter().map(OsString::from))
+        .collect()
     }
 }
 
@@ -240,6 +252,10 @@ mod tests {
                 .last()
                 .map(String::as_str),
             Some("lv_name,vg_name,lv_size,lv_attr,pool_lv,data_percent")
+        );
+        assert_eq!(
+            strings(LvmReport::fields("vg_free").of("vg0").argv())[5..],
+            ["-o", "vg_free", "vg0"]
         );
         assert_eq!(
             strings(ZpoolList.argv()),
