@@ -42,6 +42,8 @@ pub enum Command {
     Delete(crate::delete::Args),
     /// Rotate cluster credentials (sub-CA).
     Rotate(crate::rotate::Args),
+    /// Fleet upgrades: `update cluster apply|get|list|approve|cancel` (alias `update os`).
+    Update(crate::update::Args),
 }
 
 /// Run the parsed command. Each command gets the target groups it uses, joined from
@@ -99,6 +101,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             node.unused("rotate")?;
             let ctl = args.controllers.clone().join(ctl);
             crate::rotate::run(args, global, &ctl).await
+        }
+        Command::Update(args) => {
+            node.unused("update")?;
+            crate::update::run(args, global, &ctl).await
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod paths;
 pub mod remote;
 pub mod rotate;
 pub mod target;
+pub mod update;
 pub mod views;
 
 use clap::Parser;

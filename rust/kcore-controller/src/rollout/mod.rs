@@ -491,3 +491,48 @@ fn mode(m: kcore_api::clusterupdate::ActivationMode) -> ActivationMode {
         M::Test => ActivationMode::Test,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(strategy: serde_json::Value) -> ClusterUpdateSpec {
+        serde_json::from_value(json!({
+            "target": {"flakeRef": "github:o/r", "flakeRev": "0123456789abcdef0123456789abcdef01234567"},
+            "selector": {"allNodes": true},
+            "strategy": strategy,
+        }))
+        .unwrap()
+    }
+
+    fn nodes(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn waves_follow_the_strategy() {
+        let one = spec(json!({"strategyType": "one-at-a-time"}));
+        assert_eq!(waves(&one, &nodes(3)), [["n1"], ["n2"], ["n3"]]);
+        assert_eq!(unavailable_cap(&one), 1);
+        let batch = spec(json!({"strategyType": "batch", "batchSize": 2, "maxUnavailable": 3}));
+        assert_eq!(
+            waves(&batch, &nodes(5)),
+            [vec!["n1", "n2"], vec!["n3", "n4"], vec!["n5"]]
+        );
+        assert_eq!(unavailable_cap(&batch), 3);
+        // Canaries are a wave of their own, then batches of the rest.
+        let canary = spec(json!({"strategyType": "canary", "canaryCount": 2, "batchSize": 2}));
+        assert_eq!(
+            waves(&canary, &nodes(5)),
+            [vec!["n1", "n2"], vec!["n3", "n4"], vec!["n5"]]
+        );
+        let canary = spec(json!({"strategyType": "canary", "canaryCount": 1, "batchSize": 3}));
+        assert_eq!(
+            waves(&canary, &nodes(5)),
+            [vec!["n1"], vec!["n2", "n3", "n4"], vec!["n5"]]
+        );
+        // More canaries than nodes: every node is a canary.
+        let canary = spec(json!({"strategyType": "canary", "canaryCount": 9}));
+        assert_eq!(waves(&canary, &nodes(2)), [vec!["n1", "n2"]]);
+    }
+}

@@ -16,3 +16,4 @@ mod node;
 mod resources;
 mod support;
 mod trust;
+mod update;
