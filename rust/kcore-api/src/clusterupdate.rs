@@ -194,8 +194,91 @@ pub enum NodeUpdatePhase {
     RolledBack,
 }
 
-/// `status` of a ClusterUpdate (the per-node rows come with the rollout engine).
-pub type ClusterUpdateStatus = Status<ClusterUpdatePhase>;
+/// The common part of a ClusterUpdate's `status`.
+pub type ClusterUpdateStatusCommon = Status<ClusterUpdatePhase>;
+
+impl ClusterUpdatePhase {
+    /// Whether the engine schedules nothing more for the rollout.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ClusterUpdatePhase::Halted
+                | ClusterUpdatePhase::Succeeded
+                | ClusterUpdatePhase::Failed
+                | ClusterUpdatePhase::Cancelled
+                | ClusterUpdatePhase::RolledBack
+        )
+    }
+}
+
+/// `status.owner`: the controller that schedules the rollout, under a lease
+/// (docs/controller.md, "Kinds written by one owner").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutOwner {
+    pub controller_id: String,
+    /// +1 at every takeover; steps and reports carry it.
+    pub epoch: u64,
+    /// Unix seconds; another controller may take over after it (plus the clock bound).
+    pub lease_until: i64,
+}
+
+/// One row of `status.nodes`: where one node is in the rollout, derived from its step
+/// records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeUpdateRow {
+    pub node_id: String,
+    pub phase: NodeUpdatePhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The generation before the update (what a revert returned to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<crate::rollout::GenerationRef>,
+    /// The system profile's generation when the step ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<crate::rollout::GenerationRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One entry of `status.history`: a phase the rollout entered and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseChange {
+    pub phase: ClusterUpdatePhase,
+    /// RFC 3339 with microseconds.
+    pub at: String,
+}
+
+/// `status` of a ClusterUpdate. The engine's owner writes `phase`, `owner`, `targets`,
+/// `nodes`, `history`, `message`; operators' approve and cancel write `approvedAt` and
+/// `cancelledAt` (separate fields, so last-writer-wins never mixes the two writers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterUpdateStatus {
+    #[serde(default)]
+    pub observed_generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ClusterUpdatePhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<RolloutOwner>,
+    /// The nodes chosen when the rollout started, in the order they are updated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeUpdateRow>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<PhaseChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<String>,
+}
 
 /// A [`kcore_nix::flake::FlakeError`] as a field error: its message carries the problem,
 /// then `; ` and the fix.

@@ -136,6 +136,46 @@ pub struct StepReport {
     pub reboots: u32,
 }
 
+/// One step the controller's engine assigned to a node (`GET /v1/nodes/{id}/assignment`):
+/// prepare the target, then activate it. `epoch` is the rollout owner's current epoch; a
+/// report carries it back and an agent refuses an assignment older than the newest epoch
+/// it has seen (docs/controller.md, "Kinds written by one owner").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedStep {
+    /// The ClusterUpdate's name.
+    pub rollout: String,
+    pub epoch: u64,
+    /// The step's number for this node in this rollout (1 for the update itself).
+    pub seq: u64,
+    pub prepare: PrepareRequest,
+    pub mode: ActivationMode,
+    pub health_timeout_seconds: u64,
+}
+
+/// `GET /v1/nodes/{id}/assignment?wait=SECONDS&known=TOKEN`: the step this node should run
+/// now, if any. The answer comes at once when `token` differs from `known`, otherwise when
+/// it changes or `wait` ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    /// `rollout:epoch:seq`, or empty when there is nothing to do.
+    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<AssignedStep>,
+}
+
+/// `POST /v1/nodes/{id}/assignment/report`: a step's progress. Refused with `409` when
+/// `epoch` is not the rollout owner's current epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignmentReport {
+    pub rollout: String,
+    pub epoch: u64,
+    pub seq: u64,
+    pub report: StepReport,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! - [`membership`], `kind: Controller`: registration, the peer set from the records,
 //!   revocation of deleted controllers.
 //! - [`replication`], pulling operations from the peer set.
+//! - [`rollout`], the `ClusterUpdate` engine: ownership, batches, step assignment.
 //!
 //! Serving (mutual TLS, the caller's identity per request, hot-swappable certificates)
 //! comes from `kcore-net`.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod membership;
 pub mod replication;
+pub mod rollout;
 pub mod store;
 
 use std::future::Future;
@@ -190,6 +192,7 @@ pub async fn serve(
     }
     let factory = replication::PeerFactory::new(&state).map_err(ControllerError::Peers)?;
     let tls = kcore_net::TlsSource::new(tls);
+    tasks.spawn(rollout::run(state.clone(), stop.clone()));
     tasks.spawn(replication::run(
         state.clone(),
         factory.clone(),

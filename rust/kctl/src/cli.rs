@@ -46,6 +46,8 @@ pub enum Command {
     Version(crate::version::Args),
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     Completion(crate::completion::Args),
+    /// Fleet upgrades: `update cluster apply|get|list|approve|cancel` (alias `update os`).
+    Update(crate::update::Args),
 }
 
 /// Run the parsed command. Each command gets the target groups it uses, joined from
@@ -112,6 +114,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             node.unused("completion")?;
             ctl.unused("completion")?;
             crate::completion::run(args)
+        }
+        Command::Update(args) => {
+            node.unused("update")?;
+            crate::update::run(args, global, &ctl).await
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod paths;
 pub mod remote;
 pub mod rotate;
 pub mod target;
+pub mod update;
 pub mod version;
 pub mod views;
 

@@ -15,6 +15,8 @@
 //! | `GET /v1/storage-classes`, `GET /v1/storage-classes/{name}` | admin, controller |
 //! | `GET /v1/clusterupdates`, `GET /v1/clusterupdates/{name}` | admin, controller |
 //! | `PUT /v1/clusterupdates/{name}`, `DELETE /v1/clusterupdates/{name}` | admin |
+//! | `POST /v1/clusterupdates/{name}/approve`, `.../cancel` | admin |
+//! | `GET /v1/nodes/{id}/assignment?wait=S&known=T`, `POST .../assignment/report` | node (own id) |
 //! | `GET /v1/vms`, `GET /v1/vms/{name}` | admin, controller |
 //! | `PUT /v1/vms/{name}`, `DELETE /v1/vms/{name}` | admin |
 //! | `GET /v1/controllers`, `GET /v1/controllers/{id}` | admin, controller |
@@ -196,6 +198,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/replication/peers", get(crate::replication::peers))
         .route("/v1/version", get(version::version));
     let router = resources::routes(router, &clusterupdates::DEFINITION);
+    let router = clusterupdates::routes(router);
     let router = resources::routes(router, &vms::DEFINITION);
     controllers::routes(router)
         // The same 404 as the agent's (`NOT_FOUND`, naming the path).

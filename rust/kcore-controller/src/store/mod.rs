@@ -564,6 +564,14 @@ impl Store {
             .collect()
     }
 
+    /// Every resource under `prefix` with its merged fields, in key order (copies; for
+    /// append-only records such as a rollout's step records).
+    pub fn fields_under(&self, prefix: &str) -> Vec<(String, Fields)> {
+        self.read_under(prefix, |key, fields| {
+            Some((key.to_string(), fields.clone()))
+        })
+    }
+
     /// Tells every [`Store::watch`] receiver that something was merged.
     fn signal_change(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));

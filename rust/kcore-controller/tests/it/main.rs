@@ -14,4 +14,5 @@ mod pki;
 mod proxy;
 mod replication;
 mod resources;
+mod rollouts;
 mod support;

@@ -20,4 +20,5 @@ mod node;
 mod resources;
 mod support;
 mod trust;
+mod update;
 mod ux;

@@ -1,0 +1,538 @@
+//! The rollout engine (issue 12): moves each `ClusterUpdate` through
+//! `pending -> awaiting_approval -> rolling_out -> succeeded | halted | failed | cancelled`
+//! and decides which node starts its step when. docs/rollouts.md has the state machine.
+//!
+//! - Ownership and progress follow docs/controller.md ("Kinds written by one owner"): one
+//!   controller owns a rollout under a lease (`status.owner`, epoch +1 at a takeover), and
+//!   every node's progress is append-only step records ([`records`]).
+//! - Nodes are not dialled: they long-poll `GET /v1/nodes/{id}/assignment` ([`assignment`])
+//!   and report back; the report lands in a step record, which wakes this loop through
+//!   `Store::watch`.
+//! - Everything the engine decides is recomputed from the store at every tick, so a
+//!   restarted controller carries on where it was: a node with an `assigned` record is
+//!   never assigned again.
+
+pub mod records;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kcore_api::cluster::{Approval, NodeRole};
+use kcore_api::clusterupdate::{
+    ApprovalPolicy, ClusterUpdatePhase, ClusterUpdateSpec, ClusterUpdateStatus, NodeUpdatePhase,
+    NodeUpdateRow, PhaseChange, RolloutOwner, StrategyType,
+};
+use kcore_api::resource::{Kind, LabelSelector};
+use kcore_api::rollout::{ActivationMode, AssignedStep, Assignment, PrepareRequest, StepPhase};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, now_unix};
+use crate::store::StoreError;
+use records::{ASSIGNED, NodeProgress, StepRecord};
+
+/// How long an owner's lease lasts; it is renewed every third of it.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The engine's loop: a tick at every store change (a report, an approval, an apply) and
+/// at least every third of the lease, so the lease is renewed in time.
+pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
+    let mut changes = state.store.watch();
+    loop {
+        if let Err(err) = tick(&state) {
+            tracing::warn!("rollout engine: {err}");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(LEASE / 3) => {}
+        }
+    }
+}
+
+/// One pass over every rollout.
+pub fn tick(state: &AppState) -> Result<(), StoreError> {
+    let all = state
+        .store
+        .list(Kind::ClusterUpdate, &LabelSelector::default());
+    let names: Vec<String> = all
+        .iter()
+        .filter_map(|o| o.pointer("/metadata/name")?.as_str().map(str::to_string))
+        .collect();
+    for name in &names {
+        step_rollout(state, name)?;
+    }
+    Ok(())
+}
+
+/// Nodes in flight in any rollout: node -> rollout.
+fn busy_nodes(state: &AppState) -> BTreeMap<String, String> {
+    let mut busy = BTreeMap::new();
+    for object in state
+        .store
+        .list(Kind::ClusterUpdate, &LabelSelector::default())
+    {
+        let Some(name) = object.pointer("/metadata/name").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        for (node, p) in records::progress(&records::records(&state.store, name)) {
+            if p.in_flight() {
+                busy.insert(node, name.to_string());
+            }
+        }
+    }
+    busy
+}
+
+fn spec_of(state: &AppState, name: &str) -> Option<(ClusterUpdateSpec, u64)> {
+    let object = state.store.get(Kind::ClusterUpdate, name)?;
+    let generation = object
+        .pointer("/metadata/generation")
+        .and_then(|g| g.as_u64())
+        .unwrap_or(0);
+    match serde_json::from_value(object.get("spec")?.clone()) {
+        Ok(spec) => Some((spec, generation)),
+        Err(err) => {
+            tracing::warn!(rollout = %name, "stored spec does not decode: {err}");
+            None
+        }
+    }
+}
+
+/// Takes or renews the lease. The owner (as merged after the write) or `None` when
+/// another controller holds it.
+fn own(
+    state: &AppState,
+    name: &str,
+    status: &ClusterUpdateStatus,
+) -> Result<Option<RolloutOwner>, StoreError> {
+    let me = &state.config.controller_id;
+    let now = now_unix();
+    let lease = LEASE.as_secs() as i64;
+    let skew = state.config.max_clock_skew_seconds as i64;
+    let wanted = match &status.owner {
+        Some(o) if &o.controller_id == me => {
+            if o.lease_until - now > lease * 2 / 3 {
+                return Ok(Some(o.clone()));
+            }
+            RolloutOwner {
+                lease_until: now + lease,
+                ..o.clone()
+            }
+        }
+        Some(o) if now <= o.lease_until + skew => return Ok(None),
+        other => RolloutOwner {
+            controller_id: me.clone(),
+            epoch: other.as_ref().map_or(1, |o| o.epoch + 1),
+            lease_until: now + lease,
+        },
+    };
+    records::write_status(&state.store, name, &[("owner", json!(wanted))])?;
+    // Two controllers taking over at once both write; the merge keeps one, and only the
+    // one that reads itself back goes on.
+    Ok(records::owner(&state.store, name).filter(|o| &o.controller_id == me))
+}
+
+fn enter(
+    state: &AppState,
+    name: &str,
+    status: &ClusterUpdateStatus,
+    phase: ClusterUpdatePhase,
+    generation: u64,
+    extra: &[(&str, serde_json::Value)],
+) -> Result<(), StoreError> {
+    let mut history = status.history.clone();
+    history.push(PhaseChange {
+        phase,
+        at: records::now_rfc3339(),
+    });
+    let mut keys = vec![
+        ("phase", json!(phase)),
+        ("history", json!(history)),
+        ("observedGeneration", json!(generation)),
+    ];
+    keys.extend(extra.iter().cloned());
+    tracing::info!(rollout = %name, ?phase, "rollout phase");
+    records::write_status(&state.store, name, &keys)
+}
+
+fn step_rollout(state: &AppState, name: &str) -> Result<(), StoreError> {
+    let Some((spec, generation)) = spec_of(state, name) else {
+        return Ok(());
+    };
+    let Some(status) = records::status(&state.store, name) else {
+        return Ok(());
+    };
+    if status.phase.is_some_and(ClusterUpdatePhase::is_final) {
+        return Ok(());
+    }
+    let Some(owner) = own(state, name, &status)? else {
+        return Ok(());
+    };
+    let approved = spec.approval_policy == ApprovalPolicy::Auto || status.approved_at.is_some();
+    match status.phase {
+        None => enter(
+            state,
+            name,
+            &status,
+            ClusterUpdatePhase::Pending,
+            generation,
+            &[],
+        ),
+        Some(ClusterUpdatePhase::Pending | ClusterUpdatePhase::AwaitingApproval)
+            if status.cancelled_at.is_some() =>
+        {
+            enter(
+                state,
+                name,
+                &status,
+                ClusterUpdatePhase::Cancelled,
+                generation,
+                &[],
+            )
+        }
+        Some(ClusterUpdatePhase::Pending) if !approved => enter(
+            state,
+            name,
+            &status,
+            ClusterUpdatePhase::AwaitingApproval,
+            generation,
+            &[],
+        ),
+        Some(ClusterUpdatePhase::Pending | ClusterUpdatePhase::AwaitingApproval) if approved => {
+            let targets = select(state, &spec);
+            if targets.is_empty() {
+                return enter(
+                    state,
+                    name,
+                    &status,
+                    ClusterUpdatePhase::Failed,
+                    generation,
+                    &[(
+                        "message",
+                        json!("no Ready, approved node matches spec.selector"),
+                    )],
+                );
+            }
+            // Targets and phase in one write: a restart sees both or neither.
+            enter(
+                state,
+                name,
+                &status,
+                ClusterUpdatePhase::RollingOut,
+                generation,
+                &[("targets", json!(targets))],
+            )
+        }
+        Some(ClusterUpdatePhase::RollingOut) => {
+            roll(state, name, &spec, &status, &owner, generation)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The Ready, approved nodes the selector names, in node-id order (`nodeIds` keep their
+/// own order).
+pub fn select(state: &AppState, spec: &ClusterUpdateSpec) -> Vec<String> {
+    let s = &spec.selector;
+    let timeout = state.config.heartbeat_timeout_seconds as i64;
+    let now = now_unix();
+    let nodes = state.store.nodes();
+    let ready = |id: &str| {
+        nodes
+            .iter()
+            .find(|(n, _, _)| n == id)
+            .filter(|(_, record, beat)| {
+                record.approval == Approval::Approved
+                    && beat.is_some_and(|t| now.saturating_sub(t) <= timeout)
+                    && s.labels
+                        .iter()
+                        .all(|(k, v)| record.report.labels.get(k) == Some(v))
+                    && (s.datacenters.is_empty() || s.datacenters.contains(&record.report.dc_id))
+                    && (!s.controllers_only || record.report.roles.contains(&NodeRole::Controller))
+            })
+            .is_some()
+    };
+    if !s.node_ids.is_empty() {
+        return s.node_ids.iter().filter(|id| ready(id)).cloned().collect();
+    }
+    nodes
+        .iter()
+        .map(|(id, _, _)| id.clone())
+        .filter(|id| ready(id))
+        .collect()
+}
+
+/// The waves of a strategy over `targets`: each starts only when the one before ended
+/// (canaries: ended healthy).
+pub fn waves(spec: &ClusterUpdateSpec, targets: &[String]) -> Vec<Vec<String>> {
+    let st = &spec.strategy;
+    let (canaries, rest) = match st.strategy_type {
+        StrategyType::Canary => targets.split_at((st.canary_count as usize).min(targets.len())),
+        _ => targets.split_at(0),
+    };
+    let size = match st.strategy_type {
+        StrategyType::OneAtATime => 1,
+        _ => st.batch_size.max(1) as usize,
+    };
+    let mut out = Vec::new();
+    if !canaries.is_empty() {
+        out.push(canaries.to_vec());
+    }
+    out.extend(rest.chunks(size).map(<[String]>::to_vec));
+    out
+}
+
+/// How many nodes may be between activation start and healthy at once.
+pub fn unavailable_cap(spec: &ClusterUpdateSpec) -> usize {
+    match spec.strategy.strategy_type {
+        StrategyType::OneAtATime => 1,
+        _ => spec.strategy.max_unavailable.max(1) as usize,
+    }
+}
+
+fn row(node: &str, p: Option<&NodeProgress>) -> NodeUpdateRow {
+    let p = p.cloned().unwrap_or_default();
+    let last = p.last_phase();
+    let report = p.reports.iter().rev().find_map(|r| r.report.clone());
+    NodeUpdateRow {
+        node_id: node.to_string(),
+        phase: match last {
+            None => NodeUpdatePhase::Pending,
+            Some(StepPhase::Preparing) => NodeUpdatePhase::Preparing,
+            Some(StepPhase::Prepared) => NodeUpdatePhase::Prepared,
+            Some(StepPhase::Activating) => NodeUpdatePhase::Activating,
+            Some(StepPhase::Verifying | StepPhase::Rebooting) => NodeUpdatePhase::Verifying,
+            Some(StepPhase::Succeeded) => NodeUpdatePhase::Succeeded,
+            Some(StepPhase::Failed) => NodeUpdatePhase::Failed,
+            Some(StepPhase::Reverted) => NodeUpdatePhase::Reverted,
+        },
+        started_at: p.assigned.as_ref().map(|r| r.at.clone()),
+        finished_at: p.final_record().map(|r| r.at.clone()),
+        previous: report.as_ref().and_then(|r| r.previous.clone()),
+        generation: report.as_ref().and_then(|r| r.generation.clone()),
+        reason: report.and_then(|r| r.reason),
+    }
+}
+
+fn failed(p: Option<&NodeProgress>) -> bool {
+    p.and_then(NodeProgress::final_record)
+        .and_then(StepRecord::phase)
+        .is_some_and(|ph| ph != StepPhase::Succeeded)
+}
+
+fn roll(
+    state: &AppState,
+    name: &str,
+    spec: &ClusterUpdateSpec,
+    status: &ClusterUpdateStatus,
+    owner: &RolloutOwner,
+    generation: u64,
+) -> Result<(), StoreError> {
+    let progress = records::progress(&records::records(&state.store, name));
+    let rows: Vec<NodeUpdateRow> = status
+        .targets
+        .iter()
+        .map(|n| row(n, progress.get(n)))
+        .collect();
+    if rows != status.nodes {
+        records::write_status(&state.store, name, &[("nodes", json!(rows))])?;
+    }
+    let status = &ClusterUpdateStatus {
+        nodes: rows,
+        ..status.clone()
+    };
+    if status.cancelled_at.is_some() {
+        // Nodes mid-step finish or revert on their own; nothing new starts.
+        return enter(
+            state,
+            name,
+            status,
+            ClusterUpdatePhase::Cancelled,
+            generation,
+            &[],
+        );
+    }
+    let failures: Vec<&NodeUpdateRow> = status
+        .nodes
+        .iter()
+        .filter(|r| failed(progress.get(&r.node_id)))
+        .collect();
+    let waves = waves(spec, &status.targets);
+    let canary_failed = spec.strategy.strategy_type == StrategyType::Canary
+        && waves
+            .first()
+            .is_some_and(|w| w.iter().any(|n| failed(progress.get(n))));
+    if failures.len() > spec.max_failures as usize || canary_failed {
+        let why: Vec<String> = failures
+            .iter()
+            .map(|r| format!("{}: {}", r.node_id, r.reason.as_deref().unwrap_or("failed")))
+            .collect();
+        let message = format!(
+            "{} node(s) failed, over maxFailures {}{}: {}",
+            failures.len(),
+            spec.max_failures,
+            if canary_failed {
+                " or a canary failed"
+            } else {
+                ""
+            },
+            why.join("; ")
+        );
+        return enter(
+            state,
+            name,
+            status,
+            ClusterUpdatePhase::Halted,
+            generation,
+            &[("message", json!(message))],
+        );
+    }
+    let ended = |n: &String| progress.get(n).is_some_and(|p| p.final_record().is_some());
+    if status.targets.iter().all(ended) {
+        return enter(
+            state,
+            name,
+            status,
+            ClusterUpdatePhase::Succeeded,
+            generation,
+            &[],
+        );
+    }
+    let Some(wave) = waves.iter().find(|w| !w.iter().all(ended)) else {
+        return Ok(());
+    };
+    let mut in_flight = progress.values().filter(|p| p.in_flight()).count();
+    let cap = unavailable_cap(spec);
+    let busy = busy_nodes(state);
+    for node in wave {
+        if in_flight >= cap {
+            break;
+        }
+        if progress.get(node).is_some_and(|p| p.assigned.is_some()) {
+            continue;
+        }
+        if busy.get(node).is_some_and(|other| other != name) {
+            // One rollout per node: it waits until the other rollout's step ended.
+            continue;
+        }
+        // The owner must still see itself as owner right before each step.
+        if records::owner(&state.store, name).as_ref() != Some(owner) {
+            return Ok(());
+        }
+        records::write_once(
+            &state.store,
+            name,
+            &StepRecord {
+                node: node.clone(),
+                epoch: owner.epoch,
+                seq: 1,
+                what: ASSIGNED.into(),
+                at: records::now_rfc3339(),
+                by: state.config.controller_id.clone(),
+                report: None,
+            },
+        )?;
+        tracing::info!(rollout = %name, node = %node, epoch = owner.epoch, "step assigned");
+        in_flight += 1;
+    }
+    Ok(())
+}
+
+/// The step node `node` should run now: the first rollout with an assignment for it that
+/// has not ended, stamped with that rollout owner's current epoch.
+pub fn assignment(state: &AppState, node: &str) -> Assignment {
+    for object in state
+        .store
+        .list(Kind::ClusterUpdate, &LabelSelector::default())
+    {
+        let Some(name) = object.pointer("/metadata/name").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        let progress = records::progress(&records::records(&state.store, name));
+        let Some(p) = progress.get(node).filter(|p| p.in_flight()) else {
+            continue;
+        };
+        let (Some((spec, _)), Some(owner)) =
+            (spec_of(state, name), records::owner(&state.store, name))
+        else {
+            continue;
+        };
+        let seq = p.assigned.as_ref().map_or(1, |a| a.seq);
+        return Assignment {
+            token: format!("{name}:{}:{seq}", owner.epoch),
+            step: Some(AssignedStep {
+                rollout: name.to_string(),
+                epoch: owner.epoch,
+                seq,
+                prepare: PrepareRequest {
+                    flake_ref: spec.target.flake_ref.clone(),
+                    flake_rev: spec.target.flake_rev.clone(),
+                    host: spec.target.host.clone(),
+                },
+                mode: mode(spec.activation.mode),
+                health_timeout_seconds: spec.activation.health_timeout_seconds,
+            }),
+        };
+    }
+    Assignment {
+        token: String::new(),
+        step: None,
+    }
+}
+
+fn mode(m: kcore_api::clusterupdate::ActivationMode) -> ActivationMode {
+    use kcore_api::clusterupdate::ActivationMode as M;
+    match m {
+        M::Auto => ActivationMode::Auto,
+        M::Switch => ActivationMode::Switch,
+        M::Boot => ActivationMode::Boot,
+        M::Test => ActivationMode::Test,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(strategy: serde_json::Value) -> ClusterUpdateSpec {
+        serde_json::from_value(json!({
+            "target": {"flakeRef": "github:o/r", "flakeRev": "0123456789abcdef0123456789abcdef01234567"},
+            "selector": {"allNodes": true},
+            "strategy": strategy,
+        }))
+        .unwrap()
+    }
+
+    fn nodes(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn waves_follow_the_strategy() {
+        let one = spec(json!({"strategyType": "one-at-a-time"}));
+        assert_eq!(waves(&one, &nodes(3)), [["n1"], ["n2"], ["n3"]]);
+        assert_eq!(unavailable_cap(&one), 1);
+        let batch = spec(json!({"strategyType": "batch", "batchSize": 2, "maxUnavailable": 3}));
+        assert_eq!(
+            waves(&batch, &nodes(5)),
+            [vec!["n1", "n2"], vec!["n3", "n4"], vec!["n5"]]
+        );
+        assert_eq!(unavailable_cap(&batch), 3);
+        // Canaries are a wave of their own, then batches of the rest.
+        let canary = spec(json!({"strategyType": "canary", "canaryCount": 2, "batchSize": 2}));
+        assert_eq!(
+            waves(&canary, &nodes(5)),
+            [vec!["n1", "n2"], vec!["n3", "n4"], vec!["n5"]]
+        );
+        let canary = spec(json!({"strategyType": "canary", "canaryCount": 1, "batchSize": 3}));
+        assert_eq!(
+            waves(&canary, &nodes(5)),
+            [vec!["n1"], vec!["n2", "n3", "n4"], vec!["n5"]]
+        );
+        // More canaries than nodes: every node is a canary.
+        let canary = spec(json!({"strategyType": "canary", "canaryCount": 9}));
+        assert_eq!(waves(&canary, &nodes(2)), [vec!["n1", "n2"]]);
+    }
+}

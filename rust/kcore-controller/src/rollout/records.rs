@@ -1,0 +1,214 @@
+//! A rollout's durable state besides its spec, as docs/controller.md ("Kinds written by one
+//! owner") decides: the owner lease in `status.owner`, and append-only step records.
+//!
+//! A step record is its own resource, `clusterupdate/<name>/step/<node>/<epoch>-<seq>-<what>`,
+//! with `what` `assigned` (the owner started the node's step) or a reported
+//! [`StepPhase`] (`activating`, `succeeded`, ...). The key names its one writer and its one
+//! fact, so a record is written once and never updated: two controllers (the owner
+//! assigning, any controller receiving a node's report) can never mix one record's fields,
+//! and replication only ever adds records. The phase is part of the key (the decision's
+//! `<epoch>-<seq>` plus what happened) because a step has several facts, each written by
+//! whoever learnt it.
+
+use std::collections::BTreeMap;
+
+use kcore_api::clusterupdate::{ClusterUpdateStatus, RolloutOwner};
+use kcore_api::resource::Kind;
+use kcore_api::rollout::{StepPhase, StepReport};
+use serde_json::{Value, json};
+
+use crate::store::{Store, StoreError, resource_key};
+
+/// What an `assigned` record says in `what`.
+pub const ASSIGNED: &str = "assigned";
+
+/// One step record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub node: String,
+    pub epoch: u64,
+    pub seq: u64,
+    /// [`ASSIGNED`] or a reported phase in camelCase.
+    pub what: String,
+    /// RFC 3339 with sub-seconds, the writer's clock.
+    pub at: String,
+    /// The controller that wrote it.
+    pub by: String,
+    pub report: Option<StepReport>,
+}
+
+impl StepRecord {
+    /// The reported phase (none for an assignment).
+    pub fn phase(&self) -> Option<StepPhase> {
+        serde_json::from_value(Value::String(self.what.clone())).ok()
+    }
+}
+
+/// The key prefix of every step record of rollout `name`.
+pub fn prefix(name: &str) -> String {
+    format!("{}/step/", resource_key(Kind::ClusterUpdate, name))
+}
+
+fn key(name: &str, r: &StepRecord) -> String {
+    // The epoch is zero-padded so keys sort in epoch order.
+    format!(
+        "{}{}/{:010}-{}-{}",
+        prefix(name),
+        r.node,
+        r.epoch,
+        r.seq,
+        r.what
+    )
+}
+
+/// Now, RFC 3339 in UTC with the clock's sub-seconds (records of one second must order).
+pub fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Every step record of rollout `name`, in key order (node, epoch, seq).
+pub fn records(store: &Store, name: &str) -> Vec<StepRecord> {
+    store
+        .fields_under(&prefix(name))
+        .into_iter()
+        .filter_map(|(_, f)| {
+            Some(StepRecord {
+                node: f.get("node")?.as_str()?.to_string(),
+                epoch: f.get("epoch")?.as_u64()?,
+                seq: f.get("seq")?.as_u64()?,
+                what: f.get("what")?.as_str()?.to_string(),
+                at: f.get("at")?.as_str()?.to_string(),
+                by: f.get("by")?.as_str()?.to_string(),
+                report: f
+                    .get("report")
+                    .and_then(|r| serde_json::from_value(r.clone()).ok()),
+            })
+        })
+        .collect()
+}
+
+/// Writes `record` unless a record with its key exists already. True when written.
+pub fn write_once(store: &Store, name: &str, record: &StepRecord) -> Result<bool, StoreError> {
+    let key = key(name, record);
+    if store.fields(&key).is_some() {
+        return Ok(false);
+    }
+    let mut fields = vec![
+        ("node", json!(record.node)),
+        ("epoch", json!(record.epoch)),
+        ("seq", json!(record.seq)),
+        ("what", json!(record.what)),
+        ("at", json!(record.at)),
+        ("by", json!(record.by)),
+    ];
+    if let Some(report) = &record.report {
+        fields.push(("report", json!(report)));
+    }
+    let writes: Vec<(String, String, Option<String>)> = fields
+        .into_iter()
+        .map(|(f, v)| (key.clone(), f.to_string(), Some(v.to_string())))
+        .collect();
+    store.write_local(&writes)?;
+    Ok(true)
+}
+
+/// Writes the given top-level `status.<key>` fields of rollout `name`, and only those: the
+/// engine's keys and the operators' `approvedAt` / `cancelledAt` are separate fields, so a
+/// write of one never removes the other.
+pub fn write_status(store: &Store, name: &str, keys: &[(&str, Value)]) -> Result<(), StoreError> {
+    let resource = resource_key(Kind::ClusterUpdate, name);
+    let writes: Vec<(String, String, Option<String>)> = keys
+        .iter()
+        .map(|(k, v)| (resource.clone(), format!("status.{k}"), Some(v.to_string())))
+        .collect();
+    store.write_local(&writes)?;
+    Ok(())
+}
+
+/// The merged status of rollout `name` (default when it has none yet; `None` when the
+/// rollout does not exist).
+pub fn status(store: &Store, name: &str) -> Option<ClusterUpdateStatus> {
+    let object = store.get(Kind::ClusterUpdate, name)?;
+    Some(
+        object
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default(),
+    )
+}
+
+/// The owner of rollout `name` as merged now.
+pub fn owner(store: &Store, name: &str) -> Option<RolloutOwner> {
+    status(store, name)?.owner
+}
+
+/// Where one node is, from its records: its assignment and the facts reported for it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeProgress {
+    pub assigned: Option<StepRecord>,
+    /// Reported records of the assigned step, in the order phases advance.
+    pub reports: Vec<StepRecord>,
+}
+
+impl NodeProgress {
+    /// The record that ended the step, if it ended.
+    pub fn final_record(&self) -> Option<&StepRecord> {
+        self.reports.iter().find(|r| {
+            matches!(
+                r.phase(),
+                Some(StepPhase::Succeeded | StepPhase::Failed | StepPhase::Reverted)
+            )
+        })
+    }
+
+    /// Assigned and not ended: the node counts against `maxUnavailable`.
+    pub fn in_flight(&self) -> bool {
+        self.assigned.is_some() && self.final_record().is_none()
+    }
+
+    /// The furthest phase reported.
+    pub fn last_phase(&self) -> Option<StepPhase> {
+        if let Some(r) = self.final_record() {
+            return r.phase();
+        }
+        self.reports
+            .iter()
+            .filter_map(StepRecord::phase)
+            .max_by_key(|p| phase_rank(*p))
+    }
+}
+
+fn phase_rank(p: StepPhase) -> u8 {
+    match p {
+        StepPhase::Preparing => 0,
+        StepPhase::Prepared => 1,
+        StepPhase::Activating => 2,
+        StepPhase::Verifying => 3,
+        StepPhase::Rebooting => 4,
+        StepPhase::Succeeded | StepPhase::Failed | StepPhase::Reverted => 5,
+    }
+}
+
+/// Every node's progress in rollout `name`. A node has one update step (`seq` 1); records
+/// of any epoch count, so a takeover keeps what the deposed owner started.
+pub fn progress(records: &[StepRecord]) -> BTreeMap<String, NodeProgress> {
+    let mut out: BTreeMap<String, NodeProgress> = BTreeMap::new();
+    for r in records {
+        let p = out.entry(r.node.clone()).or_default();
+        if r.what == ASSIGNED {
+            // The first assignment is the step; a second could only come from a deposed
+            // owner racing a takeover, and names the same step.
+            if p.assigned.is_none() {
+                p.assigned = Some(r.clone());
+            }
+        } else {
+            p.reports.push(r.clone());
+        }
+    }
+    for p in out.values_mut() {
+        p.reports.sort_by_key(|r| r.phase().map(phase_rank));
+    }
+    out
+}

@@ -1,0 +1,193 @@
+//! `kctl update cluster apply|get|list|approve|cancel` (alias `kctl update os`): fleet
+//! upgrades as `kind: ClusterUpdate` rollouts (docs/rollouts.md). `apply` is `kctl apply`;
+//! `get NAME` shows the rollout's phase and one row per node; `approve` and `cancel` call
+//! the controller's `POST /v1/clusterupdates/{name}/approve|cancel`. Exit codes: 0 done, 1
+//! refused or the rollout halted/failed, 3 unreachable or broken.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use kcore_api::ErrorCode;
+use kcore_api::clusterupdate::{ClusterUpdatePhase, ClusterUpdateStatus};
+use kcore_api::resource::Kind;
+use serde_json::{Value, json};
+
+use crate::controller_client::connect;
+use crate::escape::escape;
+use crate::exit::Refused;
+use crate::global::GlobalArgs;
+use crate::kinds;
+use crate::output::{OutputFormat, print_object};
+use crate::target::ControllerTarget;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: ControllerTarget,
+    #[command(subcommand)]
+    pub command: UpdateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Rollouts of a pinned flake revision to the cluster's nodes.
+    #[command(visible_alias = "os")]
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create or update ClusterUpdate documents (as `kctl apply -f`).
+    Apply {
+        #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// One rollout: its phase and a row per node. Exit 1 when it halted or failed.
+    Get { name: String },
+    /// Every rollout with its phase.
+    List,
+    /// Let a rollout with approvalPolicy manual start.
+    Approve { name: String },
+    /// Start no further node (nodes mid-step finish or revert).
+    Cancel { name: String },
+}
+
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    leading: &ControllerTarget,
+) -> anyhow::Result<()> {
+    let controllers = args.controllers.join(leading.clone());
+    let UpdateCommand::Cluster(cluster) = args.command;
+    let (_, client) = match &cluster.command {
+        ClusterCommand::Apply { files } => {
+            let apply = crate::apply::Args {
+                controllers: controllers.clone(),
+                files: files.clone(),
+                dry_run: None,
+            };
+            return crate::apply::run(apply, global, &controllers).await;
+        }
+        _ => connect(global, &controllers)?,
+    };
+    match cluster.command {
+        ClusterCommand::Apply { .. } => unreachable!("answered above"),
+        ClusterCommand::List => {
+            let list: Value = client
+                .get_json(&kinds::list_path(Kind::ClusterUpdate))
+                .await?;
+            let items = list.get("items").cloned().unwrap_or(Value::Array(vec![]));
+            print_object(&items, global.output, || {
+                let mut out = String::from("NAME\tPHASE\tNODES\n");
+                for o in items.as_array().into_iter().flatten() {
+                    let status = status_of(o);
+                    let _ = writeln!(
+                        out,
+                        "{}\t{}\t{}",
+                        escape(
+                            o.pointer("/metadata/name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                        ),
+                        phase_text(status.phase),
+                        status.targets.len()
+                    );
+                }
+                out
+            })
+        }
+        ClusterCommand::Get { name } => {
+            let path = kinds::object_path(Kind::ClusterUpdate, "<NAME>", &name)?;
+            let object: Value = client.get_json(&path).await?;
+            show(&object, global.output)?;
+            ended_badly(&name, &status_of(&object))
+        }
+        ClusterCommand::Approve { name } => mark(&client, &name, "approve", global).await,
+        ClusterCommand::Cancel { name } => mark(&client, &name, "cancel", global).await,
+    }
+}
+
+/// `POST /v1/clusterupdates/{name}/approve|cancel`, then the rollout as it is.
+async fn mark(
+    client: &crate::remote::Remote,
+    name: &str,
+    what: &str,
+    global: &GlobalArgs,
+) -> anyhow::Result<()> {
+    let path = format!(
+        "{}/{what}",
+        kinds::object_path(Kind::ClusterUpdate, "<NAME>", name)?
+    );
+    let object: Value = client.post_json(&path, &json!({})).await?;
+    show(&object, global.output)
+}
+
+fn status_of(object: &Value) -> ClusterUpdateStatus {
+    object
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn phase_text(phase: Option<ClusterUpdatePhase>) -> String {
+    phase
+        .and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "new".into())
+}
+
+fn show(object: &Value, format: OutputFormat) -> anyhow::Result<()> {
+    let status = status_of(object);
+    print_object(object, format, || {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut out = format!("{}: {}\n", escape(name), phase_text(status.phase));
+        if let Some(message) = &status.message {
+            let _ = writeln!(out, "{}", escape(message));
+        }
+        if !status.nodes.is_empty() {
+            out.push_str("NODE\tPHASE\tSTARTED\tFINISHED\tREASON\n");
+        }
+        for row in &status.nodes {
+            let phase = serde_json::to_value(row.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{}\t{phase}\t{}\t{}\t{}",
+                escape(&row.node_id),
+                row.started_at.as_deref().unwrap_or("-"),
+                row.finished_at.as_deref().unwrap_or("-"),
+                escape(row.reason.as_deref().unwrap_or("")),
+            );
+        }
+        out
+    })
+}
+
+/// Exit 1 for a rollout that halted or failed (its status says why).
+fn ended_badly(name: &str, status: &ClusterUpdateStatus) -> anyhow::Result<()> {
+    match status.phase {
+        Some(p @ (ClusterUpdatePhase::Halted | ClusterUpdatePhase::Failed)) => Err(Refused::new(
+            ErrorCode::Forbidden,
+            format!(
+                "rollout {name:?} is {}: {}",
+                phase_text(Some(p)),
+                status.message.as_deref().unwrap_or("see its nodes")
+            ),
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
