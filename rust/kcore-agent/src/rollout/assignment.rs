@@ -198,33 +198,10 @@ impl Loop {
     /// One assigned step: new, resumed after a restart, or already ended (then only its
     /// final report is sent again). `Err` when the agent is stopping.
     async fn run_step(&mut self, step: AssignedStep) -> Result<(), ()> {
-        let saved = load_progress(&self.ops_dir).filter(|p| p.rollout == step.rollout);
-        let mut progress = match saved {
-            Some(p) if step.epoch < p.epoch => {
-                tracing::info!(rollout = %step.rollout, epoch = step.epoch, seen = p.epoch,
-                    "assignment from an older epoch than one already seen; ignored");
-                return Ok(());
-            }
-            Some(p) if step.seq < p.seq => return Ok(()),
-            Some(mut p) if step.seq == p.seq => {
-                if p.closed && p.epoch == step.epoch {
-                    return Ok(());
-                }
-                // The same step, maybe under a new owner's epoch: carry on, never restart.
-                p.epoch = step.epoch;
-                p.closed = false;
-                p
-            }
-            _ => Progress {
-                rollout: step.rollout.clone(),
-                epoch: step.epoch,
-                seq: step.seq,
-                prepare_op: None,
-                activation_started: false,
-                activate_op: None,
-                final_report: None,
-                closed: false,
-            },
+        let Some(mut progress) = decide(load_progress(&self.ops_dir), &step) else {
+            tracing::info!(rollout = %step.rollout, epoch = step.epoch, seq = step.seq,
+                "assignment older than the step in hand, or that step already ended; ignored");
+            return Ok(());
         };
         save_progress(&self.ops_dir, &progress);
         match self.drive(&step, &mut progress).await {
@@ -444,9 +421,98 @@ impl Loop {
     }
 }
 
+/// What to do with `step` given the saved progress: `None` ignores it (an older epoch or
+/// seq of the saved rollout, or the same step already closed under this epoch); otherwise
+/// the progress to carry on with: the saved one for the same seq (under the step's epoch,
+/// never started afresh), a new one for anything else.
+pub fn decide(saved: Option<Progress>, step: &AssignedStep) -> Option<Progress> {
+    match saved.filter(|p| p.rollout == step.rollout) {
+        Some(p) if step.epoch < p.epoch || step.seq < p.seq => None,
+        Some(p) if step.seq == p.seq && p.closed && p.epoch == step.epoch => None,
+        Some(mut p) if step.seq == p.seq => {
+            p.epoch = step.epoch;
+            p.closed = false;
+            Some(p)
+        }
+        _ => Some(Progress {
+            rollout: step.rollout.clone(),
+            epoch: step.epoch,
+            seq: step.seq,
+            prepare_op: None,
+            activation_started: false,
+            activate_op: None,
+            final_report: None,
+            closed: false,
+        }),
+    }
+}
+
 /// Tokens are `rollout:epoch:seq` with DNS-label rollout names; only `:` needs escaping.
 fn urlencode(s: &str) -> String {
     s.replace('%', "%25")
         .replace(':', "%3A")
         .replace(' ', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kcore_api::rollout::{ActivationMode, PrepareRequest};
+
+    fn step(rollout: &str, epoch: u64, seq: u64) -> AssignedStep {
+        AssignedStep {
+            rollout: rollout.into(),
+            epoch,
+            seq,
+            prepare: PrepareRequest {
+                flake_ref: "git+file:///fleet".into(),
+                flake_rev: "0".repeat(40),
+                host: None,
+            },
+            mode: ActivationMode::Auto,
+            health_timeout_seconds: 30,
+        }
+    }
+
+    fn saved(epoch: u64, seq: u64, closed: bool) -> Progress {
+        let mut p = decide(None, &step("u1", epoch, seq)).unwrap();
+        p.activate_op = Some("op-1".into());
+        p.closed = closed;
+        p
+    }
+
+    #[test]
+    fn an_older_epoch_or_seq_of_the_saved_rollout_is_ignored() {
+        assert_eq!(decide(Some(saved(2, 1, false)), &step("u1", 1, 1)), None);
+        assert_eq!(decide(Some(saved(2, 2, true)), &step("u1", 2, 1)), None);
+    }
+
+    #[test]
+    fn the_same_step_closed_under_its_epoch_is_not_run_again() {
+        assert_eq!(decide(Some(saved(1, 1, true)), &step("u1", 1, 1)), None);
+    }
+
+    #[test]
+    fn the_same_step_under_a_newer_epoch_carries_on_with_its_operations() {
+        let p = decide(Some(saved(1, 1, true)), &step("u1", 3, 1)).unwrap();
+        assert_eq!((p.epoch, p.closed), (3, false));
+        assert_eq!(p.activate_op.as_deref(), Some("op-1"), "not started afresh");
+        let p = decide(Some(saved(1, 1, false)), &step("u1", 1, 1)).unwrap();
+        assert_eq!(
+            p.activate_op.as_deref(),
+            Some("op-1"),
+            "resumed after a restart"
+        );
+    }
+
+    #[test]
+    fn a_new_seq_or_another_rollout_starts_afresh() {
+        let p = decide(Some(saved(1, 1, true)), &step("u1", 1, 2)).unwrap();
+        assert_eq!((p.seq, p.activate_op), (2, None));
+        let p = decide(Some(saved(5, 1, false)), &step("u2", 1, 1)).unwrap();
+        assert_eq!(
+            (p.rollout.as_str(), p.epoch, p.activate_op),
+            ("u2", 1, None)
+        );
+    }
 }
