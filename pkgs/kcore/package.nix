@@ -43,6 +43,10 @@ let
     "rollout_agent_restart_mid_activation_reattaches_without_a_second_activation_with_fleet_flake"
     "rollout_a_trial_entry_that_never_comes_up_falls_back_and_reverts_with_fleet_flake"
     "rollout_switch_answered_100_falls_back_to_a_trial_boot_with_fleet_flake"
+    # kcore-agent/tests/it/rollout_fleet.rs: a controller and five agents on the fleet flake
+    "rollout_fleet_one_at_a_time_moves_five_real_agents_each_activated_once_with_fleet_flake"
+    "rollout_fleet_a_failing_activation_halts_and_that_node_is_reverted_with_fleet_flake"
+    "rollout_fleet_an_agent_restarted_mid_step_reattaches_and_the_rollout_succeeds_with_fleet_flake"
     # kcore-agent/tests/it (tls, disko, nix, ops, restricted): tests/support stand-ins
     "managed_mode_serves_admins_over_mtls_with_real_inventory"
     "managed_mode_refuses_no_cert_other_ca_and_expired_cert"

@@ -7,7 +7,8 @@
 //! - [`disko_apply`] and [`nix_apply`] make the day-2 changes, run as [`ops`] operations.
 //! - [`mgmt`] reads the disko management mode, per request.
 //! - [`rollout`] is the node-local half of a rollout step: prepare, activate, health gate,
-//!   revert (also across a trial boot).
+//!   revert (also across a trial boot), and the loop that takes steps from the controllers
+//!   (`rollout::assignment`).
 //! - [`provision`] is `kcore-agent provision-disk`, the LVM identity reset.
 
 pub mod cli;

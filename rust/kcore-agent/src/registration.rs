@@ -103,6 +103,9 @@ pub struct RegistrationContext {
     /// The shortest wait after a failed renewal ([`RENEW_RETRY_MIN`] by default).
     pub renew_retry_min: Duration,
     pub client_options: ClientOptions,
+    /// Gets the loop's controller client each time it makes one, so the rollout
+    /// assignment loop talks through the same client (mTLS, failover, renewals).
+    pub client_tx: Option<Arc<tokio::sync::watch::Sender<Option<Client>>>>,
 }
 
 impl std::fmt::Debug for RegistrationContext {
@@ -146,6 +149,7 @@ impl RegistrationContext {
             renew_before: kcore_pki::RENEW_BEFORE,
             renew_retry_min: RENEW_RETRY_MIN,
             client_options: ClientOptions::default(),
+            client_tx: None,
         })
     }
 
@@ -411,7 +415,11 @@ pub async fn step(
     session: &mut Option<SessionHandle>,
 ) -> Result<Option<NodeAck>, RegistrationError> {
     if session.is_none() {
-        *session = Some(SessionHandle(Session::new(ctx)?));
+        let s = Session::new(ctx)?;
+        if let Some(tx) = &ctx.client_tx {
+            tx.send_replace(Some(s.client.clone()));
+        }
+        *session = Some(SessionHandle(s));
     }
     let Some(SessionHandle(s)) = session.as_mut() else {
         return Ok(None);

@@ -287,9 +287,22 @@ impl Agent {
         match crate::registration::RegistrationContext::from_config(config, Some(self.tls.clone()))
         {
             Ok(ctx) => {
-                let ctx = ctx.with_report(crate::inventory::report::inventory_report_fn(
+                let mut ctx = ctx.with_report(crate::inventory::report::inventory_report_fn(
                     config.clone(),
                     self.state.tools.clone(),
+                ));
+                // The rollout assignment loop polls through registration's client; its
+                // long poll stays under the client's per-attempt timeout.
+                let (client_tx, client_rx) = tokio::sync::watch::channel(None);
+                ctx.client_tx = Some(Arc::new(client_tx));
+                let wait = ctx
+                    .client_options
+                    .attempt_timeout
+                    .saturating_sub(std::time::Duration::from_secs(2));
+                tokio::spawn(crate::rollout::assignment::run(
+                    self.state.clone(),
+                    client_rx,
+                    wait,
                 ));
                 let mut stop = stop;
                 tokio::spawn(crate::registration::run(ctx, async move {
@@ -314,7 +327,8 @@ pub async fn run(
 
 const READERS: &[Role] = &[Role::Admin, Role::Controller, Role::Node];
 const WRITERS: &[Role] = &[Role::Admin, Role::Controller];
-/// The rollout steps, until the controller's engine drives them.
+/// The rollout step routes: admins only (the controller's engine drives the same steps
+/// through the agent's own assignment loop, `rollout::assignment`).
 const ADMINS: &[Role] = &[Role::Admin];
 
 /// The `/v1` routes for the configured mode.

@@ -1,6 +1,7 @@
 //! The node-local half of a rollout step (issue 12), as agent long operations on the system
 //! lane (one activation, rebuild or prepare at a time): the controller's `ClusterUpdate`
-//! engine will drive the same calls; for now admins call them directly.
+//! engine drives the same calls through [`assignment`] (the agent's long poll of its
+//! assignment); admins can also call them directly.
 //!
 //! - `POST /v1/rollout/prepare {flakeRef, flakeRev, host?}` (`rollout-prepare`): `nix build
 //!   '<pinned url>#nixosConfigurations.<host>.config.system.build.toplevel'` (kcore-nix's flake
@@ -17,6 +18,7 @@
 //! production), so the tests point a real agent at a fake root ([`system`]).
 
 pub mod activate;
+pub mod assignment;
 pub mod state;
 pub mod system;
 
@@ -27,7 +29,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use kcore_api::inventory::OperationKind;
+use kcore_api::inventory::{OperationKind, OperationStarted};
 use kcore_api::rollout::{
     ActivateRequest, ActivationMode, DEFAULT_HEALTH_TIMEOUT_SECONDS, MAX_HEALTH_TIMEOUT_SECONDS,
     PrepareRequest, StepPhase,
@@ -88,6 +90,15 @@ pub fn installable(req: &PrepareRequest, node_id: &str) -> Result<String, ApiFai
 
 /// `POST /v1/rollout/prepare`.
 pub async fn prepare(state: Arc<AgentState>, req: PrepareRequest) -> Result<Response, ApiFailure> {
+    let started = start_prepare(state, req)?;
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}
+
+/// Starts a `rollout-prepare` operation: what the route and the assignment loop share.
+pub fn start_prepare(
+    state: Arc<AgentState>,
+    req: PrepareRequest,
+) -> Result<OperationStarted, ApiFailure> {
     let installable = installable(&req, &state.config.node_id)?;
     let nix = state.tools.resolve(NIX).map_err(tool_unavailable)?;
     let dir = ops_dir(&state)?;
@@ -134,7 +145,7 @@ pub async fn prepare(state: Arc<AgentState>, req: PrepareRequest) -> Result<Resp
             }
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+    Ok(started)
 }
 
 async fn build(
@@ -186,6 +197,15 @@ pub async fn activate(
     state: Arc<AgentState>,
     req: ActivateRequest,
 ) -> Result<Response, ApiFailure> {
+    let started = start_activate(state, req)?;
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}
+
+/// Starts a `rollout-activate` operation: what the route and the assignment loop share.
+pub fn start_activate(
+    state: Arc<AgentState>,
+    req: ActivateRequest,
+) -> Result<OperationStarted, ApiFailure> {
     let timeout = req
         .health_timeout_seconds
         .unwrap_or(DEFAULT_HEALTH_TIMEOUT_SECONDS);
@@ -248,8 +268,7 @@ pub async fn activate(
         OpError::Failed { error, .. } => ApiFailure::new(ErrorCode::WriteFailed, error.message),
         OpError::Detached => ApiFailure::internal("detached"),
     })?;
-    let started = op.spawn(move |op| async move { activate::run(&state, &op, rec).await });
-    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+    Ok(op.spawn(move |op| async move { activate::run(&state, &op, rec).await }))
 }
 
 /// `GET /v1/rollout/steps/{id}`.

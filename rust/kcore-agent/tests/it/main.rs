@@ -6,7 +6,8 @@
 //! flake), `ops` (long operations: lanes, transient units and re-attaching after an agent
 //! restart), `restricted` (bounded evaluation of submitted Nix), `provision` (provision-disk's
 //! command line, the guide's names), `rollout` (prepare, activate, health gate, revert and
-//! trial boots against the real fleet flake of `rollout_rig`). Tests that use a stand-in
+//! trial boots against the real fleet flake of `rollout_rig`), `rollout_fleet` (a real controller
+//! and five real agents running rollouts through the assignment loop). Tests that use a stand-in
 //! say so in their names.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
@@ -17,6 +18,7 @@ mod ops;
 mod provision;
 mod restricted;
 mod rollout;
+mod rollout_fleet;
 mod rollout_rig;
 mod support;
 mod tls;

@@ -141,6 +141,18 @@ impl FleetNode {
         gate: Option<&Path>,
         timeout_tweak: Option<Duration>,
     ) -> FleetNode {
+        let mut this = FleetNode::installed(fleet, rev, gate, timeout_tweak);
+        this.start().await;
+        this
+    }
+
+    /// [`FleetNode::new`] without starting the agent: the caller adds to `extra` first.
+    pub fn installed(
+        fleet: &Fleet,
+        rev: &str,
+        gate: Option<&Path>,
+        timeout_tweak: Option<Duration>,
+    ) -> FleetNode {
         let pki = Pki::new();
         let node = Node::new();
         let root = node.path("root");
@@ -177,7 +189,7 @@ impl FleetNode {
         if let Some(t) = timeout_tweak {
             options.rebuild_timeout = t;
         }
-        let mut this = FleetNode {
+        let this = FleetNode {
             pki,
             node,
             options,
@@ -186,7 +198,6 @@ impl FleetNode {
             admin: None,
         };
         this.install(fleet, rev);
-        this.start().await;
         this
     }
 

@@ -323,6 +323,7 @@ pub fn agent_context(
         renew_before: kcore_pki::RENEW_BEFORE,
         renew_retry_min: Duration::from_millis(200),
         client_options: options(),
+        client_tx: None,
     }
 }
 

@@ -175,6 +175,7 @@ impl Lab {
             renew_before: kcore_pki::RENEW_BEFORE,
             renew_retry_min: kcore_agent::registration::RENEW_RETRY_MIN,
             client_options: kcore_net::ClientOptions::default(),
+            client_tx: None,
         };
         let mut session = None;
         kcore_agent::registration::step(&ctx, &mut session)

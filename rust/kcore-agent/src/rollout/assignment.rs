@@ -1,0 +1,518 @@
+//! The agent's assignment loop (issue 12): long-poll `GET /v1/nodes/{id}/assignment`
+//! through the registration loop's controller client (mTLS, failover, TLS swapped after a
+//! renewal), run the step it names with the same [`super::start_prepare`] and
+//! [`super::start_activate`] the admin routes use, and report every phase of the step's
+//! [`StepReport`] with `POST /v1/nodes/{id}/assignment/report`.
+//!
+//! Fencing and restarts: the step in hand is saved (atomically) in
+//! `<operations>/rollout/assignment.json` with its rollout, epoch, seq and the operation
+//! ids it started, before and after each start. An agent that starts again finds it and
+//! follows the operations it names (an activation re-attached to its unit keeps its id)
+//! instead of starting them again; a step of that rollout with an older epoch, or the same
+//! seq that already ended, is never run again. A report answered `409` (the epoch is no
+//! longer the owner's) or `404` drops the step: nothing new starts for it, an activation
+//! already running ends (or reverts) on its own, as docs/rollouts.md says.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use kcore_api::inventory::OperationStatus;
+use kcore_api::rollout::{
+    ActivateRequest, AssignedStep, Assignment, AssignmentReport, StepPhase, StepReport,
+};
+use kcore_net::{Client, ClientError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::state;
+use crate::server::AgentState;
+
+/// How often a running step's report is read for a new phase, as the health gate's 200 ms.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// A report is tried this many times before the loop gives up on that phase (the final
+/// one is kept and sent again when the controller names the step once more).
+const REPORT_ATTEMPTS: u32 = 6;
+const REPORT_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// After a failed poll: wait this long, doubling up to [`POLL_BACKOFF_MAX`].
+const POLL_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const POLL_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Past the step's own bounds (prepare timeout, health timeout), how long the loop waits
+/// for a final report before it reports the step failed itself.
+const FOLLOW_SLACK: Duration = Duration::from_secs(120);
+
+/// The step in hand, saved as `<operations>/rollout/assignment.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub rollout: String,
+    pub epoch: u64,
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_op: Option<String>,
+    /// Set right before the activation is started: an agent that finds it without
+    /// `activate_op` stopped in between and does not start a second one.
+    #[serde(default)]
+    pub activation_started: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_op: Option<String>,
+    /// The step's last report, once it is final (kept to send again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_report: Option<StepReport>,
+    /// The controller recorded the final report, or refused the step (409/404).
+    #[serde(default)]
+    pub closed: bool,
+}
+
+fn progress_file(ops_dir: &Path) -> PathBuf {
+    state::dir(ops_dir).join("assignment.json")
+}
+
+/// The saved step, if any (an unreadable file is logged and treated as none).
+pub fn load_progress(ops_dir: &Path) -> Option<Progress> {
+    let file = progress_file(ops_dir);
+    let bytes = std::fs::read(&file).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "unreadable assignment progress; ignored");
+            None
+        }
+    }
+}
+
+fn save_progress(ops_dir: &Path, progress: &Progress) {
+    let file = progress_file(ops_dir);
+    let written = std::fs::create_dir_all(state::dir(ops_dir)).and_then(|()| {
+        let json = serde_json::to_vec_pretty(progress).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&file, &json)
+    });
+    if let Err(e) = written {
+        tracing::warn!(file = %file.display(), error = %e,
+            "cannot save the assignment progress; a restart may not find this step");
+    }
+}
+
+/// How a report ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Delivery {
+    Recorded,
+    /// `409` (stale epoch) or `404` (not this node's step): drop the step.
+    Refused,
+    /// Every attempt failed to reach a controller.
+    Undelivered,
+}
+
+/// Why following a step stopped early.
+enum Halt {
+    Stopping,
+    Refused,
+}
+
+struct Loop {
+    state: Arc<AgentState>,
+    ops_dir: PathBuf,
+    client: Client,
+    stop: watch::Receiver<bool>,
+}
+
+/// Runs until the agent stops: waits for the registration loop's client, then long-polls
+/// with `wait` (keep it under the client's per-attempt timeout) and runs each step.
+pub async fn run(
+    state: Arc<AgentState>,
+    mut clients: watch::Receiver<Option<Client>>,
+    wait: Duration,
+) {
+    let mut stop = state.stopping.subscribe();
+    let Some(ops_dir) = state.ops.dir().map(PathBuf::from) else {
+        tracing::warn!("operations kept in memory only: not polling for rollout steps");
+        return;
+    };
+    let client = tokio::select! {
+        c = clients.wait_for(Option::is_some) => match c {
+            Ok(c) => c.clone().unwrap_or_else(|| unreachable!("waited for Some")),
+            Err(_) => return,
+        },
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    let mut lp = Loop {
+        state,
+        ops_dir,
+        client,
+        stop,
+    };
+    lp.poll_forever(wait.max(Duration::from_secs(1))).await;
+}
+
+impl Loop {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps `d`; false when the agent stops meanwhile.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(d) => true,
+            _ = self.stop.wait_for(|s| *s) => false,
+        }
+    }
+
+    async fn poll_forever(&mut self, wait: Duration) {
+        let node = self.state.config.node_id.clone();
+        let mut known = String::new();
+        let mut backoff = POLL_BACKOFF_MIN;
+        while !self.stopping() {
+            let path = format!(
+                "/v1/nodes/{node}/assignment?wait={}&known={}",
+                wait.as_secs(),
+                urlencode(&known)
+            );
+            let client = self.client.clone();
+            let answer = tokio::select! {
+                a = client.get_json::<Assignment>(&path) => a,
+                _ = self.stop.wait_for(|s| *s) => return,
+            };
+            match answer {
+                Ok(a) => {
+                    backoff = POLL_BACKOFF_MIN;
+                    known = a.token;
+                    if let Some(step) = a.step
+                        && self.run_step(step).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, retry_in = ?backoff, "assignment poll failed");
+                    if !self.sleep(backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(POLL_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One assigned step: new, resumed after a restart, or already ended (then only its
+    /// final report is sent again). `Err` when the agent is stopping.
+    async fn run_step(&mut self, step: AssignedStep) -> Result<(), ()> {
+        let Some(mut progress) = decide(load_progress(&self.ops_dir), &step) else {
+            tracing::info!(rollout = %step.rollout, epoch = step.epoch, seq = step.seq,
+                "assignment older than the step in hand, or that step already ended; ignored");
+            return Ok(());
+        };
+        save_progress(&self.ops_dir, &progress);
+        match self.drive(&step, &mut progress).await {
+            Ok(()) => {}
+            Err(Halt::Refused) => {
+                tracing::warn!(rollout = %step.rollout, epoch = step.epoch,
+                    "the controller refused this step's report (stale epoch or not assigned); dropped");
+                progress.closed = true;
+            }
+            Err(Halt::Stopping) => return Err(()),
+        }
+        save_progress(&self.ops_dir, &progress);
+        Ok(())
+    }
+
+    async fn drive(&mut self, step: &AssignedStep, p: &mut Progress) -> Result<(), Halt> {
+        if let Some(report) = p.final_report.clone() {
+            return self.close(step, p, report).await;
+        }
+        if p.activate_op.is_none() && p.activation_started {
+            p.activate_op = super::state::ActivationRecord::load(&self.ops_dir)
+                .ok()
+                .flatten()
+                .map(|r| r.operation_id);
+        }
+        if p.activate_op.is_none() {
+            let prepared = self.prepare(step, p).await?;
+            if prepared.phase != StepPhase::Prepared {
+                return self.close(step, p, prepared).await;
+            }
+            if p.activation_started {
+                let mut report = prepared;
+                report.phase = StepPhase::Failed;
+                report.reason = Some(
+                    "the agent stopped while starting the activation; it was not started again"
+                        .into(),
+                );
+                return self.close(step, p, report).await;
+            }
+            let store_path = prepared.store_path.clone().unwrap_or_default();
+            p.activation_started = true;
+            save_progress(&self.ops_dir, p);
+            let req = ActivateRequest {
+                store_path,
+                mode: step.mode,
+                health_timeout_seconds: Some(step.health_timeout_seconds),
+            };
+            match self
+                .start_with_retry(|s| super::start_activate(s, req.clone()))
+                .await?
+            {
+                Ok(id) => {
+                    p.activate_op = Some(id);
+                    save_progress(&self.ops_dir, p);
+                }
+                Err(reason) => {
+                    let mut report = prepared;
+                    report.phase = StepPhase::Failed;
+                    report.reason = Some(reason);
+                    return self.close(step, p, report).await;
+                }
+            }
+        }
+        let id = p.activate_op.clone().unwrap_or_default();
+        let bound = Duration::from_secs(step.health_timeout_seconds) * 2 + FOLLOW_SLACK;
+        let report = self.follow(step, &id, bound).await?;
+        self.close(step, p, report).await
+    }
+
+    /// The prepare's final report, starting it unless the saved progress names one.
+    async fn prepare(&mut self, step: &AssignedStep, p: &mut Progress) -> Result<StepReport, Halt> {
+        let id = match p.prepare_op.clone() {
+            Some(id) => id,
+            None => match self
+                .start_with_retry(|s| super::start_prepare(s, step.prepare.clone()))
+                .await?
+            {
+                Ok(id) => {
+                    p.prepare_op = Some(id.clone());
+                    save_progress(&self.ops_dir, p);
+                    id
+                }
+                Err(reason) => {
+                    let mut report = state::new_report("", StepPhase::Failed);
+                    report.reason = Some(reason);
+                    return Ok(report);
+                }
+            },
+        };
+        self.follow(step, &id, super::PREPARE_TIMEOUT + FOLLOW_SLACK)
+            .await
+    }
+
+    /// Starts an operation; a busy system lane (another step or rebuild) is waited out
+    /// for a bounded number of tries. `Ok(Err(reason))`: not started.
+    async fn start_with_retry(
+        &mut self,
+        start: impl Fn(
+            Arc<AgentState>,
+        ) -> Result<kcore_api::inventory::OperationStarted, kcore_net::ApiFailure>,
+    ) -> Result<Result<String, String>, Halt> {
+        let mut backoff = REPORT_BACKOFF_MIN;
+        for attempt in 1..=REPORT_ATTEMPTS {
+            match start(self.state.clone()) {
+                Ok(started) => return Ok(Ok(started.operation_id)),
+                Err(f) if f.status == StatusCode::CONFLICT && attempt < REPORT_ATTEMPTS => {
+                    tracing::info!(error = %f.error.message, "system lane busy; trying again");
+                    if !self.sleep(backoff).await {
+                        return Err(Halt::Stopping);
+                    }
+                    backoff = (backoff * 2).min(REPORT_BACKOFF_MAX);
+                }
+                Err(f) => return Ok(Err(f.error.message)),
+            }
+        }
+        Ok(Err("the system lane stayed busy".into()))
+    }
+
+    /// Reports each new phase of operation `id`'s step report until it is final (or the
+    /// operation ended without making it final, or `bound` passed).
+    async fn follow(
+        &mut self,
+        step: &AssignedStep,
+        id: &str,
+        bound: Duration,
+    ) -> Result<StepReport, Halt> {
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut last: Option<StepPhase> = None;
+        loop {
+            let ended = self
+                .state
+                .ops
+                .result(id)
+                .is_none_or(|r| r.status != OperationStatus::Running);
+            // Read after the status: an operation that ended has saved its last report.
+            let report = state::load_report(&self.ops_dir, id);
+            if let Some(report) = &report {
+                if report.phase.is_final() {
+                    return Ok(report.clone());
+                }
+                if last != Some(report.phase) {
+                    last = Some(report.phase);
+                    if self.report(step, report).await? == Delivery::Refused {
+                        return Err(Halt::Refused);
+                    }
+                }
+            }
+            let waiting_for_boot = report
+                .as_ref()
+                .is_some_and(|r| r.phase == StepPhase::Rebooting);
+            if (ended && !waiting_for_boot) || tokio::time::Instant::now() > deadline {
+                let mut failed = report.unwrap_or_else(|| state::new_report(id, StepPhase::Failed));
+                failed.reason = Some(format!(
+                    "operation {id} ended (or ran past {bound:?}) with the step {}",
+                    last.map_or("never reported".into(), |p| format!("{p:?}").to_lowercase())
+                ));
+                failed.phase = StepPhase::Failed;
+                return Ok(failed);
+            }
+            if !self.sleep(FOLLOW_EVERY).await {
+                return Err(Halt::Stopping);
+            }
+        }
+    }
+
+    /// Saves and sends the final report.
+    async fn close(
+        &mut self,
+        step: &AssignedStep,
+        p: &mut Progress,
+        report: StepReport,
+    ) -> Result<(), Halt> {
+        p.final_report = Some(report.clone());
+        save_progress(&self.ops_dir, p);
+        match self.report(step, &report).await? {
+            Delivery::Recorded => {
+                p.closed = true;
+                Ok(())
+            }
+            Delivery::Refused => Err(Halt::Refused),
+            // Kept: the controller names the step again until it has the final report.
+            Delivery::Undelivered => Ok(()),
+        }
+    }
+
+    async fn report(&mut self, step: &AssignedStep, report: &StepReport) -> Result<Delivery, Halt> {
+        let body = AssignmentReport {
+            rollout: step.rollout.clone(),
+            epoch: step.epoch,
+            seq: step.seq,
+            report: report.clone(),
+        };
+        let path = format!("/v1/nodes/{}/assignment/report", self.state.config.node_id);
+        let mut backoff = REPORT_BACKOFF_MIN;
+        for attempt in 1..=REPORT_ATTEMPTS {
+            match self
+                .client
+                .post_json::<_, serde_json::Value>(&path, &body)
+                .await
+            {
+                Ok(_) => return Ok(Delivery::Recorded),
+                Err(ClientError::Api { status, .. })
+                    if status == StatusCode::CONFLICT || status == StatusCode::NOT_FOUND =>
+                {
+                    return Ok(Delivery::Refused);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, phase = ?report.phase, "step report failed");
+                    if attempt < REPORT_ATTEMPTS && !self.sleep(backoff).await {
+                        return Err(Halt::Stopping);
+                    }
+                    backoff = (backoff * 2).min(REPORT_BACKOFF_MAX);
+                }
+            }
+        }
+        Ok(Delivery::Undelivered)
+    }
+}
+
+/// What to do with `step` given the saved progress: `None` ignores it (an older epoch or
+/// seq of the saved rollout, or the same step already closed under this epoch); otherwise
+/// the progress to carry on with: the saved one for the same seq (under the step's epoch,
+/// never started afresh), a new one for anything else.
+pub fn decide(saved: Option<Progress>, step: &AssignedStep) -> Option<Progress> {
+    match saved.filter(|p| p.rollout == step.rollout) {
+        Some(p) if step.epoch < p.epoch || step.seq < p.seq => None,
+        Some(p) if step.seq == p.seq && p.closed && p.epoch == step.epoch => None,
+        Some(mut p) if step.seq == p.seq => {
+            p.epoch = step.epoch;
+            p.closed = false;
+            Some(p)
+        }
+        _ => Some(Progress {
+            rollout: step.rollout.clone(),
+            epoch: step.epoch,
+            seq: step.seq,
+            prepare_op: None,
+            activation_started: false,
+            activate_op: None,
+            final_report: None,
+            closed: false,
+        }),
+    }
+}
+
+/// Tokens are `rollout:epoch:seq` with DNS-label rollout names; only `:` needs escaping.
+fn urlencode(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace(' ', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kcore_api::rollout::{ActivationMode, PrepareRequest};
+
+    fn step(rollout: &str, epoch: u64, seq: u64) -> AssignedStep {
+        AssignedStep {
+            rollout: rollout.into(),
+            epoch,
+            seq,
+            prepare: PrepareRequest {
+                flake_ref: "git+file:///fleet".into(),
+                flake_rev: "0".repeat(40),
+                host: None,
+            },
+            mode: ActivationMode::Auto,
+            health_timeout_seconds: 30,
+        }
+    }
+
+    fn saved(epoch: u64, seq: u64, closed: bool) -> Progress {
+        let mut p = decide(None, &step("u1", epoch, seq)).unwrap();
+        p.activate_op = Some("op-1".into());
+        p.closed = closed;
+        p
+    }
+
+    #[test]
+    fn an_older_epoch_or_seq_of_the_saved_rollout_is_ignored() {
+        assert_eq!(decide(Some(saved(2, 1, false)), &step("u1", 1, 1)), None);
+        assert_eq!(decide(Some(saved(2, 2, true)), &step("u1", 2, 1)), None);
+    }
+
+    #[test]
+    fn the_same_step_closed_under_its_epoch_is_not_run_again() {
+        assert_eq!(decide(Some(saved(1, 1, true)), &step("u1", 1, 1)), None);
+    }
+
+    #[test]
+    fn the_same_step_under_a_newer_epoch_carries_on_with_its_operations() {
+        let p = decide(Some(saved(1, 1, true)), &step("u1", 3, 1)).unwrap();
+        assert_eq!((p.epoch, p.closed), (3, false));
+        assert_eq!(p.activate_op.as_deref(), Some("op-1"), "not started afresh");
+        let p = decide(Some(saved(1, 1, false)), &step("u1", 1, 1)).unwrap();
+        assert_eq!(
+            p.activate_op.as_deref(),
+            Some("op-1"),
+            "resumed after a restart"
+        );
+    }
+
+    #[test]
+    fn a_new_seq_or_another_rollout_starts_afresh() {
+        let p = decide(Some(saved(1, 1, true)), &step("u1", 1, 2)).unwrap();
+        assert_eq!((p.seq, p.activate_op), (2, None));
+        let p = decide(Some(saved(5, 1, false)), &step("u2", 1, 1)).unwrap();
+        assert_eq!(
+            (p.rollout.as_str(), p.epoch, p.activate_op),
+            ("u2", 1, None)
+        );
+    }
+}
