@@ -50,6 +50,14 @@ pub const TAIL_LINES: usize = 40;
 /// one `output` event says so.
 pub const MAX_EVENTS: usize = 20_000;
 
+/// Seconds since the Unix epoch (deadlines saved in records that outlive the agent).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// RFC 3339 "now".
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

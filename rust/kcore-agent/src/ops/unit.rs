@@ -26,6 +26,7 @@
 //!   is stopped with `systemctl stop` and the operation times out. An agent that is stopping
 //!   leaves its units running and the operation `running` ([`OpError::Detached`]).
 
+use super::now_unix;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,13 +71,6 @@ pub struct UnitRecord {
 
 fn units_dir(dir: &Path, id: &str) -> PathBuf {
     dir.join("units").join(id)
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl UnitRecord {

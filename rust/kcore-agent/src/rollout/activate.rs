@@ -21,6 +21,7 @@
 //!    system and makes the new entry the default only when it passes; otherwise it sets the
 //!    previous generation back and boots it, once (at most one revert reboot).
 
+use crate::ops::now_unix;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -486,13 +487,6 @@ async fn trial_boot(
         written: Vec::new(),
         generation: Some(new.number.to_string()),
     })
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// At start-up: finish what an activation record left for after a boot (a `rollout-verify`

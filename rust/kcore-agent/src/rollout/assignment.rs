@@ -23,6 +23,7 @@ use kcore_api::rollout::{
     ActivateRequest, AssignedStep, Assignment, AssignmentReport, StepPhase, StepReport,
 };
 use kcore_net::{Client, ClientError};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -162,12 +163,12 @@ impl Loop {
     async fn poll_forever(&mut self, wait: Duration) {
         let node = self.state.config.node_id.clone();
         let mut known = String::new();
-        let mut backoff = POLL_BACKOFF_MIN;
+        let mut backoff = Doubling::new(POLL_BACKOFF_MIN, POLL_BACKOFF_MAX);
         while !self.stopping() {
             let path = format!(
                 "/v1/nodes/{node}/assignment?wait={}&known={}",
                 wait.as_secs(),
-                urlencode(&known)
+                utf8_percent_encode(&known, NON_ALPHANUMERIC)
             );
             let client = self.client.clone();
             let answer = tokio::select! {
@@ -176,7 +177,7 @@ impl Loop {
             };
             match answer {
                 Ok(a) => {
-                    backoff = POLL_BACKOFF_MIN;
+                    backoff.reset();
                     known = a.token;
                     if let Some(step) = a.step
                         && self.run_step(step).await.is_err()
@@ -185,11 +186,11 @@ impl Loop {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(node = %node, error = %e, retry_in = ?backoff, "assignment poll failed");
-                    if !self.sleep(backoff).await {
+                    let wait = backoff.wait();
+                    tracing::warn!(node = %node, error = %e, retry_in = ?wait, "assignment poll failed");
+                    if !self.sleep(wait).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(POLL_BACKOFF_MAX);
                 }
             }
         }
@@ -303,16 +304,15 @@ impl Loop {
             Arc<AgentState>,
         ) -> Result<kcore_api::inventory::OperationStarted, kcore_net::ApiFailure>,
     ) -> Result<Result<String, String>, Halt> {
-        let mut backoff = REPORT_BACKOFF_MIN;
+        let mut backoff = Doubling::new(REPORT_BACKOFF_MIN, REPORT_BACKOFF_MAX);
         for attempt in 1..=REPORT_ATTEMPTS {
             match start(self.state.clone()) {
                 Ok(started) => return Ok(Ok(started.operation_id)),
                 Err(f) if f.status == StatusCode::CONFLICT && attempt < REPORT_ATTEMPTS => {
                     tracing::info!(error = %f.error.message, "system lane busy; trying again");
-                    if !self.sleep(backoff).await {
+                    if !self.sleep(backoff.wait()).await {
                         return Err(Halt::Stopping);
                     }
-                    backoff = (backoff * 2).min(REPORT_BACKOFF_MAX);
                 }
                 Err(f) => return Ok(Err(f.error.message)),
             }
@@ -395,7 +395,7 @@ impl Loop {
             report: report.clone(),
         };
         let path = format!("/v1/nodes/{}/assignment/report", self.state.config.node_id);
-        let mut backoff = REPORT_BACKOFF_MIN;
+        let mut backoff = Doubling::new(REPORT_BACKOFF_MIN, REPORT_BACKOFF_MAX);
         for attempt in 1..=REPORT_ATTEMPTS {
             match self
                 .client
@@ -410,10 +410,9 @@ impl Loop {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, attempt, phase = ?report.phase, "step report failed");
-                    if attempt < REPORT_ATTEMPTS && !self.sleep(backoff).await {
+                    if attempt < REPORT_ATTEMPTS && !self.sleep(backoff.wait()).await {
                         return Err(Halt::Stopping);
                     }
-                    backoff = (backoff * 2).min(REPORT_BACKOFF_MAX);
                 }
             }
         }
@@ -447,11 +446,32 @@ pub fn decide(saved: Option<Progress>, step: &AssignedStep) -> Option<Progress> 
     }
 }
 
-/// Tokens are `rollout:epoch:seq` with DNS-label rollout names; only `:` needs escaping.
-fn urlencode(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace(':', "%3A")
-        .replace(' ', "%20")
+/// Waits that double from `min` up to `max`: one per failed try.
+struct Doubling {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Doubling {
+    fn new(min: Duration, max: Duration) -> Doubling {
+        Doubling {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    /// The wait before the next try; the one after it is twice as long, up to `max`.
+    fn wait(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
 }
 
 #[cfg(test)]
