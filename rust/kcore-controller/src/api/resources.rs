@@ -75,21 +75,11 @@ pub(super) fn routes(
         )
 }
 
-/// The query parameters, percent-decoded (`+` is a space, as forms write it).
+/// The query parameters, percent-decoded (`+` is a space, as forms write it), by the
+/// `application/x-www-form-urlencoded` parser axum's own `Query` uses.
 fn query_params(query: Option<&str>) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
         .collect()
 }
 
