@@ -289,6 +289,74 @@ pub struct Node {
     pub last_heartbeat: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateInfo>,
+    /// Who keeps the node from taking new VMs; empty when it is schedulable.
+    #[serde(default, skip_serializing_if = "Cordons::is_empty")]
+    pub cordons: Cordons,
+}
+
+/// Why a node takes no new VMs. Two holders, each its own replicated field, so a rollout
+/// that uncordons its node never lifts an operator's cordon (and the other way round).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cordons {
+    /// `kctl node cordon ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<CordonEntry>,
+    /// A rollout with `drainVms: true`, while it updates this node (a node is in at most
+    /// one rollout at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<CordonEntry>,
+}
+
+impl Cordons {
+    pub fn is_empty(&self) -> bool {
+        self.operator.is_none() && self.rollout.is_none()
+    }
+
+    pub fn get(&self, holder: CordonHolder) -> Option<&CordonEntry> {
+        match holder {
+            CordonHolder::Operator => self.operator.as_ref(),
+            CordonHolder::Rollout => self.rollout.as_ref(),
+        }
+    }
+}
+
+/// One holder of a node's cordon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CordonHolder {
+    Operator,
+    Rollout,
+}
+
+impl CordonHolder {
+    /// The field name under `cordon.` in the node's record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CordonHolder::Operator => "operator",
+            CordonHolder::Rollout => "rollout",
+        }
+    }
+}
+
+/// Who set a cordon, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CordonEntry {
+    /// The admin certificate's URI, or `clusterupdate/<name>`.
+    pub by: String,
+    #[serde(default)]
+    pub reason: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// `POST /v1/nodes/{id}/cordon` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CordonRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `GET /v1/nodes`.

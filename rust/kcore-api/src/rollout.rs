@@ -159,10 +159,14 @@ pub struct AssignedStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Assignment {
-    /// `rollout:epoch:seq`, or empty when there is nothing to do.
+    /// Changes whenever `step` or `vms` change (`rollout:epoch:seq` plus a digest of the
+    /// VMs); empty when there is nothing to do.
     pub token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<AssignedStep>,
+    /// Every VM placed on this node, with what the controller wants of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vms: Vec<crate::vm::NodeVm>,
 }
 
 /// `POST /v1/nodes/{id}/assignment/report`: a step's progress. Refused with `409` when

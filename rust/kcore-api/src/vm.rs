@@ -113,6 +113,67 @@ pub enum VmPhase {
 /// `status` of a VM (placement comes with the scheduler).
 pub type VmStatus = Status<VmPhase>;
 
+/// What the controller wants of one VM on the node it is placed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VmDesiredState {
+    /// Volume present, guest running.
+    Running,
+    /// Volume kept, guest stopped (`kctl vm stop`, or a rollout draining the node).
+    Stopped,
+    /// Guest stopped and the volume the agent created removed; the agent then lists the
+    /// VM in [`VmReports::deleted`] and the controller forgets it.
+    Deleted,
+}
+
+/// One VM as its node is told about it: an entry of [`crate::rollout::Assignment::vms`],
+/// the same long-poll that carries rollout steps (nodes are never dialled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeVm {
+    pub name: String,
+    /// The VM's `metadata.generation`; the agent reports the one it acted on.
+    pub generation: u64,
+    pub spec: VmSpec,
+    pub desired: VmDesiredState,
+}
+
+/// Where a VM's disk lives on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmVolume {
+    pub backend: StorageBackend,
+    /// A file under `/var/lib/kcore/volumes*`, `/dev/<vg>/<lv>` or `/dev/zvol/<pool>/<ds>`.
+    pub path: String,
+    pub size_bytes: u64,
+}
+
+/// The agent's account of one VM it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmReport {
+    pub name: String,
+    /// The [`NodeVm::generation`] this report answers.
+    pub observed_generation: u64,
+    pub phase: VmPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VmVolume>,
+    /// What went wrong (phase `Failed`) or what is happening (image download progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST /v1/nodes/{id}/vms/report`: the node's VMs as they are, and the ones it removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmReports {
+    #[serde(default)]
+    pub vms: Vec<VmReport>,
+    /// VMs told `Deleted` whose guest is stopped and volume removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
+}
+
 fn image(field: &str, value: &str) -> Result<(), FieldError> {
     let fix = "give an http:// or https:// URL, or an absolute path on the node";
     if let Some(c) = value.chars().find(|c| c.is_control() || c.is_whitespace()) {

@@ -10,6 +10,7 @@
 //! | `GET /v1/nodes`, `GET /v1/nodes/{id}` | admin, controller |
 //! | `DELETE /v1/nodes/{id}` | admin |
 //! | `POST /v1/nodes/{id}/approve`, `.../reject` | admin |
+//! | `POST /v1/nodes/{id}/cordon`, `.../uncordon` | admin |
 //! | `POST /v1/certificates/node` | admin (a node's first certificate, from its CSR) |
 //! | `PUT /v1/pki/sub-ca` | admin (`kctl rotate sub-ca`) |
 //! | `GET /v1/storage-classes`, `GET /v1/storage-classes/{name}` | admin, controller |
@@ -183,6 +184,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/nodes/{id}/renew", post(pki::renew))
         .route("/v1/nodes/{id}/approve", post(nodes::approve))
         .route("/v1/nodes/{id}/reject", post(nodes::reject))
+        .route("/v1/nodes/{id}/cordon", post(nodes::cordon))
+        .route("/v1/nodes/{id}/uncordon", post(nodes::uncordon))
         .route("/v1/certificates/node", post(pki::issue_node_certificate))
         .route("/v1/pki/sub-ca", put(pki::install_sub_ca))
         .route(

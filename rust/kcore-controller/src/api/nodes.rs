@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use kcore_api::cluster::{
-    Approval, HeartbeatRequest, Node, NodeAck, NodeList, NodeStatus, RegisterRequest,
+    Approval, CordonEntry, CordonHolder, CordonRequest, HeartbeatRequest, Node, NodeAck, NodeList,
+    NodeStatus, RegisterRequest,
 };
 use kcore_api::resource::{Deleted, Kind};
 use kcore_api::{ApiError, ErrorCode};
@@ -48,6 +49,7 @@ pub(super) fn node_view(
         registered_at: record.registered_at,
         last_heartbeat: beat.and_then(unix_to_rfc3339),
         certificate: record.certificate,
+        cordons: record.cordons,
     }
 }
 
@@ -243,6 +245,74 @@ pub(super) async fn reject(
     Path(id): Path<String>,
 ) -> Result<Json<Node>> {
     set_approval(state, caller, id, Approval::Rejected).await
+}
+
+/// The longest cordon reason kept (it is shown in `kctl get nodes -o wide`).
+const MAX_CORDON_REASON: usize = 256;
+
+/// `POST /v1/nodes/{id}/cordon`: the operator's cordon; the node takes no new VMs until
+/// `uncordon`. A rollout's own cordon (`drainVms`) is separate and left alone.
+pub(super) async fn cordon(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CordonRequest>,
+) -> Result<Json<Node>> {
+    let admin = caller.require(&[Role::Admin])?.uri().to_string();
+    let reason = body.reason.unwrap_or_default();
+    if reason.chars().count() > MAX_CORDON_REASON || reason.chars().any(char::is_control) {
+        return Err(ApiFailure::with_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidField,
+            format!(
+                "reason: give at most {MAX_CORDON_REASON} characters without control characters"
+            ),
+        ));
+    }
+    let entry = CordonEntry {
+        by: admin,
+        reason,
+        at: rfc3339(time::OffsetDateTime::now_utc()),
+    };
+    set_cordon(state, id, Some(entry)).await
+}
+
+/// `POST /v1/nodes/{id}/uncordon`: lifts the operator's cordon.
+pub(super) async fn uncordon(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Node>> {
+    caller.require(&[Role::Admin])?;
+    set_cordon(state, id, None).await
+}
+
+async fn set_cordon(
+    state: Arc<AppState>,
+    id: String,
+    entry: Option<CordonEntry>,
+) -> Result<Json<Node>> {
+    check_node_id(&id)?;
+    let record = state.store.node(&id).ok_or_else(|| not_found(&id))?;
+    if record.cordons.operator != entry {
+        let outcome = state
+            .store
+            .set_cordon(&id, CordonHolder::Operator, entry.as_ref())?;
+        if let WriteOutcome::Superseded(newer) = outcome {
+            return Err(ApiFailure::with_status(
+                StatusCode::CONFLICT,
+                ErrorCode::WriteSuperseded,
+                format!(
+                    "the cordon of node {id:?} did not change: a newer value written by controller {} at {} wins; check the controllers' clocks, then retry",
+                    newer.origin, newer.time
+                ),
+            ));
+        }
+        tracing::info!(node = %id, cordoned = entry.is_some(), "operator cordon changed");
+    }
+    let record = state.store.node(&id).ok_or_else(|| not_found(&id))?;
+    let beat = state.store.last_heartbeat(&id);
+    Ok(Json(node_view(&state, id, record, beat)))
 }
 
 /// `DELETE /v1/nodes/{id}`: removes the node's record (tombstones, replicated). The

@@ -474,11 +474,13 @@ pub fn assignment(state: &AppState, node: &str) -> Assignment {
                 mode: mode(spec.activation.mode),
                 health_timeout_seconds: spec.activation.health_timeout_seconds,
             }),
+            vms: Vec::new(),
         };
     }
     Assignment {
         token: String::new(),
         step: None,
+        vms: Vec::new(),
     }
 }
 

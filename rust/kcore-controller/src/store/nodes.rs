@@ -1,10 +1,13 @@
 //! The node record on the generic store: a node is the resource `node/<id>` with the
 //! fields `report.<key>` (one per top-level key of its report), `approval`,
-//! `registeredAt` and `certificate` (the layout every existing database has). It is read
+//! `registeredAt`, `certificate` and `cordon.<holder>` (the layout every existing database
+//! has; `cordon` came later and is absent in older ones). It is read
 //! through the same cache and assembly as every kind ([`super::resources::assemble`]);
 //! this module only knows which fields a registration, a report or an approval writes.
 
-use kcore_api::cluster::{Approval, CertificateInfo, NodeReport, StorageReport};
+use kcore_api::cluster::{
+    Approval, CertificateInfo, CordonEntry, CordonHolder, Cordons, NodeReport, StorageReport,
+};
 use serde::Deserialize;
 
 use super::resources::assemble;
@@ -22,6 +25,7 @@ pub struct NodeRecord {
     pub approval: Approval,
     pub registered_at: Option<String>,
     pub certificate: Option<CertificateInfo>,
+    pub cordons: Cordons,
 }
 
 /// What the assembled `node/<id>` object holds; fields from newer controllers are kept in
@@ -34,6 +38,8 @@ struct StoredNode {
     approval: Option<Approval>,
     registered_at: Option<String>,
     certificate: Option<CertificateInfo>,
+    #[serde(default)]
+    cordon: Cordons,
 }
 
 impl NodeRecord {
@@ -60,6 +66,7 @@ impl NodeRecord {
             approval,
             registered_at: stored.registered_at,
             certificate: stored.certificate,
+            cordons: stored.cordon,
         }))
     }
 }
@@ -198,6 +205,21 @@ impl Store {
         );
         Ok(self
             .write_local(&[write])?
+            .pop()
+            .unwrap_or(WriteOutcome::Won))
+    }
+
+    /// Sets (`Some`) or lifts (`None`) one holder's cordon; says whether it took effect.
+    pub fn set_cordon(
+        &self,
+        node_id: &str,
+        holder: CordonHolder,
+        entry: Option<&CordonEntry>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let field = format!("cordon.{}", holder.as_str());
+        let value = entry.map(|e| encode(&field, e)).transpose()?;
+        Ok(self
+            .write_local(&[(node_resource(node_id), field, value)])?
             .pop()
             .unwrap_or(WriteOutcome::Won))
     }

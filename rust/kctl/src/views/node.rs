@@ -48,7 +48,12 @@ impl Tabular for Nodes {
                     .collect();
                 let mut row = vec![
                     n.node_id.clone(),
-                    n.status.to_string(),
+                    // kubectl's spelling for a cordoned node.
+                    if n.cordons.is_empty() {
+                        n.status.to_string()
+                    } else {
+                        format!("{},SchedulingDisabled", n.status)
+                    },
                     n.report.dc_id.clone(),
                     n.report.hostname.clone(),
                     n.report.storage.class_name().to_string(),
@@ -111,6 +116,29 @@ pub fn describe_node(n: &Node) -> String {
         n.status,
         n.approval.as_str()
     );
+    if n.cordons.is_empty() {
+        let _ = writeln!(out, "Cordoned:        no");
+    } else {
+        let _ = writeln!(out, "Cordoned:        yes (no new VMs)");
+        for (holder, c) in [
+            ("operator", &n.cordons.operator),
+            ("rollout", &n.cordons.rollout),
+        ] {
+            if let Some(c) = c {
+                let _ = writeln!(
+                    out,
+                    "  {holder}: by {} at {}{}",
+                    e(&c.by),
+                    e(&c.at),
+                    if c.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", e(&c.reason))
+                    }
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "Hostname:        {}", e(&r.hostname));
     let _ = writeln!(out, "DC:              {}", e(&r.dc_id));
     let roles: Vec<String> = r

@@ -111,6 +111,7 @@ async fn node_supplied_text_is_printed_escaped() {
         registered_at: None,
         last_heartbeat: None,
         certificate: None,
+        cordons: Default::default(),
     };
     let node = serde_json::to_value(&evil).unwrap();
     let answers = [
