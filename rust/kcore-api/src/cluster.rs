@@ -236,7 +236,7 @@ impl Approval {
 }
 
 /// A node's status: approval first, then liveness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumIter)]
 pub enum NodeStatus {
     /// Approved and heartbeating.
     Ready,
@@ -378,6 +378,15 @@ pub struct CsrRequest {
 #[serde(rename_all = "camelCase")]
 pub struct IssueNodeCertificateRequest {
     pub node_id: String,
+    pub csr_pem: String,
+}
+
+/// `POST /v1/certificates/metrics` (admin): a Prometheus scraper's certificate
+/// (`kcore://<cluster>/metrics/<name>`) from the CSR made where the scraper runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssueMetricsCertificateRequest {
+    pub name: String,
     pub csr_pem: String,
 }
 

@@ -226,7 +226,7 @@ pub struct ApplyNixRequest {
 /// What a long operation does. The wire spellings are the ones the agent has always used
 /// (`apply-disko`, `apply-nix`); a new long operation (install, a rollout step) is a new
 /// variant here, so kctl and the controller learn of it from the type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumIter)]
 pub enum OperationKind {
     /// `POST /v1/disko/apply` with `apply`: disko format,mount of a day-2 fragment.
     #[serde(rename = "apply-disko")]
@@ -305,13 +305,25 @@ pub enum OperationEvent {
 }
 
 /// Terminal state of an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumIter)]
 #[serde(rename_all = "camelCase")]
 pub enum OperationStatus {
     Running,
     Succeeded,
     Failed,
     TimedOut,
+}
+
+impl OperationStatus {
+    /// The wire spelling (`timedOut`), also the `outcome` label of `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::Running => "running",
+            OperationStatus::Succeeded => "succeeded",
+            OperationStatus::Failed => "failed",
+            OperationStatus::TimedOut => "timedOut",
+        }
+    }
 }
 
 /// `GET /v1/operations/{id}`: the result, fetchable again after the stream ended.

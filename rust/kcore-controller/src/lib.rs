@@ -114,6 +114,7 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         record_changed: Default::default(),
         cursors: Default::default(),
         peer_set: Default::default(),
+        requests: Default::default(),
     }))
 }
 

@@ -190,6 +190,12 @@ pub async fn peers(
     caller: Caller,
 ) -> Result<Json<PeerList>, ApiFailure> {
     caller.require(&[Role::Admin, Role::Controller])?;
+    Ok(Json(peer_list(&state)?))
+}
+
+/// What `GET /v1/replication/peers` answers (also the source of `/metrics`' replication
+/// figures, so both always say the same).
+pub fn peer_list(state: &AppState) -> Result<PeerList, ApiFailure> {
     let known = state
         .peers
         .read()
@@ -211,7 +217,7 @@ pub async fn peers(
                 .unwrap_or_else(|| PeerStatus::unknown(p))
         })
         .collect();
-    Ok(Json(PeerList {
+    Ok(PeerList {
         controller_id: state.config.controller_id.clone(),
         max_clock_skew_seconds: state.store.max_clock_skew().as_secs(),
         peers,
@@ -223,7 +229,7 @@ pub async fn peers(
             .values()
             .cloned()
             .collect(),
-    }))
+    })
 }
 
 pub async fn vector(

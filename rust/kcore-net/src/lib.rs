@@ -1,13 +1,15 @@
 //! HTTPS plumbing shared by the agent, the controller and kctl: a TLS accept loop that
 //! hands each request the peer's identity and bounds what a client can hold (connections
 //! per address, first-request, idle and body timeouts), hot-reloadable certificates, the
-//! JSON error envelope for every error, role checks, NDJSON progress streams, and a
+//! JSON error envelope for every error, role checks, NDJSON progress streams, the shared
+//! part of `/metrics` ([`metrics`]), and a
 //! client with mTLS, pinning and controller failover. The protocol is described in `docs/wire-protocol.md`.
 
 pub mod auth;
 pub mod client;
 pub mod daemon;
 pub mod error;
+pub mod metrics;
 pub mod ndjson;
 mod request;
 pub mod server;

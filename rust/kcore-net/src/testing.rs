@@ -3,6 +3,8 @@
 //! URI, body) and answering each path with fixed JSON. Tests use it as the server a
 //! client must refuse (a node certificate posing as a controller) or as a controller
 //! that serves data a real one would not (an old peer's records).
+//! [`get_text`] fetches a text route (`/metrics`) the way a scraper does; [`Metrics`] reads
+//! a scrape (with `openmetrics-parser`: prometheus-client only encodes).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -87,5 +89,93 @@ impl Drop for RecordingServer {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// What [`get_text`] got: status, `Content-Type` and body.
+#[derive(Debug)]
+pub struct TextAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// One `GET` of a text route (`/metrics`) with `tls` (the client certificate of the
+/// caller under test), without the JSON client's failover and decoding: what a
+/// Prometheus scraper does.
+pub async fn get_text(url: &str, mut tls: rustls::ClientConfig) -> Result<TextAnswer, String> {
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = http.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.text().await.map_err(|e| e.to_string())?;
+    Ok(TextAnswer {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// A scrape in the Prometheus text format, parsed.
+#[derive(Debug)]
+pub struct Metrics(
+    openmetrics_parser::MetricsExposition<
+        openmetrics_parser::PrometheusType,
+        openmetrics_parser::PrometheusValue,
+    >,
+);
+
+impl Metrics {
+    pub fn parse(text: &str) -> Result<Metrics, String> {
+        openmetrics_parser::prometheus::parse_prometheus(text)
+            .map(Metrics)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// The value of the one series of `family` whose labels include all of `labels`
+    /// (a histogram's: its count); `None` when there is none. Panics when several match.
+    pub fn value(&self, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        use openmetrics_parser::PrometheusValue as V;
+        let family_name = family;
+        let family = self.0.families.get(family)?;
+        let found: Vec<f64> = family
+            .iter_samples()
+            .filter(|sample| {
+                let set = sample.get_labelset().expect("a sample of its own family");
+                labels
+                    .iter()
+                    .all(|(name, value)| set.get_label_value(name) == Some(*value))
+            })
+            .map(|sample| match &sample.value {
+                V::Gauge(n) | V::Unknown(n) => n.as_f64(),
+                V::Counter(c) => c.value.as_f64(),
+                V::Histogram(h) => h.count.unwrap_or(0) as f64,
+                V::Summary(s) => s.count.unwrap_or(0) as f64,
+            })
+            .collect();
+        assert!(found.len() <= 1, "{family_name} {labels:?}: {found:?}");
+        found.first().copied()
+    }
+
+    /// Every value label `label` takes in any family.
+    pub fn label_values(&self, label: &str) -> std::collections::BTreeSet<String> {
+        self.0
+            .families
+            .values()
+            .flat_map(|family| family.iter_samples())
+            .filter_map(|sample| {
+                let set = sample.get_labelset().ok()?;
+                set.get_label_value(label).map(str::to_string)
+            })
+            .collect()
     }
 }

@@ -1,4 +1,5 @@
-//! Who a certificate speaks for: `kcore://<cluster>/<role>/<id>` in the SAN URI.
+//! Who a certificate speaks for: `kcore://<cluster>/<role>/<id>` in the SAN URI, with role
+//! `admin`, `controller`, `node` or `metrics` (a read-only scraper).
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +18,9 @@ pub enum Role {
     Controller,
     /// A node agent; acts only for its own id.
     Node,
+    /// A Prometheus scraper: read-only, it may call `GET /metrics` on controllers and
+    /// agents and nothing else (docs/metrics.md).
+    Metrics,
 }
 
 impl Role {
@@ -25,6 +29,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Controller => "controller",
             Role::Node => "node",
+            Role::Metrics => "metrics",
         }
     }
 }
@@ -42,8 +47,9 @@ impl FromStr for Role {
             "admin" => Ok(Role::Admin),
             "controller" => Ok(Role::Controller),
             "node" => Ok(Role::Node),
+            "metrics" => Ok(Role::Metrics),
             other => Err(format!(
-                "unknown role {other:?} (expected admin, controller or node)"
+                "unknown role {other:?} (expected admin, controller, node or metrics)"
             )),
         }
     }
@@ -141,7 +147,7 @@ mod tests {
 
     #[test]
     fn uri_round_trips() {
-        for role in [Role::Admin, Role::Controller, Role::Node] {
+        for role in [Role::Admin, Role::Controller, Role::Node, Role::Metrics] {
             let ident = Identity::new("prod-1", role, "node_07.a").unwrap();
             let uri = ident.uri();
             assert!(uri.starts_with("kcore://prod-1/"));

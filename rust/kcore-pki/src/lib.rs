@@ -36,5 +36,10 @@ pub use tls::{
 /// node-cert --offline` issue them so.
 pub const NODE_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
 
+/// Scraper (`metrics` role) certificates are valid this long: they are renewed by hand
+/// (`kctl create metrics-cert` again), and `/metrics` itself shows when they end.
+pub const METRICS_CERT_VALIDITY: std::time::Duration =
+    std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// Renewal starts this long before a certificate expires (DESIGN.md: 30 days).
 pub const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);

@@ -12,6 +12,7 @@
 //! | `POST /v1/nodes/{id}/approve`, `.../reject` | admin |
 //! | `POST /v1/nodes/{id}/cordon`, `.../uncordon` | admin |
 //! | `POST /v1/certificates/node` | admin (a node's first certificate, from its CSR) |
+//! | `POST /v1/certificates/metrics` | admin (a scraper's certificate, from its CSR) |
 //! | `PUT /v1/pki/sub-ca` | admin (`kctl rotate sub-ca`) |
 //! | `GET /v1/storage-classes`, `GET /v1/storage-classes/{name}` | admin, controller |
 //! | `GET /v1/clusterupdates`, `GET /v1/clusterupdates/{name}` | admin, controller |
@@ -26,12 +27,14 @@
 //! | `GET /v1/replication/vector`, `GET /v1/replication/ops` | controller |
 //! | `GET /v1/replication/peers` | admin, controller |
 //! | `GET /v1/version` | admin, controller, node |
+//! | `GET /metrics` | metrics, admin ([`metrics`]; the `metrics` role may call nothing else) |
 //!
 //! The caller's identity comes from the verified client certificate (the TLS layer puts
 //! it in the request extensions, `kcore_net::PeerIdentity`); every handler starts with [`Caller::require`].
 
 mod clusterupdates;
 mod controllers;
+mod metrics;
 mod nodes;
 mod pki;
 mod resources;
@@ -83,6 +86,8 @@ pub struct AppState {
     /// Wakes the refresh of this controller's own `Controller` record early, when what it
     /// says changed (a new sub-CA), instead of at the next interval.
     pub record_changed: tokio::sync::Notify,
+    /// Request latency by route, for `GET /metrics` (filled by the router's layer).
+    pub requests: kcore_net::metrics::RequestMetrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -187,6 +192,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/nodes/{id}/cordon", post(nodes::cordon))
         .route("/v1/nodes/{id}/uncordon", post(nodes::uncordon))
         .route("/v1/certificates/node", post(pki::issue_node_certificate))
+        .route(
+            "/v1/certificates/metrics",
+            post(metrics::issue_metrics_certificate),
+        )
         .route("/v1/pki/sub-ca", put(pki::install_sub_ca))
         .route(
             "/v1/storage-classes",
@@ -199,13 +208,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/replication/vector", get(crate::replication::vector))
         .route("/v1/replication/ops", get(crate::replication::ops))
         .route("/v1/replication/peers", get(crate::replication::peers))
-        .route("/v1/version", get(version::version));
+        .route("/v1/version", get(version::version))
+        .route(kcore_net::metrics::METRICS_PATH, get(metrics::metrics));
     let router = resources::routes(router, &clusterupdates::DEFINITION);
     let router = clusterupdates::routes(router);
     let router = resources::routes(router, &vms::DEFINITION);
     controllers::routes(router)
         // The same 404 as the agent's (`NOT_FOUND`, naming the path).
         .fallback(kcore_net::error::not_found)
+        .layer(axum::middleware::from_fn(
+            kcore_net::metrics::confine_scrapers,
+        ))
+        // Last, so it measures every route and the fallback.
+        .layer(axum::middleware::from_fn_with_state(
+            state.requests.clone(),
+            kcore_net::metrics::track_requests,
+        ))
         .with_state(state)
 }
 

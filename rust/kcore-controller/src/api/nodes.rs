@@ -21,7 +21,11 @@ use super::pki::record_presented_certificate;
 use super::{AppState, Caller, Result, now_unix, rfc3339, unix_to_rfc3339};
 use crate::store::{NodeRecord, WriteOutcome};
 
-fn status_of(state: &AppState, record: &NodeRecord, last_heartbeat: Option<i64>) -> NodeStatus {
+pub(super) fn status_of(
+    state: &AppState,
+    record: &NodeRecord,
+    last_heartbeat: Option<i64>,
+) -> NodeStatus {
     match record.approval {
         Approval::Pending => NodeStatus::Pending,
         Approval::Rejected => NodeStatus::Rejected,

@@ -121,6 +121,36 @@ fn allowed_names(
     Ok(allowed.into_iter().filter(|n| !taken.contains(n)).collect())
 }
 
+/// A refused signature as the API answers it: 503 `SUB_CA_NOT_VALID` when this
+/// controller's sub-CA is outside its validity (clients try the next controller), 400
+/// `NAME_NOT_ALLOWED` naming the name, 400 `INVALID_CSR` otherwise.
+pub(super) fn signing_failure(expected: &Identity, e: kcore_pki::PkiError) -> ApiFailure {
+    let (status, code) = match &e {
+        // Another controller may hold a current sub-CA: 503 makes clients fail over.
+        kcore_pki::PkiError::SignerNotValid { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SubCaNotValid)
+        }
+        kcore_pki::PkiError::NameNotAllowed { .. } | kcore_pki::PkiError::WildcardName { .. } => {
+            (StatusCode::BAD_REQUEST, ErrorCode::NameNotAllowed)
+        }
+        _ => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCsr),
+    };
+    let name = match &e {
+        kcore_pki::PkiError::NameNotAllowed { name, .. }
+        | kcore_pki::PkiError::WildcardName { name, .. } => Some(name.clone()),
+        _ => None,
+    };
+    let failure = ApiFailure::with_status(
+        status,
+        code,
+        format!("cannot sign the CSR for {}: {e}", expected.uri()),
+    );
+    match name {
+        Some(name) => failure.with_details(serde_json::json!({"name": name})),
+        None => failure,
+    }
+}
+
 fn sign_for_node(
     state: &AppState,
     node_id: &str,
@@ -142,33 +172,7 @@ fn sign_for_node(
         .clone();
     let chain_pem = signer
         .sign_csr_for_names(csr_pem, &expected, &allowed, NODE_CERT_VALIDITY)
-        .map_err(|e| {
-            let (status, code) = match &e {
-                // Another controller may hold a current sub-CA: 503 makes clients fail over.
-                kcore_pki::PkiError::SignerNotValid { .. } => {
-                    (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SubCaNotValid)
-                }
-                kcore_pki::PkiError::NameNotAllowed { .. }
-                | kcore_pki::PkiError::WildcardName { .. } => {
-                    (StatusCode::BAD_REQUEST, ErrorCode::NameNotAllowed)
-                }
-                _ => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCsr),
-            };
-            let name = match &e {
-                kcore_pki::PkiError::NameNotAllowed { name, .. }
-                | kcore_pki::PkiError::WildcardName { name, .. } => Some(name.clone()),
-                _ => None,
-            };
-            let failure = ApiFailure::with_status(
-                status,
-                code,
-                format!("cannot sign the CSR for {}: {e}", expected.uri()),
-            );
-            match name {
-                Some(name) => failure.with_details(serde_json::json!({"name": name})),
-                None => failure,
-            }
-        })?;
+        .map_err(|e| signing_failure(&expected, e))?;
     let info = certificate_info(&chain_pem)?;
     // Not recorded here: the controller records the certificate a node presents when it
     // registers or heartbeats (a certificate never installed must not show up).
@@ -204,7 +208,7 @@ pub(super) fn record_presented_certificate(
 }
 
 /// What the API reports about the first certificate of `pem` (a node's leaf, a sub-CA).
-fn certificate_info(pem: &str) -> Result<CertificateInfo> {
+pub(super) fn certificate_info(pem: &str) -> Result<CertificateInfo> {
     let certs = kcore_pki::certs_from_pem(pem).map_err(internal)?;
     let first = certs
         .first()

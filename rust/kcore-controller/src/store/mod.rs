@@ -269,6 +269,12 @@ fn parse_hlc(hlc: &str) -> Option<uhlc::Timestamp> {
     Some(uhlc::Timestamp::new(uhlc::NTP64(time), id))
 }
 
+/// The physical time of an HLC string (`{time:016x}-{id}`) as seconds since the Unix
+/// epoch, or `None` when it does not parse (replication lag in `/metrics`).
+pub fn hlc_unix_seconds(hlc: &str) -> Option<f64> {
+    parse_hlc(hlc).map(|ts| ts.get_time().to_duration().as_secs_f64())
+}
+
 fn hlc_time_rfc3339(hlc: &str) -> String {
     parse_hlc(hlc)
         .map(|ts| ts.get_time().to_string_rfc3339_lossy())

@@ -1,6 +1,6 @@
 //! The controller in-process on 127.0.0.1 with real mutual TLS: registration, approval,
-//! rejection, the authorisation matrix, renewal, sub-CA rotation, restarts, replication
-//! and the generic resource routes. Agents are the real registration code from
+//! rejection, the authorisation matrix, renewal, sub-CA rotation, restarts, replication,
+//! the generic resource routes and `/metrics`. Agents are the real registration code from
 //! `kcore-agent`. One test binary, one module per area.
 
 // Test helpers panic on setup failures; clippy's test exemption covers only #[test] fns.
@@ -9,6 +9,7 @@
 mod agent;
 mod auth;
 mod controllers;
+mod metrics;
 mod nodes;
 mod pki;
 mod proxy;
