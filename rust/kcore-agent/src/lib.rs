@@ -5,6 +5,7 @@
 //! - [`server`] sets up TLS per mode and the `/v1` routes ([`run`]).
 //! - [`inventory`] collects disks, NICs and the storage view.
 //! - [`disko_apply`] and [`nix_apply`] make the day-2 changes, run as [`ops`] operations.
+//! - [`metrics`] is `GET /metrics` (operations, certificate expiry, registration, latency).
 //! - [`mgmt`] reads the disko management mode, per request.
 //! - [`rollout`] is the node-local half of a rollout step: prepare, activate, health gate,
 //!   revert (also across a trial boot), and the loop that takes steps from the controllers
@@ -16,6 +17,7 @@ pub mod config;
 pub mod disko_apply;
 pub mod fsutil;
 pub mod inventory;
+pub mod metrics;
 pub mod mgmt;
 pub mod nix_apply;
 pub mod ops;

@@ -41,6 +41,7 @@ use kcore_net::{Client, ClientError, ClientOptions, TlsSource};
 use kcore_pki::Credentials;
 
 use crate::config::AgentConfig;
+use crate::metrics::{ControllerCall, RegistrationMetrics};
 
 /// Produces the node's report (hostname, labels, storage, disks, NICs) when asked.
 pub type ReportFn = Arc<dyn Fn() -> BoxFuture<'static, NodeReport> + Send + Sync>;
@@ -495,6 +496,16 @@ impl std::fmt::Debug for SessionHandle {
 /// Registers, heartbeats every `heartbeat_interval` and renews the certificate, until
 /// `shutdown` completes. Failures are logged and retried on the next tick.
 pub async fn run(ctx: RegistrationContext, shutdown: impl Future<Output = ()> + Send) {
+    run_with(ctx, &RegistrationMetrics::default(), shutdown).await;
+}
+
+/// [`run`], recording each registration's and heartbeat's success or failure in `metrics`
+/// (the agent's `/metrics`).
+pub async fn run_with(
+    ctx: RegistrationContext,
+    metrics: &RegistrationMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut tick = tokio::time::interval(ctx.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -505,7 +516,18 @@ pub async fn run(ctx: RegistrationContext, shutdown: impl Future<Output = ()> + 
             () = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        match step(&ctx, &mut session).await {
+        // What this turn does: a heartbeat once registered, a registration before.
+        let call = match &session {
+            Some(SessionHandle(s)) if s.registered => ControllerCall::Heartbeat,
+            _ => ControllerCall::Register,
+        };
+        let outcome = step(&ctx, &mut session).await;
+        match &outcome {
+            Ok(Some(_)) => metrics.succeeded(call),
+            Ok(None) => {}
+            Err(_) => metrics.failed(call),
+        }
+        match outcome {
             Ok(Some(ack)) => {
                 if last_status != Some(ack.status) {
                     tracing::info!(node = %ctx.node_id, status = %ack.status, "controller reports status");

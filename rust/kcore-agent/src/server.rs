@@ -1,7 +1,8 @@
 //! The agent's HTTPS server: TLS per mode (managed: mTLS against the cluster CA; install:
 //! a self-signed certificate whose SHA-256 fingerprint is logged), the `/v1` routes and
 //! who may call them. In install mode only the inventory routes exist; everything else
-//! is a 404, not a 403, so a live ISO does not even advertise day-2 operations.
+//! is a 404, not a 403, so a live ISO does not even advertise day-2 operations (nor
+//! `/metrics`, which needs a client identity; managed mode serves it, [`crate::metrics`]).
 
 use kcore_api::ErrorCode;
 use std::future::Future;
@@ -113,6 +114,8 @@ pub struct AgentState {
     /// `evaluation.maxConcurrent` requests evaluating submitted Nix at once (dry runs
     /// included); one more gets `EVAL_BUSY`.
     pub evaluations: Arc<tokio::sync::Semaphore>,
+    /// Request latency and registration figures for `GET /metrics` ([`crate::metrics`]).
+    pub metrics: crate::metrics::AgentMetrics,
 }
 
 impl AgentState {
@@ -214,6 +217,7 @@ impl Agent {
                 lanes: crate::ops::Lanes::default(),
                 stopping: tokio::sync::watch::Sender::new(false),
                 evaluations,
+                metrics: Default::default(),
             }),
             tls: TlsSource::new(server_config),
             fingerprint,
@@ -305,9 +309,13 @@ impl Agent {
                     wait,
                 ));
                 let mut stop = stop;
-                tokio::spawn(crate::registration::run(ctx, async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                }));
+                let metrics = self.state.metrics.registration.clone();
+                tokio::spawn(async move {
+                    crate::registration::run_with(ctx, &metrics, async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    })
+                    .await;
+                });
             }
             Err(err) => tracing::warn!(error = %err, "not registering with the controllers"),
         }
@@ -330,6 +338,8 @@ const WRITERS: &[Role] = &[Role::Admin, Role::Controller];
 /// The rollout step routes: admins only (the controller's engine drives the same steps
 /// through the agent's own assignment loop, `rollout::assignment`).
 const ADMINS: &[Role] = &[Role::Admin];
+// `GET /metrics`: `kcore_net::metrics::SCRAPERS` (the `metrics` role and admins); the
+// `metrics` role is in none of the lists above, so it may call nothing else.
 
 /// The `/v1` routes for the configured mode.
 pub fn router(state: Arc<AgentState>) -> Router {
@@ -353,6 +363,15 @@ pub fn router(state: Arc<AgentState>) -> Router {
                 .route("/v1/rollout/activate", post(rollout_activate))
                 .route("/v1/rollout/steps/{id}", get(rollout_step))
                 .route_layer(from_fn_with_state(ADMINS, allow_roles));
+            let metrics = Router::new()
+                .route(
+                    kcore_net::metrics::METRICS_PATH,
+                    get(crate::metrics::metrics),
+                )
+                .route_layer(from_fn_with_state(
+                    kcore_net::metrics::SCRAPERS,
+                    allow_roles,
+                ));
             inventory
                 .route_layer(axum::middleware::from_fn_with_state(
                     state.clone(),
@@ -361,9 +380,19 @@ pub fn router(state: Arc<AgentState>) -> Router {
                 .route_layer(from_fn_with_state(READERS, allow_roles))
                 .merge(day2)
                 .merge(rollout)
+                .merge(metrics)
         }
     };
-    app.fallback(kcore_net::error::not_found).with_state(state)
+    app.fallback(kcore_net::error::not_found)
+        .layer(axum::middleware::from_fn(
+            kcore_net::metrics::confine_scrapers,
+        ))
+        // Last, so it measures every route and the fallback.
+        .layer(from_fn_with_state(
+            state.metrics.requests.clone(),
+            kcore_net::metrics::track_requests,
+        ))
+        .with_state(state)
 }
 
 /// A node identity may read only its own agent's inventory.

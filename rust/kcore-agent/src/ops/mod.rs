@@ -10,6 +10,7 @@
 //!   [`OpHandle::run`]. The work returns `Result<Outcome, OpError>` and `run` finishes the
 //!   operation from it, once (after colmena's `src/job.rs`): no handler calls `finish`.
 //! - Work that must survive an agent restart runs in a transient systemd unit ([`unit`]).
+//! - Each end is counted by kind and outcome for `/metrics` ([`Operations::counters`]).
 //! - Results are saved as `<id>.json` in the operations directory (next to
 //!   `disko.stateDir`, see [`dir_for`]) when an operation starts and when it ends. At start-up
 //!   an operation found still `running` whose unit record exists is re-attached to its unit
@@ -40,6 +41,8 @@ pub mod unit;
 mod tests;
 
 pub use lanes::{Lane, LaneGuard, Lanes};
+
+use crate::metrics::OperationCounters;
 
 /// How many operations are kept (in memory and on disk).
 pub const KEEP: usize = 100;
@@ -86,10 +89,17 @@ struct Entry {
     file: Option<PathBuf>,
     /// The lanes this operation holds while it runs; released when it finishes.
     guard: Mutex<Option<LaneGuard>>,
+    /// Where its end is counted (`/metrics`), shared with every other operation.
+    counters: OperationCounters,
 }
 
 impl Entry {
-    fn new(result: OperationResult, events: Vec<OperationEvent>, file: Option<PathBuf>) -> Self {
+    fn new(
+        result: OperationResult,
+        events: Vec<OperationEvent>,
+        file: Option<PathBuf>,
+        counters: OperationCounters,
+    ) -> Self {
         let (version, _) = watch::channel(events.len());
         Entry {
             events: Mutex::new(events),
@@ -97,6 +107,7 @@ impl Entry {
             version,
             file,
             guard: Mutex::new(None),
+            counters,
         }
     }
 
@@ -124,6 +135,8 @@ pub struct Operations {
     dir: Option<PathBuf>,
     /// Operations loaded `running` with a unit record: [`unit::reattach_all`] takes them.
     detached: Mutex<Vec<String>>,
+    /// Operations that ended in this process, by kind and outcome (`/metrics`).
+    counters: OperationCounters,
 }
 
 /// `<dir>/<id>.json`, for ids this agent made (uuids: no `/`, no `..`).
@@ -189,6 +202,9 @@ impl Operations {
         let mut entries = HashMap::new();
         let mut order = VecDeque::new();
         let mut detached = Vec::new();
+        // Operations that ended before this process started are not counted: counters
+        // start at zero with the process.
+        let counters = OperationCounters::default();
         for (mut result, path) in loaded {
             let running = result.status == OperationStatus::Running;
             let has_unit = running && unit::UnitRecord::load(&dir, &result.operation_id).is_some();
@@ -223,7 +239,7 @@ impl Operations {
                 });
             }
             let id = result.operation_id.clone();
-            let entry = Entry::new(result, events, Some(path));
+            let entry = Entry::new(result, events, Some(path), counters.clone());
             if interrupted {
                 entry.save();
             }
@@ -235,7 +251,25 @@ impl Operations {
             order: Mutex::new(order),
             dir: Some(dir),
             detached: Mutex::new(detached),
+            counters,
         }
+    }
+
+    /// Operations that ended in this process, by kind and outcome.
+    pub fn counters(&self) -> &OperationCounters {
+        &self.counters
+    }
+
+    /// The kind of every operation running now (one entry per operation).
+    pub fn running(&self) -> Vec<OperationKind> {
+        let entries: Vec<Arc<Entry>> = lock(&self.entries).values().cloned().collect();
+        entries
+            .iter()
+            .filter_map(|entry| {
+                let result = lock(&entry.result);
+                (result.status == OperationStatus::Running).then_some(result.kind)
+            })
+            .collect()
     }
 
     /// The operations directory (`None`: in memory only).
@@ -282,7 +316,7 @@ impl Operations {
             output_tail: Vec::new(),
         };
         let file = self.dir.as_deref().and_then(|d| result_file(d, &id));
-        let entry = Entry::new(result, Vec::new(), file);
+        let entry = Entry::new(result, Vec::new(), file, self.counters.clone());
         *lock(&entry.guard) = Some(guard);
         let entry = Arc::new(entry);
         // Saved while running too, so a restart can tell it was cut short.
@@ -468,6 +502,7 @@ impl OpHandle {
             result.finished_at = Some(now_rfc3339());
             result.clone()
         };
+        self.entry.counters.finished(result.kind, status);
         self.entry.save();
         match status {
             OperationStatus::Succeeded => {
