@@ -1,6 +1,7 @@
-//! `kctl create ...`: a new cluster's PKI and context (`cluster`), a node's key and CSR
-//! (`csr`, run on the node), and a node's first certificate from that CSR (`node-cert`,
-//! signed by a controller's sub-CA).
+//! `kctl create ...`: a new cluster's PKI and context (`cluster`), a node's or scraper's
+//! key and CSR (`csr`, run where the key is used), a node's first certificate from that
+//! CSR (`node-cert`, signed by a controller's sub-CA), and a Prometheus scraper's
+//! certificate (`metrics-cert`, role `metrics`, docs/metrics.md).
 
 use kcore_api::ErrorCode;
 use kcore_controller::ControllerConfig;
@@ -11,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use kcore_api::cluster::{CertificateResponse, IssueNodeCertificateRequest};
+use kcore_api::cluster::{
+    CertificateResponse, IssueMetricsCertificateRequest, IssueNodeCertificateRequest,
+};
 use kcore_pki::{Authority, Identity, Role};
 
 use crate::context::{self, Context, KctlConfig};
@@ -47,6 +50,9 @@ pub enum CreateCommand {
     Csr(CsrArgs),
     /// Have a controller sign a node's CSR (its first certificate) and write the chain.
     NodeCert(NodeCertArgs),
+    /// A certificate for a Prometheus scraper (role `metrics`: it may call `GET /metrics`
+    /// on controllers and agents and nothing else), signed by a controller's sub-CA.
+    MetricsCert(MetricsCertArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,9 +67,14 @@ pub struct ClusterArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct CsrArgs {
-    /// This node's id (the nodeId in node-agent.yaml).
-    #[arg(long, value_name = "ID")]
+    /// This node's id (the nodeId in node-agent.yaml), or the scraper's name with
+    /// `--role metrics`.
+    #[arg(long, visible_alias = "id", value_name = "ID")]
     pub node_id: String,
+    /// Whom the key is for: `node` (an agent) or `metrics` (a Prometheus scraper, then
+    /// signed with `kctl create metrics-cert ID --csr FILE`).
+    #[arg(long, default_value = "node", value_parser = csr_role)]
+    pub role: Role,
     /// The cluster name (the NAME of `kctl create cluster`'s identities).
     #[arg(long, value_name = "NAME")]
     pub cluster: String,
@@ -100,6 +111,36 @@ pub struct NodeCertArgs {
     pub offline: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MetricsCertArgs {
+    /// The scraper's name: the certificate speaks for kcore://<cluster>/metrics/NAME.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to write NAME.crt, ca.crt and (without --csr) NAME.key.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// The scraper's CSR, made where the scraper runs (`kctl create csr --role metrics
+    /// --id NAME ...`), so its key never leaves that machine. Without it the key is made
+    /// here (mode 0600) and has to be copied to the scraper.
+    #[arg(long, value_name = "FILE")]
+    pub csr: Option<PathBuf>,
+    /// Sign with the context's own sub-CA key on this machine instead of asking a
+    /// controller (as `create node-cert --offline`).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `--role`: the roles whose keys are made apart from kctl (admin and controller keys
+/// come from `create cluster`).
+fn csr_role(value: &str) -> Result<Role, String> {
+    match value.parse::<Role>()? {
+        role @ (Role::Node | Role::Metrics) => Ok(role),
+        other => Err(format!(
+            "{other} keys come from `kctl create cluster`; use node or metrics"
+        )),
+    }
+}
+
 pub async fn run(
     args: Args,
     global: &GlobalArgs,
@@ -109,6 +150,7 @@ pub async fn run(
         CreateCommand::Cluster(a) => create_cluster(a, global),
         CreateCommand::Csr(a) => create_csr(a),
         CreateCommand::NodeCert(a) => create_node_cert(a, global, controllers).await,
+        CreateCommand::MetricsCert(a) => create_metrics_cert(a, global, controllers).await,
     }
 }
 
@@ -311,7 +353,7 @@ fn default_dns_names() -> Vec<String> {
 }
 
 fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
-    let identity = Identity::new(&args.cluster, Role::Node, &args.node_id).map_err(|e| {
+    let identity = Identity::new(&args.cluster, args.role, &args.node_id).map_err(|e| {
         Refused::new(
             ErrorCode::InvalidIdentity,
             format!("--cluster / --node-id: {e}"),
@@ -327,7 +369,10 @@ fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let names = if args.dns_names.is_empty() {
+    // A scraper is only ever a client: its certificate names no host.
+    let names = if args.role == Role::Metrics {
+        Vec::new()
+    } else if args.dns_names.is_empty() {
         default_dns_names()
     } else {
         args.dns_names.clone()
@@ -336,6 +381,16 @@ fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
         kcore_pki::generate_csr(&identity, &names).context("creating the key and CSR")?;
     write(&args.key_out, &key_pem, 0o600)?;
     write(&args.csr_out, &csr_pem, 0o644)?;
+    if args.role == Role::Metrics {
+        println!(
+            "key {} (0600) and CSR {} for {}; have the operator run `kctl create metrics-cert {} --csr FILE`",
+            args.key_out.display(),
+            args.csr_out.display(),
+            identity.uri(),
+            args.node_id
+        );
+        return Ok(());
+    }
     println!(
         "key {} (0600) and CSR {} for {} ({}); have the operator run `kctl create node-cert --node-id {} --csr FILE --out FILE`",
         args.key_out.display(),
@@ -357,28 +412,11 @@ async fn create_node_cert(
         .with_context(|| format!("cannot read the CSR {}", args.csr.display()))?;
     let (ctx, signed) = if args.offline {
         let ctx = crate::context::resolve(global)?;
-        let dir = ctx
-            .ca_key_file
-            .parent()
-            .unwrap_or(std::path::Path::new("."));
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).with_context(|| {
-                format!("--offline needs the context's {name} ({})", path.display())
-            })
-        };
-        let sub = kcore_pki::Authority::from_pem(&read("sub-ca.crt")?, &read("sub-ca.key")?)
-            .context("loading the context's sub-CA")?;
         let identity =
             kcore_pki::Identity::new(&ctx.cluster, kcore_pki::Role::Node, &args.node_id)?;
-        let chain_pem = sub
-            .sign_csr(&csr_pem, &identity, kcore_pki::NODE_CERT_VALIDITY)
+        let signed = sign_offline(&ctx, &csr_pem, &identity, kcore_pki::NODE_CERT_VALIDITY)
             .with_context(|| format!("signing the CSR of node {:?}", args.node_id))?;
-        let not_after = kcore_pki::not_after(&chain_pem)?;
-        let not_after = not_after
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| not_after.to_string());
-        (ctx, (chain_pem, not_after))
+        (ctx, signed)
     } else {
         let (ctx, client) = controller_client::connect(global, controllers)?;
         let signed: CertificateResponse = client
@@ -405,6 +443,110 @@ async fn create_node_cert(
         args.node_id,
         args.out.display(),
         crate::escape::escape(&not_after)
+    );
+    Ok(())
+}
+
+/// Signs `csr_pem` for `identity` with the context's own sub-CA key on this machine
+/// (`--offline`: before any controller runs, or air-gapped). Returns the chain and its
+/// expiry (RFC 3339).
+fn sign_offline(
+    ctx: &Context,
+    csr_pem: &str,
+    identity: &Identity,
+    validity: Duration,
+) -> anyhow::Result<(String, String)> {
+    let dir = ctx
+        .ca_key_file
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path)
+            .with_context(|| format!("--offline needs the context's {name} ({})", path.display()))
+    };
+    let sub = kcore_pki::Authority::from_pem(&read("sub-ca.crt")?, &read("sub-ca.key")?)
+        .context("loading the context's sub-CA")?;
+    let chain_pem = sub.sign_csr(csr_pem, identity, validity)?;
+    let not_after = kcore_pki::not_after(&chain_pem)?;
+    let not_after = not_after
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| not_after.to_string());
+    Ok((chain_pem, not_after))
+}
+
+async fn create_metrics_cert(
+    args: MetricsCertArgs,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
+    let ctx = crate::context::resolve(global)?;
+    let identity = Identity::new(&ctx.cluster, Role::Metrics, &args.name)
+        .map_err(|e| Refused::new(ErrorCode::InvalidIdentity, format!("NAME: {e}")))?;
+    let key_path = args.out.join(format!("{}.key", args.name));
+    let cert_path = args.out.join(format!("{}.crt", args.name));
+    let ca_path = args.out.join("ca.crt");
+    // With --csr the key stays where the scraper runs; without, it is made here.
+    let (csr_pem, key_pem) = match &args.csr {
+        Some(csr) => (
+            std::fs::read_to_string(csr)
+                .with_context(|| format!("cannot read the CSR {}", csr.display()))?,
+            None,
+        ),
+        None => {
+            if key_path.exists() {
+                return Err(Refused::new(
+                    ErrorCode::KeyExists,
+                    format!(
+                        "{} exists; refusing to replace a scraper key (move it away, or pass --csr with a CSR made for it)",
+                        key_path.display()
+                    ),
+                )
+                .into());
+            }
+            let (key_pem, csr_pem) =
+                kcore_pki::generate_csr(&identity, &[]).context("creating the key and CSR")?;
+            (csr_pem, Some(key_pem))
+        }
+    };
+    let signed = if args.offline {
+        sign_offline(&ctx, &csr_pem, &identity, kcore_pki::METRICS_CERT_VALIDITY)
+    } else {
+        let (_, client) = controller_client::connect(global, controllers)?;
+        let request = IssueMetricsCertificateRequest {
+            name: args.name.clone(),
+            csr_pem,
+        };
+        client
+            .post_json::<_, CertificateResponse>("/v1/certificates/metrics", &request)
+            .await
+            .map(|signed| (signed.chain_pem, signed.certificate.not_after))
+            .map_err(anyhow::Error::from)
+    };
+    let (chain_pem, not_after) =
+        signed.with_context(|| format!("signing the CSR of {}", identity.uri()))?;
+    if let Some(key_pem) = &key_pem {
+        write(&key_path, key_pem, 0o600)?;
+    }
+    write(&cert_path, &chain_pem, 0o644)?;
+    let ca = std::fs::read_to_string(&ctx.ca_file)
+        .with_context(|| format!("cannot read {}", ctx.ca_file.display()))?;
+    write(&ca_path, &ca, 0o644)?;
+    println!(
+        "certificate for {} written to {} (expires {}); CA {}",
+        identity.uri(),
+        cert_path.display(),
+        crate::escape::escape(&not_after),
+        ca_path.display()
+    );
+    if key_pem.is_some() {
+        println!(
+            "  key {} (0600): copy it to the scraper with the certificate",
+            key_path.display()
+        );
+    }
+    println!(
+        "  Prometheus: scheme https, tls_config {{ ca_file, cert_file, key_file }} with these files (docs/metrics.md)"
     );
     Ok(())
 }

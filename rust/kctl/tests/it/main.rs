@@ -4,7 +4,7 @@
 //! get, describe, delete of any kind), all on `lab`;
 //! `node` (talking to in-process agents), `disko` (render, validate, plan offline), `guide`
 //! (the operator guide's commands, verbatim), `ux` (completions, version, help, flags),
-//! `interrupt` (Ctrl-C and SIGTERM stop kctl's children).
+//! `interrupt` (Ctrl-C and SIGTERM stop kctl's children), `metrics` (scraper certificates).
 //! Servers run in-process on 127.0.0.1 with real TLS; kctl runs as the real binary.
 
 // Helpers outside `#[test]` functions panic on setup failures on purpose, like the tests.
@@ -16,6 +16,7 @@ mod failover;
 mod guide;
 mod interrupt;
 mod lab;
+mod metrics;
 mod node;
 mod resources;
 mod support;
