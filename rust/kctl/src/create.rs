@@ -521,7 +521,6 @@ async fn create_metrics_cert(
             .post_json::<_, CertificateResponse>("/v1/certificates/metrics", &request)
             .await
             .map(|signed| (signed.chain_pem, signed.certificate.not_after))
-            .map_err(anyhow::Error::from)
     };
     let (chain_pem, not_after) =
         signed.with_context(|| format!("signing the CSR of {}", identity.uri()))?;
