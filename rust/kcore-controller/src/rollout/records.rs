@@ -22,6 +22,12 @@ use crate::store::{Store, StoreError, resource_key};
 /// What an `assigned` record says in `what`.
 pub const ASSIGNED: &str = "assigned";
 
+/// The `seq` of a node's update step: prepare and activate the rollout's target.
+pub const UPDATE_SEQ: u64 = 1;
+/// The `seq` of a node's rollback step: activate the generation its update step recorded
+/// as `previous` (`kctl update cluster rollback`).
+pub const ROLLBACK_SEQ: u64 = 2;
+
 /// One step record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {
@@ -191,11 +197,11 @@ fn phase_rank(p: StepPhase) -> u8 {
     }
 }
 
-/// Every node's progress in rollout `name`. A node has one update step (`seq` 1); records
-/// of any epoch count, so a takeover keeps what the deposed owner started.
-pub fn progress(records: &[StepRecord]) -> BTreeMap<String, NodeProgress> {
+/// Every node's progress in step `seq` ([`UPDATE_SEQ`] or [`ROLLBACK_SEQ`]) of one rollout.
+/// Records of any epoch count, so a takeover keeps what the deposed owner started.
+pub fn progress(records: &[StepRecord], seq: u64) -> BTreeMap<String, NodeProgress> {
     let mut out: BTreeMap<String, NodeProgress> = BTreeMap::new();
-    for r in records {
+    for r in records.iter().filter(|r| r.seq == seq) {
         let p = out.entry(r.node.clone()).or_default();
         if r.what == ASSIGNED {
             // The first assignment is the step; a second could only come from a deposed

@@ -3,12 +3,14 @@
 //! `GET /v1/nodes/{id}/assignment` and report their step's phases. The nodes here are
 //! stand-ins for the agent's step (they report what prepare/activate would, after a short
 //! activation), so the engine's scheduling is checked on its recorded timeline: the step
-//! records every controller keeps.
+//! records every controller keeps. A stand-in reports generation 1 (`<id>-old-system`)
+//! as `previous` and 2 (`<id>-new-system`) after its update; a rollback step (one that
+//! names a `storePath`) makes it generation 3, pointing at the old system again.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use kcore_api::rollout::{Assignment, AssignmentReport, StepPhase, StepReport};
+use kcore_api::rollout::{Assignment, AssignmentReport, GenerationRef, StepPhase, StepReport};
 use kcore_controller::rollout::records;
 use serde_json::{Value, json};
 
@@ -31,10 +33,19 @@ fn rollout(name: &str, strategy: Value, approval: &str, max_failures: u32) -> Va
     })
 }
 
-/// What the stand-in nodes did: activations started per node.
+/// What the stand-in nodes did: update activations started per node, and the rollback
+/// activations in the order they started (node, store path).
 #[derive(Default)]
 struct Log {
     activations: Mutex<BTreeMap<String, u32>>,
+    rollbacks: Mutex<Vec<(String, String)>>,
+}
+
+fn generation(number: u64, id: &str, which: &str) -> GenerationRef {
+    GenerationRef {
+        number,
+        store_path: format!("/nix/store/{id}-{which}-system"),
+    }
 }
 
 fn report(id: &str, phase: StepPhase, reason: Option<&str>) -> StepReport {
@@ -79,6 +90,7 @@ async fn node(
     id: String,
     fails: bool,
     log: Arc<Log>,
+    activation: Duration,
 ) {
     let c = client(&url, &trust, &cert);
     register(&c, &id, report_for(&id)).await.unwrap();
@@ -108,6 +120,24 @@ async fn node(
             seq: step.seq,
             report: report(&id, phase, reason),
         };
+        if let Some(path) = &step.store_path {
+            // A rollback step: activate the named (previous) system, nothing to build.
+            log.rollbacks
+                .lock()
+                .unwrap()
+                .push((id.clone(), path.clone()));
+            send(&c, &id, &body(StepPhase::Activating, None)).await;
+            tokio::time::sleep(activation).await;
+            let mut done_body = body(StepPhase::Succeeded, None);
+            done_body.report.previous = Some(generation(2, &id, "new"));
+            done_body.report.generation = Some(GenerationRef {
+                number: 3,
+                store_path: path.clone(),
+            });
+            send(&c, &id, &done_body).await;
+            done.push(key);
+            continue;
+        }
         send(&c, &id, &body(StepPhase::Preparing, None)).await;
         send(&c, &id, &body(StepPhase::Prepared, None)).await;
         *log.activations
@@ -116,20 +146,22 @@ async fn node(
             .entry(id.clone())
             .or_default() += 1;
         send(&c, &id, &body(StepPhase::Activating, None)).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if fails {
-            send(
-                &c,
-                &id,
-                &body(
-                    StepPhase::Reverted,
-                    Some("activation script failed (exit 2)"),
-                ),
+        tokio::time::sleep(activation).await;
+        let mut end = if fails {
+            body(
+                StepPhase::Reverted,
+                Some("activation script failed (exit 2)"),
             )
-            .await;
         } else {
-            send(&c, &id, &body(StepPhase::Succeeded, None)).await;
-        }
+            body(StepPhase::Succeeded, None)
+        };
+        end.report.previous = Some(generation(1, &id, "old"));
+        end.report.generation = Some(if fails {
+            generation(3, &id, "old")
+        } else {
+            generation(2, &id, "new")
+        });
+        send(&c, &id, &end).await;
         done.push(key);
     }
 }
@@ -149,6 +181,11 @@ struct Bed {
 
 impl Bed {
     async fn new(failing: &[&str]) -> Bed {
+        Bed::with(failing, Duration::from_millis(300)).await
+    }
+
+    /// Five stand-ins whose activation takes `activation`; `failing` ones revert.
+    async fn with(failing: &[&str], activation: Duration) -> Bed {
         let cl = Cluster::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -166,6 +203,7 @@ impl Bed {
                     id.to_string(),
                     failing.contains(id),
                     log.clone(),
+                    activation,
                 ))
             })
             .collect();
@@ -437,4 +475,267 @@ async fn rollout_resumes_after_a_controller_restart_without_activating_twice() {
     );
     assert!(log.values().all(|n| *n == 1) && log.len() == 5, "{log:?}");
     assert_eq!(max_unavailable(&recs), 1);
+}
+
+/// The HTTP status of an answered error (0 when there was no answer).
+fn http_status(err: &ClientError) -> u16 {
+    match err {
+        ClientError::Api { status, .. } => status.as_u16(),
+        _ => 0,
+    }
+}
+
+fn of_seq(recs: &[records::StepRecord], seq: u64) -> Vec<records::StepRecord> {
+    recs.iter().filter(|r| r.seq == seq).cloned().collect()
+}
+
+async fn rollback(bed: &Bed, name: &str) -> Result<Value, ClientError> {
+    post(&bed.admin, &format!("/v1/clusterupdates/{name}/rollback")).await
+}
+
+#[tokio::test]
+async fn rollout_rollback_returns_every_updated_node_in_reverse_order_under_the_batch_limits() {
+    let bed = Bed::new(&[]).await;
+    let strategy = json!({"strategyType": "batch", "batchSize": 2, "maxUnavailable": 2});
+    bed.apply(&rollout("r1", strategy, "auto", 0)).await;
+    let cu = bed
+        .wait_phase("r1", &["succeeded", "halted", "failed"])
+        .await;
+    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
+    let cu = rollback(&bed, "r1").await.unwrap();
+    assert!(cu["status"]["rollbackAt"].is_string(), "{cu:#}");
+    let cu = bed.wait_phase("r1", &["rolled_back", "failed"]).await;
+    assert_eq!(cu["status"]["phase"], "rolled_back", "{cu:#}");
+    for row in cu["status"]["nodes"].as_array().unwrap() {
+        let id = row["nodeId"].as_str().unwrap();
+        assert_eq!(row["phase"], "rolled_back", "{row:#}");
+        // Generation before the update, and the one the rollback made (the old system).
+        assert_eq!(row["previous"]["number"], 1, "{row:#}");
+        assert_eq!(row["generation"]["number"], 3, "{row:#}");
+        assert_eq!(
+            row["generation"]["storePath"],
+            format!("/nix/store/{id}-old-system")
+        );
+        assert!(row["startedAt"].is_string() && row["finishedAt"].is_string());
+        assert!(row["rollbackStartedAt"].is_string() && row["rollbackFinishedAt"].is_string());
+    }
+    let phases: Vec<&str> = cu["status"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "pending",
+            "rolling_out",
+            "succeeded",
+            "rolling_back",
+            "rolled_back"
+        ]
+    );
+    let rolled: Vec<(String, String)> = bed.log.rollbacks.lock().unwrap().clone();
+    let (recs, log) = bed.timeline("r1").await;
+    // Each node's previous system was activated, once.
+    assert_eq!(rolled.len(), 5, "{rolled:?}");
+    for (id, path) in &rolled {
+        assert_eq!(path, &format!("/nix/store/{id}-old-system"));
+    }
+    // Reverse order in waves of two: {n5, n4}, {n3, n2}, {n1}, each wave after the last.
+    let mut back: Vec<&records::StepRecord> = recs
+        .iter()
+        .filter(|r| r.seq == records::ROLLBACK_SEQ && r.what == records::ASSIGNED)
+        .collect();
+    back.sort_by(|a, b| a.at.cmp(&b.at));
+    let order: Vec<&str> = back.iter().map(|r| r.node.as_str()).collect();
+    let waves: Vec<Vec<&str>> = order
+        .chunks(2)
+        .map(|w| {
+            let mut w = w.to_vec();
+            w.sort();
+            w
+        })
+        .collect();
+    assert_eq!(waves, [vec!["n4", "n5"], vec!["n2", "n3"], vec!["n1"]]);
+    assert!(max_unavailable(&of_seq(&recs, records::ROLLBACK_SEQ)) <= 2);
+    assert!(max_unavailable(&of_seq(&recs, records::UPDATE_SEQ)) <= 2);
+    for seq in [records::UPDATE_SEQ, records::ROLLBACK_SEQ] {
+        let per = assigned_per_node(&of_seq(&recs, seq));
+        assert!(per.len() == 5 && per.values().all(|n| *n == 1), "{per:?}");
+    }
+    assert!(log.values().all(|n| *n == 1) && log.len() == 5, "{log:?}");
+}
+
+#[tokio::test]
+async fn rollout_rollback_of_a_halted_rollout_returns_only_the_nodes_it_updated() {
+    // n3 reverts: n1 and n2 were updated, n4 and n5 never started.
+    let bed = Bed::new(&["n3"]).await;
+    bed.apply(&rollout(
+        "r1",
+        json!({"strategyType": "one-at-a-time"}),
+        "auto",
+        0,
+    ))
+    .await;
+    let cu = bed
+        .wait_phase("r1", &["succeeded", "halted", "failed"])
+        .await;
+    assert_eq!(cu["status"]["phase"], "halted", "{cu:#}");
+    rollback(&bed, "r1").await.unwrap();
+    let cu = bed.wait_phase("r1", &["rolled_back", "failed"]).await;
+    assert_eq!(cu["status"]["phase"], "rolled_back", "{cu:#}");
+    let phases = node_phases(&cu);
+    assert_eq!(phases["n1"], "rolled_back");
+    assert_eq!(phases["n2"], "rolled_back");
+    assert_eq!(
+        phases["n3"], "reverted",
+        "reverted on its own, nothing to undo"
+    );
+    assert_eq!(phases["n4"], "pending");
+    assert_eq!(phases["n5"], "pending");
+    let rolled: Vec<String> = bed
+        .log
+        .rollbacks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(rolled, ["n2", "n1"], "reverse order, one at a time");
+    let (recs, _) = bed.timeline("r1").await;
+    assert_eq!(max_unavailable(&of_seq(&recs, records::ROLLBACK_SEQ)), 1);
+}
+
+#[tokio::test]
+async fn rollout_rollback_is_refused_before_any_node_started() {
+    let bed = Bed::new(&[]).await;
+    bed.apply(&rollout(
+        "r1",
+        json!({"strategyType": "one-at-a-time"}),
+        "manual",
+        0,
+    ))
+    .await;
+    bed.wait_phase("r1", &["awaiting_approval"]).await;
+    let err = rollback(&bed, "r1").await.unwrap_err();
+    assert_eq!(http_status(&err), 409, "{err}");
+    assert!(
+        err.to_string()
+            .contains("nothing to roll back; cancel it instead"),
+        "{err}"
+    );
+    let cu = bed.get("r1").await;
+    assert!(cu["status"].get("rollbackAt").is_none(), "{cu:#}");
+    let err = rollback(&bed, "nope").await.unwrap_err();
+    assert_eq!(http_status(&err), 404, "{err}");
+}
+
+#[tokio::test]
+async fn rollout_spec_change_is_refused_once_it_started_but_an_unchanged_apply_is_fine() {
+    let bed = Bed::with(&[], Duration::from_secs(1)).await;
+    let original = rollout("r1", json!({"strategyType": "one-at-a-time"}), "manual", 0);
+    let mut changed = original.clone();
+    changed["spec"]["target"]["flakeRev"] = json!("89abcdef0123456789abcdef0123456789abcdef");
+    bed.apply(&original).await;
+    bed.wait_phase("r1", &["awaiting_approval"]).await;
+    // Not started yet: a change is taken (and changed back).
+    bed.apply(&changed).await;
+    bed.apply(&original).await;
+    let _: Value = post(&bed.admin, "/v1/clusterupdates/r1/approve")
+        .await
+        .unwrap();
+    bed.wait_phase("r1", &["rolling_out"]).await;
+    let admin = &bed.admin;
+    let put = |body: Value| async move {
+        admin
+            .put_json::<_, Value>("/v1/clusterupdates/r1", &body)
+            .await
+    };
+    // The same document again: idempotent, nothing changes.
+    let same = put(original.clone()).await.unwrap();
+    assert_eq!(same["changes"], json!([]), "{same:#}");
+    let err = put(changed.clone()).await.unwrap_err();
+    assert_eq!(http_status(&err), 409, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("is rolling_out") && text.contains("kctl update cluster cancel r1"),
+        "{text}"
+    );
+    // A dry run is refused the same way.
+    let dry = bed
+        .admin
+        .put_json::<_, Value>("/v1/clusterupdates/r1?dryRun=server", &changed)
+        .await
+        .unwrap_err();
+    assert_eq!(http_status(&dry), 409, "{dry}");
+    let _: Value = post(&bed.admin, "/v1/clusterupdates/r1/cancel")
+        .await
+        .unwrap();
+    bed.wait_phase("r1", &["cancelled"]).await;
+    let err = put(changed).await.unwrap_err();
+    assert!(err.to_string().contains("under a new name"), "{err}");
+    let cu = bed.get("r1").await;
+    assert_eq!(
+        cu["spec"]["target"]["flakeRev"], REV,
+        "the stored spec kept"
+    );
+}
+
+#[tokio::test]
+async fn rollout_drain_vms_cordons_each_node_during_its_step_only() {
+    let bed = Bed::with(&[], Duration::from_millis(800)).await;
+    // An operator's cordon on n4 is not the rollout's to lift.
+    let _: Value = bed
+        .admin
+        .post_json("/v1/nodes/n4/cordon", &json!({"reason": "disk swap"}))
+        .await
+        .unwrap();
+    let mut body = rollout("r1", json!({"strategyType": "one-at-a-time"}), "auto", 0);
+    body["spec"]["drainVms"] = json!(true);
+    bed.apply(&body).await;
+    // Watch the nodes while it runs: which were seen cordoned by the rollout, and how many
+    // at once (bounded: 600 polls of 50 ms).
+    let mut seen = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for _ in 0..600 {
+        let list: NodeList = bed.admin.get_json("/v1/nodes").await.unwrap();
+        let now: Vec<String> = list
+            .items
+            .iter()
+            .filter(|n| {
+                n.cordons
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|c| c.by == "clusterupdate/r1")
+            })
+            .map(|n| n.node_id.clone())
+            .collect();
+        most = most.max(now.len());
+        seen.extend(now);
+        let cu = bed.get("r1").await;
+        if cu["status"]["phase"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bed.get("r1").await["status"]["phase"], "succeeded");
+    assert!(
+        !seen.is_empty(),
+        "no node was ever seen cordoned by the rollout"
+    );
+    assert_eq!(most, 1, "one at a time: one node cordoned at once");
+    // Every cordon of the rollout is lifted once its step ended; n4's operator cordon stays.
+    let admin = &bed.admin;
+    eventually("rollout cordons lifted", || async {
+        let list: NodeList = admin.get_json("/v1/nodes").await.unwrap();
+        list.items.iter().all(|n| n.cordons.rollout.is_none())
+    })
+    .await;
+    let list: NodeList = bed.admin.get_json("/v1/nodes").await.unwrap();
+    let n4 = list.items.iter().find(|n| n.node_id == "n4").unwrap();
+    assert_eq!(
+        n4.cordons.operator.as_ref().map(|c| c.reason.as_str()),
+        Some("disk swap")
+    );
 }
