@@ -65,26 +65,32 @@ fn report(id: &str, phase: StepPhase, reason: Option<&str>) -> StepReport {
     }
 }
 
-/// Sends `r` until a controller answers it (it may be restarting).
+/// Sends `r` until a controller answers it (it may be restarting). A `409` (stale epoch)
+/// or `404` (not assigned there) ends it as the agent does: the report is dropped.
 async fn send(c: &Client, id: &str, body: &AssignmentReport) {
-    loop {
+    for _ in 0..600 {
         let sent: Result<Value, ClientError> = c
             .post_json(&format!("/v1/nodes/{id}/assignment/report"), body)
             .await;
         match sent {
             Ok(_) => return,
+            Err(ClientError::Api { status, .. }) if status == 409 || status == 404 => return,
             Err(err) => {
                 tracing::debug!("report not taken yet: {err}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+    panic!("{id}: no controller took a report in a minute");
 }
 
-/// A node: registers, beats, long-polls its assignment and plays the step. `fails` nodes
-/// report `reverted` after activating.
+/// A node: registers, beats, long-polls its assignment and plays the step, through a
+/// client that fails over across `urls`. `fails` nodes report `reverted` after activating.
+/// Like the agent, a step (rollout + seq) is run once: named again (a restart, a takeover
+/// under a newer epoch) it only gets its final report again, under the epoch it is named
+/// with.
 async fn node(
-    url: String,
+    urls: Vec<String>,
     trust: String,
     cert: CertifiedKey,
     id: String,
@@ -92,13 +98,15 @@ async fn node(
     log: Arc<Log>,
     activation: Duration,
 ) {
-    let c = client(&url, &trust, &cert);
+    let tls = kcore_pki::client_config(&trust, &cert.cert_pem, &cert.key_pem).unwrap();
+    let c = Client::new(urls, tls, options()).unwrap();
     register(&c, &id, report_for(&id)).await.unwrap();
     beat(&c, &id).await.unwrap();
     let mut known = String::new();
-    let mut done: Vec<String> = Vec::new();
+    let mut finals: BTreeMap<String, AssignmentReport> = BTreeMap::new();
     loop {
-        let path = format!("/v1/nodes/{id}/assignment?wait=30&known={known}");
+        // Under the client's 5 s attempt timeout, so a poll is answered, not abandoned.
+        let path = format!("/v1/nodes/{id}/assignment?wait=3&known={known}");
         let a: Assignment = match c.get_json(&path).await {
             Ok(a) => a,
             Err(_) => {
@@ -109,9 +117,14 @@ async fn node(
         let _ = beat(&c, &id).await;
         known = a.token.clone();
         let Some(step) = a.step else { continue };
-        // The step's identity is rollout + seq: a re-sent assignment is not run again.
         let key = format!("{}:{}", step.rollout, step.seq);
-        if done.contains(&key) {
+        if let Some(end) = finals.get(&key) {
+            if end.epoch != step.epoch {
+                let mut again = end.clone();
+                again.epoch = step.epoch;
+                send(&c, &id, &again).await;
+                finals.insert(key, again);
+            }
             continue;
         }
         let body = |phase, reason| AssignmentReport {
@@ -128,14 +141,14 @@ async fn node(
                 .push((id.clone(), path.clone()));
             send(&c, &id, &body(StepPhase::Activating, None)).await;
             tokio::time::sleep(activation).await;
-            let mut done_body = body(StepPhase::Succeeded, None);
-            done_body.report.previous = Some(generation(2, &id, "new"));
-            done_body.report.generation = Some(GenerationRef {
+            let mut end = body(StepPhase::Succeeded, None);
+            end.report.previous = Some(generation(2, &id, "new"));
+            end.report.generation = Some(GenerationRef {
                 number: 3,
                 store_path: path.clone(),
             });
-            send(&c, &id, &done_body).await;
-            done.push(key);
+            finals.insert(key, end.clone());
+            send(&c, &id, &end).await;
             continue;
         }
         send(&c, &id, &body(StepPhase::Preparing, None)).await;
@@ -161,8 +174,8 @@ async fn node(
         } else {
             generation(2, &id, "new")
         });
+        finals.insert(key, end.clone());
         send(&c, &id, &end).await;
-        done.push(key);
     }
 }
 
@@ -197,7 +210,7 @@ impl Bed {
             .iter()
             .map(|id| {
                 tokio::spawn(node(
-                    ctl.url.clone(),
+                    vec![ctl.url.clone()],
                     trust.clone(),
                     cl.node(id),
                     id.to_string(),
@@ -738,4 +751,267 @@ async fn rollout_drain_vms_cordons_each_node_during_its_step_only() {
         n4.cordons.operator.as_ref().map(|c| c.reason.as_str()),
         Some("disk swap")
     );
+}
+
+/// A controller as its own process (`kcore-controller --config FILE`), so a test can kill
+/// it with SIGKILL mid-rollout: nothing of it runs on, nothing is flushed or handed over.
+struct Proc {
+    child: std::process::Child,
+}
+
+impl Proc {
+    fn start(cl: &Cluster, config: &ControllerConfig) -> Proc {
+        let id = &config.controller_id;
+        let file = cl.path(&format!("{id}.yaml"));
+        std::fs::write(&file, serde_json::to_string(config).unwrap()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(cl.path(&format!("{id}.log")))
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kcore-controller"))
+            .arg("--config")
+            .arg(&file)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc { child }
+    }
+
+    fn kill9(&mut self) {
+        // std's Child::kill is SIGKILL on Unix.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Controllers `ids` as processes on 127.0.0.1, each a peer of the others, with a 1 s
+/// clock bound (so a lapsed lease is taken over after 30 s + 1 s), and five stand-ins
+/// whose client tries the controllers in `ids` order.
+struct ProcBed {
+    cl: Cluster,
+    configs: Vec<ControllerConfig>,
+    procs: Vec<Option<Proc>>,
+    admins: Vec<Client>,
+    log: Arc<Log>,
+    nodes: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl ProcBed {
+    async fn new(ids: &[&str]) -> ProcBed {
+        let cl = Cluster::new();
+        let addrs: Vec<String> = ids
+            .iter()
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let configs: Vec<ControllerConfig> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let peers = addrs
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, a)| a.clone())
+                    .collect();
+                let mut c = cl.peer_config(id, false, peers);
+                c.listen = addrs[i].parse().unwrap();
+                c.max_clock_skew_seconds = 1;
+                c
+            })
+            .collect();
+        let procs = configs.iter().map(|c| Some(Proc::start(&cl, c))).collect();
+        let trust = cl.root.cert_pem().to_string();
+        let urls: Vec<String> = addrs.iter().map(|a| format!("https://{a}")).collect();
+        let admins: Vec<Client> = urls
+            .iter()
+            .map(|u| client(u, &trust, &cl.admin()))
+            .collect();
+        for admin in &admins {
+            eventually("the controller answers", || async {
+                admin.get_json::<NodeList>("/v1/nodes").await.is_ok()
+            })
+            .await;
+        }
+        let log = Arc::new(Log::default());
+        let nodes = NODES
+            .iter()
+            .map(|id| {
+                tokio::spawn(node(
+                    urls.clone(),
+                    trust.clone(),
+                    cl.node(id),
+                    id.to_string(),
+                    false,
+                    log.clone(),
+                    Duration::from_millis(500),
+                ))
+            })
+            .collect();
+        let bed = ProcBed {
+            cl,
+            configs,
+            procs,
+            admins,
+            log,
+            nodes,
+        };
+        let admin = &bed.admins[0];
+        eventually("five Ready nodes", || async {
+            let list: NodeList = admin.get_json("/v1/nodes").await.unwrap();
+            list.items
+                .iter()
+                .filter(|n| n.status == NodeStatus::Ready)
+                .count()
+                == NODES.len()
+        })
+        .await;
+        bed
+    }
+
+    /// Polls controller `i` until rollout `name` is in one of `phases` (at most 2 min).
+    async fn wait_phase(&self, i: usize, name: &str, phases: &[&str]) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..1200 {
+            if let Ok(v) = self.admins[i]
+                .get_json::<Value>(&format!("/v1/clusterupdates/{name}"))
+                .await
+            {
+                last = v;
+                if let Some(p) = last.pointer("/status/phase").and_then(Value::as_str)
+                    && phases.contains(&p)
+                {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name} never reached {phases:?}: {last:#}");
+    }
+
+    /// Controller `i`'s rows: how many nodes succeeded.
+    async fn succeeded(&self, i: usize, name: &str) -> usize {
+        let cu: Value = match self.admins[i]
+            .get_json(&format!("/v1/clusterupdates/{name}"))
+            .await
+        {
+            Ok(v) => v,
+            Err(_) => return 0,
+        };
+        cu["status"]["nodes"].as_array().map_or(0, |rows| {
+            rows.iter().filter(|r| r["phase"] == "succeeded").count()
+        })
+    }
+
+    /// Stops everything and reads controller `i`'s step records from its database.
+    fn timeline(
+        mut self,
+        i: usize,
+        name: &str,
+    ) -> (Vec<records::StepRecord>, BTreeMap<String, u32>) {
+        for n in &self.nodes {
+            n.abort();
+        }
+        for p in &mut self.procs {
+            if let Some(mut p) = p.take() {
+                p.kill9();
+            }
+        }
+        let c = &self.configs[i];
+        let store =
+            kcore_controller::store::Store::open(&c.database_path, &c.controller_id).unwrap();
+        let log = self.log.activations.lock().unwrap().clone();
+        let _ = &self.cl;
+        (records::records(&store, name), log)
+    }
+}
+
+fn auto_one_at_a_time(name: &str) -> Value {
+    rollout(name, json!({"strategyType": "one-at-a-time"}), "auto", 0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_controller_process_killed_9_mid_rollout_and_restarted_resumes_without_activating_twice()
+ {
+    let mut bed = ProcBed::new(&["ctl1"]).await;
+    let _: Value = bed.admins[0]
+        .put_json("/v1/clusterupdates/r1", &auto_one_at_a_time("r1"))
+        .await
+        .unwrap();
+    let bed_ref = &bed;
+    eventually("two nodes done", || async {
+        bed_ref.succeeded(0, "r1").await >= 2
+    })
+    .await;
+    bed.procs[0].take().unwrap().kill9();
+    bed.procs[0] = Some(Proc::start(&bed.cl, &bed.configs[0]));
+    let cu = bed
+        .wait_phase(0, "r1", &["succeeded", "halted", "failed"])
+        .await;
+    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
+    // The restarted controller is the same owner, under the same epoch.
+    assert_eq!(cu["status"]["owner"]["controllerId"], "ctl1");
+    assert_eq!(cu["status"]["owner"]["epoch"], 1);
+    let (recs, log) = bed.timeline(0, "r1");
+    let per = assigned_per_node(&recs);
+    assert!(per.len() == 5 && per.values().all(|n| *n == 1), "{recs:#?}");
+    assert!(log.len() == 5 && log.values().all(|n| *n == 1), "{log:?}");
+    assert_eq!(max_unavailable(&recs), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_owner_controller_killed_9_is_taken_over_by_a_second_controller_after_its_lease() {
+    let mut bed = ProcBed::new(&["ctl1", "ctl2"]).await;
+    let _: Value = bed.admins[0]
+        .put_json("/v1/clusterupdates/r1", &auto_one_at_a_time("r1"))
+        .await
+        .unwrap();
+    let bed_ref = &bed;
+    // ctl1 owns it (applied there); wait until ctl2 has replicated two finished nodes, so
+    // the test kills the owner mid-rollout with its peer caught up on what it did.
+    eventually("ctl2 sees two nodes done", || async {
+        bed_ref.succeeded(1, "r1").await >= 2
+    })
+    .await;
+    let before = bed.wait_phase(1, "r1", &["rolling_out"]).await;
+    assert_eq!(
+        before["status"]["owner"]["controllerId"], "ctl1",
+        "{before:#}"
+    );
+    bed.procs[0].take().unwrap().kill9();
+    // The nodes fail over to ctl2; ctl2 takes the rollout when ctl1's lease lapses.
+    let cu = bed
+        .wait_phase(1, "r1", &["succeeded", "halted", "failed"])
+        .await;
+    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
+    assert_eq!(cu["status"]["owner"]["controllerId"], "ctl2", "{cu:#}");
+    assert_eq!(cu["status"]["owner"]["epoch"], 2, "{cu:#}");
+    let (recs, log) = bed.timeline(1, "r1");
+    let per = assigned_per_node(&recs);
+    assert!(per.len() == 5 && per.values().all(|n| *n == 1), "{recs:#?}");
+    // Some nodes were assigned by the deposed owner and some by the new one.
+    let by: std::collections::BTreeSet<&str> = recs
+        .iter()
+        .filter(|r| r.what == records::ASSIGNED)
+        .map(|r| r.by.as_str())
+        .collect();
+    assert_eq!(
+        by.into_iter().collect::<Vec<_>>(),
+        ["ctl1", "ctl2"],
+        "{recs:#?}"
+    );
+    assert!(log.len() == 5 && log.values().all(|n| *n == 1), "{log:?}");
+    assert_eq!(max_unavailable(&recs), 1, "{recs:#?}");
 }
