@@ -19,7 +19,7 @@ use crate::support::*;
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
 const NODES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 
-fn rollout(name: &str, strategy: Value, approval: &str, max_failures: u32) -> Value {
+pub fn rollout(name: &str, strategy: Value, approval: &str, max_failures: u32) -> Value {
     json!({
         "kind": "ClusterUpdate",
         "metadata": {"name": name},
@@ -285,7 +285,7 @@ impl Bed {
 }
 
 /// The most nodes ever between `activating` and the end of their step, from the records.
-fn max_unavailable(recs: &[records::StepRecord]) -> usize {
+pub fn max_unavailable(recs: &[records::StepRecord]) -> usize {
     let mut events: Vec<(String, i32)> = Vec::new();
     for r in recs {
         match r.what.as_str() {
@@ -795,11 +795,11 @@ impl Drop for Proc {
 /// Controllers `ids` as processes on 127.0.0.1, each a peer of the others, with a 1 s
 /// clock bound (so a lapsed lease is taken over after 30 s + 1 s), and five stand-ins
 /// whose client tries the controllers in `ids` order.
-struct ProcBed {
+pub struct ProcBed {
     cl: Cluster,
     configs: Vec<ControllerConfig>,
     procs: Vec<Option<Proc>>,
-    admins: Vec<Client>,
+    pub admins: Vec<Client>,
     log: Arc<Log>,
     nodes: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -811,6 +811,13 @@ fn free_port() -> u16 {
 
 impl ProcBed {
     async fn new(ids: &[&str]) -> ProcBed {
+        let nodes: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
+        ProcBed::with(ids, &nodes, Duration::from_millis(500)).await
+    }
+
+    /// Controllers `ids`, and a stand-in per entry of `node_ids` whose activation takes
+    /// `activation` (the benchmark's 50 nodes of 1 s go through here too).
+    pub async fn with(ids: &[&str], node_ids: &[String], activation: Duration) -> ProcBed {
         let cl = Cluster::new();
         let addrs: Vec<String> = ids
             .iter()
@@ -846,7 +853,7 @@ impl ProcBed {
             .await;
         }
         let log = Arc::new(Log::default());
-        let nodes = NODES
+        let nodes = node_ids
             .iter()
             .map(|id| {
                 tokio::spawn(node(
@@ -856,7 +863,7 @@ impl ProcBed {
                     id.to_string(),
                     false,
                     log.clone(),
-                    Duration::from_millis(500),
+                    activation,
                 ))
             })
             .collect();
@@ -869,20 +876,25 @@ impl ProcBed {
             nodes,
         };
         let admin = &bed.admins[0];
-        eventually("five Ready nodes", || async {
+        eventually("every node Ready", || async {
             let list: NodeList = admin.get_json("/v1/nodes").await.unwrap();
             list.items
                 .iter()
                 .filter(|n| n.status == NodeStatus::Ready)
                 .count()
-                == NODES.len()
+                == node_ids.len()
         })
         .await;
         bed
     }
 
+    /// The process id of controller `i` (for the benchmark's /proc readings).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(|p| p.child.id())
+    }
+
     /// Polls controller `i` until rollout `name` is in one of `phases` (at most 2 min).
-    async fn wait_phase(&self, i: usize, name: &str, phases: &[&str]) -> Value {
+    pub async fn wait_phase(&self, i: usize, name: &str, phases: &[&str]) -> Value {
         let mut last = Value::Null;
         for _ in 0..1200 {
             if let Ok(v) = self.admins[i]
@@ -915,12 +927,9 @@ impl ProcBed {
         })
     }
 
-    /// Stops everything and reads controller `i`'s step records from its database.
-    fn timeline(
-        mut self,
-        i: usize,
-        name: &str,
-    ) -> (Vec<records::StepRecord>, BTreeMap<String, u32>) {
+    /// Stops everything (SIGKILL to the controllers); controller `i`'s database and the
+    /// stand-ins' activation counts.
+    pub fn stop(mut self, i: usize) -> (kcore_controller::store::Store, BTreeMap<String, u32>) {
         for n in &self.nodes {
             n.abort();
         }
@@ -933,7 +942,16 @@ impl ProcBed {
         let store =
             kcore_controller::store::Store::open(&c.database_path, &c.controller_id).unwrap();
         let log = self.log.activations.lock().unwrap().clone();
-        let _ = &self.cl;
+        (store, log)
+    }
+
+    /// [`ProcBed::stop`], then rollout `name`'s step records in controller `i`'s database.
+    pub fn timeline(
+        self,
+        i: usize,
+        name: &str,
+    ) -> (Vec<records::StepRecord>, BTreeMap<String, u32>) {
+        let (store, log) = self.stop(i);
         (records::records(&store, name), log)
     }
 }
