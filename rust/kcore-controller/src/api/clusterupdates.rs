@@ -109,11 +109,9 @@ fn mark(state: &AppState, caller: &Caller, name: &str, field: &str) -> Result<Js
         "rollbackAt" => status.rollback_at.is_some(),
         _ => status.cancelled_at.is_some(),
     };
-    if field == "rollbackAt"
-        && !already
-        && !(status.phase.is_some_and(ClusterUpdatePhase::can_roll_back)
-            && !status.targets.is_empty())
-    {
+    let started =
+        status.phase.is_some_and(ClusterUpdatePhase::can_roll_back) && !status.targets.is_empty();
+    if field == "rollbackAt" && !already && !started {
         return Err(ApiFailure::with_status(
             StatusCode::CONFLICT,
             ErrorCode::Forbidden,

@@ -889,6 +889,7 @@ impl ProcBed {
     }
 
     /// The process id of controller `i` (for the benchmark's /proc readings).
+    #[allow(dead_code)] // used by benches/rollout.rs, which includes this file
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.procs[i].as_ref().map(|p| p.child.id())
     }
