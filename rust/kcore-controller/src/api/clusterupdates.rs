@@ -214,7 +214,10 @@ async fn report(
         )
         .with_details(json!({"field": "epoch", "current": owner.epoch})));
     }
-    let progress = records::progress(&records::records(&state.store, &body.rollout), body.seq);
+    let progress = records::progress(
+        &records::node_records(&state.store, &body.rollout, &id),
+        body.seq,
+    );
     let assigned = progress.get(&id).is_some_and(|p| p.assigned.is_some());
     if !assigned {
         return Err(ApiFailure::with_status(

@@ -709,7 +709,7 @@ pub fn assignment(state: &AppState, node: &str) -> Assignment {
         let Some(name) = object.pointer("/metadata/name").and_then(|n| n.as_str()) else {
             continue;
         };
-        let recs = records::records(&state.store, name);
+        let recs = records::node_records(&state.store, name, node);
         let update = records::progress(&recs, UPDATE_SEQ);
         let back = records::progress(&recs, ROLLBACK_SEQ);
         let running =

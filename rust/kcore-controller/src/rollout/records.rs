@@ -76,8 +76,19 @@ pub fn now_rfc3339() -> String {
 
 /// Every step record of rollout `name`, in key order (node, epoch, seq).
 pub fn records(store: &Store, name: &str) -> Vec<StepRecord> {
-    store
-        .fields_under(&prefix(name))
+    decode(store.fields_under(&prefix(name)))
+}
+
+/// The step records of rollout `name` for `node` only: what a node's long poll and its
+/// reports need, read without decoding every other node's records (the poll of each node
+/// is woken at every store write).
+pub fn node_records(store: &Store, name: &str, node: &str) -> Vec<StepRecord> {
+    // The trailing `/` keeps node `n1` from matching `n10`.
+    decode(store.fields_under(&format!("{}{node}/", prefix(name))))
+}
+
+fn decode(fields: Vec<(String, crate::store::Fields)>) -> Vec<StepRecord> {
+    fields
         .into_iter()
         .filter_map(|(_, f)| {
             Some(StepRecord {

@@ -114,9 +114,13 @@ async fn node(
                 continue;
             }
         };
-        let _ = beat(&c, &id).await;
         known = a.token.clone();
-        let Some(step) = a.step else { continue };
+        let Some(step) = a.step else {
+            // Beats between steps (at least every 3 s): the agent's heartbeat has a loop
+            // of its own and never delays a step.
+            let _ = beat(&c, &id).await;
+            continue;
+        };
         let key = format!("{}:{}", step.rollout, step.seq);
         if let Some(end) = finals.get(&key) {
             if end.epoch != step.epoch {
