@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! cd rust && cargo bench -p kcore-controller --bench rollout
+//! # with the debug build cache instead of a release build (how docs/rollouts.md measured):
+//! cd rust && cargo bench -p kcore-controller --bench rollout --profile dev
 //! ```
 //!
 //! Two runs: `batch` (50 nodes, batchSize 10, maxUnavailable 10) against the ideal
