@@ -814,9 +814,10 @@ fn free_port() -> u16 {
 }
 
 impl ProcBed {
-    async fn new(ids: &[&str]) -> ProcBed {
+    /// Controllers `ids` and the five stand-ins, whose activation takes `activation`.
+    async fn new(ids: &[&str], activation: Duration) -> ProcBed {
         let nodes: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
-        ProcBed::with(ids, &nodes, Duration::from_millis(500)).await
+        ProcBed::with(ids, &nodes, activation).await
     }
 
     /// Controllers `ids`, and a stand-in per entry of `node_ids` whose activation takes
@@ -968,7 +969,7 @@ fn auto_one_at_a_time(name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn rollout_controller_process_killed_9_mid_rollout_and_restarted_resumes_without_activating_twice()
  {
-    let mut bed = ProcBed::new(&["ctl1"]).await;
+    let mut bed = ProcBed::new(&["ctl1"], Duration::from_millis(500)).await;
     let _: Value = bed.admins[0]
         .put_json("/v1/clusterupdates/r1", &auto_one_at_a_time("r1"))
         .await
@@ -996,7 +997,8 @@ async fn rollout_controller_process_killed_9_mid_rollout_and_restarted_resumes_w
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rollout_owner_controller_killed_9_is_taken_over_by_a_second_controller_after_its_lease() {
-    let mut bed = ProcBed::new(&["ctl1", "ctl2"]).await;
+    // 1.5 s activations: the kill lands mid-rollout even with ctl2 a pull (1 s) behind.
+    let mut bed = ProcBed::new(&["ctl1", "ctl2"], Duration::from_millis(1500)).await;
     let _: Value = bed.admins[0]
         .put_json("/v1/clusterupdates/r1", &auto_one_at_a_time("r1"))
         .await
