@@ -209,6 +209,19 @@ impl ClusterUpdatePhase {
                 | ClusterUpdatePhase::RolledBack
         )
     }
+
+    /// Whether a rollback may start from this phase: the rollout started and is not
+    /// (being) rolled back already. `rolling_out` counts: its steps in flight end first.
+    pub fn can_roll_back(self) -> bool {
+        matches!(
+            self,
+            ClusterUpdatePhase::RollingOut
+                | ClusterUpdatePhase::Halted
+                | ClusterUpdatePhase::Succeeded
+                | ClusterUpdatePhase::Failed
+                | ClusterUpdatePhase::Cancelled
+        )
+    }
 }
 
 /// `status.owner`: the controller that schedules the rollout, under a lease
@@ -242,6 +255,12 @@ pub struct NodeUpdateRow {
     pub generation: Option<crate::rollout::GenerationRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When the node's rollback step started (`kctl update cluster rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_started_at: Option<String>,
+    /// When the node's rollback step ended (`rolled_back`, or `failed` with `reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_finished_at: Option<String>,
 }
 
 /// One entry of `status.history`: a phase the rollout entered and when.
@@ -254,8 +273,9 @@ pub struct PhaseChange {
 }
 
 /// `status` of a ClusterUpdate. The engine's owner writes `phase`, `owner`, `targets`,
-/// `nodes`, `history`, `message`; operators' approve and cancel write `approvedAt` and
-/// `cancelledAt` (separate fields, so last-writer-wins never mixes the two writers).
+/// `nodes`, `history`, `message`; operators' approve, cancel and rollback write
+/// `approvedAt`, `cancelledAt` and `rollbackAt` (separate fields, so last-writer-wins never
+/// mixes the two writers).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterUpdateStatus {
@@ -278,6 +298,9 @@ pub struct ClusterUpdateStatus {
     pub approved_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<String>,
+    /// When an operator asked for the rollback (`POST /v1/clusterupdates/{name}/rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_at: Option<String>,
 }
 
 /// A [`kcore_nix::flake::FlakeError`] as a field error: its message carries the problem,

@@ -151,6 +151,11 @@ pub struct AssignedStep {
     pub prepare: PrepareRequest,
     pub mode: ActivationMode,
     pub health_timeout_seconds: u64,
+    /// Set for a rollback step: activate this toplevel (the node's recorded previous
+    /// generation, still on the node under its profile link) instead of preparing
+    /// `prepare`; nothing is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_path: Option<String>,
 }
 
 /// `GET /v1/nodes/{id}/assignment?wait=SECONDS&known=TOKEN`: the step this node should run

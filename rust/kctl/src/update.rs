@@ -1,15 +1,19 @@
-//! `kctl update cluster apply|get|list|approve|cancel` (alias `kctl update os`): fleet
-//! upgrades as `kind: ClusterUpdate` rollouts (docs/rollouts.md). `apply` is `kctl apply`;
-//! `get NAME` shows the rollout's phase and one row per node; `approve` and `cancel` call
-//! the controller's `POST /v1/clusterupdates/{name}/approve|cancel`. Exit codes: 0 done, 1
-//! refused or the rollout halted/failed, 3 unreachable or broken.
+//! `kctl update cluster apply|get|list|approve|cancel|rollback` (alias `kctl update os`):
+//! fleet upgrades as `kind: ClusterUpdate` rollouts (docs/rollouts.md). `apply` is `kctl
+//! apply`; `get NAME` shows the rollout's phase and one row per node, and with `--watch`
+//! keeps showing it until the rollout ends (redrawn on a terminal, one line per change in
+//! a pipe); `approve`, `cancel` and `rollback` call the controller's
+//! `POST /v1/clusterupdates/{name}/approve|cancel|rollback`. Exit codes: 0 done, 1 refused
+//! or the rollout halted/failed, 3 unreachable or broken.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Subcommand;
 use kcore_api::ErrorCode;
-use kcore_api::clusterupdate::{ClusterUpdatePhase, ClusterUpdateStatus};
+use kcore_api::clusterupdate::{ClusterUpdatePhase, ClusterUpdateStatus, NodeUpdateRow};
 use kcore_api::resource::Kind;
 use serde_json::{Value, json};
 
@@ -51,14 +55,26 @@ pub enum ClusterCommand {
         files: Vec<PathBuf>,
     },
     /// One rollout: its phase and a row per node. Exit 1 when it halted or failed.
-    Get { name: String },
+    Get {
+        name: String,
+        /// Keep showing it until the rollout ends: redrawn on a terminal, one line per
+        /// change otherwise (`-o json|yaml`: the object at each change).
+        #[arg(short = 'w', long)]
+        watch: bool,
+    },
     /// Every rollout with its phase.
     List,
     /// Let a rollout with approvalPolicy manual start.
     Approve { name: String },
     /// Start no further node (nodes mid-step finish or revert).
     Cancel { name: String },
+    /// Return every node the rollout updated to its recorded previous generation, in
+    /// reverse order under the same strategy limits.
+    Rollback { name: String },
 }
+
+/// How often `get --watch` reads the rollout again.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 pub async fn run(
     args: Args,
@@ -104,14 +120,20 @@ pub async fn run(
                 out
             })
         }
-        ClusterCommand::Get { name } => {
+        ClusterCommand::Get { name, watch } => {
             let path = kinds::object_path(Kind::ClusterUpdate, "<NAME>", &name)?;
             let object: Value = client.get_json(&path).await?;
-            show(&object, global.output)?;
+            let object = if watch {
+                watch_until_ended(&client, &path, object, global.output).await?
+            } else {
+                show(&object, global.output)?;
+                object
+            };
             ended_badly(&name, &status_of(&object))
         }
         ClusterCommand::Approve { name } => mark(&client, &name, "approve", global).await,
         ClusterCommand::Cancel { name } => mark(&client, &name, "cancel", global).await,
+        ClusterCommand::Rollback { name } => mark(&client, &name, "rollback", global).await,
     }
 }
 
@@ -128,6 +150,92 @@ async fn mark(
     );
     let object: Value = client.post_json(&path, &json!({})).await?;
     show(&object, global.output)
+}
+
+/// `get --watch`: shows `object`, then reads it every [`WATCH_EVERY`] and shows each change
+/// until the rollout's phase is final; the last object read. A terminal is redrawn with the
+/// whole view; a pipe gets one line per change of the rollout's phase or a node's row.
+async fn watch_until_ended(
+    client: &crate::remote::Remote,
+    path: &str,
+    mut object: Value,
+    format: OutputFormat,
+) -> anyhow::Result<Value> {
+    let redraw = format == OutputFormat::Table && std::io::stdout().is_terminal();
+    let mut shown: Option<Value> = None;
+    loop {
+        if shown.as_ref() != Some(&object) {
+            if redraw {
+                // Clear the screen and go home, then the whole view again.
+                print!("\x1b[2J\x1b[H");
+                show(&object, format)?;
+            } else if matches!(format, OutputFormat::Table | OutputFormat::Wide) {
+                print!("{}", change_lines(shown.as_ref(), &object));
+            } else {
+                show(&object, format)?;
+            }
+            shown = Some(object.clone());
+        }
+        if status_of(&object)
+            .phase
+            .is_some_and(ClusterUpdatePhase::is_final)
+        {
+            return Ok(object);
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+        object = client.get_json(path).await?;
+    }
+}
+
+/// The lines a pipe gets for the change from `before` to `now`: the rollout's phase when
+/// it changed (with its message), and each node row that changed.
+fn change_lines(before: Option<&Value>, now: &Value) -> String {
+    let old = before.map(status_of).unwrap_or_default();
+    let new = status_of(now);
+    let name = now
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut out = String::new();
+    if before.is_none() || old.phase != new.phase {
+        let _ = write!(out, "{}: {}", escape(name), phase_text(new.phase));
+        if let Some(message) = &new.message {
+            let _ = write!(out, ": {}", escape(message));
+        }
+        out.push('\n');
+    }
+    for row in &new.nodes {
+        if old.nodes.iter().any(|r| r == row) {
+            continue;
+        }
+        let _ = writeln!(out, "{}\t{}", escape(name), row_text(row));
+    }
+    out
+}
+
+fn generation_text(g: Option<&kcore_api::rollout::GenerationRef>) -> String {
+    g.map_or_else(|| "-".into(), |g| g.number.to_string())
+}
+
+/// One node row as the table shows it: node, phase, generation before and after, when
+/// it started and finished, why it failed.
+fn row_text(row: &NodeUpdateRow) -> String {
+    let phase = serde_json::to_value(row.phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    format!(
+        "{}\t{phase}\t{}\t{}\t{}\t{}\t{}",
+        escape(&row.node_id),
+        generation_text(row.previous.as_ref()),
+        generation_text(row.generation.as_ref()),
+        row.started_at.as_deref().unwrap_or("-"),
+        row.rollback_finished_at
+            .as_deref()
+            .or(row.finished_at.as_deref())
+            .unwrap_or("-"),
+        escape(row.reason.as_deref().unwrap_or("")),
+    )
 }
 
 fn status_of(object: &Value) -> ClusterUpdateStatus {
@@ -156,21 +264,10 @@ fn show(object: &Value, format: OutputFormat) -> anyhow::Result<()> {
             let _ = writeln!(out, "{}", escape(message));
         }
         if !status.nodes.is_empty() {
-            out.push_str("NODE\tPHASE\tSTARTED\tFINISHED\tREASON\n");
+            out.push_str("NODE\tPHASE\tGEN-BEFORE\tGEN-AFTER\tSTARTED\tFINISHED\tREASON\n");
         }
         for row in &status.nodes {
-            let phase = serde_json::to_value(row.phase)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{}\t{phase}\t{}\t{}\t{}",
-                escape(&row.node_id),
-                row.started_at.as_deref().unwrap_or("-"),
-                row.finished_at.as_deref().unwrap_or("-"),
-                escape(row.reason.as_deref().unwrap_or("")),
-            );
+            let _ = writeln!(out, "{}", row_text(row));
         }
         out
     })

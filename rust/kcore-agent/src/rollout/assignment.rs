@@ -229,7 +229,16 @@ impl Loop {
                 .map(|r| r.operation_id);
         }
         if p.activate_op.is_none() {
-            let prepared = self.prepare(step, p).await?;
+            let prepared = match &step.store_path {
+                // A rollback step: the recorded previous generation is on the node already
+                // (its profile link keeps it), so there is nothing to build.
+                Some(path) => {
+                    let mut report = state::new_report("", StepPhase::Prepared);
+                    report.store_path = Some(path.clone());
+                    report
+                }
+                None => self.prepare(step, p).await?,
+            };
             if prepared.phase != StepPhase::Prepared {
                 return self.close(step, p, prepared).await;
             }
@@ -491,6 +500,7 @@ mod tests {
             },
             mode: ActivationMode::Auto,
             health_timeout_seconds: 30,
+            store_path: None,
         }
     }
 

@@ -304,3 +304,76 @@ async fn rollout_fleet_an_agent_restarted_mid_step_reattaches_and_the_rollout_su
     }
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_fleet_rollback_returns_five_real_agents_to_their_installed_generation_in_reverse_with_fleet_flake()
+ {
+    let Some((fleet, r1, r2)) = revisions(None) else {
+        return;
+    };
+    let bed = Bed::new(fleet, &r1, None).await;
+    let installed: Vec<PathBuf> = NODES
+        .iter()
+        .map(|id| bed.node(id).link("run/current-system"))
+        .collect();
+    bed.apply("u4", &r2).await;
+    let done = bed
+        .wait_phase("u4", &["succeeded", "halted", "failed"])
+        .await;
+    assert_eq!(done["status"]["phase"], "succeeded", "{done:#}");
+    let _: Value = bed
+        .admin
+        .post_json("/v1/clusterupdates/u4/rollback", &json!({}))
+        .await
+        .unwrap();
+    let back = bed.wait_phase("u4", &["rolled_back", "failed"]).await;
+    assert_eq!(back["status"]["phase"], "rolled_back", "{back:#}");
+    let rows = back["status"]["nodes"].as_array().unwrap();
+    for (i, id) in NODES.iter().enumerate() {
+        let new = expected(&bed, &r2, id);
+        let node = bed.node(id);
+        // The installed system runs again, through the profile (a new generation).
+        assert_eq!(node.link("run/current-system"), installed[i], "{id}");
+        assert_eq!(
+            node.link("nix/var/nix/profiles/system"),
+            installed[i],
+            "{id}"
+        );
+        assert_eq!(
+            node.log("activations"),
+            [
+                format!("switch {}", new.display()),
+                format!("switch {}", installed[i].display())
+            ],
+            "{id}: updated once, rolled back once"
+        );
+        let row = &rows[i];
+        assert_eq!(row["phase"], "rolled_back", "{row:#}");
+        assert_eq!(
+            row["previous"]["storePath"],
+            installed[i].display().to_string(),
+            "{row:#}"
+        );
+        assert_eq!(
+            row["generation"]["storePath"],
+            installed[i].display().to_string(),
+            "{row:#}"
+        );
+    }
+    // Reverse order, one at a time: each rollback started after the one before it ended.
+    let mut spans: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["nodeId"].as_str().unwrap(),
+                r["rollbackStartedAt"].as_str().unwrap(),
+                r["rollbackFinishedAt"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    spans.sort_by_key(|(_, started, _)| *started);
+    let order: Vec<&str> = spans.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(order, ["node-5", "node-4", "node-3", "node-2", "node-1"]);
+    assert!(spans.windows(2).all(|w| w[0].2 <= w[1].1), "{spans:?}");
+    bed.stop().await;
+}

@@ -4,9 +4,12 @@
 //!
 //! | route | roles |
 //! |---|---|
-//! | `POST /v1/clusterupdates/{name}/approve`, `.../cancel` | admin |
+//! | `POST /v1/clusterupdates/{name}/approve`, `.../cancel`, `.../rollback` | admin |
 //! | `GET /v1/nodes/{id}/assignment?wait=SECONDS&known=TOKEN` | node (own id) |
 //! | `POST /v1/nodes/{id}/assignment/report` | node (own id) |
+//!
+//! And one rule of `PUT /v1/clusterupdates/{name}` ([`refuse_spec_change`]): once a
+//! rollout chose its targets, its spec no longer changes (an unchanged apply is fine).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use kcore_api::ErrorCode;
-use kcore_api::clusterupdate::ClusterUpdateSpec;
+use kcore_api::clusterupdate::{ClusterUpdatePhase, ClusterUpdateSpec};
 use kcore_api::resource::Kind;
 use kcore_api::rollout::{Assignment, AssignmentReport};
 use kcore_net::{ApiFailure, ApiJson, ApiPath as Path};
@@ -43,6 +46,7 @@ pub(super) fn routes(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
     router
         .route("/v1/clusterupdates/{name}/approve", post(approve))
         .route("/v1/clusterupdates/{name}/cancel", post(cancel))
+        .route("/v1/clusterupdates/{name}/rollback", post(rollback))
         .route("/v1/nodes/{id}/assignment", get(assignment))
         .route("/v1/nodes/{id}/assignment/report", post(report))
 }
@@ -55,14 +59,68 @@ fn no_rollout(name: &str) -> ApiFailure {
     )
 }
 
-/// Writes one operator field (`approvedAt` / `cancelledAt`) and answers the object.
+fn phase_name(phase: Option<ClusterUpdatePhase>) -> String {
+    phase
+        .and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "new".into())
+}
+
+/// Refuses a `PUT` that changes the spec of a rollout that chose its targets (`409`):
+/// its step records are facts about the spec they ran, so a new target is a new rollout.
+/// Called by the generic apply for this kind; an unchanged spec (an idempotent apply) and
+/// a rollout still `pending` / `awaiting_approval` pass.
+pub(super) fn refuse_spec_change(state: &AppState, name: &str, object: &Value) -> Result<()> {
+    let Some(stored) = state.store.get(Kind::ClusterUpdate, name) else {
+        return Ok(());
+    };
+    if stored.get("spec") == object.get("spec") {
+        return Ok(());
+    }
+    let status = records::status(&state.store, name).unwrap_or_default();
+    if status.targets.is_empty() {
+        return Ok(());
+    }
+    let phase = phase_name(status.phase);
+    let fix = match status.phase {
+        Some(p) if p.is_final() => {
+            "it has ended; apply the new spec under a new name (a ClusterUpdate runs once)"
+                .to_string()
+        }
+        _ => format!(
+            "cancel it first (kctl update cluster cancel {name}), then apply the new spec under a new name"
+        ),
+    };
+    Err(ApiFailure::with_status(
+        StatusCode::CONFLICT,
+        ErrorCode::Forbidden,
+        format!("ClusterUpdate {name:?} is {phase}: its spec cannot change once it started; {fix}"),
+    )
+    .with_details(json!({"field": "spec", "phase": phase})))
+}
+
+/// Writes one operator field (`approvedAt` / `cancelledAt` / `rollbackAt`) and answers
+/// the object.
 fn mark(state: &AppState, caller: &Caller, name: &str, field: &str) -> Result<Json<Value>> {
     caller.require(&[Role::Admin])?;
     let status = records::status(&state.store, name).ok_or_else(|| no_rollout(name))?;
     let already = match field {
         "approvedAt" => status.approved_at.is_some(),
+        "rollbackAt" => status.rollback_at.is_some(),
         _ => status.cancelled_at.is_some(),
     };
+    let started =
+        status.phase.is_some_and(ClusterUpdatePhase::can_roll_back) && !status.targets.is_empty();
+    if field == "rollbackAt" && !already && !started {
+        return Err(ApiFailure::with_status(
+            StatusCode::CONFLICT,
+            ErrorCode::Forbidden,
+            format!(
+                "ClusterUpdate {name:?} is {}: no node was updated, so there is nothing to roll back; cancel it instead (kctl update cluster cancel {name})",
+                phase_name(status.phase)
+            ),
+        ));
+    }
     if !already {
         records::write_status(
             &state.store,
@@ -91,6 +149,15 @@ async fn cancel(
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
     mark(&state, &caller, &name, "cancelledAt")
+}
+
+/// The engine moves the rollout to `rolling_back` at its next tick.
+async fn rollback(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    mark(&state, &caller, &name, "rollbackAt")
 }
 
 #[derive(Deserialize)]
@@ -147,11 +214,11 @@ async fn report(
         )
         .with_details(json!({"field": "epoch", "current": owner.epoch})));
     }
-    let progress = records::progress(&records::records(&state.store, &body.rollout));
-    let assigned = progress
-        .get(&id)
-        .and_then(|p| p.assigned.as_ref())
-        .is_some_and(|a| a.seq == body.seq);
+    let progress = records::progress(
+        &records::node_records(&state.store, &body.rollout, &id),
+        body.seq,
+    );
+    let assigned = progress.get(&id).is_some_and(|p| p.assigned.is_some());
     if !assigned {
         return Err(ApiFailure::with_status(
             StatusCode::NOT_FOUND,

@@ -217,6 +217,11 @@ async fn apply(
             ),
         ));
     }
+    // The one kind with a rule about changes to what is stored (kept here rather than as a
+    // Definition field, so the other kinds' definitions stay as they are).
+    if def.kind == Kind::ClusterUpdate {
+        super::clusterupdates::refuse_spec_change(&state, &name, &object)?;
+    }
     let applied = state.store.apply(def.kind, &object, dry_run)?;
     if !dry_run && !applied.changes.is_empty() {
         tracing::info!(

@@ -1,6 +1,7 @@
 //! The rollout engine (issue 12): moves each `ClusterUpdate` through
-//! `pending -> awaiting_approval -> rolling_out -> succeeded | halted | failed | cancelled`
-//! and decides which node starts its step when. docs/rollouts.md has the state machine.
+//! `pending -> awaiting_approval -> rolling_out -> succeeded | halted | failed | cancelled`,
+//! and on an operator's rollback through `rolling_back -> rolled_back | failed`, and decides
+//! which node starts its step when. docs/rollouts.md has the state machine.
 //!
 //! - Ownership and progress follow docs/controller.md ("Kinds written by one owner"): one
 //!   controller owns a rollout under a lease (`status.owner`, epoch +1 at a takeover), and
@@ -10,7 +11,12 @@
 //!   `Store::watch`.
 //! - Everything the engine decides is recomputed from the store at every tick, so a
 //!   restarted controller carries on where it was: a node with an `assigned` record is
-//!   never assigned again.
+//!   never assigned that step again. A node has at most two steps in a rollout: its update
+//!   ([`records::UPDATE_SEQ`]) and its rollback ([`records::ROLLBACK_SEQ`]), which activates
+//!   the generation the update step reported as `previous`.
+//! - `drainVms`: the node is cordoned (`cordon.rollout`, `by: clusterupdate/<name>`) right
+//!   before its step is assigned and uncordoned once no step of this rollout is in flight
+//!   on it; stopping and restarting its VMs is not done yet.
 
 pub mod records;
 
@@ -18,19 +24,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kcore_api::cluster::{Approval, NodeRole};
+use kcore_api::cluster::{Approval, CordonEntry, CordonHolder, NodeRole};
 use kcore_api::clusterupdate::{
     ApprovalPolicy, ClusterUpdatePhase, ClusterUpdateSpec, ClusterUpdateStatus, NodeUpdatePhase,
     NodeUpdateRow, PhaseChange, RolloutOwner, StrategyType,
 };
 use kcore_api::resource::{Kind, LabelSelector};
-use kcore_api::rollout::{ActivationMode, AssignedStep, Assignment, PrepareRequest, StepPhase};
+use kcore_api::rollout::{
+    ActivationMode, AssignedStep, Assignment, PrepareRequest, StepPhase, StepReport,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, now_unix};
 use crate::store::StoreError;
-use records::{ASSIGNED, NodeProgress, StepRecord};
+use records::{ASSIGNED, NodeProgress, ROLLBACK_SEQ, StepRecord, UPDATE_SEQ};
 
 /// How long an owner's lease lasts; it is renewed every third of it.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -76,9 +84,12 @@ fn busy_nodes(state: &AppState) -> BTreeMap<String, String> {
         let Some(name) = object.pointer("/metadata/name").and_then(|n| n.as_str()) else {
             continue;
         };
-        for (node, p) in records::progress(&records::records(&state.store, name)) {
-            if p.in_flight() {
-                busy.insert(node, name.to_string());
+        let recs = records::records(&state.store, name);
+        for seq in [UPDATE_SEQ, ROLLBACK_SEQ] {
+            for (node, p) in records::progress(&recs, seq) {
+                if p.in_flight() {
+                    busy.insert(node, name.to_string());
+                }
             }
         }
     }
@@ -164,7 +175,15 @@ fn step_rollout(state: &AppState, name: &str) -> Result<(), StoreError> {
     let Some(status) = records::status(&state.store, name) else {
         return Ok(());
     };
-    if status.phase.is_some_and(ClusterUpdatePhase::is_final) {
+    if spec.drain_vms {
+        // Also for a rollout that ended: its last steps end after it halted or was cancelled.
+        lift_cordons(state, name)?;
+    }
+    let rollback_wanted = status.rollback_at.is_some();
+    if status
+        .phase
+        .is_some_and(|p| p.is_final() && !(rollback_wanted && p.can_roll_back()))
+    {
         return Ok(());
     }
     let Some(owner) = own(state, name, &status)? else {
@@ -172,6 +191,17 @@ fn step_rollout(state: &AppState, name: &str) -> Result<(), StoreError> {
     };
     let approved = spec.approval_policy == ApprovalPolicy::Auto || status.approved_at.is_some();
     match status.phase {
+        Some(p) if rollback_wanted && p.can_roll_back() => enter(
+            state,
+            name,
+            &status,
+            ClusterUpdatePhase::RollingBack,
+            generation,
+            &[],
+        ),
+        Some(ClusterUpdatePhase::RollingBack) => {
+            roll_back(state, name, &spec, &status, &owner, generation)
+        }
         None => enter(
             state,
             name,
@@ -292,34 +322,163 @@ pub fn unavailable_cap(spec: &ClusterUpdateSpec) -> usize {
     }
 }
 
-fn row(node: &str, p: Option<&NodeProgress>) -> NodeUpdateRow {
-    let p = p.cloned().unwrap_or_default();
-    let last = p.last_phase();
-    let report = p.reports.iter().rev().find_map(|r| r.report.clone());
-    NodeUpdateRow {
+fn node_phase(last: Option<StepPhase>) -> NodeUpdatePhase {
+    match last {
+        None => NodeUpdatePhase::Pending,
+        Some(StepPhase::Preparing) => NodeUpdatePhase::Preparing,
+        Some(StepPhase::Prepared) => NodeUpdatePhase::Prepared,
+        Some(StepPhase::Activating) => NodeUpdatePhase::Activating,
+        Some(StepPhase::Verifying | StepPhase::Rebooting) => NodeUpdatePhase::Verifying,
+        Some(StepPhase::Succeeded) => NodeUpdatePhase::Succeeded,
+        Some(StepPhase::Failed) => NodeUpdatePhase::Failed,
+        Some(StepPhase::Reverted) => NodeUpdatePhase::Reverted,
+    }
+}
+
+/// The newest report of a step that carries one (the final one once it ended).
+fn last_report(p: &NodeProgress) -> Option<StepReport> {
+    p.reports.iter().rev().find_map(|r| r.report.clone())
+}
+
+/// One node's row, from its update step and (once it started) its rollback step.
+fn row(node: &str, update: Option<&NodeProgress>, back: Option<&NodeProgress>) -> NodeUpdateRow {
+    let p = update.cloned().unwrap_or_default();
+    let report = last_report(&p);
+    let mut row = NodeUpdateRow {
         node_id: node.to_string(),
-        phase: match last {
-            None => NodeUpdatePhase::Pending,
-            Some(StepPhase::Preparing) => NodeUpdatePhase::Preparing,
-            Some(StepPhase::Prepared) => NodeUpdatePhase::Prepared,
-            Some(StepPhase::Activating) => NodeUpdatePhase::Activating,
-            Some(StepPhase::Verifying | StepPhase::Rebooting) => NodeUpdatePhase::Verifying,
-            Some(StepPhase::Succeeded) => NodeUpdatePhase::Succeeded,
-            Some(StepPhase::Failed) => NodeUpdatePhase::Failed,
-            Some(StepPhase::Reverted) => NodeUpdatePhase::Reverted,
-        },
+        phase: node_phase(p.last_phase()),
         started_at: p.assigned.as_ref().map(|r| r.at.clone()),
         finished_at: p.final_record().map(|r| r.at.clone()),
         previous: report.as_ref().and_then(|r| r.previous.clone()),
         generation: report.as_ref().and_then(|r| r.generation.clone()),
         reason: report.and_then(|r| r.reason),
+        rollback_started_at: None,
+        rollback_finished_at: None,
+    };
+    let Some(b) = back.filter(|b| b.assigned.is_some() || b.final_record().is_some()) else {
+        return row;
+    };
+    let report = last_report(b);
+    row.rollback_started_at = b.assigned.as_ref().map(|r| r.at.clone());
+    row.rollback_finished_at = b.final_record().map(|r| r.at.clone());
+    row.phase = match b.last_phase() {
+        Some(StepPhase::Succeeded) => NodeUpdatePhase::RolledBack,
+        Some(StepPhase::Failed | StepPhase::Reverted) => NodeUpdatePhase::Failed,
+        // In flight: where the rollback step is.
+        other => node_phase(other),
+    };
+    if let Some(g) = report.as_ref().and_then(|r| r.generation.clone()) {
+        row.generation = Some(g);
     }
+    if let Some(reason) = report.and_then(|r| r.reason) {
+        row.reason = Some(format!("rollback: {reason}"));
+    }
+    row
+}
+
+fn final_phase(p: Option<&NodeProgress>) -> Option<StepPhase> {
+    p.and_then(NodeProgress::final_record)
+        .and_then(StepRecord::phase)
 }
 
 fn failed(p: Option<&NodeProgress>) -> bool {
-    p.and_then(NodeProgress::final_record)
-        .and_then(StepRecord::phase)
-        .is_some_and(|ph| ph != StepPhase::Succeeded)
+    final_phase(p).is_some_and(|ph| ph != StepPhase::Succeeded)
+}
+
+/// The toplevel a node's update step recorded as the generation before it: what its
+/// rollback step activates.
+fn previous_path(update: Option<&NodeProgress>) -> Option<String> {
+    let report = update?.final_record()?.report.as_ref()?;
+    Some(report.previous.as_ref()?.store_path.clone())
+}
+
+/// The `by` of the cordon a `drainVms` rollout sets.
+fn cordon_by(name: &str) -> String {
+    format!("clusterupdate/{name}")
+}
+
+/// Recomputes `status.nodes` and writes it when it changed; the status with the new rows.
+fn refresh_rows(
+    state: &AppState,
+    name: &str,
+    status: &ClusterUpdateStatus,
+    update: &BTreeMap<String, NodeProgress>,
+    back: &BTreeMap<String, NodeProgress>,
+) -> Result<ClusterUpdateStatus, StoreError> {
+    let rows: Vec<NodeUpdateRow> = status
+        .targets
+        .iter()
+        .map(|n| row(n, update.get(n), back.get(n)))
+        .collect();
+    if rows != status.nodes {
+        records::write_status(&state.store, name, &[("nodes", json!(rows))])?;
+    }
+    Ok(ClusterUpdateStatus {
+        nodes: rows,
+        ..status.clone()
+    })
+}
+
+/// Starts step `seq` on `node`: cordons it first under `drainVms` (so no VM is placed on
+/// a node about to go down), then writes the `assigned` record the node's long poll sees.
+fn assign(
+    state: &AppState,
+    name: &str,
+    spec: &ClusterUpdateSpec,
+    owner: &RolloutOwner,
+    node: &str,
+    seq: u64,
+) -> Result<(), StoreError> {
+    if spec.drain_vms {
+        let entry = CordonEntry {
+            by: cordon_by(name),
+            reason: format!("updating in rollout {name} (drainVms)"),
+            at: records::now_rfc3339(),
+        };
+        state
+            .store
+            .set_cordon(node, CordonHolder::Rollout, Some(&entry))?;
+    }
+    records::write_once(
+        &state.store,
+        name,
+        &StepRecord {
+            node: node.to_string(),
+            epoch: owner.epoch,
+            seq,
+            what: ASSIGNED.into(),
+            at: records::now_rfc3339(),
+            by: state.config.controller_id.clone(),
+            report: None,
+        },
+    )?;
+    tracing::info!(rollout = %name, node = %node, epoch = owner.epoch, seq, "step assigned");
+    Ok(())
+}
+
+/// Lifts the `drainVms` cordons this rollout set on nodes that no longer have a step of it
+/// in flight; a cordon someone else holds is left alone.
+fn lift_cordons(state: &AppState, name: &str) -> Result<(), StoreError> {
+    let by = cordon_by(name);
+    let recs = records::records(&state.store, name);
+    let (update, back) = (
+        records::progress(&recs, UPDATE_SEQ),
+        records::progress(&recs, ROLLBACK_SEQ),
+    );
+    for (node, record, _) in state.store.nodes() {
+        let ours = record
+            .cordons
+            .get(CordonHolder::Rollout)
+            .is_some_and(|c| c.by == by);
+        let running = [&update, &back]
+            .iter()
+            .any(|p| p.get(&node).is_some_and(NodeProgress::in_flight));
+        if ours && !running {
+            state.store.set_cordon(&node, CordonHolder::Rollout, None)?;
+            tracing::info!(rollout = %name, node = %node, "drainVms cordon lifted");
+        }
+    }
+    Ok(())
 }
 
 fn roll(
@@ -330,19 +489,10 @@ fn roll(
     owner: &RolloutOwner,
     generation: u64,
 ) -> Result<(), StoreError> {
-    let progress = records::progress(&records::records(&state.store, name));
-    let rows: Vec<NodeUpdateRow> = status
-        .targets
-        .iter()
-        .map(|n| row(n, progress.get(n)))
-        .collect();
-    if rows != status.nodes {
-        records::write_status(&state.store, name, &[("nodes", json!(rows))])?;
-    }
-    let status = &ClusterUpdateStatus {
-        nodes: rows,
-        ..status.clone()
-    };
+    let recs = records::records(&state.store, name);
+    let progress = records::progress(&recs, UPDATE_SEQ);
+    let back = records::progress(&recs, ROLLBACK_SEQ);
+    let status = &refresh_rows(state, name, status, &progress, &back)?;
     if status.cancelled_at.is_some() {
         // Nodes mid-step finish or revert on their own; nothing new starts.
         return enter(
@@ -421,20 +571,129 @@ fn roll(
         if records::owner(&state.store, name).as_ref() != Some(owner) {
             return Ok(());
         }
-        records::write_once(
-            &state.store,
+        assign(state, name, spec, owner, node, UPDATE_SEQ)?;
+        in_flight += 1;
+    }
+    Ok(())
+}
+
+/// `rolling_back`: the nodes whose update step succeeded return to the generation it
+/// recorded as `previous`, in the reverse of the update order, in the strategy's waves and
+/// under its `maxUnavailable`. Update steps still in flight end first (a node that ends
+/// updated is rolled back too). More rollback failures than `maxFailures` end it `failed`.
+fn roll_back(
+    state: &AppState,
+    name: &str,
+    spec: &ClusterUpdateSpec,
+    status: &ClusterUpdateStatus,
+    owner: &RolloutOwner,
+    generation: u64,
+) -> Result<(), StoreError> {
+    let recs = records::records(&state.store, name);
+    let update = records::progress(&recs, UPDATE_SEQ);
+    let back = records::progress(&recs, ROLLBACK_SEQ);
+    let status = &refresh_rows(state, name, status, &update, &back)?;
+    let updated: Vec<String> = status
+        .targets
+        .iter()
+        .rev()
+        .filter(|n| final_phase(update.get(*n)) == Some(StepPhase::Succeeded))
+        .cloned()
+        .collect();
+    let failures: Vec<&NodeUpdateRow> = status
+        .nodes
+        .iter()
+        .filter(|r| failed(back.get(&r.node_id)))
+        .collect();
+    if failures.len() > spec.max_failures as usize {
+        let why: Vec<String> = failures
+            .iter()
+            .map(|r| format!("{}: {}", r.node_id, r.reason.as_deref().unwrap_or("failed")))
+            .collect();
+        let message = format!(
+            "rollback stopped: {} node(s) did not roll back, over maxFailures {}: {}",
+            failures.len(),
+            spec.max_failures,
+            why.join("; ")
+        );
+        return enter(
+            state,
             name,
-            &StepRecord {
-                node: node.clone(),
-                epoch: owner.epoch,
-                seq: 1,
-                what: ASSIGNED.into(),
-                at: records::now_rfc3339(),
-                by: state.config.controller_id.clone(),
-                report: None,
-            },
-        )?;
-        tracing::info!(rollout = %name, node = %node, epoch = owner.epoch, "step assigned");
+            status,
+            ClusterUpdatePhase::Failed,
+            generation,
+            &[("message", json!(message))],
+        );
+    }
+    if update.values().any(NodeProgress::in_flight) {
+        return Ok(());
+    }
+    let ended = |n: &String| back.get(n).is_some_and(|p| p.final_record().is_some());
+    if updated.iter().all(ended) {
+        return enter(
+            state,
+            name,
+            status,
+            ClusterUpdatePhase::RolledBack,
+            generation,
+            &[],
+        );
+    }
+    let waves = waves(spec, &updated);
+    let Some(wave) = waves.iter().find(|w| !w.iter().all(ended)) else {
+        return Ok(());
+    };
+    let mut in_flight = back.values().filter(|p| p.in_flight()).count();
+    let cap = unavailable_cap(spec);
+    let busy = busy_nodes(state);
+    for node in wave {
+        if in_flight >= cap {
+            break;
+        }
+        if back
+            .get(node)
+            .is_some_and(|p| p.assigned.is_some() || p.final_record().is_some())
+        {
+            continue;
+        }
+        if busy.get(node).is_some_and(|other| other != name) {
+            continue;
+        }
+        if records::owner(&state.store, name).as_ref() != Some(owner) {
+            return Ok(());
+        }
+        if previous_path(update.get(node)).is_none() {
+            // Nothing recorded to go back to: this node's rollback fails without a step.
+            let report = StepReport {
+                operation_id: String::new(),
+                phase: StepPhase::Failed,
+                updated_at: records::now_rfc3339(),
+                store_path: None,
+                reboot_required: None,
+                reboot_reasons: Vec::new(),
+                goal: None,
+                previous: None,
+                generation: None,
+                reason: Some("its update step recorded no previous generation".into()),
+                failed_units: Vec::new(),
+                reboots: 0,
+            };
+            records::write_once(
+                &state.store,
+                name,
+                &StepRecord {
+                    node: node.clone(),
+                    epoch: owner.epoch,
+                    seq: ROLLBACK_SEQ,
+                    what: "failed".into(),
+                    at: records::now_rfc3339(),
+                    by: state.config.controller_id.clone(),
+                    report: Some(report),
+                },
+            )?;
+            continue;
+        }
+        assign(state, name, spec, owner, node, ROLLBACK_SEQ)?;
         in_flight += 1;
     }
     Ok(())
@@ -450,8 +709,16 @@ pub fn assignment(state: &AppState, node: &str) -> Assignment {
         let Some(name) = object.pointer("/metadata/name").and_then(|n| n.as_str()) else {
             continue;
         };
-        let progress = records::progress(&records::records(&state.store, name));
-        let Some(p) = progress.get(node).filter(|p| p.in_flight()) else {
+        let recs = records::node_records(&state.store, name, node);
+        let update = records::progress(&recs, UPDATE_SEQ);
+        let back = records::progress(&recs, ROLLBACK_SEQ);
+        let running =
+            |p: &BTreeMap<String, NodeProgress>| p.get(node).is_some_and(NodeProgress::in_flight);
+        let (seq, store_path) = if running(&back) {
+            (ROLLBACK_SEQ, previous_path(update.get(node)))
+        } else if running(&update) {
+            (UPDATE_SEQ, None)
+        } else {
             continue;
         };
         let (Some((spec, _)), Some(owner)) =
@@ -459,7 +726,6 @@ pub fn assignment(state: &AppState, node: &str) -> Assignment {
         else {
             continue;
         };
-        let seq = p.assigned.as_ref().map_or(1, |a| a.seq);
         return Assignment {
             token: format!("{name}:{}:{seq}", owner.epoch),
             step: Some(AssignedStep {
@@ -473,6 +739,7 @@ pub fn assignment(state: &AppState, node: &str) -> Assignment {
                 },
                 mode: mode(spec.activation.mode),
                 health_timeout_seconds: spec.activation.health_timeout_seconds,
+                store_path,
             }),
             vms: Vec::new(),
         };

@@ -22,6 +22,12 @@ use crate::store::{Store, StoreError, resource_key};
 /// What an `assigned` record says in `what`.
 pub const ASSIGNED: &str = "assigned";
 
+/// The `seq` of a node's update step: prepare and activate the rollout's target.
+pub const UPDATE_SEQ: u64 = 1;
+/// The `seq` of a node's rollback step: activate the generation its update step recorded
+/// as `previous` (`kctl update cluster rollback`).
+pub const ROLLBACK_SEQ: u64 = 2;
+
 /// One step record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {
@@ -70,8 +76,19 @@ pub fn now_rfc3339() -> String {
 
 /// Every step record of rollout `name`, in key order (node, epoch, seq).
 pub fn records(store: &Store, name: &str) -> Vec<StepRecord> {
-    store
-        .fields_under(&prefix(name))
+    decode(store.fields_under(&prefix(name)))
+}
+
+/// The step records of rollout `name` for `node` only: what a node's long poll and its
+/// reports need, read without decoding every other node's records (the poll of each node
+/// is woken at every store write).
+pub fn node_records(store: &Store, name: &str, node: &str) -> Vec<StepRecord> {
+    // The trailing `/` keeps node `n1` from matching `n10`.
+    decode(store.fields_under(&format!("{}{node}/", prefix(name))))
+}
+
+fn decode(fields: Vec<(String, crate::store::Fields)>) -> Vec<StepRecord> {
+    fields
         .into_iter()
         .filter_map(|(_, f)| {
             Some(StepRecord {
@@ -191,11 +208,11 @@ fn phase_rank(p: StepPhase) -> u8 {
     }
 }
 
-/// Every node's progress in rollout `name`. A node has one update step (`seq` 1); records
-/// of any epoch count, so a takeover keeps what the deposed owner started.
-pub fn progress(records: &[StepRecord]) -> BTreeMap<String, NodeProgress> {
+/// Every node's progress in step `seq` ([`UPDATE_SEQ`] or [`ROLLBACK_SEQ`]) of one rollout.
+/// Records of any epoch count, so a takeover keeps what the deposed owner started.
+pub fn progress(records: &[StepRecord], seq: u64) -> BTreeMap<String, NodeProgress> {
     let mut out: BTreeMap<String, NodeProgress> = BTreeMap::new();
-    for r in records {
+    for r in records.iter().filter(|r| r.seq == seq) {
         let p = out.entry(r.node.clone()).or_default();
         if r.what == ASSIGNED {
             // The first assignment is the step; a second could only come from a deposed

@@ -89,3 +89,58 @@ async fn update_cluster_apply_waits_for_approve_and_a_failed_rollout_exits_1() {
         String::from_utf8_lossy(&down.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_cluster_get_watch_prints_each_change_until_the_rollout_ends_and_exits_1_when_it_failed()
+ {
+    let lab = Lab::start(false).await;
+    let file = lab.home().join("r.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "kind: ClusterUpdate\nmetadata: {{name: r2}}\nspec:\n  target: {{flakeRef: \"github:kcorehypervisor/kcore\", flakeRev: \"{REV}\"}}\n  selector: {{nodeIds: [ghost]}}\n  approvalPolicy: manual\n"
+        ),
+    )
+    .unwrap();
+    ok(kctl(
+        lab.home(),
+        &["update", "cluster", "apply", "-f", file.to_str().unwrap()],
+    )
+    .await);
+    for _ in 0..150 {
+        if get(&lab, "r2").await["status"]["phase"] == "awaiting_approval" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The watch runs while the rollout is approved; it ends by itself when the rollout
+    // fails (no node matches), bounded here at a minute.
+    let watch = kctl(lab.home(), &["update", "cluster", "get", "r2", "--watch"]);
+    let approve = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        ok(kctl(lab.home(), &["update", "cluster", "approve", "r2"]).await)
+    };
+    let (run, _) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(watch, approve)
+    })
+    .await
+    .expect("the watch never ended");
+    let out = String::from_utf8_lossy(&run.stdout).to_string();
+    assert_eq!(run.status.code(), Some(1), "{out}");
+    // A pipe: one line per change, not a redrawn screen.
+    assert!(!out.contains('\x1b'), "{out:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "r2: awaiting_approval",
+            "r2: failed: no Ready, approved node matches spec.selector"
+        ],
+        "{out}"
+    );
+    // Nothing was updated: a rollback is refused (exit 1) and says what to do instead.
+    let refused = kctl(lab.home(), &["update", "cluster", "rollback", "r2"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("nothing to roll back"), "{err}");
+}
