@@ -131,11 +131,9 @@ pub enum QemuImg {
 impl QemuImg {
     pub fn argv(&self) -> Vec<OsString> {
         match self {
-            QemuImg::Info { file } => vec![
-                os("info"),
-                os("--output=json"),
-                file.as_os_str().to_owned(),
-            ],
+            QemuImg::Info { file } => {
+                vec![os("info"), os("--output=json"), file.as_os_str().to_owned()]
+            }
             QemuImg::ConvertInto {
                 source,
                 format,
