@@ -307,6 +307,8 @@ async fn reconcile_one(
                     ));
                 }
             }
+            // Stopped on purpose: a later `Running`, even of this generation, starts it.
+            rec.started = None;
             let vol = grow_if_asked(host, vm, &mut rec, vol).await?;
             record::save(dir, &rec)?;
             Ok(Some(report(vm, VmPhase::Stopped, Some(&vol), note)))

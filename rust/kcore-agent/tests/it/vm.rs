@@ -409,6 +409,27 @@ async fn a_running_guest_survives_an_agent_restart_refuses_a_resize_and_is_kille
         "{r:?}"
     );
     assert_eq!(std::fs::metadata(rig.volume(&s)).unwrap().len(), 8 << 20);
+
+    // Stopped by the agent, then wanted running again under the same generation: started
+    // (only a guest that ended by itself waits for a new generation).
+    let again = node_vm(
+        &s,
+        4,
+        "running",
+        json!({ "image": url, "storageSizeBytes": "8M" }),
+    );
+    assert_eq!(rig.report(&again).await.phase, VmPhase::Running);
+    assert!(stand_in_pid(&s).is_some());
+    let (last, _) = rig
+        .pass(&[node_vm(&s, 5, "deleted", json!({ "image": url }))])
+        .await;
+    assert_eq!(last.deleted, vec![s.clone()]);
+    assert_eq!(
+        stand_in_pid(&s),
+        None,
+        "the guest is stopped before its volume goes"
+    );
+    assert!(!rig.volume(&s).exists());
 }
 
 #[tokio::test]
