@@ -337,3 +337,188 @@ fn lvm_vm_volumes_create_once_refuse_a_resize_while_running_delete_exactly_their
     reports(&out, "linear-delete");
     assert!(lv(&lvs(&out, "linear-delete"), "vg_linear", "kcore-vm4").is_none());
 }
+
+/// The ZFS steps: a pool on one disk with the layout's `tank0/kcore` dataset, someone
+/// else's zvols beside the agent's (one with data, one named like a VM's).
+const ZFS_PAYLOAD: &str = r#"set -u
+A=/payload/kcore-agent
+R="$KCORE_RESULTS"
+export TMPDIR=/run/tmp; mkdir -p "$TMPDIR"
+zpool create -f tank0 /dev/disk/by-id/virtio-vm-zfs
+zfs create -o mountpoint=none tank0/kcore
+zfs create -V 8M tank0/kcore/taken
+zfs create -V 8M tank0/foreign
+udevadm settle --timeout=30
+printf precious >/run/p && dd if=/run/p of=/dev/zvol/tank0/foreign conv=fsync 2>/dev/null
+cat >/run/zfs.yaml <<END
+nodeId: bed
+mode: install
+storage: { backend: zfs, zfs: { poolName: tank0, datasetPrefix: kcore }, imageCacheDir: /run/images }
+vm: { stateDir: /run/vms-zfs, logDir: /run/vmlogs, stopTimeoutSeconds: 2, accelerator: tcg }
+binaries: { systemd-run: /payload/systemd-run, systemctl: /payload/systemctl, qemu-system-x86_64: /payload/qemu-system-x86_64 }
+END
+for s in create again resize-running stop-resize taken failed delete; do
+  echo "== vm-reconcile $s"
+  "$A" --config /run/zfs.yaml vm-reconcile "/payload/$s.json" >"$R/$s.out" 2>"$R/$s.err"
+  echo $? >"$R/$s.rc"
+  cat "$R/$s.out" "$R/$s.err"
+  udevadm settle --timeout=30
+  zfs list -H -p -o name,volsize,guid -t volume >"$R/$s.zfs.txt" 2>&1
+done
+dd if=/dev/zvol/tank0/foreign bs=8 count=1 2>/dev/null >"$R/foreign.data"
+exit 0
+"#;
+
+/// `name -> (volsize, guid)` of the zvols after a step.
+fn zvols(out: &Outcome, step: &str) -> std::collections::BTreeMap<String, (u64, String)> {
+    read(out, &format!("{step}.zfs.txt"))
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split('\t');
+            let (name, size, guid) = (cols.next()?, cols.next()?, cols.next()?);
+            Some((name.to_string(), (size.parse().ok()?, guid.to_string())))
+        })
+        .collect()
+}
+
+#[test]
+fn zfs_vm_volumes_create_once_refuse_a_resize_while_running_delete_exactly_theirs_and_leave_nothing_after_a_failed_create_with_qemu_and_systemd_run_stand_ins()
+ {
+    let agent = agent_binary();
+    let Some(bed) = bed(BedOptions { zfs: true }) else {
+        return;
+    };
+    let payload = tempfile::tempdir().unwrap();
+    let p = payload.path();
+    write_exec(&p.join("run.sh"), ZFS_PAYLOAD);
+    fs::copy(&agent, p.join("kcore-agent")).unwrap();
+    for s in ["systemd-run", "systemctl", "qemu-system-x86_64"] {
+        fs::copy(support(s), p.join(s)).unwrap();
+    }
+    let zvm = |name: &str, generation: u64, desired: &str, size: u64, extra: Value| {
+        let mut v = vm(name, generation, desired, size, extra);
+        v["spec"]["storageBackend"] = json!("zfs");
+        v
+    };
+    let steps = [
+        (
+            "create",
+            json!([
+                zvm("vm1", 1, "running", 16 * MIB, json!({})),
+                zvm("vm2", 1, "stopped", 16 * MIB, json!({}))
+            ]),
+        ),
+        (
+            "again",
+            json!([
+                zvm("vm1", 1, "running", 16 * MIB, json!({})),
+                zvm("vm2", 1, "stopped", 16 * MIB, json!({}))
+            ]),
+        ),
+        (
+            "resize-running",
+            json!([zvm("vm1", 2, "running", 32 * MIB, json!({}))]),
+        ),
+        (
+            "stop-resize",
+            json!([zvm("vm1", 3, "stopped", 32 * MIB, json!({}))]),
+        ),
+        (
+            "taken",
+            json!([zvm("taken", 1, "running", 8 * MIB, json!({}))]),
+        ),
+        (
+            "failed",
+            json!([zvm(
+                "vm3",
+                1,
+                "running",
+                8 * MIB,
+                json!({ "image": "/payload/no-such-image.raw" })
+            )]),
+        ),
+        (
+            "delete",
+            json!([
+                zvm("vm1", 4, "deleted", 32 * MIB, json!({})),
+                zvm("vm2", 2, "deleted", 16 * MIB, json!({})),
+                zvm("taken", 2, "deleted", 8 * MIB, json!({})),
+                zvm("vm3", 2, "deleted", 8 * MIB, json!({}))
+            ]),
+        ),
+    ];
+    for (name, list) in &steps {
+        fs::write(p.join(format!("{name}.json")), list.to_string()).unwrap();
+    }
+    let out = bed
+        .run(&Run {
+            disks: vec![Disk::new("vm-zfs", 256 << 20)],
+            tpm_state_dir: None,
+            payload_dir: p.to_owned(),
+            timeout: Duration::from_secs(900),
+        })
+        .unwrap();
+    eprintln!("guest run took {:.1}s", out.wall.as_secs_f64());
+    assert_eq!(out.exit_code, 0, "{}", out.serial_log);
+
+    let r = reports(&out, "create");
+    assert_eq!(report(&r, "vm1")["phase"], "Running", "{r}");
+    assert_eq!(
+        report(&r, "vm1")["volume"]["path"],
+        "/dev/zvol/tank0/kcore/vm1"
+    );
+    assert_eq!(report(&r, "vm2")["phase"], "Stopped", "{r}");
+    let created = zvols(&out, "create");
+    for name in ["tank0/kcore/vm1", "tank0/kcore/vm2"] {
+        assert_eq!(
+            created.get(name).map(|v| v.0),
+            Some(16 * MIB),
+            "{name}: {created:?}"
+        );
+    }
+    let again = zvols(&out, "again");
+    assert_eq!(again, created, "the same zvols (same guids), nothing new");
+    assert_eq!(report(&reports(&out, "again"), "vm1")["phase"], "Running");
+
+    let r = reports(&out, "resize-running");
+    let vm1 = report(&r, "vm1");
+    assert!(
+        vm1["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused while the guest runs"),
+        "{vm1}"
+    );
+    assert_eq!(zvols(&out, "resize-running")["tank0/kcore/vm1"].0, 16 * MIB);
+    assert_eq!(
+        report(&reports(&out, "stop-resize"), "vm1")["phase"],
+        "Stopped"
+    );
+    assert_eq!(zvols(&out, "stop-resize")["tank0/kcore/vm1"].0, 32 * MIB);
+
+    let r = reports(&out, "taken");
+    assert_eq!(report(&r, "taken")["phase"], "Failed");
+    assert!(
+        report(&r, "taken")["message"]
+            .as_str()
+            .unwrap()
+            .contains("no record")
+    );
+
+    let r = reports(&out, "failed");
+    let msg = report(&r, "vm3")["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("qemu-img"), "failed at the image step: {msg}");
+    assert!(!zvols(&out, "failed").contains_key("tank0/kcore/vm3"));
+
+    let r = reports(&out, "delete");
+    assert_eq!(r["deleted"].as_array().unwrap().len(), 4, "{r}");
+    let after = zvols(&out, "delete");
+    let names: Vec<&str> = after.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["tank0/foreign", "tank0/kcore/taken"],
+        "exactly the agent's went"
+    );
+    assert_eq!(after["tank0/kcore/taken"], created["tank0/kcore/taken"]);
+    assert_eq!(read(&out, "foreign.data"), "precious");
+}

@@ -523,3 +523,81 @@ async fn create_is_idempotent_foreign_volumes_are_untouched_and_failed_creates_l
     assert!(r.message.unwrap().contains("metadata.name"));
     assert!(!rig.volume("Bad_Name").exists());
 }
+
+#[tokio::test]
+async fn the_assignment_loop_hands_its_vms_to_the_reconciler_and_posts_the_reports_to_a_controller_stand_in()
+ {
+    use super::support::{Node, Pki, Role};
+    if !tools_present() {
+        return;
+    }
+    let pki = Pki::new();
+    let node = Node::new();
+    let looped = name("looped");
+    let vm = node_vm(&looped, 7, "stopped", json!({}));
+    let answers = [
+        (
+            "/v1/nodes/node-1/assignment".to_string(),
+            json!({ "token": "t1", "vms": [vm] }),
+        ),
+        ("/v1/nodes/node-1/vms/report".to_string(), json!({})),
+    ]
+    .into_iter()
+    .collect();
+    let controller = kcore_net::testing::RecordingServer::start(
+        pki.root.cert_pem(),
+        &pki.leaf(Role::Controller, "ctl1"),
+        answers,
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(node.path("volumes")).unwrap();
+    let config = node.config(
+        "install",
+        None,
+        json!({
+            "storage": { "filesystemVolumeDir": node.path("volumes"), "imageCacheDir": node.path("images") },
+            "vm": { "stateDir": node.path("vms"), "logDir": node.path("vmlogs"), "accelerator": "tcg" },
+        }),
+    );
+    let options = kcore_agent::RuntimeOptions {
+        unit_result_helper: unit_result_helper(),
+        ..kcore_agent::RuntimeOptions::default()
+    };
+    let agent = kcore_agent::Agent::new(config, options).unwrap();
+    let state = agent.state().clone();
+    let client = kcore_net::Client::new(
+        vec![controller.url()],
+        pki.client_tls(&pki.leaf(Role::Node, "node-1")),
+        kcore_net::ClientOptions::default(),
+    )
+    .unwrap();
+    let (_clients_tx, clients_rx) = tokio::sync::watch::channel(Some(client));
+    let task = tokio::spawn(kcore_agent::rollout::assignment::run(
+        state.clone(),
+        clients_rx,
+        Duration::from_secs(5),
+    ));
+    let mut posted = None;
+    for _ in 0..100 {
+        posted = controller.requests().into_iter().find(|r| {
+            r.starts_with("POST /v1/nodes/node-1/vms/report ") && r.contains("\"Stopped\"")
+        });
+        if posted.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    state.stopping.send_replace(true);
+    task.await.unwrap();
+    let posted = posted.expect("the VM's report reached the controller");
+    let body: VmReports = serde_json::from_str(posted.splitn(3, ' ').nth(2).unwrap()).unwrap();
+    let r = &body.vms[0];
+    assert_eq!(
+        (r.name.as_str(), r.observed_generation),
+        (looped.as_str(), 7)
+    );
+    let path = node.path("volumes").join(format!("{looped}.raw"));
+    assert_eq!(r.volume.as_ref().unwrap().path, path.display().to_string());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 << 20);
+}
