@@ -293,6 +293,25 @@ async fn vm_image_from_127_0_0_1_boots_under_qemu_with_systemd_run_stand_in_and_
     );
     assert_eq!(stand_in_pid(&a), None, "no unit left");
 
+    // The node booted again (another boot id in the record): the guest is started again
+    // and writes its marker again.
+    let record_file = rig.host.vm.state_dir.join(format!("{a}.json"));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_file).unwrap()).unwrap();
+    assert_eq!(record["started"]["generation"], 1);
+    record["started"]["bootId"] = json!("an-earlier-boot");
+    std::fs::write(&record_file, record.to_string()).unwrap();
+    let mut volume_bytes = std::fs::read(&volume).unwrap();
+    volume_bytes[512..512 + MARKER.len()].fill(0);
+    std::fs::write(&volume, &volume_bytes).unwrap();
+    let r = rig.report(&vm).await;
+    assert!(
+        matches!(r.phase, VmPhase::Running | VmPhase::Stopped),
+        "started again: {r:?}"
+    );
+    until_phase(&rig, &vm, VmPhase::Stopped).await;
+    assert!(marker_on(&volume), "the guest ran again after the new boot");
+
     // A second VM of the same image uses the cache: no second download.
     let hits = rig.hits.load(Ordering::SeqCst);
     let b = name("boot-b");
