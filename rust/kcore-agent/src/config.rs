@@ -727,6 +727,51 @@ binaries:
     }
 
     #[test]
+    fn vm_settings_have_defaults_and_bad_values_name_their_field() {
+        let c = parse("nodeId: n\nmode: install\n").unwrap();
+        assert_eq!(c.vm, VmConfig::default());
+        assert_eq!(c.vm.state_dir, Path::new("/var/lib/kcore/vms"));
+        assert_eq!(c.vm.accelerator, AcceleratorChoice::Auto);
+        assert_eq!(c.storage.lvm.thin_pool, None);
+        let c = parse(
+            "nodeId: n\nmode: install\nvm: { accelerator: tcg, stopTimeoutSeconds: 5 }\nstorage: { lvm: { thinPool: pool } }\n",
+        )
+        .unwrap();
+        assert_eq!(c.vm.accelerator, AcceleratorChoice::Tcg);
+        assert_eq!(c.vm.stop_timeout_seconds, 5);
+        assert_eq!(c.storage.lvm.thin_pool.as_deref(), Some("pool"));
+        for (text, field) in [
+            ("vm: { stopTimeoutSeconds: 0 }", "vm.stopTimeoutSeconds"),
+            ("vm: { imageMaxBytes: 0 }", "vm.imageMaxBytes"),
+            (
+                "storage: { lvm: { thinPool: \"a b\" } }",
+                "storage.lvm.thinPool",
+            ),
+            (
+                "storage: { lvm: { lvPrefix: \"-x\" } }",
+                "storage.lvm.lvPrefix",
+            ),
+            (
+                "storage: { lvm: { vgName: \"vg/0\" } }",
+                "storage.lvm.vgName",
+            ),
+            (
+                "storage: { zfs: { poolName: \"1pool\" } }",
+                "storage.zfs.poolName",
+            ),
+        ] {
+            let err = parse(&format!("nodeId: n\nmode: install\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("field `{field}`")), "{text}: {err}");
+        }
+        let err = parse("nodeId: n\nmode: install\nvm: { accelerator: hvf }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hvf"), "{err}");
+    }
+
+    #[test]
     fn connection_limits_are_optional_and_zero_is_refused() {
         let c = parse("nodeId: n\nmode: install\n").unwrap();
         assert_eq!(c.connections, kcore_net::ConnectionLimits::default());
