@@ -291,9 +291,12 @@ async fn reconcile_one(
             }
             let vol = grow_if_asked(host, vm, &mut rec, vol).await?;
             t.set(report(vm, VmPhase::Starting, Some(&vol), None));
-            guest::start(host, vm, &vol.volume).await?;
+            let started = guest::start(host, vm, &vol.volume).await;
+            // Recorded also when the start failed: a guest that cannot start is reported
+            // from its unit's end on the next passes, not started again on every poll.
             rec.started = Some(this_start);
             record::save(dir, &rec)?;
+            started?;
             Ok(Some(report(vm, VmPhase::Running, Some(&vol), size_note)))
         }
         VmDesiredState::Stopped => {

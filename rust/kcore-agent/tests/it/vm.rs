@@ -536,6 +536,56 @@ async fn create_is_idempotent_foreign_volumes_are_untouched_and_failed_creates_l
     assert_eq!(r.phase, VmPhase::Failed);
     assert!(r.message.unwrap().contains("largest free space"));
 
+    // A guest that cannot start (QEMU exits at once): Failed, and not started again on the
+    // next pass for the same generation.
+    let counter = rig.dir.path().join("starts");
+    let failing = rig.dir.path().join("failing-qemu");
+    std::fs::write(
+        &failing,
+        format!("#!/bin/sh\necho start >>{}\nexit 1\n", counter.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &failing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut broken = rig.host.clone();
+    broken.tools = Tools::new(
+        serde_json::from_value(json!({
+            "systemd-run": support("systemd-run"),
+            "systemctl": support("systemctl"),
+            "qemu-system-x86_64": failing,
+        }))
+        .unwrap(),
+    );
+    let nostart = node_vm(&name("nostart"), 1, "running", json!({}));
+    let sink = |_: &VmReports| {};
+    let r = reconcile(&broken, std::slice::from_ref(&nostart), &sink).await;
+    assert_eq!(r.vms[0].phase, VmPhase::Failed, "{r:?}");
+    assert!(
+        r.vms[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("ended right after it started")
+    );
+    let r = reconcile(&broken, std::slice::from_ref(&nostart), &sink).await;
+    assert_eq!(r.vms[0].phase, VmPhase::Failed, "{r:?}");
+    assert!(
+        r.vms[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("exit-code exited 1"),
+        "reported from the unit's end: {r:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        1,
+        "not started again for the same generation"
+    );
+
     // A name that is not a resource name: refused before anything runs.
     let bad = node_vm("Bad_Name", 1, "running", json!({}));
     let r = rig.report(&bad).await;
