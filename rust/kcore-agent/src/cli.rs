@@ -32,6 +32,14 @@ pub enum Command {
     Serve,
     /// Give the node's data partition an LVM volume group, thin pool and owner id (idempotent).
     ProvisionDisk(ProvisionCli),
+    /// Reconcile the node's VMs once with the desired list in FILE and print the reports as
+    /// JSON (what the assignment loop does with each answer; for the storage bed and for
+    /// operators checking a node by hand).
+    #[command(hide = true)]
+    VmReconcile {
+        /// A JSON list of `NodeVm` (what the controller's assignment carries in `vms`).
+        file: PathBuf,
+    },
     /// Write a transient unit's end (`$SERVICE_RESULT`, `$EXIT_CODE`, `$EXIT_STATUS`, as
     /// systemd sets them for `ExecStopPost=`) to FILE; the agent's own units run this.
     #[command(hide = true)]
@@ -91,6 +99,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 by_partlabel_dir: PathBuf::from("/dev/disk/by-partlabel"),
             };
             provision(&args).await.context("provision-disk")?;
+            Ok(())
+        }
+        Command::VmReconcile { file } => {
+            let config = AgentConfig::load(&cli.config).context("reading the configuration")?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let desired: Vec<kcore_api::vm::NodeVm> = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a JSON list of NodeVm", file.display()))?;
+            let host = crate::vm::VmHost::from_config(&config);
+            let reports = crate::vm::reconcile(&host, &desired, &|_| {}).await;
+            println!("{}", serde_json::to_string_pretty(&reports)?);
             Ok(())
         }
         Command::UnitResult { file } => crate::ops::unit::UnitStatus::write_from_env(&file)

@@ -70,6 +70,9 @@ pub struct AgentConfig {
     pub evaluation: EvaluationConfig,
     #[serde(default)]
     pub binaries: Binaries,
+    /// How the node runs its VMs' guests (docs/vms.md, "On the node").
+    #[serde(default)]
+    pub vm: VmConfig,
     /// Connection limits and timeouts; absent keys keep the defaults in
     /// docs/agent.md ("Connections and limits").
     #[serde(default)]
@@ -122,6 +125,10 @@ pub struct LvmConfig {
     pub vg_name: String,
     #[serde(default = "default_lv_prefix")]
     pub lv_prefix: String,
+    /// The thin pool VM volumes are made in; absent: the VG's only thin pool, or linear
+    /// volumes when the VG has none.
+    #[serde(default)]
+    pub thin_pool: Option<String>,
 }
 
 impl Default for LvmConfig {
@@ -129,8 +136,72 @@ impl Default for LvmConfig {
         Self {
             vg_name: default_vg_name(),
             lv_prefix: default_lv_prefix(),
+            thin_pool: None,
         }
     }
+}
+
+/// How a guest's CPU runs (`vm.accelerator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceleratorChoice {
+    /// KVM when `/dev/kvm` opens read-write, TCG otherwise.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// `vm`: where the agent keeps what it knows of its VMs and how it runs their guests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmConfig {
+    /// The agent's records of the volumes it created (`<name>.json`), and QMP sockets.
+    #[serde(default = "default_vm_state_dir")]
+    pub state_dir: PathBuf,
+    /// Each guest's serial console, `<name>.log`.
+    #[serde(default = "default_vm_log_dir")]
+    pub log_dir: PathBuf,
+    #[serde(default)]
+    pub accelerator: AcceleratorChoice,
+    /// How long a guest has to power off after the ACPI request before it is killed.
+    #[serde(default = "default_vm_stop_timeout")]
+    pub stop_timeout_seconds: u64,
+    /// The largest image a download may bring into `storage.imageCacheDir`.
+    #[serde(default = "default_image_max_bytes")]
+    pub image_max_bytes: u64,
+    /// How long one image download may take.
+    #[serde(default = "default_download_timeout")]
+    pub download_timeout_seconds: u64,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: default_vm_state_dir(),
+            log_dir: default_vm_log_dir(),
+            accelerator: AcceleratorChoice::default(),
+            stop_timeout_seconds: default_vm_stop_timeout(),
+            image_max_bytes: default_image_max_bytes(),
+            download_timeout_seconds: default_download_timeout(),
+        }
+    }
+}
+
+fn default_vm_state_dir() -> PathBuf {
+    "/var/lib/kcore/vms".into()
+}
+fn default_vm_log_dir() -> PathBuf {
+    "/var/log/kcore/vms".into()
+}
+fn default_vm_stop_timeout() -> u64 {
+    120
+}
+fn default_image_max_bytes() -> u64 {
+    64 << 30
+}
+fn default_download_timeout() -> u64 {
+    3600
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -423,6 +494,31 @@ impl AgentConfig {
                     .into(),
             ));
         }
+        kcore_api::validate::lvm_vg_name("storage.lvm.vgName", &self.storage.lvm.vg_name)
+            .map_err(|e| invalid("storage.lvm.vgName", e.detail()))?;
+        kcore_api::validate::lvm_lv_prefix("storage.lvm.lvPrefix", &self.storage.lvm.lv_prefix)
+            .map_err(|e| invalid("storage.lvm.lvPrefix", e.detail()))?;
+        if let Some(pool) = &self.storage.lvm.thin_pool {
+            kcore_api::validate::lvm_lv_name("storage.lvm.thinPool", pool)
+                .map_err(|e| invalid("storage.lvm.thinPool", e.detail()))?;
+        }
+        kcore_api::validate::zfs_pool_name("storage.zfs.poolName", &self.storage.zfs.pool_name)
+            .map_err(|e| invalid("storage.zfs.poolName", e.detail()))?;
+        for (field, value) in [
+            ("vm.stopTimeoutSeconds", self.vm.stop_timeout_seconds),
+            ("vm.imageMaxBytes", self.vm.image_max_bytes),
+            (
+                "vm.downloadTimeoutSeconds",
+                self.vm.download_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(
+                    field,
+                    "must be at least 1 (docs/configuration.md has the default)".into(),
+                ));
+            }
+        }
         self.connections
             .validate()
             .map_err(|e| invalid("connections", e.to_string()))?;
@@ -628,6 +724,51 @@ binaries:
                 .to_string();
             assert!(err.contains(&format!("field `{field}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn vm_settings_have_defaults_and_bad_values_name_their_field() {
+        let c = parse("nodeId: n\nmode: install\n").unwrap();
+        assert_eq!(c.vm, VmConfig::default());
+        assert_eq!(c.vm.state_dir, Path::new("/var/lib/kcore/vms"));
+        assert_eq!(c.vm.accelerator, AcceleratorChoice::Auto);
+        assert_eq!(c.storage.lvm.thin_pool, None);
+        let c = parse(
+            "nodeId: n\nmode: install\nvm: { accelerator: tcg, stopTimeoutSeconds: 5 }\nstorage: { lvm: { thinPool: pool } }\n",
+        )
+        .unwrap();
+        assert_eq!(c.vm.accelerator, AcceleratorChoice::Tcg);
+        assert_eq!(c.vm.stop_timeout_seconds, 5);
+        assert_eq!(c.storage.lvm.thin_pool.as_deref(), Some("pool"));
+        for (text, field) in [
+            ("vm: { stopTimeoutSeconds: 0 }", "vm.stopTimeoutSeconds"),
+            ("vm: { imageMaxBytes: 0 }", "vm.imageMaxBytes"),
+            (
+                "storage: { lvm: { thinPool: \"a b\" } }",
+                "storage.lvm.thinPool",
+            ),
+            (
+                "storage: { lvm: { lvPrefix: \"-x\" } }",
+                "storage.lvm.lvPrefix",
+            ),
+            (
+                "storage: { lvm: { vgName: \"vg/0\" } }",
+                "storage.lvm.vgName",
+            ),
+            (
+                "storage: { zfs: { poolName: \"1pool\" } }",
+                "storage.zfs.poolName",
+            ),
+        ] {
+            let err = parse(&format!("nodeId: n\nmode: install\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("field `{field}`")), "{text}: {err}");
+        }
+        let err = parse("nodeId: n\nmode: install\nvm: { accelerator: hvf }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hvf"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   revert (also across a trial boot), and the loop that takes steps from the controllers
 //!   (`rollout::assignment`).
 //! - [`provision`] is `kcore-agent provision-disk`, the LVM identity reset.
+//! - [`vm`] reconciles the node's VMs (volumes, images, QEMU guests) with the list the
+//!   assignment loop receives, and reports them.
 
 pub mod cli;
 pub mod config;
@@ -26,5 +28,6 @@ pub mod registration;
 pub mod rollout;
 pub mod server;
 pub mod tools;
+pub mod vm;
 
 pub use server::{Agent, AgentError, RuntimeOptions, run};

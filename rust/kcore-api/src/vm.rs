@@ -75,6 +75,10 @@ pub struct VmSpec {
     /// An `http(s)://` URL or an absolute path on the node; raw or qcow2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The image's expected SHA-256 (64 hex digits); the node refuses a download that
+    /// differs. Absent: the node records the checksum it computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_sha256: Option<String>,
     #[serde(default = "one_cpu")]
     pub cpus: u32,
     #[serde(default = "default_memory")]
@@ -223,6 +227,24 @@ impl KindSpec for VmSpec {
         if let Some(img) = &self.image {
             image("spec.image", img)?;
         }
+        if let Some(sum) = &self.image_sha256 {
+            if self.image.is_none() {
+                return Err(FieldError::new(
+                    "spec.imageSha256",
+                    sum,
+                    "is set without spec.image",
+                    "set spec.image too, or leave imageSha256 out",
+                ));
+            }
+            if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(FieldError::new(
+                    "spec.imageSha256",
+                    sum,
+                    "is not 64 hexadecimal digits",
+                    "give the image's SHA-256 as `sha256sum` prints it",
+                ));
+            }
+        }
         if self.cpus == 0 || self.cpus > MAX_CPUS {
             return Err(FieldError::new(
                 "spec.cpus",
@@ -308,6 +330,7 @@ spec:
                 "spec.image",
             ),
             ("cpus: 1", "cpu: 1", "spec.cpu"),
+            ("cpus: 1", "cpus: 1\n  imageSha256: abc", "spec.imageSha256"),
             ("my-vm", "My_VM", "metadata.name"),
         ] {
             let err = parse(&GUIDE.replace(from, to)).unwrap_err();

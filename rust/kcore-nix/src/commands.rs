@@ -25,9 +25,11 @@ use crate::runner::{Invocation, Program};
 mod lvm;
 mod rollout;
 mod systemctl;
+mod vm;
 pub use lvm::LvmChange;
 pub use rollout::{Running, SystemState, parse_failed_units};
 pub use systemctl::{Systemctl, UnitPresence};
+pub use vm::{Accelerator, QemuImg, QemuSystem, ZfsVolume};
 
 /// What an activation does with a built system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

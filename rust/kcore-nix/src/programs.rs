@@ -51,6 +51,8 @@ impl Tool {
             "lvm" | "pvs" | "vgs" | "lvs" | "pvcreate" | "vgcreate" | "lvcreate" | "vgchange"
             | "pvremove" | "vgremove" | "lvremove" | "lvextend" | "pvresize" => "package lvm2",
             "zpool" | "zfs" => "package zfs (zfsutils-linux on Debian)",
+            "qemu-system-x86_64" => "package qemu (qemu-system-x86 on Debian)",
+            "qemu-img" => "package qemu (qemu-utils on Debian)",
             "sgdisk" => "package gptfdisk",
             "bash" => "package bash",
             "git" => "package git",
@@ -126,6 +128,10 @@ tools! {
     ZPOOL = "zpool", "KCORE_ZPOOL";
     /// ZFS dataset management.
     ZFS = "zfs", "KCORE_ZFS";
+    /// Runs each VM's guest, in its transient unit `kcore-vm-<name>`.
+    QEMU_SYSTEM_X86_64 = "qemu-system-x86_64", "KCORE_QEMU_SYSTEM_X86_64";
+    /// Reads an image's format and size and writes it into a VM's volume.
+    QEMU_IMG = "qemu-img", "KCORE_QEMU_IMG";
     /// GPT partitioning.
     SGDISK = "sgdisk", "KCORE_SGDISK";
     /// Runs scripts kcore ships (disko's create scripts, test stand-ins) as files, never `-c`.

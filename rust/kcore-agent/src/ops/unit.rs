@@ -190,14 +190,18 @@ impl UnitStatus {
         crate::fsutil::write_atomic(file, &json)
     }
 
-    fn read(file: &Path) -> Option<UnitStatus> {
+    pub fn read(file: &Path) -> Option<UnitStatus> {
         serde_json::from_slice(&std::fs::read(file).ok()?).ok()
+    }
+
+    /// A clean exit with status 0.
+    pub fn succeeded(&self) -> bool {
+        self.service_result == "success" && self.exit_code == "exited" && self.exit_status == "0"
     }
 
     /// Success only for a clean exit with status 0; anything else is the unit's failure.
     fn outcome(&self, record: &UnitRecord) -> Result<(), OpError> {
-        if self.service_result == "success" && self.exit_code == "exited" && self.exit_status == "0"
-        {
+        if self.succeeded() {
             return Ok(());
         }
         let how = match self.exit_code.as_str() {
@@ -361,10 +365,15 @@ pub async fn reattach(
 /// `systemctl is-active`; a systemctl that cannot run counts as "still there" (logged), so
 /// the deadline, not a missing tool, decides.
 async fn presence(state: &AgentState, unit: &str) -> UnitPresence {
-    let systemctl = match state.tools.resolve(SYSTEMCTL) {
+    unit_presence(&state.tools, unit).await
+}
+
+/// [`presence`] with the tools only (VM guests, `crate::vm::guest`).
+pub async fn unit_presence(tools: &crate::tools::Tools, unit: &str) -> UnitPresence {
+    let systemctl = match tools.resolve(SYSTEMCTL) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot ask systemd about a re-attached unit");
+            tracing::warn!(error = %e, "cannot ask systemd about a unit");
             return UnitPresence::Running;
         }
     };
@@ -381,6 +390,62 @@ async fn presence(state: &AgentState, unit: &str) -> UnitPresence {
             UnitPresence::Running
         }
     }
+}
+
+/// A long-lived unit (a VM's guest) the agent starts and leaves to systemd: unlike an
+/// operation's unit it is not waited for (`--wait` off), so it runs on after the agent
+/// stops and is found again by name. The same environment and `ExecStopPost=` helper as an
+/// operation's unit: `status` receives how it ended.
+#[derive(Debug, Clone)]
+pub struct ServiceUnit<'a> {
+    pub unit: &'a str,
+    pub description: &'a str,
+    /// The command's stdout and stderr, appended.
+    pub log: &'a Path,
+    pub status: &'a Path,
+    pub command: Vec<OsString>,
+}
+
+/// Start `service`; returns once systemd has started its command.
+pub async fn start_service(
+    tools: &crate::tools::Tools,
+    extra_env: &[(String, String)],
+    unit_result_helper: Option<&Path>,
+    service: ServiceUnit<'_>,
+) -> Result<(), RunError> {
+    let systemd_run = tools.resolve(SYSTEMD_RUN)?;
+    let mut unit = SystemdRun::logged(
+        service.unit,
+        service.description,
+        service.log,
+        service.command,
+    );
+    unit.wait = false;
+    unit.stop_post = match unit_result_helper {
+        Some(helper) => vec![
+            helper.as_os_str().to_owned(),
+            "unit-result".into(),
+            service.status.as_os_str().to_owned(),
+        ],
+        None => Vec::new(),
+    };
+    unit.env = unit_env(extra_env);
+    unit.invocation(&systemd_run)
+        .timeout(QUERY_TIMEOUT)
+        .output()
+        .await
+        .map(|_| ())
+}
+
+/// `systemctl stop UNIT` (systemd's stop: SIGTERM, then SIGKILL after the unit's timeout).
+pub async fn stop_unit(tools: &crate::tools::Tools, unit: &str) -> Result<(), RunError> {
+    let systemctl = tools.resolve(SYSTEMCTL)?;
+    Systemctl::Stop(unit.to_string())
+        .invocation(&systemctl)
+        .timeout(STOP_TIMEOUT)
+        .output()
+        .await
+        .map(|_| ())
 }
 
 /// Stop a unit past its deadline; the operation has timed out, and the error says whether

@@ -117,6 +117,8 @@ struct Loop {
     ops_dir: PathBuf,
     client: Client,
     stop: watch::Receiver<bool>,
+    /// The VMs of each answer, for [`crate::vm::reporter`].
+    vms: watch::Sender<Option<Vec<kcore_api::vm::NodeVm>>>,
 }
 
 /// Runs until the agent stops: waits for the registration loop's client, then long-polls
@@ -138,11 +140,13 @@ pub async fn run(
         },
         _ = stop.wait_for(|s| *s) => return,
     };
+    let vms = crate::vm::reporter::spawn(state.clone(), client.clone());
     let mut lp = Loop {
         state,
         ops_dir,
         client,
         stop,
+        vms,
     };
     lp.poll_forever(wait.max(Duration::from_secs(1))).await;
 }
@@ -179,6 +183,9 @@ impl Loop {
                 Ok(a) => {
                     backoff.reset();
                     known = a.token;
+                    if !a.vms.is_empty() {
+                        self.vms.send_replace(Some(a.vms));
+                    }
                     if let Some(step) = a.step
                         && self.run_step(step).await.is_err()
                     {
@@ -455,15 +462,15 @@ pub fn decide(saved: Option<Progress>, step: &AssignedStep) -> Option<Progress> 
     }
 }
 
-/// Waits that double from `min` up to `max`: one per failed try.
-struct Doubling {
+/// Waits that double from `min` up to `max`: one per failed try (also the VM reports').
+pub(crate) struct Doubling {
     next: Duration,
     min: Duration,
     max: Duration,
 }
 
 impl Doubling {
-    fn new(min: Duration, max: Duration) -> Doubling {
+    pub(crate) fn new(min: Duration, max: Duration) -> Doubling {
         Doubling {
             next: min,
             min,
@@ -472,7 +479,7 @@ impl Doubling {
     }
 
     /// The wait before the next try; the one after it is twice as long, up to `max`.
-    fn wait(&mut self) -> Duration {
+    pub(crate) fn wait(&mut self) -> Duration {
         let now = self.next;
         self.next = (self.next * 2).min(self.max);
         now

@@ -7,7 +7,9 @@
 //! restart), `restricted` (bounded evaluation of submitted Nix), `provision` (provision-disk's
 //! command line, the guide's names), `rollout` (prepare, activate, health gate, revert and
 //! trial boots against the real fleet flake of `rollout_rig`), `rollout_fleet` (a real controller
-//! and five real agents running rollouts through the assignment loop), `metrics` (`/metrics`). Tests that use a stand-in
+//! and five real agents running rollouts through the assignment loop), `metrics` (`/metrics`),
+//! `vm` (the VM reconciler: volumes, image import and real QEMU guests on the filesystem
+//! backend). Tests that use a stand-in
 //! say so in their names.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
@@ -23,3 +25,4 @@ mod rollout_fleet;
 mod rollout_rig;
 mod support;
 mod tls;
+mod vm;

@@ -5,7 +5,9 @@
 //! Flags as lvm2's man pages give them: `vgchange -a y|n VG` (`-ay`/`-an`), `lvremove -y VG`
 //! (every LV of the VG), `vgremove -y`, `pvremove -y`, `pvcreate -y`, `vgcreate VG PV`,
 //! `lvcreate --type thin-pool -l 100%FREE -n NAME VG`, `lvcreate -V SIZE --thinpool VG/POOL
-//! -n NAME` (a thin volume), `lvextend -l +100%FREE VG/LV`, `pvresize PV`.
+//! -n NAME` (a thin volume), `lvextend -l +100%FREE VG/LV`, `pvresize PV`; for VM volumes
+//! `lvcreate -y -L SIZE -n NAME VG` (linear), `lvremove -y VG/LV` (exactly one LV),
+//! `lvextend -L SIZE VG/LV`; sizes in bytes with lvm's `b` unit (`lvm(8)`, "UNITS").
 
 use std::ffi::OsString;
 
@@ -41,6 +43,22 @@ pub enum LvmChange {
     },
     /// `lvextend -l +100%FREE VG/LV`.
     ExtendToFree { lv: String },
+    /// `lvcreate -y -V BYTESb --thinpool VG/POOL -n NAME`: a VM's thin volume.
+    CreateThinVolumeBytes {
+        pool: String,
+        name: String,
+        size_bytes: u64,
+    },
+    /// `lvcreate -y -L BYTESb -n NAME VG`: a VM's linear volume (a VG without a thin pool).
+    CreateLinearVolume {
+        vg: String,
+        name: String,
+        size_bytes: u64,
+    },
+    /// `lvremove -y VG/LV`: exactly this one logical volume.
+    RemoveVolume { lv: String },
+    /// `lvextend -L BYTESb VG/LV`: grow to this size.
+    ExtendTo { lv: String, size_bytes: u64 },
 }
 
 impl LvmChange {
@@ -54,8 +72,12 @@ impl LvmChange {
             LvmChange::CreatePhysical { .. } => PVCREATE,
             LvmChange::ResizePhysical { .. } => PVRESIZE,
             LvmChange::CreateGroup { .. } => VGCREATE,
-            LvmChange::CreateThinPool { .. } | LvmChange::CreateThinVolume { .. } => LVCREATE,
-            LvmChange::ExtendToFree { .. } => LVEXTEND,
+            LvmChange::CreateThinPool { .. }
+            | LvmChange::CreateThinVolume { .. }
+            | LvmChange::CreateThinVolumeBytes { .. }
+            | LvmChange::CreateLinearVolume { .. } => LVCREATE,
+            LvmChange::RemoveVolume { .. } => LVREMOVE,
+            LvmChange::ExtendToFree { .. } | LvmChange::ExtendTo { .. } => LVEXTEND,
         }
     }
 
@@ -83,6 +105,26 @@ impl LvmChange {
                 v(&["-y", "-V", size, "--thinpool", pool, "-n", name])
             }
             LvmChange::ExtendToFree { lv } => v(&["-l", "+100%FREE", lv]),
+            LvmChange::CreateThinVolumeBytes {
+                pool,
+                name,
+                size_bytes,
+            } => v(&[
+                "-y",
+                "-V",
+                &format!("{size_bytes}b"),
+                "--thinpool",
+                pool,
+                "-n",
+                name,
+            ]),
+            LvmChange::CreateLinearVolume {
+                vg,
+                name,
+                size_bytes,
+            } => v(&["-y", "-L", &format!("{size_bytes}b"), "-n", name, vg]),
+            LvmChange::RemoveVolume { lv } => v(&["-y", lv]),
+            LvmChange::ExtendTo { lv, size_bytes } => v(&["-L", &format!("{size_bytes}b"), lv]),
         }
     }
 }
@@ -163,6 +205,35 @@ mod tests {
             (
                 LvmChange::ExtendToFree { lv: s("vg0/pool") },
                 "lvextend -l +100%FREE vg0/pool",
+            ),
+            (
+                LvmChange::CreateThinVolumeBytes {
+                    pool: s("vg0/pool"),
+                    name: s("kcore-vm1"),
+                    size_bytes: 1 << 30,
+                },
+                "lvcreate -y -V 1073741824b --thinpool vg0/pool -n kcore-vm1",
+            ),
+            (
+                LvmChange::CreateLinearVolume {
+                    vg: s("vg0"),
+                    name: s("kcore-vm1"),
+                    size_bytes: 1 << 30,
+                },
+                "lvcreate -y -L 1073741824b -n kcore-vm1 vg0",
+            ),
+            (
+                LvmChange::RemoveVolume {
+                    lv: s("vg0/kcore-vm1"),
+                },
+                "lvremove -y vg0/kcore-vm1",
+            ),
+            (
+                LvmChange::ExtendTo {
+                    lv: s("vg0/kcore-vm1"),
+                    size_bytes: 2 << 30,
+                },
+                "lvextend -L 2147483648b vg0/kcore-vm1",
             ),
         ] {
             assert_eq!(line(change), expected);
