@@ -210,6 +210,12 @@ in
       systemd-run = lib.mkDefault "${config.systemd.package}/bin/systemd-run";
       disko = lib.mkDefault (lib.getExe' cfg.diskoPackage "disko");
       lsblk = lib.mkDefault (lib.getExe' pkgs.util-linux "lsblk");
+      # VMs (docs/vms.md): the guest runs in its own transient unit, so these are store
+      # paths rather than entries of the agent unit's PATH. qemu_kvm is nixpkgs' qemu built
+      # for the host's CPU only; it ships qemu-img too
+      # (pkgs/applications/virtualization/qemu/default.nix, `hostCpuOnly`).
+      qemu-system-x86_64 = lib.mkDefault (lib.getExe' pkgs.qemu_kvm "qemu-system-x86_64");
+      qemu-img = lib.mkDefault (lib.getExe' pkgs.qemu_kvm "qemu-img");
     };
 
     environment.etc."kcore/node-agent.yaml".source = configFile;

@@ -92,6 +92,7 @@ in
   "lvm2"
   "nix"
   "nixos-rebuild"
+  "qemu_kvm"
   "systemd"
   "thin-provisioning-tools"
   "util-linux"

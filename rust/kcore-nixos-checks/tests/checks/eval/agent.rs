@@ -23,7 +23,9 @@ fn expected_agent_yaml(storage: Value) -> Value {
             "nixos-rebuild": fake("nixos-rebuild", "nixos-rebuild"),
             "systemd-run": fake("systemd", "systemd-run"),
             "disko": fake("disko", "disko"),
-            "lsblk": fake("util-linux", "lsblk")
+            "lsblk": fake("util-linux", "lsblk"),
+            "qemu-system-x86_64": fake("qemu_kvm", "qemu-system-x86_64"),
+            "qemu-img": fake("qemu_kvm", "qemu-img")
         }
     })
 }
