@@ -113,6 +113,10 @@ pub struct AgentState {
     /// `evaluation.maxConcurrent` requests evaluating submitted Nix at once (dry runs
     /// included); one more gets `EVAL_BUSY`.
     pub evaluations: Arc<tokio::sync::Semaphore>,
+    /// The registration loop's controller client (mTLS, failover, renewed TLS), `None`
+    /// until it made one: the rollout assignment loop polls through it and the rollout
+    /// health gate asks through it whether this node reaches a controller.
+    pub controller_client: Arc<tokio::sync::watch::Sender<Option<kcore_net::Client>>>,
 }
 
 impl AgentState {
@@ -214,6 +218,7 @@ impl Agent {
                 lanes: crate::ops::Lanes::default(),
                 stopping: tokio::sync::watch::Sender::new(false),
                 evaluations,
+                controller_client: Arc::new(tokio::sync::watch::Sender::new(None)),
             }),
             tls: TlsSource::new(server_config),
             fingerprint,
@@ -293,8 +298,8 @@ impl Agent {
                 ));
                 // The rollout assignment loop polls through registration's client; its
                 // long poll stays under the client's per-attempt timeout.
-                let (client_tx, client_rx) = tokio::sync::watch::channel(None);
-                ctx.client_tx = Some(Arc::new(client_tx));
+                ctx.client_tx = Some(self.state.controller_client.clone());
+                let client_rx = self.state.controller_client.subscribe();
                 let wait = ctx
                     .client_options
                     .attempt_timeout
