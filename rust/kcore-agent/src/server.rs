@@ -356,6 +356,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
             let rollout = Router::new()
                 .route("/v1/rollout/prepare", post(rollout_prepare))
                 .route("/v1/rollout/activate", post(rollout_activate))
+                .route("/v1/rollout/plan", post(rollout_plan))
                 .route("/v1/rollout/steps/{id}", get(rollout_step))
                 .route_layer(from_fn_with_state(ADMINS, allow_roles));
             inventory
@@ -446,6 +447,13 @@ async fn rollout_activate(
     ApiJson(req): ApiJson<kcore_api::rollout::ActivateRequest>,
 ) -> Result<Response, ApiFailure> {
     crate::rollout::activate(state, req).await
+}
+
+async fn rollout_plan(
+    State(state): State<Arc<AgentState>>,
+    ApiJson(req): ApiJson<kcore_api::rollout::PrepareRequest>,
+) -> Result<Response, ApiFailure> {
+    crate::rollout::plan::handle(state, req).await
 }
 
 async fn rollout_step(

@@ -62,13 +62,58 @@ pub fn current_generation(state: &AgentState) -> Option<GenerationRef> {
 }
 
 /// Which of kernel, initrd and kernel-modules differ between `toplevel` and the booted
-/// system (all of them when nothing is booted, i.e. `/run/booted-system` is missing).
+/// system (all of them when nothing is booted, i.e. `/run/booted-system` is missing), and
+/// `switch-inhibitors` when [`changed_inhibitors`] names any.
 pub fn reboot_reasons(state: &AgentState, toplevel: &Path) -> Vec<String> {
     let booted = booted_system(state);
-    ["kernel", "initrd", "kernel-modules"]
+    let mut reasons: Vec<String> = ["kernel", "initrd", "kernel-modules"]
         .into_iter()
         .filter(|part| resolved(&toplevel.join(part)) != resolved(&booted.join(part)))
         .map(str::to_string)
+        .collect();
+    if !changed_inhibitors(state, toplevel).is_empty() {
+        reasons.push(SWITCH_INHIBITORS.to_string());
+    }
+    reasons
+}
+
+/// The reboot reason of a switch that nixpkgs' switch inhibitors refuse.
+pub const SWITCH_INHIBITORS: &str = "switch-inhibitors";
+
+/// nixpkgs' switch inhibitors (`system.switch.inhibitors`, an attribute set of strings
+/// written as JSON to `<toplevel>/switch-inhibitors` by
+/// `nixos/modules/system/activation/switchable-system.nix`, NixOS/nixpkgs#473282 and
+/// #477800): its pre-switch check refuses `switch` and `test` (not `boot`) when an
+/// inhibitor present in both `/run/current-system` and the new system has a different
+/// value. The names of those inhibitors, so the step goes to `boot` and a trial boot
+/// instead of a switch that would fail ("Pre-switch checks failed", exit 1). A missing file
+/// on either side inhibits nothing (as nixpkgs); an unreadable new one is reported as
+/// inhibiting, as nixpkgs' check fails on it (NixOS/nixpkgs#510514).
+pub fn changed_inhibitors(state: &AgentState, toplevel: &Path) -> Vec<String> {
+    match read_inhibitors(toplevel) {
+        None => Vec::new(),
+        Some(Ok(new)) => inhibitors_changed_from_current(state, &new),
+        Some(Err(e)) => vec![format!("(unreadable {SWITCH_INHIBITORS}: {e})")],
+    }
+}
+
+/// A system's `switch-inhibitors` file: `None` when it has none.
+fn read_inhibitors(toplevel: &Path) -> Option<Result<Inhibitors, String>> {
+    let bytes = std::fs::read(toplevel.join(SWITCH_INHIBITORS)).ok()?;
+    Some(serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+}
+
+pub type Inhibitors = serde_json::Map<String, serde_json::Value>;
+
+/// The inhibitors of `new` (a built system's file, or evaluated) whose value differs from
+/// `/run/current-system`'s, as nixpkgs' pre-switch check matches them.
+pub fn inhibitors_changed_from_current(state: &AgentState, new: &Inhibitors) -> Vec<String> {
+    let Some(Ok(current)) = read_inhibitors(&current_system(state)) else {
+        return Vec::new();
+    };
+    new.iter()
+        .filter(|(name, value)| current.get(*name).is_some_and(|old| old != *value))
+        .map(|(name, _)| name.clone())
         .collect()
 }
 

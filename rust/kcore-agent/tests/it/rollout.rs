@@ -389,3 +389,120 @@ async fn rollout_switch_answered_100_falls_back_to_a_trial_boot_with_fleet_flake
         Some("nixos-generation-2.conf")
     );
 }
+
+/// nixpkgs' switch inhibitors: r2 changes the value of an inhibitor r1 has too, so its
+/// switch-to-configuration refuses `switch` ("Pre-switch checks failed", exit 1, as the
+/// stand-in models it). Even asked for `switch`, the agent goes to `boot` and a trial
+/// boot, which passes the gate and becomes the default.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_a_switch_inhibitor_that_changed_turns_the_switch_into_a_trial_boot_with_fleet_flake()
+ {
+    let Some(fleet) = Fleet::new() else { return };
+    let mut r1_host = host("ok", "ok", "6.6.1", "r1");
+    r1_host["inhibitors"] = json!({"dbus": "dbus-1.14", "systemd": "257"});
+    let r1 = fleet.commit(&[("node-1", r1_host)]);
+    let mut r2_host = host("ok", "ok", "6.6.1", "r2");
+    r2_host["inhibitors"] = json!({"dbus": "dbus-1.16", "systemd": "257", "new": "x"});
+    let r2 = fleet.commit(&[("node-1", r2_host)]);
+    let mut node = FleetNode::new(&fleet, &r1, None, None).await;
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    assert_eq!(prepared.reboot_required, Some(true), "{prepared:?}");
+    assert_eq!(prepared.reboot_reasons, ["switch-inhibitors"]);
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    // The stand-in refuses the switch as nixpkgs would: what the agent must not run.
+    let refused = std::process::Command::new(new.join("bin/switch-to-configuration"))
+        .arg("switch")
+        .env("KCORE_FAKE_ROOT", node.root(""))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Pre-switch checks failed"));
+    std::fs::remove_file(node.root("var/log/kcore-fleet/activations")).unwrap();
+
+    let id = node.activate(&new, "switch", 5).await;
+    let (_, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    let report = node.step(&id).await;
+    assert_eq!(
+        (report.phase, report.goal.as_deref()),
+        (StepPhase::Rebooting, Some("boot"))
+    );
+    assert_eq!(node.log("activations"), [format!("boot {}", new.display())]);
+    assert_eq!(node.reboot().await, new);
+    let report = node.wait_phase(&id, StepPhase::Succeeded).await;
+    assert_eq!(report.reboots, 1);
+    assert_eq!(
+        node.efi("LoaderEntryDefault").as_deref(),
+        Some("nixos-generation-2.conf")
+    );
+}
+
+/// `POST /v1/rollout/plan`: evaluated on the node, nothing built or changed. The target
+/// toplevel of a revision nobody built is named, and still absent from the store after.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_plan_evaluates_the_host_paths_and_reboot_verdict_without_building_with_fleet_flake()
+ {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    // Labels unique to this test run, so no earlier run built these.
+    let unique = format!("plan-{}", std::process::id());
+    let r2 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", &unique))]);
+    let r3 = fleet.commit(&[("node-1", host("ok", "ok", &format!("6.12-{unique}"), "r3"))]);
+    let r4 = fleet.commit(&[("node-2", host("ok", "ok", "6.6.1", "r4"))]);
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
+    let plan = |rev: String| {
+        let body = json!({"flakeRef": fleet.flake_ref(), "flakeRev": rev});
+        let admin = node.admin().clone();
+        async move {
+            admin
+                .post_json::<_, kcore_api::rollout::HostPlan>("/v1/rollout/plan", &body)
+                .await
+                .unwrap()
+        }
+    };
+    let installed = node.link("run/current-system");
+
+    let same = plan(r2.clone()).await;
+    assert!(same.host_exists && same.error.is_none(), "{same:?}");
+    assert_eq!(same.host, "node-1");
+    assert_eq!(same.current_system.as_deref(), installed.to_str());
+    assert_eq!(same.reboot_required, Some(false), "{same:?}");
+    let target = PathBuf::from(same.target_system.clone().unwrap());
+    assert!(
+        !target.exists(),
+        "evaluated, not built: {}",
+        target.display()
+    );
+    assert!(!same.up_to_date);
+    // What nix build makes of it is the path the plan named.
+    assert_eq!(fleet.build(&r2, "node-1", &node.node.path("r2")), target);
+
+    let kernel = plan(r3).await;
+    assert_eq!(kernel.reboot_required, Some(true));
+    assert_eq!(
+        kernel.reboot_reasons,
+        ["kernel", "initrd", "kernel-modules"]
+    );
+    assert!(!Path::new(kernel.target_system.as_deref().unwrap()).exists());
+
+    let missing = plan(r4).await;
+    assert!(!missing.host_exists);
+    assert_eq!(missing.hosts, ["node-2"]);
+
+    let current = plan(r1).await;
+    assert!(current.up_to_date, "{current:?}");
+    // Nothing changed on the node.
+    assert_eq!(generation_count(&node), 1);
+    assert!(node.log("activations").is_empty());
+
+    let err = node
+        .admin()
+        .post_json::<_, kcore_api::rollout::HostPlan>(
+            "/v1/rollout/plan",
+            &json!({"flakeRef": "path:/etc/nixos", "flakeRev": r2}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_FIELD");
+    assert!(err.to_string().contains("flakeRef"), "{err}");
+}
