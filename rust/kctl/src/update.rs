@@ -1,4 +1,4 @@
-//! `kctl update cluster apply|get|list|approve|cancel` (alias `kctl update os`): fleet
+//! `kctl update cluster plan|apply|get|list|approve|cancel` (alias `kctl update os`): fleet
 //! upgrades as `kind: ClusterUpdate` rollouts (docs/rollouts.md). `apply` is `kctl apply`;
 //! `get NAME` shows the rollout's phase and one row per node; `approve` and `cancel` call
 //! the controller's `POST /v1/clusterupdates/{name}/approve|cancel`. Exit codes: 0 done, 1
@@ -45,6 +45,12 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
+    /// What applying ClusterUpdate documents would do, changing nothing: targets, waves,
+    /// and per target its agent's evaluation of the pinned host (`update_plan`).
+    Plan {
+        #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Create or update ClusterUpdate documents (as `kctl apply -f`).
     Apply {
         #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
@@ -68,6 +74,9 @@ pub async fn run(
     let controllers = args.controllers.join(leading.clone());
     let UpdateCommand::Cluster(cluster) = args.command;
     let (_, client) = match &cluster.command {
+        ClusterCommand::Plan { files } => {
+            return crate::update_plan::run(files, global, &controllers).await;
+        }
         ClusterCommand::Apply { files } => {
             let apply = crate::apply::Args {
                 controllers: controllers.clone(),
@@ -79,7 +88,9 @@ pub async fn run(
         _ => connect(global, &controllers)?,
     };
     match cluster.command {
-        ClusterCommand::Apply { .. } => unreachable!("answered above"),
+        ClusterCommand::Apply { .. } | ClusterCommand::Plan { .. } => {
+            unreachable!("answered above")
+        }
         ClusterCommand::List => {
             let list: Value = client
                 .get_json(&kinds::list_path(Kind::ClusterUpdate))
