@@ -263,3 +263,50 @@ async fn update_cluster_plan_shows_targets_waves_and_each_agents_evaluation_and_
     let _ = stop.send(());
     served.await.unwrap().unwrap();
 }
+
+/// `scripts/demo-rollout.sh` runs to its end ("demo-rollout: ok": the second revision
+/// halted with node-3 reverted), so the demo cannot rot. It needs the workspace's
+/// binaries next to kctl's (`cargo test --workspace` builds them, and the `fleet_agent`
+/// example); SKIP otherwise.
+#[test]
+fn demo_rollout_script_plans_applies_and_halts_on_the_failing_revision() {
+    let kctl = std::path::Path::new(env!("CARGO_BIN_EXE_kctl"));
+    let bin_dir = kctl.parent().unwrap();
+    let needed = [
+        bin_dir.join("kcore-controller"),
+        bin_dir.join("kcore-agent"),
+        bin_dir.join("examples/fleet_agent"),
+    ];
+    if let Some(missing) = needed.iter().find(|p| !p.exists()) {
+        eprintln!(
+            "SKIP: {} is not built (cargo build -p kcore-controller -p kcore-agent --bins --example fleet_agent)",
+            missing.display()
+        );
+        return;
+    }
+    let has = |p: &str| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok()
+    };
+    if !["nix", "git", "jq"].iter().all(|p| has(p)) {
+        eprintln!("SKIP: nix, git or jq is not on PATH");
+        return;
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/demo-rollout.sh");
+    let out = std::process::Command::new(script)
+        .env("KCORE_BIN_DIR", bin_dir)
+        .env_remove("KEEP")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("demo-rollout: ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("release-r3: halted"), "{stdout}");
+    assert!(stdout.contains("node-3\treverted"), "{stdout}");
+}
