@@ -210,6 +210,11 @@ in
       systemd-run = lib.mkDefault "${config.systemd.package}/bin/systemd-run";
       disko = lib.mkDefault (lib.getExe' cfg.diskoPackage "disko");
       lsblk = lib.mkDefault (lib.getExe' pkgs.util-linux "lsblk");
+      # Rollout trial boots on GRUB nodes (docs/rollouts.md): the grub-reboot of the GRUB
+      # that install-grub.pl installs with (it calls "$grub/sbin/grub-install" the same way).
+      grub-reboot = lib.mkIf config.boot.loader.grub.enable (
+        lib.mkDefault "${config.boot.loader.grub.package}/sbin/grub-reboot"
+      );
     };
 
     environment.etc."kcore/node-agent.yaml".source = configFile;

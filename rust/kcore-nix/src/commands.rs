@@ -26,7 +26,7 @@ mod lvm;
 mod rollout;
 mod systemctl;
 pub use lvm::LvmChange;
-pub use rollout::{Running, SystemState, parse_failed_units};
+pub use rollout::{GrubReboot, Running, SystemState, parse_failed_units};
 pub use systemctl::{Systemctl, UnitPresence};
 
 /// What an activation does with a built system.

@@ -76,6 +76,9 @@ pub fn boot_into(root: &Path, top: &Path) -> io::Result<()> {
 /// `oneshot_boots: false` is a one-shot entry that does not come up (a kernel that hangs,
 /// then a power cycle): it is used up and the default boots.
 pub fn next_boot(root: &Path, oneshot_boots: bool) -> io::Result<PathBuf> {
+    if root.join("boot/grub/grub.cfg").is_file() {
+        return next_grub_boot(root, oneshot_boots);
+    }
     let efi = root.join("boot/efivars");
     let oneshot = efi.join("LoaderEntryOneShot");
     if !oneshot_boots {
@@ -98,5 +101,38 @@ pub fn next_boot(root: &Path, oneshot_boots: bool) -> io::Result<PathBuf> {
         .lines()
         .find_map(|l| l.strip_prefix("options init="))
         .ok_or_else(|| io::Error::other(format!("entry {} has no init", entry.trim())))?;
+    Ok(PathBuf::from(init.strip_suffix("/init").unwrap_or(init)))
+}
+
+/// [`next_boot`] with GRUB, as the grub.cfg of nixpkgs' install-grub.pl (and the fleet
+/// stand-in) does: grubenv's `next_entry` once (cleared as it is used), else "NixOS -
+/// Default".
+fn next_grub_boot(root: &Path, oneshot_boots: bool) -> io::Result<PathBuf> {
+    let env = root.join("boot/grub/grubenv");
+    let next = std::fs::read_to_string(&env)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("next_entry=").map(str::to_string))
+        })
+        .filter(|e| !e.is_empty());
+    if next.is_some() {
+        std::fs::write(&env, "# GRUB Environment Block\nnext_entry=\n")?;
+    }
+    let title = match next {
+        Some(entry) if oneshot_boots => entry.rsplit('>').next().unwrap_or("").to_string(),
+        _ => "NixOS - Default".to_string(),
+    };
+    let cfg = std::fs::read_to_string(root.join("boot/grub/grub.cfg"))?;
+    let mut lines = cfg
+        .lines()
+        .skip_while(|l| l.trim() != format!("menuentry \"{title}\" {{"));
+    let linux = lines
+        .nth(1)
+        .ok_or_else(|| io::Error::other(format!("grub.cfg has no entry {title:?}")))?;
+    let init = linux
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("init="))
+        .ok_or_else(|| io::Error::other(format!("entry {title:?} has no init")))?;
     Ok(PathBuf::from(init.strip_suffix("/init").unwrap_or(init)))
 }

@@ -17,6 +17,9 @@
 //!    the revert: `--set <previous>` and its `switch-to-configuration switch`, in a unit too.
 //! 5. `boot`: a trial boot: the old entry stays the default (`bootctl set-default`), the new
 //!    one is booted once (`bootctl set-oneshot`), the record says so, `systemctl reboot`.
+//!    With GRUB (`system::boots_with_grub`): the previous system's `switch-to-configuration
+//!    boot` makes it "NixOS - Default" again and `grub-reboot` boots the new generation's
+//!    submenu entry once.
 //!    The agent that starts after the boot ([`after_boot`]) runs the gate on the booted
 //!    system and makes the new entry the default only when it passes; otherwise it sets the
 //!    previous generation back and boots it, once (at most one revert reboot).
@@ -514,20 +517,30 @@ async fn trial_boot(
         .generation
         .clone()
         .ok_or_else(|| internal("a boot activation without a generation"))?;
-    if let Some(prev) = &rec.previous {
+    if system::boots_with_grub(state) {
+        // GRUB: the previous system installed as "NixOS - Default" again, the new one
+        // booted once from the generations' submenu (`grub-reboot`).
+        if let Some(prev) = &rec.previous {
+            system::install_boot_default(state, op, Path::new(&prev.store_path)).await?;
+        }
+        let entry = system::grub_entry(state, new.number)?;
+        system::grub_reboot(state, op, entry).await?;
+    } else {
+        if let Some(prev) = &rec.previous {
+            system::bootctl(
+                state,
+                op,
+                Bootctl::SetDefault(system::boot_entry(prev.number)),
+            )
+            .await?;
+        }
         system::bootctl(
             state,
             op,
-            Bootctl::SetDefault(system::boot_entry(prev.number)),
+            Bootctl::SetOneshot(system::boot_entry(new.number)),
         )
         .await?;
     }
-    system::bootctl(
-        state,
-        op,
-        Bootctl::SetOneshot(system::boot_entry(new.number)),
-    )
-    .await?;
     rec.phase = RecordPhase::TrialBoot;
     rec.reboots = 1;
     rec.deadline = now_unix().saturating_add(rec.health_timeout_seconds);
@@ -644,12 +657,16 @@ async fn verify_booted(
     report(state, &rec, StepPhase::Verifying, |_| {})?;
     match health_gate(state, op, &rec.store_path.clone(), true, timeout_of(&rec)).await? {
         Ok(()) => {
-            system::bootctl(
-                state,
-                op,
-                Bootctl::SetDefault(system::boot_entry(new.number)),
-            )
-            .await?;
+            if system::boots_with_grub(state) {
+                system::install_boot_default(state, op, &rec.store_path.clone()).await?;
+            } else {
+                system::bootctl(
+                    state,
+                    op,
+                    Bootctl::SetDefault(system::boot_entry(new.number)),
+                )
+                .await?;
+            }
             succeed(state, rec)
         }
         Err(f) => {
@@ -665,12 +682,18 @@ async fn verify_booted(
             rec.reason = Some(f.reason);
             rec.failed_units = f.failed_units;
             system::set_profile(state, op, Path::new(&prev.store_path)).await?;
-            system::bootctl(
-                state,
-                op,
-                Bootctl::SetDefault(system::boot_entry(prev.number)),
-            )
-            .await?;
+            if system::boots_with_grub(state) {
+                // Already "NixOS - Default" since the trial boot; installed again so the
+                // submenu lists the generation just set.
+                system::install_boot_default(state, op, Path::new(&prev.store_path)).await?;
+            } else {
+                system::bootctl(
+                    state,
+                    op,
+                    Bootctl::SetDefault(system::boot_entry(prev.number)),
+                )
+                .await?;
+            }
             rec.phase = RecordPhase::RevertBoot;
             rec.reboots = 2;
             rec.save(&ops_dir(state)?)?;

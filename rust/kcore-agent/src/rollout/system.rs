@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use kcore_api::ErrorCode;
 use kcore_api::rollout::GenerationRef;
+use kcore_nix::Goal;
 use kcore_nix::commands::{
-    Bootctl, NixEnvProfile, ProfileAction, Running, SystemState, parse_failed_units,
+    Bootctl, GrubReboot, NixEnvProfile, ProfileAction, Running, SwitchToConfiguration, SystemState,
+    parse_failed_units,
 };
 use kcore_nix::profile::Profile;
-use kcore_nix::programs::{BOOTCTL, NIX_ENV, SYSTEMCTL};
+use kcore_nix::programs::{BOOTCTL, GRUB_REBOOT, NIX_ENV, SYSTEMCTL};
 
 use crate::ops::{OpError, OpHandle};
 use crate::server::AgentState;
@@ -171,6 +173,80 @@ pub fn boot_entry(number: u64) -> String {
 pub async fn bootctl(state: &AgentState, op: &OpHandle, cmd: Bootctl) -> Result<(), OpError> {
     let bootctl = state.tools.resolve(BOOTCTL).map_err(|e| tool_error(&e))?;
     let inv = cmd.invocation(&bootctl).timeout(QUICK_TIMEOUT);
+    op.step(inv.display());
+    inv.output().await.map(|_| ()).map_err(|e| tool_error(&e))
+}
+
+/// The node boots with GRUB, not systemd-boot: `/boot/grub/grub.cfg` is there (what
+/// nixpkgs' `install-grub.pl` writes) and systemd-boot's `/boot/loader/loader.conf` is not
+/// (what `systemd-boot-builder.py` writes).
+pub fn boots_with_grub(state: &AgentState) -> bool {
+    under_root(state, Path::new("/boot/grub/grub.cfg")).is_file()
+        && !under_root(state, Path::new("/boot/loader/loader.conf")).exists()
+}
+
+/// The `grub-reboot` name of generation `number`'s entry. nixpkgs' `install-grub.pl` writes
+/// `menuentry "NixOS - Default"` (the system just installed) and, in `submenu "NixOS - All
+/// configurations"`, one `menuentry "NixOS - Configuration N (DATE - VERSION)"` per
+/// generation; the title is read back from `grub.cfg` rather than rebuilt (the date is the
+/// profile link's).
+pub fn grub_entry(state: &AgentState, number: u64) -> Result<String, OpError> {
+    let cfg = under_root(state, Path::new("/boot/grub/grub.cfg"));
+    let text = std::fs::read_to_string(&cfg).map_err(|e| {
+        OpError::failed(
+            ErrorCode::CommandFailed,
+            format!("cannot read {}: {e}", cfg.display()),
+        )
+    })?;
+    let prefix = format!("NixOS - Configuration {number} (");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("menuentry \""))
+        .filter_map(|l| l.split_once('"').map(|(title, _)| title))
+        .find(|title| title.starts_with(&prefix))
+        .map(|title| format!("NixOS - All configurations>{title}"))
+        .ok_or_else(|| {
+            OpError::failed(
+                ErrorCode::CommandFailed,
+                format!(
+                    "{} has no entry for generation {number}; nothing was rebooted",
+                    cfg.display()
+                ),
+            )
+        })
+}
+
+/// `grub-reboot ENTRY`.
+pub async fn grub_reboot(state: &AgentState, op: &OpHandle, entry: String) -> Result<(), OpError> {
+    let program = state
+        .tools
+        .resolve(GRUB_REBOOT)
+        .map_err(|e| tool_error(&e))?;
+    let inv = GrubReboot { entry }
+        .invocation(&program)
+        .timeout(QUICK_TIMEOUT);
+    op.step(inv.display());
+    inv.output().await.map(|_| ()).map_err(|e| tool_error(&e))
+}
+
+/// `<toplevel>/bin/switch-to-configuration boot`: with GRUB, the only way to choose the
+/// default entry (install-grub.pl makes the system it installs "NixOS - Default"). Run
+/// directly, not in a unit: `boot` restarts nothing.
+pub async fn install_boot_default(
+    state: &AgentState,
+    op: &OpHandle,
+    toplevel: &Path,
+) -> Result<(), OpError> {
+    let stc = SwitchToConfiguration {
+        toplevel: toplevel.to_path_buf(),
+        goal: Goal::Boot,
+    };
+    let Some(mut inv) = stc.invocation().map_err(|e| tool_error(&e))? else {
+        return Ok(());
+    };
+    for (k, v) in &state.options.extra_env {
+        inv = inv.env(k, v);
+    }
+    let inv = inv.timeout(QUICK_TIMEOUT);
     op.step(inv.display());
     inv.output().await.map(|_| ()).map_err(|e| tool_error(&e))
 }

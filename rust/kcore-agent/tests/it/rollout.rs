@@ -506,3 +506,82 @@ async fn rollout_plan_evaluates_the_host_paths_and_reboot_verdict_without_buildi
     assert_eq!(code(&err), "INVALID_FIELD");
     assert!(err.to_string().contains("flakeRef"), "{err}");
 }
+
+/// What a GRUB node's grub.cfg boots by default ("NixOS - Default") and its grubenv's
+/// one-shot `next_entry`.
+fn grub_state(node: &FleetNode) -> (PathBuf, String) {
+    let cfg = std::fs::read_to_string(node.root("boot/grub/grub.cfg")).unwrap();
+    let mut lines = cfg
+        .lines()
+        .skip_while(|l| l.trim() != "menuentry \"NixOS - Default\" {");
+    let init = lines
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("init="))
+        .unwrap()
+        .to_string();
+    let next = std::fs::read_to_string(node.root("boot/grub/grubenv"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("next_entry=").map(str::to_string))
+        .unwrap_or_default();
+    (PathBuf::from(init.strip_suffix("/init").unwrap()), next)
+}
+
+/// A node that boots with GRUB (nixpkgs' install-grub.pl layout, as the stand-in writes
+/// it): a kernel change is a trial boot through `grub-reboot` with the previous system
+/// installed as "NixOS - Default" again; healthy, the new one becomes the default; a later
+/// unhealthy one is reverted with one more reboot into the default.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_grub_trial_boots_use_grub_reboot_and_keep_the_old_default_until_healthy_with_fleet_flake()
+ {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    let r2 = fleet.commit(&[("node-1", host("ok", "ok", "6.12.0", "r2"))]);
+    let r3 = fleet.commit(&[("node-1", host("ok", "never", "6.13.0", "r3"))]);
+    let mut node = FleetNode::new_grub(&fleet, &r1).await;
+    let old = node.link("run/current-system");
+    assert_eq!(grub_state(&node), (old.clone(), String::new()));
+
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&new, "auto", 5).await;
+    let (_, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    // The old system is the default again; generation 2 is booted once.
+    let (default, next) = grub_state(&node);
+    assert_eq!(default, old);
+    assert!(
+        next.starts_with("NixOS - All configurations>NixOS - Configuration 2 ("),
+        "{next}"
+    );
+    assert!(
+        node.efi("LoaderEntryOneShot").is_none(),
+        "no bootctl on GRUB"
+    );
+    assert_eq!(node.reboot().await, new);
+    let report = node.wait_phase(&id, StepPhase::Succeeded).await;
+    assert_eq!(report.reboots, 1);
+    assert_eq!(grub_state(&node), (new.clone(), String::new()));
+
+    let (_, prepared) = node.prepare(&fleet, &r3).await;
+    let bad = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&bad, "auto", 2).await;
+    follow(node.admin(), &id).await;
+    assert_eq!(grub_state(&node).0, new, "r2 stays the default");
+    assert_eq!(node.reboot().await, bad);
+    // Never healthy: the gate gives up after 2 s and asks for the revert boot.
+    for _ in 0..300 {
+        if node.log("reboots").len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node.log("reboots").len(), 3, "trial 1, trial 2, its revert");
+    assert_eq!(grub_state(&node), (new.clone(), String::new()));
+    assert_eq!(node.reboot().await, new);
+    let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert_eq!(report.reboots, 2);
+    assert_eq!(node.link("nix/var/nix/profiles/system"), new);
+}

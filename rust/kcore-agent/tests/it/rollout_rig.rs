@@ -149,6 +149,24 @@ impl FleetNode {
         gate: Option<&Path>,
         timeout_tweak: Option<Duration>,
     ) -> FleetNode {
+        Self::installed_with(fleet, rev, gate, timeout_tweak, false)
+    }
+
+    /// A node that boots with GRUB (`boot/grub/grub.cfg`, `grub-reboot`) instead of
+    /// systemd-boot, its agent started.
+    pub async fn new_grub(fleet: &Fleet, rev: &str) -> FleetNode {
+        let mut this = Self::installed_with(fleet, rev, None, None, true);
+        this.start().await;
+        this
+    }
+
+    fn installed_with(
+        fleet: &Fleet,
+        rev: &str,
+        gate: Option<&Path>,
+        timeout_tweak: Option<Duration>,
+        grub: bool,
+    ) -> FleetNode {
         let pki = Pki::new();
         let node = Node::new();
         let root = node.path("root");
@@ -160,9 +178,19 @@ impl FleetNode {
             &support("fleet/systemctl"),
         );
         wrapper(&node.path("bin/bootctl"), &root, &support("fleet/bootctl"));
+        wrapper(
+            &node.path("bin/grub-reboot"),
+            &root,
+            &support("fleet/grub-reboot"),
+        );
+        if grub {
+            // The stand-in's switch-to-configuration writes grub.cfg when this exists.
+            std::fs::create_dir_all(root.join("boot/grub")).unwrap();
+        }
         let extra = json!({"binaries": {
             "systemctl": node.path("bin/systemctl"),
             "bootctl": node.path("bin/bootctl"),
+            "grub-reboot": node.path("bin/grub-reboot"),
         }});
         let mut env = vec![
             ("KCORE_FAKE_ROOT".to_string(), root.display().to_string()),
