@@ -216,6 +216,11 @@ in
       # (pkgs/applications/virtualization/qemu/default.nix, `hostCpuOnly`).
       qemu-system-x86_64 = lib.mkDefault (lib.getExe' pkgs.qemu_kvm "qemu-system-x86_64");
       qemu-img = lib.mkDefault (lib.getExe' pkgs.qemu_kvm "qemu-img");
+      # Rollout trial boots on GRUB nodes (docs/rollouts.md): the grub-reboot of the GRUB
+      # that install-grub.pl installs with (it calls "$grub/sbin/grub-install" the same way).
+      grub-reboot = lib.mkIf config.boot.loader.grub.enable (
+        lib.mkDefault "${config.boot.loader.grub.package}/sbin/grub-reboot"
+      );
     };
 
     environment.etc."kcore/node-agent.yaml".source = configFile;

@@ -13,22 +13,12 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/.." && pwd)"
 # shellcheck source=scripts/env.sh
 source "$here/env.sh"
 
-if [[ -z "${KCORE_BIN_DIR:-}" ]]; then
-    echo "==> building kctl, kcore-controller, kcore-agent"
-    cargo build --quiet --manifest-path "$repo/rust/Cargo.toml" \
-        -p kctl -p kcore-controller -p kcore-agent --bins
-    KCORE_BIN_DIR="$CARGO_TARGET_DIR/debug"
-fi
-kctl_bin="$KCORE_BIN_DIR/kctl"
-controller_bin="$KCORE_BIN_DIR/kcore-controller"
-agent_bin="$KCORE_BIN_DIR/kcore-agent"
-for b in "$kctl_bin" "$controller_bin" "$agent_bin"; do
-    [[ -x "$b" ]] || { echo "error: $b is missing (set KCORE_BIN_DIR)" >&2; exit 1; }
-done
+# shellcheck source=scripts/demo-lib.sh
+source "$here/demo-lib.sh"
+kcore_binaries
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/kcore-demo.XXXXXX")"
 # kctl keeps its config and the cluster's PKI here instead of ~/.kcore.
@@ -66,30 +56,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 kctl() { "$kctl_bin" "$@"; }
-
-# A free TCP port on 127.0.0.1 (nothing answers a connect on it).
-free_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    echo "error: no free port found" >&2
-    return 1
-}
-
-# Waits until "$@" succeeds (up to ~20 s).
-wait_for() {
-    for _ in $(seq 1 100); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.2
-    done
-    echo "error: timed out waiting for: $*" >&2
-    return 1
-}
 
 ctl_port="$(free_port)"
 ctl_addr="127.0.0.1:$ctl_port"

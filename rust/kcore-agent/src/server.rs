@@ -116,6 +116,10 @@ pub struct AgentState {
     pub evaluations: Arc<tokio::sync::Semaphore>,
     /// Request latency and registration figures for `GET /metrics` ([`crate::metrics`]).
     pub metrics: crate::metrics::AgentMetrics,
+    /// The registration loop's controller client (mTLS, failover, renewed TLS), `None`
+    /// until it made one: the rollout assignment loop polls through it and the rollout
+    /// health gate asks through it whether this node reaches a controller.
+    pub controller_client: Arc<tokio::sync::watch::Sender<Option<kcore_net::Client>>>,
 }
 
 impl AgentState {
@@ -218,6 +222,7 @@ impl Agent {
                 stopping: tokio::sync::watch::Sender::new(false),
                 evaluations,
                 metrics: Default::default(),
+                controller_client: Arc::new(tokio::sync::watch::Sender::new(None)),
             }),
             tls: TlsSource::new(server_config),
             fingerprint,
@@ -297,8 +302,8 @@ impl Agent {
                 ));
                 // The rollout assignment loop polls through registration's client; its
                 // long poll stays under the client's per-attempt timeout.
-                let (client_tx, client_rx) = tokio::sync::watch::channel(None);
-                ctx.client_tx = Some(Arc::new(client_tx));
+                ctx.client_tx = Some(self.state.controller_client.clone());
+                let client_rx = self.state.controller_client.subscribe();
                 let wait = ctx
                     .client_options
                     .attempt_timeout
@@ -361,6 +366,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
             let rollout = Router::new()
                 .route("/v1/rollout/prepare", post(rollout_prepare))
                 .route("/v1/rollout/activate", post(rollout_activate))
+                .route("/v1/rollout/plan", post(rollout_plan))
                 .route("/v1/rollout/steps/{id}", get(rollout_step))
                 .route_layer(from_fn_with_state(ADMINS, allow_roles));
             let metrics = Router::new()
@@ -470,6 +476,13 @@ async fn rollout_activate(
     ApiJson(req): ApiJson<kcore_api::rollout::ActivateRequest>,
 ) -> Result<Response, ApiFailure> {
     crate::rollout::activate(state, req).await
+}
+
+async fn rollout_plan(
+    State(state): State<Arc<AgentState>>,
+    ApiJson(req): ApiJson<kcore_api::rollout::PrepareRequest>,
+) -> Result<Response, ApiFailure> {
+    crate::rollout::plan::handle(state, req).await
 }
 
 async fn rollout_step(

@@ -303,6 +303,42 @@ pub struct ClusterUpdateStatus {
     pub rollback_at: Option<String>,
 }
 
+/// `POST /v1/clusterupdates/plan` (admin): what the controller would do with a
+/// ClusterUpdate manifest, changing nothing: the nodes its selector names with why each is
+/// or is not a target, and the waves in order. The node-side facts (host attribute, paths,
+/// reboot verdict) come from each target's agent ([`crate::rollout::HostPlan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterUpdatePlan {
+    pub name: String,
+    /// The targets, in the order they would be updated.
+    pub targets: Vec<String>,
+    /// The waves (canaries first, then batches), each starting when the one before ended.
+    pub waves: Vec<Vec<String>>,
+    /// At most this many nodes between activation start and healthy.
+    pub max_unavailable: usize,
+    /// Every node the selector's ids, labels and datacenters name, targets or not.
+    pub nodes: Vec<PlanNode>,
+}
+
+/// One node of a [`ClusterUpdatePlan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanNode {
+    pub node_id: String,
+    /// Heartbeat within the controller's `heartbeatTimeoutSeconds`.
+    pub ready: bool,
+    pub approved: bool,
+    /// Where the node's agent listens (from its report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_address: Option<String>,
+    /// Another rollout with a step in flight on this node (it would wait for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_rollout: Option<String>,
+    /// A target: Ready and approved.
+    pub target: bool,
+}
+
 /// A [`kcore_nix::flake::FlakeError`] as a field error: its message carries the problem,
 /// then `; ` and the fix.
 fn flake_error(field: &str, value: &str, err: &kcore_nix::flake::FlakeError) -> FieldError {

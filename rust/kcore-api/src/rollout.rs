@@ -229,3 +229,36 @@ mod tests {
         assert!(StepPhase::Reverted.is_final() && !StepPhase::Rebooting.is_final());
     }
 }
+
+/// `POST /v1/rollout/plan {flakeRef, flakeRev, host?}` (agent, admin): what `kctl update
+/// cluster plan` learns from one node, evaluated there without building anything.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPlan {
+    /// The `nixosConfigurations` attribute evaluated (the request's, else the node id).
+    pub host: String,
+    pub host_exists: bool,
+    /// The flake's hosts, when `host` is not one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// `/run/current-system` and `/run/booted-system` as they resolve now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_system: Option<String>,
+    /// The target toplevel's store path (evaluated, not built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_system: Option<String>,
+    /// The target is what runs already.
+    #[serde(default)]
+    pub up_to_date: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_required: Option<bool>,
+    /// `kernel`, `initrd`, `kernel-modules` (against `/run/booted-system`),
+    /// `switch-inhibitors` (against `/run/current-system`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reboot_reasons: Vec<String>,
+    /// Why the evaluation failed (then nothing else is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -27,7 +27,7 @@ mod rollout;
 mod systemctl;
 mod vm;
 pub use lvm::LvmChange;
-pub use rollout::{Running, SystemState, parse_failed_units};
+pub use rollout::{GrubReboot, Running, SystemState, parse_failed_units};
 pub use systemctl::{Systemctl, UnitPresence};
 pub use vm::{Accelerator, QemuImg, QemuSystem, ZfsVolume};
 

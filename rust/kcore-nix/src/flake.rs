@@ -94,6 +94,41 @@ pub fn toplevel_installable(pinned_url: &str, host: &str) -> Result<String, Flak
     ))
 }
 
+/// What a rollout plan evaluates of a host at a pinned revision, without building it: a
+/// function of `url` (a [`pinned_flake_url`]) and `host` for [`crate::queries::NixEval`]
+/// (`.flakes()`, `--argstr url … --argstr host …`). It answers `{hostExists: false, hosts}`
+/// when the flake has no such `nixosConfigurations` attribute, else `{hostExists: true,
+/// toplevel, kernel, initrd, kernelModules, switchInhibitors}`: the store paths the
+/// toplevel's `kernel`, `initrd` and `kernel-modules` links will point at, spelled as
+/// nixpkgs' `nixos/modules/system/boot/kernel.nix` makes them (`${kernel}/${kernelFile}`,
+/// `${initialRamdisk}/${initrdFile}`, `${modulesTree}`; `null` when
+/// `boot.kernel.enable`/`boot.initrd.enable` is off, as for containers), and
+/// `system.switch.inhibitors` (`{}` where nixpkgs has none). Evaluating an output path
+/// does not build it.
+pub const HOST_PLAN_EXPR: &str = r#"{ url, host }:
+let
+  configs = (builtins.getFlake url).nixosConfigurations or { };
+in
+if !(builtins.hasAttr host configs) then
+  { hostExists = false; hosts = builtins.attrNames configs; }
+else
+  let
+    c = configs.${host}.config;
+    kernelOn = c.boot.kernel.enable or true;
+    initrdOn = c.boot.initrd.enable or true;
+  in
+  {
+    hostExists = true;
+    toplevel = c.system.build.toplevel.outPath;
+    kernel =
+      if kernelOn then "${c.boot.kernelPackages.kernel}/${c.system.boot.loader.kernelFile}" else null;
+    initrd =
+      if initrdOn then "${c.system.build.initialRamdisk}/${c.system.boot.loader.initrdFile}" else null;
+    kernelModules = if kernelOn then "${c.system.modulesTree}" else null;
+    switchInhibitors = c.system.switch.inhibitors or { };
+  }
+"#;
+
 fn check_host(host: &str) -> Result<(), FlakeError> {
     let ok = !host.is_empty()
         && host

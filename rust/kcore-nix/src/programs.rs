@@ -84,6 +84,8 @@ tools! {
     NIX_ENV = "nix-env", "KCORE_NIX_ENV";
     /// Chooses the systemd-boot entry for the next boot (`set-oneshot`) and the default.
     BOOTCTL = "bootctl", "KCORE_BOOTCTL";
+    /// Chooses the GRUB entry for the next boot only (`grub-reboot ENTRY`).
+    GRUB_REBOOT = "grub-reboot", "KCORE_GRUB_REBOOT";
     /// Partitions and formats disks from a disko configuration.
     DISKO = "disko", "KCORE_DISKO";
     /// Runs prepare/activate in a transient unit so an agent restart does not kill them.

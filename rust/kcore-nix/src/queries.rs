@@ -64,6 +64,9 @@ pub struct NixEval {
     /// reads the innermost "while evaluating the option `…'" line to name the user's option
     /// when disko's own files fail).
     pub show_trace: bool,
+    /// `--extra-experimental-features 'nix-command flakes'` for this call only, for an
+    /// expression that uses `builtins.getFlake` (a rollout plan's look at a pinned flake).
+    pub flakes: bool,
 }
 
 impl NixEval {
@@ -73,7 +76,14 @@ impl NixEval {
             expr: expr.into(),
             argstrs: Vec::new(),
             show_trace: false,
+            flakes: false,
         }
+    }
+
+    /// Enable flakes for this evaluation (`builtins.getFlake`).
+    pub fn flakes(mut self) -> NixEval {
+        self.flakes = true;
+        self
     }
 
     /// Ask for the evaluation trace with an error (`--show-trace`).
@@ -89,13 +99,20 @@ impl NixEval {
     }
 
     pub fn argv(&self) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = vec![
+        let mut argv: Vec<OsString> = Vec::new();
+        if self.flakes {
+            argv.extend([
+                "--extra-experimental-features".into(),
+                "nix-command flakes".into(),
+            ]);
+        }
+        argv.extend::<[OsString; 5]>([
             "--eval".into(),
             "--strict".into(),
             "--json".into(),
             "--expr".into(),
             self.expr.as_str().into(),
-        ];
+        ]);
         for (name, value) in &self.argstrs {
             argv.extend(["--argstr".into(), name.as_str().into(), value.clone()]);
         }

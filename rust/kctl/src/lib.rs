@@ -26,6 +26,7 @@ pub mod remote;
 pub mod rotate;
 pub mod target;
 pub mod update;
+pub mod update_plan;
 pub mod version;
 pub mod views;
 

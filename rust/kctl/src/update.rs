@@ -1,5 +1,6 @@
-//! `kctl update cluster apply|get|list|approve|cancel|rollback` (alias `kctl update os`):
-//! fleet upgrades as `kind: ClusterUpdate` rollouts (docs/rollouts.md). `apply` is `kctl
+//! `kctl update cluster plan|apply|get|list|approve|cancel|rollback` (alias `kctl update
+//! os`): fleet upgrades as `kind: ClusterUpdate` rollouts (docs/rollouts.md). `plan` shows
+//! what an apply would do and changes nothing ([`crate::update_plan`]); `apply` is `kctl
 //! apply`; `get NAME` shows the rollout's phase and one row per node, and with `--watch`
 //! keeps showing it until the rollout ends (redrawn on a terminal, one line per change in
 //! a pipe); `approve`, `cancel` and `rollback` call the controller's
@@ -49,6 +50,12 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
+    /// What applying ClusterUpdate documents would do, changing nothing: targets, waves,
+    /// and per target its agent's evaluation of the pinned host (`update_plan`).
+    Plan {
+        #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Create or update ClusterUpdate documents (as `kctl apply -f`).
     Apply {
         #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
@@ -84,6 +91,9 @@ pub async fn run(
     let controllers = args.controllers.join(leading.clone());
     let UpdateCommand::Cluster(cluster) = args.command;
     let (_, client) = match &cluster.command {
+        ClusterCommand::Plan { files } => {
+            return crate::update_plan::run(files, global, &controllers).await;
+        }
         ClusterCommand::Apply { files } => {
             let apply = crate::apply::Args {
                 controllers: controllers.clone(),
@@ -95,7 +105,9 @@ pub async fn run(
         _ => connect(global, &controllers)?,
     };
     match cluster.command {
-        ClusterCommand::Apply { .. } => unreachable!("answered above"),
+        ClusterCommand::Apply { .. } | ClusterCommand::Plan { .. } => {
+            unreachable!("answered above")
+        }
         ClusterCommand::List => {
             let list: Value = client
                 .get_json(&kinds::list_path(Kind::ClusterUpdate))

@@ -14,9 +14,11 @@
 #   behaviour/{activate,health,seconds}   what the stand-in does when activating this system
 #   host.json                     the file it came from (so every revision of a host whose
 #                                 file changed is a new store path)
+#   switch-inhibitors             the host's `inhibitors` ({"name": "value"}) as JSON, as
+#                                 nixpkgs' system.switch.inhibitors writes it
 #
 # A host's file: {"activate": "ok|fail", "health": "ok|degraded|never", "kernel": "<string>",
-# "seconds": <activation time>}; a missing host is a missing attribute, so `nix build` fails.
+# "seconds": <activation time>, "inhibitors": {...} (optional)}; a missing host is a missing attribute, so `nix build` fails.
 {
   outputs = _: {
     nixosConfigurations =
@@ -58,6 +60,9 @@
             health = host.health or "ok";
             seconds = toString (host.seconds or 0);
             init = host.init or "systemd 1";
+            # nixpkgs' system.switch.inhibitors, written as JSON as switchable-system.nix
+            # does; absent when the host names none.
+            inhibitors = if host ? inhibitors then builtins.toJSON host.inhibitors else "";
             stc = ./switch-to-configuration;
             inherit kernel;
             args = [
@@ -74,6 +79,7 @@
                 printf '%s' "$health" > "$out/behaviour/health"
                 printf '%s' "$seconds" > "$out/behaviour/seconds"
                 printf '%s' "$hostJson" > "$out/host.json"
+                [ -z "$inhibitors" ] || printf '%s' "$inhibitors" > "$out/switch-inhibitors"
               ''
             ];
           };
@@ -81,7 +87,23 @@
       builtins.listToAttrs (
         map (name: {
           inherit name;
-          value.config.system.build.toplevel = toplevelOf name;
+          value.config =
+            let
+              host = builtins.fromJSON (builtins.readFile (./hosts + "/${name}.json"));
+              kernel = kernelOf (host.kernel or "6.6.0");
+            in
+            {
+              system.build.toplevel = toplevelOf name;
+              # What a rollout plan evaluates instead of building (kcore-nix's
+              # HOST_PLAN_EXPR), the same paths the toplevel links, under the option
+              # names nixpkgs' kernel.nix uses.
+              boot.kernelPackages.kernel = kernel;
+              system.boot.loader.kernelFile = "bzImage";
+              system.build.initialRamdisk = kernel;
+              system.boot.loader.initrdFile = "initrd";
+              system.modulesTree = "${kernel}/lib";
+              system.switch.inhibitors = host.inhibitors or { };
+            };
         }) names
       );
   };

@@ -17,6 +17,9 @@
 //!    the revert: `--set <previous>` and its `switch-to-configuration switch`, in a unit too.
 //! 5. `boot`: a trial boot: the old entry stays the default (`bootctl set-default`), the new
 //!    one is booted once (`bootctl set-oneshot`), the record says so, `systemctl reboot`.
+//!    With GRUB (`system::boots_with_grub`): the previous system's `switch-to-configuration
+//!    boot` makes it "NixOS - Default" again and `grub-reboot` boots the new generation's
+//!    submenu entry once.
 //!    The agent that starts after the boot ([`after_boot`]) runs the gate on the booted
 //!    system and makes the new entry the default only when it passes; otherwise it sets the
 //!    previous generation back and boots it, once (at most one revert reboot).
@@ -204,6 +207,14 @@ pub async fn resume(
         .ok_or_else(|| {
             interrupted("the activation record is gone; the outcome is unknown".into())
         })?;
+    if matches!(rec.phase, RecordPhase::TrialBoot | RecordPhase::RevertBoot) {
+        // The unit's work was done and the reboot asked for; the agent stopped before the
+        // operation recorded its end (on a real node `systemctl reboot` stops it, so this
+        // is the usual case). Running `after_unit` again would ask for a second trial
+        // boot; this operation holds the system lane, so it finishes the step itself
+        // instead of [`after_boot`]'s `rollout-verify`.
+        return verify_booted(state, op, rec).await;
+    }
     let ran = unit::reattach(state, op, &unit_rec).await;
     let exit = exit_status(&unit_rec, ran)?;
     after_unit(state, op, rec, after.step, exit).await
@@ -274,8 +285,9 @@ pub struct GateFailure {
 }
 
 /// Within `timeout`: `/run/current-system` (and after a boot `/run/booted-system`) is
-/// `expected`, and `systemctl is-system-running` says `running`. `degraded` fails at once
-/// with the failed units; any other state is waited out until the deadline.
+/// `expected`, `systemctl is-system-running` says `running`, and the node reaches a
+/// controller ([`reaches_controller`]). `degraded` fails at once with the failed units;
+/// any other state, and an unreachable controller, is waited out until the deadline.
 pub async fn health_gate(
     state: &AgentState,
     op: &OpHandle,
@@ -303,8 +315,17 @@ pub async fn health_gate(
             Some(why) => why,
             None => match system::system_running(state).await {
                 (Running::Running, _) => {
-                    op.output("agent", "health gate passed: the new system is running");
-                    return Ok(Ok(()));
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match reaches_controller(state, left).await {
+                        Ok(reached) => {
+                            op.output(
+                                "agent",
+                                format!("health gate passed: the new system is running{reached}"),
+                            );
+                            return Ok(Ok(()));
+                        }
+                        Err(why) => why,
+                    }
                 }
                 (Running::Degraded, failed_units) => {
                     return Ok(Err(GateFailure {
@@ -330,6 +351,39 @@ pub async fn health_gate(
             // the gate again.
             _ = stopping.wait_for(|s| *s) => return Err(OpError::Detached),
         }
+    }
+}
+
+/// The longest one "does this node reach a controller" request may take inside the gate,
+/// so a controller that hangs does not eat the whole health timeout in one try.
+const CONTROLLER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The gate's third condition: the node reaches a controller, asked with its own
+/// `GET /v1/nodes/{id}/assignment?wait=0` through the registration loop's client (the same
+/// mutual TLS and failover as the heartbeat), answered within `left` (at most
+/// [`CONTROLLER_PROBE_TIMEOUT`]). A new system that cannot talk to the cluster (a broken
+/// network configuration, a firewall, a certificate) is not healthy. An agent without
+/// controllers (standalone, or an admin driving the steps by hand) has nothing to reach:
+/// `Ok("")`. `Ok` carries what the gate's output line says; `Err` why not healthy yet.
+async fn reaches_controller(state: &AgentState, left: Duration) -> Result<String, String> {
+    if state.config.mode != crate::config::Mode::Managed || state.config.controllers.is_empty() {
+        return Ok(String::new());
+    }
+    let Some(client) = state.controller_client.borrow().clone() else {
+        return Err("the agent has no controller connection yet".into());
+    };
+    let path = format!(
+        "/v1/nodes/{}/assignment?wait=0",
+        percent_encoding::utf8_percent_encode(
+            &state.config.node_id,
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    );
+    let probe = client.get_json::<serde_json::Value>(&path);
+    match tokio::time::timeout(left.min(CONTROLLER_PROBE_TIMEOUT), probe).await {
+        Ok(Ok(_)) => Ok(" and reaches a controller".into()),
+        Ok(Err(e)) => Err(format!("the agent cannot reach a controller: {e}")),
+        Err(_) => Err("the agent cannot reach a controller: no answer in time".into()),
     }
 }
 
@@ -463,20 +517,30 @@ async fn trial_boot(
         .generation
         .clone()
         .ok_or_else(|| internal("a boot activation without a generation"))?;
-    if let Some(prev) = &rec.previous {
+    if system::boots_with_grub(state) {
+        // GRUB: the previous system installed as "NixOS - Default" again, the new one
+        // booted once from the generations' submenu (`grub-reboot`).
+        if let Some(prev) = &rec.previous {
+            system::install_boot_default(state, op, Path::new(&prev.store_path)).await?;
+        }
+        let entry = system::grub_entry(state, new.number)?;
+        system::grub_reboot(state, op, entry).await?;
+    } else {
+        if let Some(prev) = &rec.previous {
+            system::bootctl(
+                state,
+                op,
+                Bootctl::SetDefault(system::boot_entry(prev.number)),
+            )
+            .await?;
+        }
         system::bootctl(
             state,
             op,
-            Bootctl::SetDefault(system::boot_entry(prev.number)),
+            Bootctl::SetOneshot(system::boot_entry(new.number)),
         )
         .await?;
     }
-    system::bootctl(
-        state,
-        op,
-        Bootctl::SetOneshot(system::boot_entry(new.number)),
-    )
-    .await?;
     rec.phase = RecordPhase::TrialBoot;
     rec.reboots = 1;
     rec.deadline = now_unix().saturating_add(rec.health_timeout_seconds);
@@ -504,16 +568,21 @@ pub fn after_boot(state: &Arc<AgentState>) {
             return;
         }
     };
+    let running = state
+        .ops
+        .result(&rec.operation_id)
+        .is_some_and(|r| r.status == OperationStatus::Running);
     if rec.phase == RecordPhase::Activating {
-        let running = state
-            .ops
-            .result(&rec.operation_id)
-            .is_some_and(|r| r.status == OperationStatus::Running);
         if !running {
             let why = "the agent stopped before switch-to-configuration ran; nothing was activated"
                 .to_string();
             let _ = revert_failed(state, &rec, why);
         }
+        return;
+    }
+    if running {
+        // The activation was re-attached (its operation had not recorded its end before
+        // the reboot) and finishes the post-boot gate itself ([`resume`]).
         return;
     }
     let guard = match state.lanes.take(OperationKind::RolloutVerify) {
@@ -588,12 +657,16 @@ async fn verify_booted(
     report(state, &rec, StepPhase::Verifying, |_| {})?;
     match health_gate(state, op, &rec.store_path.clone(), true, timeout_of(&rec)).await? {
         Ok(()) => {
-            system::bootctl(
-                state,
-                op,
-                Bootctl::SetDefault(system::boot_entry(new.number)),
-            )
-            .await?;
+            if system::boots_with_grub(state) {
+                system::install_boot_default(state, op, &rec.store_path.clone()).await?;
+            } else {
+                system::bootctl(
+                    state,
+                    op,
+                    Bootctl::SetDefault(system::boot_entry(new.number)),
+                )
+                .await?;
+            }
             succeed(state, rec)
         }
         Err(f) => {
@@ -609,12 +682,18 @@ async fn verify_booted(
             rec.reason = Some(f.reason);
             rec.failed_units = f.failed_units;
             system::set_profile(state, op, Path::new(&prev.store_path)).await?;
-            system::bootctl(
-                state,
-                op,
-                Bootctl::SetDefault(system::boot_entry(prev.number)),
-            )
-            .await?;
+            if system::boots_with_grub(state) {
+                // Already "NixOS - Default" since the trial boot; installed again so the
+                // submenu lists the generation just set.
+                system::install_boot_default(state, op, Path::new(&prev.store_path)).await?;
+            } else {
+                system::bootctl(
+                    state,
+                    op,
+                    Bootctl::SetDefault(system::boot_entry(prev.number)),
+                )
+                .await?;
+            }
             rec.phase = RecordPhase::RevertBoot;
             rec.reboots = 2;
             rec.save(&ops_dir(state)?)?;

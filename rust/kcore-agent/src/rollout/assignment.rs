@@ -96,6 +96,18 @@ fn save_progress(ops_dir: &Path, progress: &Progress) {
     }
 }
 
+/// The activation record names operation `id` in a trial or revert boot.
+fn trial_boot_pending(ops_dir: &Path, id: &str) -> bool {
+    use super::state::{ActivationRecord, RecordPhase};
+    ActivationRecord::load(ops_dir)
+        .ok()
+        .flatten()
+        .is_some_and(|r| {
+            r.operation_id == id
+                && matches!(r.phase, RecordPhase::TrialBoot | RecordPhase::RevertBoot)
+        })
+}
+
 /// How a report ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Delivery {
@@ -365,9 +377,13 @@ impl Loop {
                     }
                 }
             }
+            // A trial boot outlives the activation operation: until its record is gone the
+            // step goes on (rebooting, then the post-boot `rollout-verify` writing into this
+            // same report), whatever phase the report shows meanwhile.
             let waiting_for_boot = report
                 .as_ref()
-                .is_some_and(|r| r.phase == StepPhase::Rebooting);
+                .is_some_and(|r| r.phase == StepPhase::Rebooting)
+                || trial_boot_pending(&self.ops_dir, id);
             if (ended && !waiting_for_boot) || tokio::time::Instant::now() > deadline {
                 let mut failed = report.unwrap_or_else(|| state::new_report(id, StepPhase::Failed));
                 failed.reason = Some(format!(

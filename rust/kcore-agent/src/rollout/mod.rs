@@ -13,12 +13,15 @@
 //!   on the node; `boot` (or `auto` with a reboot needed) is a trial boot, finished by a
 //!   `rollout-verify` operation the agent starts after the boot.
 //! - `GET /v1/rollout/steps/{operationId}`: the step's [`kcore_api::rollout::StepReport`].
+//! - `POST /v1/rollout/plan {flakeRef, flakeRev, host?}`: [`plan`], what a prepare would
+//!   find, evaluated without building (for `kctl update cluster plan`).
 //!
 //! Every path the steps read or change is under `RuntimeOptions::system_root` (`/` in
 //! production), so the tests point a real agent at a fake root ([`system`]).
 
 pub mod activate;
 pub mod assignment;
+pub mod plan;
 pub mod state;
 pub mod system;
 
@@ -69,6 +72,20 @@ fn ops_dir(state: &AgentState) -> Result<PathBuf, ApiFailure> {
 
 /// The installable for `req` (pinned URL, host attribute), or the field that is wrong.
 pub fn installable(req: &PrepareRequest, node_id: &str) -> Result<String, ApiFailure> {
+    let (url, host) = pinned(req, node_id)?;
+    kcore_nix::toplevel_installable(&url, &host).map_err(|e| {
+        invalid(FieldError::new(
+            "host",
+            &host,
+            e.to_string(),
+            "name the nixosConfigurations attribute (letters, digits, - and _)",
+        ))
+    })
+}
+
+/// The pinned URL and the host attribute for `req` (validated: the host is an attribute
+/// name), or the field that is wrong; what prepare and plan share.
+pub fn pinned(req: &PrepareRequest, node_id: &str) -> Result<(String, String), ApiFailure> {
     let url = kcore_nix::pinned_flake_url(&req.flake_ref, &req.flake_rev).map_err(|e| {
         let field = if matches!(e, kcore_nix::FlakeError::BadRev { .. }) {
             ("flakeRev", req.flake_rev.as_str(), "give the full 40-hex commit the rollout moves to")
@@ -85,7 +102,8 @@ pub fn installable(req: &PrepareRequest, node_id: &str) -> Result<String, ApiFai
             e.to_string(),
             "name the nixosConfigurations attribute (letters, digits, - and _)",
         ))
-    })
+    })?;
+    Ok((url, host.to_string()))
 }
 
 /// `POST /v1/rollout/prepare`.
@@ -250,9 +268,13 @@ pub fn start_activate(
         }
     }
     let reasons = system::reboot_reasons(&state, &path);
+    // nixpkgs refuses a switch (or test) its switch inhibitors name; that system is
+    // activated by a boot, as `auto` does for a new kernel (comin does the same).
+    let inhibited = reasons.iter().any(|r| r == system::SWITCH_INHIBITORS);
     let goal = match req.mode {
         ActivationMode::Auto if reasons.is_empty() => Goal::Switch,
         ActivationMode::Auto | ActivationMode::Boot => Goal::Boot,
+        ActivationMode::Switch | ActivationMode::Test if inhibited => Goal::Boot,
         ActivationMode::Switch => Goal::Switch,
         ActivationMode::Test => Goal::Test,
     };

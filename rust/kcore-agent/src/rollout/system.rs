@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use kcore_api::ErrorCode;
 use kcore_api::rollout::GenerationRef;
+use kcore_nix::Goal;
 use kcore_nix::commands::{
-    Bootctl, NixEnvProfile, ProfileAction, Running, SystemState, parse_failed_units,
+    Bootctl, GrubReboot, NixEnvProfile, ProfileAction, Running, SwitchToConfiguration, SystemState,
+    parse_failed_units,
 };
 use kcore_nix::profile::Profile;
-use kcore_nix::programs::{BOOTCTL, NIX_ENV, SYSTEMCTL};
+use kcore_nix::programs::{BOOTCTL, GRUB_REBOOT, NIX_ENV, SYSTEMCTL};
 
 use crate::ops::{OpError, OpHandle};
 use crate::server::AgentState;
@@ -62,13 +64,58 @@ pub fn current_generation(state: &AgentState) -> Option<GenerationRef> {
 }
 
 /// Which of kernel, initrd and kernel-modules differ between `toplevel` and the booted
-/// system (all of them when nothing is booted, i.e. `/run/booted-system` is missing).
+/// system (all of them when nothing is booted, i.e. `/run/booted-system` is missing), and
+/// `switch-inhibitors` when [`changed_inhibitors`] names any.
 pub fn reboot_reasons(state: &AgentState, toplevel: &Path) -> Vec<String> {
     let booted = booted_system(state);
-    ["kernel", "initrd", "kernel-modules"]
+    let mut reasons: Vec<String> = ["kernel", "initrd", "kernel-modules"]
         .into_iter()
         .filter(|part| resolved(&toplevel.join(part)) != resolved(&booted.join(part)))
         .map(str::to_string)
+        .collect();
+    if !changed_inhibitors(state, toplevel).is_empty() {
+        reasons.push(SWITCH_INHIBITORS.to_string());
+    }
+    reasons
+}
+
+/// The reboot reason of a switch that nixpkgs' switch inhibitors refuse.
+pub const SWITCH_INHIBITORS: &str = "switch-inhibitors";
+
+/// nixpkgs' switch inhibitors (`system.switch.inhibitors`, an attribute set of strings
+/// written as JSON to `<toplevel>/switch-inhibitors` by
+/// `nixos/modules/system/activation/switchable-system.nix`, NixOS/nixpkgs#473282 and
+/// #477800): its pre-switch check refuses `switch` and `test` (not `boot`) when an
+/// inhibitor present in both `/run/current-system` and the new system has a different
+/// value. The names of those inhibitors, so the step goes to `boot` and a trial boot
+/// instead of a switch that would fail ("Pre-switch checks failed", exit 1). A missing file
+/// on either side inhibits nothing (as nixpkgs); an unreadable new one is reported as
+/// inhibiting, as nixpkgs' check fails on it (NixOS/nixpkgs#510514).
+pub fn changed_inhibitors(state: &AgentState, toplevel: &Path) -> Vec<String> {
+    match read_inhibitors(toplevel) {
+        None => Vec::new(),
+        Some(Ok(new)) => inhibitors_changed_from_current(state, &new),
+        Some(Err(e)) => vec![format!("(unreadable {SWITCH_INHIBITORS}: {e})")],
+    }
+}
+
+/// A system's `switch-inhibitors` file: `None` when it has none.
+fn read_inhibitors(toplevel: &Path) -> Option<Result<Inhibitors, String>> {
+    let bytes = std::fs::read(toplevel.join(SWITCH_INHIBITORS)).ok()?;
+    Some(serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+}
+
+pub type Inhibitors = serde_json::Map<String, serde_json::Value>;
+
+/// The inhibitors of `new` (a built system's file, or evaluated) whose value differs from
+/// `/run/current-system`'s, as nixpkgs' pre-switch check matches them.
+pub fn inhibitors_changed_from_current(state: &AgentState, new: &Inhibitors) -> Vec<String> {
+    let Some(Ok(current)) = read_inhibitors(&current_system(state)) else {
+        return Vec::new();
+    };
+    new.iter()
+        .filter(|(name, value)| current.get(*name).is_some_and(|old| old != *value))
+        .map(|(name, _)| name.clone())
         .collect()
 }
 
@@ -126,6 +173,80 @@ pub fn boot_entry(number: u64) -> String {
 pub async fn bootctl(state: &AgentState, op: &OpHandle, cmd: Bootctl) -> Result<(), OpError> {
     let bootctl = state.tools.resolve(BOOTCTL).map_err(|e| tool_error(&e))?;
     let inv = cmd.invocation(&bootctl).timeout(QUICK_TIMEOUT);
+    op.step(inv.display());
+    inv.output().await.map(|_| ()).map_err(|e| tool_error(&e))
+}
+
+/// The node boots with GRUB, not systemd-boot: `/boot/grub/grub.cfg` is there (what
+/// nixpkgs' `install-grub.pl` writes) and systemd-boot's `/boot/loader/loader.conf` is not
+/// (what `systemd-boot-builder.py` writes).
+pub fn boots_with_grub(state: &AgentState) -> bool {
+    under_root(state, Path::new("/boot/grub/grub.cfg")).is_file()
+        && !under_root(state, Path::new("/boot/loader/loader.conf")).exists()
+}
+
+/// The `grub-reboot` name of generation `number`'s entry. nixpkgs' `install-grub.pl` writes
+/// `menuentry "NixOS - Default"` (the system just installed) and, in `submenu "NixOS - All
+/// configurations"`, one `menuentry "NixOS - Configuration N (DATE - VERSION)"` per
+/// generation; the title is read back from `grub.cfg` rather than rebuilt (the date is the
+/// profile link's).
+pub fn grub_entry(state: &AgentState, number: u64) -> Result<String, OpError> {
+    let cfg = under_root(state, Path::new("/boot/grub/grub.cfg"));
+    let text = std::fs::read_to_string(&cfg).map_err(|e| {
+        OpError::failed(
+            ErrorCode::CommandFailed,
+            format!("cannot read {}: {e}", cfg.display()),
+        )
+    })?;
+    let prefix = format!("NixOS - Configuration {number} (");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("menuentry \""))
+        .filter_map(|l| l.split_once('"').map(|(title, _)| title))
+        .find(|title| title.starts_with(&prefix))
+        .map(|title| format!("NixOS - All configurations>{title}"))
+        .ok_or_else(|| {
+            OpError::failed(
+                ErrorCode::CommandFailed,
+                format!(
+                    "{} has no entry for generation {number}; nothing was rebooted",
+                    cfg.display()
+                ),
+            )
+        })
+}
+
+/// `grub-reboot ENTRY`.
+pub async fn grub_reboot(state: &AgentState, op: &OpHandle, entry: String) -> Result<(), OpError> {
+    let program = state
+        .tools
+        .resolve(GRUB_REBOOT)
+        .map_err(|e| tool_error(&e))?;
+    let inv = GrubReboot { entry }
+        .invocation(&program)
+        .timeout(QUICK_TIMEOUT);
+    op.step(inv.display());
+    inv.output().await.map(|_| ()).map_err(|e| tool_error(&e))
+}
+
+/// `<toplevel>/bin/switch-to-configuration boot`: with GRUB, the only way to choose the
+/// default entry (install-grub.pl makes the system it installs "NixOS - Default"). Run
+/// directly, not in a unit: `boot` restarts nothing.
+pub async fn install_boot_default(
+    state: &AgentState,
+    op: &OpHandle,
+    toplevel: &Path,
+) -> Result<(), OpError> {
+    let stc = SwitchToConfiguration {
+        toplevel: toplevel.to_path_buf(),
+        goal: Goal::Boot,
+    };
+    let Some(mut inv) = stc.invocation().map_err(|e| tool_error(&e))? else {
+        return Ok(());
+    };
+    for (k, v) in &state.options.extra_env {
+        inv = inv.env(k, v);
+    }
+    let inv = inv.timeout(QUICK_TIMEOUT);
     op.step(inv.display());
     inv.output().await.map(|_| ()).map_err(|e| tool_error(&e))
 }

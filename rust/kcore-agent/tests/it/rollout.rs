@@ -389,3 +389,199 @@ async fn rollout_switch_answered_100_falls_back_to_a_trial_boot_with_fleet_flake
         Some("nixos-generation-2.conf")
     );
 }
+
+/// nixpkgs' switch inhibitors: r2 changes the value of an inhibitor r1 has too, so its
+/// switch-to-configuration refuses `switch` ("Pre-switch checks failed", exit 1, as the
+/// stand-in models it). Even asked for `switch`, the agent goes to `boot` and a trial
+/// boot, which passes the gate and becomes the default.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_a_switch_inhibitor_that_changed_turns_the_switch_into_a_trial_boot_with_fleet_flake()
+ {
+    let Some(fleet) = Fleet::new() else { return };
+    let mut r1_host = host("ok", "ok", "6.6.1", "r1");
+    r1_host["inhibitors"] = json!({"dbus": "dbus-1.14", "systemd": "257"});
+    let r1 = fleet.commit(&[("node-1", r1_host)]);
+    let mut r2_host = host("ok", "ok", "6.6.1", "r2");
+    r2_host["inhibitors"] = json!({"dbus": "dbus-1.16", "systemd": "257", "new": "x"});
+    let r2 = fleet.commit(&[("node-1", r2_host)]);
+    let mut node = FleetNode::new(&fleet, &r1, None, None).await;
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    assert_eq!(prepared.reboot_required, Some(true), "{prepared:?}");
+    assert_eq!(prepared.reboot_reasons, ["switch-inhibitors"]);
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    // The stand-in refuses the switch as nixpkgs would: what the agent must not run.
+    let refused = std::process::Command::new(new.join("bin/switch-to-configuration"))
+        .arg("switch")
+        .env("KCORE_FAKE_ROOT", node.root(""))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Pre-switch checks failed"));
+    std::fs::remove_file(node.root("var/log/kcore-fleet/activations")).unwrap();
+
+    let id = node.activate(&new, "switch", 5).await;
+    let (_, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    let report = node.step(&id).await;
+    assert_eq!(
+        (report.phase, report.goal.as_deref()),
+        (StepPhase::Rebooting, Some("boot"))
+    );
+    assert_eq!(node.log("activations"), [format!("boot {}", new.display())]);
+    assert_eq!(node.reboot().await, new);
+    let report = node.wait_phase(&id, StepPhase::Succeeded).await;
+    assert_eq!(report.reboots, 1);
+    assert_eq!(
+        node.efi("LoaderEntryDefault").as_deref(),
+        Some("nixos-generation-2.conf")
+    );
+}
+
+/// `POST /v1/rollout/plan`: evaluated on the node, nothing built or changed. The target
+/// toplevel of a revision nobody built is named, and still absent from the store after.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_plan_evaluates_the_host_paths_and_reboot_verdict_without_building_with_fleet_flake()
+ {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    // Labels unique to this test run, so no earlier run built these.
+    let unique = format!("plan-{}", std::process::id());
+    let r2 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", &unique))]);
+    let r3 = fleet.commit(&[("node-1", host("ok", "ok", &format!("6.12-{unique}"), "r3"))]);
+    let r4 = fleet.commit(&[("node-2", host("ok", "ok", "6.6.1", "r4"))]);
+    let node = FleetNode::new(&fleet, &r1, None, None).await;
+    let plan = |rev: String| {
+        let body = json!({"flakeRef": fleet.flake_ref(), "flakeRev": rev});
+        let admin = node.admin().clone();
+        async move {
+            admin
+                .post_json::<_, kcore_api::rollout::HostPlan>("/v1/rollout/plan", &body)
+                .await
+                .unwrap()
+        }
+    };
+    let installed = node.link("run/current-system");
+
+    let same = plan(r2.clone()).await;
+    assert!(same.host_exists && same.error.is_none(), "{same:?}");
+    assert_eq!(same.host, "node-1");
+    assert_eq!(same.current_system.as_deref(), installed.to_str());
+    assert_eq!(same.reboot_required, Some(false), "{same:?}");
+    let target = PathBuf::from(same.target_system.clone().unwrap());
+    assert!(
+        !target.exists(),
+        "evaluated, not built: {}",
+        target.display()
+    );
+    assert!(!same.up_to_date);
+    // What nix build makes of it is the path the plan named.
+    assert_eq!(fleet.build(&r2, "node-1", &node.node.path("r2")), target);
+
+    let kernel = plan(r3).await;
+    assert_eq!(kernel.reboot_required, Some(true));
+    assert_eq!(
+        kernel.reboot_reasons,
+        ["kernel", "initrd", "kernel-modules"]
+    );
+    assert!(!Path::new(kernel.target_system.as_deref().unwrap()).exists());
+
+    let missing = plan(r4).await;
+    assert!(!missing.host_exists);
+    assert_eq!(missing.hosts, ["node-2"]);
+
+    let current = plan(r1).await;
+    assert!(current.up_to_date, "{current:?}");
+    // Nothing changed on the node.
+    assert_eq!(generation_count(&node), 1);
+    assert!(node.log("activations").is_empty());
+
+    let err = node
+        .admin()
+        .post_json::<_, kcore_api::rollout::HostPlan>(
+            "/v1/rollout/plan",
+            &json!({"flakeRef": "path:/etc/nixos", "flakeRev": r2}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_FIELD");
+    assert!(err.to_string().contains("flakeRef"), "{err}");
+}
+
+/// What a GRUB node's grub.cfg boots by default ("NixOS - Default") and its grubenv's
+/// one-shot `next_entry`.
+fn grub_state(node: &FleetNode) -> (PathBuf, String) {
+    let cfg = std::fs::read_to_string(node.root("boot/grub/grub.cfg")).unwrap();
+    let mut lines = cfg
+        .lines()
+        .skip_while(|l| l.trim() != "menuentry \"NixOS - Default\" {");
+    let init = lines
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("init="))
+        .unwrap()
+        .to_string();
+    let next = std::fs::read_to_string(node.root("boot/grub/grubenv"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("next_entry=").map(str::to_string))
+        .unwrap_or_default();
+    (PathBuf::from(init.strip_suffix("/init").unwrap()), next)
+}
+
+/// A node that boots with GRUB (nixpkgs' install-grub.pl layout, as the stand-in writes
+/// it): a kernel change is a trial boot through `grub-reboot` with the previous system
+/// installed as "NixOS - Default" again; healthy, the new one becomes the default; a later
+/// unhealthy one is reverted with one more reboot into the default.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_grub_trial_boots_use_grub_reboot_and_keep_the_old_default_until_healthy_with_fleet_flake()
+ {
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    let r2 = fleet.commit(&[("node-1", host("ok", "ok", "6.12.0", "r2"))]);
+    let r3 = fleet.commit(&[("node-1", host("ok", "never", "6.13.0", "r3"))]);
+    let mut node = FleetNode::new_grub(&fleet, &r1).await;
+    let old = node.link("run/current-system");
+    assert_eq!(grub_state(&node), (old.clone(), String::new()));
+
+    let (_, prepared) = node.prepare(&fleet, &r2).await;
+    let new = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&new, "auto", 5).await;
+    let (_, result) = follow(node.admin(), &id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    // The old system is the default again; generation 2 is booted once.
+    let (default, next) = grub_state(&node);
+    assert_eq!(default, old);
+    assert!(
+        next.starts_with("NixOS - All configurations>NixOS - Configuration 2 ("),
+        "{next}"
+    );
+    assert!(
+        node.efi("LoaderEntryOneShot").is_none(),
+        "no bootctl on GRUB"
+    );
+    assert_eq!(node.reboot().await, new);
+    let report = node.wait_phase(&id, StepPhase::Succeeded).await;
+    assert_eq!(report.reboots, 1);
+    assert_eq!(grub_state(&node), (new.clone(), String::new()));
+
+    let (_, prepared) = node.prepare(&fleet, &r3).await;
+    let bad = PathBuf::from(prepared.store_path.unwrap());
+    let id = node.activate(&bad, "auto", 2).await;
+    follow(node.admin(), &id).await;
+    assert_eq!(grub_state(&node).0, new, "r2 stays the default");
+    assert_eq!(node.reboot().await, bad);
+    // Never healthy: the gate gives up after 2 s and asks for the revert boot.
+    for _ in 0..300 {
+        if node.log("reboots").len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node.log("reboots").len(), 3, "trial 1, trial 2, its revert");
+    assert_eq!(grub_state(&node), (new.clone(), String::new()));
+    assert_eq!(node.reboot().await, new);
+    let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert_eq!(report.reboots, 2);
+    assert_eq!(node.link("nix/var/nix/profiles/system"), new);
+}

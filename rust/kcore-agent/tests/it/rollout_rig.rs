@@ -13,12 +13,15 @@
 //! as it is used, else the default, else `loader.conf`'s default, as systemd-boot does),
 //! and start the agent again.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use kcore_api::rollout::{StepPhase, StepReport};
 
 use crate::support::*;
+
+/// The fake root's install and boots, shared with the `fleet_agent` example.
+#[path = "../../../../tests/support/fleet/fake_root.rs"]
+pub mod fake_root;
 
 fn nix_flags() -> [&'static str; 4] {
     [
@@ -122,14 +125,7 @@ pub struct FleetNode {
 }
 
 fn wrapper(path: &Path, root: &Path, program: &Path) {
-    // The fake root and the stand-in are temporary and repository paths without quotes.
-    let text = format!(
-        "#!/bin/sh\nKCORE_FAKE_ROOT='{}' exec '{}' \"$@\"\n",
-        root.display(),
-        program.display()
-    );
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fake_root::wrapper(path, root, program).unwrap();
 }
 
 impl FleetNode {
@@ -153,6 +149,24 @@ impl FleetNode {
         gate: Option<&Path>,
         timeout_tweak: Option<Duration>,
     ) -> FleetNode {
+        Self::installed_with(fleet, rev, gate, timeout_tweak, false)
+    }
+
+    /// A node that boots with GRUB (`boot/grub/grub.cfg`, `grub-reboot`) instead of
+    /// systemd-boot, its agent started.
+    pub async fn new_grub(fleet: &Fleet, rev: &str) -> FleetNode {
+        let mut this = Self::installed_with(fleet, rev, None, None, true);
+        this.start().await;
+        this
+    }
+
+    fn installed_with(
+        fleet: &Fleet,
+        rev: &str,
+        gate: Option<&Path>,
+        timeout_tweak: Option<Duration>,
+        grub: bool,
+    ) -> FleetNode {
         let pki = Pki::new();
         let node = Node::new();
         let root = node.path("root");
@@ -164,9 +178,19 @@ impl FleetNode {
             &support("fleet/systemctl"),
         );
         wrapper(&node.path("bin/bootctl"), &root, &support("fleet/bootctl"));
+        wrapper(
+            &node.path("bin/grub-reboot"),
+            &root,
+            &support("fleet/grub-reboot"),
+        );
+        if grub {
+            // The stand-in's switch-to-configuration writes grub.cfg when this exists.
+            std::fs::create_dir_all(root.join("boot/grub")).unwrap();
+        }
         let extra = json!({"binaries": {
             "systemctl": node.path("bin/systemctl"),
             "bootctl": node.path("bin/bootctl"),
+            "grub-reboot": node.path("bin/grub-reboot"),
         }});
         let mut env = vec![
             ("KCORE_FAKE_ROOT".to_string(), root.display().to_string()),
@@ -208,45 +232,11 @@ impl FleetNode {
     /// Install `node-1` at `rev` as generation 1, booted, its boot loader written, healthy.
     fn install(&self, fleet: &Fleet, rev: &str) {
         let top = fleet.build(rev, "node-1", &self.node.path("installed"));
-        let profile = self.root("nix/var/nix/profiles/system");
-        std::fs::create_dir_all(profile.parent().unwrap()).unwrap();
-        let st = Command::new("nix-env")
-            .arg("-p")
-            .arg(&profile)
-            .arg("--set")
-            .arg(&top)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let st = Command::new(top.join("bin/switch-to-configuration"))
-            .arg("boot")
-            .env("KCORE_FAKE_ROOT", self.root(""))
-            .status()
-            .unwrap();
-        assert!(st.success());
-        // The install is no activation the tests count.
-        std::fs::remove_file(self.root("var/log/kcore-fleet/activations")).unwrap();
-        self.boot_into(&top);
+        fake_root::install(&self.root(""), &top).unwrap();
     }
 
     fn boot_into(&self, top: &Path) {
-        for link in ["run/booted-system", "run/current-system"] {
-            let _ = std::fs::remove_file(self.root(link));
-            std::os::unix::fs::symlink(top, self.root(link)).unwrap();
-        }
-        let state = self.root("run/kcore-stand-in");
-        std::fs::create_dir_all(&state).unwrap();
-        let _ = std::fs::remove_file(state.join("failed-units"));
-        let health = std::fs::read_to_string(top.join("behaviour/health")).unwrap();
-        let word = match health.as_str() {
-            "ok" => "running",
-            "degraded" => {
-                std::fs::write(state.join("failed-units"), "kcore-fleet-probe.service\n").unwrap();
-                "degraded"
-            }
-            _ => "starting",
-        };
-        std::fs::write(state.join("system-state"), format!("{word}\n")).unwrap();
+        fake_root::boot_into(&self.root(""), top).unwrap();
     }
 
     pub async fn start(&mut self) {
@@ -284,31 +274,7 @@ impl FleetNode {
 
     async fn reboot_with(&mut self, oneshot_boots: bool) -> PathBuf {
         self.stop().await;
-        let efi = self.root("boot/efivars");
-        let oneshot = efi.join("LoaderEntryOneShot");
-        if !oneshot_boots {
-            std::fs::remove_file(&oneshot).unwrap();
-        }
-        let entry = if let Ok(e) = std::fs::read_to_string(&oneshot) {
-            std::fs::remove_file(&oneshot).unwrap();
-            e
-        } else if let Ok(e) = std::fs::read_to_string(efi.join("LoaderEntryDefault")) {
-            e
-        } else {
-            let conf = std::fs::read_to_string(self.root("boot/loader/loader.conf")).unwrap();
-            conf.lines()
-                .find_map(|l| l.strip_prefix("default "))
-                .unwrap()
-                .to_string()
-        };
-        let text =
-            std::fs::read_to_string(self.root(&format!("boot/loader/entries/{}", entry.trim())))
-                .unwrap();
-        let init = text
-            .lines()
-            .find_map(|l| l.strip_prefix("options init="))
-            .unwrap();
-        let top = PathBuf::from(init.strip_suffix("/init").unwrap());
+        let top = fake_root::next_boot(&self.root(""), oneshot_boots).unwrap();
         self.boot_into(&top);
         self.start().await;
         top

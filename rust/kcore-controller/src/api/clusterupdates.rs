@@ -5,6 +5,7 @@
 //! | route | roles |
 //! |---|---|
 //! | `POST /v1/clusterupdates/{name}/approve`, `.../cancel`, `.../rollback` | admin |
+//! | `POST /v1/clusterupdates/{name}/plan` (the manifest; changes nothing) | admin |
 //! | `GET /v1/nodes/{id}/assignment?wait=SECONDS&known=TOKEN` | node (own id) |
 //! | `POST /v1/nodes/{id}/assignment/report` | node (own id) |
 //!
@@ -47,6 +48,7 @@ pub(super) fn routes(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
         .route("/v1/clusterupdates/{name}/approve", post(approve))
         .route("/v1/clusterupdates/{name}/cancel", post(cancel))
         .route("/v1/clusterupdates/{name}/rollback", post(rollback))
+        .route("/v1/clusterupdates/{name}/plan", post(plan))
         .route("/v1/nodes/{id}/assignment", get(assignment))
         .route("/v1/nodes/{id}/assignment/report", post(report))
 }
@@ -158,6 +160,31 @@ async fn rollback(
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
     mark(&state, &caller, &name, "rollbackAt")
+}
+
+/// What applying the manifest in the body would do now ([`crate::rollout::plan`]); the
+/// manifest is validated as an apply would, and nothing is written.
+async fn plan(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<kcore_api::clusterupdate::ClusterUpdatePlan>> {
+    caller.require(&[Role::Admin])?;
+    let object = kcore_api::resource::decode_object::<ClusterUpdateSpec>(body)
+        .map_err(|e| super::resources::invalid(&e))?;
+    if object.metadata.name != name {
+        return Err(ApiFailure::with_status(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidField,
+            format!(
+                "metadata.name {:?} is not {name:?} of the path; plan the manifest at /v1/clusterupdates/{}/plan",
+                object.metadata.name, object.metadata.name
+            ),
+        )
+        .with_details(json!({"field": "metadata.name"})));
+    }
+    Ok(Json(crate::rollout::plan(&state, &name, &object.spec)))
 }
 
 #[derive(Deserialize)]

@@ -83,7 +83,7 @@ fn query_params(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn invalid(err: &ObjectError) -> ApiFailure {
+pub(super) fn invalid(err: &ObjectError) -> ApiFailure {
     let details = match err {
         ObjectError::Invalid(field) => serde_json::to_value(field).unwrap_or_default(),
         ObjectError::Decode(d) => serde_json::json!({"field": d.path}),

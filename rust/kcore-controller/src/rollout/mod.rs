@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use kcore_api::cluster::{Approval, CordonEntry, CordonHolder, NodeRole};
 use kcore_api::clusterupdate::{
-    ApprovalPolicy, ClusterUpdatePhase, ClusterUpdateSpec, ClusterUpdateStatus, NodeUpdatePhase,
-    NodeUpdateRow, PhaseChange, RolloutOwner, StrategyType,
+    ApprovalPolicy, ClusterUpdatePhase, ClusterUpdatePlan, ClusterUpdateSpec, ClusterUpdateStatus,
+    NodeUpdatePhase, NodeUpdateRow, PhaseChange, PlanNode, RolloutOwner, StrategyType,
 };
 use kcore_api::resource::{Kind, LabelSelector};
 use kcore_api::rollout::{
@@ -265,33 +265,70 @@ fn step_rollout(state: &AppState, name: &str) -> Result<(), StoreError> {
 /// The Ready, approved nodes the selector names, in node-id order (`nodeIds` keep their
 /// own order).
 pub fn select(state: &AppState, spec: &ClusterUpdateSpec) -> Vec<String> {
+    candidates(state, spec)
+        .into_iter()
+        .filter(|n| n.target)
+        .map(|n| n.node_id)
+        .collect()
+}
+
+/// Every node the selector's ids, labels, datacenters and role name, in [`select`]'s
+/// order, with whether it is Ready and approved (a target); what `select` and [`plan`]
+/// share.
+pub fn candidates(state: &AppState, spec: &ClusterUpdateSpec) -> Vec<PlanNode> {
     let s = &spec.selector;
     let timeout = state.config.heartbeat_timeout_seconds as i64;
     let now = now_unix();
     let nodes = state.store.nodes();
-    let ready = |id: &str| {
-        nodes
+    let named = |id: &str| {
+        let (_, record, beat) = nodes.iter().find(|(n, _, _)| n == id)?;
+        let matches = s
+            .labels
             .iter()
-            .find(|(n, _, _)| n == id)
-            .filter(|(_, record, beat)| {
-                record.approval == Approval::Approved
-                    && beat.is_some_and(|t| now.saturating_sub(t) <= timeout)
-                    && s.labels
-                        .iter()
-                        .all(|(k, v)| record.report.labels.get(k) == Some(v))
-                    && (s.datacenters.is_empty() || s.datacenters.contains(&record.report.dc_id))
-                    && (!s.controllers_only || record.report.roles.contains(&NodeRole::Controller))
-            })
-            .is_some()
+            .all(|(k, v)| record.report.labels.get(k) == Some(v))
+            && (s.datacenters.is_empty() || s.datacenters.contains(&record.report.dc_id))
+            && (!s.controllers_only || record.report.roles.contains(&NodeRole::Controller));
+        let ready = beat.is_some_and(|t| now.saturating_sub(t) <= timeout);
+        let approved = record.approval == Approval::Approved;
+        matches.then(|| PlanNode {
+            node_id: id.to_string(),
+            ready,
+            approved,
+            agent_address: record.report.agent_address.clone(),
+            in_rollout: None,
+            target: ready && approved,
+        })
     };
     if !s.node_ids.is_empty() {
-        return s.node_ids.iter().filter(|id| ready(id)).cloned().collect();
+        return s.node_ids.iter().filter_map(|id| named(id)).collect();
     }
-    nodes
+    nodes.iter().filter_map(|(id, _, _)| named(id)).collect()
+}
+
+/// What applying `spec` as rollout `name` would do now, changing nothing: the selector's
+/// nodes (targets or not, and any other rollout each is busy in), the waves in order and
+/// the `maxUnavailable` cap (`POST /v1/clusterupdates/plan`).
+pub fn plan(state: &AppState, name: &str, spec: &ClusterUpdateSpec) -> ClusterUpdatePlan {
+    let busy = busy_nodes(state);
+    let nodes: Vec<PlanNode> = candidates(state, spec)
+        .into_iter()
+        .map(|mut n| {
+            n.in_rollout = busy.get(&n.node_id).filter(|r| *r != name).cloned();
+            n
+        })
+        .collect();
+    let targets: Vec<String> = nodes
         .iter()
-        .map(|(id, _, _)| id.clone())
-        .filter(|id| ready(id))
-        .collect()
+        .filter(|n| n.target)
+        .map(|n| n.node_id.clone())
+        .collect();
+    ClusterUpdatePlan {
+        name: name.to_string(),
+        waves: waves(spec, &targets),
+        targets,
+        max_unavailable: unavailable_cap(spec),
+        nodes,
+    }
 }
 
 /// The waves of a strategy over `targets`: each starts only when the one before ended

@@ -229,3 +229,69 @@ pub fn progress(records: &[StepRecord], seq: u64) -> BTreeMap<String, NodeProgre
     }
     out
 }
+
+/// The invariants every rollout test checks on the recorded timeline, in one place so the
+/// engine's tests (`kcore-controller/tests/it/rollouts.rs`) and the end-to-end ones
+/// (`kcore-agent/tests/it/rollout_fleet.rs`) check the same thing.
+pub mod timeline {
+    use std::collections::BTreeMap;
+
+    use super::{ASSIGNED, StepRecord};
+
+    /// The most nodes ever between `activating` and the end of their step.
+    pub fn max_unavailable(recs: &[StepRecord]) -> usize {
+        let mut events: Vec<(String, i32)> = Vec::new();
+        for r in recs {
+            match r.what.as_str() {
+                "activating" => events.push((r.at.clone(), 1)),
+                "succeeded" | "reverted" | "failed" => events.push((r.at.clone(), -1)),
+                _ => {}
+            }
+        }
+        // RFC 3339 in UTC with the same layout sorts as time; an end at the same instant as
+        // a start counts first (`-1` sorts before `1`).
+        events.sort();
+        let (mut now, mut max) = (0i32, 0i32);
+        for (_, d) in events {
+            now += d;
+            max = max.max(now);
+        }
+        max.max(0) as usize
+    }
+
+    /// How many records of kind `what` each node has.
+    pub fn count_per_node(recs: &[StepRecord], what: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for r in recs.iter().filter(|r| r.what == what) {
+            *out.entry(r.node.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    /// `assigned` records per node.
+    pub fn assigned_per_node(recs: &[StepRecord]) -> BTreeMap<String, usize> {
+        count_per_node(recs, ASSIGNED)
+    }
+
+    /// At most `cap` nodes between activation start and the end of their step, and no
+    /// node assigned or activated twice; the violations, worded for a test's panic.
+    pub fn check(recs: &[StepRecord], cap: usize) -> Result<(), String> {
+        let mut wrong = Vec::new();
+        let max = max_unavailable(recs);
+        if max > cap {
+            wrong.push(format!("{max} nodes unavailable at once, over {cap}"));
+        }
+        for what in [ASSIGNED, "activating"] {
+            for (node, n) in count_per_node(recs, what) {
+                if n > 1 {
+                    wrong.push(format!("{node} has {n} `{what}` records"));
+                }
+            }
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(wrong.join("; "))
+        }
+    }
+}

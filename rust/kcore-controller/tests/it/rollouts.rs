@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use kcore_api::rollout::{Assignment, AssignmentReport, GenerationRef, StepPhase, StepReport};
 use kcore_controller::rollout::records;
+use kcore_controller::rollout::records::timeline::{assigned_per_node, max_unavailable};
 use serde_json::{Value, json};
 
 use crate::support::*;

@@ -8,6 +8,10 @@
 //!   `offline`, `unknown`) and exits 0 only for `running`, so a caller reads the printed
 //!   word; `list-units --state=failed --plain --no-legend` prints one unit per line, its
 //!   name first.
+//! - [`GrubReboot`]: `grub-reboot ENTRY`, GRUB's one-shot boot: it saves `next_entry` in
+//!   `/boot/grub/grubenv`, which the `grub.cfg` nixpkgs writes
+//!   (`nixos/modules/system/boot/loader/grub/install-grub.pl`) boots once and clears. An
+//!   entry inside a submenu is `SUBMENU>ENTRY` (titles, as GRUB's `default` takes them).
 
 use std::ffi::OsString;
 
@@ -69,6 +73,22 @@ impl SystemState {
     }
 }
 
+/// `grub-reboot ENTRY`: boot `entry` once, the default unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrubReboot {
+    pub entry: String,
+}
+
+impl GrubReboot {
+    pub fn argv(&self) -> Vec<OsString> {
+        vec![OsString::from(&self.entry)]
+    }
+
+    pub fn invocation(&self, grub_reboot: &Program) -> Invocation {
+        Invocation::new(grub_reboot).args(self.argv())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +97,17 @@ mod tests {
         argv.into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn grub_reboot_takes_the_entry_as_one_argument() {
+        let cmd = GrubReboot {
+            entry: "NixOS - All configurations>NixOS - Configuration 2 (2026-12-02 - 25.11)".into(),
+        };
+        assert_eq!(
+            strings(cmd.argv()),
+            ["NixOS - All configurations>NixOS - Configuration 2 (2026-12-02 - 25.11)"]
+        );
     }
 
     #[test]

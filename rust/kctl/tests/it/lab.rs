@@ -120,6 +120,8 @@ impl Lab {
                 csr.to_str().unwrap(),
                 "--dns",
                 "localhost",
+                "--dns",
+                "127.0.0.1",
             ],
         )
         .await);

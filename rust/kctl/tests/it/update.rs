@@ -143,4 +143,223 @@ async fn update_cluster_get_watch_prints_each_change_until_the_rollout_ends_and_
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("nothing to roll back"), "{err}");
+/// A fleet flake in a fresh git repository (the rollout rig's, `tests/support/fleet`) with
+/// host `node-1`; its rev. `None` (SKIP) without nix or git.
+fn fleet_repo(dir: &std::path::Path) -> Option<String> {
+    let has = |p: &str| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok()
+    };
+    if !has("nix-instantiate") || !has("git") {
+        eprintln!("SKIP: nix-instantiate or git is not on PATH");
+        return None;
+    }
+    let support =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/fleet");
+    std::fs::create_dir_all(dir.join("hosts")).unwrap();
+    for f in ["flake.nix", "switch-to-configuration"] {
+        std::fs::copy(support.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("hosts/node-1.json"),
+        r#"{"activate": "ok", "health": "ok", "kernel": "6.6.1", "seconds": 0}"#,
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.email=t@kcore.test", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "r1"]);
+    Some(git(&["rev-parse", "HEAD"]))
+}
+
+/// `update cluster plan`: the controller's selection and waves, then node-1's real agent
+/// (enrolled by kctl, listening on 127.0.0.1, reached with the context's admin
+/// certificate) evaluates its host at the pinned rev. A second node whose agent does not
+/// answer, and a selector that names nobody, are exit 1; nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_cluster_plan_shows_targets_waves_and_each_agents_evaluation_and_changes_nothing() {
+    let lab = Lab::start(false).await;
+    let repo = lab.home().join("fleet");
+    let Some(rev) = fleet_repo(&repo) else { return };
+    // node-1: a real agent whose system root has a current system but no kernel.
+    let (ca, cert, key) = lab.enroll("node-1").await;
+    let node = lab.home().join("node-1");
+    let root = node.join("root");
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    std::fs::create_dir_all(node.join("installed")).unwrap();
+    std::os::unix::fs::symlink(node.join("installed"), root.join("run/current-system")).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = format!(
+        "nodeId: node-1\nmode: managed\nlisten: \"127.0.0.1:{port}\"\ncontrollers: [\"{}\"]\nheartbeatIntervalSeconds: 1\ntls: {{caFile: {}, certFile: {}, keyFile: {}}}\ndisko: {{managementModeFile: {}, stateDir: {}}}\nnix: {{configPath: {}}}\n",
+        lab.addr,
+        ca.display(),
+        cert.display(),
+        key.display(),
+        node.join("mode").display(),
+        node.join("state/disko").display(),
+        node.join("kcore-node.nix").display(),
+    );
+    let config =
+        kcore_agent::config::AgentConfig::parse(&config, std::path::Path::new("node-agent.yaml"))
+            .unwrap();
+    let options = kcore_agent::server::RuntimeOptions {
+        system_root: root.clone(),
+        extra_env: vec![("NIX_CONFIG".into(), "substituters =".into())],
+        ..Default::default()
+    };
+    let agent = kcore_agent::server::Agent::new(config, options).unwrap();
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        agent
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    // node-2 reports an agent address where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    lab.join_with(
+        "node-2",
+        kcore_api::cluster::NodeReport {
+            hostname: "node-2".into(),
+            dc_id: "DC1".into(),
+            agent_address: Some(dead),
+            ..Default::default()
+        },
+    )
+    .await;
+    let write = |name: &str, selector: &str| {
+        let file = lab.home().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "kind: ClusterUpdate\nmetadata: {{name: {name}}}\nspec:\n  target: {{flakeRef: \"git+file://{}\", flakeRev: \"{rev}\"}}\n  selector: {selector}\n  strategy: {{strategyType: batch, batchSize: 1, maxUnavailable: 1}}\n",
+                repo.display()
+            ),
+        )
+        .unwrap();
+        file.display().to_string()
+    };
+    let one = write("one", "{nodeIds: [node-1]}");
+    // Ready once node-1's agent has registered and beat.
+    let mut plan = Value::Null;
+    for _ in 0..100 {
+        let run = kctl(
+            lab.home(),
+            &["update", "cluster", "plan", "-f", &one, "-o", "json"],
+        )
+        .await;
+        if run.status.success() {
+            plan = serde_json::from_slice(&run.stdout).unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(plan["waves"], serde_json::json!([["node-1"]]), "{plan:#}");
+    let n1 = &plan["nodes"][0];
+    assert_eq!(n1["nodeId"], "node-1");
+    assert_eq!(n1["reachable"], true, "{plan:#}");
+    assert_eq!(n1["node"]["hostExists"], true, "{plan:#}");
+    assert!(
+        n1["node"]["targetSystem"]
+            .as_str()
+            .unwrap()
+            .ends_with("-kcore-fleet-system-node-1")
+    );
+    // Nothing booted here: every part of the new system needs a reboot.
+    assert_eq!(
+        n1["node"]["rebootReasons"],
+        serde_json::json!(["kernel", "initrd", "kernel-modules"])
+    );
+    let table = ok(kctl(lab.home(), &["update", "cluster", "plan", "-f", &one]).await);
+    assert!(
+        table.starts_with("one: 1 target(s) in 1 wave(s)"),
+        "{table}"
+    );
+    assert!(table.contains("wave 1: node-1"), "{table}");
+
+    let all = write("all", "{allNodes: true}");
+    let run = kctl(lab.home(), &["update", "cluster", "plan", "-f", &all]).await;
+    let err = String::from_utf8_lossy(&run.stderr).to_string();
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("all node-2: agent unreachable"), "{err}");
+    assert!(String::from_utf8_lossy(&run.stdout).contains("wave 2: node-2"));
+
+    let nobody = write("nobody", "{nodeIds: [ghost]}");
+    let run = kctl(lab.home(), &["update", "cluster", "plan", "-f", &nobody]).await;
+    let err = String::from_utf8_lossy(&run.stderr).to_string();
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("no Ready, approved node matches"), "{err}");
+
+    // A plan creates nothing.
+    let list = ok(kctl(lab.home(), &["update", "cluster", "list", "-o", "json"]).await);
+    assert_eq!(list.trim(), "[]", "{list}");
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+}
+
+/// `scripts/demo-rollout.sh` runs to its end ("demo-rollout: ok": the second revision
+/// halted with node-3 reverted), so the demo cannot rot. It needs the workspace's
+/// binaries next to kctl's (`cargo test --workspace` builds them, and the `fleet_agent`
+/// example); SKIP otherwise.
+#[test]
+fn demo_rollout_script_plans_applies_and_halts_on_the_failing_revision() {
+    let kctl = std::path::Path::new(env!("CARGO_BIN_EXE_kctl"));
+    let bin_dir = kctl.parent().unwrap();
+    let needed = [
+        bin_dir.join("kcore-controller"),
+        bin_dir.join("kcore-agent"),
+        bin_dir.join("examples/fleet_agent"),
+    ];
+    if let Some(missing) = needed.iter().find(|p| !p.exists()) {
+        eprintln!(
+            "SKIP: {} is not built (cargo build -p kcore-controller -p kcore-agent --bins --example fleet_agent)",
+            missing.display()
+        );
+        return;
+    }
+    let has = |p: &str| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok()
+    };
+    if !["nix", "git", "jq"].iter().all(|p| has(p)) {
+        eprintln!("SKIP: nix, git or jq is not on PATH");
+        return;
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/demo-rollout.sh");
+    let out = std::process::Command::new(script)
+        .env("KCORE_BIN_DIR", bin_dir)
+        .env_remove("KEEP")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("demo-rollout: ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("release-r3: halted"), "{stdout}");
+    assert!(stdout.contains("node-3\treverted"), "{stdout}");
 }
