@@ -163,7 +163,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
         wall: Duration::from_secs_f64(run["wall"].as_f64().unwrap()),
         step_latency_max: to_std(latencies.iter().copied().max().unwrap()),
         step_latency_mean: Duration::from_secs_f64(total / latencies.len() as f64),
-        most_unavailable: rollouts::max_unavailable(&owned),
+        most_unavailable: records::timeline::max_unavailable(&owned),
         cpu_seconds,
     }
 }

@@ -852,5 +852,5 @@ async fn rollout_fleet_rollback_returns_five_real_agents_to_their_installed_gene
     let order: Vec<&str> = spans.iter().map(|(id, _, _)| *id).collect();
     assert_eq!(order, ["node-5", "node-4", "node-3", "node-2", "node-1"]);
     assert!(spans.windows(2).all(|w| w[0].2 <= w[1].1), "{spans:?}");
-    bed.stop().await;
+    bed.finish(&[("u4", 1)]).await;
 }

@@ -274,7 +274,9 @@ pub mod timeline {
     }
 
     /// At most `cap` nodes between activation start and the end of their step, and no
-    /// node assigned or activated twice; the violations, worded for a test's panic.
+    /// node assigned or activated twice in one step (a node's update is step `seq` 1, its
+    /// rollback step 2; re-reports under a newer epoch keep the seq); the violations,
+    /// worded for a test's panic.
     pub fn check(recs: &[StepRecord], cap: usize) -> Result<(), String> {
         let mut wrong = Vec::new();
         let max = max_unavailable(recs);
@@ -282,9 +284,13 @@ pub mod timeline {
             wrong.push(format!("{max} nodes unavailable at once, over {cap}"));
         }
         for what in [ASSIGNED, "activating"] {
-            for (node, n) in count_per_node(recs, what) {
+            let mut per_step: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+            for r in recs.iter().filter(|r| r.what == what) {
+                *per_step.entry((r.node.as_str(), r.seq)).or_default() += 1;
+            }
+            for ((node, seq), n) in per_step {
                 if n > 1 {
-                    wrong.push(format!("{node} has {n} `{what}` records"));
+                    wrong.push(format!("{node} has {n} `{what}` records in step {seq}"));
                 }
             }
         }

@@ -289,35 +289,6 @@ impl Bed {
     }
 }
 
-/// The most nodes ever between `activating` and the end of their step, from the records.
-pub fn max_unavailable(recs: &[records::StepRecord]) -> usize {
-    let mut events: Vec<(String, i32)> = Vec::new();
-    for r in recs {
-        match r.what.as_str() {
-            "activating" => events.push((r.at.clone(), 1)),
-            "succeeded" | "reverted" | "failed" => events.push((r.at.clone(), -1)),
-            _ => {}
-        }
-    }
-    // RFC 3339 in UTC with the same layout sorts as time; an end at the same instant as a
-    // start counts first.
-    events.sort();
-    let (mut now, mut max) = (0i32, 0i32);
-    for (_, d) in events {
-        now += d;
-        max = max.max(now);
-    }
-    max as usize
-}
-
-fn assigned_per_node(recs: &[records::StepRecord]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for r in recs.iter().filter(|r| r.what == records::ASSIGNED) {
-        *out.entry(r.node.clone()).or_default() += 1;
-    }
-    out
-}
-
 fn node_phases(cu: &Value) -> BTreeMap<String, String> {
     cu["status"]["nodes"]
         .as_array()

@@ -143,6 +143,8 @@ async fn update_cluster_get_watch_prints_each_change_until_the_rollout_ends_and_
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("nothing to roll back"), "{err}");
+}
+
 /// A fleet flake in a fresh git repository (the rollout rig's, `tests/support/fleet`) with
 /// host `node-1`; its rev. `None` (SKIP) without nix or git.
 fn fleet_repo(dir: &std::path::Path) -> Option<String> {
