@@ -176,14 +176,10 @@ impl RenderArgs {
     fn spec(&self) -> anyhow::Result<StorageSpec> {
         let mut spec = match &self.spec {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
+                let bytes = std::fs::read(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                serde_yaml_ng::from_str::<StorageSpec>(&text).map_err(|e| {
-                    anyhow::Error::new(Refused::new(
-                        ErrorCode::InvalidSpec,
-                        format!("{}: {e}", path.display()),
-                    ))
-                })?
+                kcore_api::yaml::from_slice::<StorageSpec>(&path.display().to_string(), &bytes)
+                    .map_err(|e| Refused::new(ErrorCode::InvalidSpec, e.to_string()))?
             }
             None => StorageSpec::new(
                 self.os_disk.clone().unwrap_or_default(),
@@ -345,6 +341,9 @@ mod tests {
         )
         .unwrap();
         let err = spec(&["--spec", path.to_str().unwrap()]).unwrap_err();
-        assert!(err.contains("unknown field `args`"), "{err}");
+        assert!(
+            err.contains("storage.yaml:5:5: luks.pbkdf.args: unknown key `args`"),
+            "{err}"
+        );
     }
 }
