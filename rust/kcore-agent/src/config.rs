@@ -363,9 +363,8 @@ impl AgentConfig {
 
     /// Parse and validate YAML text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut config: AgentConfig =
-            kcore_api::yaml::from_str(&path.display().to_string(), text)
-                .map_err(ConfigError::Parse)?;
+        let mut config: AgentConfig = kcore_api::yaml::from_str(&path.display().to_string(), text)
+            .map_err(ConfigError::Parse)?;
         config.validate(path).map_err(|e| e.located(text))?;
         // The renderer's rule (kcore-api): `kcore/` is the guide's spelling of `kcore`, so
         // the agent reports and uses the prefix without the trailing '/'.

@@ -135,8 +135,12 @@ fn decode_at<'de, T: Deserialize<'de>>(
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let inner = err.into_inner();
-        YamlError::new(file, path.clone(), in_yaml_terms(&bare_message(&inner, &path)))
-            .at(position(&inner))
+        YamlError::new(
+            file,
+            path.clone(),
+            in_yaml_terms(&bare_message(&inner, &path)),
+        )
+        .at(position(&inner))
     })
 }
 
@@ -198,7 +202,11 @@ fn position(err: &serde_yaml_ng::Error) -> Option<(usize, usize)> {
 fn bare_message(err: &serde_yaml_ng::Error, path: &str) -> String {
     let mut text = err.to_string();
     if let Some(l) = err.location() {
-        text = text.replacen(&format!(" at line {} column {}", l.line(), l.column()), "", 1);
+        text = text.replacen(
+            &format!(" at line {} column {}", l.line(), l.column()),
+            "",
+            1,
+        );
     }
     if let Some((prefix, rest)) = text.split_once(": ") {
         if !prefix.contains(' ') && !prefix.is_empty() && path.starts_with(prefix) {
@@ -480,7 +488,10 @@ mod tests {
     fn a_wrong_shape_names_the_key_not_a_rust_type() {
         let err = from_str::<Config>("c.yaml", "- a\n- b\n").unwrap_err();
         assert!(!err.to_string().contains("Config"), "{err}");
-        assert!(err.to_string().contains("expected a mapping of keys"), "{err}");
+        assert!(
+            err.to_string().contains("expected a mapping of keys"),
+            "{err}"
+        );
         let err = from_str::<Config>("c.yaml", "nodeId: a\nlvm: 3\n").unwrap_err();
         assert_eq!(err.path, "lvm", "{err}");
         assert_eq!(err.line, Some(2), "{err}");

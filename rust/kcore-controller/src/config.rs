@@ -119,9 +119,8 @@ impl ControllerConfig {
 
     /// Parse and validate YAML text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: ControllerConfig =
-            kcore_api::yaml::from_str(&path.display().to_string(), text)
-                .map_err(ConfigError::Parse)?;
+        let config: ControllerConfig = kcore_api::yaml::from_str(&path.display().to_string(), text)
+            .map_err(ConfigError::Parse)?;
         let invalid = |field: &'static str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             line: kcore_api::yaml::locate(text, 0, field).map(|p| p.0),

@@ -221,8 +221,9 @@ mod tests {
         );
         let err = parse("r.yaml", &VM.replace("lvm", "btrfs")).unwrap_err();
         assert!(
-            err.message
-                .starts_with("r.yaml:5: document 1: spec.storageBackend: unknown value `btrfs`: use"),
+            err.message.starts_with(
+                "r.yaml:5: document 1: spec.storageBackend: unknown value `btrfs`: use"
+            ),
             "{}",
             err.message
         );

@@ -40,6 +40,8 @@ fn render_to(dir: &Path, name: &str, data: &[&str]) -> PathBuf {
     cmd.args([
         "disko",
         "render",
+        "--luks-mode",
+        "tpm2",
         "--os-disk",
         OS,
         "--storage-backend",
@@ -59,6 +61,8 @@ fn render_prints_a_fragment_for_each_backend() {
             .args([
                 "disko",
                 "render",
+                "--luks-mode",
+                "tpm2",
                 "--os-disk",
                 OS,
                 "--data-disk",
@@ -80,6 +84,8 @@ fn render_prints_a_fragment_for_each_backend() {
         .args([
             "disko",
             "render",
+            "--luks-mode",
+            "tpm2",
             "--os-disk",
             OS,
             "--data-disk",
@@ -149,6 +155,8 @@ fn usage_errors_exit_2() {
         .args([
             "disko",
             "render",
+            "--luks-mode",
+            "tpm2",
             "--os-disk",
             OS,
             "--storage-backend",

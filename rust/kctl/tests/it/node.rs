@@ -567,3 +567,95 @@ async fn agent_inventory_and_agent_errors_are_printed_escaped() {
     assert!(err.contains("x\\u{9b}31my\\u{7f}z"), "{err}");
     lab.agent.stop().await;
 }
+
+/// An install-mode agent whose sysfs is `sysfs` (with or without class/tpm/tpm0).
+async fn install_agent_with_sysfs(dir: &Path, sysfs: &Path) -> Running {
+    start(
+        config(json!({"nodeId": "live", "mode": "install",
+            "disko": {"managementModeFile": dir.join("mode"), "stateDir": dir.join("disko")}})),
+        RuntimeOptions {
+            sysfs_root: sysfs.to_path_buf(),
+            ..RuntimeOptions::default()
+        },
+    )
+    .await
+}
+
+// Issue 15: LUKS mode auto (the default) asks the node's inventory: tpm2 where
+// /sys/class/tpm/tpm0 exists, keyfile (with the default key file) where it does not;
+// without --node it refuses and says what to pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn luks_mode_auto_is_tpm2_on_a_node_with_a_tpm_and_keyfile_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    for (has_tpm, want) in [
+        (true, "crypttabExtraOpts = [ \"tpm2-device=auto\" ]"),
+        (false, "/etc/kcore/luks/root.key"),
+    ] {
+        let sysfs = tempfile::tempdir().unwrap();
+        if has_tpm {
+            std::fs::create_dir_all(sysfs.path().join("class/tpm/tpm0")).unwrap();
+        }
+        let agent = install_agent_with_sysfs(dir.path(), sysfs.path()).await;
+        let disks = expect(
+            &kctl(
+                home,
+                &["--node", &agent.addr, "-k", "-o", "json", "node", "disks"],
+            )
+            .await,
+            0,
+        );
+        let disks: serde_json::Value = serde_json::from_str(&disks).unwrap();
+        assert_eq!(disks["tpm"], has_tpm, "{disks}");
+        let out = kctl(
+            home,
+            &[
+                "--node",
+                &agent.addr,
+                "-k",
+                "disko",
+                "render",
+                "--os-disk",
+                "/dev/sda",
+            ],
+        )
+        .await;
+        let fragment = expect(&out, 0);
+        assert!(fragment.contains(want), "tpm {has_tpm}: {fragment}");
+        let mode = if has_tpm { "tpm2" } else { "keyfile" };
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("so {mode}")),
+            "{}",
+            text(&out)
+        );
+        // An explicit mode stands whatever the node has.
+        let other = if has_tpm { "keyfile" } else { "tpm2" };
+        let out = kctl(
+            home,
+            &[
+                "disko",
+                "render",
+                "--os-disk",
+                "/dev/sda",
+                "--luks-mode",
+                other,
+                "--node",
+                &agent.addr,
+                "-k",
+            ],
+        )
+        .await;
+        assert!(
+            !expect(&out, 0).contains(want),
+            "--luks-mode {other} on a node with tpm {has_tpm}"
+        );
+        agent.stop().await;
+    }
+    let out = kctl(home, &["disko", "render", "--os-disk", "/dev/sda"]).await;
+    expect(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("luks mode auto") && err.contains("--node") && err.contains("tpm2|keyfile"),
+        "{err}"
+    );
+}

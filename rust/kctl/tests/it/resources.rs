@@ -177,8 +177,7 @@ async fn apply_refuses_an_unknown_kind_or_field_naming_the_document_and_path() {
         err.contains(&format!(
             "{}:{line}: document 2: kind: \"Pod\"",
             file.display()
-        ))
-            && err.contains("is not a kind of resource")
+        )) && err.contains("is not a kind of resource")
             && err.contains("INVALID_FIELD"),
         "{err}"
     );
@@ -190,7 +189,10 @@ async fn apply_refuses_an_unknown_kind_or_field_naming_the_document_and_path() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("<stdin>:") && err.contains(": document 1: spec.strategy.batchSzie: unknown key `batchSzie`: the keys here are"),
+        err.contains("<stdin>:")
+            && err.contains(
+                ": document 1: spec.strategy.batchSzie: unknown key `batchSzie`: the keys here are"
+            ),
         "{err}"
     );
     let out = kctl_stdin(
