@@ -500,11 +500,15 @@ async fn an_install_mode_agent_reached_with_the_context_gets_the_k_and_fingerpri
     let ca = home.join(".kcore/lab/ca.crt");
     assert!(
         err.contains("install mode")
-            && err.contains("--fingerprint")
-            && err.contains("-k")
+            && err.contains(
+                "the agent presents a self-signed certificate: pass --fingerprint from its console"
+            )
+            && err.contains("or -k")
             && err.contains(&ca.display().to_string()),
         "{err}"
     );
+    // One server, one line: not "no server answered" (it answered, over TLS).
+    assert!(!err.contains("no server answered"), "{err}");
     agent.stop().await;
 }
 
@@ -516,9 +520,29 @@ async fn k_against_a_managed_agent_says_to_drop_k() {
     expect(&out, 3);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("managed mode") && err.contains("without -k"),
+        err.contains("this agent requires a client certificate: use a context")
+            && err.contains("managed mode")
+            && err.contains("without -k"),
         "{err}"
     );
+    lab.agent.stop().await;
+}
+
+// Issue 15: a managed agent that is not the node --node-id names: both identities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_agent_with_another_identity_names_what_was_expected_and_got() {
+    let lab = Managed::start(RuntimeOptions::default()).await;
+    let ok = lab.kctl(&["--node-id", "node-1", "node", "nics"]).await;
+    expect(&ok, 0);
+    let out = lab.kctl(&["--node-id", "node-2", "node", "nics"]).await;
+    expect(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kcore://lab/node/node-1") && err.contains("kcore://lab/node/node-2"),
+        "{err}"
+    );
+    assert!(err.contains("hint: ") && err.contains("--node"), "{err}");
+    assert!(!err.contains("Other("), "{err}");
     lab.agent.stop().await;
 }
 
