@@ -406,6 +406,11 @@ async fn apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in() {
     assert_eq!(result.generation.as_deref(), Some("1"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("==> nixos-rebuild switch"), "{stderr}");
+    // Issue 15: in a pipe the progress is plain lines, no spinner redraws or escapes.
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
+    );
 
     // A build that fails is a failure: exit 3.
     std::fs::write(&file, "{ ... }: { } # KCORE_TEST_FAIL_BUILD\n").unwrap();
