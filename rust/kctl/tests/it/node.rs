@@ -384,6 +384,40 @@ async fn apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in() {
         "{}",
         text(&out)
     );
+    // Issue 15: errors name the file the operator passed, not the agent's work copy.
+    let named = lab.path("hv1-module.nix");
+    for (body, what) in [
+        ("{ ... }: { networking.hostName = ; }", "parse"),
+        ("throw \"boom\"\n", "evaluate"),
+    ] {
+        std::fs::write(&named, body).unwrap();
+        let out = lab
+            .kctl(&["node", "apply-nix", "-f", named.to_str().unwrap()])
+            .await;
+        expect(&out, 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Named once, in front, and never as the agent's work copy (`config.nix`).
+        let name = named.display().to_string();
+        assert!(
+            err.contains(&format!("{name}: the configuration does not {what}")),
+            "{err}"
+        );
+        assert_eq!(err.matches(name.as_str()).count(), 1, "{err}");
+        assert!(
+            !err.contains("config.nix") && !err.contains("kcore-nix-"),
+            "{err}"
+        );
+    }
+    // The parse report keeps each problem's line and column.
+    std::fs::write(&named, "{ ... }: { networking.hostName = ; }").unwrap();
+    let out = lab
+        .kctl(&["node", "apply-nix", "-f", named.to_str().unwrap()])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\n  1:34: found TOKEN_SEMICOLON"),
+        "{}",
+        text(&out)
+    );
 
     let module = "{ ... }: { networking.hostName = \"hv1\"; }\n";
     std::fs::write(&file, module).unwrap();
