@@ -203,7 +203,12 @@ fn validate_reports_level_and_position() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("INVALID_FRAGMENT"))
-        .stderr(predicate::str::contains("broken.nix:15:"));
+        // The file once, in front; each finding with its line.
+        .stderr(predicate::str::contains(format!(
+            "{} is not a valid disko fragment:\nlevel 1: line 15:",
+            broken.display()
+        )))
+        .stderr(predicate::str::contains("broken.nix").count(1));
 
     let misspelt = dir.path().join("misspelt.nix");
     std::fs::write(&misspelt, text.replacen("format = \"vfat\";", "", 1)).unwrap();
