@@ -701,4 +701,36 @@ binaries:
             "{err}"
         );
     }
+
+    // Issue 15: errors give the line and column and speak YAML, not Rust.
+    #[test]
+    fn errors_name_the_line_and_speak_yaml() {
+        let err = parse("nodeId: n1\nmode: managd\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "node-agent.yaml:2:7: mode: unknown value `managd`: use managed | install"
+            ),
+            "{err}"
+        );
+        assert!(
+            !err.contains("YAML tag") && !err.contains("variant"),
+            "{err}"
+        );
+        let err = parse("- nodeId\n").unwrap_err().to_string();
+        assert!(err.contains("expected a mapping of keys"), "{err}");
+        assert!(!err.contains("AgentConfig"), "{err}");
+        let err = parse("nodeId: n1\nlisten: a\nnodeId: n2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("node-agent.yaml:3:"), "{err}");
+        assert!(err.contains("given twice"), "{err}");
+        // A value that decodes but is refused: the line of its key.
+        let err = parse("listen: 0.0.0.0:9091\nnodeId: Bad_Id\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("node-agent.yaml:2: field `nodeId`"),
+            "{err}"
+        );
+    }
 }

@@ -243,4 +243,29 @@ mod tests {
             "{err}"
         );
     }
+
+    // Issue 15: the line of the key, for decoding and for the checks after it.
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let err = ControllerConfig::parse(
+            &format!("{MINIMAL}requireManualApproval: maybe\n"),
+            Path::new("controller.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("controller.yaml:9:24: requireManualApproval: "),
+            "{err}"
+        );
+        let err = ControllerConfig::parse(
+            &MINIMAL.replace("controllerId: ctl1", "controllerId: Not_A_Label"),
+            Path::new("controller.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("controller.yaml:1: field `controllerId`"),
+            "{err}"
+        );
+    }
 }
