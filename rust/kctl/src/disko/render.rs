@@ -232,6 +232,27 @@ impl RenderArgs {
 }
 
 impl RenderArgs {
+    /// The problems of a spec that does not validate; from a `--spec` file, that file
+    /// once in front and each problem with the line of its key.
+    fn invalid_text(&self, problems: &[kcore_disko::Problem]) -> String {
+        let Some(path) = &self.spec else {
+            return kcore_disko::render::RenderError::Invalid(problems.to_vec()).to_string();
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| match kcore_api::yaml::locate(&text, 0, &p.path) {
+                Some((line, _)) => format!("line {line}: {p}"),
+                None => p.to_string(),
+            })
+            .collect();
+        format!(
+            "{}: invalid storage spec:\n{}",
+            path.display(),
+            lines.join("\n")
+        )
+    }
+
     /// The OS disk's LUKS choice: the flag, else the spec file's (already a mode), else
     /// auto. `None` when there is nothing to decide (a day-2 fragment has no OS disk).
     fn luks_choice(&self) -> Option<LuksChoice> {
@@ -270,11 +291,7 @@ pub async fn run(args: RenderArgs, global: &GlobalArgs, node: &NodeTarget) -> an
         // answer, and before the question of the TPM (the mode is still the default here).
         let problems = spec.validate();
         if !problems.is_empty() {
-            return Err(Refused::new(
-                ErrorCode::InvalidSpec,
-                kcore_disko::render::RenderError::Invalid(problems).to_string(),
-            )
-            .into());
+            return Err(Refused::new(ErrorCode::InvalidSpec, args.invalid_text(&problems)).into());
         }
         let has_tpm = match (choice, &node.node) {
             (LuksChoice::Auto, Some(_)) => Some(node_has_tpm(global, node).await?),
@@ -430,6 +447,22 @@ mod tests {
         assert!(
             err.contains("storage.yaml:5:5: luks.pbkdf.args: unknown key `args`"),
             "{err}"
+        );
+        // A value that decodes but is refused: the file once, the line of its key.
+        std::fs::write(
+            &path,
+            "osDisk: /dev/sda\nluks:\n  mode: keyfile\n  keyFile: /boot/root.key\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(["render", "--spec", path.to_str().unwrap()]).unwrap();
+        let problems = cli.render.spec().unwrap().validate();
+        let text = cli.render.invalid_text(&problems);
+        assert!(
+            text.starts_with(&format!(
+                "{}: invalid storage spec:\nline 4: luks.keyFile",
+                path.display()
+            )),
+            "{text}"
         );
     }
 }
