@@ -17,14 +17,37 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: {message}")]
+    /// Not YAML, or not this file's shape: file, line and column, key, what is wrong.
+    #[error("{0} (the keys are listed in docs/configuration.md; unknown keys are an error)")]
+    Parse(kcore_api::yaml::YamlError),
+    #[error("{}{}: field `{field}`: {message}", path.display(), kcore_api::yaml::line_suffix(*line))]
     Invalid {
         path: PathBuf,
+        /// The line of `field` in the file, when it is there.
+        line: Option<usize>,
         field: &'static str,
         message: String,
     },
+}
+
+impl ConfigError {
+    /// An [`ConfigError::Invalid`] with the line of its field in `text`.
+    fn located(self, text: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid {
+                path,
+                line: None,
+                field,
+                message,
+            } => ConfigError::Invalid {
+                line: kcore_api::yaml::locate(text, 0, field).map(|p| p.0),
+                path,
+                field,
+                message,
+            },
+            other => other,
+        }
+    }
 }
 
 /// How the agent serves.
@@ -400,23 +423,20 @@ fn default_eval_concurrency() -> usize {
 impl AgentConfig {
     /// Read and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let text = kcore_api::yaml::text(&path.display().to_string(), &bytes)
+            .map_err(ConfigError::Parse)?;
+        Self::parse(text, path)
     }
 
     /// Parse and validate YAML text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut config: AgentConfig =
-            serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: format!(
-                    "{err} (the keys are listed in docs/configuration.md; unknown keys are an error)"
-                ),
-            })?;
-        config.validate(path)?;
+        let mut config: AgentConfig = kcore_api::yaml::from_str(&path.display().to_string(), text)
+            .map_err(ConfigError::Parse)?;
+        config.validate(path).map_err(|e| e.located(text))?;
         // The renderer's rule (kcore-api): `kcore/` is the guide's spelling of `kcore`, so
         // the agent reports and uses the prefix without the trailing '/'.
         config.storage.zfs.dataset_prefix = kcore_api::validate::zfs_dataset_prefix(
@@ -425,6 +445,7 @@ impl AgentConfig {
         )
         .map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
+            line: kcore_api::yaml::locate(text, 0, "storage.zfs.datasetPrefix").map(|p| p.0),
             field: "storage.zfs.datasetPrefix",
             message: e.detail(),
         })?;
@@ -434,6 +455,7 @@ impl AgentConfig {
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |field: &'static str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
+            line: None,
             field,
             message,
         };
@@ -817,6 +839,38 @@ binaries:
             .to_string();
         assert!(
             err.contains("field `dcId`") && err.contains("contains '_'"),
+            "{err}"
+        );
+    }
+
+    // Issue 15: errors give the line and column and speak YAML, not Rust.
+    #[test]
+    fn errors_name_the_line_and_speak_yaml() {
+        let err = parse("nodeId: n1\nmode: managd\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "node-agent.yaml:2:7: mode: unknown value `managd`: use managed | install"
+            ),
+            "{err}"
+        );
+        assert!(
+            !err.contains("YAML tag") && !err.contains("variant"),
+            "{err}"
+        );
+        let err = parse("- nodeId\n").unwrap_err().to_string();
+        assert!(err.contains("expected a mapping of keys"), "{err}");
+        assert!(!err.contains("AgentConfig"), "{err}");
+        let err = parse("nodeId: n1\nlisten: a\nnodeId: n2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("node-agent.yaml:3:"), "{err}");
+        assert!(err.contains("given twice"), "{err}");
+        // A value that decodes but is refused: the line of its key.
+        let err = parse("listen: 0.0.0.0:9091\nnodeId: Bad_Id\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("node-agent.yaml:2: field `nodeId`"),
             "{err}"
         );
     }

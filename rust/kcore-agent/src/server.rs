@@ -74,6 +74,9 @@ pub struct RuntimeOptions {
     /// `/run/booted-system` and the system profile (`system_profile` below it). `/` in
     /// production; the rollout tests' fake root of a node (`crate::rollout::system`).
     pub system_root: PathBuf,
+    /// Where the inventory reads sysfs (NIC speeds, the TPM): `/sys` in production; a
+    /// directory of the tests' making, so a TPM can be present or absent.
+    pub sysfs_root: PathBuf,
 }
 
 /// This process's executable if it is kcore-agent (also as NixOS's wrapped
@@ -95,6 +98,7 @@ impl Default for RuntimeOptions {
             rebuild_timeout: crate::nix_apply::REBUILD_TIMEOUT,
             unit_result_helper: own_agent_executable(),
             system_root: PathBuf::from("/"),
+            sysfs_root: PathBuf::from("/sys"),
         }
     }
 }
@@ -433,14 +437,18 @@ fn inventory_failure(err: inventory::InventoryError) -> ApiFailure {
 }
 
 async fn disks(State(state): State<Arc<AgentState>>) -> Result<Response, ApiFailure> {
-    let inv = inventory::collect_disks(&state.tools, state.options.block_snapshot.as_ref())
-        .await
-        .map_err(inventory_failure)?;
+    let inv = inventory::collect_disks(
+        &state.tools,
+        state.options.block_snapshot.as_ref(),
+        &state.options.sysfs_root,
+    )
+    .await
+    .map_err(inventory_failure)?;
     Ok(Json(inv).into_response())
 }
 
 async fn nics(State(state): State<Arc<AgentState>>) -> Result<Response, ApiFailure> {
-    let inv = inventory::collect_nics(&state.tools)
+    let inv = inventory::collect_nics(&state.tools, &state.options.sysfs_root)
         .await
         .map_err(inventory_failure)?;
     Ok(Json(inv).into_response())

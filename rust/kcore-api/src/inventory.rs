@@ -49,6 +49,10 @@ pub struct Disk {
 #[serde(rename_all = "camelCase")]
 pub struct DiskInventory {
     pub disks: Vec<Disk>,
+    /// Whether the node has a TPM (`/sys/class/tpm/tpm0` exists), which decides LUKS mode
+    /// `auto`; absent from agents that do not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<bool>,
 }
 
 /// One network interface.

@@ -13,5 +13,6 @@ pub mod rollout;
 pub mod validate;
 pub mod version;
 pub mod vm;
+pub mod yaml;
 
 pub use error::{ApiError, ErrorCode};

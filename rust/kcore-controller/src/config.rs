@@ -92,14 +92,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_yaml_ng::Error,
-    },
-    #[error("{path}: field `{field}`: {message}")]
+    /// Not YAML, or not this file's shape: file, line and column, key, what is wrong.
+    #[error("{0}")]
+    Parse(kcore_api::yaml::YamlError),
+    #[error("{}{}: field `{field}`: {message}", path.display(), kcore_api::yaml::line_suffix(*line))]
     Invalid {
         path: PathBuf,
+        /// The line of `field` in the file, when it is there.
+        line: Option<usize>,
         field: &'static str,
         message: String,
     },
@@ -108,22 +108,22 @@ pub enum ConfigError {
 impl ControllerConfig {
     /// Read and validate `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let text = kcore_api::yaml::text(&path.display().to_string(), &bytes)
+            .map_err(ConfigError::Parse)?;
+        Self::parse(text, path)
     }
 
     /// Parse and validate YAML text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: ControllerConfig =
-            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let invalid = |field, message: String| ConfigError::Invalid {
+        let config: ControllerConfig = kcore_api::yaml::from_str(&path.display().to_string(), text)
+            .map_err(ConfigError::Parse)?;
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
+            line: kcore_api::yaml::locate(text, 0, field).map(|p| p.0),
             field,
             message,
         };
@@ -240,6 +240,31 @@ mod tests {
             .to_string();
         assert!(
             err.contains("field `dcId`") && err.contains("a space"),
+            "{err}"
+        );
+    }
+
+    // Issue 15: the line of the key, for decoding and for the checks after it.
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let err = ControllerConfig::parse(
+            &format!("{MINIMAL}requireManualApproval: maybe\n"),
+            Path::new("controller.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("controller.yaml:9:24: requireManualApproval: "),
+            "{err}"
+        );
+        let err = ControllerConfig::parse(
+            &MINIMAL.replace("controllerId: ctl1", "controllerId: Not_A_Label"),
+            Path::new("controller.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("controller.yaml:1: field `controllerId`"),
             "{err}"
         );
     }

@@ -123,6 +123,67 @@ pub enum LuksMode {
     Keyfile,
 }
 
+impl LuksMode {
+    /// The name the spec and `--luks-mode` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LuksMode::Tpm2 => "tpm2",
+            LuksMode::Keyfile => "keyfile",
+        }
+    }
+}
+
+/// The key file a node without a TPM is unlocked by when the operator names none
+/// (docs/storage.md; outside the unencrypted ESP).
+pub const DEFAULT_LUKS_KEY_FILE: &str = "/etc/kcore/luks/root.key";
+
+/// Where the agent's inventory looks for a TPM, under the sysfs root: the kernel's first
+/// TPM character device class entry.
+pub const TPM_SYSFS_PATH: &str = "class/tpm/tpm0";
+
+/// The LUKS mode an operator asks for (`kctl disko render --luks-mode`, and the install's
+/// `--luks`): `auto`, the default, is tpm2 on a node that has a TPM and keyfile on one
+/// that has none. A spec file always holds a resolved [`LuksMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LuksChoice {
+    #[default]
+    Auto,
+    Tpm2,
+    Keyfile,
+}
+
+impl LuksChoice {
+    /// The mode to render. `has_tpm` is what the node's inventory reports (`tpm`), `None`
+    /// when no node was asked or it did not say: then `auto` cannot be decided, and the
+    /// error says what to pass instead. One function, so kctl and the agent decide alike.
+    pub fn resolve(self, has_tpm: Option<bool>) -> Result<LuksMode, String> {
+        match (self, has_tpm) {
+            (LuksChoice::Tpm2, _) => Ok(LuksMode::Tpm2),
+            (LuksChoice::Keyfile, _) => Ok(LuksMode::Keyfile),
+            (LuksChoice::Auto, Some(true)) => Ok(LuksMode::Tpm2),
+            (LuksChoice::Auto, Some(false)) => Ok(LuksMode::Keyfile),
+            (LuksChoice::Auto, None) => Err(
+                "luks mode auto (the default) is tpm2 on a node with a TPM and keyfile on one \
+                 without, and it is not known whether this node has one: pass --node \
+                 HOST:9091 so kctl asks the node, or --luks-mode tpm2|keyfile"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl LuksSpec {
+    /// Sets the resolved `mode`; keyfile mode without a key file gets
+    /// [`DEFAULT_LUKS_KEY_FILE`].
+    pub fn set_mode(&mut self, mode: LuksMode) {
+        self.mode = mode;
+        if mode == LuksMode::Keyfile && self.key_file.is_none() {
+            self.key_file = Some(DEFAULT_LUKS_KEY_FILE.into());
+        }
+    }
+}
+
 /// LUKS settings of the OS disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -678,5 +739,36 @@ mod tests {
         for bad in ["", "0%", "101%", "5GG", "x", "-1G"] {
             assert!(check_lvm_size(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod luks_choice_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn auto_is_tpm2_with_a_tpm_keyfile_without_and_undecided_unknown() {
+        assert_eq!(LuksChoice::Auto.resolve(Some(true)), Ok(LuksMode::Tpm2));
+        assert_eq!(LuksChoice::Auto.resolve(Some(false)), Ok(LuksMode::Keyfile));
+        let err = LuksChoice::Auto.resolve(None).unwrap_err();
+        assert!(
+            err.contains("--node") && err.contains("tpm2|keyfile"),
+            "{err}"
+        );
+        // An explicit choice stands whatever the node has.
+        assert_eq!(
+            LuksChoice::Keyfile.resolve(Some(true)),
+            Ok(LuksMode::Keyfile)
+        );
+        assert_eq!(LuksChoice::Tpm2.resolve(None), Ok(LuksMode::Tpm2));
+
+        let mut luks = LuksSpec::default();
+        luks.set_mode(LuksMode::Keyfile);
+        assert_eq!(luks.key_file.as_deref(), Some(DEFAULT_LUKS_KEY_FILE));
+        let mut spec = StorageSpec::new("/dev/sda", vec![], Backend::Filesystem);
+        spec.luks.set_mode(LuksMode::Keyfile);
+        assert!(spec.validate().is_empty(), "{:?}", spec.validate());
     }
 }

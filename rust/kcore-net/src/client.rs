@@ -97,8 +97,20 @@ impl ClientError {
     }
 }
 
+/// How a failed TLS handshake's reason starts ([`attempt_failure`]): the server was
+/// there and answered, so "no server answered" would be untrue.
+pub const TLS_FAILED: &str = "TLS handshake failed: ";
+
 fn unreachable_text(attempts: &[(String, String)], not_tried: &[String]) -> String {
-    let mut out = String::from("no server answered: ");
+    // "No server answered" only when none did: a TLS refusal or a 503 is an answer.
+    let answered = attempts
+        .iter()
+        .any(|(_, why)| why.starts_with(TLS_FAILED) || why.starts_with("503 "));
+    let mut out = String::from(if answered {
+        "no server could serve the request: "
+    } else {
+        "no server answered: "
+    });
     if attempts.is_empty() {
         out.push_str("none tried");
     }
@@ -116,6 +128,30 @@ fn unreachable_text(attempts: &[(String, String)], not_tried: &[String]) -> Stri
         ));
     }
     out
+}
+
+/// Why an attempt failed: [`chain_text`], marked [`TLS_FAILED`] when rustls refused the
+/// handshake (the server answered, with a certificate or an alert).
+fn attempt_failure(err: &reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if is_rustls(e) {
+            return format!("{TLS_FAILED}{}", chain_text(err));
+        }
+        source = e.source();
+    }
+    chain_text(err)
+}
+
+/// A rustls error, or an io::Error wrapping one (hyper-util wraps tokio-rustls' io::Error
+/// in another, and io::Error hides its payload from `source()`).
+fn is_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    e.downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| is_rustls(inner))
 }
 
 /// The error and its sources, so "error sending request" also says "connection refused".
@@ -270,7 +306,7 @@ impl Client {
                 };
                 match tokio::time::timeout(budget, attempt).await {
                     Err(_) => Attempt::Failover(format!("no answer within {budget:?}")),
-                    Ok(Err(e)) => Attempt::Failover(chain_text(&e)),
+                    Ok(Err(e)) => Attempt::Failover(attempt_failure(&e)),
                     Ok(Ok((status, bytes))) if status == StatusCode::SERVICE_UNAVAILABLE => {
                         Attempt::Failover(unavailable_reason(&bytes))
                     }
@@ -322,7 +358,7 @@ impl Client {
                     let req = req.header(reqwest::header::ACCEPT, crate::ndjson::NDJSON);
                     match tokio::time::timeout(budget, req.send()).await {
                         Err(_) => Attempt::Failover(format!("no answer within {budget:?}")),
-                        Ok(Err(e)) => Attempt::Failover(chain_text(&e)),
+                        Ok(Err(e)) => Attempt::Failover(attempt_failure(&e)),
                         Ok(Ok(resp)) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
                             Attempt::Failover("503 Service Unavailable".into())
                         }

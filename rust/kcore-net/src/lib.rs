@@ -17,7 +17,7 @@ pub mod server;
 pub mod testing;
 
 pub use auth::{Authenticated, allow_roles, ensure_self, require_role};
-pub use client::{Client, ClientError, ClientOptions, https_url};
+pub use client::{Client, ClientError, ClientOptions, TLS_FAILED, https_url};
 pub use error::{ApiFailure, ApiJson, ApiPath};
 pub use ndjson::ndjson_response;
 pub use server::{

@@ -62,9 +62,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = &global;
     match command {
         Command::Disko(args) => {
-            node.unused("disko")?;
             ctl.unused("disko")?;
-            crate::disko::run(args, global).await
+            crate::disko::run(args, global, node).await
         }
         Command::Node(args) => {
             let node = args.node.clone().join(node);

@@ -6,7 +6,7 @@ use kcore_api::ErrorCode;
 use crate::context::{self, KctlConfig};
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
-use crate::output::print;
+use crate::output::{print, print_object};
 use crate::views::context::{ContextRow, ContextRows};
 
 #[derive(Debug, clap::Args)]
@@ -26,6 +26,13 @@ pub enum ConfigCommand {
     },
     /// Print the current context's name.
     CurrentContext,
+}
+
+/// `use-context` and `current-context` with `-o json|yaml`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Current<'a> {
+    current_context: &'a str,
 }
 
 pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -64,14 +71,22 @@ pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
             }
             config.current_context = Some(name.clone());
             config.save(&path)?;
-            println!("switched to context {name:?}");
-            Ok(())
+            print_object(
+                &Current {
+                    current_context: &name,
+                },
+                global.output,
+                || format!("switched to context {name:?}\n"),
+            )
         }
         ConfigCommand::CurrentContext => match &config.current_context {
-            Some(name) => {
-                println!("{name}");
-                Ok(())
-            }
+            Some(name) => print_object(
+                &Current {
+                    current_context: name,
+                },
+                global.output,
+                || format!("{name}\n"),
+            ),
             None => Err(Refused::new(
                 ErrorCode::NoContext,
                 format!("no current context in {}", path.display()),

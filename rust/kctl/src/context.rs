@@ -71,9 +71,10 @@ pub fn context_dir(config_path: &Path, context: &str) -> PathBuf {
 impl KctlConfig {
     /// Reads the file; a missing file is an empty configuration.
     pub fn load(path: &Path) -> anyhow::Result<KctlConfig> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => serde_yaml_ng::from_str(&text)
-                .with_context(|| format!("{}: not a valid kctl config", path.display())),
+        match std::fs::read(path) {
+            // The file's line, column and key (kcore_api::yaml), under the name given.
+            Ok(bytes) => kcore_api::yaml::from_slice(&path.display().to_string(), &bytes)
+                .map_err(|e| anyhow::Error::new(e).context("not a valid kctl config")),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(KctlConfig::default()),
             Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
         }

@@ -9,8 +9,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use kcore_api::ErrorCode;
-use kcore_api::resource::{Kind, canonical_any};
-use serde::Deserialize as _;
+use kcore_api::resource::{Kind, ObjectError, canonical_any};
 
 use crate::exit::Refused;
 
@@ -76,30 +75,48 @@ pub fn read_sources(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> 
 /// Splits `text` into documents and checks each one. Empty documents (a leading or
 /// trailing `---`) are skipped; a source with no document at all is refused.
 pub fn parse(source: &str, text: &str) -> Result<Vec<Document>, Refused> {
-    let refuse = |index: usize, problem: String| {
+    // `FILE:LINE: document N: problem`: the line of the offending key when it is there.
+    let refuse = |index: usize, path: &str, problem: String| {
+        // A missing key: the document's first line.
+        let line = kcore_api::yaml::locate(text, index - 1, path)
+            .or_else(|| kcore_api::yaml::locate(text, index - 1, ""))
+            .map(|p| p.0);
         Refused::new(
             ErrorCode::InvalidField,
-            format!("{source} document {index}: {problem}"),
+            format!(
+                "{source}{}: document {index}: {problem}",
+                kcore_api::yaml::line_suffix(line)
+            ),
         )
     };
+    // Syntax errors and keys given twice, located (kcore_api::yaml).
+    let bodies = kcore_api::yaml::documents(source, text)
+        .map_err(|e| Refused::new(ErrorCode::InvalidField, e.to_string()))?;
     let mut documents = Vec::new();
-    for (i, yaml) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    for (i, body) in bodies.into_iter().enumerate() {
         let index = i + 1;
-        let body = serde_json::Value::deserialize(yaml)
-            .map_err(|e| refuse(index, format!("not a YAML object: {e}")))?;
         if body.is_null() {
             continue;
         }
         if !body.is_object() {
             return Err(refuse(
                 index,
+                "",
                 "(document): expected an object with kind, metadata and spec".into(),
             ));
         }
         // kcore-api's dispatch and check, the ones the controller's routes run: unknown
         // or missing kinds, Node and Controller are refused naming `kind`, fields with
         // their path; the body sent is the canonical form it returns.
-        let (kind, body) = canonical_any(body).map_err(|e| refuse(index, e.to_string()))?;
+        let (kind, body) = canonical_any(body).map_err(|e| {
+            let problem = match &e {
+                ObjectError::Decode(d) if !d.path.is_empty() => {
+                    format!("{}: {}", d.path, kcore_api::yaml::in_yaml_terms(&d.message))
+                }
+                _ => e.to_string(),
+            };
+            refuse(index, e.path(), problem)
+        })?;
         let name = body["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -163,14 +180,14 @@ mod tests {
         assert_eq!(err.code, "INVALID_FIELD");
         assert!(
             err.message
-                .starts_with("pods.yaml document 2: kind: \"Pod\" is not a kind of resource"),
+                .starts_with("pods.yaml:7: document 2: kind: \"Pod\" is not a kind of resource"),
             "{}",
             err.message
         );
         let err = parse("x.yaml", "metadata: {name: p}\n").unwrap_err();
         assert!(
             err.message
-                .starts_with("x.yaml document 1: kind: \"\" is missing"),
+                .starts_with("x.yaml:1: document 1: kind: \"\" is missing"),
             "{}",
             err.message
         );
@@ -185,7 +202,7 @@ mod tests {
             .unwrap_err();
             assert!(
                 err.message
-                    .starts_with(&format!("k.yaml document 1: kind: \"{kind}\" {problem}")),
+                    .starts_with(&format!("k.yaml:1: document 1: kind: \"{kind}\" {problem}")),
                 "{}",
                 err.message
             );
@@ -198,14 +215,15 @@ mod tests {
         let err = parse("r.yaml", &text).unwrap_err();
         assert!(
             err.message
-                .starts_with("r.yaml document 1: spec.strategy.batchSzie: unknown field"),
+                .starts_with("r.yaml:6: document 1: spec.strategy.batchSzie: unknown key `batchSzie`: the keys here are strategyType, maxUnavailable, batchSize, canaryCount"),
             "{}",
             err.message
         );
         let err = parse("r.yaml", &VM.replace("lvm", "btrfs")).unwrap_err();
         assert!(
-            err.message
-                .starts_with("r.yaml document 1: spec.storageBackend: unknown variant"),
+            err.message.starts_with(
+                "r.yaml:5: document 1: spec.storageBackend: unknown value `btrfs`: use"
+            ),
             "{}",
             err.message
         );
@@ -222,7 +240,7 @@ mod tests {
         let err = parse("b.yaml", "kind: VM\n  bad: [\n").unwrap_err();
         assert!(
             err.message
-                .starts_with("b.yaml document 1: not a YAML object"),
+                .starts_with("b.yaml:2:6: mapping values are not allowed"),
             "{}",
             err.message
         );

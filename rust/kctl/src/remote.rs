@@ -142,7 +142,8 @@ impl Remote {
         let mut text = if lines.len() == 1 {
             lines.remove(0)
         } else {
-            format!("no server answered: {}", lines.join("; "))
+            // Each server answered (at least one refused over TLS), none could be used.
+            format!("no server could serve the request: {}", lines.join("; "))
         };
         if !not_tried.is_empty() {
             text.push_str(&format!(
@@ -235,8 +236,9 @@ impl<'a> TlsProblem<'a> {
                 .into(),
             (TlsProblem::Alert("CertificateRequired"), Expected::PinnedAgent(_))
             | (TlsProblem::Alert("CertificateRequired"), Expected::InsecureAgent) => {
-                "the agent is in managed mode: run without -k / --fingerprint, so kctl \
-                 authenticates with the context's admin certificate"
+                "this agent requires a client certificate: use a context (the agent is in \
+                 managed mode: run without -k / --fingerprint, so kctl authenticates with the \
+                 context's admin certificate)"
                     .into()
             }
             (TlsProblem::Alert(_), Expected::Controller(ctx) | Expected::Agent(ctx)) => {
@@ -260,9 +262,9 @@ impl<'a> TlsProblem<'a> {
             ),
             (TlsProblem::UnknownCa, Expected::Agent(ctx)) => format!(
                 "kctl checked the agent against the CA file {} of context {:?}. If the \
-                 agent is in install mode (the live ISO), its certificate is self-signed: \
-                 pin the fingerprint it logged with --fingerprint SHA256, or skip \
-                 verification with -k",
+                 agent is in install mode (the live ISO), the agent presents a self-signed \
+                 certificate: pass --fingerprint from its console (the SHA-256 it logged), \
+                 or -k",
                 ctx.ca_file.display(),
                 ctx.name
             ),

@@ -41,10 +41,12 @@ pub async fn live_snapshot(tools: &Tools) -> Result<BlockSnapshot, InventoryErro
         })
 }
 
-/// `GET /v1/inventory/disks`.
+/// `GET /v1/inventory/disks`, with whether the node has a TPM (under `sysfs`, `/sys` in
+/// production).
 pub async fn collect_disks(
     tools: &Tools,
     fixed: Option<&BlockSnapshot>,
+    sysfs: &std::path::Path,
 ) -> Result<DiskInventory, InventoryError> {
     let snapshot = match fixed {
         Some(s) => s.clone(),
@@ -52,7 +54,14 @@ pub async fn collect_disks(
     };
     Ok(DiskInventory {
         disks: disks::from_snapshot(&snapshot),
+        tpm: Some(has_tpm(sysfs)),
     })
+}
+
+/// Whether `sysfs` (`/sys`) shows a TPM: the test kcore-disko's LUKS mode `auto` is
+/// decided by ([`kcore_disko::spec::LuksChoice::resolve`]).
+pub fn has_tpm(sysfs: &std::path::Path) -> bool {
+    sysfs.join(kcore_disko::spec::TPM_SYSFS_PATH).exists()
 }
 
 async fn run_text(
@@ -77,9 +86,12 @@ async fn run_text(
 }
 
 /// `GET /v1/inventory/nics`.
-pub async fn collect_nics(tools: &Tools) -> Result<NicInventory, InventoryError> {
+pub async fn collect_nics(
+    tools: &Tools,
+    sysfs: &std::path::Path,
+) -> Result<NicInventory, InventoryError> {
     let json = run_text(tools, IP, IpAddrShow.argv()).await?;
-    let speeds = nics::read_speeds(std::path::Path::new("/sys/class/net"));
+    let speeds = nics::read_speeds(&sysfs.join("class/net"));
     Ok(NicInventory {
         nics: nics::parse_ip_addr(&json, &speeds)?,
     })

@@ -81,6 +81,9 @@ pub fn apply_storage_view(report: &mut StorageReport, view: &StorageView) {
     }
 }
 
+/// The heartbeat reads the machine's own sysfs.
+const SYSFS: &str = "/sys";
+
 /// A [`ReportFn`] that adds the live inventory (disks, NICs, storage) to the
 /// configuration's facts. A collector that fails leaves its part empty (and logs why):
 /// a heartbeat must not fail because `lsblk` did.
@@ -91,11 +94,11 @@ pub fn inventory_report_fn(config: AgentConfig, tools: crate::tools::Tools) -> R
         Box::pin(async move {
             let (config, tools) = &*shared;
             let mut report = report_from_config(config);
-            match super::collect_disks(tools, None).await {
+            match super::collect_disks(tools, None, SYSFS.as_ref()).await {
                 Ok(inv) => report.disks = to_json_list(&inv.disks),
                 Err(err) => tracing::debug!("disk inventory for the controller: {err}"),
             }
-            match super::collect_nics(tools).await {
+            match super::collect_nics(tools, SYSFS.as_ref()).await {
                 Ok(inv) => report.nics = to_json_list(&inv.nics),
                 Err(err) => tracing::debug!("NIC inventory for the controller: {err}"),
             }

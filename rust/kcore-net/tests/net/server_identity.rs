@@ -178,3 +178,55 @@ async fn every_client_accepts_only_its_server_role_and_cluster() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+// Issue 15: "no server answered" only when none did. A server whose certificate the
+// client refuses did answer (its reason is marked as a TLS failure); a closed port did not.
+#[tokio::test]
+async fn a_refused_certificate_is_an_answer_and_a_closed_port_is_not() {
+    let p = pki();
+    let rogue_leaf = p
+        .sub
+        .issue(&ident(Role::Node, "n9"), &local_names(), DAY)
+        .unwrap();
+    let rogue = start(
+        TlsSource::new(
+            server_config(p.root.cert_pem(), &rogue_leaf.cert_pem, &rogue_leaf.key_pem).unwrap(),
+        ),
+        app(named("rogue")),
+    )
+    .await;
+    let me = p.sub.issue(&ident(Role::Admin, "a"), &[], DAY).unwrap();
+    let tls = || {
+        client_config_expecting(
+            p.root.cert_pem(),
+            &me.cert_pem,
+            &me.key_pem,
+            &PeerExpectation::controller("lab"),
+        )
+        .unwrap()
+    };
+    let closed = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("https://{}", l.local_addr().unwrap())
+    };
+    let err = client_with(&[&closed, &rogue.url], tls(), quick())
+        .get_json::<WhoAmI>("/v1/whoami")
+        .await
+        .unwrap_err();
+    let ClientError::Unreachable { attempts, .. } = &err else {
+        panic!("expected Unreachable, got {err:?}");
+    };
+    assert!(!attempts[0].1.starts_with(TLS_FAILED), "{attempts:?}");
+    assert!(attempts[1].1.starts_with(TLS_FAILED), "{attempts:?}");
+    assert!(
+        err.to_string()
+            .starts_with("no server could serve the request: "),
+        "{err}"
+    );
+    let err = client_with(&[&closed], tls(), quick())
+        .get_json::<WhoAmI>("/v1/whoami")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("no server answered: "), "{err}");
+    rogue.stop().await;
+}

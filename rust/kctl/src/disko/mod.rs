@@ -1,6 +1,7 @@
 //! `kctl disko render|validate|plan`: offline work on storage layouts, no node needed.
 //!
-//! - `render` turns a storage spec (flags or `--spec FILE`) into a disko fragment;
+//! - `render` turns a storage spec (flags or `--spec FILE`) into a disko fragment (with
+//!   `--node`, asking the node whether it has a TPM for LUKS mode `auto`);
 //! - `validate` runs validation levels 1-2 (and 3 with `--deep`) on a fragment file;
 //! - `plan` compares a new fragment with the current one on a block-device snapshot and
 //!   prints the actions, their class and the plan hash; refusals exit with code 1.
@@ -33,11 +34,25 @@ pub enum DiskoCommand {
     Plan(plan::PlanArgs),
 }
 
-pub async fn run(args: Args, global: &GlobalArgs) -> anyhow::Result<()> {
+/// `node` (`--node` before the command) is for `render`'s LUKS mode auto only.
+pub async fn run(
+    args: Args,
+    global: &GlobalArgs,
+    node: crate::target::NodeTarget,
+) -> anyhow::Result<()> {
     match args.command {
-        DiskoCommand::Render(a) => render::run(a, global).await,
-        DiskoCommand::Validate(a) => validate::run(a, global).await,
-        DiskoCommand::Plan(a) => plan::run(a, global).await,
+        DiskoCommand::Render(a) => {
+            let node = a.node.clone().join(node);
+            render::run(a, global, &node).await
+        }
+        DiskoCommand::Validate(a) => {
+            node.unused("disko validate")?;
+            validate::run(a, global).await
+        }
+        DiskoCommand::Plan(a) => {
+            node.unused("disko plan")?;
+            plan::run(a, global).await
+        }
     }
 }
 

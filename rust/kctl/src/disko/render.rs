@@ -5,12 +5,14 @@ use kcore_api::ErrorCode;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use kcore_api::inventory::DiskInventory;
 use kcore_disko::spec::{
-    Backend, DataDiskMode, LuksMode, PbkdfSpec, PbkdfType, StorageSpec, ThinPoolSpec,
+    Backend, DataDiskMode, LuksChoice, PbkdfSpec, PbkdfType, StorageSpec, ThinPoolSpec,
 };
 
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
+use crate::target::NodeTarget;
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
@@ -67,9 +69,10 @@ pub struct RenderArgs {
     #[arg(long = "data-disk-layout", value_name = "LAYOUT", value_parser = parse_layout)]
     pub data_disk_layout: Option<DataDiskMode>,
 
-    /// LUKS unlock of the OS disk: tpm2 (default) or keyfile.
+    /// LUKS unlock of the OS disk: auto (the default: tpm2 when the node at --node has a
+    /// TPM, keyfile when it has none), tpm2 or keyfile. Replaces a spec file's `luks.mode`.
     #[arg(long = "luks-mode", value_name = "MODE", value_parser = parse_luks)]
-    pub luks_mode: Option<LuksMode>,
+    pub luks_mode: Option<LuksChoice>,
 
     /// Keyfile mode: the key file (absolute, never under /boot).
     #[arg(long = "luks-key-file", value_name = "PATH")]
@@ -102,6 +105,10 @@ pub struct RenderArgs {
     #[arg(long = "day2-index", value_name = "N")]
     pub day2_index: Option<usize>,
 
+    /// The node to ask whether it has a TPM (LUKS mode auto), and how to trust it.
+    #[command(flatten)]
+    pub node: NodeTarget,
+
     /// Write the fragment to FILE (atomically) instead of stdout.
     #[arg(short = 'O', long = "output-file", value_name = "FILE")]
     pub output_file: Option<PathBuf>,
@@ -115,11 +122,12 @@ fn parse_layout(s: &str) -> Result<DataDiskMode, String> {
     }
 }
 
-fn parse_luks(s: &str) -> Result<LuksMode, String> {
+fn parse_luks(s: &str) -> Result<LuksChoice, String> {
     match s {
-        "tpm2" => Ok(LuksMode::Tpm2),
-        "keyfile" => Ok(LuksMode::Keyfile),
-        _ => Err("use tpm2 or keyfile".into()),
+        "auto" => Ok(LuksChoice::Auto),
+        "tpm2" => Ok(LuksChoice::Tpm2),
+        "keyfile" => Ok(LuksChoice::Keyfile),
+        _ => Err("use auto, tpm2 or keyfile".into()),
     }
 }
 
@@ -176,14 +184,10 @@ impl RenderArgs {
     fn spec(&self) -> anyhow::Result<StorageSpec> {
         let mut spec = match &self.spec {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
+                let bytes = std::fs::read(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                serde_yaml_ng::from_str::<StorageSpec>(&text).map_err(|e| {
-                    anyhow::Error::new(Refused::new(
-                        ErrorCode::InvalidSpec,
-                        format!("{}: {e}", path.display()),
-                    ))
-                })?
+                kcore_api::yaml::from_slice::<StorageSpec>(&path.display().to_string(), &bytes)
+                    .map_err(|e| Refused::new(ErrorCode::InvalidSpec, e.to_string()))?
             }
             None => StorageSpec::new(
                 self.os_disk.clone().unwrap_or_default(),
@@ -213,9 +217,6 @@ impl RenderArgs {
         if let Some(v) = self.data_disk_layout {
             spec.data_disk_mode = v;
         }
-        if let Some(v) = self.luks_mode {
-            spec.luks.mode = v;
-        }
         if let Some(v) = &self.luks_key_file {
             spec.luks.key_file = Some(v.clone());
         }
@@ -230,8 +231,86 @@ impl RenderArgs {
     }
 }
 
-pub async fn run(args: RenderArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
-    let spec = args.spec()?;
+impl RenderArgs {
+    /// The problems of a spec that does not validate; from a `--spec` file, that file
+    /// once in front and each problem with the line of its key.
+    fn invalid_text(&self, problems: &[kcore_disko::Problem]) -> String {
+        let Some(path) = &self.spec else {
+            return kcore_disko::render::RenderError::Invalid(problems.to_vec()).to_string();
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| match kcore_api::yaml::locate(&text, 0, &p.path) {
+                Some((line, _)) => format!("line {line}: {p}"),
+                None => p.to_string(),
+            })
+            .collect();
+        format!(
+            "{}: invalid storage spec:\n{}",
+            path.display(),
+            lines.join("\n")
+        )
+    }
+
+    /// The OS disk's LUKS choice: the flag, else the spec file's (already a mode), else
+    /// auto. `None` when there is nothing to decide (a day-2 fragment has no OS disk).
+    fn luks_choice(&self) -> Option<LuksChoice> {
+        if self.day2_index.is_some() {
+            return None;
+        }
+        match (self.luks_mode, &self.spec) {
+            (Some(choice), _) => Some(choice),
+            (None, Some(_)) => None,
+            (None, None) => Some(LuksChoice::Auto),
+        }
+    }
+}
+
+/// Whether the node at `--node` has a TPM, from its disk inventory.
+async fn node_has_tpm(global: &GlobalArgs, node: &NodeTarget) -> anyhow::Result<bool> {
+    let client = crate::agent_client::connect(global, node)?;
+    let inventory: DiskInventory = client.get_json("/v1/inventory/disks").await?;
+    inventory.tpm.ok_or_else(|| {
+        Refused::new(
+            ErrorCode::BadFlags,
+            format!(
+                "the agent at {} does not report whether it has a TPM (it is older than \
+                 this kctl): pass --luks-mode tpm2|keyfile",
+                node.node.as_deref().unwrap_or_default()
+            ),
+        )
+        .into()
+    })
+}
+
+pub async fn run(args: RenderArgs, global: &GlobalArgs, node: &NodeTarget) -> anyhow::Result<()> {
+    let mut spec = args.spec()?;
+    if let Some(choice) = args.luks_choice() {
+        // The rest of the spec is checked first: a typo is reported without a node's
+        // answer, and before the question of the TPM (the mode is still the default here).
+        let problems = spec.validate();
+        if !problems.is_empty() {
+            return Err(Refused::new(ErrorCode::InvalidSpec, args.invalid_text(&problems)).into());
+        }
+        let has_tpm = match (choice, &node.node) {
+            (LuksChoice::Auto, Some(_)) => Some(node_has_tpm(global, node).await?),
+            _ => None,
+        };
+        let mode = choice
+            .resolve(has_tpm)
+            .map_err(|e| Refused::new(ErrorCode::BadFlags, e))?;
+        if let Some(has_tpm) = has_tpm {
+            eprintln!(
+                "luks mode auto: the node {} a TPM, so {}",
+                if has_tpm { "has" } else { "has no" },
+                mode.as_str()
+            );
+        }
+        spec.luks.set_mode(mode);
+    } else if node.node.is_some() && args.day2_index.is_some() {
+        node.unused("disko render --day2-index")?;
+    }
     let rendered = match args.day2_index {
         None => kcore_disko::render_fragment(&spec),
         Some(index) => {
@@ -281,6 +360,26 @@ mod tests {
     }
 
     const BASE: [&str; 4] = ["--os-disk", "/dev/sda", "--storage-backend", "filesystem"];
+
+    #[test]
+    fn luks_mode_defaults_to_auto_unless_a_spec_file_or_day2_decides() {
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(["render"].iter().chain(args))
+                .unwrap()
+                .render
+        };
+        assert_eq!(cli(&BASE).luks_choice(), Some(LuksChoice::Auto));
+        let keyfile = cli(&[&BASE[..], &["--luks-mode", "keyfile"]].concat());
+        assert_eq!(keyfile.luks_choice(), Some(LuksChoice::Keyfile));
+        assert_eq!(cli(&["--spec", "s.yaml"]).luks_choice(), None);
+        let day2 = cli(&["--data-disk", "/dev/sdb", "--day2-index", "1"]);
+        assert_eq!(day2.luks_choice(), None);
+        let err = Cli::try_parse_from(["render", "--os-disk", "/dev/sda", "--luks-mode", "tpm"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("use auto, tpm2 or keyfile"), "{err}");
+    }
 
     #[test]
     fn pbkdf_flags_build_the_spec_option() {
@@ -345,6 +444,25 @@ mod tests {
         )
         .unwrap();
         let err = spec(&["--spec", path.to_str().unwrap()]).unwrap_err();
-        assert!(err.contains("unknown field `args`"), "{err}");
+        assert!(
+            err.contains("storage.yaml:5:5: luks.pbkdf.args: unknown key `args`"),
+            "{err}"
+        );
+        // A value that decodes but is refused: the file once, the line of its key.
+        std::fs::write(
+            &path,
+            "osDisk: /dev/sda\nluks:\n  mode: keyfile\n  keyFile: /boot/root.key\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(["render", "--spec", path.to_str().unwrap()]).unwrap();
+        let problems = cli.render.spec().unwrap().validate();
+        let text = cli.render.invalid_text(&problems);
+        assert!(
+            text.starts_with(&format!(
+                "{}: invalid storage spec:\nline 4: luks.keyFile",
+                path.display()
+            )),
+            "{text}"
+        );
     }
 }

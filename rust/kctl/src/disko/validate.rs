@@ -61,6 +61,31 @@ fn report(file: &str, v: &Validated) -> Report {
     }
 }
 
+/// `finding` with `file:` (as given, or as the evaluator resolved it) dropped from its
+/// positions, for a message that names the file once.
+fn without_file(
+    finding: &kcore_disko::eval::Finding,
+    file: &std::path::Path,
+) -> kcore_disko::eval::Finding {
+    let mut names = vec![format!("{}:", file.display())];
+    if let Ok(abs) = std::fs::canonicalize(file) {
+        names.push(format!("{}:", abs.display()));
+    }
+    if let Ok(abs) = std::path::absolute(file) {
+        names.push(format!("{}:", abs.display()));
+    }
+    let strip = |at: &str| {
+        names
+            .iter()
+            .find_map(|n| at.strip_prefix(n.as_str()))
+            .map_or_else(|| at.to_string(), |rest| format!("line {rest}"))
+    };
+    let mut out = finding.clone();
+    out.location = strip(&finding.location);
+    out.position = finding.position.as_deref().map(strip);
+    out
+}
+
 pub async fn run(args: ValidateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let evaluator = args.nix.evaluator()?;
     let deep = if args.deep {
@@ -87,9 +112,10 @@ pub async fn run(args: ValidateArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         }
         Err(kcore_disko::eval::ValidateError::Invalid(findings)) => {
             let level = findings.iter().map(|f| f.level).min().unwrap_or(1) - 1;
+            // The file is named once, in front; each finding keeps its line:column.
             let summary = findings
                 .iter()
-                .map(ToString::to_string)
+                .map(|f| without_file(f, &args.file).to_string())
                 .collect::<Vec<_>>()
                 .join("\n");
             print(

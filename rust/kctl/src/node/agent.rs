@@ -126,7 +126,10 @@ async fn apply_disko(
         plan_hash: None,
         timeout_seconds: args.timeout_seconds,
     };
-    let plan: DiskoPlanResponse = client.post_json("/v1/disko/apply", &dry).await?;
+    let plan: DiskoPlanResponse = client
+        .post_json("/v1/disko/apply", &dry)
+        .await
+        .map_err(|e| name_the_operators_file(e, &args.file))?;
     // With --apply on a terminal-less -o json run, stdout carries only the final result.
     if !(args.apply && format != OutputFormat::Table && format != OutputFormat::Wide) {
         print(&PlanOut(plan.clone()), format)?;
@@ -170,7 +173,10 @@ async fn apply_nix(
         no_rebuild: args.no_rebuild,
     };
     // 200 with the result (--no-rebuild), or 202 with an operation to follow.
-    let answer: serde_json::Value = client.post_json("/v1/nix/apply", &req).await?;
+    let answer: serde_json::Value = client
+        .post_json("/v1/nix/apply", &req)
+        .await
+        .map_err(|e| name_the_operators_file(e, &args.file))?;
     let result = if answer.get("status").is_some() {
         serde_json::from_value::<OperationResult>(answer).context("decoding the agent's result")?
     } else {
@@ -180,4 +186,74 @@ async fn apply_nix(
         follow(client, &started.operation_id).await?
     };
     finish(result, format)
+}
+
+/// The agent checks a layout or module in a work copy of its own (`/tmp/kcore-nix-…/
+/// config.nix`, `/tmp/kcore-disko-…/fragment.nix`, or bare `config.nix:` in a syntax
+/// report); a refusal names the file the operator passed instead, which is the one to fix.
+fn name_the_operators_file(err: anyhow::Error, file: &std::path::Path) -> anyhow::Error {
+    match err.downcast::<Refused>() {
+        Ok(mut refused) => {
+            refused.message = rename_work_copy(&refused.message, &file.display().to_string());
+            refused.into()
+        }
+        Err(other) => other,
+    }
+}
+
+fn rename_work_copy(message: &str, file: &str) -> String {
+    let mut text = message.to_string();
+    for (marker, base) in [
+        ("/kcore-nix-", "/config.nix"),
+        ("/kcore-disko-", "/fragment.nix"),
+    ] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(marker).map(|i| i + from) {
+            let Some(end) = text[at..].find(base).map(|i| at + i + base.len()) else {
+                break;
+            };
+            let start = text[..at]
+                .rfind(|c: char| c.is_whitespace() || "(\"'`«".contains(c))
+                .map_or(0, |i| {
+                    i + text[i..].chars().next().map_or(1, char::len_utf8)
+                });
+            text.replace_range(start..end, file);
+            from = start + file.len();
+        }
+    }
+    // The file is named once, in front; the syntax check's report names the work copy
+    // by its bare name on every line, which keeps only the position.
+    let body = text
+        .lines()
+        .map(|line| match line.strip_prefix("config.nix:") {
+            Some(rest) => format!("  {rest}"),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("{file}: {body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rename_work_copy;
+
+    #[test]
+    fn the_agents_work_copy_is_named_as_the_operators_file() {
+        let msg = "the configuration does not evaluate:\nerror: boom\n       at /tmp/kcore-nix-Ab12/config.nix:1:1:\n(at /run/x/kcore-disko-9z/fragment.nix:3:4)";
+        let out = rename_work_copy(msg, "hosts/hv1.nix");
+        assert_eq!(
+            out,
+            "hosts/hv1.nix: the configuration does not evaluate:\nerror: boom\n       at hosts/hv1.nix:1:1:\n(at hosts/hv1.nix:3:4)"
+        );
+        let syntax = "the configuration does not parse:\nconfig.nix:1:33: unexpected TOKEN_SEMICOLON\nconfig.nix:1:35: unexpected end of file";
+        assert_eq!(
+            rename_work_copy(syntax, "my.nix"),
+            "my.nix: the configuration does not parse:\n  1:33: unexpected TOKEN_SEMICOLON\n  1:35: unexpected end of file"
+        );
+        assert_eq!(
+            rename_work_copy("nothing here", "a.nix"),
+            "a.nix: nothing here"
+        );
+    }
 }

@@ -40,6 +40,8 @@ fn render_to(dir: &Path, name: &str, data: &[&str]) -> PathBuf {
     cmd.args([
         "disko",
         "render",
+        "--luks-mode",
+        "tpm2",
         "--os-disk",
         OS,
         "--storage-backend",
@@ -59,6 +61,8 @@ fn render_prints_a_fragment_for_each_backend() {
             .args([
                 "disko",
                 "render",
+                "--luks-mode",
+                "tpm2",
                 "--os-disk",
                 OS,
                 "--data-disk",
@@ -80,6 +84,8 @@ fn render_prints_a_fragment_for_each_backend() {
         .args([
             "disko",
             "render",
+            "--luks-mode",
+            "tpm2",
             "--os-disk",
             OS,
             "--data-disk",
@@ -149,6 +155,8 @@ fn usage_errors_exit_2() {
         .args([
             "disko",
             "render",
+            "--luks-mode",
+            "tpm2",
             "--os-disk",
             OS,
             "--storage-backend",
@@ -195,7 +203,12 @@ fn validate_reports_level_and_position() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("INVALID_FRAGMENT"))
-        .stderr(predicate::str::contains("broken.nix:15:"));
+        // The file once, in front; each finding with its line.
+        .stderr(predicate::str::contains(format!(
+            "{} is not a valid disko fragment:\nlevel 1: line 15:",
+            broken.display()
+        )))
+        .stderr(predicate::str::contains("broken.nix").count(1));
 
     let misspelt = dir.path().join("misspelt.nix");
     std::fs::write(&misspelt, text.replacen("format = \"vfat\";", "", 1)).unwrap();

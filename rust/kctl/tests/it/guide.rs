@@ -17,12 +17,18 @@ fn kctl() -> Command {
     cmd
 }
 
+/// `kctl disko render ARGS`; an OS disk's LUKS mode is tpm2 unless ARGS say otherwise (the
+/// default, auto, would need a node to ask).
 fn render(args: &[&str]) -> String {
-    let out = kctl()
-        .args(["disko", "render"])
-        .args(args)
-        .assert()
-        .success();
+    let mut cmd = kctl();
+    cmd.args(["disko", "render"]);
+    if !args
+        .iter()
+        .any(|a| *a == "--luks-mode" || *a == "--day2-index")
+    {
+        cmd.args(["--luks-mode", "tpm2"]);
+    }
+    let out = cmd.args(args).assert().success();
     String::from_utf8(out.get_output().stdout.clone()).unwrap()
 }
 

@@ -384,6 +384,40 @@ async fn apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in() {
         "{}",
         text(&out)
     );
+    // Issue 15: errors name the file the operator passed, not the agent's work copy.
+    let named = lab.path("hv1-module.nix");
+    for (body, what) in [
+        ("{ ... }: { networking.hostName = ; }", "parse"),
+        ("throw \"boom\"\n", "evaluate"),
+    ] {
+        std::fs::write(&named, body).unwrap();
+        let out = lab
+            .kctl(&["node", "apply-nix", "-f", named.to_str().unwrap()])
+            .await;
+        expect(&out, 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Named once, in front, and never as the agent's work copy (`config.nix`).
+        let name = named.display().to_string();
+        assert!(
+            err.contains(&format!("{name}: the configuration does not {what}")),
+            "{err}"
+        );
+        assert_eq!(err.matches(name.as_str()).count(), 1, "{err}");
+        assert!(
+            !err.contains("config.nix") && !err.contains("kcore-nix-"),
+            "{err}"
+        );
+    }
+    // The parse report keeps each problem's line and column.
+    std::fs::write(&named, "{ ... }: { networking.hostName = ; }").unwrap();
+    let out = lab
+        .kctl(&["node", "apply-nix", "-f", named.to_str().unwrap()])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\n  1:34: found TOKEN_SEMICOLON"),
+        "{}",
+        text(&out)
+    );
 
     let module = "{ ... }: { networking.hostName = \"hv1\"; }\n";
     std::fs::write(&file, module).unwrap();
@@ -406,6 +440,11 @@ async fn apply_nix_writes_and_rebuilds_with_nixos_rebuild_stand_in() {
     assert_eq!(result.generation.as_deref(), Some("1"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("==> nixos-rebuild switch"), "{stderr}");
+    // Issue 15: in a pipe the progress is plain lines, no spinner redraws or escapes.
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
+    );
 
     // A build that fails is a failure: exit 3.
     std::fs::write(&file, "{ ... }: { } # KCORE_TEST_FAIL_BUILD\n").unwrap();
@@ -500,11 +539,15 @@ async fn an_install_mode_agent_reached_with_the_context_gets_the_k_and_fingerpri
     let ca = home.join(".kcore/lab/ca.crt");
     assert!(
         err.contains("install mode")
-            && err.contains("--fingerprint")
-            && err.contains("-k")
+            && err.contains(
+                "the agent presents a self-signed certificate: pass --fingerprint from its console"
+            )
+            && err.contains("or -k")
             && err.contains(&ca.display().to_string()),
         "{err}"
     );
+    // One server, one line: not "no server answered" (it answered, over TLS).
+    assert!(!err.contains("no server answered"), "{err}");
     agent.stop().await;
 }
 
@@ -516,9 +559,29 @@ async fn k_against_a_managed_agent_says_to_drop_k() {
     expect(&out, 3);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("managed mode") && err.contains("without -k"),
+        err.contains("this agent requires a client certificate: use a context")
+            && err.contains("managed mode")
+            && err.contains("without -k"),
         "{err}"
     );
+    lab.agent.stop().await;
+}
+
+// Issue 15: a managed agent that is not the node --node-id names: both identities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_agent_with_another_identity_names_what_was_expected_and_got() {
+    let lab = Managed::start(RuntimeOptions::default()).await;
+    let ok = lab.kctl(&["--node-id", "node-1", "node", "nics"]).await;
+    expect(&ok, 0);
+    let out = lab.kctl(&["--node-id", "node-2", "node", "nics"]).await;
+    expect(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kcore://lab/node/node-1") && err.contains("kcore://lab/node/node-2"),
+        "{err}"
+    );
+    assert!(err.contains("hint: ") && err.contains("--node"), "{err}");
+    assert!(!err.contains("Other("), "{err}");
     lab.agent.stop().await;
 }
 
@@ -566,4 +629,96 @@ async fn agent_inventory_and_agent_errors_are_printed_escaped() {
     // It was quoted (so the check above could fail), escaped.
     assert!(err.contains("x\\u{9b}31my\\u{7f}z"), "{err}");
     lab.agent.stop().await;
+}
+
+/// An install-mode agent whose sysfs is `sysfs` (with or without class/tpm/tpm0).
+async fn install_agent_with_sysfs(dir: &Path, sysfs: &Path) -> Running {
+    start(
+        config(json!({"nodeId": "live", "mode": "install",
+            "disko": {"managementModeFile": dir.join("mode"), "stateDir": dir.join("disko")}})),
+        RuntimeOptions {
+            sysfs_root: sysfs.to_path_buf(),
+            ..RuntimeOptions::default()
+        },
+    )
+    .await
+}
+
+// Issue 15: LUKS mode auto (the default) asks the node's inventory: tpm2 where
+// /sys/class/tpm/tpm0 exists, keyfile (with the default key file) where it does not;
+// without --node it refuses and says what to pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn luks_mode_auto_is_tpm2_on_a_node_with_a_tpm_and_keyfile_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    for (has_tpm, want) in [
+        (true, "crypttabExtraOpts = [ \"tpm2-device=auto\" ]"),
+        (false, "/etc/kcore/luks/root.key"),
+    ] {
+        let sysfs = tempfile::tempdir().unwrap();
+        if has_tpm {
+            std::fs::create_dir_all(sysfs.path().join("class/tpm/tpm0")).unwrap();
+        }
+        let agent = install_agent_with_sysfs(dir.path(), sysfs.path()).await;
+        let disks = expect(
+            &kctl(
+                home,
+                &["--node", &agent.addr, "-k", "-o", "json", "node", "disks"],
+            )
+            .await,
+            0,
+        );
+        let disks: serde_json::Value = serde_json::from_str(&disks).unwrap();
+        assert_eq!(disks["tpm"], has_tpm, "{disks}");
+        let out = kctl(
+            home,
+            &[
+                "--node",
+                &agent.addr,
+                "-k",
+                "disko",
+                "render",
+                "--os-disk",
+                "/dev/sda",
+            ],
+        )
+        .await;
+        let fragment = expect(&out, 0);
+        assert!(fragment.contains(want), "tpm {has_tpm}: {fragment}");
+        let mode = if has_tpm { "tpm2" } else { "keyfile" };
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("so {mode}")),
+            "{}",
+            text(&out)
+        );
+        // An explicit mode stands whatever the node has.
+        let other = if has_tpm { "keyfile" } else { "tpm2" };
+        let out = kctl(
+            home,
+            &[
+                "disko",
+                "render",
+                "--os-disk",
+                "/dev/sda",
+                "--luks-mode",
+                other,
+                "--node",
+                &agent.addr,
+                "-k",
+            ],
+        )
+        .await;
+        assert!(
+            !expect(&out, 0).contains(want),
+            "--luks-mode {other} on a node with tpm {has_tpm}"
+        );
+        agent.stop().await;
+    }
+    let out = kctl(home, &["disko", "render", "--os-disk", "/dev/sda"]).await;
+    expect(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("luks mode auto") && err.contains("--node") && err.contains("tpm2|keyfile"),
+        "{err}"
+    );
 }

@@ -171,9 +171,13 @@ async fn apply_refuses_an_unknown_kind_or_field_naming_the_document_and_path() {
     let out = kctl(lab.home(), &["apply", "-f", file.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
+    // The file as given, and the line of `kind: Pod` (after the VM and the `---`).
+    let line = vm("web-1", "web", 1).lines().count() + 2;
     assert!(
-        err.contains(&format!("{} document 2: kind: \"Pod\"", file.display()))
-            && err.contains("is not a kind of resource")
+        err.contains(&format!(
+            "{}:{line}: document 2: kind: \"Pod\"",
+            file.display()
+        )) && err.contains("is not a kind of resource")
             && err.contains("INVALID_FIELD"),
         "{err}"
     );
@@ -185,7 +189,10 @@ async fn apply_refuses_an_unknown_kind_or_field_naming_the_document_and_path() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("<stdin> document 1: spec.strategy.batchSzie: unknown field `batchSzie`"),
+        err.contains("<stdin>:")
+            && err.contains(
+                ": document 1: spec.strategy.batchSzie: unknown key `batchSzie`: the keys here are"
+            ),
         "{err}"
     );
     let out = kctl_stdin(

@@ -106,3 +106,54 @@ async fn rotate_sub_ca_and_node_approval_print_json_with_o_json() {
     assert!(out.contains("approval: Rejected"), "{out}");
     lab.stop().await;
 }
+
+// Issue 15: every command that prints data prints JSON with -o json (and nothing else on
+// stdout): each answer below must parse as one JSON document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_data_command_prints_json_with_o_json() {
+    let lab = Lab::start(true).await;
+    lab.join("node-a", "DC1", None).await;
+    let manifest = lab.home().join("vm.yaml");
+    std::fs::write(
+        &manifest,
+        "kind: VM\nmetadata: {name: web-1}\nspec: {storageBackend: lvm, storageSizeBytes: 1G}\n",
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    let commands: &[&[&str]] = &[
+        &["version"],
+        &["config", "get-contexts"],
+        &["config", "current-context"],
+        &["config", "use-context", "lab"],
+        &["get", "nodes"],
+        &["get", "node", "node-a"],
+        &["describe", "node", "node-a"],
+        &["get", "storage-class"],
+        &["node", "approve", "node-a"],
+        &["node", "cordon", "node-a"],
+        &["node", "uncordon", "node-a"],
+        &["node", "reject", "node-a"],
+        &["apply", "-f", manifest],
+        &["get", "vms"],
+        &["get", "vm", "web-1"],
+        &["describe", "vm", "web-1"],
+        &["update", "cluster", "list"],
+        &["delete", "vm", "web-1"],
+        &["rotate", "sub-ca"],
+    ];
+    for args in commands {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let out = ok(kctl(lab.home(), &full).await);
+        let value: Result<serde_json::Value, _> = serde_json::from_str(&out);
+        assert!(value.is_ok(), "kctl {}: not JSON:\n{out}", args.join(" "));
+    }
+    let current: serde_json::Value = serde_json::from_str(&ok(kctl(
+        lab.home(),
+        &["config", "current-context", "-o", "json"],
+    )
+    .await))
+    .unwrap();
+    assert_eq!(current["currentContext"], "lab");
+    lab.stop().await;
+}
