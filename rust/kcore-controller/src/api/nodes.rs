@@ -35,7 +35,7 @@ fn status_of(state: &AppState, record: &NodeRecord, last_heartbeat: Option<i64>)
     }
 }
 
-pub(super) fn node_view(
+pub(crate) fn node_view(
     state: &AppState,
     id: String,
     record: NodeRecord,
@@ -331,5 +331,6 @@ pub(super) async fn delete_node(
     Ok(Json(Deleted {
         kind: Kind::Node,
         name: id,
+        pending: None,
     }))
 }

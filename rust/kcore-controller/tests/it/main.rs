@@ -16,3 +16,4 @@ mod replication;
 mod resources;
 mod rollouts;
 mod support;
+mod vms;
