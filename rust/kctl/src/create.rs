@@ -1,6 +1,6 @@
 //! `kctl create ...`: a new cluster's PKI and context (`cluster`), a node's key and CSR
 //! (`csr`, run on the node), and a node's first certificate from that CSR (`node-cert`,
-//! signed by a controller's sub-CA).
+//! signed by a controller's sub-CA), and a VM from flags (`vm`, [`crate::vm`]).
 
 use kcore_api::ErrorCode;
 use kcore_controller::ControllerConfig;
@@ -47,6 +47,8 @@ pub enum CreateCommand {
     Csr(CsrArgs),
     /// Have a controller sign a node's CSR (its first certificate) and write the chain.
     NodeCert(NodeCertArgs),
+    /// Create (or update) a VM from flags: the same object `kctl apply -f` takes.
+    Vm(crate::vm::CreateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +111,7 @@ pub async fn run(
         CreateCommand::Cluster(a) => create_cluster(a, global),
         CreateCommand::Csr(a) => create_csr(a),
         CreateCommand::NodeCert(a) => create_node_cert(a, global, controllers).await,
+        CreateCommand::Vm(a) => crate::vm::create(&a, global, controllers).await,
     }
 }
 

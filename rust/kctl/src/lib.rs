@@ -28,6 +28,7 @@ pub mod target;
 pub mod update;
 pub mod version;
 pub mod views;
+pub mod vm;
 
 use clap::Parser;
 

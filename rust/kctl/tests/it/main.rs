@@ -22,3 +22,4 @@ mod support;
 mod trust;
 mod update;
 mod ux;
+mod vms;
