@@ -146,6 +146,25 @@ pub fn node_vms(state: &AppState, node: &str) -> Vec<NodeVm> {
         .collect()
 }
 
+/// Whether every VM placed on `node` has its guest down as its node last reported
+/// (`Stopped`, `Failed`, or never started: `Pending`/`Provisioning` without a report):
+/// what a rollout with `drainVms: true` waits for after its cordon told the node to stop
+/// them, and before it activates. Names the VMs still up otherwise.
+pub fn drained(store: &Store, node: &str) -> Result<(), Vec<String>> {
+    let up: Vec<String> = all(store)
+        .into_iter()
+        .filter(|vm| vm.status.node.as_deref() == Some(node))
+        .filter(|vm| {
+            matches!(
+                vm.status.phase,
+                Some(VmPhase::Starting | VmPhase::Running | VmPhase::Deleting)
+            )
+        })
+        .map(|vm| vm.name)
+        .collect();
+    if up.is_empty() { Ok(()) } else { Err(up) }
+}
+
 /// What `DELETE /v1/vms/{name}` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteOutcome {

@@ -302,6 +302,11 @@ async fn a_node_sees_its_vms_reports_land_in_status_and_delete_waits_for_the_nod
         .set_cordon("n1", CordonHolder::Rollout, Some(&drain))
         .unwrap();
     assert_eq!(
+        kcore_controller::vm::drained(&state.store, "n1"),
+        Ok(()),
+        "Provisioning, never reported running: nothing to wait for"
+    );
+    assert_eq!(
         assignment(&n1, "n1", 0, "").await.vms[0].desired,
         VmDesiredState::Stopped
     );
@@ -347,6 +352,11 @@ async fn a_node_sees_its_vms_reports_land_in_status_and_delete_waits_for_the_nod
     );
     let reasons: Vec<&str> = s.events.iter().map(|e| e.reason.as_str()).collect();
     assert_eq!(reasons, ["Scheduled", "PhaseChanged"], "{s:?}");
+    // A rollout draining n1 waits while the guest is reported running.
+    assert_eq!(
+        kcore_controller::vm::drained(&state.store, "n1"),
+        Err(vec!["web".to_string()])
+    );
 
     // Delete of a placed VM: Deleting, the node is told Deleted, gone once it confirms.
     let deleted: Deleted = admin.delete("/v1/vms/web").await.unwrap();
