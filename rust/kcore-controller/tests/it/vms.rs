@@ -76,6 +76,15 @@ async fn wait_status(
 ) -> VmStatus {
     let mut last = VmStatus::default();
     for _ in 0..150 {
+        // Not there yet (an apply on another controller still replicating) counts as not yet.
+        if admin
+            .get_json::<Value>(&format!("/v1/vms/{name}"))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         last = status(admin, name).await;
         if check(&last) {
             return last;
@@ -460,4 +469,64 @@ async fn a_node_that_goes_away_keeps_its_vms_and_gets_them_when_it_comes_back() 
     assert_eq!(back.vms[0].desired, VmDesiredState::Running);
     beating.abort();
     ctl.stop().await;
+}
+
+#[tokio::test]
+async fn of_two_controllers_only_the_lowest_id_places_and_both_see_the_placement() {
+    let cl = Cluster::new();
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let (la, lb) = (bind().await, bind().await);
+    let (a_addr, b_addr) = (
+        la.local_addr().unwrap().to_string(),
+        lb.local_addr().unwrap().to_string(),
+    );
+    let (a, a_state) =
+        Running::start_on_keeping_state(la, cl.peer_config("ctl-a", false, vec![b_addr]));
+    let (b, b_state) =
+        Running::start_on_keeping_state(lb, cl.peer_config("ctl-b", false, vec![a_addr]));
+    let trust = cl.root.cert_pem();
+    let admin_a = client(&a.url, trust, &cl.admin());
+    let admin_b = client(&b.url, trust, &cl.admin());
+    // ctl-b must know ctl-a before it is asked anything, or it would be the lowest it knows.
+    eventually("each controller to know the other", || async {
+        admin_b
+            .get_json::<Value>("/v1/controllers/ctl-a")
+            .await
+            .is_ok()
+            && admin_a
+                .get_json::<Value>("/v1/controllers/ctl-b")
+                .await
+                .is_ok()
+    })
+    .await;
+    let n1 = client(&b.url, trust, &cl.node("n1"));
+    register(
+        &n1,
+        "n1",
+        with_free("hv1", "DC1", StorageBackend::Zfs, 100 * GIB),
+    )
+    .await
+    .unwrap();
+    let beating = keep_beating(n1.clone(), "n1");
+
+    apply(&admin_b, &vm("web", "zfs", "10G", None)).await;
+    wait_status(&admin_a, "web", "placed, seen on ctl-a", placed_on("n1")).await;
+    wait_status(&admin_b, "web", "placed, seen on ctl-b", placed_on("n1")).await;
+    let wrote_node = |ops: Vec<kcore_controller::store::Op>| {
+        ops.iter()
+            .any(|op| op.resource == "vm/web" && op.field == "status.node")
+    };
+    assert!(wrote_node(
+        a_state.store.ops_since("ctl-a", "", 10_000).unwrap()
+    ));
+    assert!(
+        !wrote_node(b_state.store.ops_since("ctl-b", "", 10_000).unwrap()),
+        "ctl-b, not the lowest id, never placed"
+    );
+    // The node reads its VM from either controller.
+    let on_b = assignment(&n1, "n1", 0, "").await;
+    assert_eq!(on_b.vms.len(), 1);
+    beating.abort();
+    a.stop().await;
+    b.stop().await;
 }
