@@ -134,9 +134,13 @@ pub fn node_vms(state: &AppState, node: &str) -> Vec<NodeVm> {
         .node(node)
         .map(|r| r.cordons)
         .unwrap_or_default();
-    all(&state.store)
-        .into_iter()
-        .filter(|vm| vm.status.node.as_deref() == Some(node))
+    // Only this node's VMs are decoded: every long-poll recomputes this after every store
+    // change (examples/bench_vms.rs measured the cost of decoding them all).
+    state
+        .store
+        .names_where(Kind::Vm, "status.node", &json!(node))
+        .iter()
+        .filter_map(|name| get(&state.store, name))
         .map(|vm| NodeVm {
             desired: vm.desired(&cordons),
             name: vm.name,
