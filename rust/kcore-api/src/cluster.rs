@@ -76,6 +76,13 @@ pub struct VolumeGroupReport {
     /// Prefix of the logical volumes kcore creates in it.
     #[serde(default)]
     pub lv_prefix: String,
+    /// The thin pool kcore creates its LVs in, when the node has one (linear LVs otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin_pool: Option<String>,
+    /// Free data space of that thin pool (its size times `100 - data_percent`); what the
+    /// scheduler counts instead of the VG's free space when a pool is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin_pool_free_bytes: Option<u64>,
 }
 
 /// Capacity and health of a ZFS pool as the node sees it.

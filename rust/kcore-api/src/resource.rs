@@ -505,6 +505,10 @@ pub struct ApplyResponse {
 pub struct Deleted {
     pub kind: Kind,
     pub name: String,
+    /// Set when the object is not gone yet: what it waits for (a placed VM stays, phase
+    /// `Deleting`, until its node confirms the volume is removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// The field-level diff between two objects' JSON: one [`FieldChange`] per changed leaf

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::StorageBackend;
-use crate::resource::{Kind, KindSpec, Object, Status};
+use crate::resource::{Kind, KindSpec, Object};
 use crate::validate::{self, FieldError, Size};
 
 /// A VM object as stored and listed.
@@ -88,6 +88,19 @@ pub struct VmSpec {
     pub dc: Option<String>,
     #[serde(default = "default_network")]
     pub network: String,
+    /// Whether the guest should run (`kctl vm start|stop` set it; the kubevirt way). Absent
+    /// means true, and true is left out when written, so a manifest without it and the
+    /// stored object agree.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub running: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn one_cpu() -> u32 {
@@ -114,8 +127,61 @@ pub enum VmPhase {
     Deleting,
 }
 
-/// `status` of a VM (placement comes with the scheduler).
-pub type VmStatus = Status<VmPhase>;
+impl VmPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmPhase::Pending => "Pending",
+            VmPhase::Provisioning => "Provisioning",
+            VmPhase::Starting => "Starting",
+            VmPhase::Running => "Running",
+            VmPhase::Stopped => "Stopped",
+            VmPhase::Failed => "Failed",
+            VmPhase::Deleting => "Deleting",
+        }
+    }
+}
+
+/// How many [`VmEvent`]s a VM keeps (the oldest go first).
+pub const MAX_VM_EVENTS: usize = 20;
+
+/// One thing that happened to a VM: a phase change, its placement, a deletion request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmEvent {
+    /// RFC 3339.
+    pub at: String,
+    /// `Scheduled`, `Unschedulable`, `PhaseChanged`, `DeletionRequested`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// `status` of a VM. The controllers write it, one top-level key per replicated field:
+/// the scheduler `node`, `phase` (Pending, Provisioning), `message` and `events`; a node's
+/// report `phase`, `volume`, `message`, `observedGeneration`; a delete `deletionRequestedAt`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmStatus {
+    /// The generation the node last acted on (from its report).
+    #[serde(default)]
+    pub observed_generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<VmPhase>,
+    /// The node the VM is placed on; set once and never moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VmVolume>,
+    /// Why it is `Pending` (what no node had), what failed, or what the node is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// RFC 3339; set by `kctl delete vm` on a placed VM: the node is told `Deleted` and
+    /// the object goes when the node confirms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_requested_at: Option<String>,
+    /// The newest [`MAX_VM_EVENTS`], oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<VmEvent>,
+}
 
 /// What the controller wants of one VM on the node it is placed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,8 @@
 //!   revocation of deleted controllers.
 //! - [`replication`], pulling operations from the peer set.
 //! - [`rollout`], the `ClusterUpdate` engine: ownership, batches, step assignment.
+//! - [`vm`], `kind: VM`: placement ([`vm::scheduler`]), node reports, two-step deletion.
+//! - [`assignment`], what a node is told on its long-poll: its rollout step and its VMs.
 //!
 //! Serving (mutual TLS, the caller's identity per request, hot-swappable certificates)
 //! comes from `kcore-net`.
@@ -16,12 +18,14 @@
 //! call [`run`] in-process on `127.0.0.1:0`.
 
 pub mod api;
+pub mod assignment;
 pub mod cli;
 pub mod config;
 pub mod membership;
 pub mod replication;
 pub mod rollout;
 pub mod store;
+pub mod vm;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -194,6 +198,7 @@ pub async fn serve(
     let factory = replication::PeerFactory::new(&state).map_err(ControllerError::Peers)?;
     let tls = kcore_net::TlsSource::new(tls);
     tasks.spawn(rollout::run(state.clone(), stop.clone()));
+    tasks.spawn(vm::run(state.clone(), stop.clone()));
     tasks.spawn(replication::run(
         state.clone(),
         factory.clone(),

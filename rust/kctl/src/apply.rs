@@ -64,14 +64,26 @@ pub async fn run(
         docs.extend(documents::parse(&source, &text)?);
     }
     let (_, client) = connect(global, controllers)?;
+    apply_documents(&client, &docs, args.dry_run, global).await
+}
+
+/// `PUT`s each document in order and prints what happened to it (the table as it goes,
+/// so a later refusal still shows what was applied before it; JSON/YAML at the end).
+/// `kctl create vm` and `kctl vm start|stop` send their objects through here too.
+pub async fn apply_documents(
+    client: &crate::remote::Remote,
+    docs: &[Document],
+    dry_run: Option<DryRun>,
+    global: &GlobalArgs,
+) -> anyhow::Result<()> {
     let mut results: Vec<(String, ApplyResponse)> = Vec::new();
     let table = matches!(global.output, OutputFormat::Table | OutputFormat::Wide);
-    for doc in &docs {
+    for doc in docs {
         let answer: ApplyResponse = client
-            .put_json(&put_path(doc, args.dry_run)?, &doc.body)
+            .put_json(&put_path(doc, dry_run)?, &doc.body)
             .await
             .with_context(|| format!("{}: {}", doc.origin(), doc.label()))?;
-        if args.dry_run.is_some() && !answer.dry_run {
+        if dry_run.is_some() && !answer.dry_run {
             // An older controller ignores the parameter: it has written the object.
             anyhow::bail!(
                 "{}: {}: the controller did not treat this as a dry run and stored the object",
@@ -80,8 +92,7 @@ pub async fn run(
             );
         }
         if table {
-            // As it goes, so a later refusal still shows what was applied before it.
-            let diff = args.dry_run.is_some() || global.output == OutputFormat::Wide;
+            let diff = dry_run.is_some() || global.output == OutputFormat::Wide;
             print!("{}", applied(&[(doc.label(), answer.clone())], diff));
         }
         results.push((doc.label(), answer));

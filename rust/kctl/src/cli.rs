@@ -48,6 +48,8 @@ pub enum Command {
     Completion(crate::completion::Args),
     /// Fleet upgrades: `update cluster apply|get|list|approve|cancel` (alias `update os`).
     Update(crate::update::Args),
+    /// Start or stop a VM's guest (`vm start|stop NAME`).
+    Vm(crate::vm::Args),
 }
 
 /// Run the parsed command. Each command gets the target groups it uses, joined from
@@ -117,6 +119,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(args) => {
             node.unused("update")?;
             crate::update::run(args, global, &ctl).await
+        }
+        Command::Vm(args) => {
+            node.unused("vm")?;
+            let ctl = args.controllers.clone().join(ctl);
+            crate::vm::run(args, global, &ctl).await
         }
     }
 }

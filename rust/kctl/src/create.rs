@@ -1,7 +1,8 @@
 //! `kctl create ...`: a new cluster's PKI and context (`cluster`), a node's or scraper's
 //! key and CSR (`csr`, run where the key is used), a node's first certificate from that
-//! CSR (`node-cert`, signed by a controller's sub-CA), and a Prometheus scraper's
-//! certificate (`metrics-cert`, role `metrics`, docs/metrics.md).
+//! CSR (`node-cert`, signed by a controller's sub-CA), a Prometheus scraper's certificate
+//! (`metrics-cert`, role `metrics`, docs/metrics.md), and a VM from flags (`vm`,
+//! [`crate::vm`]).
 
 use kcore_api::ErrorCode;
 use kcore_controller::ControllerConfig;
@@ -53,6 +54,8 @@ pub enum CreateCommand {
     /// A certificate for a Prometheus scraper (role `metrics`: it may call `GET /metrics`
     /// on controllers and agents and nothing else), signed by a controller's sub-CA.
     MetricsCert(MetricsCertArgs),
+    /// Create (or update) a VM from flags: the same object `kctl apply -f` takes.
+    Vm(crate::vm::CreateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +154,7 @@ pub async fn run(
         CreateCommand::Csr(a) => create_csr(a),
         CreateCommand::NodeCert(a) => create_node_cert(a, global, controllers).await,
         CreateCommand::MetricsCert(a) => create_metrics_cert(a, global, controllers).await,
+        CreateCommand::Vm(a) => crate::vm::create(&a, global, controllers).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `kctl delete <KIND> NAME`: remove one object (`DELETE /v1/<plural>/<name>`); the
 //! controller keeps a tombstone so the deletion replicates. `kctl delete node ID` removes
-//! a node's record (the node can register again unless it was rejected). Storage classes
+//! a node's record (the node can register again unless it was rejected). A placed VM is
+//! not gone at once: its node removes its volume first (docs/vms.md), and kctl says so. Storage classes
 //! are derived from nodes and cannot be deleted.
 
 use kcore_api::ErrorCode;
@@ -47,10 +48,15 @@ pub async fn run(
     let (_, client) = connect(global, controllers)?;
     let deleted: Deleted = client.delete(&path).await?;
     print_object(&deleted, global.output, || {
-        format!(
-            "{}/{} deleted\n",
+        let label = format!(
+            "{}/{}",
             deleted.kind.as_str().to_ascii_lowercase(),
             escape(&deleted.name)
-        )
+        );
+        match &deleted.pending {
+            // A placed VM: gone once its node confirms.
+            Some(why) => format!("{label} deletion requested: {}\n", escape(why)),
+            None => format!("{label} deleted\n"),
+        }
     })
 }

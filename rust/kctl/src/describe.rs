@@ -51,6 +51,12 @@ pub async fn run(
             let node: Node = client.get_json(&path).await?;
             print_object(&node, global.output, || describe_node(&node))
         }
+        Target::Kind(Kind::Vm) => {
+            let object: serde_json::Value = client.get_json(&path).await?;
+            print_object(&object, global.output, || {
+                crate::views::vm::describe(&object)
+            })
+        }
         Target::Kind(_) => {
             let object: serde_json::Value = client.get_json(&path).await?;
             print_object(&object, global.output, || describe(&object))

@@ -74,6 +74,29 @@ pub fn read_sources(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> 
 
 /// Splits `text` into documents and checks each one. Empty documents (a leading or
 /// trailing `---`) are skipped; a source with no document at all is refused.
+/// One document from a value (a parsed YAML document, or one kctl built from flags as
+/// `kctl create vm` does), through kcore-api's dispatch and check, the ones the
+/// controller's routes run: unknown or missing kinds, Node and Controller are refused
+/// naming `kind`, fields with their path; the body sent is the canonical form it returns.
+pub fn from_value(
+    source: &str,
+    index: usize,
+    body: serde_json::Value,
+) -> Result<Document, kcore_api::resource::ObjectError> {
+    let (kind, body) = canonical_any(body)?;
+    let name = body["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Document {
+        source: source.to_string(),
+        index,
+        kind,
+        name,
+        body,
+    })
+}
+
 pub fn parse(source: &str, text: &str) -> Result<Vec<Document>, Refused> {
     // `FILE:LINE: document N: problem`: the line of the offending key when it is there.
     let refuse = |index: usize, path: &str, problem: String| {
@@ -108,7 +131,7 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Document>, Refused> {
         // kcore-api's dispatch and check, the ones the controller's routes run: unknown
         // or missing kinds, Node and Controller are refused naming `kind`, fields with
         // their path; the body sent is the canonical form it returns.
-        let (kind, body) = canonical_any(body).map_err(|e| {
+        documents.push(from_value(source, index, body).map_err(|e| {
             let problem = match &e {
                 ObjectError::Decode(d) if !d.path.is_empty() => {
                     format!("{}: {}", d.path, kcore_api::yaml::in_yaml_terms(&d.message))
@@ -116,18 +139,7 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Document>, Refused> {
                 _ => e.to_string(),
             };
             refuse(index, e.path(), problem)
-        })?;
-        let name = body["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        documents.push(Document {
-            source: source.to_string(),
-            index,
-            kind,
-            name,
-            body,
-        });
+        })?);
     }
     if documents.is_empty() {
         return Err(Refused::new(

@@ -29,6 +29,7 @@ pub mod update;
 pub mod update_plan;
 pub mod version;
 pub mod views;
+pub mod vm;
 
 use clap::Parser;
 

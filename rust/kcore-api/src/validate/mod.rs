@@ -138,7 +138,7 @@ mod zfs;
 pub use lvm::{lvm_lv_name, lvm_lv_prefix, lvm_vg_name};
 pub use names::{dc_id, dns_label, flake_rev, node_id, resource_name};
 pub use paths::{block_device_path, mount_point};
-pub use sizes::{Size, parse_size};
+pub use sizes::{Size, human_bytes, parse_size};
 pub use zfs::{zfs_dataset_component, zfs_dataset_name, zfs_dataset_prefix, zfs_pool_name};
 
 #[cfg(test)]

@@ -151,3 +151,20 @@ pub fn parse_size(field: &str, value: &str) -> Result<Size, FieldError> {
         ),
     }
 }
+
+/// A size for people: `1.5 GiB` (binary units, one decimal), `512 B` below 1 KiB. Tables
+/// in kctl and the controller's messages ("largest free 12.0 GiB") use this one spelling.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -38,6 +38,7 @@ pub(super) static DEFINITION: Definition = Definition {
     read: &[Role::Admin, Role::Controller],
     write: &[Role::Admin],
     validate: kcore_api::resource::canonical::<ClusterUpdateSpec>,
+    delete: None,
 };
 
 /// The longest an assignment long-poll is held (the agent asks again at once).
@@ -209,7 +210,7 @@ async fn assignment(
     loop {
         // Marked seen before reading, so a change after the read wakes the wait below.
         changes.borrow_and_update();
-        let now = crate::rollout::assignment(&state, &id);
+        let now = crate::assignment::for_node(&state, &id);
         if now.token != q.known || q.wait == 0 {
             return Ok(Json(now));
         }

@@ -26,6 +26,7 @@ static DEFINITION: Definition = Definition {
     read: &[Role::Admin, Role::Controller],
     write: &[Role::Admin],
     validate: kcore_api::resource::canonical::<ControllerSpec>,
+    delete: None,
 };
 
 /// The routes of the kind.
@@ -152,5 +153,6 @@ async fn delete(
     Ok(Json(Deleted {
         kind: Kind::Controller,
         name,
+        pending: None,
     }))
 }

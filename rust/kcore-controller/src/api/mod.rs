@@ -21,6 +21,7 @@
 //! | `GET /v1/nodes/{id}/assignment?wait=S&known=T`, `POST .../assignment/report` | node (own id) |
 //! | `GET /v1/vms`, `GET /v1/vms/{name}` | admin, controller |
 //! | `PUT /v1/vms/{name}`, `DELETE /v1/vms/{name}` | admin |
+//! | `POST /v1/nodes/{id}/vms/report` | node (own id) |
 //! | `GET /v1/controllers`, `GET /v1/controllers/{id}` | admin, controller |
 //! | `DELETE /v1/controllers/{id}` | admin (revokes its certificate) |
 //! | `POST /v1/controllers/{id}/register` | controller (own id, own certificate serial) |
@@ -35,7 +36,7 @@
 mod clusterupdates;
 mod controllers;
 mod metrics;
-mod nodes;
+pub(crate) mod nodes;
 mod pki;
 mod resources;
 mod storage_classes;
@@ -213,6 +214,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let router = resources::routes(router, &clusterupdates::DEFINITION);
     let router = clusterupdates::routes(router);
     let router = resources::routes(router, &vms::DEFINITION);
+    let router = vms::routes(router);
     controllers::routes(router)
         // The same 404 as the agent's (`NOT_FOUND`, naming the path).
         .fallback(kcore_net::error::not_found)

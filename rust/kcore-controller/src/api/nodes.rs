@@ -39,7 +39,7 @@ pub(super) fn status_of(
     }
 }
 
-pub(super) fn node_view(
+pub(crate) fn node_view(
     state: &AppState,
     id: String,
     record: NodeRecord,
@@ -335,5 +335,6 @@ pub(super) async fn delete_node(
     Ok(Json(Deleted {
         kind: Kind::Node,
         name: id,
+        pending: None,
     }))
 }

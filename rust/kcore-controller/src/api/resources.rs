@@ -20,6 +20,7 @@ use kcore_pki::Role;
 use serde_json::Value;
 
 use super::{AppState, Caller, Result};
+use crate::store::StoreError;
 
 /// What the generic routes need to know about one kind.
 #[derive(Debug)]
@@ -32,6 +33,21 @@ pub(super) struct Definition {
     /// Decodes and validates a document (`status` and `metadata.generation` already
     /// removed) into the JSON the store keeps: `{kind, metadata{name, labels}, spec}`.
     pub validate: fn(Value) -> std::result::Result<Value, ObjectError>,
+    /// How `DELETE` is carried out when it is more than a tombstone (a placed VM waits for
+    /// its node); `None`: the object is tombstoned at once.
+    pub delete: Option<DeleteFn>,
+}
+
+/// A kind's own `DELETE` ([`Definition::delete`]).
+pub(super) type DeleteFn = fn(&AppState, &str) -> std::result::Result<Deletion, StoreError>;
+
+/// What a kind's own delete did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Deletion {
+    NotFound,
+    Deleted,
+    /// Not gone yet: what it waits for.
+    Pending(String),
 }
 
 /// Adds the kind's routes to `router`.
@@ -244,13 +260,21 @@ async fn delete(
     name: String,
 ) -> Result<Json<Deleted>> {
     let who = caller.require(def.write)?.uri();
-    if !state.store.delete(def.kind, &name)? {
-        return Err(not_found(def.kind, &name));
-    }
-    tracing::info!(kind = %def.kind, name = %name, by = %who, "object deleted");
+    let deletion = match def.delete {
+        Some(delete) => delete(&state, &name)?,
+        None if state.store.delete(def.kind, &name)? => Deletion::Deleted,
+        None => Deletion::NotFound,
+    };
+    let pending = match deletion {
+        Deletion::NotFound => return Err(not_found(def.kind, &name)),
+        Deletion::Deleted => None,
+        Deletion::Pending(why) => Some(why),
+    };
+    tracing::info!(kind = %def.kind, name = %name, by = %who, pending = ?pending, "object deleted");
     Ok(Json(Deleted {
         kind: def.kind,
         name,
+        pending,
     }))
 }
 

@@ -6,7 +6,8 @@
 //! - Ownership and progress follow docs/controller.md ("Kinds written by one owner"): one
 //!   controller owns a rollout under a lease (`status.owner`, epoch +1 at a takeover), and
 //!   every node's progress is append-only step records ([`records`]).
-//! - Nodes are not dialled: they long-poll `GET /v1/nodes/{id}/assignment` ([`assignment`])
+//! - Nodes are not dialled: they long-poll `GET /v1/nodes/{id}/assignment`
+//!   ([`crate::assignment`], which takes the step from [`assigned_step`])
 //!   and report back; the report lands in a step record, which wakes this loop through
 //!   `Store::watch`.
 //! - Everything the engine decides is recomputed from the store at every tick, so a
@@ -30,9 +31,7 @@ use kcore_api::clusterupdate::{
     NodeUpdatePhase, NodeUpdateRow, PhaseChange, PlanNode, RolloutOwner, StrategyType,
 };
 use kcore_api::resource::{Kind, LabelSelector};
-use kcore_api::rollout::{
-    ActivationMode, AssignedStep, Assignment, PrepareRequest, StepPhase, StepReport,
-};
+use kcore_api::rollout::{ActivationMode, AssignedStep, PrepareRequest, StepPhase, StepReport};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -737,8 +736,9 @@ fn roll_back(
 }
 
 /// The step node `node` should run now: the first rollout with an assignment for it that
-/// has not ended, stamped with that rollout owner's current epoch.
-pub fn assignment(state: &AppState, node: &str) -> Assignment {
+/// has not ended, stamped with that rollout owner's current epoch, and its token part
+/// (`rollout:epoch:seq`). What a node is told as a whole is [`crate::assignment`].
+pub fn assigned_step(state: &AppState, node: &str) -> Option<(String, AssignedStep)> {
     for object in state
         .store
         .list(Kind::ClusterUpdate, &LabelSelector::default())
@@ -763,9 +763,9 @@ pub fn assignment(state: &AppState, node: &str) -> Assignment {
         else {
             continue;
         };
-        return Assignment {
-            token: format!("{name}:{}:{seq}", owner.epoch),
-            step: Some(AssignedStep {
+        return Some((
+            format!("{name}:{}:{seq}", owner.epoch),
+            AssignedStep {
                 rollout: name.to_string(),
                 epoch: owner.epoch,
                 seq,
@@ -777,15 +777,10 @@ pub fn assignment(state: &AppState, node: &str) -> Assignment {
                 mode: mode(spec.activation.mode),
                 health_timeout_seconds: spec.activation.health_timeout_seconds,
                 store_path,
-            }),
-            vms: Vec::new(),
-        };
+            },
+        ));
     }
-    Assignment {
-        token: String::new(),
-        step: None,
-        vms: Vec::new(),
-    }
+    None
 }
 
 fn mode(m: kcore_api::clusterupdate::ActivationMode) -> ActivationMode {

@@ -233,6 +233,17 @@ impl Store {
         })
     }
 
+    /// The names of the objects of `kind` whose merged `field` (`status.node`) is `value`,
+    /// sorted, found without assembling the others: a node's VMs among thousands, on every
+    /// long-poll answer.
+    pub fn names_where(&self, kind: Kind, field: &str, value: &Value) -> Vec<String> {
+        let prefix = resource_key(kind, "");
+        self.read_under(&prefix, |key, fields| {
+            (fields.contains_key("kind") && fields.get(field) == Some(value))
+                .then(|| key[prefix.len()..].to_string())
+        })
+    }
+
     /// Deletes the object: a tombstone for every field it has, replicated like any write.
     /// False when it did not exist.
     pub fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {

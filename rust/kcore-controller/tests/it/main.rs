@@ -17,3 +17,4 @@ mod replication;
 mod resources;
 mod rollouts;
 mod support;
+mod vms;

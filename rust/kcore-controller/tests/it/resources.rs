@@ -80,8 +80,11 @@ async fn resources_apply_get_list_and_delete_over_https() {
     let applied = put(&admin, "/v1/vms/web-1", &bigger).await.unwrap();
     assert_eq!(applied.changes, dry.changes);
     assert_eq!(applied.object["metadata"]["generation"], 2);
-    assert!(
-        applied.object.get("status").is_none(),
+    // The scheduler may have written its own status (Pending: no node) by now; the
+    // client's `phase: Running` is never stored.
+    assert_ne!(
+        applied.object.pointer("/status/phase"),
+        Some(&json!("Running")),
         "a client's status is not stored"
     );
 

@@ -10,22 +10,10 @@ pub mod node;
 pub mod operation;
 pub mod resource;
 pub mod storage_class;
+pub mod vm;
 
-/// `1.5 GiB`-style sizes for tables.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+/// `1.5 GiB`-style sizes for tables (kcore-api's one spelling, also in controller messages).
+pub use kcore_api::validate::human_bytes;
 
 /// `-` for a missing or empty value.
 pub fn or_dash(v: Option<&str>) -> String {

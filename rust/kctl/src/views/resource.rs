@@ -31,7 +31,7 @@ impl Objects {
     }
 }
 
-fn text(v: Option<&Value>) -> String {
+pub(super) fn text(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "-".into(),
         Some(Value::String(s)) if s.is_empty() => "-".into(),
@@ -40,7 +40,7 @@ fn text(v: Option<&Value>) -> String {
     }
 }
 
-fn bytes(v: Option<&Value>) -> String {
+pub(super) fn bytes(v: Option<&Value>) -> String {
     v.and_then(Value::as_u64)
         .map_or_else(|| text(v), human_bytes)
 }
@@ -79,7 +79,7 @@ pub fn kind_columns(kind: Kind) -> Columns {
     }
 }
 
-fn labels(o: &Value) -> String {
+pub(super) fn labels(o: &Value) -> String {
     match o.pointer("/metadata/labels").and_then(Value::as_object) {
         Some(map) if !map.is_empty() => map
             .iter()
@@ -92,6 +92,9 @@ fn labels(o: &Value) -> String {
 
 impl Tabular for Objects {
     fn headers(&self, wide: bool) -> Vec<String> {
+        if self.kind == Kind::Vm {
+            return super::vm::headers(wide);
+        }
         let (extra, _) = kind_columns(self.kind);
         let mut h = vec!["NAME"];
         h.extend_from_slice(extra);
@@ -103,6 +106,9 @@ impl Tabular for Objects {
     }
 
     fn rows(&self, wide: bool) -> Vec<Vec<String>> {
+        if self.kind == Kind::Vm {
+            return self.items.iter().map(|o| super::vm::row(o, wide)).collect();
+        }
         let (_, cells) = kind_columns(self.kind);
         self.items
             .iter()
@@ -124,7 +130,7 @@ impl Tabular for Objects {
 }
 
 /// `value` as indented YAML lines under a heading, escaped.
-fn block(out: &mut String, heading: &str, value: Option<&Value>) {
+pub(super) fn block(out: &mut String, heading: &str, value: Option<&Value>) {
     match value {
         None | Some(Value::Null) => {
             let _ = writeln!(out, "{heading:<12} <none>");
@@ -224,15 +230,8 @@ mod tests {
         assert!(
             lines[0].split_whitespace().collect::<Vec<_>>()
                 == [
-                    "NAME",
-                    "BACKEND",
-                    "SIZE",
-                    "CPUS",
-                    "MEMORY",
-                    "PHASE",
-                    "GENERATION",
-                    "OBSERVED",
-                    "LABELS"
+                    "NAME", "PHASE", "NODE", "BACKEND", "SIZE", "DC", "AGE", "VOLUME", "CPUS",
+                    "MEMORY", "MESSAGE", "LABELS"
                 ],
             "{table}"
         );

@@ -23,3 +23,4 @@ mod support;
 mod trust;
 mod update;
 mod ux;
+mod vms;
