@@ -97,6 +97,16 @@ pub struct Revocation {
     pub revoked_at: String,
 }
 
+/// `GET /v1/pki/sub-ca/key`: the sub-CA a controller signs node certificates with, key
+/// included. Served to controller certificates only, for a controller prepared by `kctl
+/// create controller` (whose directory never holds the key) to fetch after it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubCaKey {
+    pub certificate_pem: String,
+    pub key_pem: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,7 @@ impl Cluster {
             connections: Default::default(),
             max_clock_skew_seconds: 60,
             advertise_address: None,
+            compaction: Default::default(),
             tls: ControllerTls {
                 ca_file: self.path("ca.crt"),
                 cert_file: self.path("controller.crt"),
