@@ -411,8 +411,9 @@ pub async fn pull_once(
     }
     let ours = state.store.version_vector().unwrap_or_default();
     let fresh = ours.keys().all(|o| o == own) && theirs.origins.keys().any(|o| o != own);
-    if fresh {
-        catch_up_by_snapshot(state, peer, &mut report).await?;
+    // A shortcut, not a requirement: a peer that cannot serve one is pulled by operations.
+    if fresh && let Err(err) = catch_up_by_snapshot(state, peer, &mut report).await {
+        tracing::debug!(peer = %theirs.controller_id, "no snapshot to start from: {err}");
     }
     let mut ours = state.store.version_vector().unwrap_or_default();
     let mut origins: Vec<(String, String)> = theirs.origins.into_iter().collect();
@@ -432,7 +433,7 @@ pub async fn pull_once(
             if page.snapshot_needed {
                 // Once per pull: a second request means the snapshot did not move our
                 // cursor past the compaction point (it was refused); try next tick.
-                if report.snapshots > 0 || fresh {
+                if report.snapshots > 0 {
                     break;
                 }
                 catch_up_by_snapshot(state, peer, &mut report).await?;
@@ -622,7 +623,11 @@ fn record(state: &AppState, mut status: PeerStatus) {
     } else {
         old.and_then(|o| o.since.clone())
     };
-    // What outlives one poll: the last success, the last failure, the snapshot count.
+    // What outlives one poll: the peer's id, the last success, the last failure, the
+    // snapshot count.
+    if status.controller_id.is_none() {
+        status.controller_id = old.and_then(|o| o.controller_id.clone());
+    }
     status.snapshots += old.map_or(0, |o| o.snapshots);
     if status.state == PeerState::Unreachable {
         status.last_error.clone_from(&status.reason);

@@ -181,34 +181,47 @@ impl Store {
     }
 
     /// How far `peer` lags behind this controller: the operations held here (still in
-    /// `ops`) after what it is known to hold, per origin.
+    /// `ops`) after what it is known to hold, per origin, and the age of the oldest
+    /// operation it lacks. When those were compacted already (the peer will need a
+    /// snapshot), the age is that of the newest operation it does hold, an upper bound.
     pub fn lag_of(&self, peer: &str) -> Result<Lag, StoreError> {
         let held = self.held()?.remove(peer).unwrap_or_default();
         let vector = self.version_vector()?;
         let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-        let mut stmt = conn.prepare_cached(
+        let mut count = conn.prepare_cached(
             "SELECT COUNT(*), MIN(hlc) FROM ops WHERE origin = ?1 AND hlc > ?2",
         )?;
+        let mut compacted = conn.prepare_cached("SELECT hlc FROM compacted WHERE origin = ?1")?;
         let mut lag = Lag::default();
-        let mut oldest: Option<String> = None;
-        for origin in vector.keys() {
-            // The peer is its own origin's authority: it never lags behind on it.
-            if origin == peer {
+        let mut oldest: Option<uhlc::NTP64> = None;
+        for (origin, newest) in &vector {
+            let after = held.origins.get(origin).cloned().unwrap_or_default();
+            // The peer is its own origin's authority, and one holding our newest lacks
+            // nothing of this origin.
+            if origin == peer || after >= *newest {
                 continue;
             }
-            let after = held.origins.get(origin).cloned().unwrap_or_default();
             let (n, min): (i64, Option<String>) =
-                stmt.query_row(params![origin, after], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                count.query_row(params![origin, after], |row| Ok((row.get(0)?, row.get(1)?)))?;
             lag.operations += u64::try_from(n).unwrap_or(0);
-            if let Some(min) = min
-                && oldest.as_ref().is_none_or(|o| min < *o)
-            {
-                oldest = Some(min);
+            let gone: Option<String> = compacted
+                .query_row(params![origin], |row| row.get(0))
+                .optional()?;
+            let lacked_since = if gone.is_some_and(|g| g > after) {
+                // What it lacks first was compacted: the newest it holds bounds the age
+                // (or, holding nothing, the oldest compacted operation is unknown: the
+                // first one still here stands in).
+                parse_hlc(&after).or_else(|| min.as_deref().and_then(parse_hlc))
+            } else {
+                min.as_deref().and_then(parse_hlc)
+            };
+            if let Some(ts) = lacked_since {
+                let t = *ts.get_time();
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
             }
         }
-        if let Some(ts) = oldest.as_deref().and_then(parse_hlc) {
+        if let Some(at) = oldest {
             let now = uhlc::system_time_clock();
-            let at = *ts.get_time();
             if now > at {
                 lag.seconds = (now - at).to_duration().as_secs();
             }

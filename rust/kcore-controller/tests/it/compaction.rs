@@ -67,7 +67,7 @@ fn peer<'a>(list: &'a Value, id: &str) -> Option<&'a Value> {
 
 fn compacting(mut config: ControllerConfig) -> ControllerConfig {
     config.compaction.interval_seconds = 1;
-    config.compaction.retention_seconds = 3;
+    config.compaction.retention_seconds = 6;
     config.compaction.tombstone_lifetime_seconds = 1;
     config
 }
@@ -113,7 +113,7 @@ async fn compaction_shrinks_the_op_table_and_a_controller_down_past_it_catches_u
     assert_eq!(merged(&db_a), merged(&db_b));
 
     // b goes down; a keeps writing (1,000 operations and a delete) and compacts past b:
-    // after the retention (3 s) what b lacks goes too.
+    // after the retention (6 s) what b lacks goes too.
     b.stop().await;
     for round in 40..60 {
         admin_a
