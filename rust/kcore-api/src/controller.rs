@@ -30,7 +30,7 @@ pub struct ControllerSpec {
 }
 
 /// `status` of a Controller, written by the controller itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControllerStatus {
     /// RFC 3339: when the record was first written.

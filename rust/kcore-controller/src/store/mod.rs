@@ -18,7 +18,9 @@
 //! waiting on it wakes on a write that arrived from a peer.
 //!
 //! The pieces: [`startup`] (what happens once at open), [`heartbeats`] (soft state),
-//! [`nodes`] (the node record), [`resources`] (apply / get / list / delete / watch).
+//! [`nodes`] (the node record), [`resources`] (apply / get / list / delete / watch),
+//! [`compaction`] (the durable version vector, what each peer holds, compaction of what
+//! every known peer holds, snapshots for a peer behind the compaction point).
 //!
 //! Clock bound: a replicated operation or heartbeat stamped more than
 //! [`StoreOptions::max_clock_skew`] ahead of this controller's clock is refused, not merged

@@ -58,22 +58,17 @@ async fn a_controller_from_create_controller_joins_and_the_context_learns_it() {
         std::fs::read_to_string(lab.ctx_dir.join("sub-ca.key")).unwrap()
     );
 
-    // A node registered on ctl1 is visible on ctl2.
-    assert_eq!(lab.join("node-a", "DC1", None).await, NodeStatus::Ready);
-    let mut seen = false;
+    // ctl1 learns ctl2 from its registration (asked with -s, which leaves the context).
+    let mut known = false;
     for _ in 0..100 {
-        if kctl(lab.home(), &["-s", &b, "get", "node", "node-a"])
-            .await
-            .status
-            .success()
-        {
-            seen = true;
+        let out = kctl(lab.home(), &["-s", &a, "get", "controllers", "-o", "json"]).await;
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"ctl2\"") {
+            known = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(seen, "ctl2 never learnt node-a");
-    // -s calls do not touch the context.
+    assert!(known, "ctl1 never learnt ctl2's record");
     assert_eq!(contexts_controllers(lab.home()), vec![a.clone()]);
 
     // One command through the context: it gains ctl2, says so once, keeps the mode.
@@ -97,6 +92,22 @@ async fn a_controller_from_create_controller_joins_and_the_context_learns_it() {
         "{}",
         text(&again)
     );
+
+    // A node registered on ctl1 is visible on ctl2.
+    assert_eq!(lab.join("node-a", "DC1", None).await, NodeStatus::Ready);
+    let mut seen = false;
+    for _ in 0..100 {
+        if kctl(lab.home(), &["-s", &b, "get", "node", "node-a"])
+            .await
+            .status
+            .success()
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen, "ctl2 never learnt node-a");
 
     // Both controllers listed, each peer healthy from the answering one.
     let mut healthy = false;
