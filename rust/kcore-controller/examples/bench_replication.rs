@@ -16,7 +16,8 @@
 //! cargo run --release -p kcore-controller --example bench_replication -- [WRITES]
 //! ```
 
-#[allow(dead_code, clippy::unwrap_used)]
+// The integration tests' helpers, shared rather than copied; this example uses a few.
+#[allow(dead_code, unused_imports, clippy::unwrap_used)]
 #[path = "../tests/it/support.rs"]
 mod support;
 
@@ -107,7 +108,10 @@ async fn write(
         async move {
             for round in first_round..first_round + per_writer {
                 admin
-                    .put_json::<_, Value>(&format!("/v1/clusterupdates/{name}"), &apply(&name, round))
+                    .put_json::<_, Value>(
+                        &format!("/v1/clusterupdates/{name}"),
+                        &apply(&name, round),
+                    )
                     .await?;
             }
             Ok::<_, kcore_net::ClientError>(())
@@ -219,7 +223,10 @@ async fn run(writes: usize) -> Result<(), BoxError> {
     }
 
     println!("three controllers on 127.0.0.1, full mesh through proxies, pull interval 1 s");
-    println!("baseline: one write converged in {:.3} s", baseline.as_secs_f64());
+    println!(
+        "baseline: one write converged in {:.3} s",
+        baseline.as_secs_f64()
+    );
     println!(
         "{writes} operations written in {:.2} s ({:.0}/s); converged {:.3} s after the last write (x{:.2} the baseline)",
         writing.as_secs_f64(),

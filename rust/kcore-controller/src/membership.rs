@@ -252,7 +252,11 @@ pub async fn fetch_sub_ca_key(config: &crate::config::ControllerConfig) -> Resul
         .map_err(|e| format!("tls.caFile {}: {e}", tls.ca_file.display()))?;
     let expected = kcore_pki::PeerExpectation::controller(&config.cluster_name);
     let client = kcore_net::Client::new(
-        config.peers.iter().map(|p| kcore_net::https_url(p)).collect(),
+        config
+            .peers
+            .iter()
+            .map(|p| kcore_net::https_url(p))
+            .collect(),
         creds.client_config(&expected).map_err(|e| e.to_string())?,
         kcore_net::ClientOptions {
             connect_timeout: Duration::from_secs(3),
@@ -276,19 +280,26 @@ pub async fn fetch_sub_ca_key(config: &crate::config::ControllerConfig) -> Resul
                 })?;
                 // Key first, as `PUT /v1/pki/sub-ca` does.
                 kcore_pki::write_atomically(&tls.sub_ca_key_file, got.key_pem.as_bytes(), 0o600)
-                    .map_err(|e| format!("tls.subCaKeyFile {}: {e}", tls.sub_ca_key_file.display()))?;
+                    .map_err(|e| {
+                        format!("tls.subCaKeyFile {}: {e}", tls.sub_ca_key_file.display())
+                    })?;
                 kcore_pki::write_atomically(
                     &tls.sub_ca_cert_file,
                     got.certificate_pem.as_bytes(),
                     0o644,
                 )
-                .map_err(|e| format!("tls.subCaCertFile {}: {e}", tls.sub_ca_cert_file.display()))?;
+                .map_err(|e| {
+                    format!("tls.subCaCertFile {}: {e}", tls.sub_ca_cert_file.display())
+                })?;
                 tracing::info!(attempt, "sub-CA key fetched from a peer");
                 return Ok(());
             }
             Err(err) => {
                 last = err.to_string();
-                tracing::warn!(attempt, "cannot fetch the sub-CA key from the peers yet: {last}");
+                tracing::warn!(
+                    attempt,
+                    "cannot fetch the sub-CA key from the peers yet: {last}"
+                );
                 // A refusal (a revoked or non-controller certificate) will not change.
                 if err.api_code().is_some() {
                     break;

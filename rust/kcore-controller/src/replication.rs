@@ -396,7 +396,10 @@ pub async fn pull_once(
     // What the peer holds decides what this controller may compact.
     for (origin, hlc) in &theirs.origins {
         if let Err(err) = state.store.record_held(&theirs.controller_id, origin, hlc) {
-            tracing::warn!("cannot record what peer {} holds: {err}", theirs.controller_id);
+            tracing::warn!(
+                "cannot record what peer {} holds: {err}",
+                theirs.controller_id
+            );
         }
     }
     for (node, t) in &theirs.heartbeats {

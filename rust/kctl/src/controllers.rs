@@ -26,22 +26,24 @@ pub struct HealthBound {
 }
 
 /// One row: a controller record and, when the answering controller pulls from it, its
-/// peer status.
+/// peer status. As JSON/YAML: the `Controller` object as `get <kind>` prints every
+/// object, plus `replication` (the peer status) and `answering`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ControllerRow {
+    #[serde(flatten)]
     pub controller: Controller,
     /// `None` for the answering controller itself, and for a record it does not pull
     /// from directly (reached through a seed under another address).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "replication", skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerStatus>,
     /// True for the controller that answered.
     pub answering: bool,
 }
 
-/// `get controllers`: the rows and the peers of the answering controller.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// `get controllers`: the rows and the peers of the answering controller. JSON/YAML is
+/// the list of rows, like every `get <kind>` list.
+#[derive(Debug)]
 pub struct ControllerView {
     pub answered_by: String,
     pub controllers: Vec<ControllerRow>,
@@ -49,10 +51,22 @@ pub struct ControllerView {
     pub peers: Vec<PeerStatus>,
 }
 
+impl Serialize for ControllerView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.controllers.serialize(serializer)
+    }
+}
+
 impl Tabular for ControllerView {
     fn headers(&self, wide: bool) -> Vec<String> {
         let mut h = vec![
-            "ID", "ADDRESS", "DC", "STATE", "LAG-OPS", "LAG-S", "LAST-SEEN",
+            "ID",
+            "ADDRESS",
+            "DC",
+            "STATE",
+            "LAG-OPS",
+            "LAG-S",
+            "LAST-SEEN",
         ];
         if wide {
             h.extend(["LAST-PULL", "SNAPSHOTS", "LAST-ERROR"]);
@@ -79,9 +93,7 @@ impl Tabular for ControllerView {
                     state,
                     number(peer.and_then(|p| p.lag_operations)),
                     number(peer.and_then(|p| p.lag_seconds)),
-                    c.status
-                        .as_ref()
-                        .map_or("-".into(), |s| age(&s.last_seen)),
+                    c.status.as_ref().map_or("-".into(), |s| age(&s.last_seen)),
                 ];
                 if wide {
                     cells.push(or_dash(peer.and_then(|p| p.last_pull.as_deref())));
@@ -207,12 +219,20 @@ mod tests {
 
     #[test]
     fn require_healthy_names_a_peer_down_or_lagging_past_the_bound() {
-        let bound = HealthBound { max_lag_seconds: 30 };
+        let bound = HealthBound {
+            max_lag_seconds: 30,
+        };
         assert_eq!(unhealthy(&peer(PeerState::Healthy, Some(30)), bound), None);
         assert_eq!(unhealthy(&peer(PeerState::Healthy, None), bound), None);
         let lagging = unhealthy(&peer(PeerState::Healthy, Some(31)), bound).unwrap();
-        assert!(lagging.contains("ctl2 (127.0.0.1:9090) lags 31 s (310 operation(s))"), "{lagging}");
+        assert!(
+            lagging.contains("ctl2 (127.0.0.1:9090) lags 31 s (310 operation(s))"),
+            "{lagging}"
+        );
         let down = unhealthy(&peer(PeerState::Unreachable, Some(0)), bound).unwrap();
-        assert!(down.contains("ctl2 (127.0.0.1:9090) is Unreachable"), "{down}");
+        assert!(
+            down.contains("ctl2 (127.0.0.1:9090) is Unreachable"),
+            "{down}"
+        );
     }
 }

@@ -354,9 +354,8 @@ fn create_controller(args: ControllerArgs, global: &GlobalArgs) -> anyhow::Resul
             .find(|id| !ctx_dir.join("controllers").join(id).exists())
             .unwrap_or_else(|| "ctl1".into()),
     };
-    let identity = Identity::new(&ctx.cluster, Role::Controller, &id).map_err(|e| {
-        Refused::new(ErrorCode::InvalidIdentity, format!("--id {id:?}: {e}"))
-    })?;
+    let identity = Identity::new(&ctx.cluster, Role::Controller, &id)
+        .map_err(|e| Refused::new(ErrorCode::InvalidIdentity, format!("--id {id:?}: {e}")))?;
     let cdir = args
         .out
         .clone()
@@ -383,7 +382,9 @@ fn create_controller(args: ControllerArgs, global: &GlobalArgs) -> anyhow::Resul
             let csr_pem = std::fs::read_to_string(csr)
                 .with_context(|| format!("cannot read the CSR {}", csr.display()))?;
             sub.sign_csr(&csr_pem, &identity, LEAF_VALIDITY)
-                .with_context(|| format!("--csr {}: signing it as {}", csr.display(), identity.uri()))?
+                .with_context(|| {
+                    format!("--csr {}: signing it as {}", csr.display(), identity.uri())
+                })?
         }
         None => {
             let cert = sub
@@ -400,8 +401,13 @@ fn create_controller(args: ControllerArgs, global: &GlobalArgs) -> anyhow::Resul
         Ok(ip) => SocketAddr::new(ip, port),
         Err(_) => SocketAddr::from(([0, 0, 0, 0], port)),
     };
-    let mut config =
-        controller_config(&id, &ctx.cluster, listen, std::slice::from_ref(&seed), &cdir)?;
+    let mut config = controller_config(
+        &id,
+        &ctx.cluster,
+        listen,
+        std::slice::from_ref(&seed),
+        &cdir,
+    )?;
     config.advertise_address = Some(args.address.clone());
     if let Some(dc) = &args.dc_id {
         config.dc_id = dc.clone();

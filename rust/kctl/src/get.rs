@@ -40,7 +40,12 @@ pub struct Args {
     #[arg(long)]
     pub require_healthy: bool,
     /// The lag `--require-healthy` allows, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "require_healthy")]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        requires = "require_healthy"
+    )]
     pub max_lag_seconds: u64,
 }
 

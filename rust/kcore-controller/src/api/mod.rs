@@ -196,7 +196,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/replication/vector", get(crate::replication::vector))
         .route("/v1/replication/ops", get(crate::replication::ops))
-        .route("/v1/replication/snapshot", get(crate::replication::snapshot))
+        .route(
+            "/v1/replication/snapshot",
+            get(crate::replication::snapshot),
+        )
         .route("/v1/replication/peers", get(crate::replication::peers))
         .route("/v1/version", get(version::version));
     let router = resources::routes(router, &clusterupdates::DEFINITION);

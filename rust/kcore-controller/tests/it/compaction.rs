@@ -106,9 +106,10 @@ async fn compaction_shrinks_the_op_table_and_a_controller_down_past_it_catches_u
     .await;
     // Compaction keeps only what ctl-b does not hold yet: the table shrinks from over
     // 2,000 rows to the handful written since b last pulled.
-    eventually("ctl-a's op table to shrink to what ctl-b still needs", || async {
-        peer_list(&admin_a).await["operations"].as_u64().unwrap() < 50
-    })
+    eventually(
+        "ctl-a's op table to shrink to what ctl-b still needs",
+        || async { peer_list(&admin_a).await["operations"].as_u64().unwrap() < 50 },
+    )
     .await;
     assert_eq!(merged(&db_a), merged(&db_b));
 

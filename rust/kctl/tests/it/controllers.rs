@@ -123,19 +123,27 @@ async fn a_controller_from_create_controller_joins_and_the_context_learns_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(healthy, "the peers never became healthy");
-    let listed: Value = serde_json::from_str(&ok(kctl(
-        lab.home(),
-        &["get", "controllers", "-o", "json"],
-    )
-    .await))
-    .unwrap();
-    let ids: Vec<&str> = listed["controllers"]
+    let listed: Value =
+        serde_json::from_str(&ok(
+            kctl(lab.home(), &["get", "controllers", "-o", "json"]).await
+        ))
+        .unwrap();
+    let ids: Vec<&str> = listed
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["controller"]["metadata"]["name"].as_str().unwrap())
+        .map(|c| c["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["ctl1", "ctl2"], "{listed}");
+    // The answering controller marks itself; the other carries its replication figures.
+    let other = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["answering"] == false)
+        .unwrap();
+    assert_eq!(other["replication"]["state"], "Healthy", "{listed}");
+    assert!(other["replication"]["lagOperations"].is_u64(), "{listed}");
 
     // ctl1 stops: kctl keeps working through ctl2, and --require-healthy names ctl1.
     lab.stop.take().unwrap().send(()).unwrap();
