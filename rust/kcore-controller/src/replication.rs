@@ -7,8 +7,8 @@
 //! holds something newer, the operations after our own newest one are pulled in pages
 //! and merged last-writer-wins. Because a controller
 //! serves every origin it holds, not only its own, operations relay through the graph
-//! and no full mesh is needed. The cursor is simply `MAX(hlc)` of that origin in our
-//! `ops` table, so it survives restarts without extra state.
+//! and no full mesh is needed. The cursor is our own version vector's entry for that
+//! origin (the store's durable `vector` table), so it survives restarts and compaction.
 //!
 //! Both routes are for the `controller` role only. Per-peer timeouts follow the measured
 //! round-trip time ([`adaptive_timeout`]); peers are pulled concurrently and one that
