@@ -217,6 +217,55 @@ mod tests {
         p
     }
 
+    fn record(id: &str, address: &str) -> Controller {
+        serde_json::from_value(serde_json::json!({
+            "kind": "Controller",
+            "metadata": {"name": id},
+            "spec": {"address": address, "dcId": "DC1", "subCaSerial": "0a", "certificateSerial": "0b"},
+            "status": {"firstSeen": "2026-12-01T00:00:00Z", "lastSeen": "2026-12-01T00:00:00Z"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_join_records_with_the_peers_by_id_then_address() {
+        let mut by_id = peer(PeerState::Healthy, Some(2));
+        by_id.peer = "10.9.9.9:9090".into(); // a seed reached under another address
+        let mut by_address = peer(PeerState::Unreachable, None);
+        by_address.controller_id = None;
+        by_address.peer = "10.0.0.3:9090".into();
+        let list: PeerList = serde_json::from_value(serde_json::json!({
+            "controllerId": "ctl1", "maxClockSkewSeconds": 60, "peers": []
+        }))
+        .unwrap();
+        let list = PeerList {
+            peers: vec![by_id, by_address],
+            ..list
+        };
+        let view = join(
+            vec![
+                record("ctl1", "10.0.0.1:9090"),
+                record("ctl2", "10.0.0.2:9090"),
+                record("ctl3", "10.0.0.3:9090"),
+            ],
+            &list,
+        );
+        let rows = view.rows(false);
+        assert_eq!(
+            rows[0][..6],
+            ["ctl1", "10.0.0.1:9090", "DC1", "Self", "-", "-"]
+        );
+        assert_eq!(
+            rows[1][..6],
+            ["ctl2", "10.0.0.2:9090", "DC1", "Healthy", "20", "2"]
+        );
+        assert_eq!(
+            rows[2][..6],
+            ["ctl3", "10.0.0.3:9090", "DC1", "Unreachable", "-", "-"]
+        );
+        assert_eq!(view.headers(true).len(), view.rows(true)[0].len());
+    }
+
     #[test]
     fn require_healthy_names_a_peer_down_or_lagging_past_the_bound() {
         let bound = HealthBound {

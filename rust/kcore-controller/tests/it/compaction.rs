@@ -195,3 +195,64 @@ async fn the_sub_ca_key_is_served_to_controllers_only() {
     }
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_snapshot_is_asked_for_once_per_pull_and_the_peer_reported() {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cl = Cluster::new();
+    let (vectors, snapshots) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // A peer that has compacted everything and whose snapshot is stamped in 2106.
+    let app = axum::Router::new()
+        .route(
+            "/v1/replication/vector",
+            get({
+                let vectors = vectors.clone();
+                move || {
+                    vectors.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        axum::Json(json!({"controllerId": "ctl1",
+                            "origins": {"ctl1": "0000000000000001-1"}}))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/replication/ops",
+            get(|| async { axum::Json(json!({"ops": [], "more": false, "snapshotNeeded": true})) }),
+        )
+        .route(
+            "/v1/replication/snapshot",
+            get({
+                let snapshots = snapshots.clone();
+                move || {
+                    snapshots.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        axum::Json(json!({"controllerId": "ctl1",
+                            "vector": {"ctl1": FAR_HLC},
+                            "fields": [far_op("node/evil", "approval", "\"Approved\"")]}))
+                    }
+                }
+            }),
+        );
+    let (fake, stop_fake) = start_fake_peer_with(&cl, app).await;
+    let ctl = Running::start(cl.peer_config("ctl-b", false, vec![fake])).await;
+    let admin = client(&ctl.url, cl.root.cert_pem(), &cl.admin());
+    // The pull ends (it does not ask for the snapshot again and again) and says why.
+    eventually("the peer to be reported ClockAhead", || async {
+        let list = peer_list(&admin).await;
+        list["peers"][0]["state"] == "ClockAhead"
+    })
+    .await;
+    let list = peer_list(&admin).await;
+    assert_eq!(list["peers"][0]["snapshots"], 0, "{list}");
+    assert!(
+        snapshots.load(Ordering::SeqCst) <= vectors.load(Ordering::SeqCst),
+        "{} snapshots for {} pulls",
+        snapshots.load(Ordering::SeqCst),
+        vectors.load(Ordering::SeqCst)
+    );
+    assert!(admin.get_json::<Value>("/v1/nodes/evil").await.is_err());
+    let _ = stop_fake.send(());
+    ctl.stop().await;
+}
