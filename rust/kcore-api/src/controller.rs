@@ -30,7 +30,7 @@ pub struct ControllerSpec {
 }
 
 /// `status` of a Controller, written by the controller itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControllerStatus {
     /// RFC 3339: when the record was first written.
@@ -95,6 +95,16 @@ pub struct Revocation {
     pub address: Option<String>,
     /// RFC 3339.
     pub revoked_at: String,
+}
+
+/// `GET /v1/pki/sub-ca/key`: the sub-CA a controller signs node certificates with, key
+/// included. Served to controller certificates only, for a controller prepared by `kctl
+/// create controller` (whose directory never holds the key) to fetch after it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubCaKey {
+    pub certificate_pem: String,
+    pub key_pem: String,
 }
 
 #[cfg(test)]

@@ -82,6 +82,7 @@ async fn main() {
         connections: Default::default(),
         max_clock_skew_seconds: 60,
         advertise_address: None,
+        compaction: Default::default(),
         tls: ControllerTls {
             ca_file: write("ca.crt", root.cert_pem()),
             cert_file: write("controller.crt", &ctl.cert_pem),

@@ -46,6 +46,7 @@ fn state(dir: &std::path::Path) -> std::sync::Arc<kcore_controller::api::AppStat
         connections: Default::default(),
         max_clock_skew_seconds: 60,
         advertise_address: None,
+        compaction: Default::default(),
         tls: ControllerTls {
             ca_file: write("ca.crt", root.cert_pem()),
             cert_file: write("c.crt", &ctl.cert_pem),

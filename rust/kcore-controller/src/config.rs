@@ -44,6 +44,45 @@ pub struct ControllerConfig {
     /// record (issue 13); unset: the address it listens on.
     #[serde(default)]
     pub advertise_address: Option<String>,
+    /// How long replicated operations and tombstones are kept (docs/controller.md,
+    /// "Compaction and snapshots").
+    #[serde(default)]
+    pub compaction: CompactionConfig,
+}
+
+/// `compaction:` in `controller.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompactionConfig {
+    /// How often operations every known controller holds are removed.
+    #[serde(default = "default_compaction_interval")]
+    pub interval_seconds: u64,
+    /// Operations a known controller has not pulled yet are kept this long; a controller
+    /// away longer catches up from a snapshot.
+    #[serde(default = "default_week")]
+    pub retention_seconds: u64,
+    /// A tombstone (a deleted field) stays in the merged state at least this long, and
+    /// until its operation is compacted.
+    #[serde(default = "default_week")]
+    pub tombstone_lifetime_seconds: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            interval_seconds: default_compaction_interval(),
+            retention_seconds: default_week(),
+            tombstone_lifetime_seconds: default_week(),
+        }
+    }
+}
+
+fn default_compaction_interval() -> u64 {
+    60
+}
+
+fn default_week() -> u64 {
+    7 * 24 * 3600
 }
 
 /// Certificate files. Paths only: secrets never appear inline.
@@ -152,6 +191,12 @@ impl ControllerConfig {
                 ),
             ));
         }
+        if config.compaction.interval_seconds == 0 {
+            return Err(invalid(
+                "compaction.intervalSeconds",
+                "must be at least 1 (seconds); 60 is the default".to_string(),
+            ));
+        }
         Ok(config)
     }
 }
@@ -216,6 +261,22 @@ mod tests {
         let text = format!("{MINIMAL}maxClockSkewSeconds: 5\n");
         let c = ControllerConfig::parse(&text, Path::new("c.yaml")).unwrap();
         assert_eq!(c.max_clock_skew_seconds, 5);
+    }
+
+    #[test]
+    fn compaction_has_defaults_and_refuses_a_zero_interval() {
+        let c = ControllerConfig::parse(MINIMAL, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.compaction, CompactionConfig::default());
+        assert_eq!(c.compaction.retention_seconds, 604_800);
+        let text = format!("{MINIMAL}compaction:\n  retentionSeconds: 5\n");
+        let c = ControllerConfig::parse(&text, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.compaction.retention_seconds, 5);
+        assert_eq!(c.compaction.interval_seconds, 60);
+        let text = format!("{MINIMAL}compaction:\n  intervalSeconds: 0\n");
+        let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `compaction.intervalSeconds`"), "{err}");
     }
 
     #[test]

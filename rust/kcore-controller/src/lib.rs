@@ -116,7 +116,6 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         renewals: Default::default(),
         peers: Default::default(),
         record_changed: Default::default(),
-        cursors: Default::default(),
         peer_set: Default::default(),
         requests: Default::default(),
     }))
@@ -147,6 +146,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
     let tls = server_tls(&config)?;
+    // A controller made by `kctl create controller` has no sub-CA key yet: it fetches it
+    // from a peer before anything can sign with it.
+    if !config.tls.sub_ca_key_file.exists() {
+        membership::fetch_sub_ca_key(&config)
+            .await
+            .map_err(ControllerError::Peers)?;
+    }
     let state = build_state(config)?;
     serve(listener, tls, state, shutdown).await
 }

@@ -223,6 +223,110 @@ pub fn delete(state: &AppState, id: &str) -> Result<Option<Revocation>, StoreErr
     Ok(Some(revocation))
 }
 
+/// How often, and how many times, a controller without a sub-CA key asks its `peers` for
+/// one at start before it gives up (a minute: long enough for a peer that restarts too).
+pub const SUB_CA_FETCH_ATTEMPTS: u32 = 30;
+pub const SUB_CA_FETCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Fetches the sub-CA (key included) from the first of `peers` that answers, over mTLS
+/// with this controller's own certificate (`GET /v1/pki/sub-ca/key`, controller role
+/// only), checks that it chains to `tls.caFile`, and writes key (0600) then certificate,
+/// each atomically, where `tls.subCaKeyFile` / `tls.subCaCertFile` say. Only then does
+/// the controller build its signer. Used by a controller `kctl create controller`
+/// prepared: its directory never holds the key.
+pub async fn fetch_sub_ca_key(config: &crate::config::ControllerConfig) -> Result<(), String> {
+    let tls = &config.tls;
+    if config.peers.is_empty() {
+        return Err(format!(
+            "tls.subCaKeyFile {} does not exist and peers is empty: give an existing controller as a peer to fetch the sub-CA from, or install the sub-CA key",
+            tls.sub_ca_key_file.display()
+        ));
+    }
+    let creds = kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
+        &tls.ca_file,
+        &tls.cert_file,
+        &tls.key_file,
+    ))
+    .map_err(|e| format!("tls.caFile/certFile/keyFile: {e}"))?;
+    let trust = std::fs::read_to_string(&tls.ca_file)
+        .map_err(|e| format!("tls.caFile {}: {e}", tls.ca_file.display()))?;
+    let expected = kcore_pki::PeerExpectation::controller(&config.cluster_name);
+    let client = kcore_net::Client::new(
+        config
+            .peers
+            .iter()
+            .map(|p| kcore_net::https_url(p))
+            .collect(),
+        creds.client_config(&expected).map_err(|e| e.to_string())?,
+        kcore_net::ClientOptions {
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(15),
+            ..kcore_net::ClientOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for attempt in 1..=SUB_CA_FETCH_ATTEMPTS {
+        match client
+            .get_json::<kcore_api::controller::SubCaKey>("/v1/pki/sub-ca/key")
+            .await
+        {
+            Ok(got) => {
+                let authority = kcore_pki::Authority::from_pem(&got.certificate_pem, &got.key_pem)
+                    .map_err(|e| format!("the sub-CA a peer sent does not load: {e}"))?;
+                authority.check_chains_to(&trust).map_err(|e| {
+                    format!("the sub-CA a peer sent does not chain to tls.caFile: {e}")
+                })?;
+                // Key first, as `PUT /v1/pki/sub-ca` does.
+                kcore_pki::write_atomically(&tls.sub_ca_key_file, got.key_pem.as_bytes(), 0o600)
+                    .map_err(|e| {
+                        format!("tls.subCaKeyFile {}: {e}", tls.sub_ca_key_file.display())
+                    })?;
+                kcore_pki::write_atomically(
+                    &tls.sub_ca_cert_file,
+                    got.certificate_pem.as_bytes(),
+                    0o644,
+                )
+                .map_err(|e| {
+                    format!("tls.subCaCertFile {}: {e}", tls.sub_ca_cert_file.display())
+                })?;
+                tracing::info!(attempt, "sub-CA key fetched from a peer");
+                return Ok(());
+            }
+            Err(err) => {
+                last = err.to_string();
+                tracing::warn!(
+                    attempt,
+                    "cannot fetch the sub-CA key from the peers yet: {last}"
+                );
+                // A refusal (a revoked or non-controller certificate) will not change.
+                if err.api_code().is_some() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(SUB_CA_FETCH_INTERVAL).await;
+    }
+    Err(format!(
+        "tls.subCaKeyFile {} does not exist and no peer sent the sub-CA key: {last}",
+        tls.sub_ca_key_file.display()
+    ))
+}
+
+/// The ids of every live `Controller` record but this controller's: the controllers
+/// whose holdings compaction waits for.
+pub fn known_peer_ids(state: &AppState) -> Vec<String> {
+    let own = &state.config.controller_id;
+    state
+        .store
+        .list(Kind::Controller, &LabelSelector::default())
+        .iter()
+        .filter_map(|r| r.pointer("/metadata/name")?.as_str().map(str::to_string))
+        .filter(|id| id != own)
+        .collect()
+}
+
 /// False for an address nobody can dial from elsewhere: `0.0.0.0:P` or `[::]:P`, what a
 /// controller listening on every interface without `advertiseAddress` records (dialled, it
 /// would reach the dialler itself).

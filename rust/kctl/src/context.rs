@@ -111,6 +111,18 @@ impl KctlConfig {
             .with_context(|| format!("cannot write {}", path.display()))
     }
 
+    /// [`KctlConfig::save`] keeping the existing file's permission bits (an operator who
+    /// made it 0400 or group-readable keeps that); 0600 for a new file.
+    pub fn save_keeping_mode(&self, path: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o600);
+        let text = serde_yaml_ng::to_string(self).context("cannot encode the kctl config")?;
+        kcore_pki::write_atomically(path, text.as_bytes(), mode)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
     pub fn find(&self, name: &str) -> Option<&Context> {
         self.contexts.iter().find(|c| c.name == name)
     }

@@ -96,6 +96,138 @@ pub fn connect(
         .into());
     }
     let client = client_for(&ctx, &servers)?;
+    if target.servers.is_empty()
+        && let Ok(mut learn) = LEARN_FROM.lock()
+    {
+        *learn = Some((
+            context::config_path(global)?,
+            ctx.clone(),
+            Remote::new(client.clone(), Expected::Controller(ctx.clone())),
+        ));
+    }
     let remote = Remote::new(client, Expected::Controller(ctx.clone()));
     Ok((ctx, remote))
+}
+
+/// The context and client of the last [`connect`] that used the context's controllers
+/// (not `-s`): what [`refresh_context`] asks once the command has succeeded.
+#[allow(clippy::type_complexity)]
+static LEARN_FROM: std::sync::Mutex<Option<(std::path::PathBuf, Context, Remote)>> =
+    std::sync::Mutex::new(None);
+
+/// After a successful command: asks a controller of the context for the `Controller`
+/// records (`GET /v1/controllers`, through the same failover client) and, when their
+/// addresses differ from the context's `controllers`, rewrites that list in the config
+/// file (temp file + rename, its mode kept) and says so once on stderr. Any failure here
+/// is only logged: the command itself succeeded.
+pub async fn refresh_context() {
+    let taken = LEARN_FROM.lock().ok().and_then(|mut l| l.take());
+    let Some((path, ctx, remote)) = taken else {
+        return;
+    };
+    match learn(&path, &ctx, &remote).await {
+        Ok(Some(message)) => eprintln!("{message}"),
+        Ok(None) => {}
+        Err(err) => tracing::debug!("cannot refresh the context's controllers: {err:#}"),
+    }
+}
+
+/// The new list: the context's entries that still have a record, in their order, then
+/// the addresses of records the context lacks (by controller id). `None`: no change, or
+/// nothing usable learnt (an empty list never replaces a working one).
+pub fn learnt_controllers(current: &[String], records: &[(String, String)]) -> Option<Vec<String>> {
+    let addresses: Vec<&String> = records
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| crate::target::server_address(a).is_ok())
+        .collect();
+    if addresses.is_empty() {
+        return None;
+    }
+    let mut next: Vec<String> = current
+        .iter()
+        .filter(|c| addresses.contains(c))
+        .cloned()
+        .collect();
+    for address in addresses {
+        if !next.contains(address) {
+            next.push(address.clone());
+        }
+    }
+    (next != current).then_some(next)
+}
+
+async fn learn(
+    path: &std::path::Path,
+    ctx: &Context,
+    remote: &Remote,
+) -> anyhow::Result<Option<String>> {
+    let answered: kcore_api::version::ServerVersion = remote.get_json("/v1/version").await?;
+    let list: kcore_api::resource::ResourceList = remote.get_json("/v1/controllers").await?;
+    let mut records: Vec<(String, String)> = Vec::new();
+    for item in list.items {
+        let c: kcore_api::controller::Controller = serde_json::from_value(item)?;
+        records.push((c.metadata.name, c.spec.address));
+    }
+    records.sort();
+    let Some(next) = learnt_controllers(&ctx.controllers, &records) else {
+        return Ok(None);
+    };
+    // Read again right before writing: only this context's list changes.
+    let mut config = context::KctlConfig::load_existing(path)?;
+    let Some(stored) = config.contexts.iter_mut().find(|c| c.name == ctx.name) else {
+        return Ok(None);
+    };
+    if stored.controllers != ctx.controllers {
+        // Someone changed it since this command read it: theirs stands.
+        return Ok(None);
+    }
+    stored.controllers = next.clone();
+    config.save_keeping_mode(path)?;
+    let from = records
+        .iter()
+        .find(|(id, _)| *id == answered.id)
+        .map_or_else(|| answered.id.clone(), |(_, address)| address.clone());
+    Ok(Some(format!(
+        "kctl: context {}: controllers now {} (learnt from {})",
+        ctx.name,
+        next.join(", "),
+        from
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(i, a)| (i.to_string(), a.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_context_gains_new_controllers_keeps_its_order_and_drops_deleted_ones() {
+        let current = vec!["10.0.0.2:9090".to_string(), "10.0.0.1:9090".to_string()];
+        let same = records(&[("ctl1", "10.0.0.1:9090"), ("ctl2", "10.0.0.2:9090")]);
+        assert_eq!(learnt_controllers(&current, &same), None);
+        let grown = records(&[
+            ("ctl1", "10.0.0.1:9090"),
+            ("ctl2", "10.0.0.2:9090"),
+            ("ctl3", "10.0.0.3:9090"),
+        ]);
+        assert_eq!(
+            learnt_controllers(&current, &grown).unwrap(),
+            vec!["10.0.0.2:9090", "10.0.0.1:9090", "10.0.0.3:9090"]
+        );
+        let shrunk = records(&[("ctl1", "10.0.0.1:9090")]);
+        assert_eq!(
+            learnt_controllers(&current, &shrunk).unwrap(),
+            vec!["10.0.0.1:9090"]
+        );
+        assert_eq!(learnt_controllers(&current, &[]), None);
+        // An address kctl could not dial (a scheme) is not learnt.
+        let odd = records(&[("ctl1", "http://10.0.0.1:9090")]);
+        assert_eq!(learnt_controllers(&current, &odd), None);
+    }
 }

@@ -1,8 +1,10 @@
 //! `kctl create ...`: a new cluster's PKI and context (`cluster`), a node's or scraper's
 //! key and CSR (`csr`, run where the key is used), a node's first certificate from that
 //! CSR (`node-cert`, signed by a controller's sub-CA), a Prometheus scraper's certificate
-//! (`metrics-cert`, role `metrics`, docs/metrics.md), and a VM from flags (`vm`,
-//! [`crate::vm`]).
+//! (`metrics-cert`, role `metrics`, docs/metrics.md), a VM from flags (`vm`,
+//! [`crate::vm`]), and one more controller for an existing cluster (`controller`: its
+//! certificate and controller.yaml, never the sub-CA key, which the controller fetches
+//! from a peer over mTLS once it runs).
 
 use kcore_api::ErrorCode;
 use kcore_controller::ControllerConfig;
@@ -56,6 +58,33 @@ pub enum CreateCommand {
     MetricsCert(MetricsCertArgs),
     /// Create (or update) a VM from flags: the same object `kctl apply -f` takes.
     Vm(crate::vm::CreateArgs),
+    /// Prepare one more controller of the current context's cluster: its certificate
+    /// (from --csr, so the key is made where it runs, or with a key made here), ca.crt,
+    /// sub-ca.crt and a controller.yaml whose only peer is an existing controller. The
+    /// sub-CA key is not written: the controller fetches it from that peer over mTLS after
+    /// it starts. The others discover it from its record; kctl learns it after its next
+    /// command.
+    Controller(ControllerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// The address other controllers and kctl dial (its advertiseAddress), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: String,
+    /// Its data centre (dcId).
+    #[arg(long, value_name = "DC")]
+    pub dc_id: Option<String>,
+    /// A CSR made on the controller (`kctl create csr`-style, for
+    /// kcore://<cluster>/controller/<ID>); without it kctl makes the key here (0600).
+    #[arg(long, value_name = "FILE")]
+    pub csr: Option<PathBuf>,
+    /// Its id; default the first free ctlN under the context's controllers/ directory.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// The directory to write; default controllers/<ID> in the context's directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,6 +184,7 @@ pub async fn run(
         CreateCommand::NodeCert(a) => create_node_cert(a, global, controllers).await,
         CreateCommand::MetricsCert(a) => create_metrics_cert(a, global, controllers).await,
         CreateCommand::Vm(a) => crate::vm::create(&a, global, controllers).await,
+        CreateCommand::Controller(a) => create_controller(a, global),
     }
 }
 
@@ -339,6 +369,110 @@ fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> 
             cdir.display()
         );
     }
+    Ok(())
+}
+
+/// `kctl create controller`: see [`CreateCommand::Controller`].
+fn create_controller(args: ControllerArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let ctx = context::resolve(global)?;
+    let (host, port) = split_host_port("--address", &args.address)?;
+    kcore_api::controller::address("--address", &args.address)
+        .map_err(|e| Refused::new(ErrorCode::InvalidAddress, e.to_string()))?;
+    let Some(seed) = ctx.controllers.first().cloned() else {
+        return Err(Refused::new(
+            ErrorCode::NoControllers,
+            format!(
+                "context {:?} lists no controllers: the new controller needs an existing one as its peer",
+                ctx.name
+            ),
+        )
+        .into());
+    };
+    let ctx_dir = ctx
+        .ca_key_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => (1..)
+            .map(|n| format!("ctl{n}"))
+            .find(|id| !ctx_dir.join("controllers").join(id).exists())
+            .unwrap_or_else(|| "ctl1".into()),
+    };
+    let identity = Identity::new(&ctx.cluster, Role::Controller, &id)
+        .map_err(|e| Refused::new(ErrorCode::InvalidIdentity, format!("--id {id:?}: {e}")))?;
+    let cdir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| ctx_dir.join("controllers").join(&id));
+    if cdir.join("controller.yaml").exists() {
+        return Err(Refused::new(
+            ErrorCode::ContextExists,
+            format!(
+                "{} already holds a controller.yaml; pick another --id or --out",
+                cdir.display()
+            ),
+        )
+        .into());
+    }
+    let read = |name: &str| {
+        let path = ctx_dir.join(name);
+        std::fs::read_to_string(&path)
+            .with_context(|| format!("the context's {name} ({})", path.display()))
+    };
+    let sub = Authority::from_pem(&read("sub-ca.crt")?, &read("sub-ca.key")?)
+        .context("loading the context's sub-CA")?;
+    let chain_pem = match &args.csr {
+        Some(csr) => {
+            let csr_pem = std::fs::read_to_string(csr)
+                .with_context(|| format!("cannot read the CSR {}", csr.display()))?;
+            sub.sign_csr(&csr_pem, &identity, LEAF_VALIDITY)
+                .with_context(|| {
+                    format!("--csr {}: signing it as {}", csr.display(), identity.uri())
+                })?
+        }
+        None => {
+            let cert = sub
+                .issue(&identity, std::slice::from_ref(&host), LEAF_VALIDITY)
+                .with_context(|| format!("issuing the certificate of controller {id} ({host})"))?;
+            write(&cdir.join("controller.key"), &cert.key_pem, 0o600)?;
+            cert.cert_pem
+        }
+    };
+    write(&cdir.join("controller.crt"), &chain_pem, 0o644)?;
+    write(&cdir.join("sub-ca.crt"), sub.cert_pem(), 0o644)?;
+    write(&cdir.join("ca.crt"), &read("ca.crt")?, 0o644)?;
+    let listen = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => SocketAddr::from(([0, 0, 0, 0], port)),
+    };
+    let mut config = controller_config(
+        &id,
+        &ctx.cluster,
+        listen,
+        std::slice::from_ref(&seed),
+        &cdir,
+    )?;
+    config.advertise_address = Some(args.address.clone());
+    if let Some(dc) = &args.dc_id {
+        config.dc_id = dc.clone();
+    }
+    write(
+        &cdir.join("controller.yaml"),
+        &controller_yaml(&config)?,
+        0o644,
+    )?;
+    println!(
+        "controller {id} ({}) prepared in {}: copy it to the controller{} and start it with --config controller.yaml; it fetches the sub-CA key from {seed} and joins",
+        args.address,
+        cdir.display(),
+        if args.csr.is_some() {
+            ", next to the key its CSR was made with (tls.keyFile)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
@@ -618,6 +752,11 @@ mod tests {
             database_path: PathBuf::from("/srv/\"quoted\" dir/state.sqlite"),
             max_clock_skew_seconds: 5,
             advertise_address: Some("ctl2.example:9443".into()),
+            compaction: kcore_controller::config::CompactionConfig {
+                interval_seconds: 7,
+                retention_seconds: 8,
+                tombstone_lifetime_seconds: 9,
+            },
             tls: ControllerTls {
                 ca_file: "/k/ca: x.crt".into(),
                 cert_file: "/k/c.crt".into(),

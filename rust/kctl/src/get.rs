@@ -35,6 +35,18 @@ pub struct Args {
     /// requirement must hold).
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     pub selector: Option<String>,
+    /// With `get controllers`: exit 1 naming every peer of the answering controller that
+    /// is not Healthy or lags more than --max-lag-seconds (for scripts and monitoring).
+    #[arg(long)]
+    pub require_healthy: bool,
+    /// The lag `--require-healthy` allows, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        requires = "require_healthy"
+    )]
+    pub max_lag_seconds: u64,
 }
 
 /// `-l` parsed with kcore-api's selector syntax; refused together with a NAME.
@@ -81,8 +93,25 @@ pub async fn run(
         )
         .into());
     }
+    if args.require_healthy
+        && !(target == Target::Kind(Kind::Controller) && path.is_none() && selector.is_none())
+    {
+        return Err(Refused::new(
+            ErrorCode::BadFlags,
+            "--require-healthy goes with `kctl get controllers` (the whole list, no NAME or -l)",
+        )
+        .into());
+    }
     let (_, client) = connect(global, controllers)?;
     match (target, path) {
+        (Target::Kind(Kind::Controller), None) if selector.is_none() => {
+            let bound = args
+                .require_healthy
+                .then_some(crate::controllers::HealthBound {
+                    max_lag_seconds: args.max_lag_seconds,
+                });
+            crate::controllers::get(&client, global, bound).await
+        }
         (Target::Kind(Kind::Node), None) => {
             let list: NodeList = client.get_json("/v1/nodes").await?;
             // The node routes keep their shape: the selector is applied here, to the

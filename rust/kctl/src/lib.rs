@@ -8,6 +8,7 @@ pub mod completion;
 pub mod config;
 pub mod context;
 pub mod controller_client;
+pub mod controllers;
 pub mod create;
 pub mod delete;
 pub mod describe;
@@ -74,7 +75,11 @@ pub fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(exit::INTERRUPTED);
     };
     match outcome {
-        Ok(()) => std::process::ExitCode::from(exit::OK),
+        Ok(()) => {
+            // The context learns controllers added or removed since it was written.
+            runtime.block_on(controller_client::refresh_context());
+            std::process::ExitCode::from(exit::OK)
+        }
         Err(err) => {
             // Messages quote servers and nodes: their control characters are escaped.
             eprintln!("error: {}", escape::escape_lines(&format!("{err:#}")));

@@ -221,6 +221,7 @@ async fn registration_and_heartbeats_show_when_they_last_succeeded_with_a_real_c
         connections: Default::default(),
         max_clock_skew_seconds: 60,
         advertise_address: None,
+        compaction: Default::default(),
         tls: ControllerTls {
             ca_file: write("ca.crt", pki.root.cert_pem()),
             cert_file: write("controller.crt", &ctl.cert_pem),

@@ -85,6 +85,7 @@ impl Bed {
             connections: Default::default(),
             max_clock_skew_seconds: 60,
             advertise_address: None,
+            compaction: Default::default(),
             tls: ControllerTls {
                 ca_file: write(d, "ca.crt", root.cert_pem()),
                 cert_file: write(d, "controller.crt", &ctl.cert_pem),

@@ -51,6 +51,28 @@ pub(super) fn routes(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
             .delete(delete),
         )
         .route("/v1/controllers/{name}/register", post(register))
+        .route("/v1/pki/sub-ca/key", get(sub_ca_key))
+}
+
+/// The sub-CA this controller signs with, key included, for a controller that starts
+/// without one (`kctl create controller`). Controller certificates only: an admin never
+/// needs the key through the API (it has the root CA and `kctl rotate sub-ca`) and a node
+/// must never hold it. A revoked controller is refused before this runs (TLS layer).
+async fn sub_ca_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<kcore_api::controller::SubCaKey>> {
+    let who = caller.require(&[Role::Controller])?.id.clone();
+    let signer = state
+        .signer
+        .read()
+        .map_err(|_| super::internal("signer lock poisoned"))?
+        .clone();
+    tracing::info!(controller = %who, "sub-CA key sent to a controller");
+    Ok(Json(kcore_api::controller::SubCaKey {
+        certificate_pem: signer.cert_pem().to_string(),
+        key_pem: signer.key_pem().to_string(),
+    }))
 }
 
 async fn not_applied() -> ApiFailure {

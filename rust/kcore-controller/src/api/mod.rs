@@ -25,7 +25,7 @@
 //! | `GET /v1/controllers`, `GET /v1/controllers/{id}` | admin, controller |
 //! | `DELETE /v1/controllers/{id}` | admin (revokes its certificate) |
 //! | `POST /v1/controllers/{id}/register` | controller (own id, own certificate serial) |
-//! | `GET /v1/replication/vector`, `GET /v1/replication/ops` | controller |
+//! | `GET /v1/replication/vector`, `GET /v1/replication/ops`, `GET /v1/replication/snapshot` | controller |
 //! | `GET /v1/replication/peers` | admin, controller |
 //! | `GET /v1/version` | admin, controller, node |
 //! | `GET /metrics` | metrics, admin ([`metrics`]; the `metrics` role may call nothing else) |
@@ -79,8 +79,6 @@ pub struct AppState {
     pub renewals: Mutex<HashMap<String, Instant>>,
     /// What the replication loop last saw of each peer.
     pub peers: crate::replication::PeerStatuses,
-    /// How far each controller pulling from this one has pulled.
-    pub cursors: crate::replication::PullCursors,
     /// The addresses pulled from, in order (seeds first), as last reconciled; `None`
     /// before the first tick (then the configured `peers` are shown).
     pub peer_set: RwLock<Option<Vec<String>>>,
@@ -208,6 +206,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/replication/vector", get(crate::replication::vector))
         .route("/v1/replication/ops", get(crate::replication::ops))
+        .route(
+            "/v1/replication/snapshot",
+            get(crate::replication::snapshot),
+        )
         .route("/v1/replication/peers", get(crate::replication::peers))
         .route("/v1/version", get(version::version))
         .route(kcore_net::metrics::METRICS_PATH, get(metrics::metrics));

@@ -18,7 +18,9 @@
 //! waiting on it wakes on a write that arrived from a peer.
 //!
 //! The pieces: [`startup`] (what happens once at open), [`heartbeats`] (soft state),
-//! [`nodes`] (the node record), [`resources`] (apply / get / list / delete / watch).
+//! [`nodes`] (the node record), [`resources`] (apply / get / list / delete / watch),
+//! [`compaction`] (the durable version vector, what each peer holds, compaction of what
+//! every known peer holds, snapshots for a peer behind the compaction point).
 //!
 //! Clock bound: a replicated operation or heartbeat stamped more than
 //! [`StoreOptions::max_clock_skew`] ahead of this controller's clock is refused, not merged
@@ -38,6 +40,7 @@
 //! controller. A change of free space alone is written at most every
 //! [`STORAGE_FREE_INTERVAL`] unless it moved by more than 1% of the size.
 
+mod compaction;
 mod heartbeats;
 mod nodes;
 mod resources;
@@ -45,6 +48,7 @@ mod startup;
 #[cfg(test)]
 mod tests;
 
+pub use compaction::{Compaction, CompactionPolicy, Held, Lag, Snapshot};
 pub use nodes::{NodeRecord, node_resource};
 pub use resources::{Applied, assemble, resource_key};
 
@@ -293,6 +297,7 @@ fn merge_in(tx: &rusqlite::Transaction<'_>, ops: &[Op]) -> Result<Vec<bool>, Sto
             hlc = excluded.hlc, origin = excluded.origin, value = excluded.value
          WHERE excluded.hlc > fields.hlc",
     )?;
+    let mut raise_vector = tx.prepare_cached(compaction::RAISE_VECTOR)?;
     let mut compact = tx.prepare_cached(
         "DELETE FROM ops WHERE resource = ?1 AND field = ?2 AND origin = ?3 AND hlc <
             (SELECT MAX(hlc) FROM ops WHERE resource = ?1 AND field = ?2 AND origin = ?3)",
@@ -300,6 +305,7 @@ fn merge_in(tx: &rusqlite::Transaction<'_>, ops: &[Op]) -> Result<Vec<bool>, Sto
     let mut won = Vec::with_capacity(ops.len());
     for op in ops {
         insert_op.execute(params![op.hlc, op.origin, op.resource, op.field, op.value])?;
+        raise_vector.execute(params![op.origin, op.hlc])?;
         let changed =
             upsert.execute(params![op.resource, op.field, op.hlc, op.origin, op.value])?;
         won.push(changed > 0);
@@ -352,6 +358,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(compaction::SCHEMA).map_err(open_err)?;
         // A stable clock id per controller (FNV-1a of its id) keeps HLC ties between
         // controllers deterministic across restarts.
         let mut digest: u128 = 0x6c62272e07bb014262b821756295c58d;
@@ -381,6 +388,7 @@ impl Store {
         store.refused_at_start = store.refuse_future_at_start()?;
         {
             let conn = store.conn.lock().map_err(|_| StoreError::Poisoned)?;
+            conn.execute(compaction::VECTOR_FROM_OPS, [])?;
             let removed = conn.execute(COMPACT_ALL, [])?;
             if removed > 0 {
                 tracing::info!(
@@ -668,7 +676,8 @@ impl Store {
     /// that holds something newer for an origin has operations to send.
     pub fn version_vector(&self) -> Result<BTreeMap<String, String>, StoreError> {
         let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-        let mut stmt = conn.prepare_cached("SELECT origin, MAX(hlc) FROM ops GROUP BY origin")?;
+        // The `vector` table, not `MAX(hlc)` of `ops`: compaction removes operations.
+        let mut stmt = conn.prepare_cached("SELECT origin, hlc FROM vector")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

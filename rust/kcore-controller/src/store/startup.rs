@@ -53,6 +53,11 @@ impl Store {
             "DELETE FROM ops WHERE substr(hlc, 1, 16) > ?1",
             params![limit_hex],
         )?;
+        // The vector goes back to what is left (the store raises it again from `ops`).
+        tx.execute(
+            "DELETE FROM vector WHERE substr(hlc, 1, 16) > ?1",
+            params![limit_hex],
+        )?;
         let mut summary: BTreeMap<String, StartupRefusal> = BTreeMap::new();
         let mut keys = HashSet::new();
         for (hlc, origin, resource, field) in &future {
@@ -99,7 +104,13 @@ impl Store {
     pub(super) fn seed_clock(&self) -> Result<(), StoreError> {
         let newest: Option<String> = {
             let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-            conn.query_row("SELECT MAX(hlc) FROM ops", [], |row| row.get(0))?
+            // `vector` and `fields` too: compacted operations are no longer in `ops`.
+            conn.query_row(
+                "SELECT MAX(hlc) FROM (SELECT hlc FROM ops UNION ALL SELECT hlc FROM vector
+                    UNION ALL SELECT hlc FROM fields)",
+                [],
+                |row| row.get(0),
+            )?
         };
         if let Some(ts) = newest.as_deref().and_then(parse_hlc)
             && self.check_ahead(*ts.get_time()).is_ok()

@@ -478,6 +478,12 @@ async fn three_controllers_partitioned_one_against_two_converge_after_healing() 
         assert_eq!(update["metadata"]["labels"]["tier"], "canary", "{update}");
         assert_eq!(update["spec"]["strategy"]["batchSize"], 3, "{update}");
     }
+    // The rejected node is refused by every controller, a (partitioned when b rejected
+    // it, and which had approved it) included.
+    for x in 0..3 {
+        let err = beat(&node(x, "n3"), "n3").await.unwrap_err();
+        assert_eq!(code(&err), "NODE_REJECTED", "controller {x}: {err}");
+    }
     mesh.stop().await;
 }
 

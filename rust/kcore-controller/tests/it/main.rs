@@ -8,6 +8,7 @@
 
 mod agent;
 mod auth;
+mod compaction;
 mod controllers;
 mod metrics;
 mod nodes;

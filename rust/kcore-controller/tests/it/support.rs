@@ -69,6 +69,7 @@ impl Cluster {
             connections: Default::default(),
             max_clock_skew_seconds: 60,
             advertise_address: None,
+            compaction: Default::default(),
             tls: ControllerTls {
                 ca_file: self.path("ca.crt"),
                 cert_file: self.path("controller.crt"),
@@ -403,14 +404,6 @@ pub async fn start_fake_peer(
     hits: Arc<std::sync::atomic::AtomicUsize>,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
     use axum::routing::get;
-    let config = cl.peer_config("ctl-fake", false, vec![]);
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-    let tls = kcore_pki::server_config(
-        &read(&config.tls.ca_file),
-        &read(&config.tls.cert_file),
-        &read(&config.tls.key_file),
-    )
-    .unwrap();
     let vector = serde_json::json!({
         "controllerId": "ctl1",
         "origins": {"ctl1": FAR_HLC},
@@ -435,6 +428,23 @@ pub async fn start_fake_peer(
                 async move { axum::Json(ops) }
             }),
         );
+    start_fake_peer_with(cl, app).await
+}
+
+/// A stand-in replication peer serving `app` with a real controller certificate of the
+/// cluster (`ctl-fake`).
+pub async fn start_fake_peer_with(
+    cl: &Cluster,
+    app: axum::Router,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let config = cl.peer_config("ctl-fake", false, vec![]);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let tls = kcore_pki::server_config(
+        &read(&config.tls.ca_file),
+        &read(&config.tls.cert_file),
+        &read(&config.tls.key_file),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

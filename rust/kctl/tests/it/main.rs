@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cluster;
+mod controllers;
 mod disko;
 mod failover;
 mod guide;
