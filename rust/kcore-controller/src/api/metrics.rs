@@ -134,6 +134,24 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) 
             .iter()
             .map(|p| (labels(&[("peer", &p.peer)]), p.refused_operations as f64)),
     );
+    // How far each peer lags behind this controller (GET /v1/replication/peers'
+    // lagOperations / lagSeconds, `Store::lag_of`); absent until the peer's id is known.
+    scrape.gauge(
+        "replication_peer_lag_operations",
+        "Operations held here that each replication peer is not known to hold yet",
+        peers
+            .peers
+            .iter()
+            .filter_map(|p| Some((labels(&[("peer", &p.peer)]), p.lag_operations? as f64))),
+    );
+    scrape.gauge(
+        "replication_peer_lag_seconds",
+        "Age in seconds of the oldest operation held here that each replication peer lacks",
+        peers
+            .peers
+            .iter()
+            .filter_map(|p| Some((labels(&[("peer", &p.peer)]), p.lag_seconds? as f64))),
+    );
     // Lag of a controller pulling from this one: per origin, how far the newest operation
     // it was served is behind the newest this controller holds (by the HLCs' clock time).
     let held = state.store.version_vector()?;

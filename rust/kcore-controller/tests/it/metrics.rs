@@ -318,6 +318,17 @@ async fn replication_metrics_follow_the_peers_route() {
         ),
         Some(1.0)
     );
+    // The peer lag figures are the peers route's own: ctl-a caught up with ctl-b.
+    eventually("ctl-b to show ctl-a holding everything", || async {
+        let peers: serde_json::Value = admin_b.get_json("/v1/replication/peers").await.unwrap();
+        let s = scrape(&b.url, &trust, &scraper).await;
+        let lag = s.value(
+            "kcore_replication_peer_lag_operations",
+            &[("peer", &a_addr)],
+        );
+        lag.is_some() && lag == peers["peers"][0]["lagOperations"].as_f64() && lag == Some(0.0)
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }
