@@ -44,3 +44,21 @@ wait_for() {
     echo "error: timed out waiting for: $*" >&2
     return 1
 }
+
+# The end of a demo that does not keep its cluster: stop every pid in the caller's `pids`
+# array and wait for it, show the logs' last lines when the demo failed (exit status $1),
+# and remove the caller's `$work` directory.
+stop_and_clean() {
+    local status=$1 pid
+    for pid in "${pids[@]:-}"; do
+        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]:-}"; do
+        [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
+    done
+    if [[ $status -ne 0 ]]; then
+        echo "demo failed (exit $status); last log lines:" >&2
+        tail -n 5 "$work"/*.log >&2 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}

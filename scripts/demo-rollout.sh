@@ -45,17 +45,7 @@ cleanup() {
         echo "stop it with:     kill ${pids[*]} && rm -rf '$work'"
         return
     fi
-    for pid in "${pids[@]:-}"; do
-        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]:-}"; do
-        [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
-    done
-    if [[ $status -ne 0 ]]; then
-        echo "demo failed (exit $status); last log lines:" >&2
-        tail -n 5 "$work"/*.log >&2 2>/dev/null || true
-    fi
-    rm -rf "$work"
+    stop_and_clean "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

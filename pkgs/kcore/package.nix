@@ -32,6 +32,13 @@ let
     "agent_inventory_and_agent_errors_are_printed_escaped"
     "an_install_mode_agent_reached_with_the_context_gets_the_k_and_fingerprint_hint"
     "k_against_a_managed_agent_says_to_drop_k"
+    "a_managed_agent_with_another_identity_names_what_was_expected_and_got"
+    "luks_mode_auto_is_tpm2_on_a_node_with_a_tpm_and_keyfile_without"
+    # kctl/tests/it/update.rs: the fleet flake in tests/support/fleet, scripts/demo-rollout.sh
+    "update_cluster_apply_waits_for_approve_and_a_failed_rollout_exits_1"
+    "update_cluster_get_watch_prints_each_change_until_the_rollout_ends_and_exits_1_when_it_failed"
+    "update_cluster_plan_shows_targets_waves_and_each_agents_evaluation_and_changes_nothing"
+    "demo_rollout_script_plans_applies_and_halts_on_the_failing_revision"
     # kcore-agent/tests/it/rollout.rs: the fleet flake and stand-ins in tests/support/fleet
     "rollout_prepare_builds_the_pinned_host_and_fails_for_a_missing_one_with_fleet_flake"
     "rollout_activate_switches_to_a_new_generation_with_fleet_flake"

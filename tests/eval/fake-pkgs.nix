@@ -80,6 +80,7 @@ in
   "coreutils"
   "curl"
   "git"
+  "grub2"
   "jq"
   "installShellFiles"
   "makeInitrdNGTool"

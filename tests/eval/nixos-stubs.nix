@@ -10,7 +10,7 @@
 # default. Only the options used are declared: a kcore file that starts setting another
 # NixOS option fails here ("The option `...' does not exist") until it is added, with its
 # source. Descriptions are left out.
-{ lib, pkgs, ... }:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   opt =
@@ -120,6 +120,10 @@ in
     # system/boot/loader/systemd-boot/systemd-boot.nix: the editor is on by default.
     boot.loader.systemd-boot.enable = opt types.bool false;
     boot.loader.systemd-boot.editor = opt types.bool true;
+    # system/boot/loader/grub/grub.nix: on unless the system is a container (no container
+    # here), `package` pkgs.grub2; systemd-boot.nix turns it off (see `config` below).
+    boot.loader.grub.enable = opt types.bool true;
+    boot.loader.grub.package = opt types.package pkgs.grub2;
 
     # tasks/lvm.nix
     services.lvm.boot.thin.enable = opt types.bool false;
@@ -181,4 +185,9 @@ in
     })) { };
   };
 
+  # system/boot/loader/systemd-boot/systemd-boot.nix: `boot.loader.grub.enable = mkDefault
+  # false` when systemd-boot is enabled.
+  config.boot.loader.grub.enable = lib.mkIf config.boot.loader.systemd-boot.enable (
+    lib.mkDefault false
+  );
 }

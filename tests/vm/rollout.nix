@@ -34,7 +34,7 @@ in
       imports = [
         "${modulesPath}/profiles/installation-device.nix"
         "${modulesPath}/profiles/base.nix"
-        (import ./rollout-roles.nix { inherit self; })
+        (import ./fixtures/rollout-roles.nix { inherit self; })
       ];
       nix.settings = {
         substituters = lib.mkForce [ ];
@@ -93,7 +93,7 @@ in
       kcoreNix = builtins.toFile "kcore.nix" ''
         { kcore, ... }:
         {
-          imports = [ (import "''${kcore}/tests/vm/rollout-roles.nix" { self = kcore; }) ];
+          imports = [ (import "''${kcore}/tests/vm/fixtures/rollout-roles.nix" { self = kcore; }) ];
         }
       '';
       # One revision: /etc/fleet-version says which; `broken` adds an activation script

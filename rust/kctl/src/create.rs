@@ -180,11 +180,41 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match args.command {
         CreateCommand::Cluster(a) => create_cluster(a, global),
-        CreateCommand::Csr(a) => create_csr(a),
+        CreateCommand::Csr(a) => create_csr(a, global),
         CreateCommand::NodeCert(a) => create_node_cert(a, global, controllers).await,
         CreateCommand::MetricsCert(a) => create_metrics_cert(a, global, controllers).await,
         CreateCommand::Vm(a) => crate::vm::create(&a, global, controllers).await,
         CreateCommand::Controller(a) => create_controller(a, global),
+    }
+}
+
+/// What a `create` command made, as `-o json|yaml` prints it: the identity, the files
+/// written (by role: `certificate`, `key`, `csr`, `ca`, ...) and when the certificate ends.
+#[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    /// `cluster`, `controller`, `csr`, `node-cert` or `metrics-cert`.
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<String>,
+    files: std::collections::BTreeMap<String, PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<String>,
+}
+
+impl Created {
+    fn new(kind: &'static str) -> Created {
+        Created {
+            kind,
+            ..Default::default()
+        }
+    }
+
+    fn file(mut self, role: impl Into<String>, path: &Path) -> Created {
+        self.files.insert(role.into(), path.to_path_buf());
+        self
     }
 }
 
@@ -353,23 +383,35 @@ fn create_cluster(args: ClusterArgs, global: &GlobalArgs) -> anyhow::Result<()> 
     config.current_context = Some(name.clone());
     config.save(&config_path)?;
 
-    println!(
-        "cluster {cluster:?} created; context {name:?} is now current ({})",
-        config_path.display()
-    );
-    println!(
-        "  root CA:  {} (key {}, mode 0600: keep it safe, offline if you can)",
-        dir.join("ca.crt").display(),
-        dir.join("ca.key").display()
-    );
-    println!("  admin:    {}", dir.join("admin.crt").display());
+    let mut created = Created::new("cluster")
+        .file("ca", &dir.join("ca.crt"))
+        .file("caKey", &dir.join("ca.key"))
+        .file("adminCertificate", &dir.join("admin.crt"))
+        .file("kctlConfig", &config_path);
+    created.identity = Some(format!("kcore://{cluster}"));
+    created.context = Some(name.clone());
     for (id, cdir) in &controller_dirs {
-        println!(
-            "  {id}:     copy {} to the controller; start it with --config controller.yaml",
-            cdir.display()
-        );
+        created = created.file(format!("controller/{id}"), cdir);
     }
-    Ok(())
+    crate::output::print_object(&created, global.output, || {
+        let mut text = format!(
+            "cluster {cluster:?} created; context {name:?} is now current ({})\n",
+            config_path.display()
+        );
+        text += &format!(
+            "  root CA:  {} (key {}, mode 0600: keep it safe, offline if you can)\n",
+            dir.join("ca.crt").display(),
+            dir.join("ca.key").display()
+        );
+        text += &format!("  admin:    {}\n", dir.join("admin.crt").display());
+        for (id, cdir) in &controller_dirs {
+            text += &format!(
+                "  {id}:     copy {} to the controller; start it with --config controller.yaml\n",
+                cdir.display()
+            );
+        }
+        text
+    })
 }
 
 /// `kctl create controller`: see [`CreateCommand::Controller`].
@@ -463,16 +505,22 @@ fn create_controller(args: ControllerArgs, global: &GlobalArgs) -> anyhow::Resul
         &controller_yaml(&config)?,
         0o644,
     )?;
-    println!(
-        "controller {id} ({}) prepared in {}: copy it to the controller{} and start it with --config controller.yaml; it fetches the sub-CA key from {seed} and joins",
-        args.address,
-        cdir.display(),
-        if args.csr.is_some() {
-            ", next to the key its CSR was made with (tls.keyFile)"
-        } else {
-            ""
-        }
-    );
+    let mut created = Created::new("controller")
+        .file("directory", &cdir)
+        .file("config", &cdir.join("controller.yaml"));
+    created.identity = Some(format!("kcore://{}/controller/{id}", ctx.cluster));
+    crate::output::print_object(&created, global.output, || {
+        format!(
+            "controller {id} ({}) prepared in {}: copy it to the controller{} and start it with --config controller.yaml; it fetches the sub-CA key from {seed} and joins",
+            args.address,
+            cdir.display(),
+            if args.csr.is_some() {
+                ", next to the key its CSR was made with (tls.keyFile)"
+            } else {
+                ""
+            }
+        ) + "\n"
+    })?;
     Ok(())
 }
 
@@ -490,7 +538,7 @@ fn default_dns_names() -> Vec<String> {
     names
 }
 
-fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
+fn create_csr(args: CsrArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let identity = Identity::new(&args.cluster, args.role, &args.node_id).map_err(|e| {
         Refused::new(
             ErrorCode::InvalidIdentity,
@@ -519,25 +567,29 @@ fn create_csr(args: CsrArgs) -> anyhow::Result<()> {
         kcore_pki::generate_csr(&identity, &names).context("creating the key and CSR")?;
     write(&args.key_out, &key_pem, 0o600)?;
     write(&args.csr_out, &csr_pem, 0o644)?;
-    if args.role == Role::Metrics {
-        println!(
-            "key {} (0600) and CSR {} for {}; have the operator run `kctl create metrics-cert {} --csr FILE`",
+    let mut created = Created::new("csr")
+        .file("key", &args.key_out)
+        .file("csr", &args.csr_out);
+    created.identity = Some(identity.uri());
+    crate::output::print_object(&created, global.output, || {
+        if args.role == Role::Metrics {
+            return format!(
+                "key {} (0600) and CSR {} for {}; have the operator run `kctl create metrics-cert {} --csr FILE`\n",
+                args.key_out.display(),
+                args.csr_out.display(),
+                identity.uri(),
+                args.node_id
+            );
+        }
+        format!(
+            "key {} (0600) and CSR {} for {} ({}); have the operator run `kctl create node-cert --node-id {} --csr FILE --out FILE`\n",
             args.key_out.display(),
             args.csr_out.display(),
             identity.uri(),
+            names.join(", "),
             args.node_id
-        );
-        return Ok(());
-    }
-    println!(
-        "key {} (0600) and CSR {} for {} ({}); have the operator run `kctl create node-cert --node-id {} --csr FILE --out FILE`",
-        args.key_out.display(),
-        args.csr_out.display(),
-        identity.uri(),
-        names.join(", "),
-        args.node_id
-    );
-    Ok(())
+        )
+    })
 }
 
 async fn create_node_cert(
@@ -576,13 +628,20 @@ async fn create_node_cert(
             .with_context(|| format!("cannot read {}", ctx.ca_file.display()))?;
         write(ca_out, &ca, 0o644)?;
     }
-    println!(
-        "certificate for node {:?} written to {} (expires {})",
-        args.node_id,
-        args.out.display(),
-        crate::escape::escape(&not_after)
-    );
-    Ok(())
+    let mut created = Created::new("node-cert").file("certificate", &args.out);
+    if let Some(ca_out) = &args.ca_out {
+        created = created.file("ca", ca_out);
+    }
+    created.identity = Some(format!("kcore://{}/node/{}", ctx.cluster, args.node_id));
+    created.expires = Some(not_after.clone());
+    crate::output::print_object(&created, global.output, || {
+        format!(
+            "certificate for node {:?} written to {} (expires {})\n",
+            args.node_id,
+            args.out.display(),
+            crate::escape::escape(&not_after)
+        )
+    })
 }
 
 /// Signs `csr_pem` for `identity` with the context's own sub-CA key on this machine
@@ -669,23 +728,31 @@ async fn create_metrics_cert(
     let ca = std::fs::read_to_string(&ctx.ca_file)
         .with_context(|| format!("cannot read {}", ctx.ca_file.display()))?;
     write(&ca_path, &ca, 0o644)?;
-    println!(
-        "certificate for {} written to {} (expires {}); CA {}",
-        identity.uri(),
-        cert_path.display(),
-        crate::escape::escape(&not_after),
-        ca_path.display()
-    );
+    let mut created = Created::new("metrics-cert")
+        .file("certificate", &cert_path)
+        .file("ca", &ca_path);
     if key_pem.is_some() {
-        println!(
-            "  key {} (0600): copy it to the scraper with the certificate",
-            key_path.display()
-        );
+        created = created.file("key", &key_path);
     }
-    println!(
-        "  Prometheus: scheme https, tls_config {{ ca_file, cert_file, key_file }} with these files (docs/metrics.md)"
-    );
-    Ok(())
+    created.identity = Some(identity.uri());
+    created.expires = Some(not_after.clone());
+    crate::output::print_object(&created, global.output, || {
+        let mut text = format!(
+            "certificate for {} written to {} (expires {}); CA {}\n",
+            identity.uri(),
+            cert_path.display(),
+            crate::escape::escape(&not_after),
+            ca_path.display()
+        );
+        if key_pem.is_some() {
+            text += &format!(
+                "  key {} (0600): copy it to the scraper with the certificate\n",
+                key_path.display()
+            );
+        }
+        text += "  Prometheus: scheme https, tls_config { ca_file, cert_file, key_file } with these files (docs/metrics.md)\n";
+        text
+    })
 }
 
 #[cfg(test)]

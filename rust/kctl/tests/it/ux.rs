@@ -148,6 +148,88 @@ async fn every_data_command_prints_json_with_o_json() {
         let value: Result<serde_json::Value, _> = serde_json::from_str(&out);
         assert!(value.is_ok(), "kctl {}: not JSON:\n{out}", args.join(" "));
     }
+    // The `create` commands report what they made: identity, files and expiry.
+    let path = |name: &str| lab.home().join(name).to_str().unwrap().to_string();
+    let (key, csr, crt) = (path("n.key"), path("n.csr"), path("n.crt"));
+    let creates: &[(&[&str], &str)] = &[
+        (
+            &[
+                "create",
+                "csr",
+                "--node-id",
+                "n-json",
+                "--cluster",
+                "lab",
+                "--key-out",
+                &key,
+                "--csr-out",
+                &csr,
+                "--dns",
+                "127.0.0.1",
+            ],
+            "kcore://lab/node/n-json",
+        ),
+        (
+            &[
+                "create",
+                "node-cert",
+                "--offline",
+                "--node-id",
+                "n-json",
+                "--csr",
+                &csr,
+                "--out",
+                &crt,
+            ],
+            "kcore://lab/node/n-json",
+        ),
+        (
+            &[
+                "create",
+                "metrics-cert",
+                "prom-json",
+                "--offline",
+                "--out",
+                &path("m"),
+            ],
+            "kcore://lab/metrics/prom-json",
+        ),
+        (
+            &[
+                "create",
+                "controller",
+                "--address",
+                "127.0.0.1:19999",
+                "--out",
+                &path("c"),
+            ],
+            "kcore://lab/controller/",
+        ),
+    ];
+    for (args, identity) in creates {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let out = ok(kctl(lab.home(), &full).await);
+        let value: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("kctl {}: not JSON ({e}):\n{out}", args.join(" ")));
+        assert!(
+            value["identity"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(identity),
+            "kctl {}: {value:#}",
+            args.join(" ")
+        );
+        let files = value["files"].as_object().expect("files");
+        assert!(!files.is_empty(), "{value:#}");
+        for file in files.values() {
+            assert!(
+                std::path::Path::new(file.as_str().unwrap()).exists(),
+                "kctl {}: {file} does not exist",
+                args.join(" ")
+            );
+        }
+    }
     let current: serde_json::Value = serde_json::from_str(&ok(kctl(
         lab.home(),
         &["config", "current-context", "-o", "json"],
@@ -156,4 +238,47 @@ async fn every_data_command_prints_json_with_o_json() {
     .unwrap();
     assert_eq!(current["currentContext"], "lab");
     lab.stop().await;
+}
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), `-vv` log lines are
+/// coloured; with `NO_COLOR` set they are plain, and so is clap's usage error. The first
+/// half shows the check can see colour at all.
+#[test]
+fn no_color_turns_colour_off_on_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: util-linux `script` is not on PATH");
+        return;
+    }
+    let kctl = env!("CARGO_BIN_EXE_kctl");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let on_a_terminal = |no_color: bool, args: &str| {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &format!("{kctl} {args}"), "/dev/null"])
+            .env("HOME", std::env::temp_dir())
+            .env_remove("NO_COLOR");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let logs = format!("-vv node disks --node {dead} -k");
+    let coloured = on_a_terminal(false, &logs);
+    assert!(coloured.contains("DEBUG"), "{coloured}");
+    assert!(
+        coloured.contains("\x1b["),
+        "colour on a terminal: {coloured:?}"
+    );
+    let plain = on_a_terminal(true, &logs);
+    assert!(plain.contains("DEBUG"), "{plain}");
+    assert!(!plain.contains("\x1b["), "NO_COLOR: {plain:?}");
+    let usage = on_a_terminal(true, "node no-such-command");
+    assert!(usage.contains("unrecognized subcommand"), "{usage}");
+    assert!(!usage.contains("\x1b["), "NO_COLOR: {usage:?}");
 }

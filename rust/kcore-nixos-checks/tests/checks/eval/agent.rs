@@ -25,7 +25,9 @@ fn expected_agent_yaml(storage: Value) -> Value {
             "disko": fake("disko", "disko"),
             "lsblk": fake("util-linux", "lsblk"),
             "qemu-system-x86_64": fake("qemu_kvm", "qemu-system-x86_64"),
-            "qemu-img": fake("qemu_kvm", "qemu-img")
+            "qemu-img": fake("qemu_kvm", "qemu-img"),
+            // No systemd-boot here, so GRUB is on (the stubs follow grub.nix and systemd-boot.nix).
+            "grub-reboot": format!("{FAKE_STORE}grub2/sbin/grub-reboot")
         }
     })
 }
