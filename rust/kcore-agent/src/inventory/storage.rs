@@ -111,6 +111,55 @@ pub fn parse_lvs(json: &str) -> Result<Vec<LogicalVolume>, InventoryError> {
         .collect()
 }
 
+/// The thin pool new VM volumes of `vg` go into, from the LVs `lvs` reports (any VGs):
+/// the `configured` one (`storage.lvm.thinPool`), else the VG's only thin pool, else none
+/// (linear LVs). The error says what is wrong with the setting or the VG. One rule for the
+/// volume code (where an LV is made) and the report (which free space the scheduler counts).
+pub fn thin_pool_of<'a>(
+    lvs: &'a [LogicalVolume],
+    vg: &str,
+    configured: Option<&str>,
+) -> Result<Option<&'a LogicalVolume>, String> {
+    // lvs(8) `lv_attr`: the first character is the volume type, `t` for a thin pool.
+    let in_vg = || lvs.iter().filter(move |l| l.vg_name == vg);
+    if let Some(pool) = configured {
+        return match in_vg().find(|l| l.name == pool) {
+            Some(l) if l.attr.starts_with('t') => Ok(Some(l)),
+            Some(_) => Err(format!(
+                "storage.lvm.thinPool: {vg}/{pool} is not a thin pool"
+            )),
+            None => Err(format!(
+                "storage.lvm.thinPool: {vg} has no LV {pool}; create it or fix the setting"
+            )),
+        };
+    }
+    let pools: Vec<&LogicalVolume> = in_vg().filter(|l| l.attr.starts_with('t')).collect();
+    match pools[..] {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(format!(
+            "{vg} has several thin pools ({}): name one in storage.lvm.thinPool",
+            pools
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// A thin pool's free data space: its `lv_size` times `100 - data_percent` (lvs prints the
+/// pool's data usage as a percent with two decimals, e.g. `"12.50"`). `None` when lvs gave
+/// no usable percent.
+pub fn thin_pool_free_bytes(pool: &LogicalVolume) -> Option<u64> {
+    let used: f64 = pool.data_percent.as_deref()?.trim().parse().ok()?;
+    if !(0.0..=100.0).contains(&used) {
+        return None;
+    }
+    // Rounded down: never more than the pool has.
+    Some((pool.size_bytes as f64 * (100.0 - used) / 100.0).floor() as u64)
+}
+
 /// `zpool list -H -p -o name,size,alloc,free,health`.
 pub fn parse_zpool_list(text: &str) -> Result<Vec<ZfsPool>, InventoryError> {
     text.lines()
