@@ -46,7 +46,7 @@ pub(super) fn poweroff_sector() -> Vec<u8> {
 }
 
 /// The same, idling instead of powering off (`jc idle` became `jmp idle`: 0x72 -> 0xeb).
-fn stay_sector() -> Vec<u8> {
+pub(super) fn stay_sector() -> Vec<u8> {
     let mut s = poweroff_sector();
     assert_eq!(s[26], 0x72);
     s[26] = 0xeb;

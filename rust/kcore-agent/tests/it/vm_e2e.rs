@@ -13,7 +13,7 @@ use kcore_controller::config::{ControllerConfig, ControllerTls};
 use serde_json::Value;
 
 use super::support::*;
-use super::vm::{Rig, marker_on, name, poweroff_sector, stand_in_pid, tools_present};
+use super::vm::{Rig, marker_on, name, poweroff_sector, stand_in_pid, stay_sector, tools_present};
 
 struct Controller {
     addr: String,
@@ -73,6 +73,37 @@ async fn controller(pki: &Pki) -> Controller {
     }
 }
 
+/// The managed agent of node `node-1` on the filesystem backend, talking to `controller`;
+/// the same directories each time, so a second start is the same node restarting.
+async fn start_agent(node: &Node, pki: &Pki, controller: &str) -> Running {
+    start(
+        node.config(
+            "managed",
+            Some(pki),
+            json!({
+                "controllers": [controller],
+                "heartbeatIntervalSeconds": 1,
+                "storage": {
+                    "backend": "filesystem",
+                    "filesystemVolumeDir": node.path("volumes"),
+                    "imageCacheDir": node.path("images"),
+                },
+                "vm": {
+                    "stateDir": node.path("vms"),
+                    "logDir": node.path("vmlogs"),
+                    "accelerator": "tcg",
+                    "stopTimeoutSeconds": 3,
+                },
+            }),
+        ),
+        RuntimeOptions {
+            unit_result_helper: unit_result_helper(),
+            ..RuntimeOptions::default()
+        },
+    )
+    .await
+}
+
 /// The VM object as the controller has it; `None` once it is gone (404).
 async fn vm_object(admin: &Client, vm: &str) -> Option<Value> {
     match admin.get_json::<Value>(&format!("/v1/vms/{vm}")).await {
@@ -80,6 +111,36 @@ async fn vm_object(admin: &Client, vm: &str) -> Option<Value> {
         Err(err) if code(&err) == "NOT_FOUND" => None,
         Err(err) => panic!("GET /v1/vms/{vm}: {err}"),
     }
+}
+
+async fn apply(admin: &Client, object: &Value) {
+    let name = object["metadata"]["name"].as_str().unwrap();
+    let _: Value = admin
+        .put_json(&format!("/v1/vms/{name}"), object)
+        .await
+        .unwrap();
+}
+
+/// `kctl delete vm`, then waits (bounded, 60 s) until the node confirmed and the object went.
+async fn delete_and_wait_gone(admin: &Client, vm: &str) {
+    let deleted: Deleted = admin.delete(&format!("/v1/vms/{vm}")).await.unwrap();
+    assert!(
+        deleted.pending.is_some(),
+        "placed, so it waits for the node: {deleted:?}"
+    );
+    for _ in 0..600 {
+        if vm_object(admin, vm).await.is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{vm}: the object is still there after the delete");
+}
+
+fn with_running(manifest: &Value, running: bool) -> Value {
+    let mut m = manifest.clone();
+    m["spec"]["running"] = json!(running);
+    m
 }
 
 fn status_of(object: &Value) -> VmStatus {
@@ -126,32 +187,7 @@ async fn a_vm_applied_to_a_real_controller_is_placed_run_and_deleted_by_a_real_a
     let node = Node::new();
     let volumes = node.path("volumes");
     std::fs::create_dir_all(&volumes).unwrap();
-    let agent = start(
-        node.config(
-            "managed",
-            Some(&pki),
-            json!({
-                "controllers": [ctl.addr],
-                "heartbeatIntervalSeconds": 1,
-                "storage": {
-                    "backend": "filesystem",
-                    "filesystemVolumeDir": volumes,
-                    "imageCacheDir": node.path("images"),
-                },
-                "vm": {
-                    "stateDir": node.path("vms"),
-                    "logDir": node.path("vmlogs"),
-                    "accelerator": "tcg",
-                    "stopTimeoutSeconds": 3,
-                },
-            }),
-        ),
-        RuntimeOptions {
-            unit_result_helper: unit_result_helper(),
-            ..RuntimeOptions::default()
-        },
-    )
-    .await;
+    let agent = start_agent(&node, &pki, &ctl.addr).await;
     for _ in 0..600 {
         let list: NodeList = admin.get_json("/v1/nodes").await.unwrap();
         if list.items.iter().any(|n| n.status == NodeStatus::Ready) {
@@ -222,12 +258,7 @@ async fn a_vm_applied_to_a_real_controller_is_placed_run_and_deleted_by_a_real_a
     // `kctl vm stop` then `kctl vm start`: `spec.running` in an apply, a new generation
     // each. Stopped at generation 2; started again at 3, the guest runs (its marker, wiped
     // here while it is stopped, is back) and powers off again.
-    let mut stop = manifest.clone();
-    stop["spec"]["running"] = json!(false);
-    let _: Value = admin
-        .put_json(&format!("/v1/vms/{vm}"), &stop)
-        .await
-        .unwrap();
+    apply(&admin, &with_running(&manifest, false)).await;
     until_status(&admin, &vm, "Stopped at generation 2", |s| {
         s.phase == Some(VmPhase::Stopped) && s.observed_generation == 2
     })
@@ -236,12 +267,7 @@ async fn a_vm_applied_to_a_real_controller_is_placed_run_and_deleted_by_a_real_a
     bytes[512..1024].fill(0);
     std::fs::write(&path, &bytes).unwrap();
     assert!(!marker_on(&path));
-    let mut start_again = manifest.clone();
-    start_again["spec"]["running"] = json!(true);
-    let _: Value = admin
-        .put_json(&format!("/v1/vms/{vm}"), &start_again)
-        .await
-        .unwrap();
+    apply(&admin, &with_running(&manifest, true)).await;
     let again = until_status(&admin, &vm, "run and stop again at generation 3", |s| {
         s.phase == Some(VmPhase::Stopped)
             && s.observed_generation == 3
@@ -258,22 +284,87 @@ async fn a_vm_applied_to_a_real_controller_is_placed_run_and_deleted_by_a_real_a
     assert!(marker_on(&path), "the guest ran again: {again:?}");
     assert_eq!(again.volume, Some(volume), "the same volume");
 
-    // Delete: Deleting while the node works, the node removes exactly its volume, gone.
-    let deleted: Deleted = admin.delete(&format!("/v1/vms/{vm}")).await.unwrap();
-    assert!(deleted.pending.is_some(), "{deleted:?}");
-    let mut gone = false;
-    for _ in 0..600 {
-        if vm_object(&admin, &vm).await.is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "the VM object is gone once the node confirmed");
+    // A second VM on the node whose guest idles and ignores ACPI: Running on the
+    // controller; `running: false` makes the agent stop it (killed after
+    // `stopTimeoutSeconds`), `true` starts it again.
+    let idle = name("e2e-idle");
+    let idle_manifest = json!({
+        "kind": "VM",
+        "metadata": {"name": idle},
+        "spec": {
+            "storageBackend": "filesystem",
+            "storageSizeBytes": "4M",
+            "image": images.serve("idle.raw", &stay_sector(), 1 << 20, false),
+            "memoryBytes": "64M",
+        },
+    });
+    apply(&admin, &idle_manifest).await;
+    let running = until_status(&admin, &idle, "Running", |s| {
+        s.phase == Some(VmPhase::Running) && s.observed_generation == 1
+    })
+    .await;
+    assert_eq!(running.node.as_deref(), Some("node-1"));
+    assert!(stand_in_pid(&idle).is_some(), "its unit runs");
+    apply(&admin, &with_running(&idle_manifest, false)).await;
+    let stopped = until_status(&admin, &idle, "Stopped by the agent", |s| {
+        s.phase == Some(VmPhase::Stopped) && s.observed_generation == 2
+    })
+    .await;
+    assert!(
+        stopped
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not power off"),
+        "{stopped:?}"
+    );
+    assert_eq!(stand_in_pid(&idle), None);
+    apply(&admin, &with_running(&idle_manifest, true)).await;
+    until_status(&admin, &idle, "Running again", |s| {
+        s.phase == Some(VmPhase::Running) && s.observed_generation == 3
+    })
+    .await;
+    let idle_path = volumes.join(format!("{idle}.raw"));
+
+    // The agent restarts while the guest runs: the new agent finds the guest's unit and
+    // leaves it (same process), and acts on the next generation (an extra CPU, which a
+    // running guest takes at its next start).
+    let pid = stand_in_pid(&idle).expect("its unit runs");
+    agent.stop().await;
+    let agent = start_agent(&node, &pki, &ctl.addr).await;
+    let mut more_cpus = idle_manifest.clone();
+    more_cpus["spec"]["cpus"] = json!(2);
+    apply(&admin, &more_cpus).await;
+    until_status(
+        &admin,
+        &idle,
+        "generation 4 seen by the restarted agent",
+        |s| s.phase == Some(VmPhase::Running) && s.observed_generation == 4,
+    )
+    .await;
+    assert_eq!(
+        stand_in_pid(&idle).as_deref(),
+        Some(pid.as_str()),
+        "not started twice"
+    );
+
+    // Delete of the stopped VM: the node removes exactly its volume; the running one, its
+    // file and the foreign file stay.
+    delete_and_wait_gone(&admin, &vm).await;
     assert!(!path.exists(), "its volume was removed");
-    assert_eq!(std::fs::read(&foreign).unwrap(), b"not kcore's");
-    assert_eq!(stand_in_pid(&vm), None, "no unit left");
     assert!(!node.path("vms").join(format!("{vm}.json")).exists());
+    assert!(idle_path.exists());
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"not kcore's");
+    assert_eq!(
+        status_of(&vm_object(&admin, &idle).await.unwrap()).phase,
+        Some(VmPhase::Running)
+    );
+
+    // Delete of the running VM: its guest is stopped before its volume goes.
+    delete_and_wait_gone(&admin, &idle).await;
+    assert_eq!(stand_in_pid(&idle), None, "no unit left");
+    assert!(!idle_path.exists());
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"not kcore's");
 
     agent.stop().await;
     let _ = ctl.stop.send(());
