@@ -249,6 +249,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn thin_pool_rule_and_free_data_space_on_the_lvs_fixture() {
+        let lvs = parse_lvs(include_str!("../../tests/fixtures/lvs.json")).unwrap();
+        // The VG's only thin pool, found with and without the setting.
+        let pool = thin_pool_of(&lvs, "vg_kcore", None).unwrap().unwrap();
+        assert_eq!(pool.name, "pool");
+        assert_eq!(
+            thin_pool_of(&lvs, "vg_kcore", Some("pool"))
+                .unwrap()
+                .unwrap()
+                .name,
+            "pool"
+        );
+        // 10716446720 B at 0.01% used: 1071644.672 B used, rounded down what is left.
+        assert_eq!(thin_pool_free_bytes(pool), Some(10715375075));
+        // vg_other has only a linear LV: no pool, linear volumes.
+        assert_eq!(thin_pool_of(&lvs, "vg_other", None).unwrap(), None);
+        // A setting naming a thin volume or nothing is refused, naming the setting.
+        let err = thin_pool_of(&lvs, "vg_kcore", Some("kcore-meta")).unwrap_err();
+        assert!(
+            err.starts_with("storage.lvm.thinPool: vg_kcore/kcore-meta is not a thin pool"),
+            "{err}"
+        );
+        let err = thin_pool_of(&lvs, "vg_kcore", Some("absent")).unwrap_err();
+        assert!(err.contains("has no LV absent"), "{err}");
+        // Two pools and no setting: which one is ambiguous.
+        let mut two = lvs.clone();
+        two.push(LogicalVolume {
+            name: "pool2".into(),
+            ..pool.clone()
+        });
+        let err = thin_pool_of(&two, "vg_kcore", None).unwrap_err();
+        assert!(err.contains("several thin pools (pool, pool2)"), "{err}");
+        // A percent lvs did not give (inactive pool) or out of range: unknown, not 0.
+        for bad in ["", "n/a", "101.00"] {
+            let p = LogicalVolume {
+                data_percent: Some(bad.into()),
+                ..pool.clone()
+            };
+            assert_eq!(thin_pool_free_bytes(&p), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn lvm_fixtures() {
         let vgs = parse_vgs(include_str!("../../tests/fixtures/vgs.json")).unwrap();
         assert_eq!(vgs.len(), 2);
