@@ -29,6 +29,9 @@ pub fn report_from_config(config: &AgentConfig) -> NodeReport {
             report.volume_group = Some(VolumeGroupReport {
                 name: storage.lvm.vg_name.clone(),
                 lv_prefix: storage.lvm.lv_prefix.clone(),
+                // The configured pool, if any; the storage view resolves it (or finds the
+                // VG's only one) and adds its free space.
+                thin_pool: storage.lvm.thin_pool.clone(),
                 ..Default::default()
             });
         }
@@ -63,6 +66,18 @@ pub fn apply_storage_view(report: &mut StorageReport, view: &StorageView) {
     {
         vg.size_bytes = Some(found.size_bytes);
         vg.free_bytes = Some(found.free_bytes);
+        // The pool new volumes go into, by the volume code's own rule; a configured pool
+        // that is missing keeps its name without free space (the scheduler sees no room,
+        // as creating a volume there would fail).
+        match super::storage::thin_pool_of(&lvm.logical_volumes, &vg.name, vg.thin_pool.as_deref())
+        {
+            Ok(Some(pool)) => {
+                vg.thin_pool = Some(pool.name.clone());
+                vg.thin_pool_free_bytes = super::storage::thin_pool_free_bytes(pool);
+            }
+            Ok(None) => vg.thin_pool = None,
+            Err(e) => tracing::debug!("thin pool for the controller: {e}"),
+        }
     }
     if let (Some(pool), Some(zfs)) = (report.pool.as_mut(), view.zfs.as_ref())
         && let Some(found) = zfs.pools.iter().find(|p| p.name == pool.name)
@@ -218,6 +233,100 @@ mod tests {
         assert_eq!(report.storage.backend, Some(StorageBackend::Lvm));
         assert_eq!(report.storage.volume_group.as_ref().unwrap().name, "vg_x");
         assert!(report.storage.pool.is_none());
+    }
+
+    /// `lvs --reportformat json --units b --nosuffix -o
+    /// lv_name,vg_name,lv_size,lv_attr,pool_lv,data_percent` as LVM 2.03 prints it: a thin
+    /// pool at 25% data use, a thin volume in it, a linear LV, and a pool in another VG.
+    const LVS_WITH_POOL: &str = r#"{"report": [{"lv": [
+        {"lv_name":"thinpool", "vg_name":"vg_kcore", "lv_size":"134217728", "lv_attr":"twi-aotz--", "pool_lv":"", "data_percent":"25.00"},
+        {"lv_name":"kcore-web", "vg_name":"vg_kcore", "lv_size":"8388608", "lv_attr":"Vwi-a-tz--", "pool_lv":"thinpool", "data_percent":"100.00"},
+        {"lv_name":"meta", "vg_name":"vg_kcore", "lv_size":"4194304", "lv_attr":"-wi-a-----", "pool_lv":"", "data_percent":""},
+        {"lv_name":"other", "vg_name":"vg_other", "lv_size":"1073741824", "lv_attr":"twi-aotz--", "pool_lv":"", "data_percent":"0.00"}
+    ]}]}"#;
+
+    fn lvm_report(thin_pool: Option<&str>) -> StorageReport {
+        StorageReport {
+            backend: Some(StorageBackend::Lvm),
+            volume_group: Some(VolumeGroupReport {
+                name: "vg_kcore".into(),
+                thin_pool: thin_pool.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn lvm_view(lvs: &str) -> StorageView {
+        StorageView {
+            backend: "lvm".into(),
+            lvm: Some(kcore_api::inventory::LvmView {
+                vg_name: "vg_kcore".into(),
+                volume_groups: vec![kcore_api::inventory::VolumeGroup {
+                    name: "vg_kcore".into(),
+                    size_bytes: 1 << 30,
+                    free_bytes: 512 << 20,
+                    pv_count: 1,
+                    lv_count: 3,
+                }],
+                logical_volumes: super::super::storage::parse_lvs(lvs).unwrap(),
+            }),
+            zfs: None,
+            mounts: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn storage_view_fills_the_thin_pool_and_its_free_data_space_from_lvs() {
+        // The VG's only pool, found without configuration: 128 MiB at 25% used.
+        let mut report = lvm_report(None);
+        apply_storage_view(&mut report, &lvm_view(LVS_WITH_POOL));
+        let vg = report.volume_group.as_ref().unwrap();
+        assert_eq!(vg.thin_pool.as_deref(), Some("thinpool"));
+        assert_eq!(vg.thin_pool_free_bytes, Some(96 << 20));
+        assert_eq!(vg.free_bytes, Some(512 << 20));
+        // What the scheduler counts for this node (the controller's own function).
+        assert_eq!(
+            kcore_controller::vm::scheduler::free_bytes(&report),
+            Some(96 << 20)
+        );
+
+        // Configured and present: the same; configured but missing: named, no free space.
+        let mut report = lvm_report(Some("thinpool"));
+        apply_storage_view(&mut report, &lvm_view(LVS_WITH_POOL));
+        assert_eq!(
+            report.volume_group.as_ref().unwrap().thin_pool_free_bytes,
+            Some(96 << 20)
+        );
+        let mut report = lvm_report(Some("absent"));
+        apply_storage_view(&mut report, &lvm_view(LVS_WITH_POOL));
+        let vg = report.volume_group.as_ref().unwrap();
+        assert_eq!(
+            (vg.thin_pool.as_deref(), vg.thin_pool_free_bytes),
+            (Some("absent"), None)
+        );
+
+        // No pool in the VG (the other VG's pool does not count): linear, the VG's space.
+        let linear = r#"{"report": [{"lv": [
+            {"lv_name":"other", "vg_name":"vg_other", "lv_size":"1073741824", "lv_attr":"twi-aotz--", "pool_lv":"", "data_percent":"0.00"}
+        ]}]}"#;
+        let mut report = lvm_report(None);
+        apply_storage_view(&mut report, &lvm_view(linear));
+        let vg = report.volume_group.as_ref().unwrap();
+        assert_eq!(
+            (vg.thin_pool.as_deref(), vg.thin_pool_free_bytes),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn report_from_config_carries_the_configured_thin_pool() {
+        let yaml = "nodeId: n1\nstorage:\n  backend: lvm\n  lvm: { vgName: vg_x, thinPool: pool }\nmode: install\n";
+        let config = AgentConfig::parse(yaml, std::path::Path::new("a.yaml")).unwrap();
+        let report = report_from_config(&config);
+        let vg = report.storage.volume_group.unwrap();
+        assert_eq!(vg.thin_pool.as_deref(), Some("pool"));
     }
 
     #[test]

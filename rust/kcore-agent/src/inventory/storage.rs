@@ -111,6 +111,55 @@ pub fn parse_lvs(json: &str) -> Result<Vec<LogicalVolume>, InventoryError> {
         .collect()
 }
 
+/// The thin pool new VM volumes of `vg` go into, from the LVs `lvs` reports (any VGs):
+/// the `configured` one (`storage.lvm.thinPool`), else the VG's only thin pool, else none
+/// (linear LVs). The error says what is wrong with the setting or the VG. One rule for the
+/// volume code (where an LV is made) and the report (which free space the scheduler counts).
+pub fn thin_pool_of<'a>(
+    lvs: &'a [LogicalVolume],
+    vg: &str,
+    configured: Option<&str>,
+) -> Result<Option<&'a LogicalVolume>, String> {
+    // lvs(8) `lv_attr`: the first character is the volume type, `t` for a thin pool.
+    let in_vg = || lvs.iter().filter(move |l| l.vg_name == vg);
+    if let Some(pool) = configured {
+        return match in_vg().find(|l| l.name == pool) {
+            Some(l) if l.attr.starts_with('t') => Ok(Some(l)),
+            Some(_) => Err(format!(
+                "storage.lvm.thinPool: {vg}/{pool} is not a thin pool"
+            )),
+            None => Err(format!(
+                "storage.lvm.thinPool: {vg} has no LV {pool}; create it or fix the setting"
+            )),
+        };
+    }
+    let pools: Vec<&LogicalVolume> = in_vg().filter(|l| l.attr.starts_with('t')).collect();
+    match pools[..] {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(format!(
+            "{vg} has several thin pools ({}): name one in storage.lvm.thinPool",
+            pools
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// A thin pool's free data space: its `lv_size` times `100 - data_percent` (lvs prints the
+/// pool's data usage as a percent with two decimals, e.g. `"12.50"`). `None` when lvs gave
+/// no usable percent.
+pub fn thin_pool_free_bytes(pool: &LogicalVolume) -> Option<u64> {
+    let used: f64 = pool.data_percent.as_deref()?.trim().parse().ok()?;
+    if !(0.0..=100.0).contains(&used) {
+        return None;
+    }
+    // Rounded down: never more than the pool has.
+    Some((pool.size_bytes as f64 * (100.0 - used) / 100.0).floor() as u64)
+}
+
 /// `zpool list -H -p -o name,size,alloc,free,health`.
 pub fn parse_zpool_list(text: &str) -> Result<Vec<ZfsPool>, InventoryError> {
     text.lines()
@@ -198,6 +247,49 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thin_pool_rule_and_free_data_space_on_the_lvs_fixture() {
+        let lvs = parse_lvs(include_str!("../../tests/fixtures/lvs.json")).unwrap();
+        // The VG's only thin pool, found with and without the setting.
+        let pool = thin_pool_of(&lvs, "vg_kcore", None).unwrap().unwrap();
+        assert_eq!(pool.name, "pool");
+        assert_eq!(
+            thin_pool_of(&lvs, "vg_kcore", Some("pool"))
+                .unwrap()
+                .unwrap()
+                .name,
+            "pool"
+        );
+        // 10716446720 B at 0.01% used: 1071644.672 B used, rounded down what is left.
+        assert_eq!(thin_pool_free_bytes(pool), Some(10715375075));
+        // vg_other has only a linear LV: no pool, linear volumes.
+        assert_eq!(thin_pool_of(&lvs, "vg_other", None).unwrap(), None);
+        // A setting naming a thin volume or nothing is refused, naming the setting.
+        let err = thin_pool_of(&lvs, "vg_kcore", Some("kcore-meta")).unwrap_err();
+        assert!(
+            err.starts_with("storage.lvm.thinPool: vg_kcore/kcore-meta is not a thin pool"),
+            "{err}"
+        );
+        let err = thin_pool_of(&lvs, "vg_kcore", Some("absent")).unwrap_err();
+        assert!(err.contains("has no LV absent"), "{err}");
+        // Two pools and no setting: which one is ambiguous.
+        let mut two = lvs.clone();
+        two.push(LogicalVolume {
+            name: "pool2".into(),
+            ..pool.clone()
+        });
+        let err = thin_pool_of(&two, "vg_kcore", None).unwrap_err();
+        assert!(err.contains("several thin pools (pool, pool2)"), "{err}");
+        // A percent lvs did not give (inactive pool) or out of range: unknown, not 0.
+        for bad in ["", "n/a", "101.00"] {
+            let p = LogicalVolume {
+                data_percent: Some(bad.into()),
+                ..pool.clone()
+            };
+            assert_eq!(thin_pool_free_bytes(&p), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn lvm_fixtures() {

@@ -166,31 +166,9 @@ async fn thin_pool_for(
     configured: Option<&str>,
 ) -> Result<Option<String>, VmError> {
     let lvs = lvs(host, vg).await?;
-    if let Some(pool) = configured {
-        return match lvs.iter().find(|l| l.name == pool) {
-            Some(l) if l.attr.starts_with('t') => Ok(Some(pool.to_string())),
-            Some(_) => Err(VmError::Refused(format!(
-                "storage.lvm.thinPool: {vg}/{pool} is not a thin pool"
-            ))),
-            None => Err(VmError::Refused(format!(
-                "storage.lvm.thinPool: {vg} has no LV {pool}; create it or fix the setting"
-            ))),
-        };
-    }
-    // lvs(8) `lv_attr`: the first character is the volume type, `t` for a thin pool.
-    let pools: Vec<&str> = lvs
-        .iter()
-        .filter(|l| l.attr.starts_with('t'))
-        .map(|l| l.name.as_str())
-        .collect();
-    match pools[..] {
-        [] => Ok(None),
-        [one] => Ok(Some(one.to_string())),
-        _ => Err(VmError::Refused(format!(
-            "{vg} has several thin pools ({}): name one in storage.lvm.thinPool",
-            pools.join(", ")
-        ))),
-    }
+    crate::inventory::storage::thin_pool_of(&lvs, vg, configured)
+        .map(|pool| pool.map(|l| l.name.clone()))
+        .map_err(VmError::Refused)
 }
 
 /// Create the volume at `size_bytes`; the caller has checked it does not exist and recorded

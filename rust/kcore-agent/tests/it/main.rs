@@ -9,7 +9,8 @@
 //! trial boots against the real fleet flake of `rollout_rig`), `rollout_fleet` (a real controller
 //! and five real agents running rollouts through the assignment loop), `metrics` (`/metrics`),
 //! `vm` (the VM reconciler: volumes, image import and real QEMU guests on the filesystem
-//! backend). Tests that use a stand-in
+//! backend), `vm_e2e` (a real controller and a real agent placing, running and deleting a
+//! VM). Tests that use a stand-in
 //! say so in their names.
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
@@ -26,3 +27,4 @@ mod rollout_rig;
 mod support;
 mod tls;
 mod vm;
+mod vm_e2e;

@@ -33,7 +33,7 @@ use super::support::{json, support, unit_result_helper};
 const MARKER: &[u8] = b"KCORE-VM-MARKER: written by the guest from its boot sector\n";
 
 /// The boot sector that writes the marker and powers off.
-fn poweroff_sector() -> Vec<u8> {
+pub(super) fn poweroff_sector() -> Vec<u8> {
     let mut s = vec![
         0xfa, 0x31, 0xc0, 0x8e, 0xd8, 0x8e, 0xc0, 0x8e, 0xd0, 0xbc, 0x00, 0x7c, 0xfb, 0xb8, 0x01,
         0x03, 0xb9, 0x02, 0x00, 0x30, 0xf6, 0xbb, 0x26, 0x7c, 0xcd, 0x13, 0x72, 0x07, 0xba, 0x04,
@@ -46,14 +46,14 @@ fn poweroff_sector() -> Vec<u8> {
 }
 
 /// The same, idling instead of powering off (`jc idle` became `jmp idle`: 0x72 -> 0xeb).
-fn stay_sector() -> Vec<u8> {
+pub(super) fn stay_sector() -> Vec<u8> {
     let mut s = poweroff_sector();
     assert_eq!(s[26], 0x72);
     s[26] = 0xeb;
     s
 }
 
-fn tools_present() -> bool {
+pub(super) fn tools_present() -> bool {
     let ok = ["qemu-system-x86_64", "qemu-img"]
         .iter()
         .all(|t| which_on_path(t).is_some());
@@ -72,11 +72,11 @@ fn which_on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Names unique to this test process, so runs never share a stand-in unit.
-fn name(base: &str) -> String {
+pub(super) fn name(base: &str) -> String {
     format!("{base}-{}", std::process::id())
 }
 
-struct Rig {
+pub(super) struct Rig {
     dir: tempfile::TempDir,
     host: VmHost,
     images: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
@@ -85,7 +85,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn new() -> Rig {
+    pub(super) async fn new() -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let volumes = dir.path().join("volumes");
         std::fs::create_dir_all(&volumes).unwrap();
@@ -146,7 +146,7 @@ impl Rig {
 
     /// A raw image of `size` bytes starting with `sector`, served as `file`; `qcow2`
     /// converts it first (the agent converts it back into the volume).
-    fn serve(&self, file: &str, sector: &[u8], size: u64, qcow2: bool) -> String {
+    pub(super) fn serve(&self, file: &str, sector: &[u8], size: u64, qcow2: bool) -> String {
         let raw = self.dir.path().join(format!("{file}.src.raw"));
         let mut bytes = sector.to_vec();
         bytes.resize(size as usize, 0);
@@ -199,7 +199,7 @@ fn node_vm(name: &str, generation: u64, desired: &str, spec: serde_json::Value) 
     .unwrap()
 }
 
-fn stand_in_pid(vm: &str) -> Option<String> {
+pub(super) fn stand_in_pid(vm: &str) -> Option<String> {
     let dir = std::env::var_os("TMPDIR").map_or(PathBuf::from("/tmp"), PathBuf::from);
     std::fs::read_to_string(
         dir.join("kcore-systemd-stand-in")
@@ -208,7 +208,7 @@ fn stand_in_pid(vm: &str) -> Option<String> {
     .ok()
 }
 
-fn marker_on(volume: &Path) -> bool {
+pub(super) fn marker_on(volume: &Path) -> bool {
     let bytes = std::fs::read(volume).unwrap();
     bytes[512..512 + MARKER.len()] == *MARKER
 }
