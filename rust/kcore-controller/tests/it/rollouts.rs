@@ -856,10 +856,12 @@ async fn running_vm(bed: &Bed, name: &str) -> String {
     panic!("{name} never reported Running: {last:#}");
 }
 
+/// A `drainVms` rollout over the five stand-ins in one batch with `maxUnavailable` 1: a
+/// single wave, so only the slot count keeps a second node from starting while one drains.
 fn drain_rollout(name: &str, health_timeout: u64, max_failures: u32) -> Value {
     let mut body = rollout(
         name,
-        json!({"strategyType": "one-at-a-time"}),
+        json!({"strategyType": "batch", "batchSize": 5, "maxUnavailable": 1}),
         "auto",
         max_failures,
     );
@@ -947,6 +949,21 @@ async fn rollout_drain_vms_assigns_a_step_only_once_its_vm_stopped_and_starts_it
         "{host} assigned at {} before its VM stopped at {stopped_at}",
         assigned.at
     );
+    // A draining node takes the one slot: while its guest shut down no other node had a
+    // step in flight.
+    for n in NODES.iter().filter(|n| **n != host) {
+        let at = |what: &str| {
+            recs.iter()
+                .find(|r| r.node == *n && r.what == what)
+                .map(|r| r.at.clone())
+                .unwrap()
+        };
+        let (start, end) = (at(records::ASSIGNED), at("succeeded"));
+        assert!(
+            !(start < stopped_at && stopped_at < end),
+            "{n} was in flight ({start} .. {end}) while {host} drained ({stopped_at})"
+        );
+    }
 }
 
 #[tokio::test]
