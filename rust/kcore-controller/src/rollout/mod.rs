@@ -15,9 +15,14 @@
 //!   never assigned that step again. A node has at most two steps in a rollout: its update
 //!   ([`records::UPDATE_SEQ`]) and its rollback ([`records::ROLLBACK_SEQ`]), which activates
 //!   the generation the update step reported as `previous`.
-//! - `drainVms`: the node is cordoned (`cordon.rollout`, `by: clusterupdate/<name>`) right
-//!   before its step is assigned and uncordoned once no step of this rollout is in flight
-//!   on it; stopping and restarting its VMs is not done yet.
+//! - `drainVms`: the node is cordoned first (`cordon.rollout`, `by: clusterupdate/<name>`),
+//!   which tells its VMs `desired: Stopped` on its assignment ([`crate::vm::node_vms`]);
+//!   its step is assigned only once [`crate::vm::drained`] says they are down. While it
+//!   drains the node counts against `maxUnavailable` (it is cordoned, so it is taken out of
+//!   service already) and its row says `draining: ...`; a drain not done within
+//!   `activation.healthTimeoutSeconds` of the cordon fails the node's step without
+//!   assigning it ([`Drain::TimedOut`]). The cordon is lifted once the step ended, which
+//!   tells the VMs `Running` again; the rollout does not wait for them to come back.
 
 pub mod records;
 
@@ -73,9 +78,19 @@ pub fn tick(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Nodes in flight in any rollout: node -> rollout.
+/// Nodes in flight in any rollout (a step assigned, or draining under its cordon):
+/// node -> rollout.
 fn busy_nodes(state: &AppState) -> BTreeMap<String, String> {
     let mut busy = BTreeMap::new();
+    for (node, record, _) in state.store.nodes() {
+        if let Some(name) = record
+            .cordons
+            .get(CordonHolder::Rollout)
+            .and_then(|c| c.by.strip_prefix("clusterupdate/"))
+        {
+            busy.insert(node, name.to_string());
+        }
+    }
     for object in state
         .store
         .list(Kind::ClusterUpdate, &LabelSelector::default())
@@ -176,7 +191,7 @@ fn step_rollout(state: &AppState, name: &str) -> Result<(), StoreError> {
     };
     if spec.drain_vms {
         // Also for a rollout that ended: its last steps end after it halted or was cancelled.
-        lift_cordons(state, name)?;
+        lift_cordons(state, name, status.phase)?;
     }
     let rollback_wanted = status.rollback_at.is_some();
     if status
@@ -433,7 +448,48 @@ fn cordon_by(name: &str) -> String {
     format!("clusterupdate/{name}")
 }
 
+/// The nodes this rollout holds cordoned (`drainVms`): node -> the cordon.
+fn held_cordons(state: &AppState, name: &str) -> BTreeMap<String, CordonEntry> {
+    let by = cordon_by(name);
+    state
+        .store
+        .nodes()
+        .into_iter()
+        .filter_map(|(node, record, _)| {
+            let entry = record.cordons.get(CordonHolder::Rollout)?;
+            (entry.by == by).then(|| (node, entry.clone()))
+        })
+        .collect()
+}
+
+/// The nodes draining for this rollout: cordoned by it with no record yet of the step the
+/// phase schedules (update while `rolling_out`; rollback of an updated node while
+/// `rolling_back`). In any other phase nothing drains, so the cordon is lifted.
+fn draining(
+    phase: Option<ClusterUpdatePhase>,
+    held: &BTreeMap<String, CordonEntry>,
+    update: &BTreeMap<String, NodeProgress>,
+    back: &BTreeMap<String, NodeProgress>,
+) -> Vec<String> {
+    let untouched = |p: &BTreeMap<String, NodeProgress>, n: &str| {
+        p.get(n)
+            .is_none_or(|p| p.assigned.is_none() && p.final_record().is_none())
+    };
+    held.keys()
+        .filter(|n| match phase {
+            Some(ClusterUpdatePhase::RollingOut) => untouched(update, n),
+            Some(ClusterUpdatePhase::RollingBack) => {
+                final_phase(update.get(*n)) == Some(StepPhase::Succeeded) && untouched(back, n)
+            }
+            _ => false,
+        })
+        .cloned()
+        .collect()
+}
+
 /// Recomputes `status.nodes` and writes it when it changed; the status with the new rows.
+/// A node draining for its step says so in its row's reason (its phase stays `pending`,
+/// or `succeeded` before its rollback).
 fn refresh_rows(
     state: &AppState,
     name: &str,
@@ -441,10 +497,21 @@ fn refresh_rows(
     update: &BTreeMap<String, NodeProgress>,
     back: &BTreeMap<String, NodeProgress>,
 ) -> Result<ClusterUpdateStatus, StoreError> {
+    let held = held_cordons(state, name);
+    let drains = draining(status.phase, &held, update, back);
     let rows: Vec<NodeUpdateRow> = status
         .targets
         .iter()
-        .map(|n| row(n, update.get(n), back.get(n)))
+        .map(|n| {
+            let mut row = row(n, update.get(n), back.get(n));
+            if drains.contains(n) {
+                let up = crate::vm::drained(&state.store, n)
+                    .err()
+                    .unwrap_or_default();
+                row.reason = Some(draining_reason(&up));
+            }
+            row
+        })
         .collect();
     if rows != status.nodes {
         records::write_status(&state.store, name, &[("nodes", json!(rows))])?;
@@ -455,26 +522,48 @@ fn refresh_rows(
     })
 }
 
-/// Starts step `seq` on `node`: cordons it first under `drainVms` (so no VM is placed on
-/// a node about to go down), then writes the `assigned` record the node's long poll sees.
-fn assign(
+/// Starts step `seq` on `node`: under `drainVms` drains it first ([`drain`]: cordoned, so
+/// no VM is placed on a node about to go down and its VMs are told to stop) and assigns
+/// the step once its VMs are down. Whether the node now takes a `maxUnavailable` slot
+/// (draining or assigned); a drain that timed out fails the step and frees it.
+fn start_step(
     state: &AppState,
     name: &str,
     spec: &ClusterUpdateSpec,
     owner: &RolloutOwner,
+    held: &BTreeMap<String, CordonEntry>,
+    node: &str,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    if spec.drain_vms {
+        match drain(state, name, spec, held.get(node), node)? {
+            Drain::Drained => {}
+            Drain::Waiting => return Ok(true),
+            Drain::TimedOut(up) => {
+                let reason = format!(
+                    "drainVms: VM(s) {} still running {} s after the node was cordoned \
+                     (spec.activation.healthTimeoutSeconds); stop them (kctl vm stop) or \
+                     raise the timeout",
+                    up.join(", "),
+                    spec.activation.health_timeout_seconds
+                );
+                fail_unassigned(state, name, owner, node, seq, reason)?;
+                return Ok(false);
+            }
+        }
+    }
+    assign(state, name, owner, node, seq)?;
+    Ok(true)
+}
+
+/// Writes the `assigned` record of step `seq` that the node's long poll sees.
+fn assign(
+    state: &AppState,
+    name: &str,
+    owner: &RolloutOwner,
     node: &str,
     seq: u64,
 ) -> Result<(), StoreError> {
-    if spec.drain_vms {
-        let entry = CordonEntry {
-            by: cordon_by(name),
-            reason: format!("updating in rollout {name} (drainVms)"),
-            at: records::now_rfc3339(),
-        };
-        state
-            .store
-            .set_cordon(node, CordonHolder::Rollout, Some(&entry))?;
-    }
     records::write_once(
         &state.store,
         name,
@@ -492,24 +581,135 @@ fn assign(
     Ok(())
 }
 
-/// Lifts the `drainVms` cordons this rollout set on nodes that no longer have a step of it
-/// in flight; a cordon someone else holds is left alone.
-fn lift_cordons(state: &AppState, name: &str) -> Result<(), StoreError> {
-    let by = cordon_by(name);
+/// The slots taken after a node that was (`already`) or was not draining now takes one
+/// (`slot`) or not.
+fn slots(in_flight: usize, already: bool, slot: bool) -> usize {
+    match (already, slot) {
+        (false, true) => in_flight + 1,
+        (true, false) => in_flight.saturating_sub(1),
+        _ => in_flight,
+    }
+}
+
+fn draining_reason(up: &[String]) -> String {
+    if up.is_empty() {
+        "draining: VMs down, step about to be assigned".into()
+    } else {
+        format!("draining: waiting for VM(s) {} to stop", up.join(", "))
+    }
+}
+
+/// Where a node stands in its drain (`drainVms`), before its step is assigned.
+#[derive(Debug, PartialEq)]
+enum Drain {
+    /// Every VM on it is down: assign the step.
+    Drained,
+    /// Cordoned, VMs (named) still up.
+    Waiting,
+    /// VMs (named) still up `activation.healthTimeoutSeconds` after the cordon.
+    TimedOut(Vec<String>),
+}
+
+/// Cordons `node` for this rollout unless it already is (the cordon is what tells its
+/// VMs `Stopped`), and says whether its VMs are down. The drain's clock starts at the
+/// cordon's `at`, so a restarted controller keeps counting from the same instant.
+fn drain(
+    state: &AppState,
+    name: &str,
+    spec: &ClusterUpdateSpec,
+    held: Option<&CordonEntry>,
+    node: &str,
+) -> Result<Drain, StoreError> {
+    let since = match held {
+        Some(entry) => entry.at.clone(),
+        None => {
+            let entry = CordonEntry {
+                by: cordon_by(name),
+                reason: format!("updating in rollout {name} (drainVms)"),
+                at: records::now_rfc3339(),
+            };
+            state
+                .store
+                .set_cordon(node, CordonHolder::Rollout, Some(&entry))?;
+            tracing::info!(rollout = %name, node = %node, "drainVms: cordoned, VMs told to stop");
+            entry.at
+        }
+    };
+    let Err(up) = crate::vm::drained(&state.store, node) else {
+        return Ok(Drain::Drained);
+    };
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let elapsed = time::OffsetDateTime::parse(&since, rfc3339)
+        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds())
+        // A cordon time that does not parse (written by hand): count from now, never fail.
+        .unwrap_or(0);
+    if elapsed >= spec.activation.health_timeout_seconds as i64 {
+        return Ok(Drain::TimedOut(up));
+    }
+    Ok(Drain::Waiting)
+}
+
+/// Ends step `seq` on `node` as failed without assigning it (nothing to run, or its VMs
+/// did not drain): a final `failed` record, which counts against `maxFailures`.
+fn fail_unassigned(
+    state: &AppState,
+    name: &str,
+    owner: &RolloutOwner,
+    node: &str,
+    seq: u64,
+    reason: String,
+) -> Result<(), StoreError> {
+    let report = StepReport {
+        operation_id: String::new(),
+        phase: StepPhase::Failed,
+        updated_at: records::now_rfc3339(),
+        store_path: None,
+        reboot_required: None,
+        reboot_reasons: Vec::new(),
+        goal: None,
+        previous: None,
+        generation: None,
+        reason: Some(reason),
+        failed_units: Vec::new(),
+        reboots: 0,
+    };
+    tracing::warn!(rollout = %name, node = %node, seq, "step failed before assignment");
+    records::write_once(
+        &state.store,
+        name,
+        &StepRecord {
+            node: node.to_string(),
+            epoch: owner.epoch,
+            seq,
+            what: "failed".into(),
+            at: records::now_rfc3339(),
+            by: state.config.controller_id.clone(),
+            report: Some(report),
+        },
+    )?;
+    Ok(())
+}
+
+/// Lifts the `drainVms` cordons this rollout set on nodes that have no step of it in
+/// flight and are not draining for one; a cordon someone else holds is left alone.
+fn lift_cordons(
+    state: &AppState,
+    name: &str,
+    phase: Option<ClusterUpdatePhase>,
+) -> Result<(), StoreError> {
     let recs = records::records(&state.store, name);
     let (update, back) = (
         records::progress(&recs, UPDATE_SEQ),
         records::progress(&recs, ROLLBACK_SEQ),
     );
-    for (node, record, _) in state.store.nodes() {
-        let ours = record
-            .cordons
-            .get(CordonHolder::Rollout)
-            .is_some_and(|c| c.by == by);
+    let held = held_cordons(state, name);
+    let drains = draining(phase, &held, &update, &back);
+    for node in held.keys() {
         let running = [&update, &back]
             .iter()
-            .any(|p| p.get(&node).is_some_and(NodeProgress::in_flight));
-        if ours && !running {
+            .any(|p| p.get(node).is_some_and(NodeProgress::in_flight));
+        if !running && !drains.contains(node) {
+            let node = node.clone();
             state.store.set_cordon(&node, CordonHolder::Rollout, None)?;
             tracing::info!(rollout = %name, node = %node, "drainVms cordon lifted");
         }
@@ -589,26 +789,33 @@ fn roll(
     let Some(wave) = waves.iter().find(|w| !w.iter().all(ended)) else {
         return Ok(());
     };
-    let mut in_flight = progress.values().filter(|p| p.in_flight()).count();
+    let held = held_cordons(state, name);
+    let drains = draining(status.phase, &held, &progress, &back);
+    // A draining node is cordoned, so out of service already: it takes a slot.
+    let mut in_flight = progress.values().filter(|p| p.in_flight()).count() + drains.len();
     let cap = unavailable_cap(spec);
     let busy = busy_nodes(state);
     for node in wave {
-        if in_flight >= cap {
-            break;
-        }
-        if progress.get(node).is_some_and(|p| p.assigned.is_some()) {
+        if progress
+            .get(node)
+            .is_some_and(|p| p.assigned.is_some() || p.final_record().is_some())
+        {
             continue;
         }
         if busy.get(node).is_some_and(|other| other != name) {
             // One rollout per node: it waits until the other rollout's step ended.
             continue;
         }
+        let already = drains.contains(node);
+        if !already && in_flight >= cap {
+            continue;
+        }
         // The owner must still see itself as owner right before each step.
         if records::owner(&state.store, name).as_ref() != Some(owner) {
             return Ok(());
         }
-        assign(state, name, spec, owner, node, UPDATE_SEQ)?;
-        in_flight += 1;
+        let slot = start_step(state, name, spec, owner, &held, node, UPDATE_SEQ)?;
+        in_flight = slots(in_flight, already, slot);
     }
     Ok(())
 }
@@ -679,13 +886,12 @@ fn roll_back(
     let Some(wave) = waves.iter().find(|w| !w.iter().all(ended)) else {
         return Ok(());
     };
-    let mut in_flight = back.values().filter(|p| p.in_flight()).count();
+    let held = held_cordons(state, name);
+    let drains = draining(status.phase, &held, &update, &back);
+    let mut in_flight = back.values().filter(|p| p.in_flight()).count() + drains.len();
     let cap = unavailable_cap(spec);
     let busy = busy_nodes(state);
     for node in wave {
-        if in_flight >= cap {
-            break;
-        }
         if back
             .get(node)
             .is_some_and(|p| p.assigned.is_some() || p.final_record().is_some())
@@ -695,42 +901,22 @@ fn roll_back(
         if busy.get(node).is_some_and(|other| other != name) {
             continue;
         }
+        let already = drains.contains(node);
+        if !already && in_flight >= cap {
+            continue;
+        }
         if records::owner(&state.store, name).as_ref() != Some(owner) {
             return Ok(());
         }
         if previous_path(update.get(node)).is_none() {
             // Nothing recorded to go back to: this node's rollback fails without a step.
-            let report = StepReport {
-                operation_id: String::new(),
-                phase: StepPhase::Failed,
-                updated_at: records::now_rfc3339(),
-                store_path: None,
-                reboot_required: None,
-                reboot_reasons: Vec::new(),
-                goal: None,
-                previous: None,
-                generation: None,
-                reason: Some("its update step recorded no previous generation".into()),
-                failed_units: Vec::new(),
-                reboots: 0,
-            };
-            records::write_once(
-                &state.store,
-                name,
-                &StepRecord {
-                    node: node.clone(),
-                    epoch: owner.epoch,
-                    seq: ROLLBACK_SEQ,
-                    what: "failed".into(),
-                    at: records::now_rfc3339(),
-                    by: state.config.controller_id.clone(),
-                    report: Some(report),
-                },
-            )?;
+            let reason = "its update step recorded no previous generation".to_string();
+            fail_unassigned(state, name, owner, node, ROLLBACK_SEQ, reason)?;
+            in_flight = slots(in_flight, already, false);
             continue;
         }
-        assign(state, name, spec, owner, node, ROLLBACK_SEQ)?;
-        in_flight += 1;
+        let slot = start_step(state, name, spec, owner, &held, node, ROLLBACK_SEQ)?;
+        in_flight = slots(in_flight, already, slot);
     }
     Ok(())
 }

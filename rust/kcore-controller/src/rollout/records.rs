@@ -238,13 +238,24 @@ pub mod timeline {
 
     use super::{ASSIGNED, StepRecord};
 
-    /// The most nodes ever between `activating` and the end of their step.
+    /// The most nodes ever between `activating` and the end of their step. A step that
+    /// ended without activating (failed before it was assigned: a `drainVms` drain that
+    /// timed out, a rollback with nothing to go back to) is not counted at all.
     pub fn max_unavailable(recs: &[StepRecord]) -> usize {
+        let activated: std::collections::BTreeSet<(&str, u64)> = recs
+            .iter()
+            .filter(|r| r.what == "activating")
+            .map(|r| (r.node.as_str(), r.seq))
+            .collect();
         let mut events: Vec<(String, i32)> = Vec::new();
         for r in recs {
             match r.what.as_str() {
                 "activating" => events.push((r.at.clone(), 1)),
-                "succeeded" | "reverted" | "failed" => events.push((r.at.clone(), -1)),
+                "succeeded" | "reverted" | "failed"
+                    if activated.contains(&(r.node.as_str(), r.seq)) =>
+                {
+                    events.push((r.at.clone(), -1))
+                }
                 _ => {}
             }
         }
@@ -256,7 +267,7 @@ pub mod timeline {
             now += d;
             max = max.max(now);
         }
-        max.max(0) as usize
+        max as usize
     }
 
     /// How many records of kind `what` each node has.
@@ -299,5 +310,36 @@ pub mod timeline {
         } else {
             Err(wrong.join("; "))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(node: &str, what: &str, at: &str) -> StepRecord {
+        StepRecord {
+            node: node.into(),
+            epoch: 1,
+            seq: UPDATE_SEQ,
+            what: what.into(),
+            at: format!("2026-01-01T00:00:0{at}Z"),
+            by: "ctl1".into(),
+            report: None,
+        }
+    }
+
+    #[test]
+    fn a_step_failed_before_it_activated_does_not_hide_two_nodes_down_at_once() {
+        // n1's drain timed out (failed, never activating), then n2 and n3 are down together.
+        let recs = [
+            rec("n1", "failed", "1"),
+            rec("n2", "activating", "2"),
+            rec("n3", "activating", "3"),
+            rec("n2", "succeeded", "4"),
+            rec("n3", "succeeded", "5"),
+        ];
+        assert_eq!(timeline::max_unavailable(&recs), 2);
+        assert!(timeline::check(&recs, 1).is_err());
     }
 }

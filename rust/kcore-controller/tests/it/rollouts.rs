@@ -6,11 +6,17 @@
 //! records every controller keeps. A stand-in reports generation 1 (`<id>-old-system`)
 //! as `previous` and 2 (`<id>-new-system`) after its update; a rollback step (one that
 //! names a `storePath`) makes it generation 3, pointing at the old system again.
+//! A stand-in also holds the VMs placed on it, as the agent does: told `Running` it reports
+//! them running; told `Stopped` (a `drainVms` cordon) it reports them stopped after a
+//! guest shutdown of [`SHUTDOWN`], or never when its bed says VMs never stop.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use kcore_api::cluster::VolumeMount;
 use kcore_api::rollout::{Assignment, AssignmentReport, GenerationRef, StepPhase, StepReport};
+use kcore_api::vm::{NodeVm, VmDesiredState, VmPhase, VmReport, VmReports};
 use kcore_controller::rollout::records;
 use kcore_controller::rollout::records::timeline::{assigned_per_node, max_unavailable};
 use serde_json::{Value, json};
@@ -36,10 +42,93 @@ pub fn rollout(name: &str, strategy: Value, approval: &str, max_failures: u32) -
 
 /// What the stand-in nodes did: update activations started per node, and the rollback
 /// activations in the order they started (node, store path).
+/// And, for VMs, what each node did in order: (node, event, when), an event being
+/// `"<vm> <Phase>"` when it reported a VM in a new phase (`when`: right before it sent
+/// the report), `step <seq>` when it started a step and `end <seq>` once it reported its end.
 #[derive(Default)]
 struct Log {
     activations: Mutex<BTreeMap<String, u32>>,
     rollbacks: Mutex<Vec<(String, String)>>,
+    vm_events: Mutex<Vec<(String, String, String)>>,
+    /// The stand-ins' VMs never stop (a guest that ignores its shutdown).
+    vms_never_stop: AtomicBool,
+}
+
+impl Log {
+    fn event(&self, node: &str, what: String) {
+        let at = records::now_rfc3339();
+        self.vm_events
+            .lock()
+            .unwrap()
+            .push((node.to_string(), what, at));
+    }
+
+    /// One node's events, without their times.
+    fn events_of(&self, node: &str) -> Vec<String> {
+        let events = self.vm_events.lock().unwrap();
+        events
+            .iter()
+            .filter(|(n, _, _)| n == node)
+            .map(|(_, e, _)| e.clone())
+            .collect()
+    }
+}
+
+/// How long a stand-in's guest takes to shut down when told `Stopped`.
+const SHUTDOWN: Duration = Duration::from_millis(1000);
+
+/// Plays the node's side of its VMs, as the agent does, and reports them
+/// (`POST /v1/nodes/{id}/vms/report`) when one changes phase.
+async fn play_vms(
+    c: &Client,
+    id: &str,
+    vms: &[NodeVm],
+    reported: &mut BTreeMap<String, VmPhase>,
+    log: &Log,
+) {
+    let mut changed = Vec::new();
+    for vm in vms {
+        let phase = match vm.desired {
+            VmDesiredState::Stopped if log.vms_never_stop.load(Ordering::SeqCst) => {
+                VmPhase::Running
+            }
+            VmDesiredState::Stopped => VmPhase::Stopped,
+            VmDesiredState::Running => VmPhase::Running,
+            VmDesiredState::Deleted => continue,
+        };
+        if reported.get(&vm.name) == Some(&phase) {
+            continue;
+        }
+        if phase == VmPhase::Stopped {
+            tokio::time::sleep(SHUTDOWN).await;
+        }
+        log.event(id, format!("{} {}", vm.name, phase.as_str()));
+        reported.insert(vm.name.clone(), phase);
+        changed.push(VmReport {
+            name: vm.name.clone(),
+            observed_generation: vm.generation,
+            phase,
+            volume: None,
+            message: None,
+        });
+    }
+    if changed.is_empty() {
+        return;
+    }
+    let body = VmReports {
+        vms: changed,
+        deleted: vec![],
+    };
+    for _ in 0..50 {
+        let sent: Result<Value, ClientError> = c
+            .post_json(&format!("/v1/nodes/{id}/vms/report"), &body)
+            .await;
+        if sent.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{id}: VM report not taken in 5 s");
 }
 
 fn generation(number: u64, id: &str, which: &str) -> GenerationRef {
@@ -105,6 +194,7 @@ async fn node(
     beat(&c, &id).await.unwrap();
     let mut known = String::new();
     let mut finals: BTreeMap<String, AssignmentReport> = BTreeMap::new();
+    let mut reported: BTreeMap<String, VmPhase> = BTreeMap::new();
     loop {
         // Under the client's 5 s attempt timeout, so a poll is answered, not abandoned.
         let path = format!("/v1/nodes/{id}/assignment?wait=3&known={known}");
@@ -116,6 +206,7 @@ async fn node(
             }
         };
         known = a.token.clone();
+        play_vms(&c, &id, &a.vms, &mut reported, &log).await;
         let Some(step) = a.step else {
             // Beats between steps (at least every 3 s): the agent's heartbeat has a loop
             // of its own and never delays a step.
@@ -132,6 +223,7 @@ async fn node(
             }
             continue;
         }
+        log.event(&id, format!("step {}", step.seq));
         let body = |phase, reason| AssignmentReport {
             rollout: step.rollout.clone(),
             epoch: step.epoch,
@@ -181,11 +273,19 @@ async fn node(
         });
         finals.insert(key, end.clone());
         send(&c, &id, &end).await;
+        log.event(&id, format!("end {}", step.seq));
     }
 }
 
+/// A node with 100 GiB free for filesystem volumes, so VMs can be placed on it.
 fn report_for(id: &str) -> NodeReport {
-    crate::support::report(id, "DC1", Some(StorageBackend::Filesystem))
+    let mut r = crate::support::report(id, "DC1", Some(StorageBackend::Filesystem));
+    r.storage.mounts = vec![VolumeMount {
+        path: "/var/lib/kcore/volumes".into(),
+        size_bytes: Some(200 << 30),
+        free_bytes: Some(100 << 30),
+    }];
+    r
 }
 
 struct Bed {
@@ -727,6 +827,179 @@ async fn rollout_drain_vms_cordons_each_node_during_its_step_only() {
         n4.cordons.operator.as_ref().map(|c| c.reason.as_str()),
         Some("disk swap")
     );
+}
+
+/// Applies VM `name` (1 GiB, filesystem) and waits until a stand-in reports it running;
+/// the node it was placed on.
+async fn running_vm(bed: &Bed, name: &str) -> String {
+    let vm = json!({"kind": "VM", "metadata": {"name": name},
+        "spec": {"storageBackend": "filesystem", "storageSizeBytes": "1G"}});
+    let _: Value = bed
+        .admin
+        .put_json(&format!("/v1/vms/{name}"), &vm)
+        .await
+        .unwrap();
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = bed
+            .admin
+            .get_json(&format!("/v1/vms/{name}"))
+            .await
+            .unwrap();
+        if last["status"]["phase"] == "Running"
+            && let Some(node) = last["status"]["node"].as_str()
+        {
+            return node.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} never reported Running: {last:#}");
+}
+
+/// A `drainVms` rollout over the five stand-ins in one batch with `maxUnavailable` 1: a
+/// single wave, so only the slot count keeps a second node from starting while one drains.
+fn drain_rollout(name: &str, health_timeout: u64, max_failures: u32) -> Value {
+    let mut body = rollout(
+        name,
+        json!({"strategyType": "batch", "batchSize": 5, "maxUnavailable": 1}),
+        "auto",
+        max_failures,
+    );
+    body["spec"]["drainVms"] = json!(true);
+    body["spec"]["activation"] = json!({"healthTimeoutSeconds": health_timeout});
+    body
+}
+
+fn row_of<'a>(cu: &'a Value, node: &str) -> &'a Value {
+    cu["status"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["nodeId"] == node)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rollout_drain_vms_assigns_a_step_only_once_its_vm_stopped_and_starts_it_again_after() {
+    let bed = Bed::new(&[]).await;
+    let host = running_vm(&bed, "web").await;
+    bed.apply(&drain_rollout("r1", 60, 0)).await;
+    // While the guest shuts down the node's row says it is draining (bounded: 300 polls).
+    let mut seen_draining = false;
+    for _ in 0..300 {
+        let cu = bed.get("r1").await;
+        let reason = row_of(&cu, &host)["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if reason == "draining: waiting for VM(s) web to stop" {
+            seen_draining = true;
+            break;
+        }
+        if cu["status"]["phase"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen_draining, "{host}'s row never said it was draining");
+    bed.wait_phase("r1", &["succeeded"]).await;
+    // The VM is told Running again once the step ended, and the stand-in says so.
+    let admin = &bed.admin;
+    eventually("web running again", || async {
+        let vm: Value = admin.get_json("/v1/vms/web").await.unwrap();
+        vm["status"]["phase"] == "Running"
+    })
+    .await;
+    assert_eq!(
+        bed.log.events_of(&host),
+        [
+            "web Running",
+            "web Stopped",
+            "step 1",
+            "end 1",
+            "web Running"
+        ],
+        "on {host}"
+    );
+    let stopped_at = {
+        let events = bed.log.vm_events.lock().unwrap();
+        events
+            .iter()
+            .find(|(n, e, _)| *n == host && e == "web Stopped")
+            .map(|(_, _, at)| at.clone())
+            .unwrap()
+    };
+    // Nodes without VMs are drained at once: they all ran their step, with no VM event.
+    for n in NODES.iter().filter(|n| **n != host) {
+        assert_eq!(bed.log.events_of(n), ["step 1", "end 1"], "on {n}");
+    }
+    let (recs, log) = bed.timeline("r1").await;
+    records::timeline::check(&recs, 1).unwrap();
+    assert!(
+        log.values().all(|n| *n == 1) && log.len() == NODES.len(),
+        "{log:?}"
+    );
+    let assigned = recs
+        .iter()
+        .find(|r| r.node == host && r.what == records::ASSIGNED)
+        .unwrap();
+    // Assigned after the guest was reported stopped: its stop report was sent first.
+    assert!(
+        assigned.at > stopped_at,
+        "{host} assigned at {} before its VM stopped at {stopped_at}",
+        assigned.at
+    );
+    // A draining node takes the one slot: while its guest shut down no other node had a
+    // step in flight.
+    for n in NODES.iter().filter(|n| **n != host) {
+        let at = |what: &str| {
+            recs.iter()
+                .find(|r| r.node == *n && r.what == what)
+                .map(|r| r.at.clone())
+                .unwrap()
+        };
+        let (start, end) = (at(records::ASSIGNED), at("succeeded"));
+        assert!(
+            !(start < stopped_at && stopped_at < end),
+            "{n} was in flight ({start} .. {end}) while {host} drained ({stopped_at})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rollout_drain_vms_fails_the_step_of_a_node_whose_vm_never_stops() {
+    let bed = Bed::new(&[]).await;
+    bed.log.vms_never_stop.store(true, Ordering::SeqCst);
+    let host = running_vm(&bed, "web").await;
+    // One failure allowed: the other nodes go on after the drain timed out.
+    bed.apply(&drain_rollout("r1", 2, 1)).await;
+    let cu = bed.wait_phase("r1", &["succeeded", "halted"]).await;
+    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
+    let row = row_of(&cu, &host);
+    assert_eq!(row["phase"], "failed", "{row:#}");
+    let reason = row["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("drainVms: VM(s) web still running 2 s after the node was cordoned"),
+        "{reason}"
+    );
+    // The cordon is lifted after the failed step, so the VM is wanted Running again.
+    let admin = &bed.admin;
+    eventually("rollout cordons lifted", || async {
+        let list: NodeList = admin.get_json("/v1/nodes").await.unwrap();
+        list.items.iter().all(|n| n.cordons.rollout.is_none())
+    })
+    .await;
+    assert_eq!(bed.log.events_of(&host), ["web Running"], "never stepped");
+    let (recs, log) = bed.timeline("r1").await;
+    records::timeline::check(&recs, 1).unwrap();
+    // Never assigned and never activated; every other node was, once.
+    let per = assigned_per_node(&recs);
+    assert!(
+        !per.contains_key(&host) && !log.contains_key(&host),
+        "{per:?} {log:?}"
+    );
+    assert_eq!(per.len(), NODES.len() - 1, "{per:?}");
+    assert!(per.values().all(|n| *n == 1));
 }
 
 /// A controller as its own process (`kcore-controller --config FILE`), so a test can kill
