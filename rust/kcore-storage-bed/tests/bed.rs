@@ -564,7 +564,10 @@ fn kctl_binary() -> std::path::PathBuf {
 const IN_USE: &[(&str, &str, &str)] = &[
     (
         "use-mnt",
-        "mkfs.ext4 -q $D && mkdir -p /srv/use-mnt && mount $D /srv/use-mnt",
+        // Read-only: a read-write ext4 rewrites its own superblock and inode tables
+        // (journal commits, lazy inode-table init) inside the first MiB while it stays
+        // mounted, which the unchanged-bytes check would blame on kctl.
+        "mkfs.ext4 -q $D && mkdir -p /srv/use-mnt && mount -o ro $D /srv/use-mnt",
         "TARGET_MOUNTED",
     ),
     ("use-swap", "mkswap -q $D && swapon $D", "TARGET_SWAP"),
