@@ -548,3 +548,64 @@ pub fn processes_with_env(var: &str) -> Vec<String> {
     }
     found
 }
+
+/// A real controller process's task (in this test process) on 127.0.0.1.
+pub struct Controller {
+    pub addr: String,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<Result<(), kcore_controller::ControllerError>>,
+    /// Its database and certificates; removed when dropped.
+    pub dir: tempfile::TempDir,
+}
+
+/// A controller with its certificate from a sub-CA of `pki`'s root, auto-approving nodes.
+pub async fn real_controller(pki: &Pki) -> Controller {
+    use kcore_controller::config::{ControllerConfig, ControllerTls};
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let sub = pki.root.new_sub_ca("controllers", 20 * DAY).unwrap();
+    let ctl = sub
+        .issue(
+            &Identity::new("lab", Role::Controller, "ctl1").unwrap(),
+            &["127.0.0.1".into()],
+            10 * DAY,
+        )
+        .unwrap();
+    let config = ControllerConfig {
+        controller_id: "ctl1".into(),
+        cluster_name: "lab".into(),
+        dc_id: "DC1".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        require_manual_approval: false,
+        peers: vec![],
+        heartbeat_timeout_seconds: 45,
+        database_path: dir.path().join("state.sqlite"),
+        connections: Default::default(),
+        max_clock_skew_seconds: 60,
+        advertise_address: None,
+        compaction: Default::default(),
+        tls: ControllerTls {
+            ca_file: write("ca.crt", pki.root.cert_pem()),
+            cert_file: write("controller.crt", &ctl.cert_pem),
+            key_file: write("controller.key", &ctl.key_pem),
+            sub_ca_cert_file: write("sub-ca.crt", sub.cert_pem()),
+            sub_ca_key_file: write("sub-ca.key", sub.key_pem()),
+        },
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(kcore_controller::run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    Controller {
+        addr,
+        stop,
+        task,
+        dir,
+    }
+}

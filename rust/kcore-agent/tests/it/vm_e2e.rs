@@ -9,69 +9,10 @@
 use kcore_api::cluster::{NodeList, NodeStatus};
 use kcore_api::resource::Deleted;
 use kcore_api::vm::{VmPhase, VmStatus};
-use kcore_controller::config::{ControllerConfig, ControllerTls};
 use serde_json::Value;
 
 use super::support::*;
 use super::vm::{Rig, marker_on, name, poweroff_sector, stand_in_pid, stay_sector, tools_present};
-
-struct Controller {
-    addr: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), kcore_controller::ControllerError>>,
-    _dir: tempfile::TempDir,
-}
-
-/// A controller with its certificate from a sub-CA of `pki`'s root, auto-approving nodes.
-async fn controller(pki: &Pki) -> Controller {
-    let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let sub = pki.root.new_sub_ca("controllers", 20 * DAY).unwrap();
-    let ctl = sub
-        .issue(
-            &Identity::new("lab", Role::Controller, "ctl1").unwrap(),
-            &["127.0.0.1".into()],
-            10 * DAY,
-        )
-        .unwrap();
-    let config = ControllerConfig {
-        controller_id: "ctl1".into(),
-        cluster_name: "lab".into(),
-        dc_id: "DC1".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        require_manual_approval: false,
-        peers: vec![],
-        heartbeat_timeout_seconds: 45,
-        database_path: dir.path().join("state.sqlite"),
-        connections: Default::default(),
-        max_clock_skew_seconds: 60,
-        advertise_address: None,
-        compaction: Default::default(),
-        tls: ControllerTls {
-            ca_file: write("ca.crt", pki.root.cert_pem()),
-            cert_file: write("controller.crt", &ctl.cert_pem),
-            key_file: write("controller.key", &ctl.key_pem),
-            sub_ca_cert_file: write("sub-ca.crt", sub.cert_pem()),
-            sub_ca_key_file: write("sub-ca.key", sub.key_pem()),
-        },
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(kcore_controller::run(listener, config, async move {
-        let _ = stopped.await;
-    }));
-    Controller {
-        addr,
-        stop,
-        task,
-        _dir: dir,
-    }
-}
 
 /// The managed agent of node `node-1` on the filesystem backend, talking to `controller`;
 /// the same directories each time, so a second start is the same node restarting.
@@ -176,7 +117,7 @@ async fn a_vm_applied_to_a_real_controller_is_placed_run_and_deleted_by_a_real_a
         return;
     }
     let pki = Pki::new();
-    let ctl = controller(&pki).await;
+    let ctl = real_controller(&pki).await;
     let admin = Client::new(
         vec![format!("https://{}", ctl.addr)],
         pki.client_tls(&pki.leaf(Role::Admin, "alice")),
