@@ -789,35 +789,17 @@ fn roll(
     let Some(wave) = waves.iter().find(|w| !w.iter().all(ended)) else {
         return Ok(());
     };
-    let held = held_cordons(state, name);
-    let drains = draining(status.phase, &held, &progress, &back);
-    // A draining node is cordoned, so out of service already: it takes a slot.
-    let mut in_flight = progress.values().filter(|p| p.in_flight()).count() + drains.len();
-    let cap = unavailable_cap(spec);
-    let busy = busy_nodes(state);
-    for node in wave {
-        if progress
-            .get(node)
-            .is_some_and(|p| p.assigned.is_some() || p.final_record().is_some())
-        {
-            continue;
-        }
-        if busy.get(node).is_some_and(|other| other != name) {
-            // One rollout per node: it waits until the other rollout's step ended.
-            continue;
-        }
-        let already = drains.contains(node);
-        if !already && in_flight >= cap {
-            continue;
-        }
-        // The owner must still see itself as owner right before each step.
-        if records::owner(&state.store, name).as_ref() != Some(owner) {
-            return Ok(());
-        }
-        let slot = start_step(state, name, spec, owner, &held, node, UPDATE_SEQ)?;
-        in_flight = slots(in_flight, already, slot);
-    }
-    Ok(())
+    start_wave(
+        state,
+        name,
+        spec,
+        owner,
+        status.phase,
+        wave,
+        &progress,
+        &back,
+        UPDATE_SEQ,
+    )
 }
 
 /// `rolling_back`: the nodes whose update step succeeded return to the generation it
@@ -886,36 +868,70 @@ fn roll_back(
     let Some(wave) = waves.iter().find(|w| !w.iter().all(ended)) else {
         return Ok(());
     };
+    start_wave(
+        state,
+        name,
+        spec,
+        owner,
+        status.phase,
+        wave,
+        &update,
+        &back,
+        ROLLBACK_SEQ,
+    )
+}
+
+/// Starts the steps `wave` may start now, for step `seq` of the rollout (its update or its
+/// rollback): each node not yet assigned in that step, not in another rollout's step,
+/// within `maxUnavailable` (a node draining its VMs holds a slot already), while this
+/// controller is still the owner. A node to roll back with no recorded previous
+/// generation fails its rollback without a step.
+#[allow(clippy::too_many_arguments)]
+fn start_wave(
+    state: &AppState,
+    name: &str,
+    spec: &ClusterUpdateSpec,
+    owner: &RolloutOwner,
+    phase: Option<ClusterUpdatePhase>,
+    wave: &[String],
+    update: &BTreeMap<String, NodeProgress>,
+    back: &BTreeMap<String, NodeProgress>,
+    seq: u64,
+) -> Result<(), StoreError> {
+    let steps = if seq == ROLLBACK_SEQ { back } else { update };
     let held = held_cordons(state, name);
-    let drains = draining(status.phase, &held, &update, &back);
-    let mut in_flight = back.values().filter(|p| p.in_flight()).count() + drains.len();
+    let drains = draining(phase, &held, update, back);
+    // A draining node is cordoned, so out of service already: it takes a slot.
+    let mut in_flight = steps.values().filter(|p| p.in_flight()).count() + drains.len();
     let cap = unavailable_cap(spec);
     let busy = busy_nodes(state);
     for node in wave {
-        if back
+        if steps
             .get(node)
             .is_some_and(|p| p.assigned.is_some() || p.final_record().is_some())
         {
             continue;
         }
         if busy.get(node).is_some_and(|other| other != name) {
+            // One rollout per node: it waits until the other rollout's step ended.
             continue;
         }
         let already = drains.contains(node);
         if !already && in_flight >= cap {
             continue;
         }
+        // The owner must still see itself as owner right before each step.
         if records::owner(&state.store, name).as_ref() != Some(owner) {
             return Ok(());
         }
-        if previous_path(update.get(node)).is_none() {
+        if seq == ROLLBACK_SEQ && previous_path(update.get(node)).is_none() {
             // Nothing recorded to go back to: this node's rollback fails without a step.
             let reason = "its update step recorded no previous generation".to_string();
             fail_unassigned(state, name, owner, node, ROLLBACK_SEQ, reason)?;
             in_flight = slots(in_flight, already, false);
             continue;
         }
-        let slot = start_step(state, name, spec, owner, &held, node, ROLLBACK_SEQ)?;
+        let slot = start_step(state, name, spec, owner, &held, node, seq)?;
         in_flight = slots(in_flight, already, slot);
     }
     Ok(())
