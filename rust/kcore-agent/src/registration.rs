@@ -291,8 +291,9 @@ pub async fn heartbeat_once(
         .await
 }
 
-/// Renews the certificate if it is within `ctx.renew_before` of expiry and no failed
-/// attempt asks to wait: new key and CSR, signed by a controller, checked, written
+/// Renews the certificate if it is within `ctx.renew_before` of expiry, or the controller
+/// asked for it (`asked`: it was issued by a retired sub-CA), and no failed attempt asks
+/// to wait: new key and CSR, signed by a controller, checked, written
 /// atomically, TLS swapped. Returns whether it renewed. A failure (controller error or
 /// a certificate that [`Credentials::check_replacement`] refuses) keeps the current
 /// credentials, is logged and reported to the controller, and backs off; it does not
@@ -300,9 +301,10 @@ pub async fn heartbeat_once(
 async fn renew_if_due(
     ctx: &RegistrationContext,
     session: &mut Session,
+    asked: bool,
 ) -> Result<bool, RegistrationError> {
     let now = time::OffsetDateTime::now_utc();
-    if !kcore_pki::needs_renewal(&session.creds.cert_pem, now, ctx.renew_before)? {
+    if !asked && !kcore_pki::needs_renewal(&session.creds.cert_pem, now, ctx.renew_before)? {
         return Ok(false);
     }
     if let Some(at) = session.renew_not_before
@@ -324,7 +326,7 @@ async fn renew_if_due(
 
 async fn renew(ctx: &RegistrationContext, session: &mut Session) -> Result<(), RegistrationError> {
     let identity = session.creds.identity()?;
-    tracing::info!(node = %ctx.node_id, "certificate expires within the renewal window; renewing");
+    tracing::info!(node = %ctx.node_id, "renewing the certificate (it expires within the renewal window, or the controller asked: its sub-CA was retired)");
     let (key_pem, csr_pem) = kcore_pki::generate_csr(&identity, &ctx.dns_names)?;
     let signed: CertificateResponse = session
         .client
@@ -466,7 +468,7 @@ pub async fn step(
         }
         ack
     };
-    renew_if_due(ctx, s).await?;
+    renew_if_due(ctx, s, ack.renew_certificate).await?;
     Ok(Some(ack))
 }
 

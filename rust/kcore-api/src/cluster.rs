@@ -213,6 +213,10 @@ pub struct NodeAck {
     pub status: NodeStatus,
     /// The controller that answered.
     pub controller_id: String,
+    /// The certificate the node presented was issued by a retired sub-CA: renew now,
+    /// not when it nears its expiry, so the old sub-CA can be revoked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub renew_certificate: bool,
 }
 
 /// Whether an operator (or auto-approval) admitted the node.
@@ -278,6 +282,9 @@ pub struct CertificateInfo {
     pub not_after: String,
     /// The subject of the CA that signed it.
     pub issuer: String,
+    /// Serial of the CA that signed it, when the certificate was presented with its chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_serial: Option<String>,
 }
 
 /// A node as the controller knows it.

@@ -27,6 +27,10 @@ pub struct ControllerSpec {
     /// Serial (lowercase hex) of this controller's own certificate: what deleting the
     /// controller revokes.
     pub certificate_serial: String,
+    /// Serial (lowercase hex) of the sub-CA that issued this controller's own
+    /// certificate: a sub-CA is not revoked while a controller still uses one it issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_issuer_serial: Option<String>,
 }
 
 /// `status` of a Controller, written by the controller itself.
@@ -88,13 +92,55 @@ impl KindSpec for ControllerSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Revocation {
-    /// What held the certificate: `controller/<id>`.
+    /// What held the certificate: `controller/<id>`, or `sub-ca/<serial>` for a revoked
+    /// sub-CA (every certificate it issued is refused).
     pub subject: String,
     /// The address the deleted controller had, so seeds pointing at it stop being pulled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// RFC 3339.
     pub revoked_at: String,
+}
+
+/// A sub-CA a controller stopped signing with (`kctl rotate sub-ca` replaced it), one field
+/// of the replicated `pki/sub-cas` record per serial. Certificates it issued keep working
+/// until it is revoked; nodes holding one renew at their next heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetiredSubCa {
+    /// RFC 3339.
+    pub retired_at: String,
+    /// Serial of the sub-CA that replaced it.
+    pub replaced_by: String,
+    /// The controller whose install retired it.
+    pub retired_by: String,
+}
+
+/// One sub-CA in `GET /v1/pki/sub-cas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubCaUse {
+    pub serial: String,
+    /// `active` (a controller signs with it), `retired` or `revoked`.
+    pub state: String,
+    /// Controllers signing with it (active only).
+    #[serde(default)]
+    pub signing_controllers: Vec<String>,
+    /// `node/<id>` and `controller/<id>` whose current certificate it issued.
+    #[serde(default)]
+    pub issued_to: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<RetiredSubCa>,
+}
+
+/// `POST /v1/pki/sub-cas/{serial}/revoke`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeSubCa {
+    /// Revoke even though nodes or controllers still hold certificates it issued (they are
+    /// cut off at once and must be enrolled again): after a key compromise.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `GET /v1/pki/sub-ca/key`: the sub-CA a controller signs node certificates with, key
@@ -117,6 +163,7 @@ mod tests {
             dc_id: "DC1".into(),
             sub_ca_serial: "0a1b".into(),
             certificate_serial: "ff00".into(),
+            certificate_issuer_serial: None,
         }
     }
 

@@ -85,6 +85,12 @@ pub enum ErrorCode {
     WriteSuperseded,
     /// A node report over its size limit; `details`: `field`, `limit`, `actual`.
     ReportTooLarge,
+    /// `DELETE /v1/controllers/{id}` sent to that controller: another one must do it
+    /// (kctl fails over to the next controller).
+    ControllerDeletesItself,
+    /// A sub-CA that a controller signs with, or that issued certificates still in use,
+    /// cannot be revoked (without `force`); the message names who uses it.
+    SubCaInUse,
 
     // --- agent: storage and configuration ---
     /// `installer-only` (or an unknown mode) refuses every disk apply.
@@ -217,9 +223,20 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             ReportTooLarge => 413,
             BodyTimeout => 408,
-            PlanHashMismatch | DiskApplyInProgress | RebuildInProgress | WriteSuperseded
-            | TargetNotFound | TargetAmbiguous | TargetIsOsDisk | TargetMounted | TargetSwap
-            | TargetHasHolders | TargetZfsMember | TargetHasData => 409,
+            PlanHashMismatch
+            | DiskApplyInProgress
+            | RebuildInProgress
+            | WriteSuperseded
+            | ControllerDeletesItself
+            | SubCaInUse
+            | TargetNotFound
+            | TargetAmbiguous
+            | TargetIsOsDisk
+            | TargetMounted
+            | TargetSwap
+            | TargetHasHolders
+            | TargetZfsMember
+            | TargetHasData => 409,
             DiskoInvalid | NixInvalid | EvalTimeout | EvalMemoryLimit | EvalOutputLimit => 422,
             RenewRateLimited | EvalBusy => 429,
             Internal | ToolUnavailable | CommandFailed | WriteFailed | InventoryFailed

@@ -65,6 +65,10 @@ pub struct CompactionConfig {
     /// until its operation is compacted.
     #[serde(default = "default_week")]
     pub tombstone_lifetime_seconds: u64,
+    /// Rows per page when this controller fetches a peer's snapshot, so no answer
+    /// grows with the cluster.
+    #[serde(default = "default_snapshot_page_rows")]
+    pub snapshot_page_rows: usize,
 }
 
 impl Default for CompactionConfig {
@@ -73,8 +77,13 @@ impl Default for CompactionConfig {
             interval_seconds: default_compaction_interval(),
             retention_seconds: default_week(),
             tombstone_lifetime_seconds: default_week(),
+            snapshot_page_rows: default_snapshot_page_rows(),
         }
     }
+}
+
+fn default_snapshot_page_rows() -> usize {
+    5000
 }
 
 fn default_compaction_interval() -> u64 {
@@ -197,6 +206,12 @@ impl ControllerConfig {
                 "must be at least 1 (seconds); 60 is the default".to_string(),
             ));
         }
+        if config.compaction.snapshot_page_rows == 0 {
+            return Err(invalid(
+                "compaction.snapshotPageRows",
+                "must be at least 1 (rows per page); 5000 is the default".to_string(),
+            ));
+        }
         Ok(config)
     }
 }
@@ -277,6 +292,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("field `compaction.intervalSeconds`"), "{err}");
+        assert_eq!(c.compaction.snapshot_page_rows, 5000);
+        let text = format!("{MINIMAL}compaction:\n  snapshotPageRows: 0\n");
+        let err = ControllerConfig::parse(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `compaction.snapshotPageRows`"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod membership;
 pub mod replication;
 pub mod rollout;
 pub mod store;
+pub mod sub_ca;
 pub mod vm;
 
 use std::future::Future;
@@ -116,6 +117,7 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         renewals: Default::default(),
         peers: Default::default(),
         record_changed: Default::default(),
+        credentials_changed: Default::default(),
         peer_set: Default::default(),
         requests: Default::default(),
     }))
@@ -211,6 +213,32 @@ pub async fn serve(
         tls.clone(),
         stop.clone(),
     ));
+    {
+        // A sub-CA install reissued this controller's certificate: new handshakes and
+        // peer clients use it from now on (open connections keep theirs).
+        let (state, stop, tls, factory) =
+            (state.clone(), stop.clone(), tls.clone(), factory.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = state.credentials_changed.notified() => {}
+                }
+                match server_tls(&state.config) {
+                    Ok(config) => tls.replace(config),
+                    Err(err) => {
+                        tracing::error!("cannot load this controller's new certificate: {err}")
+                    }
+                }
+                if let Err(err) = factory.reload() {
+                    tracing::error!(
+                        "cannot load this controller's new certificate for its peers: {err}"
+                    );
+                }
+                tracing::info!("this controller's new certificate is in use");
+            }
+        });
+    }
     tasks.spawn(refresh_registration(
         state.clone(),
         me,
@@ -250,18 +278,23 @@ async fn refresh_registration(
     factory: replication::PeerFactory,
     stop: CancellationToken,
 ) {
-    let seeds: Vec<(String, kcore_net::Client)> = state
-        .config
-        .peers
-        .iter()
-        .filter_map(|seed| match factory.client(seed) {
-            Ok(client) => Some((seed.clone(), client)),
-            Err(err) => {
-                tracing::warn!(peer = %seed, "cannot make a client: {err}");
-                None
-            }
-        })
-        .collect();
+    // Made again after this controller's certificate changed (a sub-CA rotation).
+    let seed_clients = |factory: &replication::PeerFactory| -> Vec<(String, kcore_net::Client)> {
+        state
+            .config
+            .peers
+            .iter()
+            .filter_map(|seed| match factory.client(seed) {
+                Ok(client) => Some((seed.clone(), client)),
+                Err(err) => {
+                    tracing::warn!(peer = %seed, "cannot make a client: {err}");
+                    None
+                }
+            })
+            .collect()
+    };
+    let mut seeds = seed_clients(&factory);
+    let mut generation = factory.generation();
     let path = format!("/v1/controllers/{}/register", me.id);
     let mut tick = tokio::time::interval(membership::REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,6 +319,10 @@ async fn refresh_registration(
                 continue;
             }
             Err(err) => tracing::warn!("cannot refresh this controller's record: {err}"),
+        }
+        if factory.generation() != generation {
+            generation = factory.generation();
+            seeds = seed_clients(&factory);
         }
         for (seed, client) in &seeds {
             let sent = tokio::select! {

@@ -103,6 +103,9 @@ pub fn own_record(state: &AppState, listening: &str) -> Result<SelfRecord, Membe
         dc_id: config.dc_id.clone(),
         sub_ca_serial: first_serial("the sub-CA certificate", &sub_ca_pem)?,
         certificate_serial: first_serial("tls.certFile", &cert_pem)?,
+        certificate_issuer_serial: kcore_pki::certs_from_pem(&cert_pem)
+            .ok()
+            .and_then(|certs| certs.get(1).and_then(|c| kcore_pki::serial_hex(c).ok())),
     };
     kcore_api::resource::KindSpec::validate(&spec).map_err(|e| MembershipError::Invalid {
         field: if e.field == "spec.address" {
@@ -122,7 +125,7 @@ pub fn own_record(state: &AppState, listening: &str) -> Result<SelfRecord, Membe
 }
 
 /// Normalised like `kcore_net::TlsSource` compares serials (no leading zero bytes).
-fn normal(serial: &str) -> String {
+pub(crate) fn normal(serial: &str) -> String {
     let lower = serial.to_ascii_lowercase();
     let mut rest = lower.as_str();
     while rest.len() > 2 && rest.starts_with("00") {

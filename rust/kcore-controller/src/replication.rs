@@ -3,17 +3,18 @@
 //! Each controller serves its version vector (`GET /v1/replication/vector`: the newest
 //! operation it holds from every origin) and the operations of one origin after a cursor
 //! (`GET /v1/replication/ops?origin=O&after=HLC`). Every peer of the peer set (the
-//! `peers` seeds plus discovered controllers) is polled: for each origin where the peer
-//! holds something newer, the operations after our own newest one are pulled in pages
+//! `peers` seeds plus discovered controllers) is followed by its own task: it long-polls
+//! the peer's vector (`?since=VERSION&waitMs=`, answered at the peer's next change or
+//! after [`PULL_INTERVAL`]), and for each origin where the peer holds something newer, the operations after our own newest one are pulled in pages
 //! and merged last-writer-wins. Because a controller
 //! serves every origin it holds, not only its own, operations relay through the graph
 //! and no full mesh is needed. The cursor is our own version vector's entry for that
 //! origin (the store's durable `vector` table), so it survives restarts and compaction.
 //!
 //! Both routes are for the `controller` role only. Per-peer timeouts follow the measured
-//! round-trip time ([`adaptive_timeout`]); peers are pulled concurrently and one that
+//! round-trip time ([`adaptive_timeout`]); peers are pulled independently and one that
 //! keeps failing backs off within a bound ([`backoff_ticks`]). The peer set is
-//! reconciled every tick from the `Controller` records ([`crate::membership`]), and the
+//! reconciled every [`PULL_INTERVAL`] from the `Controller` records ([`crate::membership`]), and the
 //! ops route records how far each pulling controller got ([`PullCursor`]).
 //!
 //! Clock bound: operations and heartbeats a peer serves stamped more than
@@ -44,7 +45,9 @@ use crate::api::{AppState, Caller, internal};
 use crate::store::{CompactionPolicy, Op, Snapshot, StartupRefusal};
 use kcore_net::ApiFailure;
 
-/// How often each peer is polled.
+/// How often a peer is polled when it does not long-poll (an older controller), and the
+/// longest a long poll of its version vector waits for a change ([`VectorQuery`]): soft
+/// state (heartbeats) travels in the vector, so it is fetched at least this often.
 pub const PULL_INTERVAL: Duration = Duration::from_secs(1);
 /// Operations per page.
 pub const PAGE: usize = 500;
@@ -61,6 +64,27 @@ pub struct VersionVector {
     /// node as `Ready` while it heartbeats to any other.
     #[serde(default)]
     pub heartbeats: BTreeMap<String, i64>,
+    /// The serving controller's change counter ([`crate::store::Store::watch`]) when it
+    /// answered: a puller sends it back as `since` to wait for the next change. `None`
+    /// from a controller that does not long-poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// How long the answer waited for a change, so the puller can take it out of the
+    /// round-trip time it measures.
+    #[serde(default)]
+    pub waited_ms: u64,
+}
+
+/// Query of `GET /v1/replication/vector`: with both, the answer waits until the store
+/// changed since `since` or `waitMs` (at most [`PULL_INTERVAL`]) passed, so a peer's
+/// writes are pulled as soon as they are made instead of at the next poll.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VectorQuery {
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
 
 /// Query of `GET /v1/replication/ops`.
@@ -261,12 +285,27 @@ pub fn peer_list(state: &AppState) -> Result<PeerList, ApiFailure> {
 pub async fn vector(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    Query(query): Query<VectorQuery>,
 ) -> Result<Json<VersionVector>, ApiFailure> {
     caller.require(&[Role::Controller])?;
+    let mut changes = state.store.watch();
+    let started = std::time::Instant::now();
+    if let (Some(since), Some(wait)) = (query.since, query.wait_ms)
+        && *changes.borrow_and_update() == since
+    {
+        // Woken by the next merge that stores something; the receiver has seen `since`,
+        // so a change between the comparison and the wait is not missed.
+        let wait = Duration::from_millis(wait).min(PULL_INTERVAL);
+        let _ = tokio::time::timeout(wait, changes.changed()).await;
+    }
+    let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let version = *changes.borrow();
     Ok(Json(VersionVector {
         controller_id: state.config.controller_id.clone(),
         origins: state.store.version_vector()?,
         heartbeats: state.store.heartbeats(),
+        version: Some(version),
+        waited_ms,
     }))
 }
 
@@ -301,14 +340,83 @@ pub async fn ops(
     }))
 }
 
+/// Query of `GET /v1/replication/snapshot`. With `pageRows`, one page of at most that
+/// many rows after `(afterResource, afterField)`; without it, the whole snapshot (what a
+/// controller from before paging asks for).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotQuery {
+    #[serde(default)]
+    pub page_rows: Option<usize>,
+    #[serde(default)]
+    pub after_resource: Option<String>,
+    #[serde(default)]
+    pub after_field: Option<String>,
+}
+
 /// `GET /v1/replication/snapshot`: the merged state and the version vector it
 /// corresponds to, for a controller whose cursor is older than what was compacted.
 pub async fn snapshot(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    Query(query): Query<SnapshotQuery>,
 ) -> Result<Json<Snapshot>, ApiFailure> {
     caller.require(&[Role::Controller])?;
-    Ok(Json(state.store.snapshot()?))
+    let Some(rows) = query.page_rows else {
+        return Ok(Json(state.store.snapshot()?));
+    };
+    let after = match (&query.after_resource, &query.after_field) {
+        (Some(resource), Some(field)) => Some((resource.as_str(), field.as_str())),
+        (None, None) => None,
+        _ => {
+            return Err(ApiFailure::with_status(
+                axum::http::StatusCode::BAD_REQUEST,
+                kcore_api::ErrorCode::BadRequest,
+                "afterResource and afterField: give both (the last row of the previous page) or neither",
+            ));
+        }
+    };
+    Ok(Json(state.store.snapshot_page(after, rows.max(1))?))
+}
+
+/// Every page of a peer's snapshot, as one: the first page's vector (see
+/// [`crate::store::Store::snapshot_page`] for why that is safe) and every row. A peer
+/// from before paging answers the whole snapshot at once (`more` absent).
+async fn fetch_snapshot(
+    peer: &Client,
+    page_rows: usize,
+) -> Result<Snapshot, kcore_net::ClientError> {
+    let mut whole: Option<Snapshot> = None;
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let path = match &after {
+            None => format!("/v1/replication/snapshot?pageRows={page_rows}"),
+            Some((resource, field)) => format!(
+                "/v1/replication/snapshot?pageRows={page_rows}&afterResource={}&afterField={}",
+                encode(resource),
+                encode(field)
+            ),
+        };
+        let page: Snapshot = peer.get_json(&path).await?;
+        let next = page
+            .fields
+            .last()
+            .map(|op| (op.resource.clone(), op.field.clone()));
+        let more = page.more;
+        match &mut whole {
+            None => whole = Some(page),
+            Some(w) => w.fields.extend(page.fields),
+        }
+        // Key order strictly rises, so paging ends; a page that does not move on would
+        // be asked for again and again.
+        match next {
+            Some(next) if more && after.as_ref() != Some(&next) => after = Some(next),
+            _ => break,
+        }
+    }
+    let mut whole = whole.unwrap_or_default();
+    whole.more = false;
+    Ok(whole)
 }
 
 /// What one poll of a peer did.
@@ -328,6 +436,8 @@ pub struct PullReport {
     pub first_refusal: Option<String>,
     /// Snapshots installed (0 or 1).
     pub snapshots: u64,
+    /// The peer's change counter, to long-poll with next (`None`: it does not long-poll).
+    pub version: Option<u64>,
 }
 
 /// Notes one refused item in `report` (the furthest skew and the first refusal).
@@ -364,7 +474,7 @@ async fn catch_up_by_snapshot(
     peer: &Client,
     report: &mut PullReport,
 ) -> Result<(), kcore_net::ClientError> {
-    let snapshot: Snapshot = peer.get_json("/v1/replication/snapshot").await?;
+    let snapshot = fetch_snapshot(peer, state.config.compaction.snapshot_page_rows).await?;
     match state.store.install_snapshot(&snapshot) {
         Ok(merge) => {
             let refused = !merge.refused.is_empty();
@@ -386,16 +496,30 @@ async fn catch_up_by_snapshot(
 /// Pulls everything `peer` has that this store lacks, refusing what is stamped beyond the
 /// clock bound. Starts from the peer's snapshot when this store holds nothing from any
 /// other origin yet (a new controller), or when the peer has compacted operations after
-/// our cursor.
+/// our cursor. With `since` (the version the peer gave last time), the vector request is
+/// a long poll that returns once the peer changed, or after `wait`.
 pub async fn pull_once(
     state: &AppState,
     peer: &Client,
+    since: Option<u64>,
+    wait: Duration,
 ) -> Result<PullReport, kcore_net::ClientError> {
     let started = std::time::Instant::now();
-    let theirs: VersionVector = peer.get_json("/v1/replication/vector").await?;
+    let path = match since {
+        Some(since) => format!(
+            "/v1/replication/vector?since={since}&waitMs={}",
+            wait.as_millis()
+        ),
+        None => "/v1/replication/vector".to_string(),
+    };
+    let theirs: VersionVector = peer.get_json(&path).await?;
+    let rtt = started
+        .elapsed()
+        .saturating_sub(Duration::from_millis(theirs.waited_ms));
     let mut report = PullReport {
-        rtt: started.elapsed(),
+        rtt,
         controller_id: theirs.controller_id.clone(),
+        version: theirs.version,
         ..PullReport::default()
     };
     let own = &state.config.controller_id;
@@ -443,7 +567,7 @@ pub async fn pull_once(
                 .await?;
             if page.snapshot_needed {
                 // Once per pull: a second request means the snapshot did not move our
-                // cursor past the compaction point (it was refused); try next tick.
+                // cursor past the compaction point (it was refused); try at the next pull.
                 if snapshot_tried {
                     break;
                 }
@@ -502,15 +626,15 @@ pub fn adaptive_timeout(rtt: Duration) -> Duration {
 pub struct Peer {
     pub name: String,
     url: String,
-    tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync>,
+    factory: PeerFactory,
+    /// The factory's credentials generation `client` was built with.
+    generation: u64,
     client: Client,
     /// Smoothed round-trip time of the vector call (EWMA, weight 1/5 for new samples).
     rtt: Option<Duration>,
     timeout: Duration,
     /// Consecutive failed pulls.
     failures: u32,
-    /// Ticks left to skip (bounded backoff).
-    skip: u32,
 }
 
 impl std::fmt::Debug for Peer {
@@ -543,20 +667,35 @@ impl Peer {
         self.rtt = Some(rtt);
         let wanted = adaptive_timeout(rtt);
         let (a, b) = (wanted.as_secs_f64(), self.timeout.as_secs_f64());
-        if (a - b).abs() > b / 2.0 {
-            match (self.tls)().and_then(|tls| {
-                Client::new(vec![self.url.clone()], tls, peer_options(wanted))
-                    .map_err(|e| e.to_string())
-            }) {
-                Ok(client) => {
-                    tracing::info!(peer = %self.name, ?rtt, timeout = ?wanted, "peer timeout adapted to its round-trip time");
-                    self.client = client;
-                    self.timeout = wanted;
-                }
-                Err(err) => {
-                    tracing::warn!(peer = %self.name, "cannot rebuild the peer client: {err}")
-                }
+        if (a - b).abs() > b / 2.0 && self.rebuild(wanted) {
+            tracing::info!(peer = %self.name, ?rtt, timeout = ?wanted, "peer timeout adapted to its round-trip time");
+        }
+    }
+
+    /// A new client with `timeout` and the factory's current credentials.
+    fn rebuild(&mut self, timeout: Duration) -> bool {
+        let generation = self.factory.generation();
+        match self.factory.tls().and_then(|tls| {
+            Client::new(vec![self.url.clone()], tls, peer_options(timeout))
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(client) => {
+                self.client = client;
+                self.timeout = timeout;
+                self.generation = generation;
+                true
             }
+            Err(err) => {
+                tracing::warn!(peer = %self.name, "cannot rebuild the peer client: {err}");
+                false
+            }
+        }
+    }
+
+    /// Rebuilds the client when this controller's certificate changed since it was made.
+    fn follow_credentials(&mut self) {
+        if self.generation != self.factory.generation() && self.rebuild(self.timeout) {
+            tracing::info!(peer = %self.name, "peer client now uses this controller's new certificate");
         }
     }
 }
@@ -564,9 +703,14 @@ impl Peer {
 /// Makes peer clients authenticated with this controller's own certificate. A peer must
 /// present a controller certificate of this cluster: the chain alone would also accept
 /// a node's certificate (security review D1), and a peer's operations are merged.
+/// [`PeerFactory::reload`] reads the certificate again (after [`crate::sub_ca`] reissued
+/// it); clients made before see the new generation and rebuild themselves.
 #[derive(Clone)]
 pub struct PeerFactory {
-    tls: Arc<dyn Fn() -> Result<rustls::ClientConfig, String> + Send + Sync>,
+    files: kcore_pki::CredentialFiles,
+    expected: kcore_pki::PeerExpectation,
+    creds: Arc<RwLock<Arc<kcore_pki::Credentials>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for PeerFactory {
@@ -576,19 +720,45 @@ impl std::fmt::Debug for PeerFactory {
 }
 
 impl PeerFactory {
-    /// Loads this controller's credentials (`tls.*`) once.
+    /// Loads this controller's credentials (`tls.*`).
     pub fn new(state: &AppState) -> Result<PeerFactory, String> {
         let tls = &state.config.tls;
-        let creds = kcore_pki::Credentials::load(&kcore_pki::CredentialFiles::new(
-            &tls.ca_file,
-            &tls.cert_file,
-            &tls.key_file,
-        ))
-        .map_err(|e| e.to_string())?;
-        let expected = kcore_pki::PeerExpectation::controller(&state.config.cluster_name);
+        let files = kcore_pki::CredentialFiles::new(&tls.ca_file, &tls.cert_file, &tls.key_file);
+        let creds = kcore_pki::Credentials::load(&files).map_err(|e| e.to_string())?;
         Ok(PeerFactory {
-            tls: Arc::new(move || creds.client_config(&expected).map_err(|e| e.to_string())),
+            files,
+            expected: kcore_pki::PeerExpectation::controller(&state.config.cluster_name),
+            creds: Arc::new(RwLock::new(Arc::new(creds))),
+            generation: Arc::default(),
         })
+    }
+
+    /// Reads the credentials from their files again; later clients use them.
+    pub fn reload(&self) -> Result<(), String> {
+        let creds = kcore_pki::Credentials::load(&self.files).map_err(|e| e.to_string())?;
+        *self
+            .creds
+            .write()
+            .map_err(|_| "credentials lock poisoned")? = Arc::new(creds);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Bumped by every [`PeerFactory::reload`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn tls(&self) -> Result<rustls::ClientConfig, String> {
+        let creds = self
+            .creds
+            .read()
+            .map_err(|_| "credentials lock poisoned".to_string())?
+            .clone();
+        creds
+            .client_config(&self.expected)
+            .map_err(|e| e.to_string())
     }
 
     /// A client for `address` (`HOST:PORT`), starting at the timeout ceiling; the first
@@ -596,17 +766,18 @@ impl PeerFactory {
     pub fn peer(&self, address: &str) -> Result<Peer, String> {
         let timeout = Duration::from_secs(10);
         let url = kcore_net::https_url(address);
-        let client = Client::new(vec![url.clone()], (self.tls)()?, peer_options(timeout))
+        let generation = self.generation();
+        let client = Client::new(vec![url.clone()], self.tls()?, peer_options(timeout))
             .map_err(|e| format!("peer {address}: {e}"))?;
         Ok(Peer {
             name: address.to_string(),
             url,
-            tls: self.tls.clone(),
+            factory: self.clone(),
+            generation,
             client,
             rtt: None,
             timeout,
             failures: 0,
-            skip: 0,
         })
     }
 
@@ -614,7 +785,7 @@ impl PeerFactory {
     pub fn client(&self, address: &str) -> Result<Client, String> {
         Client::new(
             vec![kcore_net::https_url(address)],
-            (self.tls)()?,
+            self.tls()?,
             peer_options(Duration::from_secs(5)),
         )
         .map_err(|e| format!("peer {address}: {e}"))
@@ -717,9 +888,22 @@ fn status_of(
     status
 }
 
-/// Polls every peer until `stop` is cancelled (the controller awaits it at shutdown).
-/// Each tick first reconciles the peer set with the `Controller` records
-/// ([`crate::membership::wanted_peers`]) and hands the revoked serials to the TLS layer.
+/// Seed address -> the controller id its vector last gave (shared by the peer tasks and
+/// the reconciliation that avoids pulling one controller twice).
+type SeedIds = Arc<std::sync::Mutex<BTreeMap<String, String>>>;
+
+/// One peer's pull task and the token that stops it.
+struct Follower {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Replicates until `stop` is cancelled (the controller awaits it at shutdown). Every
+/// peer is followed by its own task ([`follow`]), so a slow or unreachable peer holds back
+/// no other and a peer's writes are pulled as soon as its long poll reports them. Every
+/// [`PULL_INTERVAL`] this loop reconciles the peer set with the `Controller` records
+/// ([`crate::membership::wanted_peers`]), hands the revoked serials to the TLS layer and
+/// compacts when due.
 pub async fn run(
     state: Arc<AppState>,
     factory: PeerFactory,
@@ -728,18 +912,14 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(PULL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let bound = state.store.max_clock_skew();
-    let mut peers: Vec<Peer> = Vec::new();
-    // Seed address -> the controller id its vector last gave.
-    let mut seed_ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut followers: BTreeMap<String, Follower> = BTreeMap::new();
+    let seed_ids: SeedIds = Arc::default();
     let mut revoked: Vec<String> = Vec::new();
     let compaction_every = Duration::from_secs(state.config.compaction.interval_seconds);
     let mut last_compaction = std::time::Instant::now();
     loop {
-        // A pull in progress finishes (each is bounded by the peer timeout); the next
-        // one does not start once `stop` is cancelled.
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
         let now_revoked: Vec<String> = crate::membership::revoked(&state).into_keys().collect();
@@ -748,49 +928,75 @@ pub async fn run(
             tls.set_revoked_serials(&now_revoked);
             revoked = now_revoked;
         }
-        reconcile(&state, &factory, &mut peers, &seed_ids);
-        // Peers are pulled concurrently: one that is slow or unreachable does not hold
-        // back the others. One that keeps failing is skipped for a bounded number of
-        // ticks ([`backoff_ticks`]).
-        let due: Vec<&mut Peer> = peers
-            .iter_mut()
-            .filter_map(|peer| {
-                if peer.skip > 0 {
-                    peer.skip -= 1;
-                    None
-                } else {
-                    Some(peer)
-                }
-            })
-            .collect();
-        let state_ref = &state;
-        let results = futures::future::join_all(due.into_iter().map(|peer| async move {
-            let result = pull_once(state_ref, &peer.client).await;
-            (peer, result)
-        }))
-        .await;
-        for (peer, result) in results {
-            match &result {
-                Ok(report) => {
-                    peer.failures = 0;
-                    peer.observe(report.rtt);
-                    if state.config.peers.contains(&peer.name) {
-                        seed_ids.insert(peer.name.clone(), report.controller_id.clone());
-                    }
-                    if report.merged > 0 {
-                        tracing::debug!(peer = %peer.name, operations = report.merged, "replicated");
-                    }
-                }
-                Err(_) => {
-                    peer.failures = peer.failures.saturating_add(1);
-                    peer.skip = backoff_ticks(peer.failures);
-                }
-            }
-            record(&state, status_of(&peer.name, &result, bound));
-        }
+        reconcile(&state, &factory, &mut followers, &seed_ids, &stop);
         if last_compaction.elapsed() >= compaction_every {
             last_compaction = std::time::Instant::now();
             compact(&state);
+        }
+    }
+    // A pull in progress ends at its next await (merges are synchronous and the cursor
+    // is the store's own, so nothing is half-merged).
+    for (_, follower) in followers {
+        follower.stop.cancel();
+        let _ = follower.task.await;
+    }
+}
+
+/// Pulls from one peer until `stop`: a long poll of its vector, then what it holds that
+/// this store lacks, again. A failed pull waits 1, 2, then at most
+/// `MAX_BACKOFF_TICKS + 1` pull intervals before the next ([`backoff_ticks`]).
+async fn follow(
+    state: Arc<AppState>,
+    mut peer: Peer,
+    seed_ids: SeedIds,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let bound = state.store.max_clock_skew();
+    let mut since: Option<u64> = None;
+    loop {
+        peer.follow_credentials();
+        // Below the request timeout, so a quiet peer's long poll is not taken for a failure.
+        let wait = PULL_INTERVAL.min(peer.timeout / 2);
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            result = pull_once(&state, &peer.client, since, wait) => result,
+        };
+        // Stopped while the pull ended: its status was dropped and must not come back.
+        if stop.is_cancelled() {
+            return;
+        }
+        let pause = match &result {
+            Ok(report) => {
+                peer.failures = 0;
+                peer.observe(report.rtt);
+                if state.config.peers.contains(&peer.name)
+                    && let Ok(mut ids) = seed_ids.lock()
+                {
+                    ids.insert(peer.name.clone(), report.controller_id.clone());
+                }
+                if report.merged > 0 {
+                    tracing::debug!(peer = %peer.name, operations = report.merged, "replicated");
+                }
+                since = report.version;
+                // A peer that does not long-poll is polled at the interval.
+                if since.is_some() {
+                    Duration::ZERO
+                } else {
+                    PULL_INTERVAL
+                }
+            }
+            Err(_) => {
+                peer.failures = peer.failures.saturating_add(1);
+                since = None;
+                PULL_INTERVAL * (backoff_ticks(peer.failures) + 1)
+            }
+        };
+        record(&state, status_of(&peer.name, &result, bound));
+        if !pause.is_zero() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
         }
     }
 }
@@ -816,15 +1022,15 @@ pub fn compact(state: &AppState) {
     }
 }
 
-/// The most ticks an unreachable peer is skipped: it is tried at least every
-/// `(MAX_BACKOFF_TICKS + 1) * PULL_INTERVAL` plus its timeout, so a healed partition is
-/// noticed within seconds.
-// 3, not more: skipping 5 ticks could make a healed partition wait up to 6 s, past the
-// 5 s convergence goal in the docs (bench_replication holds a partition 10 s to measure it).
+/// The most pull intervals an unreachable peer waits beyond the first: it is tried at
+/// least every `(MAX_BACKOFF_TICKS + 1) * PULL_INTERVAL` plus its timeout, so a healed
+/// partition is noticed within seconds.
+// 3, not more: waiting 5 could make a healed partition wait up to 6 s, past the 5 s
+// convergence goal in the docs (bench_replication holds a partition 10 s to measure it).
 pub const MAX_BACKOFF_TICKS: u32 = 3;
 
-/// Ticks to skip after `failures` consecutive failed pulls: 0, 1, then at most
-/// [`MAX_BACKOFF_TICKS`].
+/// Extra pull intervals to wait after `failures` consecutive failed pulls: 0, 1, then at
+/// most [`MAX_BACKOFF_TICKS`].
 pub fn backoff_ticks(failures: u32) -> u32 {
     let doubled = 1u32
         .checked_shl(failures.saturating_sub(1))
@@ -832,21 +1038,24 @@ pub fn backoff_ticks(failures: u32) -> u32 {
     (doubled - 1).min(MAX_BACKOFF_TICKS)
 }
 
-/// Adds a client for every wanted address not pulled yet and drops the ones no longer
-/// wanted (and their status), keeping the measured round trip of those that stay.
+/// Starts a [`follow`] task for every wanted address not followed yet and stops the ones
+/// no longer wanted (and drops their status).
 fn reconcile(
-    state: &AppState,
+    state: &Arc<AppState>,
     factory: &PeerFactory,
-    peers: &mut Vec<Peer>,
-    seed_ids: &BTreeMap<String, String>,
+    followers: &mut BTreeMap<String, Follower>,
+    seed_ids: &SeedIds,
+    stop: &tokio_util::sync::CancellationToken,
 ) {
-    let wanted = crate::membership::wanted_peers(state, &state.config.peers, seed_ids);
-    peers.retain(|p| {
-        let keep = wanted.contains(&p.name);
+    let seeds = seed_ids.lock().map(|ids| ids.clone()).unwrap_or_default();
+    let wanted = crate::membership::wanted_peers(state, &state.config.peers, &seeds);
+    followers.retain(|name, follower| {
+        let keep = wanted.contains(name);
         if !keep {
-            tracing::info!(peer = %p.name, "peer no longer pulled from (its controller was deleted or is reached through a seed)");
+            tracing::info!(peer = %name, "peer no longer pulled from (its controller was deleted or is reached through a seed)");
+            follower.stop.cancel();
             if let Ok(mut statuses) = state.peers.write() {
-                statuses.remove(&p.name);
+                statuses.remove(name);
             }
         }
         keep
@@ -855,7 +1064,7 @@ fn reconcile(
         *set = Some(wanted.clone());
     }
     for address in wanted {
-        if peers.iter().any(|p| p.name == address) {
+        if followers.contains_key(&address) {
             continue;
         }
         match factory.peer(&address) {
@@ -863,7 +1072,10 @@ fn reconcile(
                 if !state.config.peers.contains(&address) {
                     tracing::info!(peer = %address, "discovered a controller; pulling from it");
                 }
-                peers.push(peer);
+                let token = stop.child_token();
+                let task =
+                    tokio::spawn(follow(state.clone(), peer, seed_ids.clone(), token.clone()));
+                followers.insert(address, Follower { stop: token, task });
             }
             Err(err) => tracing::warn!(peer = %address, "cannot make a client: {err}"),
         }

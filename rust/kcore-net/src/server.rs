@@ -130,6 +130,23 @@ pub struct PeerCertInfo {
     pub fingerprint: String,
     /// Serial number, lowercase hex (what revocation lists name).
     pub serial: String,
+    /// Serial of the presented certificate that issued the leaf (the sub-CA), when the
+    /// chain holds one whose subject is the leaf's issuer.
+    pub issuer_serial: Option<String>,
+    /// Serials of every other certificate the peer presented with its leaf. A verified
+    /// chain holds the real issuer, so revoking a sub-CA refuses every leaf it signed.
+    pub chain_serials: Vec<String>,
+}
+
+impl PeerCertInfo {
+    /// The first serial of the presented chain (leaf or intermediate) that `source`
+    /// revokes.
+    fn revoked_serial(&self, source: &TlsSource) -> Option<&str> {
+        std::iter::once(&self.serial)
+            .chain(&self.chain_serials)
+            .find(|serial| source.is_revoked(serial))
+            .map(String::as_str)
+    }
 }
 
 /// Request extension and extractor: the peer's leaf certificate facts.
@@ -456,30 +473,45 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// What a peer with a revoked certificate gets, whatever it asks for.
-fn revoked_app(serial: String) -> Router {
+/// What a peer with a revoked certificate (or one issued by a revoked sub-CA) gets,
+/// whatever it asks for.
+fn revoked_app(serial: &str, revoked: &str) -> Router {
+    let message = if serial == revoked {
+        format!("client certificate serial {serial} has been revoked; obtain a new certificate")
+    } else {
+        format!(
+            "client certificate serial {serial} was issued by sub-CA serial {revoked}, which has been revoked; obtain a new certificate"
+        )
+    };
     Router::new().fallback(move || {
-        let serial = serial.clone();
+        let message = message.clone();
         async move {
             crate::error::ApiFailure::with_status(
                 axum::http::StatusCode::UNAUTHORIZED,
                 ErrorCode::CertificateRevoked,
-                format!(
-                    "client certificate serial {serial} has been revoked; obtain a new certificate"
-                ),
+                message,
             )
         }
     })
 }
 
 fn peer_facts(conn: &rustls::ServerConnection) -> (PeerIdentity, PeerCert) {
-    let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) else {
+    let Some((leaf, rest)) = conn.peer_certificates().and_then(|c| c.split_first()) else {
         return (PeerIdentity(None), PeerCert(None));
     };
     let identity = kcore_pki::identity_of(leaf).ok();
+    let presented: Vec<kcore_pki::CertInfo> = rest
+        .iter()
+        .filter_map(|c| kcore_pki::cert_info(c).ok())
+        .collect();
     let info = kcore_pki::cert_info(leaf).ok().map(|info| PeerCertInfo {
         not_before: info.not_before,
         not_after: info.not_after,
+        issuer_serial: presented
+            .iter()
+            .find(|c| c.subject == info.issuer)
+            .map(|c| c.serial.clone()),
+        chain_serials: presented.iter().map(|c| c.serial.clone()).collect(),
         issuer: info.issuer,
         fingerprint: info.fingerprint,
         serial: info.serial,
@@ -541,9 +573,10 @@ async fn handle_connection(
     let (identity, cert) = peer_facts(tls.get_ref().1);
     tracing::trace!(%remote, identity = ?identity.0, "connection accepted");
     let app = match (&cert.0, &identity.0, &options.cluster) {
-        (Some(info), _, _) if source.is_revoked(&info.serial) => {
-            tracing::info!(%remote, identity = ?identity.0, serial = %info.serial, "revoked certificate presented");
-            revoked_app(info.serial.clone())
+        (Some(info), _, _) if info.revoked_serial(&source).is_some() => {
+            let revoked = info.revoked_serial(&source).unwrap_or_default().to_string();
+            tracing::info!(%remote, identity = ?identity.0, serial = %info.serial, %revoked, "revoked certificate presented");
+            revoked_app(&info.serial, &revoked)
         }
         (_, Some(who), Some(cluster)) if &who.cluster != cluster => {
             tracing::info!(%remote, identity = %who.uri(), "certificate of another cluster presented");

@@ -42,6 +42,8 @@ pub enum Command {
     Delete(crate::delete::Args),
     /// Rotate cluster credentials (sub-CA).
     Rotate(crate::rotate::Args),
+    /// Revoke a retired sub-CA: every certificate it issued is refused by every controller.
+    Revoke(crate::rotate::RevokeArgs),
     /// Print kctl's version and, with a context, each controller's.
     Version(crate::version::Args),
     /// Print a shell completion script (bash, zsh or fish) on stdout.
@@ -106,6 +108,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             node.unused("rotate")?;
             let ctl = args.controllers.clone().join(ctl);
             crate::rotate::run(args, global, &ctl).await
+        }
+        Command::Revoke(args) => {
+            node.unused("revoke")?;
+            let ctl = args.controllers.clone().join(ctl);
+            crate::rotate::revoke(args, global, &ctl).await
         }
         Command::Version(args) => {
             node.unused("version")?;

@@ -823,6 +823,7 @@ mod tests {
                 interval_seconds: 7,
                 retention_seconds: 8,
                 tombstone_lifetime_seconds: 9,
+                snapshot_page_rows: 10,
             },
             tls: ControllerTls {
                 ca_file: "/k/ca: x.crt".into(),

@@ -3,10 +3,12 @@
 //! nodes; a stored kind (ClusterUpdate, VM, ...) its metadata, spec and status.
 //! `-o json|yaml` prints the full object.
 
+use kcore_api::ErrorCode;
 use kcore_api::cluster::{Node, StorageClassDetail};
 use kcore_api::resource::Kind;
 
 use crate::controller_client::connect;
+use crate::exit::Refused;
 use crate::get::name_arg;
 use crate::global::GlobalArgs;
 use crate::kinds::{self, Target};
@@ -44,6 +46,13 @@ pub async fn run(
             paths::storage_class(&args.name)?;
             paths::path(&["v1", "storage-classes", &args.name])?
         }
+        Target::SubCa => {
+            return Err(Refused::new(
+                ErrorCode::BadFlags,
+                "sub-CAs are listed, not described: `kctl get sub-cas` (-o yaml for every field)",
+            )
+            .into());
+        }
     };
     let (_, client) = connect(global, controllers)?;
     match target {
@@ -65,5 +74,7 @@ pub async fn run(
             let detail: StorageClassDetail = client.get_json(&path).await?;
             print_object(&detail, global.output, || describe_storage_class(&detail))
         }
+        // Refused before connecting.
+        Target::SubCa => Ok(()),
     }
 }

@@ -86,6 +86,13 @@ pub async fn run(
         }
         _ => None,
     };
+    if target == Target::SubCa && (selector.is_some() || args.name.is_some()) {
+        return Err(Refused::new(
+            ErrorCode::BadFlags,
+            "sub-CAs are listed whole: drop the name and -l (`kctl get sub-cas`)",
+        )
+        .into());
+    }
     if target == Target::StorageClass && selector.is_some() {
         return Err(Refused::new(
             ErrorCode::BadFlags,
@@ -142,6 +149,11 @@ pub async fn run(
             get_objects(&client, kind, path, args.selector.as_deref(), global).await
         }
         (Target::StorageClass, _) => storage_classes(&client, args.name, global.output).await,
+        (Target::SubCa, _) => {
+            let list: Vec<kcore_api::controller::SubCaUse> =
+                client.get_json("/v1/pki/sub-cas").await?;
+            print(&crate::views::sub_ca::SubCas(list), global.output)
+        }
     }
 }
 

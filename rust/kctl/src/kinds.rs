@@ -19,6 +19,8 @@ pub enum Target {
     Kind(Kind),
     /// The derived storage classes (`storage-class`, `storage-classes`, `sc`).
     StorageClass,
+    /// The sub-CAs controllers sign with or retired (`sub-ca`, `sub-cas`), listed only.
+    SubCa,
 }
 
 impl FromStr for Target {
@@ -35,12 +37,13 @@ impl FromStr for Target {
         match folded.as_str() {
             "no" => return Ok(Target::Kind(Kind::Node)),
             "sc" | "storageclass" | "storageclasses" => return Ok(Target::StorageClass),
+            "subca" | "subcas" => return Ok(Target::SubCa),
             _ => {}
         }
         Kind::from_str(s).map(Target::Kind).map_err(|e| {
             Refused::new(
                 ErrorCode::InvalidField,
-                format!("{e}, or storage-class (derived from nodes)"),
+                format!("{e}, or storage-class (derived from nodes), or sub-cas"),
             )
         })
     }
@@ -80,6 +83,7 @@ mod tests {
             ("sc", Target::StorageClass),
             ("storage-class", Target::StorageClass),
             ("storage-classes", Target::StorageClass),
+            ("sub-cas", Target::SubCa),
             ("vm", Target::Kind(Kind::Vm)),
             ("clusterupdates", Target::Kind(Kind::ClusterUpdate)),
         ] {

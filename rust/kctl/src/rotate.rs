@@ -1,6 +1,10 @@
 //! `kctl rotate sub-ca`: issue a new sub-CA from the root CA (on this machine) and install
 //! it on every controller of the context. Certificates signed by the old sub-CA keep
-//! working until they expire, because controllers and agents trust the root.
+//! working, because controllers and agents trust the root; the old sub-CA is retired:
+//! each controller reissues its own certificate from the new one and nodes renew at their
+//! next heartbeat. `kctl revoke sub-ca SERIAL` then revokes the retired one (refused while
+//! anything still holds a certificate it issued, unless `--force`); `kctl get sub-cas`
+//! shows who does.
 
 use anyhow::Context as _;
 use clap::Subcommand;
@@ -137,4 +141,64 @@ async fn rotate_sub_ca(
             failed.join(", ")
         ))
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    /// Which controllers to call.
+    #[command(flatten, next_help_heading = "Controllers")]
+    pub controllers: crate::target::ControllerTarget,
+    #[command(subcommand)]
+    pub command: RevokeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevokeCommand {
+    /// Revoke a retired sub-CA (`kctl get sub-cas` lists them): every controller then
+    /// refuses every certificate it issued. The revocation replicates.
+    SubCa(RevokeSubCaArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevokeSubCaArgs {
+    /// The sub-CA's serial (hex, as `kctl get sub-cas` prints it).
+    #[arg(value_name = "SERIAL")]
+    pub serial: String,
+    /// Revoke even though nodes or controllers still hold certificates it issued: they
+    /// are cut off at once and must be enrolled again (after a key compromise).
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub async fn revoke(
+    args: RevokeArgs,
+    global: &GlobalArgs,
+    controllers: &ControllerTarget,
+) -> anyhow::Result<()> {
+    let RevokeCommand::SubCa(sub) = args.command;
+    let serial = sub.serial.trim().trim_start_matches("0x").replace(':', "");
+    if serial.is_empty() || !serial.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(crate::exit::Refused::new(
+            kcore_api::ErrorCode::InvalidField,
+            format!(
+                "SERIAL: {:?} is not a hex serial; give it as `kctl get sub-cas` prints it",
+                sub.serial
+            ),
+        )
+        .into());
+    }
+    let (_, client) = crate::controller_client::connect(global, controllers)?;
+    let revocation: kcore_api::controller::Revocation = client
+        .post_json(
+            &crate::paths::path(&["v1", "pki", "sub-cas", &serial, "revoke"])?,
+            &kcore_api::controller::RevokeSubCa { force: sub.force },
+        )
+        .await?;
+    print_object(&revocation, global.output, || {
+        format!(
+            "{} revoked at {}: every controller refuses the certificates it issued once it has the revocation\n",
+            escape(&revocation.subject),
+            escape(&revocation.revoked_at)
+        )
+    })
 }

@@ -157,7 +157,7 @@ async fn delete(
         // mid-operation; another controller can do it.
         return Err(ApiFailure::with_status(
             StatusCode::CONFLICT,
-            ErrorCode::BadRequest,
+            ErrorCode::ControllerDeletesItself,
             format!(
                 "controller {name} cannot delete itself; send DELETE /v1/controllers/{name} to another controller"
             ),

@@ -13,7 +13,8 @@
 //! | `POST /v1/nodes/{id}/cordon`, `.../uncordon` | admin |
 //! | `POST /v1/certificates/node` | admin (a node's first certificate, from its CSR) |
 //! | `POST /v1/certificates/metrics` | admin (a scraper's certificate, from its CSR) |
-//! | `PUT /v1/pki/sub-ca` | admin (`kctl rotate sub-ca`) |
+//! | `PUT /v1/pki/sub-ca` | admin (`kctl rotate sub-ca`; retires the one it replaces) |
+//! | `GET /v1/pki/sub-cas`, `POST /v1/pki/sub-cas/{serial}/revoke` | admin ([`crate::sub_ca`]) |
 //! | `GET /v1/storage-classes`, `GET /v1/storage-classes/{name}` | admin, controller |
 //! | `GET /v1/clusterupdates`, `GET /v1/clusterupdates/{name}` | admin, controller |
 //! | `PUT /v1/clusterupdates/{name}`, `DELETE /v1/clusterupdates/{name}` | admin |
@@ -85,6 +86,9 @@ pub struct AppState {
     /// Wakes the refresh of this controller's own `Controller` record early, when what it
     /// says changed (a new sub-CA), instead of at the next interval.
     pub record_changed: tokio::sync::Notify,
+    /// Wakes the reload of this controller's own certificate into its TLS server and peer
+    /// clients, after a sub-CA install issued it a new one ([`crate::sub_ca`]).
+    pub credentials_changed: tokio::sync::Notify,
     /// Request latency by route, for `GET /metrics` (filled by the router's layer).
     pub requests: kcore_net::metrics::RequestMetrics,
 }
@@ -196,6 +200,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(metrics::issue_metrics_certificate),
         )
         .route("/v1/pki/sub-ca", put(pki::install_sub_ca))
+        .route("/v1/pki/sub-cas", get(pki::list_sub_cas))
+        .route("/v1/pki/sub-cas/{serial}/revoke", post(pki::revoke_sub_ca))
         .route(
             "/v1/storage-classes",
             get(storage_classes::list_storage_classes),

@@ -92,12 +92,17 @@ fn check_report(report: &kcore_api::cluster::NodeReport) -> Result<()> {
     })
 }
 
-fn ack(state: &AppState, id: &str) -> Result<Json<NodeAck>> {
+fn ack(state: &AppState, id: &str, presented: &PeerCert) -> Result<Json<NodeAck>> {
     let record = state.store.node(id).ok_or_else(|| not_found(id))?;
+    let issuer = presented
+        .0
+        .as_ref()
+        .and_then(|c| c.issuer_serial.as_deref());
     Ok(Json(NodeAck {
         node_id: id.to_string(),
         status: status_of(state, &record, state.store.last_heartbeat(id)),
         controller_id: state.config.controller_id.clone(),
+        renew_certificate: issuer.is_some_and(|serial| crate::sub_ca::is_retired(state, serial)),
     }))
 }
 
@@ -130,7 +135,7 @@ pub(super) async fn register(
     record_presented_certificate(&state, &id, &peer_cert)?;
     state.store.heartbeat(&id, now_unix());
     tracing::info!(node = %id, approval = record.approval.as_str(), "node registered");
-    ack(&state, &id)
+    ack(&state, &id, &peer_cert)
 }
 
 pub(super) async fn heartbeat(
@@ -159,7 +164,7 @@ pub(super) async fn heartbeat(
     }
     record_presented_certificate(&state, &id, &peer_cert)?;
     state.store.heartbeat(&id, now_unix());
-    ack(&state, &id)
+    ack(&state, &id, &peer_cert)
 }
 
 pub(super) async fn list_nodes(

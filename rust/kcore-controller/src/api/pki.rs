@@ -194,7 +194,12 @@ pub(super) fn record_presented_certificate(
         return Ok(());
     };
     let recorded = state.store.node(node_id).and_then(|r| r.certificate);
-    if recorded.as_ref().map(|c| c.serial.as_str()) == Some(cert.serial.as_str()) {
+    // Recorded again when the issuer serial was not known yet (recorded before it was
+    // kept), so revoking a sub-CA sees every node it issued to.
+    if recorded
+        .as_ref()
+        .is_some_and(|c| c.serial == cert.serial && c.issuer_serial == cert.issuer_serial)
+    {
         return Ok(());
     }
     let info = CertificateInfo {
@@ -202,6 +207,7 @@ pub(super) fn record_presented_certificate(
         not_before: rfc3339(cert.not_before),
         not_after: rfc3339(cert.not_after),
         issuer: cert.issuer.clone(),
+        issuer_serial: cert.issuer_serial.clone(),
     };
     state.store.set_certificate(node_id, &info)?;
     Ok(())
@@ -219,6 +225,10 @@ pub(super) fn certificate_info(pem: &str) -> Result<CertificateInfo> {
         not_before: rfc3339(info.not_before),
         not_after: rfc3339(info.not_after),
         issuer: info.issuer,
+        // The issuer of a chain's first certificate is its second one.
+        issuer_serial: certs
+            .get(1)
+            .and_then(|issuer| kcore_pki::serial_hex(issuer).ok()),
     })
 }
 
@@ -356,18 +366,61 @@ pub(super) async fn install_sub_ca(
     .map_err(|e| internal(format!("{}: {e}", tls.sub_ca_cert_file.display())))?;
     let candidate = Arc::new(candidate);
     let info = certificate_info(candidate.cert_pem())?;
-    *state
-        .signer
-        .write()
-        .map_err(|_| internal("signer lock poisoned"))? = candidate;
+    let replaced = {
+        let mut signer = state
+            .signer
+            .write()
+            .map_err(|_| internal("signer lock poisoned"))?;
+        std::mem::replace(&mut *signer, candidate.clone())
+    };
+    let old = certificate_info(replaced.cert_pem())?;
     state
         .store
         .put_field("pki/sub-ca", "certificatePem", &body.certificate_pem)?;
-    // The Controller record names the sub-CA it signs with.
+    if old.serial != info.serial {
+        crate::sub_ca::retire(&state, &old.serial, &info.serial)?;
+        // This controller's own certificate moves to the new sub-CA too, so the old one
+        // can be revoked without cutting it off. A failure leaves it on the old one (it
+        // keeps working until that is revoked) and says so.
+        match crate::sub_ca::reissue_own_certificate(&state, &candidate) {
+            Ok(serial) => {
+                tracing::info!(%serial, "this controller's certificate reissued by the new sub-CA");
+                state.credentials_changed.notify_one();
+            }
+            Err(err) => tracing::warn!(
+                "cannot reissue this controller's certificate from the new sub-CA (revoking sub-CA {} will be refused while it holds one from it): {err}",
+                old.serial
+            ),
+        }
+    }
+    // The Controller record names the sub-CA it signs with and its certificate's issuer.
     state.record_changed.notify_one();
-    tracing::info!(by = %admin, serial = %info.serial, "new sub-CA installed");
+    tracing::info!(by = %admin, serial = %info.serial, retired = %old.serial, "new sub-CA installed");
     Ok(Json(SubCaInstalled {
         controller_id: state.config.controller_id.clone(),
         certificate: info,
     }))
+}
+
+/// `GET /v1/pki/sub-cas`: every sub-CA known, who signs with it and whose certificates it
+/// issued ([`crate::sub_ca::uses`]).
+pub(super) async fn list_sub_cas(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<kcore_api::controller::SubCaUse>>> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(crate::sub_ca::uses(&state)))
+}
+
+/// `POST /v1/pki/sub-cas/{serial}/revoke`: see [`crate::sub_ca::revoke`].
+pub(super) async fn revoke_sub_ca(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(serial): Path<String>,
+    ApiJson(body): ApiJson<kcore_api::controller::RevokeSubCa>,
+) -> Result<Json<kcore_api::controller::Revocation>> {
+    let admin = caller.require(&[Role::Admin])?.uri();
+    let revocation = crate::sub_ca::revoke(&state, &serial, body.force)?;
+    tracing::warn!(by = %admin, %serial, force = body.force, "sub-CA revoked");
+    Ok(Json(revocation))
 }

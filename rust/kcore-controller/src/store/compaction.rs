@@ -99,8 +99,12 @@ pub struct Snapshot {
     pub controller_id: String,
     /// Origin -> newest HLC covered.
     pub vector: BTreeMap<String, String>,
-    /// Every `fields` row as the operation that holds it (`value: null`: a tombstone).
+    /// Every `fields` row as the operation that holds it (`value: null`: a tombstone),
+    /// ordered by resource and field; one page of them when paged.
     pub fields: Vec<Op>,
+    /// Paged: more rows follow the last one of `fields` (ask again after it).
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// How far a peer lags behind this controller.
@@ -286,28 +290,53 @@ impl Store {
 
     /// The merged state and its version vector, read under one lock so they agree.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.snapshot_page(None, usize::MAX)
+    }
+
+    /// At most `limit` rows of the merged state after `(resource, field)` in key order,
+    /// with the version vector as it is now. The pages of one snapshot are read apart, so
+    /// a later page may hold rows newer than the first page's vector: installing state
+    /// newer than a vector claims is safe (the merge is last-writer-wins and the newer
+    /// operations are pulled again), so the puller keeps the first page's vector.
+    pub fn snapshot_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Snapshot, StoreError> {
         let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
         let vector = {
             let mut stmt = conn.prepare_cached("SELECT origin, hlc FROM vector")?;
             let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             rows.collect::<Result<BTreeMap<String, String>, _>>()?
         };
+        let (resource, field) = after.unwrap_or(("", ""));
+        // One more than asked, to know whether more follow.
+        let wanted = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let mut stmt = conn.prepare_cached(
-            "SELECT hlc, origin, resource, field, value FROM fields ORDER BY resource, field",
+            "SELECT hlc, origin, resource, field, value FROM fields
+             WHERE ?1 = 0 OR resource > ?2 OR (resource = ?2 AND field > ?3)
+             ORDER BY resource, field LIMIT ?4",
         )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(Op {
-                hlc: row.get(0)?,
-                origin: row.get(1)?,
-                resource: row.get(2)?,
-                field: row.get(3)?,
-                value: row.get(4)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![i64::from(after.is_some()), resource, field, wanted],
+            |row| {
+                Ok(Op {
+                    hlc: row.get(0)?,
+                    origin: row.get(1)?,
+                    resource: row.get(2)?,
+                    field: row.get(3)?,
+                    value: row.get(4)?,
+                })
+            },
+        )?;
+        let mut fields: Vec<Op> = rows.collect::<Result<_, _>>()?;
+        let more = fields.len() > limit;
+        fields.truncate(limit);
         Ok(Snapshot {
             controller_id: self.origin.clone(),
             vector,
-            fields: rows.collect::<Result<_, _>>()?,
+            fields,
+            more,
         })
     }
 
@@ -599,11 +628,51 @@ mod tests {
                 field: "kind".into(),
                 value: Some("\"VM\"".into()),
             }],
+            more: false,
         };
         let merge = b.install_snapshot(&snapshot).unwrap();
         assert_eq!(merge.merged, 0);
         assert_eq!(merge.refused.len(), 2);
         assert!(b.fields("vm/x").is_none());
         assert!(!b.version_vector().unwrap().contains_key("ctl1"));
+    }
+
+    #[test]
+    fn snapshot_pages_cover_every_row_once_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(&dir.path().join("a.sqlite"), "ctl1").unwrap();
+        for i in 0..23 {
+            a.write_local(&[(
+                format!("vm/p-{}", i % 5),
+                format!("spec.k{i:02}"),
+                Some(format!("\"{i}\"")),
+            )])
+            .unwrap();
+        }
+        let whole = a.snapshot().unwrap();
+        assert!(!whole.more);
+        let mut paged = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        let mut pages = 0;
+        loop {
+            let page = a
+                .snapshot_page(after.as_ref().map(|(r, f)| (r.as_str(), f.as_str())), 7)
+                .unwrap();
+            pages += 1;
+            assert!(page.fields.len() <= 7);
+            assert_eq!(page.vector, whole.vector);
+            let last = page
+                .fields
+                .last()
+                .map(|op| (op.resource.clone(), op.field.clone()));
+            paged.extend(page.fields);
+            if !page.more {
+                break;
+            }
+            after = last;
+            assert!(pages < 10, "paging does not end");
+        }
+        assert_eq!(pages, whole.fields.len().div_ceil(7));
+        assert_eq!(paged, whole.fields);
     }
 }

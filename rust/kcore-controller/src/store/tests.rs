@@ -270,6 +270,7 @@ fn older_databases_are_compacted_at_open_and_certificates_keep_one_row() {
             not_before: "a".into(),
             not_after: "b".into(),
             issuer: "c".into(),
+            issuer_serial: None,
         };
         store.set_certificate("n1", &info("01")).unwrap();
         store.set_certificate("n1", &info("02")).unwrap();

@@ -103,6 +103,76 @@ async fn agent_with_a_fresh_certificate_does_not_renew() {
     ctl.stop().await;
 }
 
+/// A fresh certificate from a sub-CA that was rotated out: the controller's answer asks
+/// for a renewal and the real agent loop renews at once, onto the new sub-CA.
+#[tokio::test]
+async fn agent_with_a_certificate_of_a_retired_sub_ca_renews_at_once() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    // As a controller issued it a day ago: a renewal must end later than it.
+    let ident = Identity::new(CLUSTER, Role::Node, "n1").unwrap();
+    let (key_pem, csr_pem) = kcore_pki::generate_csr(&ident, &["localhost".into()]).unwrap();
+    let cert = CertifiedKey {
+        cert_pem: cl
+            .sub
+            .sign_csr(
+                &csr_pem,
+                &ident,
+                kcore_pki::NODE_CERT_VALIDITY - Duration::from_secs(86_400),
+            )
+            .unwrap(),
+        key_pem,
+    };
+    let ctx = agent_context(cl.dir.path(), &ctl.url, cl.root.cert_pem(), "n1", &cert);
+    let mut session = None;
+    let ack = kcore_agent::registration::step(&ctx, &mut session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!ack.renew_certificate);
+    assert_eq!(
+        std::fs::read_to_string(&ctx.cert_file).unwrap(),
+        cert.cert_pem
+    );
+
+    let new_sub = cl.root.new_sub_ca("rotated", YEAR).unwrap();
+    client(&ctl.url, cl.root.cert_pem(), &cl.admin())
+        .put_json::<_, SubCaInstalled>(
+            "/v1/pki/sub-ca",
+            &InstallSubCa {
+                certificate_pem: new_sub.cert_pem().into(),
+                key_pem: new_sub.key_pem().into(),
+                allow_short: false,
+            },
+        )
+        .await
+        .unwrap();
+    let ack = kcore_agent::registration::step(&ctx, &mut session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ack.renew_certificate, "the controller did not ask: {ack:?}");
+    let renewed = std::fs::read_to_string(&ctx.cert_file).unwrap();
+    assert_ne!(
+        renewed,
+        cert.cert_pem,
+        "the agent did not renew: {:?}",
+        session.as_ref().and_then(|s| s.renewal_problem())
+    );
+    assert!(
+        renewed.ends_with(new_sub.cert_pem()),
+        "not issued by the new sub-CA"
+    );
+    // Its next heartbeat presents the new certificate: nothing more to do.
+    let ack = kcore_agent::registration::step(&ctx, &mut session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!ack.renew_certificate);
+    assert_eq!(std::fs::read_to_string(&ctx.cert_file).unwrap(), renewed);
+    ctl.stop().await;
+}
+
 #[tokio::test]
 async fn agent_loop_registers_then_heartbeats_until_shutdown() {
     let cl = Cluster::new();

@@ -69,6 +69,8 @@ fn compacting(mut config: ControllerConfig) -> ControllerConfig {
     config.compaction.interval_seconds = 1;
     config.compaction.retention_seconds = 6;
     config.compaction.tombstone_lifetime_seconds = 1;
+    // The catch-up below then fetches the snapshot in several pages.
+    config.compaction.snapshot_page_rows = 16;
     config
 }
 

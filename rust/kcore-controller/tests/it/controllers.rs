@@ -158,7 +158,7 @@ async fn a_controller_joining_through_one_seed_is_discovered_and_both_replicate(
         .delete::<Value>("/v1/controllers/ctl-a")
         .await
         .unwrap_err();
-    assert_eq!(code(&err), "BAD_REQUEST");
+    assert_eq!(code(&err), "CONTROLLER_DELETES_ITSELF");
     a.stop().await;
     b.stop().await;
 }

@@ -17,5 +17,6 @@ mod proxy;
 mod replication;
 mod resources;
 mod rollouts;
+mod sub_ca;
 mod support;
 mod vms;

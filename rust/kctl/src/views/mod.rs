@@ -10,6 +10,7 @@ pub mod node;
 pub mod operation;
 pub mod resource;
 pub mod storage_class;
+pub mod sub_ca;
 pub mod vm;
 
 /// `1.5 GiB`-style sizes for tables (kcore-api's one spelling, also in controller messages).

@@ -196,6 +196,65 @@ async fn rotate_sub_ca_installs_it_and_old_nodes_keep_working() {
     let nodes: Vec<Node> =
         serde_json::from_str(&ok(kctl(lab.home(), &["get", "nodes", "-o", "json"]).await)).unwrap();
     assert_eq!(nodes.len(), 1);
+
+    // The old sub-CA is retired and node-a still holds a certificate it issued.
+    let serial =
+        |pem: &str| kcore_pki::serial_hex(&kcore_pki::certs_from_pem(pem).unwrap()[0]).unwrap();
+    let (old, new) = (serial(&before), serial(&after));
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(
+            kctl(lab.home(), &["get", "sub-cas", "-o", "json"]).await
+        ))
+        .unwrap();
+    let state_of = |list: &[serde_json::Value], s: &str| {
+        list.iter()
+            .find(|u| u["serial"] == s)
+            .map(|u| u["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        state_of(&listed, &old).as_deref(),
+        Some("retired"),
+        "{listed:?}"
+    );
+    assert_eq!(
+        state_of(&listed, &new).as_deref(),
+        Some("active"),
+        "{listed:?}"
+    );
+    let table = ok(kctl(lab.home(), &["get", "sub-cas"]).await);
+    assert!(
+        table.contains("SERIAL") && table.contains("node/node-a"),
+        "{table}"
+    );
+
+    // Revoking it is refused while node-a uses it, and a bad serial is refused locally.
+    let refused = kctl(lab.home(), &["revoke", "sub-ca", &old]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("node/node-a") && said.contains("--force"),
+        "{said}"
+    );
+    let bad = kctl(lab.home(), &["revoke", "sub-ca", "not-hex"]).await;
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("SERIAL"),
+        "{}",
+        text(&bad)
+    );
+    // With --force it is revoked: listed so, and the answer says what was revoked.
+    let out = ok(kctl(lab.home(), &["revoke", "sub-ca", &old, "--force"]).await);
+    assert!(out.contains(&format!("sub-ca/{old} revoked")), "{out}");
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(
+            kctl(lab.home(), &["get", "sub-cas", "-o", "json"]).await
+        ))
+        .unwrap();
+    assert_eq!(
+        state_of(&listed, &old).as_deref(),
+        Some("revoked"),
+        "{listed:?}"
+    );
     lab.stop().await;
 }
 

@@ -109,14 +109,23 @@ async fn a_controller_from_create_controller_joins_and_the_context_learns_it() {
     }
     assert!(seen, "ctl2 never learnt node-a");
 
-    // Both controllers listed, each peer healthy from the answering one.
+    // Both controllers listed, each peer healthy from the answering one. Healthy also
+    // holds before the answering controller has pulled from the new one at all (no peer
+    // is unhealthy), so the listing must carry the other's replication status too.
     let mut healthy = false;
     for _ in 0..50 {
-        if kctl(lab.home(), &["get", "controllers", "--require-healthy"])
-            .await
-            .status
-            .success()
-        {
+        let out = kctl(
+            lab.home(),
+            &["get", "controllers", "--require-healthy", "-o", "json"],
+        )
+        .await;
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let others_pulled = listed.as_array().is_some_and(|l| {
+            l.iter()
+                .filter(|c| c["answering"] == false)
+                .all(|c| c["replication"]["state"] == "Healthy")
+        });
+        if out.status.success() && others_pulled {
             healthy = true;
             break;
         }
@@ -213,5 +222,52 @@ async fn create_controller_with_a_csr_writes_no_key_and_signs_that_identity() {
     )
     .await;
     assert!(!out.status.success(), "{}", text(&out));
+    lab.stop().await;
+}
+
+/// `kctl delete controller ID` sent first to the controller being deleted: it refuses
+/// (it would revoke the certificate it answers with) and kctl asks the next one, which
+/// deletes it. With only that controller to ask, kctl says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_controller_sent_to_that_controller_fails_over_to_the_next() {
+    let lab = Lab::start(false).await;
+    let a = lab.addr.clone();
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = lb.local_addr().unwrap().to_string();
+    ok(kctl(lab.home(), &["create", "controller", "--address", &b]).await);
+    let cdir = lab.ctx_dir.join("controllers/ctl2");
+    let (stop_b, task_b) = run_controller(lb, &cdir.join("controller.yaml"));
+    let mut known = false;
+    for _ in 0..100 {
+        let out = kctl(lab.home(), &["-s", &a, "get", "controllers", "-o", "json"]).await;
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"ctl2\"") {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(known, "ctl1 never learnt ctl2's record");
+
+    // Only ctl2 to ask: refused, exit 1, and the way out named.
+    let alone = kctl(lab.home(), &["-s", &b, "delete", "controller", "ctl2"]).await;
+    assert_eq!(alone.status.code(), Some(1), "{}", text(&alone));
+    let said = String::from_utf8_lossy(&alone.stderr);
+    assert!(
+        said.contains("cannot delete itself") && said.contains("no other controller did it"),
+        "{}",
+        text(&alone)
+    );
+
+    // ctl2 first, then ctl1: ctl1 deletes it.
+    let out = ok(kctl(
+        lab.home(),
+        &["-s", &b, "-s", &a, "delete", "controller", "ctl2"],
+    )
+    .await);
+    assert!(out.contains("controller/ctl2 deleted"), "{out}");
+    let listed = ok(kctl(lab.home(), &["-s", &a, "get", "controllers", "-o", "json"]).await);
+    assert!(!listed.contains("\"ctl2\""), "{listed}");
+    let _ = stop_b.send(());
+    task_b.await.unwrap();
     lab.stop().await;
 }
