@@ -48,13 +48,12 @@ async fn until_switched(bed: &Bed, id: &str, new: &Path) {
     .await;
 }
 
-/// node-3's agent process is SIGKILLed while its step is `activating`; its transient unit
-/// (a session of its own, as systemd's) finishes the switch with no agent there, and the
-/// agent started again finds the unit's result, runs the health gate and reports: the
-/// rollout succeeds with node-3 activated once.
-#[tokio::test(flavor = "multi_thread")]
-async fn rollout_fleet_an_agent_process_killed_9_mid_activation_is_restarted_and_the_rollout_succeeds_with_fleet_flake()
- {
+/// node-3's agent process is SIGKILLed while its step is `activating`, and started again:
+/// `unit_done_first`, after its transient unit (a session of its own, as systemd's) finished
+/// the switch with no agent there (the new agent finds the unit's result); otherwise while
+/// the unit still waits at its gate (the new agent re-attaches to it). Either way it runs the
+/// health gate and reports, and the rollout succeeds with node-3 activated once.
+async fn agent_killed_9_mid_activation(name: &str, unit_done_first: bool) {
     let Some((fleet, r1, r2)) = revisions(None) else {
         return;
     };
@@ -65,19 +64,37 @@ async fn rollout_fleet_an_agent_process_killed_9_mid_activation_is_restarted_and
         ..Shape::default()
     };
     let mut bed = Bed::with(fleet, &r1, Some(("node-3", &gate)), shape).await;
-    bed.apply("kill-agent", &r2).await;
+    bed.apply(name, &r2).await;
     until_step_activating(&bed, "node-3").await;
     let i = Bed::index("node-3");
     bed.nodes[i].kill9();
-    std::fs::write(&gate, "").unwrap();
     let new = expected(&bed, &r2, "node-3");
-    until_switched(&bed, "node-3", &new).await;
-    bed.nodes[i].start_process().await;
-    let done = bed.wait_done("kill-agent").await;
+    if unit_done_first {
+        std::fs::write(&gate, "").unwrap();
+        until_switched(&bed, "node-3", &new).await;
+        bed.nodes[i].start_process().await;
+    } else {
+        bed.nodes[i].start_process().await;
+        assert_eq!(bed.step_report("node-3").phase, StepPhase::Activating);
+        std::fs::write(&gate, "").unwrap();
+    }
+    let done = bed.wait_done(name).await;
     assert_eq!(done["status"]["phase"], "succeeded", "{done:#}");
     assert_eq!(row(&done, "node-3")["phase"], "succeeded", "{done:#}");
     each_activated_once(&bed, &r2);
-    bed.finish(&[("kill-agent", 1)]).await;
+    bed.finish(&[(name, 1)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_fleet_an_agent_process_killed_9_mid_activation_is_restarted_and_the_rollout_succeeds_with_fleet_flake()
+ {
+    agent_killed_9_mid_activation("kill-agent", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_fleet_an_agent_process_killed_9_mid_activation_restarted_while_its_unit_runs_reattaches_with_fleet_flake()
+ {
+    agent_killed_9_mid_activation("kill-agent-reattach", false).await;
 }
 
 /// The controller process is SIGKILLed while the second batch (node-3, node-4) activates,
