@@ -7,7 +7,9 @@
 //! restart), `restricted` (bounded evaluation of submitted Nix), `provision` (provision-disk's
 //! command line, the guide's names), `rollout` (prepare, activate, health gate, revert and
 //! trial boots against the real fleet flake of `rollout_rig`), `rollout_fleet` (a real controller
-//! and five real agents running rollouts through the assignment loop), `metrics` (`/metrics`),
+//! and five real agents running rollouts through the assignment loop, on `rollout_fleet_bed`),
+//! `rollout_fleet_kill` (the same with agents and controllers as OS processes, `rollout_proc`,
+//! killed with SIGKILL mid-rollout), `metrics` (`/metrics`),
 //! `vm` (the VM reconciler: volumes, image import and real QEMU guests on the filesystem
 //! backend), `vm_e2e` (a real controller and a real agent placing, running and deleting a
 //! VM). Tests that use a stand-in
@@ -23,6 +25,9 @@ mod provision;
 mod restricted;
 mod rollout;
 mod rollout_fleet;
+mod rollout_fleet_bed;
+mod rollout_fleet_kill;
+mod rollout_proc;
 mod rollout_rig;
 mod support;
 mod tls;

@@ -17,6 +17,7 @@ use std::process::Command;
 
 use kcore_api::rollout::{StepPhase, StepReport};
 
+use crate::rollout_proc::{AgentOptions, ChildProcess, ChildSpec, agent_addr};
 use crate::support::*;
 
 /// The fake root's install and boots, shared with the `fleet_agent` example.
@@ -121,6 +122,8 @@ pub struct FleetNode {
     pub options: RuntimeOptions,
     pub extra: serde_json::Value,
     pub agent: Option<Running>,
+    /// The agent as an OS process instead ([`FleetNode::start_process`]).
+    pub process: Option<ChildProcess>,
     pub admin: Option<Client>,
 }
 
@@ -219,6 +222,7 @@ impl FleetNode {
             options,
             extra,
             agent: None,
+            process: None,
             admin: None,
         };
         this.install(fleet, rev);
@@ -250,10 +254,47 @@ impl FleetNode {
         self.agent = Some(agent);
     }
 
+    /// The agent as an OS process of its own (`rollout_proc`), with the same configuration
+    /// and options as [`FleetNode::start`], so [`FleetNode::kill9`] can SIGKILL it.
+    pub async fn start_process(&mut self) {
+        let config = self
+            .node
+            .config("managed", Some(&self.pki), self.extra.clone());
+        let addr_file = self.node.path("agent.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let spec = ChildSpec::Agent {
+            config: Box::new(config),
+            options: AgentOptions::of(&self.options),
+            addr_file: addr_file.clone(),
+        };
+        let mut child = ChildProcess::spawn(&self.node.path(""), "agent", &spec);
+        let addr = agent_addr(&mut child, &addr_file).await;
+        let running = Running {
+            addr,
+            fingerprint: None,
+            stop: None,
+            task: None,
+        };
+        self.admin =
+            Some(running.client(self.pki.client_tls(&self.pki.leaf(Role::Admin, "alice"))));
+        self.process = Some(child);
+    }
+
+    /// SIGKILL the agent's process: nothing of it runs on; its transient units (their own
+    /// sessions, as systemd's are) do.
+    pub fn kill9(&mut self) {
+        self.admin = None;
+        let mut child = self.process.take().expect("the agent runs as a process");
+        child.kill9();
+    }
+
     pub async fn stop(&mut self) {
         self.admin = None;
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
+        }
+        if let Some(child) = self.process.take() {
+            child.stop().await;
         }
     }
 
