@@ -51,6 +51,10 @@ use kcore_net::ApiFailure;
 pub const PULL_INTERVAL: Duration = Duration::from_secs(1);
 /// Operations per page.
 pub const PAGE: usize = 500;
+/// The least time between two pulls from one peer: a peer whose store changes all the
+/// time (reports from many nodes) is pulled at most this often, each pull taking what
+/// accumulated, instead of once per change.
+pub const MIN_PULL_SPACING: Duration = Duration::from_millis(50);
 
 /// `GET /v1/replication/vector`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -953,7 +957,17 @@ async fn follow(
 ) {
     let bound = state.store.max_clock_skew();
     let mut since: Option<u64> = None;
+    let mut last_start: Option<std::time::Instant> = None;
     loop {
+        if let Some(spacing) = last_start.map(|t| MIN_PULL_SPACING.saturating_sub(t.elapsed()))
+            && !spacing.is_zero()
+        {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(spacing) => {}
+            }
+        }
+        last_start = Some(std::time::Instant::now());
         peer.follow_credentials();
         // Below the request timeout, so a quiet peer's long poll is not taken for a failure.
         let wait = PULL_INTERVAL.min(peer.timeout / 2);
