@@ -227,7 +227,7 @@ async fn run(writes: usize) -> Result<(), BoxError> {
         after.push(state.store.operation_count()?);
     }
 
-    println!("three controllers on 127.0.0.1, full mesh through proxies, pull interval 1 s");
+    println!("three controllers on 127.0.0.1, full mesh through proxies, long-polled pulls");
     println!(
         "baseline: one write converged in {:.3} s",
         baseline.as_secs_f64()
