@@ -136,15 +136,7 @@ async fn agent_with_a_certificate_of_a_retired_sub_ca_renews_at_once() {
     );
 
     let new_sub = cl.root.new_sub_ca("rotated", YEAR).unwrap();
-    client(&ctl.url, cl.root.cert_pem(), &cl.admin())
-        .put_json::<_, SubCaInstalled>(
-            "/v1/pki/sub-ca",
-            &InstallSubCa {
-                certificate_pem: new_sub.cert_pem().into(),
-                key_pem: new_sub.key_pem().into(),
-                allow_short: false,
-            },
-        )
+    install_sub_ca(&client(&ctl.url, cl.root.cert_pem(), &cl.admin()), &new_sub)
         .await
         .unwrap();
     let ack = kcore_agent::registration::step(&ctx, &mut session)

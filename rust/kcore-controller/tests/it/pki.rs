@@ -18,17 +18,7 @@ async fn sub_ca_rotation_keeps_old_certificates_working() {
         .unwrap()
         .new_sub_ca("x", YEAR)
         .unwrap();
-    let err = admin
-        .put_json::<_, SubCaInstalled>(
-            "/v1/pki/sub-ca",
-            &InstallSubCa {
-                certificate_pem: stranger.cert_pem().into(),
-                key_pem: stranger.key_pem().into(),
-                allow_short: false,
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = install_sub_ca(&admin, &stranger).await.unwrap_err();
     assert_eq!(code(&err), "SUB_CA_UNTRUSTED");
     assert_eq!(
         std::fs::read_to_string(cl.path("sub-ca.crt")).unwrap(),
@@ -36,17 +26,7 @@ async fn sub_ca_rotation_keeps_old_certificates_working() {
     );
 
     let new_sub = cl.root.new_sub_ca("rotated", YEAR).unwrap();
-    let installed: SubCaInstalled = admin
-        .put_json(
-            "/v1/pki/sub-ca",
-            &InstallSubCa {
-                certificate_pem: new_sub.cert_pem().into(),
-                key_pem: new_sub.key_pem().into(),
-                allow_short: false,
-            },
-        )
-        .await
-        .unwrap();
+    let installed: SubCaInstalled = install_sub_ca(&admin, &new_sub).await.unwrap();
     assert_eq!(installed.controller_id, "ctl1");
     assert_eq!(
         std::fs::read_to_string(cl.path("sub-ca.crt")).unwrap(),

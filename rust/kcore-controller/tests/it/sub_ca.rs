@@ -61,17 +61,7 @@ async fn a_rotated_out_sub_ca_is_retired_moved_off_and_once_revoked_refused_by_e
     let new_sub = cl.root.new_sub_ca("controllers-2", YEAR).unwrap();
     let new_serial = serial_of(new_sub.cert_pem());
     for admin in [&admin_a, &admin_b] {
-        admin
-            .put_json::<_, SubCaInstalled>(
-                "/v1/pki/sub-ca",
-                &InstallSubCa {
-                    certificate_pem: new_sub.cert_pem().into(),
-                    key_pem: new_sub.key_pem().into(),
-                    allow_short: false,
-                },
-            )
-            .await
-            .unwrap();
+        install_sub_ca(admin, &new_sub).await.unwrap();
     }
     // Each controller reissued its own certificate from the new sub-CA (on disk, and in
     // the record it replicates).

@@ -367,6 +367,23 @@ pub fn node_cert_with_local_names(cl: &Cluster, id: &str) -> CertifiedKey {
 }
 
 /// A CSR for node `id` asking for `names`, and the key that goes with it.
+/// `PUT /v1/pki/sub-ca` with `sub` (as `kctl rotate sub-ca` sends it to one controller).
+pub async fn install_sub_ca(
+    admin: &Client,
+    sub: &Authority,
+) -> Result<SubCaInstalled, ClientError> {
+    admin
+        .put_json(
+            "/v1/pki/sub-ca",
+            &InstallSubCa {
+                certificate_pem: sub.cert_pem().into(),
+                key_pem: sub.key_pem().into(),
+                allow_short: false,
+            },
+        )
+        .await
+}
+
 pub fn csr(id: &str, names: &[&str]) -> (String, String) {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     kcore_pki::generate_csr(&Identity::new(CLUSTER, Role::Node, id).unwrap(), &names).unwrap()

@@ -23,6 +23,25 @@ fn contexts_controllers(home: &std::path::Path) -> Vec<String> {
     config.find("lab").unwrap().controllers.clone()
 }
 
+/// Waits until the controller at `server` lists controller `id` (asked with -s, which
+/// leaves the context as it is).
+async fn until_listed(lab: &Lab, server: &str, id: &str) {
+    for _ in 0..100 {
+        let out = kctl(
+            lab.home(),
+            &["-s", server, "get", "controllers", "-o", "json"],
+        )
+        .await;
+        if out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains(&format!("\"{id}\""))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{server} never learnt {id}'s record");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_from_create_controller_joins_and_the_context_learns_it() {
     let mut lab = Lab::start(false).await;
@@ -59,16 +78,7 @@ async fn a_controller_from_create_controller_joins_and_the_context_learns_it() {
     );
 
     // ctl1 learns ctl2 from its registration (asked with -s, which leaves the context).
-    let mut known = false;
-    for _ in 0..100 {
-        let out = kctl(lab.home(), &["-s", &a, "get", "controllers", "-o", "json"]).await;
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"ctl2\"") {
-            known = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(known, "ctl1 never learnt ctl2's record");
+    until_listed(&lab, &a, "ctl2").await;
     assert_eq!(contexts_controllers(lab.home()), vec![a.clone()]);
 
     // One command through the context: it gains ctl2, says so once, keeps the mode.
@@ -237,16 +247,7 @@ async fn delete_controller_sent_to_that_controller_fails_over_to_the_next() {
     ok(kctl(lab.home(), &["create", "controller", "--address", &b]).await);
     let cdir = lab.ctx_dir.join("controllers/ctl2");
     let (stop_b, task_b) = run_controller(lb, &cdir.join("controller.yaml"));
-    let mut known = false;
-    for _ in 0..100 {
-        let out = kctl(lab.home(), &["-s", &a, "get", "controllers", "-o", "json"]).await;
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"ctl2\"") {
-            known = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(known, "ctl1 never learnt ctl2's record");
+    until_listed(&lab, &a, "ctl2").await;
 
     // Only ctl2 to ask: refused, exit 1, and the way out named.
     let alone = kctl(lab.home(), &["-s", &b, "delete", "controller", "ctl2"]).await;
