@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use kcore_api::ErrorCode;
 use kcore_api::inventory::{OperationKind, OperationStatus};
-use kcore_api::rollout::{GenerationRef, StepPhase};
+use kcore_api::rollout::{GenerationRef, StepCode, StepPhase};
 use kcore_nix::Goal;
 use kcore_nix::commands::{Bootctl, Running, SwitchToConfiguration};
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,7 @@ fn report(
     report.goal = Some(rec.goal.clone());
     report.previous = rec.previous.clone();
     report.reboots = rec.reboots;
+    report.code = rec.code;
     f(&mut report);
     state::save_report(&dir, &mut report)
 }
@@ -115,7 +116,8 @@ pub async fn run(
             // Nothing was activated: the step failed, the record goes.
             Err(OpError::Failed { status, mut error }) => {
                 let _ = report(state, &rec, StepPhase::Failed, |r| {
-                    r.reason = Some(error.message.clone())
+                    r.reason = Some(error.message.clone());
+                    r.code = Some(StepCode::ActivationFailed);
                 });
                 ActivationRecord::clear(&dir)?;
                 error.message = format!("setting the system profile failed: {}", error.message);
@@ -267,11 +269,11 @@ async fn after_unit(
                 let why = format!(
                     "the activation failed: switch-to-configuration {goal} exited 2 (an activation script failed)"
                 );
-                return revert(state, op, rec, why, Vec::new()).await;
+                return revert(state, op, rec, StepCode::ActivationFailed, why, Vec::new()).await;
             }
             (_, _, n) => {
                 let why = format!("switch-to-configuration {goal} exited {n}");
-                return revert(state, op, rec, why, Vec::new()).await;
+                return revert(state, op, rec, StepCode::ActivationFailed, why, Vec::new()).await;
             }
         }
     }
@@ -280,6 +282,8 @@ async fn after_unit(
 /// Why a health gate did not pass.
 #[derive(Debug)]
 pub struct GateFailure {
+    /// `DEGRADED` or `HEALTH_TIMEOUT`.
+    pub code: StepCode,
     pub reason: String,
     pub failed_units: Vec<String>,
 }
@@ -329,6 +333,7 @@ pub async fn health_gate(
                 }
                 (Running::Degraded, failed_units) => {
                     return Ok(Err(GateFailure {
+                        code: StepCode::Degraded,
                         reason: format!(
                             "the system is degraded; failed units: {}",
                             failed_units.join(", ")
@@ -341,6 +346,7 @@ pub async fn health_gate(
         };
         if tokio::time::Instant::now() >= deadline {
             return Ok(Err(GateFailure {
+                code: StepCode::HealthTimeout,
                 reason: format!("not healthy within {} s: {why}", timeout.as_secs()),
                 failed_units: Vec::new(),
             }));
@@ -399,7 +405,7 @@ async fn gate_then_revert(
     report(state, &rec, StepPhase::Verifying, |_| {})?;
     match health_gate(state, op, &rec.store_path.clone(), false, timeout_of(&rec)).await? {
         Ok(()) => succeed(state, rec),
-        Err(f) => revert(state, op, rec, f.reason, f.failed_units).await,
+        Err(f) => revert(state, op, rec, f.code, f.reason, f.failed_units).await,
     }
 }
 
@@ -416,10 +422,16 @@ fn succeed(state: &AgentState, rec: ActivationRecord) -> Result<Outcome, OpError
 }
 
 /// The step failed without a way back: reported `failed`, the record cleared.
-fn revert_failed(state: &AgentState, rec: &ActivationRecord, reason: String) -> OpError {
+fn revert_failed(
+    state: &AgentState,
+    rec: &ActivationRecord,
+    code: StepCode,
+    reason: String,
+) -> OpError {
     let generation = system::current_generation(state);
     let _ = report(state, rec, StepPhase::Failed, |r| {
         r.reason = Some(reason.clone());
+        r.code = Some(code);
         r.failed_units = rec.failed_units.clone();
         r.generation = generation;
     });
@@ -454,17 +466,20 @@ async fn revert(
     state: &AgentState,
     op: &OpHandle,
     mut rec: ActivationRecord,
+    code: StepCode,
     reason: String,
     failed_units: Vec<String>,
 ) -> Result<Outcome, OpError> {
     op.output("agent", format!("reverting: {reason}"));
     rec.reason = Some(reason.clone());
+    rec.code = Some(code);
     rec.failed_units = failed_units;
     rec.save(&ops_dir(state)?)?;
     let Some(prev) = rec.previous.clone() else {
         return Err(revert_failed(
             state,
             &rec,
+            StepCode::NoPreviousGeneration,
             format!("{reason}; there is no previous generation to revert to"),
         ));
     };
@@ -491,6 +506,7 @@ fn finish_revert(
         return Err(revert_failed(
             state,
             &rec,
+            StepCode::RevertFailed,
             format!(
                 "{reason}; reverting failed too: the previous system's switch-to-configuration switch exited {exit}"
             ),
@@ -576,7 +592,7 @@ pub fn after_boot(state: &Arc<AgentState>) {
         if !running {
             let why = "the agent stopped before switch-to-configuration ran; nothing was activated"
                 .to_string();
-            let _ = revert_failed(state, &rec, why);
+            let _ = revert_failed(state, &rec, StepCode::ActivationFailed, why);
         }
         return;
     }
@@ -629,6 +645,7 @@ async fn verify_booted(
         return Err(revert_failed(
             state,
             &rec,
+            StepCode::RevertFailed,
             format!("the revert boot came up in {booted_name}, not the previous generation"),
         ));
     }
@@ -643,6 +660,7 @@ async fn verify_booted(
             new.number
         );
         rec.reason = Some(reason.clone());
+        rec.code = Some(StepCode::TrialBootFailed);
         if let Some(p) = &prev_path {
             system::set_profile(state, op, p).await?;
         }
@@ -675,11 +693,13 @@ async fn verify_booted(
                 return Err(revert_failed(
                     state,
                     &rec,
+                    StepCode::NoPreviousGeneration,
                     format!("{}; there is no previous generation", f.reason),
                 ));
             };
             op.output("agent", format!("reverting: {}", f.reason));
             rec.reason = Some(f.reason);
+            rec.code = Some(f.code);
             rec.failed_units = f.failed_units;
             system::set_profile(state, op, Path::new(&prev.store_path)).await?;
             if system::boots_with_grub(state) {
@@ -729,6 +749,7 @@ pub fn new_record(
         phase: RecordPhase::Activating,
         deadline: now_unix().saturating_add(health_timeout_seconds),
         reason: None,
+        code: None,
         failed_units: Vec::new(),
         reboots: 0,
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use kcore_api::inventory::OperationStatus;
 use kcore_api::rollout::{
-    ActivateRequest, AssignedStep, Assignment, AssignmentReport, StepPhase, StepReport,
+    ActivateRequest, AssignedStep, Assignment, AssignmentReport, StepCode, StepPhase, StepReport,
 };
 use kcore_net::{Client, ClientError};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -268,6 +268,7 @@ impl Loop {
                     "the agent stopped while starting the activation; it was not started again"
                         .into(),
                 );
+                report.code = Some(StepCode::ActivationFailed);
                 return self.close(step, p, report).await;
             }
             let store_path = prepared.store_path.clone().unwrap_or_default();
@@ -290,6 +291,7 @@ impl Loop {
                     let mut report = prepared;
                     report.phase = StepPhase::Failed;
                     report.reason = Some(reason);
+                    report.code = Some(StepCode::ActivationFailed);
                     return self.close(step, p, report).await;
                 }
             }
@@ -316,6 +318,7 @@ impl Loop {
                 Err(reason) => {
                     let mut report = state::new_report("", StepPhase::Failed);
                     report.reason = Some(reason);
+                    report.code = Some(StepCode::PrepareFailed);
                     return Ok(report);
                 }
             },
@@ -391,6 +394,7 @@ impl Loop {
                     last.map_or("never reported".into(), |p| format!("{p:?}").to_lowercase())
                 ));
                 failed.phase = StepPhase::Failed;
+                failed.code = failed.code.or(Some(StepCode::StepFailed));
                 return Ok(failed);
             }
             if !self.sleep(FOLLOW_EVERY).await {

@@ -5,7 +5,7 @@
 //! fake root (profile generations, `run/*-system`, the boot loader state, the stand-ins'
 //! logs). Names say `with_fleet_flake`: they need `tests/support`.
 
-use kcore_api::rollout::StepPhase;
+use kcore_api::rollout::{StepCode, StepPhase};
 
 use crate::rollout_rig::{Fleet, FleetNode, host};
 use crate::support::*;
@@ -57,6 +57,7 @@ async fn rollout_prepare_builds_the_pinned_host_and_fails_for_a_missing_one_with
     assert_eq!(error.code, "COMMAND_FAILED");
     assert!(error.message.contains("node-1"), "{}", error.message);
     assert_eq!(report.phase, StepPhase::Failed);
+    assert_eq!(report.code, Some(StepCode::PrepareFailed));
     assert!(report.reason.unwrap().contains("nix build failed"));
 
     let err = node
@@ -162,6 +163,7 @@ async fn rollout_activation_failure_reverts_to_the_previous_generation_with_flee
     assert_reverted(&node, &result, &old, &new);
     let report = node.step(&result.operation_id).await;
     assert_eq!(report.phase, StepPhase::Reverted);
+    assert_eq!(report.code, Some(StepCode::ActivationFailed));
     assert!(report.reason.unwrap().contains("exited 2"));
 }
 
@@ -176,6 +178,7 @@ async fn rollout_degraded_system_reverts_and_names_the_failed_units_with_fleet_f
     let report = node.step(&result.operation_id).await;
     assert_eq!(report.phase, StepPhase::Reverted);
     assert_eq!(report.failed_units, ["kcore-fleet-probe.service"]);
+    assert_eq!(report.code, Some(StepCode::Degraded));
     assert!(report.reason.unwrap().contains("degraded"));
 }
 
@@ -186,7 +189,9 @@ async fn rollout_health_that_never_arrives_reverts_after_the_timeout_with_fleet_
         return;
     };
     assert_reverted(&node, &result, &old, &new);
-    let reason = node.step(&result.operation_id).await.reason.unwrap();
+    let report = node.step(&result.operation_id).await;
+    assert_eq!(report.code, Some(StepCode::HealthTimeout));
+    let reason = report.reason.unwrap();
     assert!(reason.contains("not healthy within 1 s"), "{reason}");
     assert!(reason.contains("starting"), "{reason}");
 }
@@ -279,6 +284,7 @@ async fn rollout_kernel_change_unhealthy_after_the_trial_boot_reverts_with_one_r
     let booted = node.reboot().await;
     assert_eq!(booted, old);
     let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert_eq!(report.code, Some(StepCode::Degraded));
     assert!(report.reason.unwrap().contains("degraded"));
     // At most one revert reboot: none after it.
     assert_eq!(node.log("reboots").len(), 2);
@@ -342,6 +348,7 @@ async fn rollout_a_trial_entry_that_never_comes_up_falls_back_and_reverts_with_f
         "the old default boots after the failed one-shot"
     );
     let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert_eq!(report.code, Some(StepCode::TrialBootFailed));
     assert!(report.reason.unwrap().contains("did not come up"));
     assert_eq!(node.link("nix/var/nix/profiles/system"), old);
     assert_eq!(

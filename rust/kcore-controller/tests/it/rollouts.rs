@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kcore_api::cluster::VolumeMount;
-use kcore_api::rollout::{Assignment, AssignmentReport, GenerationRef, StepPhase, StepReport};
+use kcore_api::rollout::{
+    Assignment, AssignmentReport, GenerationRef, StepCode, StepPhase, StepReport,
+};
 use kcore_api::vm::{NodeVm, VmDesiredState, VmPhase, VmReport, VmReports};
 use kcore_controller::rollout::records;
 use kcore_controller::rollout::records::timeline::{assigned_per_node, max_unavailable};
@@ -150,6 +152,7 @@ fn report(id: &str, phase: StepPhase, reason: Option<&str>) -> StepReport {
         previous: None,
         generation: None,
         reason: reason.map(str::to_string),
+        code: None,
         failed_units: vec![],
         reboots: 0,
     }
@@ -265,6 +268,9 @@ async fn node(
         } else {
             body(StepPhase::Succeeded, None)
         };
+        if fails {
+            end.report.code = Some(StepCode::ActivationFailed);
+        }
         end.report.previous = Some(generation(1, &id, "old"));
         end.report.generation = Some(if fails {
             generation(3, &id, "old")
@@ -475,6 +481,9 @@ async fn rollout_halts_when_a_node_reverts_over_the_failure_budget() {
     );
     let phases = node_phases(&cu);
     assert_eq!(phases["n1"], "reverted");
+    // The agent's code is the row's; rows of nodes that did not fail carry none.
+    assert_eq!(row_of(&cu, "n1")["code"], "ACTIVATION_FAILED", "{cu:#}");
+    assert!(row_of(&cu, "n2").get("code").is_none(), "{cu:#}");
     assert!(
         ["n2", "n3", "n4", "n5"]
             .iter()
@@ -977,6 +986,7 @@ async fn rollout_drain_vms_fails_the_step_of_a_node_whose_vm_never_stops() {
     assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
     let row = row_of(&cu, &host);
     assert_eq!(row["phase"], "failed", "{row:#}");
+    assert_eq!(row["code"], "DRAIN_TIMEOUT", "{row:#}");
     let reason = row["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("drainVms: VM(s) web still running 2 s after the node was cordoned"),
