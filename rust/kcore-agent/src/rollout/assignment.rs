@@ -128,6 +128,9 @@ struct Loop {
     state: Arc<AgentState>,
     ops_dir: PathBuf,
     client: Client,
+    /// The registration loop's clients: a session it rebuilds (credentials reloaded from
+    /// disk) comes with a new client, which [`Loop::client`] takes from here.
+    clients: watch::Receiver<Option<Client>>,
     stop: watch::Receiver<bool>,
     /// The VMs of each answer, for [`crate::vm::reporter`].
     vms: watch::Sender<Option<Vec<kcore_api::vm::NodeVm>>>,
@@ -157,6 +160,7 @@ pub async fn run(
         state,
         ops_dir,
         client,
+        clients,
         stop,
         vms,
     };
@@ -164,6 +168,15 @@ pub async fn run(
 }
 
 impl Loop {
+    /// The newest client the registration loop made (renewals within one session swap
+    /// TLS inside the same client; a rebuilt session sends a new one).
+    fn client(&mut self) -> Client {
+        if let Some(newer) = self.clients.borrow_and_update().clone() {
+            self.client = newer;
+        }
+        self.client.clone()
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -186,7 +199,7 @@ impl Loop {
                 wait.as_secs(),
                 utf8_percent_encode(&known, NON_ALPHANUMERIC)
             );
-            let client = self.client.clone();
+            let client = self.client();
             let answer = tokio::select! {
                 a = client.get_json::<Assignment>(&path) => a,
                 _ = self.stop.wait_for(|s| *s) => return,
@@ -434,7 +447,7 @@ impl Loop {
         let mut backoff = Doubling::new(REPORT_BACKOFF_MIN, REPORT_BACKOFF_MAX);
         for attempt in 1..=REPORT_ATTEMPTS {
             match self
-                .client
+                .client()
                 .post_json::<_, serde_json::Value>(&path, &body)
                 .await
             {

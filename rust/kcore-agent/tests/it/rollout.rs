@@ -592,3 +592,82 @@ async fn rollout_grub_trial_boots_use_grub_reboot_and_keep_the_old_default_until
     assert_eq!(report.reboots, 2);
     assert_eq!(node.link("nix/var/nix/profiles/system"), new);
 }
+
+/// The assignment loop polls through the newest client the registration loop handed it:
+/// when the registration loop rebuilds its session (credentials reloaded from disk after
+/// they could not be read, a new client with the certificate now on disk), the long poll
+/// moves to that client instead of keeping the first one. Two controller stand-ins with
+/// real mutual TLS: each client goes to one, so which one is polled shows which client is
+/// used.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_assignment_loop_polls_with_the_newest_client_the_registration_loop_made() {
+    use crate::support::{Node, Pki, Role};
+    let pki = Pki::new();
+    let node = Node::new();
+    let answers = || {
+        [(
+            "/v1/nodes/node-1/assignment".to_string(),
+            serde_json::json!({ "token": "" }),
+        )]
+        .into_iter()
+        .collect()
+    };
+    let (ctl1, ctl2) = (
+        pki.leaf(Role::Controller, "ctl1"),
+        pki.leaf(Role::Controller, "ctl2"),
+    );
+    let start =
+        |leaf| kcore_net::testing::RecordingServer::start(pki.root.cert_pem(), leaf, answers());
+    let (first, second) = (start(&ctl1).await.unwrap(), start(&ctl2).await.unwrap());
+    let config = node.config(
+        "install",
+        None,
+        serde_json::json!({
+            "storage": { "filesystemVolumeDir": node.path("volumes"), "imageCacheDir": node.path("images") },
+        }),
+    );
+    let agent = kcore_agent::Agent::new(config, kcore_agent::RuntimeOptions::default()).unwrap();
+    let state = agent.state().clone();
+    let client = |url: String| {
+        kcore_net::Client::new(
+            vec![url],
+            pki.client_tls(&pki.leaf(Role::Node, "node-1")),
+            kcore_net::ClientOptions::default(),
+        )
+        .unwrap()
+    };
+    let (clients, rx) = tokio::sync::watch::channel(Some(client(first.url())));
+    let task = tokio::spawn(kcore_agent::rollout::assignment::run(
+        state.clone(),
+        rx,
+        std::time::Duration::from_secs(1),
+    ));
+    let polled = |server: &kcore_net::testing::RecordingServer| {
+        server
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/nodes/node-1/assignment"))
+    };
+    // Bounded: 100 checks of 100 ms each.
+    let mut seen = false;
+    for _ in 0..100 {
+        seen = polled(&first);
+        if seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the first client never polled");
+    clients.send_replace(Some(client(second.url())));
+    let mut moved = false;
+    for _ in 0..100 {
+        moved = polled(&second);
+        if moved {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    state.stopping.send_replace(true);
+    task.await.unwrap();
+    assert!(moved, "the loop kept polling with the first client");
+}
