@@ -21,6 +21,7 @@
 
 pub mod activate;
 pub mod assignment;
+pub mod gate;
 pub mod plan;
 pub mod state;
 pub mod system;
