@@ -255,6 +255,10 @@ pub struct NodeUpdateRow {
     pub generation: Option<crate::rollout::GenerationRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The stable code of `reason` when the node's step did not succeed (`HEALTH_TIMEOUT`,
+    /// `DRAIN_TIMEOUT`, ...; `STEP_FAILED` when the report named none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<crate::rollout::StepCode>,
     /// When the node's rollback step started (`kctl update cluster rollback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_started_at: Option<String>,

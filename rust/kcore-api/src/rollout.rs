@@ -99,6 +99,61 @@ impl StepPhase {
     }
 }
 
+/// Why a step did not succeed, as a stable code: the agent sets it in its step report, the
+/// controller's engine copies it into the node's row (`NodeUpdateRow.code`) and sets its
+/// own for what fails before a node runs anything; `kctl update cluster get` shows it.
+/// The strings are stable (scripts match on them); the reason beside it is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepCode {
+    /// Building the target toplevel failed (evaluation, build, missing host).
+    PrepareFailed,
+    /// Setting the profile or `switch-to-configuration` failed (exit 2, 4, a unit that
+    /// did not run); the node reverted.
+    ActivationFailed,
+    /// The health gate did not pass within `healthTimeoutSeconds`; the node reverted.
+    HealthTimeout,
+    /// `systemctl is-system-running` said `degraded` (the failed units are reported); the
+    /// node reverted.
+    Degraded,
+    /// After a trial boot the node did not come up on the new generation (the bootloader
+    /// fell back, or it booted something else); it reverted.
+    TrialBootFailed,
+    /// Reverting failed too: the node may be on neither generation.
+    RevertFailed,
+    /// `drainVms`: the node's VMs were still running `healthTimeoutSeconds` after its
+    /// cordon; its step was never assigned.
+    DrainTimeout,
+    /// Nothing to revert or roll back to: no previous generation was recorded.
+    NoPreviousGeneration,
+    /// A step failed for a reason without a code of its own (or its report came from an
+    /// agent that sent none).
+    StepFailed,
+}
+
+impl StepCode {
+    /// The stable code as printed (`HEALTH_TIMEOUT`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepCode::PrepareFailed => "PREPARE_FAILED",
+            StepCode::ActivationFailed => "ACTIVATION_FAILED",
+            StepCode::HealthTimeout => "HEALTH_TIMEOUT",
+            StepCode::Degraded => "DEGRADED",
+            StepCode::TrialBootFailed => "TRIAL_BOOT_FAILED",
+            StepCode::RevertFailed => "REVERT_FAILED",
+            StepCode::DrainTimeout => "DRAIN_TIMEOUT",
+            StepCode::NoPreviousGeneration => "NO_PREVIOUS_GENERATION",
+            StepCode::StepFailed => "STEP_FAILED",
+        }
+    }
+}
+
+impl std::fmt::Display for StepCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `GET /v1/rollout/steps/{operationId}`: one prepare or activation on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +183,9 @@ pub struct StepReport {
     /// Why the step failed or reverted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The stable code of `reason` (absent in a report of an agent that sends none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<StepCode>,
     /// Units `systemctl` reported failed (a degraded system).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_units: Vec<String>,
@@ -220,13 +278,37 @@ mod tests {
             previous: None,
             generation: None,
             reason: Some("degraded".into()),
+            code: Some(StepCode::Degraded),
             failed_units: vec![],
             reboots: 2,
         };
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["phase"], "reverted");
+        assert_eq!(json["code"], "DEGRADED");
         assert_eq!(json["rebootRequired"], true);
         assert!(StepPhase::Reverted.is_final() && !StepPhase::Rebooting.is_final());
+    }
+
+    #[test]
+    fn step_codes_are_stable_strings_and_an_old_report_without_one_decodes() {
+        for code in [
+            StepCode::PrepareFailed,
+            StepCode::ActivationFailed,
+            StepCode::HealthTimeout,
+            StepCode::Degraded,
+            StepCode::TrialBootFailed,
+            StepCode::RevertFailed,
+            StepCode::DrainTimeout,
+            StepCode::NoPreviousGeneration,
+            StepCode::StepFailed,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+        let old: StepReport = serde_json::from_str(
+            r#"{"operationId": "1", "phase": "failed", "updatedAt": "2026-01-01T00:00:00Z", "reason": "x"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.code, None);
     }
 }
 

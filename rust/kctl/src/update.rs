@@ -230,14 +230,14 @@ fn generation_text(g: Option<&kcore_api::rollout::GenerationRef>) -> String {
 }
 
 /// One node row as the table shows it: node, phase, generation before and after, when
-/// it started and finished, why it failed.
+/// it started and finished, the stable code and the reason of a failure.
 fn row_text(row: &NodeUpdateRow) -> String {
     let phase = serde_json::to_value(row.phase)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     format!(
-        "{}\t{phase}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{phase}\t{}\t{}\t{}\t{}\t{}\t{}",
         escape(&row.node_id),
         generation_text(row.previous.as_ref()),
         generation_text(row.generation.as_ref()),
@@ -246,6 +246,7 @@ fn row_text(row: &NodeUpdateRow) -> String {
             .as_deref()
             .or(row.finished_at.as_deref())
             .unwrap_or("-"),
+        row.code.map_or("-", |c| c.as_str()),
         escape(row.reason.as_deref().unwrap_or("")),
     )
 }
@@ -276,7 +277,7 @@ fn show(object: &Value, format: OutputFormat) -> anyhow::Result<()> {
             let _ = writeln!(out, "{}", escape(message));
         }
         if !status.nodes.is_empty() {
-            out.push_str("NODE\tPHASE\tGEN-BEFORE\tGEN-AFTER\tSTARTED\tFINISHED\tREASON\n");
+            out.push_str("NODE\tPHASE\tGEN-BEFORE\tGEN-AFTER\tSTARTED\tFINISHED\tCODE\tREASON\n");
         }
         for row in &status.nodes {
             let _ = writeln!(out, "{}", row_text(row));
@@ -298,5 +299,28 @@ fn ended_badly(name: &str, status: &ClusterUpdateStatus) -> anyhow::Result<()> {
         )
         .into()),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_row_shows_its_code_before_its_reason() {
+        let row: NodeUpdateRow = serde_json::from_value(serde_json::json!({
+            "nodeId": "n1", "phase": "reverted", "code": "HEALTH_TIMEOUT",
+            "reason": "not healthy within 5 s",
+        }))
+        .unwrap();
+        assert_eq!(
+            row_text(&row),
+            "n1\treverted\t-\t-\t-\t-\tHEALTH_TIMEOUT\tnot healthy within 5 s"
+        );
+        // A row of an older controller, without a code.
+        let row: NodeUpdateRow =
+            serde_json::from_value(serde_json::json!({"nodeId": "n2", "phase": "succeeded"}))
+                .unwrap();
+        assert_eq!(row_text(&row), "n2\tsucceeded\t-\t-\t-\t-\t-\t");
     }
 }

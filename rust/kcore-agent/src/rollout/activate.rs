@@ -13,7 +13,7 @@
 //!    configuration, degraded: the gate reports the units and reverts); 100 the new `init`
 //!    is incompatible and only a reboot activates it (fall back to `boot`); anything else
 //!    fails the step and reverts.
-//! 4. `switch`/`test`: the health gate ([`health_gate`]) within `healthTimeoutSeconds`, else
+//! 4. `switch`/`test`: the health gate ([`super::gate::health_gate`]) within `healthTimeoutSeconds`, else
 //!    the revert: `--set <previous>` and its `switch-to-configuration switch`, in a unit too.
 //! 5. `boot`: a trial boot: the old entry stays the default (`bootctl set-default`), the new
 //!    one is booted once (`bootctl set-oneshot`), the record says so, `systemctl reboot`.
@@ -32,19 +32,17 @@ use std::time::Duration;
 
 use kcore_api::ErrorCode;
 use kcore_api::inventory::{OperationKind, OperationStatus};
-use kcore_api::rollout::{GenerationRef, StepPhase};
+use kcore_api::rollout::{GenerationRef, StepCode, StepPhase};
 use kcore_nix::Goal;
-use kcore_nix::commands::{Bootctl, Running, SwitchToConfiguration};
+use kcore_nix::commands::{Bootctl, SwitchToConfiguration};
 use serde::{Deserialize, Serialize};
 
+use super::gate::health_gate;
 use super::state::{self, ActivationRecord, RecordPhase};
 use super::system;
 use crate::ops::unit::{self, UnitRecord, UnitStatus};
 use crate::ops::{OpError, OpHandle, Outcome};
 use crate::server::AgentState;
-
-/// How often the health gate looks.
-const GATE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Which unit of an activation ran: what to do with its exit status (the unit record's
 /// `resume`).
@@ -88,6 +86,7 @@ fn report(
     report.goal = Some(rec.goal.clone());
     report.previous = rec.previous.clone();
     report.reboots = rec.reboots;
+    report.code = rec.code;
     f(&mut report);
     state::save_report(&dir, &mut report)
 }
@@ -115,7 +114,8 @@ pub async fn run(
             // Nothing was activated: the step failed, the record goes.
             Err(OpError::Failed { status, mut error }) => {
                 let _ = report(state, &rec, StepPhase::Failed, |r| {
-                    r.reason = Some(error.message.clone())
+                    r.reason = Some(error.message.clone());
+                    r.code = Some(StepCode::ActivationFailed);
                 });
                 ActivationRecord::clear(&dir)?;
                 error.message = format!("setting the system profile failed: {}", error.message);
@@ -267,123 +267,13 @@ async fn after_unit(
                 let why = format!(
                     "the activation failed: switch-to-configuration {goal} exited 2 (an activation script failed)"
                 );
-                return revert(state, op, rec, why, Vec::new()).await;
+                return revert(state, op, rec, StepCode::ActivationFailed, why, Vec::new()).await;
             }
             (_, _, n) => {
                 let why = format!("switch-to-configuration {goal} exited {n}");
-                return revert(state, op, rec, why, Vec::new()).await;
+                return revert(state, op, rec, StepCode::ActivationFailed, why, Vec::new()).await;
             }
         }
-    }
-}
-
-/// Why a health gate did not pass.
-#[derive(Debug)]
-pub struct GateFailure {
-    pub reason: String,
-    pub failed_units: Vec<String>,
-}
-
-/// Within `timeout`: `/run/current-system` (and after a boot `/run/booted-system`) is
-/// `expected`, `systemctl is-system-running` says `running`, and the node reaches a
-/// controller ([`reaches_controller`]). `degraded` fails at once with the failed units;
-/// any other state, and an unreachable controller, is waited out until the deadline.
-pub async fn health_gate(
-    state: &AgentState,
-    op: &OpHandle,
-    expected: &Path,
-    after_boot: bool,
-    timeout: Duration,
-) -> Result<Result<(), GateFailure>, OpError> {
-    op.step(format!("health gate ({} s)", timeout.as_secs()));
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut stopping = state.stopping.subscribe();
-    let expected = system::resolved(expected).unwrap_or_else(|| expected.to_path_buf());
-    loop {
-        let mut links = vec![("/run/current-system", system::current_system(state))];
-        if after_boot {
-            links.push(("/run/booted-system", system::booted_system(state)));
-        }
-        let wrong = links.into_iter().find_map(|(name, link)| {
-            let is = system::resolved(&link);
-            (is.as_deref() != Some(expected.as_path())).then(|| {
-                let is = is.map_or("missing".to_string(), |p| p.display().to_string());
-                format!("{name} is {is}, not {}", expected.display())
-            })
-        });
-        let why = match wrong {
-            Some(why) => why,
-            None => match system::system_running(state).await {
-                (Running::Running, _) => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    match reaches_controller(state, left).await {
-                        Ok(reached) => {
-                            op.output(
-                                "agent",
-                                format!("health gate passed: the new system is running{reached}"),
-                            );
-                            return Ok(Ok(()));
-                        }
-                        Err(why) => why,
-                    }
-                }
-                (Running::Degraded, failed_units) => {
-                    return Ok(Err(GateFailure {
-                        reason: format!(
-                            "the system is degraded; failed units: {}",
-                            failed_units.join(", ")
-                        ),
-                        failed_units,
-                    }));
-                }
-                (Running::Other(s), _) => format!("systemctl is-system-running says {s}"),
-            },
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(Err(GateFailure {
-                reason: format!("not healthy within {} s: {why}", timeout.as_secs()),
-                failed_units: Vec::new(),
-            }));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(GATE_INTERVAL) => {}
-            // The unit record stays: the next agent re-attaches to the ended unit and runs
-            // the gate again.
-            _ = stopping.wait_for(|s| *s) => return Err(OpError::Detached),
-        }
-    }
-}
-
-/// The longest one "does this node reach a controller" request may take inside the gate,
-/// so a controller that hangs does not eat the whole health timeout in one try.
-const CONTROLLER_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The gate's third condition: the node reaches a controller, asked with its own
-/// `GET /v1/nodes/{id}/assignment?wait=0` through the registration loop's client (the same
-/// mutual TLS and failover as the heartbeat), answered within `left` (at most
-/// [`CONTROLLER_PROBE_TIMEOUT`]). A new system that cannot talk to the cluster (a broken
-/// network configuration, a firewall, a certificate) is not healthy. An agent without
-/// controllers (standalone, or an admin driving the steps by hand) has nothing to reach:
-/// `Ok("")`. `Ok` carries what the gate's output line says; `Err` why not healthy yet.
-async fn reaches_controller(state: &AgentState, left: Duration) -> Result<String, String> {
-    if state.config.mode != crate::config::Mode::Managed || state.config.controllers.is_empty() {
-        return Ok(String::new());
-    }
-    let Some(client) = state.controller_client.borrow().clone() else {
-        return Err("the agent has no controller connection yet".into());
-    };
-    let path = format!(
-        "/v1/nodes/{}/assignment?wait=0",
-        percent_encoding::utf8_percent_encode(
-            &state.config.node_id,
-            percent_encoding::NON_ALPHANUMERIC
-        )
-    );
-    let probe = client.get_json::<serde_json::Value>(&path);
-    match tokio::time::timeout(left.min(CONTROLLER_PROBE_TIMEOUT), probe).await {
-        Ok(Ok(_)) => Ok(" and reaches a controller".into()),
-        Ok(Err(e)) => Err(format!("the agent cannot reach a controller: {e}")),
-        Err(_) => Err("the agent cannot reach a controller: no answer in time".into()),
     }
 }
 
@@ -399,7 +289,7 @@ async fn gate_then_revert(
     report(state, &rec, StepPhase::Verifying, |_| {})?;
     match health_gate(state, op, &rec.store_path.clone(), false, timeout_of(&rec)).await? {
         Ok(()) => succeed(state, rec),
-        Err(f) => revert(state, op, rec, f.reason, f.failed_units).await,
+        Err(f) => revert(state, op, rec, f.code, f.reason, f.failed_units).await,
     }
 }
 
@@ -416,10 +306,16 @@ fn succeed(state: &AgentState, rec: ActivationRecord) -> Result<Outcome, OpError
 }
 
 /// The step failed without a way back: reported `failed`, the record cleared.
-fn revert_failed(state: &AgentState, rec: &ActivationRecord, reason: String) -> OpError {
+fn revert_failed(
+    state: &AgentState,
+    rec: &ActivationRecord,
+    code: StepCode,
+    reason: String,
+) -> OpError {
     let generation = system::current_generation(state);
     let _ = report(state, rec, StepPhase::Failed, |r| {
         r.reason = Some(reason.clone());
+        r.code = Some(code);
         r.failed_units = rec.failed_units.clone();
         r.generation = generation;
     });
@@ -454,17 +350,20 @@ async fn revert(
     state: &AgentState,
     op: &OpHandle,
     mut rec: ActivationRecord,
+    code: StepCode,
     reason: String,
     failed_units: Vec<String>,
 ) -> Result<Outcome, OpError> {
     op.output("agent", format!("reverting: {reason}"));
     rec.reason = Some(reason.clone());
+    rec.code = Some(code);
     rec.failed_units = failed_units;
     rec.save(&ops_dir(state)?)?;
     let Some(prev) = rec.previous.clone() else {
         return Err(revert_failed(
             state,
             &rec,
+            StepCode::NoPreviousGeneration,
             format!("{reason}; there is no previous generation to revert to"),
         ));
     };
@@ -491,6 +390,7 @@ fn finish_revert(
         return Err(revert_failed(
             state,
             &rec,
+            StepCode::RevertFailed,
             format!(
                 "{reason}; reverting failed too: the previous system's switch-to-configuration switch exited {exit}"
             ),
@@ -576,7 +476,7 @@ pub fn after_boot(state: &Arc<AgentState>) {
         if !running {
             let why = "the agent stopped before switch-to-configuration ran; nothing was activated"
                 .to_string();
-            let _ = revert_failed(state, &rec, why);
+            let _ = revert_failed(state, &rec, StepCode::ActivationFailed, why);
         }
         return;
     }
@@ -629,6 +529,7 @@ async fn verify_booted(
         return Err(revert_failed(
             state,
             &rec,
+            StepCode::RevertFailed,
             format!("the revert boot came up in {booted_name}, not the previous generation"),
         ));
     }
@@ -643,6 +544,7 @@ async fn verify_booted(
             new.number
         );
         rec.reason = Some(reason.clone());
+        rec.code = Some(StepCode::TrialBootFailed);
         if let Some(p) = &prev_path {
             system::set_profile(state, op, p).await?;
         }
@@ -675,11 +577,13 @@ async fn verify_booted(
                 return Err(revert_failed(
                     state,
                     &rec,
+                    StepCode::NoPreviousGeneration,
                     format!("{}; there is no previous generation", f.reason),
                 ));
             };
             op.output("agent", format!("reverting: {}", f.reason));
             rec.reason = Some(f.reason);
+            rec.code = Some(f.code);
             rec.failed_units = f.failed_units;
             system::set_profile(state, op, Path::new(&prev.store_path)).await?;
             if system::boots_with_grub(state) {
@@ -729,6 +633,7 @@ pub fn new_record(
         phase: RecordPhase::Activating,
         deadline: now_unix().saturating_add(health_timeout_seconds),
         reason: None,
+        code: None,
         failed_units: Vec::new(),
         reboots: 0,
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use kcore_api::inventory::OperationStatus;
 use kcore_api::rollout::{
-    ActivateRequest, AssignedStep, Assignment, AssignmentReport, StepPhase, StepReport,
+    ActivateRequest, AssignedStep, Assignment, AssignmentReport, StepCode, StepPhase, StepReport,
 };
 use kcore_net::{Client, ClientError};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -128,6 +128,9 @@ struct Loop {
     state: Arc<AgentState>,
     ops_dir: PathBuf,
     client: Client,
+    /// The registration loop's clients: a session it rebuilds (credentials reloaded from
+    /// disk) comes with a new client, which [`Loop::client`] takes from here.
+    clients: watch::Receiver<Option<Client>>,
     stop: watch::Receiver<bool>,
     /// The VMs of each answer, for [`crate::vm::reporter`].
     vms: watch::Sender<Option<Vec<kcore_api::vm::NodeVm>>>,
@@ -157,6 +160,7 @@ pub async fn run(
         state,
         ops_dir,
         client,
+        clients,
         stop,
         vms,
     };
@@ -164,6 +168,15 @@ pub async fn run(
 }
 
 impl Loop {
+    /// The newest client the registration loop made (renewals within one session swap
+    /// TLS inside the same client; a rebuilt session sends a new one).
+    fn client(&mut self) -> Client {
+        if let Some(newer) = self.clients.borrow_and_update().clone() {
+            self.client = newer;
+        }
+        self.client.clone()
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -186,7 +199,7 @@ impl Loop {
                 wait.as_secs(),
                 utf8_percent_encode(&known, NON_ALPHANUMERIC)
             );
-            let client = self.client.clone();
+            let client = self.client();
             let answer = tokio::select! {
                 a = client.get_json::<Assignment>(&path) => a,
                 _ = self.stop.wait_for(|s| *s) => return,
@@ -268,6 +281,7 @@ impl Loop {
                     "the agent stopped while starting the activation; it was not started again"
                         .into(),
                 );
+                report.code = Some(StepCode::ActivationFailed);
                 return self.close(step, p, report).await;
             }
             let store_path = prepared.store_path.clone().unwrap_or_default();
@@ -290,6 +304,7 @@ impl Loop {
                     let mut report = prepared;
                     report.phase = StepPhase::Failed;
                     report.reason = Some(reason);
+                    report.code = Some(StepCode::ActivationFailed);
                     return self.close(step, p, report).await;
                 }
             }
@@ -316,6 +331,7 @@ impl Loop {
                 Err(reason) => {
                     let mut report = state::new_report("", StepPhase::Failed);
                     report.reason = Some(reason);
+                    report.code = Some(StepCode::PrepareFailed);
                     return Ok(report);
                 }
             },
@@ -391,6 +407,7 @@ impl Loop {
                     last.map_or("never reported".into(), |p| format!("{p:?}").to_lowercase())
                 ));
                 failed.phase = StepPhase::Failed;
+                failed.code = failed.code.or(Some(StepCode::StepFailed));
                 return Ok(failed);
             }
             if !self.sleep(FOLLOW_EVERY).await {
@@ -430,7 +447,7 @@ impl Loop {
         let mut backoff = Doubling::new(REPORT_BACKOFF_MIN, REPORT_BACKOFF_MAX);
         for attempt in 1..=REPORT_ATTEMPTS {
             match self
-                .client
+                .client()
                 .post_json::<_, serde_json::Value>(&path, &body)
                 .await
             {

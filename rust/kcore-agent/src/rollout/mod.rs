@@ -21,6 +21,7 @@
 
 pub mod activate;
 pub mod assignment;
+pub mod gate;
 pub mod plan;
 pub mod state;
 pub mod system;
@@ -35,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use kcore_api::inventory::{OperationKind, OperationStarted};
 use kcore_api::rollout::{
     ActivateRequest, ActivationMode, DEFAULT_HEALTH_TIMEOUT_SECONDS, MAX_HEALTH_TIMEOUT_SECONDS,
-    PrepareRequest, StepPhase,
+    PrepareRequest, StepCode, StepPhase,
 };
 use kcore_api::validate::FieldError;
 use kcore_api::{ApiError, ErrorCode};
@@ -158,6 +159,7 @@ pub fn start_prepare(
             Err(mut err) => {
                 report.phase = StepPhase::Failed;
                 report.reason = err.error_mut().map(|e| e.message.clone());
+                report.code = Some(StepCode::PrepareFailed);
                 state::save_report(&dir, &mut report)?;
                 Err(err)
             }

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use kcore_api::ErrorCode;
-use kcore_api::rollout::{GenerationRef, StepPhase, StepReport};
+use kcore_api::rollout::{GenerationRef, StepCode, StepPhase, StepReport};
 use serde::{Deserialize, Serialize};
 
 use crate::ops::OpError;
@@ -55,6 +55,7 @@ pub fn new_report(id: &str, phase: StepPhase) -> StepReport {
         previous: None,
         generation: None,
         reason: None,
+        code: None,
         failed_units: Vec::new(),
         reboots: 0,
     }
@@ -110,6 +111,10 @@ pub struct ActivationRecord {
     pub deadline: u64,
     /// Why a revert boot was asked for.
     pub reason: Option<String>,
+    /// The stable code of `reason`, copied into every report of this activation (absent in
+    /// a record an older agent wrote).
+    #[serde(default)]
+    pub code: Option<StepCode>,
     pub failed_units: Vec<String>,
     pub reboots: u32,
 }
@@ -172,6 +177,7 @@ mod tests {
             phase: RecordPhase::TrialBoot,
             deadline: 1,
             reason: None,
+            code: Some(StepCode::HealthTimeout),
             failed_units: vec![],
             reboots: 1,
         };

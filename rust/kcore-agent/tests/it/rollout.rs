@@ -5,7 +5,7 @@
 //! fake root (profile generations, `run/*-system`, the boot loader state, the stand-ins'
 //! logs). Names say `with_fleet_flake`: they need `tests/support`.
 
-use kcore_api::rollout::StepPhase;
+use kcore_api::rollout::{StepCode, StepPhase};
 
 use crate::rollout_rig::{Fleet, FleetNode, host};
 use crate::support::*;
@@ -57,6 +57,7 @@ async fn rollout_prepare_builds_the_pinned_host_and_fails_for_a_missing_one_with
     assert_eq!(error.code, "COMMAND_FAILED");
     assert!(error.message.contains("node-1"), "{}", error.message);
     assert_eq!(report.phase, StepPhase::Failed);
+    assert_eq!(report.code, Some(StepCode::PrepareFailed));
     assert!(report.reason.unwrap().contains("nix build failed"));
 
     let err = node
@@ -162,6 +163,7 @@ async fn rollout_activation_failure_reverts_to_the_previous_generation_with_flee
     assert_reverted(&node, &result, &old, &new);
     let report = node.step(&result.operation_id).await;
     assert_eq!(report.phase, StepPhase::Reverted);
+    assert_eq!(report.code, Some(StepCode::ActivationFailed));
     assert!(report.reason.unwrap().contains("exited 2"));
 }
 
@@ -176,6 +178,7 @@ async fn rollout_degraded_system_reverts_and_names_the_failed_units_with_fleet_f
     let report = node.step(&result.operation_id).await;
     assert_eq!(report.phase, StepPhase::Reverted);
     assert_eq!(report.failed_units, ["kcore-fleet-probe.service"]);
+    assert_eq!(report.code, Some(StepCode::Degraded));
     assert!(report.reason.unwrap().contains("degraded"));
 }
 
@@ -186,7 +189,9 @@ async fn rollout_health_that_never_arrives_reverts_after_the_timeout_with_fleet_
         return;
     };
     assert_reverted(&node, &result, &old, &new);
-    let reason = node.step(&result.operation_id).await.reason.unwrap();
+    let report = node.step(&result.operation_id).await;
+    assert_eq!(report.code, Some(StepCode::HealthTimeout));
+    let reason = report.reason.unwrap();
     assert!(reason.contains("not healthy within 1 s"), "{reason}");
     assert!(reason.contains("starting"), "{reason}");
 }
@@ -279,6 +284,7 @@ async fn rollout_kernel_change_unhealthy_after_the_trial_boot_reverts_with_one_r
     let booted = node.reboot().await;
     assert_eq!(booted, old);
     let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert_eq!(report.code, Some(StepCode::Degraded));
     assert!(report.reason.unwrap().contains("degraded"));
     // At most one revert reboot: none after it.
     assert_eq!(node.log("reboots").len(), 2);
@@ -342,6 +348,7 @@ async fn rollout_a_trial_entry_that_never_comes_up_falls_back_and_reverts_with_f
         "the old default boots after the failed one-shot"
     );
     let report = node.wait_phase(&id, StepPhase::Reverted).await;
+    assert_eq!(report.code, Some(StepCode::TrialBootFailed));
     assert!(report.reason.unwrap().contains("did not come up"));
     assert_eq!(node.link("nix/var/nix/profiles/system"), old);
     assert_eq!(
@@ -584,4 +591,83 @@ async fn rollout_grub_trial_boots_use_grub_reboot_and_keep_the_old_default_until
     let report = node.wait_phase(&id, StepPhase::Reverted).await;
     assert_eq!(report.reboots, 2);
     assert_eq!(node.link("nix/var/nix/profiles/system"), new);
+}
+
+/// The assignment loop polls through the newest client the registration loop handed it:
+/// when the registration loop rebuilds its session (credentials reloaded from disk after
+/// they could not be read, a new client with the certificate now on disk), the long poll
+/// moves to that client instead of keeping the first one. Two controller stand-ins with
+/// real mutual TLS: each client goes to one, so which one is polled shows which client is
+/// used.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_assignment_loop_polls_with_the_newest_client_the_registration_loop_made() {
+    use crate::support::{Node, Pki, Role};
+    let pki = Pki::new();
+    let node = Node::new();
+    let answers = || {
+        [(
+            "/v1/nodes/node-1/assignment".to_string(),
+            serde_json::json!({ "token": "" }),
+        )]
+        .into_iter()
+        .collect()
+    };
+    let (ctl1, ctl2) = (
+        pki.leaf(Role::Controller, "ctl1"),
+        pki.leaf(Role::Controller, "ctl2"),
+    );
+    let start =
+        |leaf| kcore_net::testing::RecordingServer::start(pki.root.cert_pem(), leaf, answers());
+    let (first, second) = (start(&ctl1).await.unwrap(), start(&ctl2).await.unwrap());
+    let config = node.config(
+        "install",
+        None,
+        serde_json::json!({
+            "storage": { "filesystemVolumeDir": node.path("volumes"), "imageCacheDir": node.path("images") },
+        }),
+    );
+    let agent = kcore_agent::Agent::new(config, kcore_agent::RuntimeOptions::default()).unwrap();
+    let state = agent.state().clone();
+    let client = |url: String| {
+        kcore_net::Client::new(
+            vec![url],
+            pki.client_tls(&pki.leaf(Role::Node, "node-1")),
+            kcore_net::ClientOptions::default(),
+        )
+        .unwrap()
+    };
+    let (clients, rx) = tokio::sync::watch::channel(Some(client(first.url())));
+    let task = tokio::spawn(kcore_agent::rollout::assignment::run(
+        state.clone(),
+        rx,
+        std::time::Duration::from_secs(1),
+    ));
+    let polled = |server: &kcore_net::testing::RecordingServer| {
+        server
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/nodes/node-1/assignment"))
+    };
+    // Bounded: 100 checks of 100 ms each.
+    let mut seen = false;
+    for _ in 0..100 {
+        seen = polled(&first);
+        if seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the first client never polled");
+    clients.send_replace(Some(client(second.url())));
+    let mut moved = false;
+    for _ in 0..100 {
+        moved = polled(&second);
+        if moved {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    state.stopping.send_replace(true);
+    task.await.unwrap();
+    assert!(moved, "the loop kept polling with the first client");
 }

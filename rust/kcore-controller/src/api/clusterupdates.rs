@@ -9,8 +9,9 @@
 //! | `GET /v1/nodes/{id}/assignment?wait=SECONDS&known=TOKEN` | node (own id) |
 //! | `POST /v1/nodes/{id}/assignment/report` | node (own id) |
 //!
-//! And one rule of `PUT /v1/clusterupdates/{name}` ([`refuse_spec_change`]): once a
-//! rollout chose its targets, its spec no longer changes (an unchanged apply is fine).
+//! And two rules of `PUT /v1/clusterupdates/{name}`: once a rollout chose its targets, its
+//! spec no longer changes (an unchanged apply is fine; [`refuse_spec_change`]), and the
+//! controller that creates a rollout is its first owner ([`status_at_creation`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +101,19 @@ pub(super) fn refuse_spec_change(state: &AppState, name: &str, object: &Value) -
         format!("ClusterUpdate {name:?} is {phase}: its spec cannot change once it started; {fix}"),
     )
     .with_details(json!({"field": "spec", "phase": phase})))
+}
+
+/// The status a new rollout is created with, in the apply's own write: this controller as
+/// its owner (epoch 1, lease from now). The controller a rollout was applied to owns it,
+/// and a peer that replicates the new rollout learns its owner with it, so a peer whose
+/// engine sees it first leaves it alone until the lease lapses (docs/rollouts.md).
+pub(super) fn status_at_creation(state: &AppState) -> Vec<(String, Value)> {
+    let owner = kcore_api::clusterupdate::RolloutOwner {
+        controller_id: state.config.controller_id.clone(),
+        epoch: 1,
+        lease_until: super::now_unix() + crate::rollout::LEASE.as_secs() as i64,
+    };
+    vec![("status.owner".to_string(), json!(owner))]
 }
 
 /// Writes one operator field (`approvedAt` / `cancelledAt` / `rollbackAt`) and answers

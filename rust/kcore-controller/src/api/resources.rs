@@ -235,10 +235,14 @@ async fn apply(
     }
     // The one kind with a rule about changes to what is stored (kept here rather than as a
     // Definition field, so the other kinds' definitions stay as they are).
+    let mut on_create = Vec::new();
     if def.kind == Kind::ClusterUpdate {
         super::clusterupdates::refuse_spec_change(&state, &name, &object)?;
+        on_create = super::clusterupdates::status_at_creation(&state);
     }
-    let applied = state.store.apply(def.kind, &object, dry_run)?;
+    let applied = state
+        .store
+        .apply_creating_with(def.kind, &object, dry_run, &on_create)?;
     if !dry_run && !applied.changes.is_empty() {
         tracing::info!(
             kind = %def.kind, name = %name, by = %who, created = applied.created,

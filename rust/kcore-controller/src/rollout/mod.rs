@@ -36,7 +36,9 @@ use kcore_api::clusterupdate::{
     NodeUpdatePhase, NodeUpdateRow, PhaseChange, PlanNode, RolloutOwner, StrategyType,
 };
 use kcore_api::resource::{Kind, LabelSelector};
-use kcore_api::rollout::{ActivationMode, AssignedStep, PrepareRequest, StepPhase, StepReport};
+use kcore_api::rollout::{
+    ActivationMode, AssignedStep, PrepareRequest, StepCode, StepPhase, StepReport,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -402,6 +404,7 @@ fn row(node: &str, update: Option<&NodeProgress>, back: Option<&NodeProgress>) -
         finished_at: p.final_record().map(|r| r.at.clone()),
         previous: report.as_ref().and_then(|r| r.previous.clone()),
         generation: report.as_ref().and_then(|r| r.generation.clone()),
+        code: code_of(&p, report.as_ref()),
         reason: report.and_then(|r| r.reason),
         rollback_started_at: None,
         rollback_finished_at: None,
@@ -421,10 +424,22 @@ fn row(node: &str, update: Option<&NodeProgress>, back: Option<&NodeProgress>) -
     if let Some(g) = report.as_ref().and_then(|r| r.generation.clone()) {
         row.generation = Some(g);
     }
+    if b.final_record().is_some() {
+        row.code = code_of(b, report.as_ref());
+    }
     if let Some(reason) = report.and_then(|r| r.reason) {
         row.reason = Some(format!("rollback: {reason}"));
     }
     row
+}
+
+/// The code of a step that ended without succeeding: its final report's, or
+/// `STEP_FAILED` for a report without one (an older agent's).
+fn code_of(p: &NodeProgress, report: Option<&StepReport>) -> Option<StepCode> {
+    if !failed(Some(p)) {
+        return None;
+    }
+    Some(report.and_then(|r| r.code).unwrap_or(StepCode::StepFailed))
 }
 
 fn final_phase(p: Option<&NodeProgress>) -> Option<StepPhase> {
@@ -547,7 +562,15 @@ fn start_step(
                     up.join(", "),
                     spec.activation.health_timeout_seconds
                 );
-                fail_unassigned(state, name, owner, node, seq, reason)?;
+                fail_unassigned(
+                    state,
+                    name,
+                    owner,
+                    node,
+                    seq,
+                    StepCode::DrainTimeout,
+                    reason,
+                )?;
                 return Ok(false);
             }
         }
@@ -657,6 +680,7 @@ fn fail_unassigned(
     owner: &RolloutOwner,
     node: &str,
     seq: u64,
+    code: StepCode,
     reason: String,
 ) -> Result<(), StoreError> {
     let report = StepReport {
@@ -670,6 +694,7 @@ fn fail_unassigned(
         previous: None,
         generation: None,
         reason: Some(reason),
+        code: Some(code),
         failed_units: Vec::new(),
         reboots: 0,
     };
@@ -927,7 +952,8 @@ fn start_wave(
         if seq == ROLLBACK_SEQ && previous_path(update.get(node)).is_none() {
             // Nothing recorded to go back to: this node's rollback fails without a step.
             let reason = "its update step recorded no previous generation".to_string();
-            fail_unassigned(state, name, owner, node, ROLLBACK_SEQ, reason)?;
+            let code = StepCode::NoPreviousGeneration;
+            fail_unassigned(state, name, owner, node, ROLLBACK_SEQ, code, reason)?;
             in_flight = slots(in_flight, already, false);
             continue;
         }
@@ -1010,6 +1036,37 @@ mod tests {
 
     fn nodes(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn a_row_carries_the_final_reports_code_or_step_failed_when_it_has_none() {
+        let progress = |phase: &str, code: Option<&str>| {
+            let mut report = json!({"operationId": "1", "phase": phase, "updatedAt": "t"});
+            if let Some(code) = code {
+                report["code"] = json!(code);
+            }
+            let rec = |what: &str, report| StepRecord {
+                node: "n1".into(),
+                epoch: 1,
+                seq: UPDATE_SEQ,
+                what: what.into(),
+                at: "2026-01-01T00:00:00Z".into(),
+                by: "ctl1".into(),
+                report,
+            };
+            NodeProgress {
+                assigned: Some(rec(ASSIGNED, None)),
+                reports: vec![rec(phase, serde_json::from_value(report).ok())],
+            }
+        };
+        let code = |p: NodeProgress| row("n1", Some(&p), None).code;
+        assert_eq!(
+            code(progress("reverted", Some("HEALTH_TIMEOUT"))),
+            Some(StepCode::HealthTimeout)
+        );
+        // An older agent's report without a code.
+        assert_eq!(code(progress("failed", None)), Some(StepCode::StepFailed));
+        assert_eq!(code(progress("succeeded", None)), None);
     }
 
     #[test]

@@ -143,6 +143,19 @@ impl Store {
     /// operations; the generation is 1 at creation and +1 when the spec changed. With
     /// `dry_run` nothing is written and the answer says what would have been.
     pub fn apply(&self, kind: Kind, object: &Value, dry_run: bool) -> Result<Applied, StoreError> {
+        self.apply_creating_with(kind, object, dry_run, &[])
+    }
+
+    /// [`Store::apply`], and when the object is created, also the fields `on_create`
+    /// (`status.owner` of a new `ClusterUpdate`) in the same write: a peer that replicates
+    /// the new object gets them with it, never the object without them.
+    pub fn apply_creating_with(
+        &self,
+        kind: Kind,
+        object: &Value,
+        dry_run: bool,
+        on_create: &[(String, Value)],
+    ) -> Result<Applied, StoreError> {
         let name = object
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -153,7 +166,10 @@ impl Store {
         let resource = resource_key(kind, name);
         let stored = self.fields(&resource).unwrap_or_default();
         let created = !stored.contains_key("kind");
-        let wanted = applied_fields(kind, object)?;
+        let mut wanted = applied_fields(kind, object)?;
+        if created {
+            wanted.extend(on_create.iter().cloned());
+        }
 
         let mut writes: Vec<Write> = Vec::new();
         let mut after = stored.clone();

@@ -16,6 +16,7 @@ mod pki;
 mod proxy;
 mod replication;
 mod resources;
+mod rollout_owner;
 mod rollouts;
 mod sub_ca;
 mod support;

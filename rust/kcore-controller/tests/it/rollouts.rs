@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kcore_api::cluster::VolumeMount;
-use kcore_api::rollout::{Assignment, AssignmentReport, GenerationRef, StepPhase, StepReport};
+use kcore_api::rollout::{
+    Assignment, AssignmentReport, GenerationRef, StepCode, StepPhase, StepReport,
+};
 use kcore_api::vm::{NodeVm, VmDesiredState, VmPhase, VmReport, VmReports};
 use kcore_controller::rollout::records;
 use kcore_controller::rollout::records::timeline::{assigned_per_node, max_unavailable};
@@ -150,6 +152,7 @@ fn report(id: &str, phase: StepPhase, reason: Option<&str>) -> StepReport {
         previous: None,
         generation: None,
         reason: reason.map(str::to_string),
+        code: None,
         failed_units: vec![],
         reboots: 0,
     }
@@ -246,6 +249,7 @@ async fn node(
             });
             finals.insert(key, end.clone());
             send(&c, &id, &end).await;
+            log.event(&id, format!("end {}", step.seq));
             continue;
         }
         send(&c, &id, &body(StepPhase::Preparing, None)).await;
@@ -265,6 +269,9 @@ async fn node(
         } else {
             body(StepPhase::Succeeded, None)
         };
+        if fails {
+            end.report.code = Some(StepCode::ActivationFailed);
+        }
         end.report.previous = Some(generation(1, &id, "old"));
         end.report.generation = Some(if fails {
             generation(3, &id, "old")
@@ -475,6 +482,9 @@ async fn rollout_halts_when_a_node_reverts_over_the_failure_budget() {
     );
     let phases = node_phases(&cu);
     assert_eq!(phases["n1"], "reverted");
+    // The agent's code is the row's; rows of nodes that did not fail carry none.
+    assert_eq!(row_of(&cu, "n1")["code"], "ACTIVATION_FAILED", "{cu:#}");
+    assert!(row_of(&cu, "n2").get("code").is_none(), "{cu:#}");
     assert!(
         ["n2", "n3", "n4", "n5"]
             .iter()
@@ -977,6 +987,7 @@ async fn rollout_drain_vms_fails_the_step_of_a_node_whose_vm_never_stops() {
     assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
     let row = row_of(&cu, &host);
     assert_eq!(row["phase"], "failed", "{row:#}");
+    assert_eq!(row["code"], "DRAIN_TIMEOUT", "{row:#}");
     let reason = row["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("drainVms: VM(s) web still running 2 s after the node was cordoned"),
@@ -1000,6 +1011,98 @@ async fn rollout_drain_vms_fails_the_step_of_a_node_whose_vm_never_stops() {
     );
     assert_eq!(per.len(), NODES.len() - 1, "{per:?}");
     assert!(per.values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn rollout_drain_vms_on_rollback_cordons_the_node_and_stops_its_vm_around_the_rollback_step()
+{
+    let bed = Bed::new(&[]).await;
+    let host = running_vm(&bed, "web").await;
+    bed.apply(&drain_rollout("r1", 60, 0)).await;
+    bed.wait_phase("r1", &["succeeded"]).await;
+    let admin = &bed.admin;
+    let vm_running = || async {
+        let vm: Value = admin.get_json("/v1/vms/web").await.unwrap();
+        vm["status"]["phase"] == "Running"
+    };
+    eventually("web running again after the update", vm_running).await;
+    rollback(&bed, "r1").await.unwrap();
+    // While the guest shuts down for the rollback step, the node is cordoned by the
+    // rollout and its row says it drains (bounded: 300 polls of 20 ms).
+    let mut seen_draining = false;
+    for _ in 0..300 {
+        let cu = bed.get("r1").await;
+        let list: NodeList = admin.get_json("/v1/nodes").await.unwrap();
+        let cordoned = list.items.iter().any(|n| {
+            n.node_id == host
+                && n.cordons
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|c| c.by == "clusterupdate/r1")
+        });
+        if cordoned && row_of(&cu, &host)["reason"] == "draining: waiting for VM(s) web to stop" {
+            seen_draining = true;
+            break;
+        }
+        if cu["status"]["phase"] == "rolled_back" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen_draining,
+        "{host} was never seen draining for its rollback"
+    );
+    let cu = bed.wait_phase("r1", &["rolled_back", "failed"]).await;
+    assert_eq!(cu["status"]["phase"], "rolled_back", "{cu:#}");
+    assert_eq!(row_of(&cu, &host)["phase"], "rolled_back", "{cu:#}");
+    eventually("web running again after the rollback", vm_running).await;
+    eventually("rollout cordons lifted", || async {
+        let list: NodeList = admin.get_json("/v1/nodes").await.unwrap();
+        list.items.iter().all(|n| n.cordons.rollout.is_none())
+    })
+    .await;
+    // Stopped before each step, started again after it: the update's and the rollback's.
+    assert_eq!(
+        bed.log.events_of(&host),
+        [
+            "web Running",
+            "web Stopped",
+            "step 1",
+            "end 1",
+            "web Running",
+            "web Stopped",
+            "step 2",
+            "end 2",
+            "web Running"
+        ],
+        "on {host}"
+    );
+    let second_stop = {
+        let events = bed.log.vm_events.lock().unwrap();
+        events
+            .iter()
+            .filter(|(n, e, _)| *n == host && e == "web Stopped")
+            .nth(1)
+            .map(|(_, _, at)| at.clone())
+            .unwrap()
+    };
+    let (recs, _) = bed.timeline("r1").await;
+    records::timeline::check(&recs, 1).unwrap();
+    let back = of_seq(&recs, records::ROLLBACK_SEQ);
+    let assigned = back
+        .iter()
+        .find(|r| r.node == host && r.what == records::ASSIGNED)
+        .unwrap();
+    // The rollback step was assigned only after the guest was reported stopped.
+    assert!(
+        assigned.at > second_stop,
+        "{host}'s rollback assigned at {} before its VM stopped at {second_stop}",
+        assigned.at
+    );
+    // Every node was rolled back once.
+    assert_eq!(assigned_per_node(&back).len(), NODES.len(), "{back:#?}");
+    assert!(assigned_per_node(&back).values().all(|n| *n == 1));
 }
 
 /// A controller as its own process (`kcore-controller --config FILE`), so a test can kill
