@@ -118,6 +118,7 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         record_changed: Default::default(),
         peer_set: Default::default(),
         requests: Default::default(),
+        assignments: Default::default(),
     }))
 }
 
