@@ -214,15 +214,16 @@ fn main() {
             measure(&records::records(&store, "bench-batch"), "bench-batch", &r1, cpu[0]),
             measure(&records::records(&store, "bench-serial"), "bench-serial", &r2, cpu[1]),
         ];
-        println!("| run | ideal | first assignment to last end | overhead | wall (apply to seen done) | step latency mean / max | most unavailable | controller CPU |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| run | ideal | first assignment to last end | overhead | ratio to ideal | wall (apply to seen done) | step latency mean / max | most unavailable | controller CPU |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for r in &runs {
             println!(
-                "| {} | {:.2} s | {:.3} s | {:.3} s | {:.3} s | {:.1} / {:.1} ms | {} | {:.2} s ({:.0} %) |",
+                "| {} | {:.2} s | {:.3} s | {:.3} s | {:.3} | {:.3} s | {:.1} / {:.1} ms | {} | {:.2} s ({:.0} %) |",
                 r.what,
                 r.ideal.as_secs_f64(),
                 r.span.as_secs_f64(),
                 r.span.as_secs_f64() - r.ideal.as_secs_f64(),
+                r.span.as_secs_f64() / r.ideal.as_secs_f64(),
                 r.wall.as_secs_f64(),
                 r.step_latency_mean.as_secs_f64() * 1000.0,
                 r.step_latency_max.as_secs_f64() * 1000.0,
