@@ -1,27 +1,37 @@
-//! The rollout engine's overhead (issue 12 "Benchmark"): a real controller process and 50
-//! stand-in nodes on 127.0.0.1 (the stand-ins of `tests/it/rollouts.rs`: real mutual TLS,
-//! registration, heartbeats, the assignment long poll and every step report; the
-//! activation itself is a 1 s sleep), timed from the controller's own step records.
+//! The rollout engine's overhead (issue 12 "Benchmark"): a real controller process and
+//! its nodes on 127.0.0.1, timed from the controller's own step records. Two modes:
+//!
+//! - `stand-ins`: 50 stand-in nodes in this process (the stand-ins of
+//!   `tests/it/rollouts.rs`: real mutual TLS, registration, heartbeats, the assignment long
+//!   poll and every step report; the activation itself is a 1 s sleep).
+//! - `agents`: real agent processes on fake roots, prepare by `nix build`, a 1 s
+//!   activation through the agent's own assignment loop ([`agents`]; 50 by default,
+//!   `KCORE_BENCH_AGENTS=N` for another count).
 //!
 //! ```text
-//! cd rust && cargo bench -p kcore-controller --bench rollout
-//! # with the debug build cache instead of a release build (how docs/rollouts.md measured):
-//! cd rust && cargo bench -p kcore-controller --bench rollout --profile dev
+//! cd rust && cargo build -p kcore-agent --bin kcore-agent --example fleet_agent
+//! cargo bench -p kcore-controller --bench rollout --profile dev              # both modes
+//! cargo bench -p kcore-controller --bench rollout --profile dev -- stand-ins
+//! cargo bench -p kcore-controller --bench rollout --profile dev -- agents
 //! ```
 //!
-//! Two runs: `batch` (50 nodes, batchSize 10, maxUnavailable 10) against the ideal
-//! ⌈N/B⌉·T = 5 s, and `one-at-a-time` over 10 of the nodes against 10·T = 10 s. Overhead
-//! is the span from the first assignment to the last step's end, less the ideal. The
+//! Each mode runs `batch` (every node, batchSize 10, maxUnavailable 10) against the ideal
+//! ⌈N/B⌉·T, and `one-at-a-time` over the first 10 nodes against 10·T. Overhead is the
+//! span from the first assignment to the last step's end, less the ideal. The
 //! controller's CPU time (utime + stime from /proc/PID/stat) and its resident memory
 //! (VmRSS, VmHWM from /proc/PID/status) are read around each run. Results: docs/rollouts.md.
 
 #![allow(clippy::unwrap_used, dead_code, unused_imports)]
 
+/// Mode `agents`: real agent processes.
+#[path = "rollout/agents.rs"]
+mod agents;
 #[path = "../tests/it/rollouts.rs"]
 mod rollouts;
 #[path = "../tests/it/support.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kcore_controller::rollout::records::{self, StepRecord};
@@ -113,7 +123,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     for a in &assigned {
         let first_report = recs
             .iter()
-            .filter(|r| r.node == a.node && r.what == "preparing")
+            .filter(|r| r.node == a.node && r.what != records::ASSIGNED)
             .map(|r| at(r))
             .min()
             .unwrap();
@@ -129,7 +139,14 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     };
     let mut gaps = [0f64; 3];
     for a in &assigned {
-        let (p, act) = (when(&a.node, "preparing"), when(&a.node, "activating"));
+        // The first report (`preparing` from the stand-ins; a real agent may skip it when
+        // its build took under its 200 ms report interval and report `activating` first).
+        let p = recs
+            .iter()
+            .filter(|r| r.node == a.node && r.what != records::ASSIGNED)
+            .map(|r| at(r))
+            .min();
+        let act = when(&a.node, "activating");
         let end = when(&a.node, "succeeded");
         if let (Some(p), Some(act), Some(end)) = (p, act, end) {
             gaps[0] += (p - at(a)).as_seconds_f64();
@@ -145,8 +162,19 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
         }
     }
     let n = assigned.len() as f64;
+    // What each node's step recorded, in order (a real agent skips a phase shorter than
+    // its 200 ms report interval).
+    let mut sequences: BTreeMap<Vec<&str>, usize> = BTreeMap::new();
+    for a in &assigned {
+        let mut mine: Vec<&&StepRecord> = recs.iter().filter(|r| r.node == a.node).collect();
+        mine.sort_by_key(|r| at(r));
+        *sequences
+            .entry(mine.iter().map(|r| r.what.as_str()).collect())
+            .or_default() += 1;
+    }
+    eprintln!("{name}: records per step (how many nodes): {sequences:?}");
     eprintln!(
-        "{name}: mean assigned->preparing {:.1} ms, preparing->activating {:.1} ms, activating->end {:.1} ms; step end -> next assignment mean {:.1} ms over {} hand-overs",
+        "{name}: mean assigned->first report {:.1} ms, first report->activating {:.1} ms, activating->end {:.1} ms; step end -> next assignment mean {:.1} ms over {} hand-overs",
         gaps[0] / n * 1000.0,
         gaps[1] / n * 1000.0,
         gaps[2] / n * 1000.0,
@@ -168,78 +196,180 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     }
 }
 
+/// The controller's CPU and memory around the runs, and the runs' figures, as table rows.
+pub struct Readings {
+    pid: u32,
+    tck: f64,
+    rss_idle: f64,
+    cpu: u64,
+    rss_after: Vec<f64>,
+    cpus: Vec<f64>,
+}
+
+impl Readings {
+    fn start(pid: u32) -> Readings {
+        Readings {
+            pid,
+            tck: clock_ticks_per_second() as f64,
+            rss_idle: memory_mib(pid).0,
+            cpu: cpu_ticks(pid),
+            rss_after: Vec::new(),
+            cpus: Vec::new(),
+        }
+    }
+
+    /// After a run: its CPU seconds since the previous reading, and the RSS now.
+    fn lap(&mut self) {
+        let now = cpu_ticks(self.pid);
+        self.cpus.push((now - self.cpu) as f64 / self.tck);
+        self.cpu = now;
+        self.rss_after.push(memory_mib(self.pid).0);
+    }
+
+    fn peak(&self) -> f64 {
+        memory_mib(self.pid).1
+    }
+}
+
+fn print_runs(title: &str, runs: &[Run], r: &Readings, peak: f64) {
+    println!("\n{title}");
+    println!(
+        "| run | ideal | first assignment to last end | overhead | ratio to ideal | wall (apply to seen done) | step latency mean / max | most unavailable | controller CPU |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        println!(
+            "| {} | {:.2} s | {:.3} s | {:.3} s | {:.3} | {:.3} s | {:.1} / {:.1} ms | {} | {:.2} s ({:.0} %) |",
+            r.what,
+            r.ideal.as_secs_f64(),
+            r.span.as_secs_f64(),
+            r.span.as_secs_f64() - r.ideal.as_secs_f64(),
+            r.span.as_secs_f64() / r.ideal.as_secs_f64(),
+            r.wall.as_secs_f64(),
+            r.step_latency_mean.as_secs_f64() * 1000.0,
+            r.step_latency_max.as_secs_f64() * 1000.0,
+            r.most_unavailable,
+            r.cpu_seconds,
+            100.0 * r.cpu_seconds / r.wall.as_secs_f64(),
+        );
+    }
+    // The figures mean little on a starved machine; they carry the load they ran under.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "load average after the runs (1/5/15 min): {} on {cores} cores",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let after: Vec<String> = r.rss_after.iter().map(|m| format!("{m:.1}")).collect();
+    println!(
+        "controller RSS: {:.1} MiB with every node idle, {} MiB after each run; peak (VmHWM) {peak:.1} MiB",
+        r.rss_idle,
+        after.join(" / ")
+    );
+}
+
+/// The batch rollout over all nodes and the one-at-a-time one over the first ten, as
+/// both modes run them; `target` sets each manifest's `spec.target`.
+fn manifests(nodes: &[String], target: impl Fn(&str) -> Value) -> [(Value, Duration); 2] {
+    let n = nodes.len();
+    let batch = 10.min(n);
+    let mut first = rollouts::rollout(
+        "bench-batch",
+        json!({"strategyType": "batch", "batchSize": batch, "maxUnavailable": batch}),
+        "auto",
+        0,
+    );
+    first["spec"]["target"] = target("bench-batch");
+    let mut serial = rollouts::rollout(
+        "bench-serial",
+        json!({"strategyType": "one-at-a-time"}),
+        "auto",
+        0,
+    );
+    serial["spec"]["selector"] = json!({"nodeIds": nodes[..10.min(n)]});
+    serial["spec"]["target"] = target("bench-serial");
+    [
+        (first, T * n.div_ceil(batch) as u32),
+        (serial, T * 10.min(n) as u32),
+    ]
+}
+
+/// Mode `stand-ins`: 50 stand-in nodes in this process.
+async fn stand_ins() {
+    let nodes: Vec<String> = (1..=50).map(|i| format!("n{i:02}")).collect();
+    let bed = rollouts::ProcBed::with(&["ctl1"], &nodes, T).await;
+    let mut readings = Readings::start(bed.pid(0).unwrap());
+    let [(batch, ideal1), (serial, ideal2)] = manifests(&nodes, |_| {
+        rollouts::rollout("x", json!({}), "auto", 0)["spec"]["target"].clone()
+    });
+    let r1 = run(&bed, "batch 50/10", batch, ideal1).await;
+    readings.lap();
+    let r2 = run(&bed, "one-at-a-time 10", serial, ideal2).await;
+    readings.lap();
+    let peak = readings.peak();
+    let (store, log) = bed.stop(0);
+    // n01..n10 were in both rollouts, the rest in the batch one only.
+    let once_per_rollout = nodes
+        .iter()
+        .enumerate()
+        .all(|(i, n)| log.get(n) == Some(&if i < 10 { 2 } else { 1 }));
+    assert!(
+        once_per_rollout,
+        "a node activated twice in a rollout: {log:?}"
+    );
+    let runs = [
+        measure(
+            &records::records(&store, "bench-batch"),
+            "bench-batch",
+            &r1,
+            readings.cpus[0],
+        ),
+        measure(
+            &records::records(&store, "bench-serial"),
+            "bench-serial",
+            &r2,
+            readings.cpus[1],
+        ),
+    ];
+    print_runs(
+        "stand-ins: 50 stand-in nodes in the bench process",
+        &runs,
+        &readings,
+        peak,
+    );
+}
+
 fn main() {
+    // `cargo bench` adds `--bench`; the rest picks the modes (default: both).
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let wants = |mode: &str| args.is_empty() || args.iter().any(|a| a == mode);
+    if let Some(bad) = args
+        .iter()
+        .find(|a| !matches!(a.as_str(), "stand-ins" | "agents"))
+    {
+        eprintln!("unknown mode {bad:?}: use `-- stand-ins`, `-- agents`, or nothing for both");
+        std::process::exit(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let nodes: Vec<String> = (1..=50).map(|i| format!("n{i:02}")).collect();
-        let bed = rollouts::ProcBed::with(&["ctl1"], &nodes, T).await;
-        let pid = bed.pid(0).unwrap();
-        let tck = clock_ticks_per_second() as f64;
-        let (rss_idle, _) = memory_mib(pid);
-
-        let batch = rollouts::rollout(
-            "bench-batch",
-            json!({"strategyType": "batch", "batchSize": 10, "maxUnavailable": 10}),
-            "auto",
-            0,
-        );
-        let cpu0 = cpu_ticks(pid);
-        let r1 = run(&bed, "batch 50/10", batch, T * 5).await;
-        let cpu1 = cpu_ticks(pid);
-        let (rss1, _) = memory_mib(pid);
-
-        let mut serial = rollouts::rollout(
-            "bench-serial",
-            json!({"strategyType": "one-at-a-time"}),
-            "auto",
-            0,
-        );
-        serial["spec"]["selector"] = json!({"nodeIds": nodes[..10]});
-        let r2 = run(&bed, "one-at-a-time 10", serial, T * 10).await;
-        let cpu2 = cpu_ticks(pid);
-        let (rss2, hwm) = memory_mib(pid);
-
-        let cpu = [(cpu1 - cpu0) as f64 / tck, (cpu2 - cpu1) as f64 / tck];
-        let (store, log) = bed.stop(0);
-        // n01..n10 were in both rollouts, the rest in the batch one only.
-        let once_per_rollout = nodes
-            .iter()
-            .enumerate()
-            .all(|(i, n)| log.get(n) == Some(&if i < 10 { 2 } else { 1 }));
-        assert!(once_per_rollout, "a node activated twice in a rollout: {log:?}");
-        let runs = [
-            measure(&records::records(&store, "bench-batch"), "bench-batch", &r1, cpu[0]),
-            measure(&records::records(&store, "bench-serial"), "bench-serial", &r2, cpu[1]),
-        ];
-        println!("| run | ideal | first assignment to last end | overhead | wall (apply to seen done) | step latency mean / max | most unavailable | controller CPU |");
-        println!("|---|---|---|---|---|---|---|---|");
-        for r in &runs {
-            println!(
-                "| {} | {:.2} s | {:.3} s | {:.3} s | {:.3} s | {:.1} / {:.1} ms | {} | {:.2} s ({:.0} %) |",
-                r.what,
-                r.ideal.as_secs_f64(),
-                r.span.as_secs_f64(),
-                r.span.as_secs_f64() - r.ideal.as_secs_f64(),
-                r.wall.as_secs_f64(),
-                r.step_latency_mean.as_secs_f64() * 1000.0,
-                r.step_latency_max.as_secs_f64() * 1000.0,
-                r.most_unavailable,
-                r.cpu_seconds,
-                100.0 * r.cpu_seconds / r.wall.as_secs_f64(),
-            );
+        if wants("stand-ins") {
+            stand_ins().await;
         }
-        // The figures mean little on a starved machine; they carry the load they ran under.
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        println!(
-            "load average during the runs (1/5/15 min): {} on {cores} cores",
-            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-        );
-        println!(
-            "controller RSS: {rss_idle:.1} MiB with 50 nodes idle, {rss1:.1} MiB after the batch run, {rss2:.1} MiB after the serial run; peak (VmHWM) {hwm:.1} MiB"
-        );
+        if wants("agents") {
+            let count = std::env::var("KCORE_BENCH_AGENTS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(50);
+            agents::run_agents(count).await;
+        }
     });
 }

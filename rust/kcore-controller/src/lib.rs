@@ -120,6 +120,7 @@ pub fn build_state(config: ControllerConfig) -> Result<Arc<api::AppState>, Contr
         credentials_changed: Default::default(),
         peer_set: Default::default(),
         requests: Default::default(),
+        assignments: Default::default(),
     }))
 }
 

@@ -13,8 +13,6 @@
 //! as it is used, else the default, else `loader.conf`'s default, as systemd-boot does),
 //! and start the agent again.
 
-use std::process::Command;
-
 use kcore_api::rollout::{StepPhase, StepReport};
 
 use crate::rollout_proc::{AgentOptions, ChildProcess, ChildSpec, agent_addr};
@@ -24,96 +22,10 @@ use crate::support::*;
 #[path = "../../../../tests/support/fleet/fake_root.rs"]
 pub mod fake_root;
 
-fn nix_flags() -> [&'static str; 4] {
-    [
-        "--extra-experimental-features",
-        "nix-command flakes",
-        "--option",
-        "substituters",
-    ]
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.email=rig@kcore.test", "-c", "user.name=rig"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A host's file: what its toplevel does at that revision.
-pub fn host(activate: &str, health: &str, kernel: &str, label: &str) -> serde_json::Value {
-    json!({"activate": activate, "health": health, "kernel": kernel, "seconds": 0, "label": label})
-}
-
-/// The fleet repository.
-pub struct Fleet {
-    pub repo: tempfile::TempDir,
-}
-
-impl Fleet {
-    /// `None` (with a SKIP line) when nix or git is missing.
-    pub fn new() -> Option<Fleet> {
-        if which_nix().is_none() || Command::new("git").arg("--version").output().is_err() {
-            eprintln!("SKIP: `nix` or `git` is not on PATH (apt-get install nix-bin git)");
-            return None;
-        }
-        let repo = tempfile::tempdir().unwrap();
-        for f in ["flake.nix", "switch-to-configuration"] {
-            std::fs::copy(support(&format!("fleet/{f}")), repo.path().join(f)).unwrap();
-        }
-        std::fs::create_dir_all(repo.path().join("hosts")).unwrap();
-        git(repo.path(), &["init", "-q"]);
-        Some(Fleet { repo })
-    }
-
-    /// Commit a revision in which `hosts` have these files and every other host file is
-    /// gone; its rev.
-    pub fn commit(&self, hosts: &[(&str, serde_json::Value)]) -> String {
-        let dir = self.repo.path().join("hosts");
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            std::fs::remove_file(entry.path()).unwrap();
-        }
-        std::fs::write(dir.join(".keep"), "").unwrap();
-        for (name, file) in hosts {
-            std::fs::write(dir.join(format!("{name}.json")), file.to_string()).unwrap();
-        }
-        git(self.repo.path(), &["add", "-A"]);
-        git(
-            self.repo.path(),
-            &["commit", "-q", "--allow-empty", "-m", "revision"],
-        );
-        git(self.repo.path(), &["rev-parse", "HEAD"])
-    }
-
-    pub fn flake_ref(&self) -> String {
-        format!("git+file://{}", self.repo.path().display())
-    }
-
-    /// The toplevel of `host` at `rev`, built by the test itself (the expected answer).
-    pub fn build(&self, rev: &str, host: &str, out: &Path) -> PathBuf {
-        let installable = format!(
-            "{}?rev={rev}#nixosConfigurations.{host}.config.system.build.toplevel",
-            self.flake_ref()
-        );
-        let st = Command::new("nix")
-            .args(nix_flags())
-            .arg("")
-            .args(["build", &installable, "--out-link"])
-            .arg(out)
-            .status()
-            .unwrap();
-        assert!(st.success(), "nix build {installable}");
-        std::fs::canonicalize(out).unwrap()
-    }
-}
+/// The fleet repository, shared with the controller's rollout benchmark.
+#[path = "../../../../tests/support/fleet/fleet_repo.rs"]
+pub mod fleet_repo;
+pub use fleet_repo::{Fleet, host};
 
 /// One node: its fake root, its agent, an admin client.
 pub struct FleetNode {

@@ -224,7 +224,7 @@ async fn assignment(
     loop {
         // Marked seen before reading, so a change after the read wakes the wait below.
         changes.borrow_and_update();
-        let now = crate::assignment::for_node(&state, &id);
+        let now = crate::assignment::for_node(&state, &id).await;
         if now.token != q.known || q.wait == 0 {
             return Ok(Json(now));
         }

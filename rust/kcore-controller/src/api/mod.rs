@@ -91,6 +91,8 @@ pub struct AppState {
     pub credentials_changed: tokio::sync::Notify,
     /// Request latency by route, for `GET /metrics` (filled by the router's layer).
     pub requests: kcore_net::metrics::RequestMetrics,
+    /// Every node's rollout step, computed once per store version for all long polls.
+    pub assignments: crate::assignment::Cache,
 }
 
 impl std::fmt::Debug for AppState {

@@ -7,7 +7,7 @@
 //!   controller owns a rollout under a lease (`status.owner`, epoch +1 at a takeover), and
 //!   every node's progress is append-only step records ([`records`]).
 //! - Nodes are not dialled: they long-poll `GET /v1/nodes/{id}/assignment`
-//!   ([`crate::assignment`], which takes the step from [`assigned_step`])
+//!   ([`crate::assignment`], which takes the steps from [`assigned_steps`])
 //!   and report back; the report lands in a step record, which wakes this loop through
 //!   `Store::watch`.
 //! - Everything the engine decides is recomputed from the store at every tick, so a
@@ -963,10 +963,14 @@ fn start_wave(
     Ok(())
 }
 
-/// The step node `node` should run now: the first rollout with an assignment for it that
-/// has not ended, stamped with that rollout owner's current epoch, and its token part
-/// (`rollout:epoch:seq`). What a node is told as a whole is [`crate::assignment`].
-pub fn assigned_step(state: &AppState, node: &str) -> Option<(String, AssignedStep)> {
+/// The steps every node should run now, node -> (token part, step): for each node the
+/// first rollout with an assignment for it that has not ended, stamped with that rollout
+/// owner's current epoch, and its token part (`rollout:epoch:seq`). Computed for all nodes
+/// at once, because every node's long poll wakes at every store change and they share one
+/// answer per store version ([`crate::assignment::Cache`]). What a node is told as a whole
+/// is [`crate::assignment`].
+pub fn assigned_steps(state: &AppState) -> BTreeMap<String, (String, AssignedStep)> {
+    let mut out: BTreeMap<String, (String, AssignedStep)> = BTreeMap::new();
     for object in state
         .store
         .list(Kind::ClusterUpdate, &LabelSelector::default())
@@ -974,26 +978,37 @@ pub fn assigned_step(state: &AppState, node: &str) -> Option<(String, AssignedSt
         let Some(name) = object.pointer("/metadata/name").and_then(|n| n.as_str()) else {
             continue;
         };
-        let recs = records::node_records(&state.store, name, node);
+        let recs = records::records(&state.store, name);
         let update = records::progress(&recs, UPDATE_SEQ);
         let back = records::progress(&recs, ROLLBACK_SEQ);
-        let running =
-            |p: &BTreeMap<String, NodeProgress>| p.get(node).is_some_and(NodeProgress::in_flight);
-        let (seq, store_path) = if running(&back) {
-            (ROLLBACK_SEQ, previous_path(update.get(node)))
-        } else if running(&update) {
-            (UPDATE_SEQ, None)
-        } else {
-            continue;
+        let running = |p: &BTreeMap<String, NodeProgress>, node: &str| {
+            p.get(node).is_some_and(NodeProgress::in_flight)
         };
+        // A node already told a step by an earlier rollout keeps it (one rollout per node).
+        let nodes: std::collections::BTreeSet<&String> = update.keys().chain(back.keys()).collect();
+        let steps: Vec<(&String, u64, Option<String>)> = nodes
+            .into_iter()
+            .filter(|node| !out.contains_key(*node))
+            .filter_map(|node| {
+                if running(&back, node) {
+                    Some((node, ROLLBACK_SEQ, previous_path(update.get(node))))
+                } else if running(&update, node) {
+                    Some((node, UPDATE_SEQ, None))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if steps.is_empty() {
+            continue;
+        }
         let (Some((spec, _)), Some(owner)) =
             (spec_of(state, name), records::owner(&state.store, name))
         else {
             continue;
         };
-        return Some((
-            format!("{name}:{}:{seq}", owner.epoch),
-            AssignedStep {
+        for (node, seq, store_path) in steps {
+            let step = AssignedStep {
                 rollout: name.to_string(),
                 epoch: owner.epoch,
                 seq,
@@ -1005,10 +1020,14 @@ pub fn assigned_step(state: &AppState, node: &str) -> Option<(String, AssignedSt
                 mode: mode(spec.activation.mode),
                 health_timeout_seconds: spec.activation.health_timeout_seconds,
                 store_path,
-            },
-        ));
+            };
+            out.insert(
+                node.clone(),
+                (format!("{name}:{}:{seq}", owner.epoch), step),
+            );
+        }
     }
-    None
+    out
 }
 
 fn mode(m: kcore_api::clusterupdate::ActivationMode) -> ActivationMode {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent;
+mod assignment_cache;
 mod auth;
 mod compaction;
 mod controllers;

@@ -1156,7 +1156,7 @@ pub struct ProcBed {
     nodes: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -1239,6 +1239,14 @@ impl ProcBed {
         })
         .await;
         bed
+    }
+
+    /// The cluster's PKI (the benchmark's real agents get their certificates from it) and
+    /// the controllers' addresses.
+    #[allow(dead_code)] // used by benches/rollout.rs, which includes this file
+    pub fn cluster(&self) -> (&Cluster, Vec<String>) {
+        let addrs = self.configs.iter().map(|c| c.listen.to_string()).collect();
+        (&self.cl, addrs)
     }
 
     /// The process id of controller `i` (for the benchmark's /proc readings).
