@@ -124,13 +124,32 @@ enum Halt {
     Refused,
 }
 
+/// The newest controller client the registration loop made: renewals within one session
+/// swap TLS inside the same client, and a session it rebuilds (credentials reloaded from
+/// disk) sends a new one, which [`NewestClient::get`] takes. Shared by the assignment
+/// poll and the VM reporter, so neither keeps a client the registration loop replaced.
+pub struct NewestClient {
+    client: Client,
+    clients: watch::Receiver<Option<Client>>,
+}
+
+impl NewestClient {
+    pub fn new(client: Client, clients: watch::Receiver<Option<Client>>) -> Self {
+        Self { client, clients }
+    }
+
+    pub fn get(&mut self) -> Client {
+        if let Some(newer) = self.clients.borrow_and_update().clone() {
+            self.client = newer;
+        }
+        self.client.clone()
+    }
+}
+
 struct Loop {
     state: Arc<AgentState>,
     ops_dir: PathBuf,
-    client: Client,
-    /// The registration loop's clients: a session it rebuilds (credentials reloaded from
-    /// disk) comes with a new client, which [`Loop::client`] takes from here.
-    clients: watch::Receiver<Option<Client>>,
+    client: NewestClient,
     stop: watch::Receiver<bool>,
     /// The VMs of each answer, for [`crate::vm::reporter`].
     vms: watch::Sender<Option<Vec<kcore_api::vm::NodeVm>>>,
@@ -155,12 +174,14 @@ pub async fn run(
         },
         _ = stop.wait_for(|s| *s) => return,
     };
-    let vms = crate::vm::reporter::spawn(state.clone(), client.clone());
+    let vms = crate::vm::reporter::spawn(
+        state.clone(),
+        NewestClient::new(client.clone(), clients.clone()),
+    );
     let mut lp = Loop {
         state,
         ops_dir,
-        client,
-        clients,
+        client: NewestClient::new(client, clients),
         stop,
         vms,
     };
@@ -168,13 +189,9 @@ pub async fn run(
 }
 
 impl Loop {
-    /// The newest client the registration loop made (renewals within one session swap
-    /// TLS inside the same client; a rebuilt session sends a new one).
+    /// The newest client the registration loop made ([`NewestClient`]).
     fn client(&mut self) -> Client {
-        if let Some(newer) = self.clients.borrow_and_update().clone() {
-            self.client = newer;
-        }
-        self.client.clone()
+        self.client.get()
     }
 
     fn stopping(&self) -> bool {
@@ -584,5 +601,28 @@ mod tests {
             (p.rollout.as_str(), p.epoch, p.activate_op),
             ("u2", 1, None)
         );
+    }
+
+    /// The VM reporter and the poll take their client through this: after the
+    /// registration loop sent a new one, `get` answers it (not the first).
+    #[test]
+    fn newest_client_follows_the_registration_loops_latest() {
+        let client = |url: &str| {
+            Client::new(
+                vec![url.to_string()],
+                kcore_pki::client_config_insecure().unwrap(),
+                kcore_net::ClientOptions::default(),
+            )
+            .unwrap()
+        };
+        let first = client("https://127.0.0.1:1");
+        let (tx, rx) = watch::channel(Some(first.clone()));
+        let mut newest = NewestClient::new(first, rx);
+        assert_eq!(newest.get().base_urls(), ["https://127.0.0.1:1"]);
+        tx.send_replace(Some(client("https://127.0.0.1:2")));
+        assert_eq!(newest.get().base_urls(), ["https://127.0.0.1:2"]);
+        // A `None` (no session at the moment) keeps the last one.
+        tx.send_replace(None);
+        assert_eq!(newest.get().base_urls(), ["https://127.0.0.1:2"]);
     }
 }

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kcore_api::vm::{NodeVm, VmReports};
-use kcore_net::Client;
 use tokio::sync::watch;
 
 use super::VmHost;
-use crate::rollout::assignment::Doubling;
+use crate::rollout::assignment::{Doubling, NewestClient};
 use crate::server::AgentState;
 
 const REPORT_ATTEMPTS: u32 = 6;
@@ -22,7 +21,7 @@ const REPORT_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(8);
 
 /// Start the reconcile and report tasks; send desired lists into the returned channel.
-pub fn spawn(state: Arc<AgentState>, client: Client) -> watch::Sender<Option<Vec<NodeVm>>> {
+pub fn spawn(state: Arc<AgentState>, client: NewestClient) -> watch::Sender<Option<Vec<NodeVm>>> {
     let (desired_tx, mut desired_rx) = watch::channel::<Option<Vec<NodeVm>>>(None);
     let (reports_tx, reports_rx) = watch::channel::<Option<VmReports>>(None);
     let host = VmHost::from_state(&state);
@@ -49,7 +48,7 @@ pub fn spawn(state: Arc<AgentState>, client: Client) -> watch::Sender<Option<Vec
 
 async fn post_reports(
     state: Arc<AgentState>,
-    client: Client,
+    mut client: NewestClient,
     node: String,
     mut rx: watch::Receiver<Option<VmReports>>,
 ) {
@@ -66,6 +65,7 @@ async fn post_reports(
         let mut backoff = Doubling::new(REPORT_BACKOFF_MIN, REPORT_BACKOFF_MAX);
         for attempt in 1..=REPORT_ATTEMPTS {
             match client
+                .get()
                 .post_json::<_, serde_json::Value>(&path, &reports)
                 .await
             {
