@@ -43,9 +43,13 @@ pub fn retired(state: &AppState) -> BTreeMap<String, RetiredSubCa> {
         .collect()
 }
 
-/// Whether `serial` is a retired sub-CA.
+/// Whether `serial` is a retired sub-CA (asked at every heartbeat: a key lookup, no
+/// decoding; serials are stored normalised).
 pub fn is_retired(state: &AppState, serial: &str) -> bool {
-    retired(state).contains_key(&normal(serial))
+    state
+        .store
+        .fields(SUB_CAS)
+        .is_some_and(|fields| fields.contains_key(&normal(serial)))
 }
 
 /// Records that `old` was replaced by `new` on this controller (nothing when equal).
@@ -103,7 +107,8 @@ pub fn reissue_own_certificate(state: &AppState, signer: &Authority) -> Result<S
 /// each with the nodes and controllers whose current certificate it issued.
 pub fn uses(state: &AppState) -> Vec<SubCaUse> {
     let mut all: BTreeMap<String, SubCaUse> = BTreeMap::new();
-    let entry = |all: &mut BTreeMap<String, SubCaUse>, serial: &str| {
+    // Every sub-CA named anywhere gets a row; retired until something says otherwise.
+    fn slot<'a>(all: &'a mut BTreeMap<String, SubCaUse>, serial: &str) -> &'a mut SubCaUse {
         let serial = normal(serial);
         all.entry(serial.clone()).or_insert_with(|| SubCaUse {
             serial,
@@ -111,18 +116,15 @@ pub fn uses(state: &AppState) -> Vec<SubCaUse> {
             signing_controllers: Vec::new(),
             issued_to: Vec::new(),
             retired: None,
-        });
-    };
-    for (serial, record) in retired(state) {
-        entry(&mut all, &serial);
-        if let Some(u) = all.get_mut(&serial) {
-            u.retired = Some(record);
-        }
+        })
     }
-    let controllers = state
+    for (serial, record) in retired(state) {
+        slot(&mut all, &serial).retired = Some(record);
+    }
+    for record in state
         .store
-        .list(Kind::Controller, &LabelSelector::default());
-    for record in &controllers {
+        .list(Kind::Controller, &LabelSelector::default())
+    {
         let id = record
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -133,25 +135,19 @@ pub fn uses(state: &AppState) -> Vec<SubCaUse> {
                 .and_then(Value::as_str)
         };
         if let Some(serial) = spec("subCaSerial") {
-            entry(&mut all, serial);
-            if let Some(u) = all.get_mut(&normal(serial)) {
-                u.state = "active".to_string();
-                u.signing_controllers.push(id.to_string());
-            }
+            let u = slot(&mut all, serial);
+            u.state = "active".to_string();
+            u.signing_controllers.push(id.to_string());
         }
         if let Some(serial) = spec("certificateIssuerSerial") {
-            entry(&mut all, serial);
-            if let Some(u) = all.get_mut(&normal(serial)) {
-                u.issued_to.push(format!("controller/{id}"));
-            }
+            slot(&mut all, serial)
+                .issued_to
+                .push(format!("controller/{id}"));
         }
     }
     for (id, record, _) in state.store.nodes() {
         if let Some(serial) = record.certificate.and_then(|c| c.issuer_serial) {
-            entry(&mut all, &serial);
-            if let Some(u) = all.get_mut(&normal(&serial)) {
-                u.issued_to.push(format!("node/{id}"));
-            }
+            slot(&mut all, &serial).issued_to.push(format!("node/{id}"));
         }
     }
     let revoked = crate::membership::revoked(state);

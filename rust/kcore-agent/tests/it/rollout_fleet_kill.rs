@@ -183,14 +183,5 @@ async fn rollout_fleet_the_owner_controller_killed_9_is_taken_over_by_a_second_c
     each_activated_once(&bed, &r2);
     let recs = bed.finish_on(1, &[("takeover", 1)]).await;
     // Some nodes were assigned by the deposed owner and some by the new one.
-    let by: std::collections::BTreeSet<&str> = recs
-        .iter()
-        .filter(|r| r.what == records::ASSIGNED)
-        .map(|r| r.by.as_str())
-        .collect();
-    assert_eq!(
-        by.into_iter().collect::<Vec<_>>(),
-        ["ctl1", "ctl2"],
-        "{recs:#?}"
-    );
+    assert_eq!(records::assigned_by(&recs), ["ctl1", "ctl2"], "{recs:#?}");
 }

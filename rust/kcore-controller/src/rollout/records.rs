@@ -208,6 +208,17 @@ fn phase_rank(p: StepPhase) -> u8 {
     }
 }
 
+/// The controllers that assigned steps in `records`, each once, in order (a takeover shows
+/// both the deposed owner and the new one).
+pub fn assigned_by(records: &[StepRecord]) -> Vec<&str> {
+    let by: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r.what == ASSIGNED)
+        .map(|r| r.by.as_str())
+        .collect();
+    by.into_iter().collect()
+}
+
 /// Every node's progress in step `seq` ([`UPDATE_SEQ`] or [`ROLLBACK_SEQ`]) of one rollout.
 /// Records of any epoch count, so a takeover keeps what the deposed owner started.
 pub fn progress(records: &[StepRecord], seq: u64) -> BTreeMap<String, NodeProgress> {

@@ -319,15 +319,7 @@ impl Store {
         )?;
         let rows = stmt.query_map(
             params![i64::from(after.is_some()), resource, field, wanted],
-            |row| {
-                Ok(Op {
-                    hlc: row.get(0)?,
-                    origin: row.get(1)?,
-                    resource: row.get(2)?,
-                    field: row.get(3)?,
-                    value: row.get(4)?,
-                })
-            },
+            Op::from_row,
         )?;
         let mut fields: Vec<Op> = rows.collect::<Result<_, _>>()?;
         let more = fields.len() > limit;

@@ -184,6 +184,19 @@ pub struct Op {
     pub value: Option<String>,
 }
 
+impl Op {
+    /// A row selected as `hlc, origin, resource, field, value` (from `ops` or `fields`).
+    pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Op> {
+        Ok(Op {
+            hlc: row.get(0)?,
+            origin: row.get(1)?,
+            resource: row.get(2)?,
+            field: row.get(3)?,
+            value: row.get(4)?,
+        })
+    }
+}
+
 /// The controller's store.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -660,15 +673,7 @@ impl Store {
             "SELECT hlc, origin, resource, field, value FROM ops WHERE origin = ?1 AND hlc > ?2 ORDER BY hlc LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![origin, after, limit], |row| {
-            Ok(Op {
-                hlc: row.get(0)?,
-                origin: row.get(1)?,
-                resource: row.get(2)?,
-                field: row.get(3)?,
-                value: row.get(4)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![origin, after, limit], Op::from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

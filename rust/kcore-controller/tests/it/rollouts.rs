@@ -65,6 +65,16 @@ impl Log {
             .push((node.to_string(), what, at));
     }
 
+    /// When `node` logged `what` for the `nth` time (0: the first).
+    fn event_at(&self, node: &str, what: &str, nth: usize) -> Option<String> {
+        let events = self.vm_events.lock().unwrap();
+        events
+            .iter()
+            .filter(|(n, e, _)| n == node && e == what)
+            .nth(nth)
+            .map(|(_, _, at)| at.clone())
+    }
+
     /// One node's events, without their times.
     fn events_of(&self, node: &str) -> Vec<String> {
         let events = self.vm_events.lock().unwrap();
@@ -931,14 +941,7 @@ async fn rollout_drain_vms_assigns_a_step_only_once_its_vm_stopped_and_starts_it
         ],
         "on {host}"
     );
-    let stopped_at = {
-        let events = bed.log.vm_events.lock().unwrap();
-        events
-            .iter()
-            .find(|(n, e, _)| *n == host && e == "web Stopped")
-            .map(|(_, _, at)| at.clone())
-            .unwrap()
-    };
+    let stopped_at = bed.log.event_at(&host, "web Stopped", 0).unwrap();
     // Nodes without VMs are drained at once: they all ran their step, with no VM event.
     for n in NODES.iter().filter(|n| **n != host) {
         assert_eq!(bed.log.events_of(n), ["step 1", "end 1"], "on {n}");
@@ -1078,15 +1081,7 @@ async fn rollout_drain_vms_on_rollback_cordons_the_node_and_stops_its_vm_around_
         ],
         "on {host}"
     );
-    let second_stop = {
-        let events = bed.log.vm_events.lock().unwrap();
-        events
-            .iter()
-            .filter(|(n, e, _)| *n == host && e == "web Stopped")
-            .nth(1)
-            .map(|(_, _, at)| at.clone())
-            .unwrap()
-    };
+    let second_stop = bed.log.event_at(&host, "web Stopped", 1).unwrap();
     let (recs, _) = bed.timeline("r1").await;
     records::timeline::check(&recs, 1).unwrap();
     let back = of_seq(&recs, records::ROLLBACK_SEQ);
@@ -1383,16 +1378,7 @@ async fn rollout_owner_controller_killed_9_is_taken_over_by_a_second_controller_
     let per = assigned_per_node(&recs);
     assert!(per.len() == 5 && per.values().all(|n| *n == 1), "{recs:#?}");
     // Some nodes were assigned by the deposed owner and some by the new one.
-    let by: std::collections::BTreeSet<&str> = recs
-        .iter()
-        .filter(|r| r.what == records::ASSIGNED)
-        .map(|r| r.by.as_str())
-        .collect();
-    assert_eq!(
-        by.into_iter().collect::<Vec<_>>(),
-        ["ctl1", "ctl2"],
-        "{recs:#?}"
-    );
+    assert_eq!(records::assigned_by(&recs), ["ctl1", "ctl2"], "{recs:#?}");
     assert!(log.len() == 5 && log.values().all(|n| *n == 1), "{log:?}");
     assert_eq!(max_unavailable(&recs), 1, "{recs:#?}");
 }
