@@ -136,6 +136,16 @@ pub enum ErrorCode {
     /// Every evaluation slot is taken; nothing was done, retry later.
     EvalBusy,
 
+    // --- agent, install mode (`/v1/install/...`) ---
+    /// The install plan refuses a disk, or the request does not fit the plan (keyfile mode
+    /// without `--luks-key-device`, a key device that is also a target); `details` lists why.
+    InstallRefused,
+    /// `recovery-key` or `reboot` presented a claim token other than the one `install/run`
+    /// was started with, or named another operation.
+    InstallClaimMismatch,
+    /// `recovery-key` or `reboot` before the install operation succeeded.
+    InstallNotFinished,
+
     // --- agent: why a plan refuses a target disk (kcore-disko's RefusalCode) ---
     /// The device path does not resolve to any device.
     TargetNotFound,
@@ -218,7 +228,8 @@ impl ErrorCode {
             | NodeRejected
             | NodeNotApproved
             | DiskoInstallerOnly
-            | DestructiveChangeRefused => 403,
+            | DestructiveChangeRefused
+            | InstallClaimMismatch => 403,
             NotFound | NodeNotFound | NodeNotRegistered | NoSuchStorageClass => 404,
             MethodNotAllowed => 405,
             ReportTooLarge => 413,
@@ -236,7 +247,9 @@ impl ErrorCode {
             | TargetSwap
             | TargetHasHolders
             | TargetZfsMember
-            | TargetHasData => 409,
+            | TargetHasData
+            | InstallRefused
+            | InstallNotFinished => 409,
             DiskoInvalid | NixInvalid | EvalTimeout | EvalMemoryLimit | EvalOutputLimit => 422,
             RenewRateLimited | EvalBusy => 429,
             Internal | ToolUnavailable | CommandFailed | WriteFailed | InventoryFailed

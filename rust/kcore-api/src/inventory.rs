@@ -248,6 +248,10 @@ pub enum OperationKind {
     /// health gate of the booted system, then the new default or the revert.
     #[serde(rename = "rollout-verify")]
     RolloutVerify,
+    /// `POST /v1/install/run` on the live ISO: format, install, enrol, write-config
+    /// ([`crate::install`]).
+    #[serde(rename = "install")]
+    Install,
 }
 
 impl OperationKind {
@@ -259,6 +263,7 @@ impl OperationKind {
             OperationKind::RolloutPrepare => "rollout-prepare",
             OperationKind::RolloutActivate => "rollout-activate",
             OperationKind::RolloutVerify => "rollout-verify",
+            OperationKind::Install => "install",
         }
     }
 }
@@ -356,6 +361,9 @@ pub struct OperationResult {
     /// The last lines of output, so a result fetched later still says what happened.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_tail: Vec<String>,
+    /// install: the steps with their durations, the failed step, the LUKS device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<crate::install::InstallOutcome>,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod clusterupdate;
 pub mod controller;
 pub mod error;
+pub mod install;
 pub mod inventory;
 pub mod plan;
 pub mod report_limits;

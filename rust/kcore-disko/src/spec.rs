@@ -52,16 +52,8 @@ pub struct StorageSpec {
 /// The storage backend for VM volumes: kcore-api's one type, named here as specs call it.
 pub use kcore_api::cluster::StorageBackend as Backend;
 
-/// How several data disks are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataDiskMode {
-    /// Each disk adds capacity (separate filesystems, PVs of one VG, or a striped pool).
-    #[default]
-    Stripe,
-    /// The disks mirror each other (ZFS only: `mode = "mirror"`).
-    Mirror,
-}
+/// How several data disks are combined: kcore-api's one type (the install request carries it).
+pub use kcore_api::install::DataDiskMode;
 
 /// LVM names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,26 +104,8 @@ impl ZfsSpec {
     }
 }
 
-/// LUKS unlock mode of the OS disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LuksMode {
-    /// Unlock with the TPM (`tpm2-device=auto`); the key is enrolled on first boot.
-    #[default]
-    Tpm2,
-    /// Unlock with a key file that lives outside the unencrypted ESP.
-    Keyfile,
-}
-
-impl LuksMode {
-    /// The name the spec and `--luks-mode` use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LuksMode::Tpm2 => "tpm2",
-            LuksMode::Keyfile => "keyfile",
-        }
-    }
-}
+/// LUKS unlock mode of the OS disk: kcore-api's one type.
+pub use kcore_api::install::LuksMode;
 
 /// The key file a node without a TPM is unlocked by when the operator names none
 /// (docs/storage.md; outside the unencrypted ESP).
@@ -141,37 +115,9 @@ pub const DEFAULT_LUKS_KEY_FILE: &str = "/etc/kcore/luks/root.key";
 /// TPM character device class entry.
 pub const TPM_SYSFS_PATH: &str = "class/tpm/tpm0";
 
-/// The LUKS mode an operator asks for (`kctl disko render --luks-mode`, and the install's
-/// `--luks`): `auto`, the default, is tpm2 on a node that has a TPM and keyfile on one
-/// that has none. A spec file always holds a resolved [`LuksMode`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LuksChoice {
-    #[default]
-    Auto,
-    Tpm2,
-    Keyfile,
-}
-
-impl LuksChoice {
-    /// The mode to render. `has_tpm` is what the node's inventory reports (`tpm`), `None`
-    /// when no node was asked or it did not say: then `auto` cannot be decided, and the
-    /// error says what to pass instead. One function, so kctl and the agent decide alike.
-    pub fn resolve(self, has_tpm: Option<bool>) -> Result<LuksMode, String> {
-        match (self, has_tpm) {
-            (LuksChoice::Tpm2, _) => Ok(LuksMode::Tpm2),
-            (LuksChoice::Keyfile, _) => Ok(LuksMode::Keyfile),
-            (LuksChoice::Auto, Some(true)) => Ok(LuksMode::Tpm2),
-            (LuksChoice::Auto, Some(false)) => Ok(LuksMode::Keyfile),
-            (LuksChoice::Auto, None) => Err(
-                "luks mode auto (the default) is tpm2 on a node with a TPM and keyfile on one \
-                 without, and it is not known whether this node has one: pass --node \
-                 HOST:9091 so kctl asks the node, or --luks-mode tpm2|keyfile"
-                    .into(),
-            ),
-        }
-    }
-}
+/// The LUKS mode an operator asks for (`kctl disko render --luks-mode`, the install's
+/// `--luks`): kcore-api's one type. A spec file always holds a resolved [`LuksMode`].
+pub use kcore_api::install::LuksChoice;
 
 impl LuksSpec {
     /// Sets the resolved `mode`; keyfile mode without a key file gets

@@ -37,6 +37,8 @@ impl Lane {
             | OperationKind::RolloutPrepare
             | OperationKind::RolloutActivate
             | OperationKind::RolloutVerify => &[Lane::System],
+            // An install formats the disks and then installs a system.
+            OperationKind::Install => &[Lane::Disk, Lane::System],
         }
     }
 

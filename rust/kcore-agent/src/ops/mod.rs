@@ -314,6 +314,7 @@ impl Operations {
             generation: None,
             written: Vec::new(),
             output_tail: Vec::new(),
+            install: None,
         };
         let file = self.dir.as_deref().and_then(|d| result_file(d, &id));
         let entry = Entry::new(result, Vec::new(), file, self.counters.clone());

@@ -142,6 +142,7 @@ fn only_the_newest_are_kept_on_disk() {
         generation: None,
         written: Vec::new(),
         output_tail: Vec::new(),
+        install: None,
     };
     let extra_file = dir.path().join(format!("{}.json", extra.operation_id));
     std::fs::write(&extra_file, serde_json::to_vec(&extra).unwrap()).unwrap();

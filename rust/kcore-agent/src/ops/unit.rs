@@ -520,6 +520,12 @@ pub fn reattach_all(state: &Arc<AgentState>) {
                 OperationKind::RolloutPrepare
                 | OperationKind::RolloutActivate
                 | OperationKind::RolloutVerify => crate::rollout::resume(&state, &op, record).await,
+                // The live ISO's install runs in the agent itself, never in a unit: there
+                // is nothing to re-attach to, and the operator retries from the plan.
+                OperationKind::Install => Err(crate::ops::OpError::failed(
+                    ErrorCode::Interrupted,
+                    "an install never runs in a transient unit; plan and run it again",
+                )),
             }
         }));
     }
