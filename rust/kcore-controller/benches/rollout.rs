@@ -2,7 +2,7 @@
 //! its nodes on 127.0.0.1, timed from the controller's own step records. Two modes:
 //!
 //! - `stand-ins`: 50 stand-in nodes in this process (the stand-ins of
-//!   `tests/it/rollouts.rs`: real mutual TLS, registration, heartbeats, the assignment long
+//!   `tests/it/rollouts/mod.rs`: real mutual TLS, registration, heartbeats, the assignment long
 //!   poll and every step report; the activation itself is a 1 s sleep).
 //! - `agents`: real agent processes on fake roots, prepare by `nix build`, a 1 s
 //!   activation through the agent's own assignment loop ([`agents`]; 50 by default,
@@ -26,7 +26,7 @@
 /// Mode `agents`: real agent processes.
 #[path = "rollout/agents.rs"]
 mod agents;
-#[path = "../tests/it/rollouts.rs"]
+#[path = "../tests/it/rollouts/mod.rs"]
 mod rollouts;
 #[path = "../tests/it/support.rs"]
 mod support;

@@ -242,7 +242,7 @@ pub fn progress(records: &[StepRecord], seq: u64) -> BTreeMap<String, NodeProgre
 }
 
 /// The invariants every rollout test checks on the recorded timeline, in one place so the
-/// engine's tests (`kcore-controller/tests/it/rollouts.rs`) and the end-to-end ones
+/// engine's tests (`kcore-controller/tests/it/rollouts/`) and the end-to-end ones
 /// (`kcore-agent/tests/it/rollout_fleet.rs`) check the same thing.
 pub mod timeline {
     use std::collections::BTreeMap;
