@@ -3,7 +3,8 @@
 //! `kcore://<cluster>/<role>/<id>`, which kctl has a controller sign. The key is kept
 //! 0600 under `install.stateDir` (a tmpfs on the ISO) as `<role>.key` until the install
 //! writes it to the new system; a second call for the same role makes a new key and
-//! replaces the first, so only the certificate for the newest CSR is accepted.
+//! replaces the first, so only the certificate for the newest CSR is accepted. The
+//! hostname of the last `install/plan` is always among the CSR's DNS names.
 
 use std::path::PathBuf;
 
@@ -50,6 +51,8 @@ pub fn make(state: &AgentState, req: InstallCsrRequest) -> Result<InstallCsr, Ap
         kcore_api::report_limits::hostname(&format!("dnsNames[{i}]"), n)
             .map_err(|e| bad(&format!("dnsNames[{i}]"), e.to_string()))?;
     }
+    // The node's hostname (from the last plan) is always one of the names.
+    names.extend(lock(&state.install.hostname).clone());
     names.sort();
     names.dedup();
     let (key_pem, csr_pem) = kcore_pki::generate_csr(&identity, &names)

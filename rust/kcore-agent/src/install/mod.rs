@@ -62,6 +62,8 @@ pub struct InstallState {
     pub keys: Mutex<BTreeMap<String, MadeKey>>,
     /// By operation id.
     pub claims: Mutex<BTreeMap<String, Claim>>,
+    /// The hostname of the last plan, added to every CSR's DNS names.
+    pub hostname: Mutex<Option<String>>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the maps stay usable.
@@ -81,6 +83,7 @@ pub async fn plan_route(
     ApiJson(spec): ApiJson<InstallSpec>,
 ) -> Result<Response, ApiFailure> {
     let prepared = plan::prepare(&state, spec).await?;
+    *lock(&state.install.hostname) = prepared.plan.spec.hostname.clone();
     Ok(Json(prepared.plan).into_response())
 }
 

@@ -351,12 +351,24 @@ async fn install_csr_keys_stay_on_the_node_0600_and_a_second_call_replaces_the_k
         id: "node-7".into(),
         dns_names: vec!["kcore-node-7".into()],
     };
+    // The last plan's hostname is always among the CSR's names.
+    let _: InstallPlan = bed
+        .client
+        .post_json("/v1/install/plan", &spec("/dev/sdb", &["/dev/sdf"]))
+        .await
+        .unwrap();
     let csr: InstallCsr = bed
         .client
         .post_json("/v1/install/csr", &req("node"))
         .await
         .unwrap();
     assert_eq!(csr.identity, "kcore://lab/node/node-7");
+    let names = kcore_pki::csr_names(&csr.csr_pem).unwrap();
+    assert!(
+        names.iter().any(|n| n.contains("kcore-3f2a9c1e"))
+            && names.iter().any(|n| n.contains("kcore-node-7")),
+        "{names:?}"
+    );
     assert!(csr.csr_pem.contains("BEGIN CERTIFICATE REQUEST"));
     assert!(!csr.csr_pem.contains("PRIVATE KEY"));
     let key = bed.node.path("install-state/node.key");
@@ -411,4 +423,95 @@ async fn install_csr_keys_stay_on_the_node_0600_and_a_second_call_replaces_the_k
         assert!(err.to_string().contains(field), "{field}: {err}");
     }
     bed.agent.stop().await;
+}
+
+/// Kills the agent process when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_agent_process_reads_its_config_over_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |rel: &str| dir.path().join(rel);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // What an installer's module would share: the mode, the address, where state goes.
+    let defaults = path("defaults.yaml");
+    std::fs::write(
+        &defaults,
+        format!(
+            "mode: install\nlisten: 127.0.0.1:{port}\ndcId: DC9\n\
+             disko: {{ stateDir: {0}/disko, managementModeFile: {0}/mode }}\n\
+             install: {{ root: {0}/root, stateDir: {0}/state }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let config = path("node-agent.yaml");
+    let agent = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kcore-agent"));
+        cmd.arg("--defaults")
+            .arg(&defaults)
+            .arg("--config")
+            .arg(&config);
+        cmd
+    };
+    // A bad value in the merged document names both files and the field.
+    std::fs::write(&config, "nodeId: proc-1\nheartbeatIntervalSeconds: 0\n").unwrap();
+    let out = agent().output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("node-agent.yaml (over --defaults")
+            && stderr.contains("defaults.yaml")
+            && stderr.contains("heartbeatIntervalSeconds"),
+        "{stderr}"
+    );
+    // The node's own file over the defaults: serves install mode on the defaults' address.
+    std::fs::write(&config, "nodeId: proc-1\ndcId: DC1\n").unwrap();
+    let _child = Killed(
+        agent()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client::new(
+        vec![format!("https://127.0.0.1:{port}")],
+        kcore_pki::client_config_insecure().unwrap(),
+        ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(5),
+            stream_idle_timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    let waited = std::time::Instant::now();
+    let health: serde_json::Value = loop {
+        match client.get_json("/v1/health").await {
+            Ok(h) => break h,
+            Err(e) => {
+                assert!(waited.elapsed() < Duration::from_secs(30), "{e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(health["nodeId"], "proc-1");
+    assert_eq!(health["mode"], "install");
+    // The install routes are there (a plan with no disks is a field error, not a 404).
+    let err = client
+        .post_json::<_, InstallPlan>("/v1/install/plan", &json!({}))
+        .await
+        .unwrap_err();
+    assert_ne!(code(&err), "NOT_FOUND", "{err}");
 }
