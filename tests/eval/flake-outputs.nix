@@ -360,6 +360,10 @@ let
       disko = disko.outPath;
       nixpkgs = nixpkgs.outPath;
     };
+    # `nix build .#installer-iso`: the ISO's name and its store contents (the stub's text).
+    installerIso = {
+      inherit (self.packages.x86_64-linux.installer-iso) name text;
+    };
     agentConfig = evaluated.config.environment.etc."kcore/node-agent.yaml".source.text or null;
     agentExecStart = evaluated.config.systemd.services.kcore-agent.serviceConfig.ExecStart or null;
   };

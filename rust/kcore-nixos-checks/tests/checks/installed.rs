@@ -179,3 +179,23 @@ fn the_installer_carries_each_backends_system_and_its_tools() {
         "the flake source is a store path, not a text file"
     );
 }
+
+/// `nix build .#installer-iso` evaluates (iso-image.nix's stand-in) and the image holds the
+/// three prebuilt systems and the flake's inputs.
+#[test]
+fn the_installer_iso_evaluates_with_the_prebuilt_systems() {
+    let Some(h) = Harness::get("the_installer_iso_evaluates_with_the_prebuilt_systems") else {
+        return;
+    };
+    let out = h.flake_outputs(&json!({}));
+    let iso = &out["installerIso"];
+    assert_eq!(iso["name"], json!("kcore-installer.iso"));
+    let contents: Vec<String> = serde_json::from_str(iso["text"].as_str().unwrap()).unwrap();
+    let mut want: Vec<String> = BACKENDS
+        .iter()
+        .map(|b| format!("{FAKE_STORE}nixos-system-kcore-node-{b}"))
+        .collect();
+    want.push(out["paths"]["nixpkgs"].as_str().unwrap().to_string());
+    want.push(out["paths"]["disko"].as_str().unwrap().to_string());
+    assert_eq!(contents, want);
+}
