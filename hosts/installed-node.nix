@@ -19,7 +19,8 @@ let
   # fewer has no such partitions, hence `nofail`.
   maxFilesystemDataDisks = 8;
   volumeMount = i: {
-    name = if i == 0 then storage.filesystemVolumeDir else "${storage.filesystemVolumeDir}${toString i}";
+    name =
+      if i == 0 then storage.filesystemVolumeDir else "${storage.filesystemVolumeDir}${toString i}";
     value = {
       device = "/dev/disk/by-partlabel/disk-data${toString i}-volumes";
       fsType = "ext4";

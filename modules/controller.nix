@@ -213,7 +213,8 @@ in
   config = lib.mkIf cfg.enable {
     assertions = [
       {
-        assertion = runtime || (cfg.settings.controllerId != null && cfg.settings.clusterName != null);
+        assertion =
+          runtime || (cfg.settings.controllerId != null && cfg.settings.clusterName != null);
         message = ''
           services.kcore.controller: settings.controllerId and settings.clusterName are required.
           Set both (e.g. "ctl1" and "lab"), or set services.kcore.controller.nodeConfig =

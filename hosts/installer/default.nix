@@ -17,7 +17,8 @@ let
     "lvm"
     "zfs"
   ];
-  systemOf = backend: kcoreFlake.nixosConfigurations."installed-${backend}".config.system.build.toplevel;
+  installed = backend: kcoreFlake.nixosConfigurations."installed-${backend}".config;
+  systemOf = backend: (installed backend).system.build.toplevel;
 in
 {
   imports = [
@@ -44,7 +45,7 @@ in
       # defaults; tpm2Pcrs must equal kcore.diskEncryption.tpm2Pcrs of those systems.
       install = {
         systems = lib.genAttrs backends (b: "${systemOf b}");
-        tpm2Pcrs = kcoreFlake.nixosConfigurations.installed-lvm.config.kcore.diskEncryption.tpm2Pcrs;
+        tpm2Pcrs = (installed "lvm").kcore.diskEncryption.tpm2Pcrs;
       };
     };
   };
