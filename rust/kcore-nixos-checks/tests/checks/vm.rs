@@ -162,3 +162,33 @@ fn vm_test_assertions_check_the_real_outcome() {
         "agent and controller each add this flake's kcore: {pkgs}"
     );
 }
+
+/// vm-installed: the node runs the installed systems' runtime modes (agent with
+/// `--defaults`, controller conditioned), and the script checks both skipped units before
+/// the installer's files exist and the registration after.
+#[test]
+fn installed_test_runs_the_runtime_modes_and_checks_registration() {
+    let Some(h) = Harness::get("installed_test_runs_the_runtime_modes_and_checks_registration")
+    else {
+        return;
+    };
+    let t = &vm_tests(&h)["installed"];
+    let node = &t["nodes"]["node"];
+    assert_eq!(node["failed"], json!([]));
+    let exec = node["execStart"]["kcore-agent"].as_str().unwrap();
+    assert!(
+        exec.contains(" --defaults /nix/store/")
+            && exec.ends_with(" --config /etc/kcore/node-agent.yaml"),
+        "{exec}"
+    );
+    let script = t["testScript"].as_str().unwrap();
+    let skipped = script.find("== \"no\"").expect("no skipped-unit check");
+    let started = script
+        .find("start kcore-agent.service")
+        .expect("the agent is never started");
+    assert!(skipped < started, "{script}");
+    assert!(
+        script.contains("kctl get node node-1 | grep -qw Ready"),
+        "{script}"
+    );
+}
