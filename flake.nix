@@ -134,6 +134,7 @@
             vm-apply-disko = vmTest ./tests/vm/apply-disko.nix;
             vm-luks-tpm2 = vmTest ./tests/vm/luks-tpm2.nix;
             vm-rollout = vmTest ./tests/vm/rollout.nix;
+            vm-installed = vmTest ./tests/vm/installed.nix;
           }
         )
       );

@@ -8,6 +8,13 @@
 #
 # Mutable state lives under /var/lib/kcore (applied disko fragments, operation results, the
 # management mode); /etc/kcore holds only the rendered configuration.
+#
+# `nodeConfig = "runtime"` is for the prebuilt systems `kctl node install` puts on a node
+# (hosts/installed-*): one closure for every node, so the node's own values (id, DC,
+# controllers, certificates, storage names) cannot be in it. The installer writes them to
+# /etc/kcore/node-agent.yaml; `settings` then becomes a store file passed as `--defaults`,
+# which the agent deep-merges under that file (maps key by key, the file wins, lists are
+# replaced; docs/configuration.md).
 {
   config,
   lib,
@@ -20,7 +27,11 @@ let
   settingsFormat = pkgs.formats.yaml { };
 
   configPath = "/etc/kcore/node-agent.yaml";
-  configFile = settingsFormat.generate "node-agent.yaml" (klib.dropNulls cfg.settings);
+  runtime = cfg.nodeConfig == "runtime";
+  # In runtime mode the same settings are the `--defaults` file, not /etc/kcore's.
+  configFile = settingsFormat.generate (
+    if runtime then "node-agent-defaults.yaml" else "node-agent.yaml"
+  ) (klib.dropNulls cfg.settings);
 
   tlsOption =
     name: example:
@@ -53,6 +64,23 @@ in
       description = "Open the TCP port of `settings.listen` in the firewall.";
     };
 
+    nodeConfig = lib.mkOption {
+      type = lib.types.enum [
+        "settings"
+        "runtime"
+      ];
+      default = "settings";
+      description = ''
+        Where the node's own values come from. `settings`: this module renders `settings` to
+        `${configPath}`. `runtime` (systems installed by `kctl node install`): the installer
+        wrote `${configPath}` (nodeId, dcId, hostname, controllers, tls, storage names) and
+        `settings` holds only what every node shares (store paths of tools, disko source);
+        the agent runs with `--defaults <settings as a store file> --config ${configPath}`
+        and does not start while that file is missing. Node-specific keys (`nodeId`, `tls.*`,
+        `controllers`) must then be left unset.
+      '';
+    };
+
     settings = lib.mkOption {
       default = { };
       description = ''
@@ -76,9 +104,14 @@ in
         freeformType = settingsFormat.type;
         options = {
           nodeId = lib.mkOption {
-            type = lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+            type = lib.types.nullOr (lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?");
+            default = null;
             example = "node-1";
-            description = "Identity of this node in the cluster (lower-case letters, digits and `-`).";
+            description = ''
+              Identity of this node in the cluster (lower-case letters, digits and `-`).
+              Required with `nodeConfig = "settings"`; left unset with `"runtime"` (the
+              installer's file has it).
+            '';
           };
           dcId = lib.mkOption {
             type = lib.types.nullOr lib.types.str;
@@ -99,7 +132,7 @@ in
             default = "managed";
             description = ''
               `managed`: mTLS with the cluster CA, all routes. `install`: the live ISO, a
-              self-signed certificate and only the inventory route.
+              self-signed certificate, the inventory and install routes (`kctl node install`).
             '';
           };
           controllers = lib.mkOption {
@@ -147,6 +180,20 @@ in
               description = "Store path of nixpkgs' `lib/` directory, used with `diskoSource`.";
             };
           };
+          # Declared (not freeform) so that its definitions may depend on `settings.mode`:
+          # freeform keys decide the shape of `settings` itself, so they cannot.
+          binaries = lib.mkOption {
+            type = lib.types.attrsOf lib.types.str;
+            default = { };
+            example = {
+              nixos-install = "/run/current-system/sw/bin/nixos-install";
+            };
+            description = ''
+              Program name -> executable the agent runs (kcore-nix's tools). This module fills in
+              store paths for the programs of `settings.mode`; unset programs are looked up on
+              PATH.
+            '';
+          };
           nix.configPath = lib.mkOption {
             type = klib.runtimePath;
             default = "/etc/nixos/kcore-node.nix";
@@ -165,8 +212,34 @@ in
   config = lib.mkIf cfg.enable {
     assertions = [
       {
+        assertion = runtime || cfg.settings.nodeId != null;
+        message = ''
+          services.kcore.agent: settings.nodeId is unset. Set it (e.g. "node-1"), or set
+          services.kcore.agent.nodeConfig = "runtime" on a system installed by `kctl node install`
+          (the node's id is then read from ${configPath}).
+        '';
+      }
+      {
         assertion =
-          cfg.settings.mode != "managed"
+          !runtime
+          || (
+            cfg.settings.nodeId == null
+            && cfg.settings.controllers == [ ]
+            && cfg.settings.tls.caFile == null
+            && cfg.settings.tls.certFile == null
+            && cfg.settings.tls.keyFile == null
+          );
+        message = ''
+          services.kcore.agent: nodeConfig = "runtime" takes the node's own values from
+          ${configPath}, written by the installer, which wins over settings. Remove
+          settings.nodeId, settings.controllers and settings.tls.* from the configuration
+          (this closure is shared by every node), or use nodeConfig = "settings".
+        '';
+      }
+      {
+        assertion =
+          runtime
+          || cfg.settings.mode != "managed"
           || (
             cfg.settings.tls.caFile != null
             && cfg.settings.tls.certFile != null
@@ -202,28 +275,41 @@ in
       };
     };
 
-    services.kcore.agent.settings.binaries = {
-      # Explicit store paths: the agent does not depend on the PATH it was started with.
-      # Keys are program names (kcore-nix's tools); any program kcore runs may be listed.
-      nix-instantiate = lib.mkDefault "${config.nix.package}/bin/nix-instantiate";
-      nixos-rebuild = lib.mkDefault "${config.system.build.nixos-rebuild}/bin/nixos-rebuild";
-      systemd-run = lib.mkDefault "${config.systemd.package}/bin/systemd-run";
-      disko = lib.mkDefault (lib.getExe' cfg.diskoPackage "disko");
-      lsblk = lib.mkDefault (lib.getExe' pkgs.util-linux "lsblk");
-      # VMs (docs/vms.md): the guest runs in its own transient unit, so these are store
-      # paths rather than entries of the agent unit's PATH. qemu_kvm is nixpkgs' qemu built
-      # for the host's CPU only; it ships qemu-img too
-      # (pkgs/applications/virtualization/qemu/default.nix, `hostCpuOnly`).
-      qemu-system-x86_64 = lib.mkDefault (lib.getExe' pkgs.qemu_kvm "qemu-system-x86_64");
-      qemu-img = lib.mkDefault (lib.getExe' pkgs.qemu_kvm "qemu-img");
-      # Rollout trial boots on GRUB nodes (docs/rollouts.md): the grub-reboot of the GRUB
-      # that install-grub.pl installs with (it calls "$grub/sbin/grub-install" the same way).
-      grub-reboot = lib.mkIf config.boot.loader.grub.enable (
-        lib.mkDefault "${config.boot.loader.grub.package}/sbin/grub-reboot"
-      );
-    };
+    services.kcore.agent.settings.binaries = lib.mkMerge [
+      {
+        # Explicit store paths: the agent does not depend on the PATH it was started with.
+        # Keys are program names (kcore-nix's tools); any program kcore runs may be listed.
+        nix-instantiate = lib.mkDefault "${config.nix.package}/bin/nix-instantiate";
+        nixos-rebuild = lib.mkDefault "${config.system.build.nixos-rebuild}/bin/nixos-rebuild";
+        systemd-run = lib.mkDefault "${config.systemd.package}/bin/systemd-run";
+        disko = lib.mkDefault (lib.getExe' cfg.diskoPackage "disko");
+        lsblk = lib.mkDefault (lib.getExe' pkgs.util-linux "lsblk");
+        # VMs (docs/vms.md): the guest runs in its own transient unit, so these are store
+        # paths rather than entries of the agent unit's PATH. qemu_kvm is nixpkgs' qemu built
+        # for the host's CPU only; it ships qemu-img too
+        # (pkgs/applications/virtualization/qemu/default.nix, `hostCpuOnly`).
+        qemu-system-x86_64 = lib.mkDefault (lib.getExe' pkgs.qemu_kvm "qemu-system-x86_64");
+        qemu-img = lib.mkDefault (lib.getExe' pkgs.qemu_kvm "qemu-img");
+        # Rollout trial boots on GRUB nodes (docs/rollouts.md): the grub-reboot of the GRUB
+        # that install-grub.pl installs with (it calls "$grub/sbin/grub-install" the same way).
+        grub-reboot = lib.mkIf config.boot.loader.grub.enable (
+          lib.mkDefault "${config.boot.loader.grub.package}/sbin/grub-reboot"
+        );
+      }
+      # Install mode: the tools the install routes run (cryptsetup, nixos-install, sgdisk;
+      # systemctl for the reboot). nixos-install is nixpkgs' pkgs/by-name/ni/nixos-install
+      # (in nixos-install-tools). systemd-cryptenroll and umount are found on the unit's
+      # PATH (systemd and util-linux are on it) until the agent knows them as `binaries`
+      # keys (kcore-nix's program list).
+      (lib.mkIf (cfg.settings.mode == "install") {
+        cryptsetup = lib.mkDefault (lib.getExe' pkgs.cryptsetup "cryptsetup");
+        systemctl = lib.mkDefault (lib.getExe' config.systemd.package "systemctl");
+        nixos-install = lib.mkDefault (lib.getExe' pkgs.nixos-install-tools "nixos-install");
+        sgdisk = lib.mkDefault (lib.getExe' pkgs.gptfdisk "sgdisk");
+      })
+    ];
 
-    environment.etc."kcore/node-agent.yaml".source = configFile;
+    environment.etc."kcore/node-agent.yaml" = lib.mkIf (!runtime) { source = configFile; };
 
     environment.systemPackages = [ cfg.package ];
 
@@ -238,6 +324,9 @@ in
       after = [ "network-online.target" ];
       # The unit reads the file from /etc; restart it when the rendered file changes.
       restartTriggers = [ configFile ];
+      # Runtime mode: the installer's file is the node's identity; without it there is
+      # nothing to run (a failed condition shows in `systemctl status`, no restart loop).
+      unitConfig = lib.mkIf runtime { ConditionPathExists = configPath; };
       # Tools the agent and disko's scripts call by name (disko's create scripts expect them):
       # disko; lsblk (util-linux); LVM and LUKS for inventory and provision-disk; `ip -json
       # addr` (iproute2); nix, which disko's CLI builds its scripts with; and nix and
@@ -265,11 +354,17 @@ in
         NIX_REMOTE = "daemon";
       };
       serviceConfig = {
-        ExecStart = lib.escapeShellArgs [
-          (lib.getExe' cfg.package "kcore-agent")
-          "--config"
-          configPath
-        ];
+        ExecStart = lib.escapeShellArgs (
+          [ (lib.getExe' cfg.package "kcore-agent") ]
+          ++ lib.optionals runtime [
+            "--defaults"
+            configFile
+          ]
+          ++ [
+            "--config"
+            configPath
+          ]
+        );
         Restart = "on-failure";
         RestartSec = 5;
         # LogsDirectory= creates /var/log/kcore-agent: the transient units of long operations

@@ -11,6 +11,16 @@
 # unit) before each start, and the rendered settings point there. The sub-CA is the
 # exception: `kctl rotate sub-ca` makes the daemon rewrite it, so it lives in the state
 # directory, seeded from `credentials.subCa*` on a start that finds it missing.
+#
+# `nodeConfig = "runtime"` (systems installed by `kctl node install --run-controller`, and
+# every prebuilt node closure, hosts/installed-node.nix): the installer writes
+# /etc/kcore/controller.yaml and /etc/kcore/controller/{ca,controller,sub-ca}.crt and
+# controller.key itself, the unit starts only when that file exists (so the same closure
+# serves workers), and the sub-CA key is not installed: kcore-controller fetches it from a
+# peer over mTLS on its first start (membership.rs) into /var/lib/kcore-controller. Files
+# written before the unit ever ran cannot belong to a DynamicUser, so this mode runs as the
+# static user `kcore-controller`, which tmpfiles makes the owner of /etc/kcore/controller
+# (the daemon rewrites sub-ca.crt there on a rotation).
 {
   config,
   lib,
@@ -24,6 +34,10 @@ let
 
   stateDir = "/var/lib/kcore-controller";
   configPath = "/etc/kcore/controller.yaml";
+  runtime = cfg.nodeConfig == "runtime";
+  # The installer's certificate directory (contract: /etc/kcore/controller/*).
+  runtimePkiDir = "/etc/kcore/controller";
+  user = "kcore-controller";
   configFile = settingsFormat.generate "controller.yaml" (klib.dropNulls cfg.settings);
 
   # systemd's $CREDENTIALS_DIRECTORY of a system service (`%d`), a fixed path.
@@ -111,6 +125,21 @@ in
       description = "Open the TCP port of `settings.listen` in the firewall.";
     };
 
+    nodeConfig = lib.mkOption {
+      type = lib.types.enum [
+        "settings"
+        "runtime"
+      ];
+      default = "settings";
+      description = ''
+        `settings`: this module renders `settings` to `${configPath}` and hands the key
+        files over with `LoadCredential=`. `runtime` (systems installed by `kctl node
+        install`): the installer wrote `${configPath}` and `${runtimePkiDir}/`; `settings`
+        and `credentials` are not used, the unit starts only when `${configPath}` exists and
+        runs as the static user `${user}`, owner of `${runtimePkiDir}`.
+      '';
+    };
+
     settings = lib.mkOption {
       default = { };
       description = ''
@@ -131,14 +160,16 @@ in
         freeformType = settingsFormat.type;
         options = {
           controllerId = lib.mkOption {
-            type = lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+            type = lib.types.nullOr (lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?");
+            default = null;
             example = "ctl1";
-            description = "Identity of this controller.";
+            description = "Identity of this controller (required with `nodeConfig = \"settings\"`).";
           };
           clusterName = lib.mkOption {
-            type = lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+            type = lib.types.nullOr (lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?");
+            default = null;
             example = "lab";
-            description = "Cluster name, the `<cluster>` in `kcore://<cluster>/<role>/<id>` certificate identities.";
+            description = "Cluster name, the `<cluster>` in `kcore://<cluster>/<role>/<id>` certificate identities (required with `nodeConfig = \"settings\"`).";
           };
           dcId = lib.mkOption {
             type = lib.types.nullOr lib.types.str;
@@ -182,6 +213,16 @@ in
   config = lib.mkIf cfg.enable {
     assertions = [
       {
+        assertion =
+          runtime || (cfg.settings.controllerId != null && cfg.settings.clusterName != null);
+        message = ''
+          services.kcore.controller: settings.controllerId and settings.clusterName are required.
+          Set both (e.g. "ctl1" and "lab"), or set services.kcore.controller.nodeConfig =
+          "runtime" on a system installed by `kctl node install` (they are then read from
+          ${configPath}).
+        '';
+      }
+      {
         assertion = lib.hasPrefix "${stateDir}/" cfg.settings.databasePath;
         message = ''
           services.kcore.controller.settings.databasePath must be under ${stateDir}/ (the unit's
@@ -197,7 +238,18 @@ in
       }
     ];
 
-    environment.etc."kcore/controller.yaml".source = configFile;
+    environment.etc."kcore/controller.yaml" = lib.mkIf (!runtime) { source = configFile; };
+
+    users = lib.mkIf runtime {
+      users.${user} = {
+        isSystemUser = true;
+        group = user;
+      };
+      groups.${user} = { };
+    };
+    # The installer wrote these as root (key 0600); `Z` with mode `-` only hands them to the
+    # service user, keeping each file's mode. They exist only on controller nodes.
+    systemd.tmpfiles.rules = lib.mkIf runtime [ "Z ${runtimePkiDir} - ${user} ${user} -" ];
 
     environment.systemPackages = [ cfg.package ];
 
@@ -210,89 +262,103 @@ in
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
-      restartTriggers = [ configFile ];
-      serviceConfig = {
-        LoadCredential = lib.mapAttrsToList (
-          name: file: "${credentialNames.${name}}:${file}"
-        ) loadedCredentials;
-        # Seeds the sub-CA into the state directory on the first start (and after an operator
-        # removed it); an existing one, possibly rotated, is never overwritten. Runs as the
-        # dynamic user, inside the same sandbox.
-        ExecStartPre =
-          [
-            (lib.escapeShellArgs [
-              (lib.getExe' pkgs.coreutils "mkdir")
-              "-p"
-              "-m"
-              "0700"
-              (dirOf cfg.settings.tls.subCaKeyFile)
-              (dirOf cfg.settings.tls.subCaCertFile)
-            ])
-          ]
-          ++ map (
-            name:
-            lib.escapeShellArgs [
-              (lib.getExe' pkgs.coreutils "cp")
-              "--update=none"
-              "${credentialsDir}/${credentialNames.${name}}"
-              cfg.settings.tls.${name}
+      restartTriggers = lib.optional (!runtime) configFile;
+      # Runtime mode: only nodes installed with --run-controller have the file; the same
+      # closure leaves the unit inactive on a worker.
+      unitConfig = lib.mkIf runtime { ConditionPathExists = configPath; };
+      serviceConfig = lib.mkMerge [
+        (lib.mkIf runtime {
+          User = user;
+          Group = user;
+          # sub-ca.crt is rewritten there by a sub-CA fetch or rotation (ProtectSystem=strict
+          # makes /etc read-only otherwise).
+          ReadWritePaths = [ runtimePkiDir ];
+        })
+        (lib.mkIf (!runtime) {
+          LoadCredential = lib.mapAttrsToList (
+            name: file: "${credentialNames.${name}}:${file}"
+          ) loadedCredentials;
+          # Seeds the sub-CA into the state directory on the first start (and after an operator
+          # removed it); an existing one, possibly rotated, is never overwritten. Runs as the
+          # dynamic user, inside the same sandbox.
+          ExecStartPre =
+            [
+              (lib.escapeShellArgs [
+                (lib.getExe' pkgs.coreutils "mkdir")
+                "-p"
+                "-m"
+                "0700"
+                (dirOf cfg.settings.tls.subCaKeyFile)
+                (dirOf cfg.settings.tls.subCaCertFile)
+              ])
             ]
-          ) (lib.filter (name: loadedCredentials ? ${name}) [
-            "subCaKeyFile"
-            "subCaCertFile"
-          ]);
-        ExecStart = lib.escapeShellArgs [
-          (lib.getExe' cfg.package "kcore-controller")
-          "--config"
-          configPath
-        ];
-        Restart = "on-failure";
-        RestartSec = 5;
+            ++ map (
+              name:
+              lib.escapeShellArgs [
+                (lib.getExe' pkgs.coreutils "cp")
+                "--update=none"
+                "${credentialsDir}/${credentialNames.${name}}"
+                cfg.settings.tls.${name}
+              ]
+            ) (lib.filter (name: loadedCredentials ? ${name}) [
+              "subCaKeyFile"
+              "subCaCertFile"
+            ]);
+          DynamicUser = true;
+        })
+        {
+          ExecStart = lib.escapeShellArgs [
+            (lib.getExe' cfg.package "kcore-controller")
+            "--config"
+            configPath
+          ];
+          Restart = "on-failure";
+          RestartSec = 5;
 
-        DynamicUser = true;
-        StateDirectory = "kcore-controller";
-        StateDirectoryMode = "0700";
-        WorkingDirectory = stateDir;
-        # Every node keeps one mTLS connection open for its heartbeats; the default soft
-        # limit of 1024 descriptors would turn the 1,000th node away.
-        LimitNOFILE = 65536;
+          StateDirectory = "kcore-controller";
+          StateDirectoryMode = "0700";
+          WorkingDirectory = stateDir;
+          # Every node keeps one mTLS connection open for its heartbeats; the default soft
+          # limit of 1024 descriptors would turn the 1,000th node away.
+          LimitNOFILE = 65536;
 
-        # No capabilities at all: it only serves a port above 1024 and writes its state dir.
-        CapabilityBoundingSet = "";
-        AmbientCapabilities = "";
-        NoNewPrivileges = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
-        PrivateUsers = true;
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        ProtectHostname = true;
-        ProtectClock = true;
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        ProtectProc = "invisible";
-        ProcSubset = "pid";
-        RestrictAddressFamilies = [
-          "AF_UNIX"
-          "AF_INET"
-          "AF_INET6"
-        ];
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
-        MemoryDenyWriteExecute = true;
-        RemoveIPC = true;
-        SystemCallArchitectures = "native";
-        SystemCallFilter = [
-          "@system-service"
-          "~@privileged"
-          "~@resources"
-        ];
-        UMask = "0077";
-      };
+          # No capabilities at all: it only serves a port above 1024 and writes its state dir.
+          CapabilityBoundingSet = "";
+          AmbientCapabilities = "";
+          NoNewPrivileges = true;
+          PrivateTmp = true;
+          PrivateDevices = true;
+          PrivateUsers = true;
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          ProtectHostname = true;
+          ProtectClock = true;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          ProtectControlGroups = true;
+          ProtectProc = "invisible";
+          ProcSubset = "pid";
+          RestrictAddressFamilies = [
+            "AF_UNIX"
+            "AF_INET"
+            "AF_INET6"
+          ];
+          RestrictNamespaces = true;
+          RestrictRealtime = true;
+          RestrictSUIDSGID = true;
+          LockPersonality = true;
+          MemoryDenyWriteExecute = true;
+          RemoveIPC = true;
+          SystemCallArchitectures = "native";
+          SystemCallFilter = [
+            "@system-service"
+            "~@privileged"
+            "~@resources"
+          ];
+          UMask = "0077";
+        }
+      ];
     };
   };
 }

@@ -1,16 +1,24 @@
 # The kcore live ISO (`nix build .#installer-iso`): the agent in install mode on port 9091
-# (self-signed TLS, the inventory route only; it prints its certificate fingerprint
-# on the console), kctl, disko, nixos-install, this flake's source and the prebuilt closure of
-# the generic node (hosts/node), so installing that layout needs no network.
+# (self-signed TLS, the inventory and install routes; it prints its certificate fingerprint
+# on the console), kctl, disko, nixos-install, this flake's source and the prebuilt node
+# system of each storage backend (hosts/installed-*), which `kctl node install` copies onto
+# the node with `nixos-install --system`: an install needs no network (docs/install.md).
 {
   config,
   lib,
+  pkgs,
   modulesPath,
   kcoreFlake,
   ...
 }:
 let
-  genericNode = kcoreFlake.nixosConfigurations.node;
+  backends = [
+    "filesystem"
+    "lvm"
+    "zfs"
+  ];
+  installed = backend: kcoreFlake.nixosConfigurations."installed-${backend}".config;
+  systemOf = backend: (installed backend).system.build.toplevel;
 in
 {
   imports = [
@@ -32,25 +40,31 @@ in
     settings = {
       nodeId = "installer";
       mode = "install";
+      # The closures `install/run` installs, by backend (docs/configuration.md `install`).
+      # root (/mnt), stateDir (/run/kcore-install, a tmpfs) and tpm2Pcrs are the agent's
+      # defaults; tpm2Pcrs must equal kcore.diskEncryption.tpm2Pcrs of those systems.
+      install = {
+        systems = lib.genAttrs backends (b: "${systemOf b}");
+        tpm2Pcrs = (installed "lvm").kcore.diskEncryption.tpm2Pcrs;
+      };
     };
   };
 
-  # kctl comes with the agent's package (agent.nix), nixos-install with the installer
-  # profile (tools.nix).
-  environment.systemPackages = [ config.services.kcore.agent.diskoPackage ];
+  # kctl comes with the agent's package (agent.nix). nixos-install is also in the
+  # installer profile (tools.nix); listed so the ISO has it whatever the profile.
+  environment.systemPackages = [
+    config.services.kcore.agent.diskoPackage
+    pkgs.nixos-install-tools
+  ];
 
-  # This flake's source, for `nixos-install --flake /etc/kcore/flake#<host>`.
+  # This flake's source, to read or to build a node's own configuration from.
   environment.etc."kcore/flake".source = kcoreFlake.outPath;
 
-  # Offline install: the generic node's system and its disko script (destroy, format, mount
-  # its layout at /mnt), and the flake inputs so the flake evaluates without fetching anything.
-  # That covers installing exactly hosts/node; nixpkgs' installation-device profile (imported
-  # through installation-cd-minimal) adds stdenv, stdenvNoCC, busybox, jq and
-  # makeInitrdNGTool. Anything that changes the node's configuration (its nodeId included)
-  # rebuilds derivations whose other build inputs are not here: docs/nixos.md "Installer".
-  isoImage.storeContents = [
-    genericNode.config.system.build.toplevel
-    genericNode.config.system.build.diskoScript
+  # Offline install: the three prebuilt systems (the agent's install.systems reference them,
+  # so they are in the ISO's closure anyway; listed for clarity), and the flake inputs so the
+  # flake evaluates without fetching anything. disko builds the layout's script on the node
+  # from the flake's disko input and nixpkgs (the agent's settings.disko.*).
+  isoImage.storeContents = map systemOf backends ++ [
     kcoreFlake.inputs.nixpkgs.outPath
     kcoreFlake.inputs.disko.outPath
   ];

@@ -1,5 +1,6 @@
-# The generic node the installer ISO carries prebuilt (hosts/installer): filesystem backend,
-# OS disk /dev/vda and one data disk /dev/vdb. An install onto this layout needs no network.
+# An example node configured in Nix (nodeConfig "settings"): filesystem backend, OS disk
+# /dev/vda and one data disk /dev/vdb; its spec is the apply-disko VM test's. The installer
+# ISO carries hosts/installed-* instead, whose node values are runtime files.
 # disko.nix is rendered by kcore-disko from storage.json (checked by kcore-nixos-checks).
 { modulesPath, ... }:
 {
@@ -16,6 +17,6 @@
 
   kcore.storage.layout = ./disko.nix;
 
-  # Replaced by the node's own id at install (kctl writes it into the node's configuration).
+  # A node configured in Nix names itself; installed nodes read theirs from node-agent.yaml.
   services.kcore.agent.settings.nodeId = "node";
 }

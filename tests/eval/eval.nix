@@ -67,11 +67,13 @@ let
     ] unit;
     diskoDevices = config.disko.devices or null;
     tmpfiles = config.systemd.tmpfiles.rules;
-    tpm2EnrollScript =
-      if config.systemd.services ? kcore-tpm2-enroll then
-        config.systemd.services.kcore-tpm2-enroll.serviceConfig.ExecStart.text or null
-      else
-        null;
+    # kcore.diskEncryption's re-enrolment command (a writeShellScriptBin: fake, with its text).
+    tpm2ReenrollScript =
+      let
+        found = lib.filter (p: p.name == "kcore-tpm2-reenroll") config.environment.systemPackages;
+      in
+      if found == [ ] then null else (lib.head found).text;
+    systemdBootEditor = config.boot.loader.systemd-boot.editor;
     allowedTCPPorts = config.networking.firewall.allowedTCPPorts;
     supportedFilesystems = config.boot.supportedFilesystems;
     zfsExtraPools = config.boot.zfs.extraPools;

@@ -88,6 +88,8 @@ in
   "stdenvNoCC"
   "cryptsetup"
   "disko"
+  "gptfdisk"
+  "nixos-install-tools"
   "iproute2"
   "kcore"
   "lvm2"

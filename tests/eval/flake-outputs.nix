@@ -234,6 +234,15 @@ let
       systemPackages = names config.environment.systemPackages;
       allowedTCPPorts = config.networking.firewall.allowedTCPPorts;
       lvmThin = config.services.lvm.boot.thin.enable;
+      fileSystems = lib.mapAttrs (_: f: { inherit (f) device fsType options; }) config.fileSystems;
+      users = lib.mapAttrs (_: u: { inherit (u) isSystemUser group; }) config.users.users;
+      tmpfiles = config.systemd.tmpfiles.rules;
+      # The `--defaults` file of a runtime-mode agent (its restart trigger), as text.
+      agentDefaults =
+        if options ? services.kcore.agent && config.services.kcore.agent.nodeConfig == "runtime" then
+          (lib.head config.systemd.services.kcore-agent.restartTriggers).text
+        else
+          null;
     }
     // lib.optionalAttrs (options ? image.baseName) {
       imageBaseName = config.image.baseName;
@@ -350,6 +359,10 @@ let
       kcore = toString kcore;
       disko = disko.outPath;
       nixpkgs = nixpkgs.outPath;
+    };
+    # `nix build .#installer-iso`: the ISO's name and its store contents (the stub's text).
+    installerIso = {
+      inherit (self.packages.x86_64-linux.installer-iso) name text;
     };
     agentConfig = evaluated.config.environment.etc."kcore/node-agent.yaml".source.text or null;
     agentExecStart = evaluated.config.systemd.services.kcore-agent.serviceConfig.ExecStart or null;

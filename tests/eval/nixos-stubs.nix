@@ -71,14 +71,28 @@ let
     options = {
       device = req types.str;
       keyFile = opt (types.nullOr types.str) null;
+      keyFileSize = opt (types.nullOr types.int) null;
       allowDiscards = opt types.bool false;
       crypttabExtraOpts = opt (types.listOf types.singleLineStr) [ ];
     };
   };
 
-  # config/users-groups.nix: `users.users.<name>.openssh.authorizedKeys`.
+  # config/users-groups.nix: `users.users.<name>` (openssh.authorizedKeys, isSystemUser,
+  # group) and `users.groups.<name>`.
   userType = types.submodule {
     options.openssh.authorizedKeys.keys = opt (types.listOf types.singleLineStr) [ ];
+    options.isSystemUser = opt types.bool false;
+    options.group = opt types.str "";
+  };
+  groupType = types.submodule { options.gid = opt (types.nullOr types.int) null; };
+
+  # tasks/filesystems.nix: `fileSystems.<mountpoint>`.
+  fileSystemType = types.submodule {
+    options = {
+      device = opt (types.nullOr types.str) null;
+      fsType = opt types.str "auto";
+      options = opt (types.nonEmptyListOf types.str) [ "defaults" ];
+    };
   };
 in
 {
@@ -150,6 +164,9 @@ in
     }) { };
     # config/users-groups.nix
     users.users = opt (types.attrsOf userType) { };
+    users.groups = opt (types.attrsOf groupType) { };
+    # tasks/filesystems.nix
+    fileSystems = opt (types.attrsOf fileSystemType) { };
 
     # system/boot/systemd.nix
     systemd.package = opt types.package pkgs.systemd;
@@ -171,9 +188,7 @@ in
     system.stateVersion = opt types.str "25.11";
     # system/activation/top-level.nix: a lazy attrset; installer/tools/tools.nix puts
     # nixos-rebuild in it unconditionally.
-    system.build = opt (types.lazyAttrsOf types.unspecified) {
-      inherit (pkgs) nixos-rebuild;
-    };
+    system.build = opt (types.lazyAttrsOf types.unspecified) { };
     system.extraDependencies = opt (types.listOf types.pathInStore) [ ];
     system.includeBuildDependencies = opt types.bool false;
 
@@ -190,4 +205,10 @@ in
   config.boot.loader.grub.enable = lib.mkIf config.boot.loader.systemd-boot.enable (
     lib.mkDefault false
   );
+  # installer/tools/tools.nix: nixos-rebuild; system/activation/top-level.nix: `toplevel`,
+  # the system's closure (here a fake store path named after the host).
+  config.system.build = {
+    inherit (pkgs) nixos-rebuild;
+    toplevel = pkgs.writeText "nixos-system-${config.networking.hostName}" "";
+  };
 }

@@ -1,9 +1,10 @@
 # A LUKS2 root unlocked by the (emulated) TPM2, no key typed. Follows nixpkgs'
-# systemd-initrd-luks-tpm2 test: the machine first boots unencrypted, prepares /dev/vdb the
-# way the kcore installer does (temporary key slot + TPM2 slot without PCRs + the temporary
-# key inside the encrypted root), then boots the `luks` specialisation from it. There
-# kcore-tpm2-enroll binds a new TPM2 slot to PCR 7 and removes the temporary credentials;
-# the next boot unlocks with that slot alone, and a changed PCR 7 makes the TPM refuse it.
+# systemd-initrd-luks-tpm2 test: the machine first boots unencrypted and prepares /dev/vdb
+# the way the install-mode agent does (install key, recovery key slot, TPM2 slot bound to
+# PCRs 0+2+7 enrolled from this same boot environment, install key slot removed), then boots
+# the `luks` specialisation from it: the TPM2 slot alone unlocks, so the policy read before
+# the install is the one the installed system meets. A changed PCR 7 makes the TPM refuse
+# it; the recovery key still opens the volume.
 { self }:
 {
   name = "kcore-luks-tpm2";
@@ -31,7 +32,7 @@
       environment.systemPackages = [
         pkgs.cryptsetup
         # Opens (tests) the volume with its systemd-tpm2 token alone; cryptsetup loads the
-        # token plugin from systemd's lib/cryptsetup (as kcore-tpm2-enroll does).
+        # token plugin from systemd's lib/cryptsetup.
         (pkgs.writeShellScriptBin "tpm2-token-opens" ''
           LD_LIBRARY_PATH=${config.systemd.package}/lib/cryptsetup exec cryptsetup open \
             --test-passphrase --token-only --token-type systemd-tpm2 "$1"
@@ -64,32 +65,25 @@
   testScript = ''
     machine.wait_for_unit("multi-user.target")
 
-    with subtest("prepare /dev/vdb as the installer does"):
-        machine.succeed("head -c 64 /dev/urandom > /tmp/tmp.key")
-        machine.succeed("cryptsetup luksFormat -q --type luks2 --iter-time=1 /dev/vdb /tmp/tmp.key")
-        machine.succeed("systemd-cryptenroll --unlock-key-file=/tmp/tmp.key --tpm2-device=auto --tpm2-pcrs= /dev/vdb")
-        machine.succeed("cryptsetup open --key-file /tmp/tmp.key /dev/vdb cryptroot")
-        machine.succeed("mkfs.ext4 -q /dev/mapper/cryptroot && mount /dev/mapper/cryptroot /mnt")
-        machine.succeed("install -D -m 0400 /tmp/tmp.key /mnt/var/lib/kcore/luks-temporary.key")
-        machine.succeed("umount /mnt && cryptsetup close cryptroot")
-        # Kept by the test driver: /tmp will be on the new root.
-        tmp_key = machine.succeed("base64 -w0 /tmp/tmp.key").strip()
+    with subtest("enrol /dev/vdb as the install-mode agent does"):
+        machine.succeed("head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /tmp/install.key")
+        machine.succeed("cryptsetup luksFormat -q --type luks2 --iter-time=1 /dev/vdb /tmp/install.key")
+        recovery = machine.succeed("systemd-cryptenroll --unlock-key-file=/tmp/install.key --recovery-key /dev/vdb").strip()
+        machine.succeed("systemd-cryptenroll --unlock-key-file=/tmp/install.key --tpm2-device=auto --tpm2-pcrs=0+2+7 /dev/vdb")
+        machine.succeed("tpm2-token-opens /dev/vdb")
+        machine.succeed("cryptsetup open --key-file /tmp/install.key /dev/vdb cryptroot")
+        machine.succeed("mkfs.ext4 -q /dev/mapper/cryptroot && cryptsetup close cryptroot")
+        machine.succeed("cryptsetup luksRemoveKey --key-file /tmp/install.key /dev/vdb")
+        machine.fail("cryptsetup open --test-passphrase --key-file /tmp/install.key /dev/vdb")
 
-    with subtest("first boot from the encrypted root: enrollment binds PCR 7, drops the temporary key"):
+    with subtest("the installed system unlocks with the TPM2 slot alone"):
         machine.succeed("bootctl set-default nixos-generation-1-specialisation-luks.conf && sync")
         machine.crash()
         machine.wait_for_unit("multi-user.target")
         assert "/dev/mapper/cryptroot on / type ext4" in machine.succeed("mount")
-        machine.wait_until_succeeds("test ! -e /var/lib/kcore/luks-temporary.key")
         dump = machine.succeed("cryptsetup luksDump /dev/vdb")
         assert dump.count("systemd-tpm2") == 1, dump
-        machine.succeed(f"echo {tmp_key} | base64 -d > /run/tmp.key")
-        machine.fail("cryptsetup open --test-passphrase --key-file /run/tmp.key /dev/vdb")
-
-    with subtest("the next boot unlocks with the PCR-bound TPM2 slot alone"):
-        machine.crash()
-        machine.wait_for_unit("multi-user.target")
-        assert "/dev/mapper/cryptroot on / type ext4" in machine.succeed("mount")
+        assert dump.count("systemd-recovery") == 1, dump
 
     with subtest("a changed PCR 7 makes the TPM refuse the slot"):
         # Extending PCR 7 (as a different Secure Boot state would) changes the policy the
@@ -97,5 +91,9 @@
         machine.succeed("tpm2-token-opens /dev/vdb")
         machine.succeed("pcr7-extend kcore-test-changed-policy")
         machine.fail("tpm2-token-opens /dev/vdb")
+
+    with subtest("the recovery key kctl keeps still opens it"):
+        machine.succeed(f"printf %s '{recovery}' > /run/recovery.key")
+        machine.succeed("cryptsetup open --test-passphrase --key-file /run/recovery.key /dev/vdb")
   '';
 }

@@ -104,3 +104,132 @@ fn kcore_controller_accepts_the_rendered_controller_yaml() {
         .expect_err("a misspelt key must be refused by kcore-controller");
     assert!(err.to_string().contains("requireManualAproval"), "{err}");
 }
+
+/// Deep merge of the contract's `--defaults` rule: maps merge key by key, the config file
+/// wins, anything else (lists, scalars) is replaced. The agent's own loader does this at
+/// run time; this copy lets the check run on the file shapes alone.
+fn merge_under(defaults: serde_json::Value, file: serde_json::Value) -> serde_json::Value {
+    match (defaults, file) {
+        (serde_json::Value::Object(mut d), serde_json::Value::Object(f)) => {
+            for (k, v) in f {
+                let merged = match d.remove(&k) {
+                    Some(dv) => merge_under(dv, v),
+                    None => v,
+                };
+                d.insert(k, merged);
+            }
+            serde_json::Value::Object(d)
+        }
+        (_, f) => f,
+    }
+}
+
+/// An installed system (hosts/installed-*): its `--defaults` file under a node-agent.yaml of
+/// the shape the installer writes (the install contract, step write-config) is a file
+/// kcore-agent accepts, with the node's values winning.
+#[test]
+fn kcore_agent_accepts_the_installed_defaults_under_the_installers_file() {
+    let Some(h) =
+        Harness::get("kcore_agent_accepts_the_installed_defaults_under_the_installers_file")
+    else {
+        return;
+    };
+    let path = Path::new("/etc/kcore/node-agent.yaml");
+    let hosts = h.hosts(&json!({}));
+    for backend in ["filesystem", "lvm", "zfs"] {
+        let host = &hosts[&format!("installed-{backend}")];
+        let defaults: serde_json::Value =
+            serde_json::from_str(host["agentDefaults"].as_str().unwrap()).unwrap();
+        let installer = json!({
+            "nodeId": "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b",
+            "dcId": "DC2",
+            "hostname": "hv1",
+            "mode": "managed",
+            "controllers": ["10.0.0.5:9090", "10.0.0.6:9090"],
+            "labels": {},
+            "tls": {
+                "caFile": "/etc/kcore/tls/ca.crt",
+                "certFile": "/etc/kcore/tls/node.crt",
+                "keyFile": "/etc/kcore/tls/node.key"
+            },
+            "storage": {
+                "backend": backend,
+                "lvm": { "vgName": "vg_fast", "lvPrefix": "kcore-" },
+                "zfs": { "poolName": "tank0", "datasetPrefix": "kcore" }
+            }
+        });
+        let merged = merge_under(defaults, installer);
+        let text = serde_json::to_string(&merged).unwrap();
+        let parsed = kcore_agent::config::AgentConfig::parse(&text, path)
+            .unwrap_or_else(|e| panic!("installed-{backend}: kcore-agent refuses {e}\n{text}"));
+        assert_eq!(parsed.node_id, "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b");
+        assert_eq!(parsed.dc_id, "DC2");
+        assert_eq!(parsed.storage.backend.as_str(), backend);
+        assert!(parsed.tls.is_some());
+        // The closure's store paths come through from the defaults.
+        assert!(
+            parsed.binaries.get("disko").is_some(),
+            "installed-{backend}"
+        );
+        // The installer's list replaces the defaults' empty one.
+        assert_eq!(
+            merged["controllers"],
+            json!(["10.0.0.5:9090", "10.0.0.6:9090"])
+        );
+        assert_eq!(
+            merged["storage"]["lvm"]["vgName"],
+            json!("vg_fast"),
+            "the file wins"
+        );
+    }
+}
+
+/// A controller.yaml of the shape `kctl node install --run-controller` writes (the install
+/// contract) is accepted by kcore-controller, and every path in it is one the runtime-mode
+/// unit of the installed systems can use: certificates and key in the directory the unit's
+/// user owns and may write, the fetched sub-CA key and the database in its StateDirectory.
+#[test]
+fn the_installers_controller_yaml_fits_the_runtime_unit() {
+    let Some(h) = Harness::get("the_installers_controller_yaml_fits_the_runtime_unit") else {
+        return;
+    };
+    let text = r#"
+controllerId: 3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b
+clusterName: lab
+dcId: DC1
+listen: 0.0.0.0:9090
+advertiseAddress: 10.0.0.6:9090
+peers: ["10.0.0.5:9090"]
+tls:
+  caFile: /etc/kcore/controller/ca.crt
+  certFile: /etc/kcore/controller/controller.crt
+  keyFile: /etc/kcore/controller/controller.key
+  subCaCertFile: /etc/kcore/controller/sub-ca.crt
+  subCaKeyFile: /var/lib/kcore-controller/sub-ca.key
+"#;
+    let parsed =
+        kcore_controller::ControllerConfig::parse(text, Path::new("/etc/kcore/controller.yaml"))
+            .unwrap_or_else(|e| panic!("kcore-controller refuses the installer's file: {e}"));
+    let host = h.host_outputs("installed-lvm");
+    let unit = &host["units"]["kcore-controller"]["serviceConfig"];
+    let writable = unit["ReadWritePaths"][0].as_str().unwrap();
+    let state = format!("/var/lib/{}", unit["StateDirectory"].as_str().unwrap());
+    for file in [
+        &parsed.tls.ca_file,
+        &parsed.tls.cert_file,
+        &parsed.tls.key_file,
+        &parsed.tls.sub_ca_cert_file,
+    ] {
+        assert_eq!(file.parent().unwrap(), Path::new(writable), "{file:?}");
+    }
+    assert_eq!(
+        parsed.tls.sub_ca_key_file.parent().unwrap(),
+        Path::new(&state)
+    );
+    assert!(
+        parsed.database_path.starts_with(&state),
+        "{:?}",
+        parsed.database_path
+    );
+    assert_eq!(parsed.listen.port(), 9090);
+}

@@ -151,8 +151,14 @@ fn every_module_alone_and_in_every_combination_evaluates() {
             want_pkg(has("controller")),
             "{names:?}"
         );
+        // The TPM2 is enrolled at install: no first-boot unit in any combination; the
+        // recovery key's directory rule comes with the module.
+        assert!(v["units"].get("kcore-tpm2-enroll").is_none(), "{names:?}");
         assert_eq!(
-            v["units"].get("kcore-tpm2-enroll").is_some(),
+            v["tmpfiles"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("d /etc/kcore/recovery 0700 root root -")),
             has("diskEncryption"),
             "{names:?}"
         );

@@ -265,10 +265,11 @@ fn installer_sets_its_image_name_over_iso_image() {
             .contains("kcore.hosts.operatorSshKeys is empty"),
         "{warnings:?}"
     );
-    assert_eq!(iso["storeContents"], json!(4));
+    // The three prebuilt systems and the two inputs (installed::*).
+    assert_eq!(iso["storeContents"], json!(5));
     let yaml = rendered(&iso, "agentConfig");
     assert_eq!(yaml["mode"], json!("install"));
-    // kctl comes with the agent's package once; nixos-install comes with nixpkgs' profile.
+    // kctl comes with the agent's package once; nixos-install is listed by the host.
     let pkgs = iso["systemPackages"].as_array().unwrap();
     assert_eq!(
         pkgs.iter()
@@ -277,5 +278,5 @@ fn installer_sets_its_image_name_over_iso_image() {
         1,
         "{pkgs:?}"
     );
-    assert!(!pkgs.contains(&json!("nixos-install-tools")), "{pkgs:?}");
+    assert!(pkgs.contains(&json!("nixos-install-tools")), "{pkgs:?}");
 }

@@ -11,6 +11,7 @@ mod contract;
 mod eval;
 mod flake;
 mod hosts;
+mod installed;
 mod lint;
 mod lock;
 mod package;

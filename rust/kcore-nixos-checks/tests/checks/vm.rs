@@ -75,8 +75,8 @@ fn units_started_by_the_tests_are_not_wanted_at_boot() {
 
 /// vm-luks-tpm2: the encrypted root survives qemu-vm's `mkVMOverride { }` (declared with
 /// lib.mkVMOverride, as nixpkgs' systemd-initrd-luks-tpm2 test does), in the systemd initrd,
-/// on firmware that measures PCR 7 (OVMFFull); the script checks that a changed PCR 7 is
-/// refused.
+/// on firmware that measures PCR 7 (OVMFFull); the script enrols PCRs 0+2+7 as the
+/// installer does and checks that a changed PCR 7 is refused and the recovery key opens it.
 #[test]
 fn luks_tpm2_test_opens_its_root_and_tests_a_changed_pcr() {
     let Some(h) = Harness::get("luks_tpm2_test_opens_its_root_and_tests_a_changed_pcr") else {
@@ -97,8 +97,9 @@ fn luks_tpm2_test_opens_its_root_and_tests_a_changed_pcr() {
         json!(["tpm2-device=auto"])
     );
     assert_eq!(luks["initrdSystemd"], json!(true));
+    // Enrolled as the install-mode agent does, before the encrypted boot: no first-boot unit.
     assert!(
-        luks["units"]
+        !luks["units"]
             .as_array()
             .unwrap()
             .contains(&json!("kcore-tpm2-enroll"))
@@ -118,6 +119,14 @@ fn luks_tpm2_test_opens_its_root_and_tests_a_changed_pcr() {
         .find("machine.fail(\"tpm2-token-opens /dev/vdb\")")
         .is_some();
     assert!(refused, "no refused unlock after the PCR change:\n{script}");
+    assert!(script.contains("--tpm2-pcrs=0+2+7 /dev/vdb"), "{script}");
+    let recovered = script[extend..]
+        .find("--test-passphrase --key-file /run/recovery.key")
+        .is_some();
+    assert!(
+        recovered,
+        "the recovery key is not tried after the PCR change:\n{script}"
+    );
 }
 
 /// vm-join asserts the TLS refusal itself, and vm-apply-disko the fragment file the agent
@@ -151,5 +160,35 @@ fn vm_test_assertions_check_the_real_outcome() {
             .count(),
         2,
         "agent and controller each add this flake's kcore: {pkgs}"
+    );
+}
+
+/// vm-installed: the node runs the installed systems' runtime modes (agent with
+/// `--defaults`, controller conditioned), and the script checks both skipped units before
+/// the installer's files exist and the registration after.
+#[test]
+fn installed_test_runs_the_runtime_modes_and_checks_registration() {
+    let Some(h) = Harness::get("installed_test_runs_the_runtime_modes_and_checks_registration")
+    else {
+        return;
+    };
+    let t = &vm_tests(&h)["installed"];
+    let node = &t["nodes"]["node"];
+    assert_eq!(node["failed"], json!([]));
+    let exec = node["execStart"]["kcore-agent"].as_str().unwrap();
+    assert!(
+        exec.contains(" --defaults /nix/store/")
+            && exec.ends_with(" --config /etc/kcore/node-agent.yaml"),
+        "{exec}"
+    );
+    let script = t["testScript"].as_str().unwrap();
+    let skipped = script.find("== \"no\"").expect("no skipped-unit check");
+    let started = script
+        .find("start kcore-agent.service")
+        .expect("the agent is never started");
+    assert!(skipped < started, "{script}");
+    assert!(
+        script.contains("kctl get node node-1 | grep -qw Ready"),
+        "{script}"
     );
 }

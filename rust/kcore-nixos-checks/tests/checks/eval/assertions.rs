@@ -110,12 +110,48 @@ fn every_assertion_fires_on_its_bad_combination() {
                 "unlock": "keyFile",
                 "keyFile": "/nix/store/0c8nvgrh4bnys3b1jgg4ggnrv40xcqr0-root.key"
             })),
-            "is in the Nix store",
+            "is not a device",
         ),
         (
-            "key-file unlock without a key file",
-            encrypted(json!({ "unlock": "keyFile" })),
-            "needs kcore.diskEncryption.keyFile",
+            "key file inside the encrypted root",
+            encrypted(json!({ "unlock": "keyFile", "keyFile": "/etc/kcore/luks/root.key" })),
+            "is not a device",
+        ),
+        (
+            "TPM2 unlock with the boot editor on",
+            set(
+                encrypted(json!({})),
+                "boot.loader.systemd-boot.editor",
+                json!(true),
+            ),
+            "Remove the setting\nboot.loader.systemd-boot.editor = true",
+        ),
+        (
+            "agent without a node id",
+            set(
+                agent_config(json!({})),
+                "services.kcore.agent.settings.nodeId",
+                Value::Null,
+            ),
+            "nodeConfig = \"runtime\" on a system installed by `kctl node install`",
+        ),
+        (
+            "runtime agent with node-specific settings",
+            set(
+                agent_config(json!({})),
+                "services.kcore.agent.nodeConfig",
+                json!("runtime"),
+            ),
+            "Remove\nsettings.nodeId, settings.controllers and settings.tls.*",
+        ),
+        (
+            "controller without its ids",
+            set(
+                controller_config(),
+                "services.kcore.controller.settings.controllerId",
+                Value::Null,
+            ),
+            "settings.controllerId and settings.clusterName are required",
         ),
     ];
     for (what, config, needle) in cases {
@@ -139,6 +175,7 @@ fn every_assertion_fires_on_its_bad_combination() {
     h.outputs(&encrypted(
         json!({ "unlock": "keyFile", "keyFile": "/dev/disk/by-id/usb-Key-0:0" }),
     ));
+    h.outputs(&encrypted(json!({ "unlock": "keyFile" })));
     h.outputs(&agent_config(
         json!({ "backend": "lvm", "layout": lvm_layout }),
     ));
@@ -212,15 +249,9 @@ fn options_are_documented_and_only_required_keys_lack_defaults() {
         .map(|o| o["name"].as_str().unwrap())
         .collect();
     required.sort();
-    assert_eq!(
-        required,
-        [
-            "kcore.diskEncryption.device",
-            "services.kcore.agent.settings.nodeId",
-            "services.kcore.controller.settings.clusterName",
-            "services.kcore.controller.settings.controllerId",
-        ]
-    );
+    // The ids an agent or controller needs in `settings` mode are asserted (they are
+    // left unset in `runtime` mode), so every option has a default.
+    assert_eq!(required, Vec::<&str>::new());
     for name in [
         "services.kcore.agent.settings",
         "services.kcore.controller.settings",

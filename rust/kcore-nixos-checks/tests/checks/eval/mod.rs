@@ -80,7 +80,7 @@ fn write_fragment(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 }
 
 fn encrypted(extra: Value) -> Value {
-    let mut enc = json!({ "enable": true, "device": "/dev/disk/by-partlabel/disk-os-root" });
+    let mut enc = json!({ "enable": true });
     for (k, v) in extra.as_object().unwrap() {
         enc[k] = v.clone();
     }

@@ -7,8 +7,12 @@
 #   is "minimal" here;
 # - image/file-options.nix: `image.baseName` (str);
 # - installation-cd-base.nix imports profiles/base.nix and profiles/installation-device.nix
-#   (their stand-ins are beside this file's).
-{ lib, pkgs, ... }:
+#   (their stand-ins are beside this file's);
+# - iso-image.nix: `system.build.isoImage` is make-iso9660-image.nix called with
+#   `isoName = config.image.fileName` ("<baseName>.iso") and `storeContents`; here a fake
+#   derivation of that name whose text lists the store contents, so `nix build
+#   .#installer-iso` is seen to evaluate and to carry what it should.
+{ config, lib, pkgs, ... }:
 {
   imports = [
     ../../profiles/base.nix
@@ -40,5 +44,8 @@
   config = {
     isoImage.edition = lib.mkDefault "minimal";
     image.baseName = "nixos-minimal-25.11-${pkgs.stdenv.hostPlatform.system}";
+    system.build.isoImage = pkgs.writeText "${config.image.baseName}.iso" (
+      builtins.toJSON (map toString config.isoImage.storeContents)
+    );
   };
 }

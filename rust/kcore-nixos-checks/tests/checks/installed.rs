@@ -1,0 +1,201 @@
+//! The systems `kctl node install` puts on a node (hosts/installed-{filesystem,lvm,zfs}) and
+//! the installer ISO that carries them: generic closures whose node-specific values are the
+//! runtime files the install writes (docs/nixos.md "Installed systems"). The agent runs
+//! `--defaults <store file> --config /etc/kcore/node-agent.yaml`; the controller is in every
+//! closure but only starts where /etc/kcore/controller.yaml exists; every device is a disko
+//! partition label; the ISO's install-mode agent names each backend's closure.
+
+use serde_json::{Value, json};
+
+use crate::support::{FAKE_STORE, Harness, rendered};
+
+const BACKENDS: [&str; 3] = ["filesystem", "lvm", "zfs"];
+
+#[test]
+fn installed_systems_read_the_installers_runtime_files() {
+    let Some(h) = Harness::get("installed_systems_read_the_installers_runtime_files") else {
+        return;
+    };
+    let hosts = h.hosts(&json!({}));
+    for backend in BACKENDS {
+        let host = format!("installed-{backend}");
+        let out = &hosts[&host];
+        assert_eq!(out["failed"], json!([]), "{host}");
+
+        // The agent: the installer's file, over this closure's defaults.
+        let agent = &out["units"]["kcore-agent"];
+        let defaults = format!("{FAKE_STORE}node-agent-defaults.yaml");
+        assert_eq!(
+            agent["serviceConfig"]["ExecStart"],
+            json!(format!(
+                "{FAKE_STORE}kcore-0.1.0/bin/kcore-agent --defaults {defaults} --config /etc/kcore/node-agent.yaml"
+            )),
+            "{host}"
+        );
+        assert_eq!(
+            agent["unitConfig"]["ConditionPathExists"],
+            json!("/etc/kcore/node-agent.yaml"),
+            "{host}"
+        );
+        assert_eq!(
+            out["agentConfig"],
+            Value::Null,
+            "{host}: no /etc file from Nix"
+        );
+        let d = rendered(out, "agentDefaults");
+        for key in ["nodeId", "tls", "controllers"] {
+            // `controllers: []` is replaced by the file's list (lists replace, the file wins).
+            if key == "controllers" {
+                assert_eq!(d[key], json!([]), "{host}");
+            } else {
+                assert!(d.get(key).is_none(), "{host}: {key} in the defaults: {d}");
+            }
+        }
+        assert_eq!(d["mode"], json!("managed"), "{host}");
+        assert_eq!(d["storage"]["backend"], json!(backend), "{host}");
+        assert_eq!(
+            d["disko"]["managementModeFile"],
+            json!("/etc/kcore/disko-management-mode"),
+            "{host}: the file the installer writes"
+        );
+        let path = crate::eval::agent_path(out);
+        assert_eq!(path.iter().any(|p| p == "zfs"), backend == "zfs", "{host}");
+
+        // The controller: in the closure, started only with the installer's file, as the
+        // static user that owns the installer's certificate directory.
+        let ctl = &out["units"]["kcore-controller"];
+        assert_eq!(
+            ctl["unitConfig"]["ConditionPathExists"],
+            json!("/etc/kcore/controller.yaml"),
+            "{host}"
+        );
+        assert_eq!(ctl["serviceConfig"]["User"], json!("kcore-controller"));
+        assert!(ctl["serviceConfig"].get("DynamicUser").is_none(), "{host}");
+        assert!(
+            ctl["serviceConfig"].get("LoadCredential").is_none(),
+            "{host}"
+        );
+        assert_eq!(
+            ctl["serviceConfig"]["ReadWritePaths"],
+            json!(["/etc/kcore/controller"])
+        );
+        assert_eq!(out["controllerConfig"], Value::Null, "{host}");
+        assert_eq!(
+            out["users"]["kcore-controller"],
+            json!({ "isSystemUser": true, "group": "kcore-controller" })
+        );
+        assert!(
+            out["tmpfiles"].as_array().unwrap().contains(&json!(
+                "Z /etc/kcore/controller - kcore-controller kcore-controller -"
+            )),
+            "{host}"
+        );
+        assert_eq!(out["allowedTCPPorts"], json!([9090, 9091]), "{host}");
+
+        // Devices by partition label, the same on every node; TPM2 with the editor off.
+        assert_eq!(
+            out["luks"]["crypted"]["device"],
+            json!("/dev/disk/by-partlabel/disk-os-root")
+        );
+        assert_eq!(out["initrdSystemd"], json!(true));
+        assert_eq!(out["systemdBootEditor"], json!(false));
+        let fs = &out["fileSystems"];
+        assert_eq!(fs["/"]["device"], json!("/dev/mapper/crypted"));
+        assert_eq!(
+            fs["/boot"]["device"],
+            json!("/dev/disk/by-partlabel/disk-os-ESP")
+        );
+        let volumes = &fs["/var/lib/kcore/volumes"];
+        if backend == "filesystem" {
+            assert_eq!(
+                volumes["device"],
+                json!("/dev/disk/by-partlabel/disk-data0-volumes")
+            );
+            assert!(
+                volumes["options"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("nofail"))
+            );
+            assert_eq!(
+                fs["/var/lib/kcore/volumes1"]["device"],
+                json!("/dev/disk/by-partlabel/disk-data1-volumes")
+            );
+        } else {
+            assert_eq!(*volumes, Value::Null, "{host}: no volume mounts");
+        }
+        let modules = out["initrdModules"].as_array().unwrap();
+        assert!(
+            modules.contains(&json!("nvme")),
+            "{host}: all-hardware profile"
+        );
+    }
+}
+
+#[test]
+fn the_installer_carries_each_backends_system_and_its_tools() {
+    let Some(h) = Harness::get("the_installer_carries_each_backends_system_and_its_tools") else {
+        return;
+    };
+    let iso = h.host_outputs("installer");
+    assert_eq!(iso["failed"], json!([]));
+    let yaml = rendered(&iso, "agentConfig");
+    assert_eq!(yaml["mode"], json!("install"));
+    for backend in BACKENDS {
+        // The fake toplevel is named after the system's host name, one per backend.
+        assert_eq!(
+            yaml["install"]["systems"][backend],
+            json!(format!("{FAKE_STORE}nixos-system-kcore-node-{backend}")),
+            "{yaml}"
+        );
+    }
+    assert_eq!(yaml["install"]["tpm2Pcrs"], json!([0, 2, 7]));
+    for (tool, path) in [
+        ("nixos-install", "nixos-install-tools/bin/nixos-install"),
+        ("cryptsetup", "cryptsetup/bin/cryptsetup"),
+        ("sgdisk", "gptfdisk/bin/sgdisk"),
+        ("systemctl", "systemd/bin/systemctl"),
+        ("disko", "disko/bin/disko"),
+    ] {
+        assert_eq!(
+            yaml["binaries"][tool],
+            json!(format!("{FAKE_STORE}{path}")),
+            "{tool}"
+        );
+    }
+    let pkgs = iso["systemPackages"].as_array().unwrap();
+    for p in ["disko", "nixos-install-tools"] {
+        assert!(pkgs.contains(&json!(p)), "{p} not in {pkgs:?}");
+    }
+    // kctl: the kcore package (kctl, kcore-agent, kcore-controller).
+    assert!(
+        pkgs.iter()
+            .any(|p| p.as_str().unwrap().starts_with("kcore-")),
+        "{pkgs:?}"
+    );
+    assert_eq!(
+        iso["etc"]["kcore/flake"],
+        Value::Null,
+        "the flake source is a store path, not a text file"
+    );
+}
+
+/// `nix build .#installer-iso` evaluates (iso-image.nix's stand-in) and the image holds the
+/// three prebuilt systems and the flake's inputs.
+#[test]
+fn the_installer_iso_evaluates_with_the_prebuilt_systems() {
+    let Some(h) = Harness::get("the_installer_iso_evaluates_with_the_prebuilt_systems") else {
+        return;
+    };
+    let out = h.flake_outputs(&json!({}));
+    let iso = &out["installerIso"];
+    assert_eq!(iso["name"], json!("kcore-installer.iso"));
+    let contents: Vec<String> = serde_json::from_str(iso["text"].as_str().unwrap()).unwrap();
+    let mut want: Vec<String> = BACKENDS
+        .iter()
+        .map(|b| format!("{FAKE_STORE}nixos-system-kcore-node-{b}"))
+        .collect();
+    want.push(out["paths"]["nixpkgs"].as_str().unwrap().to_string());
+    want.push(out["paths"]["disko"].as_str().unwrap().to_string());
+    assert_eq!(contents, want);
+}
