@@ -239,11 +239,32 @@ struct GroupGuard {
     armed: bool,
 }
 
+/// How long a cancelled run waits for its killed child to be gone.
+const REAP_BOUND: Duration = Duration::from_secs(2);
+
 impl GroupGuard {
     fn kill(&self) {
         if let Some(pgid) = self.pgid {
             // ESRCH (group already empty) is the normal case after a clean exit.
             let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// Waits (bounded) until the killed child has died. SIGKILL is delivered
+    /// asynchronously: on a loaded machine a process in the middle of a page fault can
+    /// outlive the `killpg` by many milliseconds, and a caller that exits right after a
+    /// cancel (kctl on Ctrl-C) would otherwise leave it running under PID 1 for that
+    /// while. The group leader is the child itself (`setpgid(0, 0)`), so its pid is the
+    /// pgid; ECHILD means tokio reaped it already.
+    fn reap(&self) {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let Some(pid) = self.pgid else { return };
+        let deadline = std::time::Instant::now() + REAP_BOUND;
+        while std::time::Instant::now() < deadline {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+                _ => return,
+            }
         }
     }
 }
@@ -252,6 +273,7 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
             self.kill();
+            self.reap();
         }
     }
 }
