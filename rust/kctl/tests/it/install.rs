@@ -24,8 +24,12 @@ impl Live {
     async fn start(dir: &Path) -> Live {
         let doc = json!({"nodeId": "live", "mode": "install",
             "disko": {"managementModeFile": dir.join("mode"), "stateDir": dir.join("disko")}});
+        Live::start_with(doc, RuntimeOptions::default()).await
+    }
+
+    async fn start_with(doc: serde_json::Value, options: RuntimeOptions) -> Live {
         let config = AgentConfig::parse(&doc.to_string(), Path::new("node-agent.yaml")).unwrap();
-        let agent = Agent::new(config, RuntimeOptions::default()).unwrap();
+        let agent = Agent::new(config, options).unwrap();
         let fingerprint = agent.fingerprint().unwrap().to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
