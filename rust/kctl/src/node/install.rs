@@ -363,7 +363,9 @@ pub async fn run(
         Trust::Pinned(fp) => kcore_pki::normalise_fingerprint(&fp)
             .map_err(|e| Refused::new(ErrorCode::BadFlags, format!("--fingerprint {fp:?}: {e}")))?,
         Trust::Insecure => {
-            let fp = learn_fingerprint(&node)?;
+            let at = node.clone();
+            // A blocking handshake of a few seconds at most, off the runtime's threads.
+            let fp = tokio::task::spawn_blocking(move || learn_fingerprint(&at)).await??;
             eprintln!(
                 "accepted the agent's certificate at {node} without verifying it (-k): \
                  fingerprint {fp}; compare it with the node's console, and pin it next time \
@@ -390,7 +392,14 @@ pub async fn run(
         .await
         .map_err(|e| name_the_node(e, &node))?;
     let show_layout = args.dry_run || global.verbose > 0;
-    print_object(&plan, global.output, || view::plan_text(&plan, show_layout))?;
+    // `-o json|yaml` keeps stdout one document: the plan on a dry run, else the install's
+    // result; the plan a person confirms is then shown on stderr.
+    let data = matches!(global.output, OutputFormat::Json | OutputFormat::Yaml);
+    if data && !args.dry_run {
+        eprint!("{}", view::plan_text(&plan, show_layout));
+    } else {
+        print_object(&plan, global.output, || view::plan_text(&plan, show_layout))?;
+    }
     if !plan.refusals.is_empty() {
         return Err(view::refusal(&plan).into());
     }
@@ -456,7 +465,7 @@ pub async fn run(
         escape(&started.operation_id)
     );
     let result = follow_steps(&agent, &started.operation_id).await?;
-    if global.output == OutputFormat::Json || global.output == OutputFormat::Yaml {
+    if data {
         print_object(&result, global.output, String::new)?;
     }
     if result.status != OperationStatus::Succeeded {
