@@ -1,7 +1,11 @@
 //! `kctl node install` as the real binary against a REAL install-mode agent (in-process,
 //! self-signed TLS on 127.0.0.1) and a REAL controller of a cluster made by `kctl create
 //! cluster` ([`Lab`]): the node target's errors (no --node, unreachable, wrong
-//! --fingerprint, context trust), `-k` printing the fingerprint it accepted and pinning it.
+//! --fingerprint, context trust), `-k` printing the fingerprint it accepted; then the
+//! whole flow ([`Bed`]): dry run, the confirmation rule without a terminal, refusals,
+//! install with step timings, recovery key, reboot, `--run-controller`, a failed step.
+//! Only the programs that cannot run here are stand-ins (tests/support/install/, each
+//! says so at its top); the disks are a block snapshot fixture.
 
 use std::path::Path;
 
@@ -370,6 +374,16 @@ async fn dry_run_prints_the_plan_and_writes_nothing_and_no_terminal_needs_yes() 
         "{}",
         text(&out)
     );
+    // The same with -k: the fingerprint kctl accepted is printed, then pinned.
+    let mut k = vec!["node", "install", "--node", bed.live.addr.as_str(), "-k"];
+    k.extend_from_slice(&dry);
+    let out = kctl(bed.lab.home(), &k).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!("fingerprint {}", bed.live.fingerprint)),
+        "{}",
+        text(&out)
+    );
     // Non-interactive without --yes: refused, naming --yes.
     let out = bed.install(&args).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -389,6 +403,11 @@ async fn a_refused_disk_exits_1_with_its_code_and_nothing_runs() {
         (
             vec!["--os-disk", "/dev/sdb", "--data-disk", "/dev/sdd", "--yes"],
             "TARGET_MOUNTED",
+        ),
+        // Key-file mode needs a key device: the key never goes on the unencrypted ESP.
+        (
+            vec!["--os-disk", "/dev/sdb", "--luks", "keyfile", "--yes"],
+            "INSTALL_REFUSED",
         ),
     ] {
         let out = bed.install(&args).await;
