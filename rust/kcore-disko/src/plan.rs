@@ -372,23 +372,28 @@ pub fn in_use_refusals(
 /// no refusal but a destructive `new-disk` action whose detail lists that content (the
 /// operator confirms it); a disk in use (the running system, mounted, swap, held, a member
 /// of an imported pool) stays refused, as does one that is missing or named twice.
-pub fn build_install(new: &DeviceTree, snapshot: &BlockSnapshot) -> Plan {
+///
+/// `imported_zfs`: the device paths (kernel names, `/dev/sdc1`) of the members of the
+/// pools imported now (`zpool status -P`); a `zfs_member` signature on any other device
+/// is an exported or foreign pool's, which is data. `None` (unknown): every ZFS member is
+/// refused.
+pub fn build_install(
+    new: &DeviceTree,
+    snapshot: &BlockSnapshot,
+    imported_zfs: Option<&BTreeSet<String>>,
+) -> Plan {
     let mut plan = Plan::build(new, None, snapshot);
     for target in &mut plan.targets {
-        let had_data = target
-            .refusals
-            .iter()
-            .any(|r| r.code == RefusalCode::TargetHasData);
-        target
-            .refusals
-            .retain(|r| r.code != RefusalCode::TargetHasData);
+        let Some(dev) = snapshot.resolve(&target.device) else {
+            continue;
+        };
+        let (refusals, had_data) =
+            install_refusals(std::mem::take(&mut target.refusals), dev, imported_zfs);
+        target.refusals = refusals;
         if !had_data {
             continue;
         }
-        let content = snapshot
-            .resolve(&target.device)
-            .map(disk_content)
-            .unwrap_or_default();
+        let content = disk_content(dev);
         for a in &mut target.actions {
             if a.kind == ActionKind::NewDisk {
                 a.class = ChangeClass::Destructive;
@@ -397,6 +402,38 @@ pub fn build_install(new: &DeviceTree, snapshot: &BlockSnapshot) -> Plan {
         }
     }
     Plan::from_targets(plan.targets)
+}
+
+/// The install policy over [`in_use_refusals`] of a whole disk `dev`: `TARGET_HAS_DATA`
+/// goes (the disk is wiped; the bool says it had data), `TARGET_ZFS_MEMBER` goes when no
+/// member below `dev` is in `imported_zfs`; the rest stays.
+pub fn install_refusals(
+    refusals: Vec<Refusal>,
+    dev: &BlockDevice,
+    imported_zfs: Option<&BTreeSet<String>>,
+) -> (Vec<Refusal>, bool) {
+    let mut had_data = false;
+    let exported_zfs = imported_zfs.is_some_and(|imported| {
+        dev.walk()
+            .iter()
+            .filter(|d| d.fstype.as_deref() == Some("zfs_member"))
+            .all(|d| !imported.contains(&d.path))
+    });
+    let kept = refusals
+        .into_iter()
+        .filter(|r| match r.code {
+            RefusalCode::TargetHasData => {
+                had_data = true;
+                false
+            }
+            RefusalCode::TargetZfsMember if exported_zfs => {
+                had_data = true;
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    (kept, had_data)
 }
 
 /// What a disk holds, in words, for the operator deciding whether it may be wiped: its
@@ -560,7 +597,7 @@ mod tests {
             "children": [{ "name": "sdb1", "kname": "sdb1", "path": "/dev/sdb1", "type": "part",
                            "size": 900, "fstype": "ext4" }],
         }));
-        let plan = build_install(&tree, &data);
+        let plan = build_install(&tree, &data, None);
         assert!(!plan.is_refused(), "{plan:?}");
         assert_eq!(plan.class, ChangeClass::Destructive);
         let detail = &plan.targets[0].actions[0].detail;
@@ -575,14 +612,39 @@ mod tests {
             "children": [{ "name": "sdb1", "kname": "sdb1", "path": "/dev/sdb1", "type": "part",
                            "size": 900, "fstype": "ext4", "mountpoints": ["/srv"] }],
         }));
-        let plan = build_install(&tree, &mounted);
+        let plan = build_install(&tree, &mounted, None);
         let codes: Vec<RefusalCode> = plan.refusals().iter().map(|(_, r)| r.code).collect();
         assert_eq!(codes, [RefusalCode::TargetMounted]);
         let blank = snapshot_with(serde_json::json!({
             "name": "sdb", "kname": "sdb", "path": "/dev/sdb", "type": "disk", "size": 1000,
         }));
-        let plan = build_install(&tree, &blank);
+        let plan = build_install(&tree, &blank, None);
         assert_eq!(plan.class, ChangeClass::Additive);
+        // A ZFS member: refused while its pool is imported (or nobody knows), wiped when
+        // the pool is exported.
+        let zfs = snapshot_with(serde_json::json!({
+            "name": "sdb", "kname": "sdb", "path": "/dev/sdb", "type": "disk", "size": 1000,
+            "fstype": "zfs_member",
+        }));
+        let codes = |plan: &Plan| -> Vec<RefusalCode> {
+            plan.refusals().iter().map(|(_, r)| r.code).collect()
+        };
+        assert_eq!(
+            codes(&build_install(&tree, &zfs, None)),
+            [RefusalCode::TargetZfsMember]
+        );
+        let imported: BTreeSet<String> = ["/dev/sdb".to_string()].into();
+        assert_eq!(
+            codes(&build_install(&tree, &zfs, Some(&imported))),
+            [RefusalCode::TargetZfsMember]
+        );
+        let exported = build_install(&tree, &zfs, Some(&BTreeSet::new()));
+        assert!(!exported.is_refused());
+        assert!(
+            exported.targets[0].actions[0]
+                .detail
+                .contains("ZFS pool member on /dev/sdb")
+        );
         assert!(disk_content(blank.resolve("/dev/sdb").unwrap()).is_empty());
     }
 

@@ -9,7 +9,7 @@
 //! Flags checked against the programs' sources: nixpkgs
 //! `pkgs/by-name/ni/nixos-rebuild-ng/src/nixos_rebuild/models.py` (`Action`: `switch`,
 //! `boot`, `test`, `build`, `dry-activate`, ...), `pkgs/by-name/sw/switch-to-configuration-ng`
-//! (the same goal words), `nixos/modules/installer/tools/nixos-install.sh` (`--system`,
+//! (the same goal words), `pkgs/by-name/ni/nixos-install/nixos-install.sh` (`--system`,
 //! `--root`, `--no-root-passwd`, `--no-channel-copy`), disko's `disko` script at the locked
 //! revision (`--mode format,mount|destroy,format,mount`, `--root-mountpoint`,
 //! `--yes-wipe-all-disks`), and the systemd manuals for `systemd-run`, `systemctl`

@@ -219,6 +219,26 @@ impl ZpoolStatus {
     }
 }
 
+/// `zpool status -P`: every imported pool with its devices as full paths (`-P`), what
+/// the install's plan reads to tell an imported pool's members from an exported one's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZpoolStatusAll;
+
+impl ZpoolStatusAll {
+    pub fn argv(&self) -> Vec<OsString> {
+        vec!["status".into(), "-P".into()]
+    }
+
+    /// The device paths (`/dev/...`) in the output, one per vdev line.
+    pub fn device_paths(text: &str) -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.starts_with("/dev/"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 /// `zfs list -H -p -r -o name,used,avail,mountpoint POOL`: the pool's datasets, recursively
 /// (`zfs-list(8)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,6 +306,12 @@ mod tests {
                 .argv()
             ),
             ["status", "--", "tank"]
+        );
+        assert_eq!(strings(ZpoolStatusAll.argv()), ["status", "-P"]);
+        let status = "  pool: tank0\n state: ONLINE\nconfig:\n\n\tNAME STATE READ WRITE CKSUM\n\ttank0 ONLINE 0 0 0\n\t  /dev/disk/by-id/ata-X-part1 ONLINE 0 0 0\n\t  /dev/sdd1 ONLINE 0 0 0\n\nerrors: No known data errors\n";
+        assert_eq!(
+            ZpoolStatusAll::device_paths(status),
+            ["/dev/disk/by-id/ata-X-part1", "/dev/sdd1"]
         );
         assert_eq!(
             strings(

@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use kcore_api::install::{InstallPlan, InstallRefusal, InstallSpec, LuksMode, WipedDisk};
 use kcore_api::{ApiError, ErrorCode};
 use kcore_disko::eval::{DeepInputs, EVAL_TIMEOUT, Evaluator, validate_file};
-use kcore_disko::plan::{RefusalCode, build_install, disk_content, in_use_refusals};
+use kcore_disko::plan::{build_install, disk_content, in_use_refusals, install_refusals};
 use kcore_disko::snapshot::BlockDevice;
 use kcore_disko::spec::TPM_SYSFS_PATH;
 use kcore_disko::{BlockSnapshot, Plan, StorageSpec};
@@ -346,7 +346,8 @@ pub async fn prepare(state: &AgentState, mut spec: InstallSpec) -> Result<Prepar
         let _slot = state.evaluation_slot()?;
         validate_layout(state, &layout).await?
     };
-    let disko_plan = build_install(&tree, &snapshot);
+    let imported = imported_zfs_members(state, &snapshot).await;
+    let disko_plan = build_install(&tree, &snapshot, imported.as_ref());
     for (target, r) in disko_plan.refusals() {
         let given = disks
             .iter()
@@ -363,14 +364,13 @@ pub async fn prepare(state: &AgentState, mut spec: InstallSpec) -> Result<Prepar
         });
     }
     if let Some(key) = &key_device {
-        for r in in_use_refusals(&key.device, &snapshot, true) {
-            if r.code != RefusalCode::TargetHasData {
-                refusals.push(InstallRefusal {
-                    device: key.given.clone(),
-                    code: r.code.into(),
-                    message: r.message,
-                });
-            }
+        let all = in_use_refusals(&key.device, &snapshot, true);
+        for r in install_refusals(all, &key.device, imported.as_ref()).0 {
+            refusals.push(InstallRefusal {
+                device: key.given.clone(),
+                code: r.code.into(),
+                message: r.message,
+            });
         }
     }
     let wipes = disks.iter().map(wiped).collect();
@@ -392,6 +392,38 @@ pub async fn prepare(state: &AgentState, mut spec: InstallSpec) -> Result<Prepar
         key_device,
         luks_device: kcore_disko::render::os_luks_partition(&os_disk),
     })
+}
+
+/// The kernel paths of the members of the pools imported now (`zpool status -P`), so a
+/// `zfs_member` signature elsewhere (an exported pool, an earlier install) is data to wipe
+/// rather than a refusal. No `zpool` program: no pool can be imported, the set is empty.
+/// `zpool` failing: unknown (`None`), and every ZFS member stays refused.
+async fn imported_zfs_members(
+    state: &AgentState,
+    snapshot: &BlockSnapshot,
+) -> Option<std::collections::BTreeSet<String>> {
+    use kcore_nix::queries::ZpoolStatusAll;
+    let Ok(program) = state.tools.resolve(kcore_nix::programs::ZPOOL) else {
+        return Some(Default::default());
+    };
+    let mut inv = kcore_nix::runner::Invocation::new(&program)
+        .args(ZpoolStatusAll.argv())
+        .timeout(std::time::Duration::from_secs(30));
+    for (k, v) in &state.options.extra_env {
+        inv = inv.env(k, v);
+    }
+    match inv.output().await {
+        Ok(out) => Some(
+            ZpoolStatusAll::device_paths(&out.stdout_lossy())
+                .iter()
+                .map(|p| snapshot.canonical_path(p))
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "install plan: cannot tell imported ZFS pools; refusing every ZFS member");
+            None
+        }
+    }
 }
 
 /// Levels 1-3 of the rendered layout (3 with the configured disko source and nixpkgs lib).

@@ -46,6 +46,9 @@ pub fn install_snapshot() -> BlockSnapshot {
     )]);
     let sde = disk("sde", 64 << 20, "KEY1");
     let sdf = disk("sdf", 10 << 30, "BLANK2");
+    let mut sdg = disk("sdg", 10 << 30, "ZFS1");
+    sdg["pttype"] = json!("gpt");
+    sdg["children"] = json!([part("sdg1", 9 << 30, json!({"fstype": "zfs_member"}))]);
     let mut links = std::collections::BTreeMap::new();
     for (name, serial) in [
         ("sda", "OS1"),
@@ -54,6 +57,7 @@ pub fn install_snapshot() -> BlockSnapshot {
         ("sdd", "MNT1"),
         ("sde", "KEY1"),
         ("sdf", "BLANK2"),
+        ("sdg", "ZFS1"),
     ] {
         links.insert(
             format!("/dev/disk/by-id/ata-QEMU_HARDDISK_{serial}"),
@@ -70,7 +74,7 @@ pub fn install_snapshot() -> BlockSnapshot {
         );
     }
     serde_json::from_value(json!({
-        "lsblk": {"blockdevices": [sda, sdb, sdc, sdd, sde, sdf]},
+        "lsblk": {"blockdevices": [sda, sdb, sdc, sdd, sde, sdf, sdg]},
         "links": links,
     }))
     .unwrap()
@@ -106,6 +110,10 @@ pub async fn install_bed(tpm: bool, extra: serde_json::Value) -> InstallBed {
             },
         },
     });
+    merge(
+        &mut doc,
+        json!({"binaries": {"zpool": support("install/zpool")}}),
+    );
     if let Some(deep) = deep_inputs() {
         merge(
             &mut doc,
@@ -118,6 +126,16 @@ pub async fn install_bed(tpm: bool, extra: serde_json::Value) -> InstallBed {
         block_snapshot: Some(install_snapshot()),
         sysfs_root: sysfs.path().to_path_buf(),
         rebuild_log_dir: node.path("logs"),
+        extra_env: vec![
+            (
+                "KCORE_TEST_INSTALL_LOG".into(),
+                node.path("install.log").display().to_string(),
+            ),
+            (
+                "KCORE_TEST_ZPOOL_STATUS".into(),
+                node.path("zpool-status").display().to_string(),
+            ),
+        ],
         ..RuntimeOptions::default()
     };
     let agent = start(config, options).await;
@@ -305,6 +323,40 @@ async fn install_plan_refuses_disks_in_use_and_explains_the_key_device() {
             "{device} {code} in {codes:?}"
         );
     }
+    // A ZFS member: refused while its pool is imported, wiped once it is exported.
+    // (`zpool status -P` names the member by the path it was imported with; the fixture
+    // has no by-id link for the partition, so the kernel name.)
+    std::fs::write(
+        bed.node.path("zpool-status"),
+        "  pool: old\nconfig:\n\told ONLINE 0 0 0\n\t  /dev/sdg1 ONLINE 0 0 0\n",
+    )
+    .unwrap();
+    let mut zfs_disk = spec("/dev/sdb", &["/dev/sdg"]);
+    zfs_disk.luks = kcore_api::install::LuksChoice::Tpm2;
+    let plan: InstallPlan = bed
+        .client
+        .post_json("/v1/install/plan", &zfs_disk)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(&plan),
+        [("/dev/sdg".to_string(), "TARGET_ZFS_MEMBER".to_string())]
+    );
+    std::fs::remove_file(bed.node.path("zpool-status")).unwrap();
+    let plan: InstallPlan = bed
+        .client
+        .post_json("/v1/install/plan", &zfs_disk)
+        .await
+        .unwrap();
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    assert!(
+        plan.wipes[1]
+            .content
+            .contains(&"ZFS pool member on /dev/sdg1".to_string()),
+        "{:?}",
+        plan.wipes[1]
+    );
+
     // A backend this ISO carries no system for.
     let mut zfs = spec("/dev/sdb", &["/dev/sdf"]);
     zfs.luks = kcore_api::install::LuksChoice::Tpm2;
