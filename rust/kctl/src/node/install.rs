@@ -8,14 +8,14 @@
 //! its key(s) and CSR(s) -> a controller of the context signs them (admin routes
 //! `/v1/certificates/node` and, with `--run-controller`, `/v1/certificates/controller`)
 //! -> `install/run` with a random claim token, its steps streamed with timings ->
-//! `install/recovery-key`, stored with the context ([`store_recovery_key`]) -> reboot.
+//! `install/recovery-key`, stored with the context
+//! ([`crate::context::store_recovery_key`]) -> reboot.
 //!
 //! With `-k` kctl first learns the agent's certificate fingerprint from one handshake,
 //! prints it, and pins it for every later request: the whole install talks to the one
 //! agent it printed, even if another answers at the address in between.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -35,7 +35,7 @@ use crate::escape::escape;
 use crate::exit::Refused;
 use crate::global::GlobalArgs;
 use crate::output::{OutputFormat, print_object};
-use crate::remote::{Expected, Remote};
+use crate::remote::Remote;
 use crate::target::{ControllerTarget, NodeTarget};
 use crate::views::install as view;
 
@@ -257,85 +257,6 @@ pub fn claim_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Where the recovery key of `node_id` is kept: `<context dir>/recovery/<nodeId>.luks-recovery-key.txt`.
-pub fn recovery_key_path(context_dir: &Path, node_id: &str) -> PathBuf {
-    context_dir
-        .join("recovery")
-        .join(format!("{node_id}.luks-recovery-key.txt"))
-}
-
-/// Writes the recovery key next to the context's credentials: the directory 0700 (also
-/// when it exists: it holds nothing but keys), the file 0600, temp file + rename so a
-/// crash never leaves half a key.
-pub fn store_recovery_key(context_dir: &Path, key: &RecoveryKey) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    let path = recovery_key_path(context_dir, &key.node_id);
-    let dir = path.parent().unwrap_or(context_dir);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make {} 0700", dir.display()))?;
-    let text = format!("{}\n", key.recovery_key.trim());
-    kcore_pki::write_atomically(&path, text.as_bytes(), 0o600)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
-}
-
-/// The install-mode agent's certificate fingerprint, from one TLS handshake that accepts
-/// any certificate (`-k`): printed, then pinned for the rest of the install.
-pub fn learn_fingerprint(node: &str) -> anyhow::Result<String> {
-    use std::net::ToSocketAddrs as _;
-    let host_port = node
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
-    let host = match host_port.rsplit_once(':') {
-        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
-        None => host_port.clone(),
-    };
-    let addr = host_port
-        .to_socket_addrs()
-        .with_context(|| format!("--node {node}: cannot resolve it"))?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("--node {node}: no address"))?;
-    let config = std::sync::Arc::new(kcore_pki::client_config_insecure()?);
-    let name = rustls::pki_types::ServerName::try_from(host)
-        .with_context(|| format!("--node {node}: not a host name"))?;
-    let mut conn = rustls::ClientConnection::new(config, name)?;
-    let mut sock = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
-        .with_context(|| {
-            format!("cannot reach the node agent at --node {node}: is it booted from the live ISO and listening?")
-        })?;
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut sock)
-            .with_context(|| format!("--node {node}: TLS handshake"))?;
-    }
-    let leaf = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or_else(|| anyhow::anyhow!("--node {node}: the agent showed no certificate"))?;
-    Ok(kcore_pki::fingerprint_sha256(leaf.as_ref()))
-}
-
-/// A client pinned to `fingerprint`.
-fn pinned_client(node: &str, fingerprint: &str) -> anyhow::Result<Remote> {
-    let tls = kcore_pki::client_config_pinned(fingerprint)
-        .with_context(|| format!("--fingerprint {fingerprint:?}"))?;
-    let client = kcore_net::Client::new(
-        vec![kcore_net::https_url(node)],
-        tls,
-        crate::agent_client::options(),
-    )?;
-    Ok(Remote::new(
-        client,
-        Expected::PinnedAgent(fingerprint.to_string()),
-    ))
-}
-
 /// An error reaching the agent that is not the agent's answer names `--node`.
 fn name_the_node(err: anyhow::Error, node: &str) -> anyhow::Error {
     if err.chain().any(|c| c.is::<Refused>()) || err.to_string().contains("--fingerprint") {
@@ -365,7 +286,9 @@ pub async fn run(
         Trust::Insecure => {
             let at = node.clone();
             // A blocking handshake of a few seconds at most, off the runtime's threads.
-            let fp = tokio::task::spawn_blocking(move || learn_fingerprint(&at)).await??;
+            let fp =
+                tokio::task::spawn_blocking(move || crate::agent_client::learn_fingerprint(&at))
+                    .await??;
             eprintln!(
                 "accepted the agent's certificate at {node} without verifying it (-k): \
                  fingerprint {fp}; compare it with the node's console, and pin it next time \
@@ -385,7 +308,7 @@ pub async fn run(
     let ctx = crate::context::resolve(global)?;
     let node_id = target.node_id.clone().unwrap_or_else(new_node_id);
     let spec = args.spec(&ctx.cluster, &node_id, &ctx.controllers)?;
-    let agent = pinned_client(&node, &fingerprint)?;
+    let agent = crate::agent_client::pinned(&node, &fingerprint)?;
 
     let plan: InstallPlan = agent
         .post_json("/v1/install/plan", &spec)
@@ -403,7 +326,14 @@ pub async fn run(
     if !plan.refusals.is_empty() {
         return Err(view::refusal(&plan).into());
     }
-    let hostname = plan.spec.hostname.clone().unwrap_or_default();
+    // The agent always fills the hostname in; an empty one must not be confirmable by
+    // pressing enter, so the node id stands in.
+    let hostname = plan
+        .spec
+        .hostname
+        .clone()
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| plan.spec.node_id.clone());
     let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     match confirmation(args.dry_run, args.yes, terminal, &hostname) {
         Confirmation::DryRun => {
@@ -478,7 +408,7 @@ pub async fn run(
     let key: RecoveryKey = agent.post_json("/v1/install/recovery-key", &claim).await?;
     let config_path = crate::context::config_path(global)?;
     let dir = crate::context::context_dir(&config_path, &ctx.name);
-    let stored = store_recovery_key(&dir, &key)?;
+    let stored = crate::context::store_recovery_key(&dir, &key)?;
     eprintln!(
         "LUKS recovery key of {} stored in {} (0600); keep a copy off this machine: it \
          opens the disk when the TPM or key device cannot",
@@ -768,39 +698,5 @@ mod tests {
         assert_eq!(t.len(), 64);
         assert!(t.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(t, claim_token().unwrap());
-    }
-
-    #[test]
-    fn the_recovery_key_is_stored_0600_in_a_0700_directory() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let ctx = dir.path().join("lab");
-        std::fs::create_dir_all(ctx.join("recovery")).unwrap();
-        std::fs::set_permissions(ctx.join("recovery"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-        let key = RecoveryKey {
-            node_id: "n1".into(),
-            luks_device: "/dev/disk/by-id/x-part2".into(),
-            recovery_key: "aaaa-bbbb\n".into(),
-            path_on_node: "/etc/kcore/recovery/luks-recovery-key.txt".into(),
-        };
-        let path = store_recovery_key(&ctx, &key).unwrap();
-        assert_eq!(path, ctx.join("recovery/n1.luks-recovery-key.txt"));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "aaaa-bbbb\n");
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(&ctx.join("recovery")), 0o700);
-        // A second install of the same id replaces the key; no temp file is left.
-        let again = RecoveryKey {
-            recovery_key: "cccc".into(),
-            ..key
-        };
-        store_recovery_key(&ctx, &again).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "cccc\n");
-        let names: Vec<_> = std::fs::read_dir(ctx.join("recovery"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
     }
 }
