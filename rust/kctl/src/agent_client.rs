@@ -6,6 +6,9 @@
 //!   (`~/.kcore/config`, or `--context` / `--kctl-config`); the agent must present a node
 //!   certificate of the context's cluster, for exactly `--node-id` when that is given.
 //!
+//! `kctl node install` with `-k` learns the fingerprint from one handshake
+//! ([`learn_fingerprint`]), prints it and pins it ([`pinned`]) for the rest of the install.
+//!
 //! Agent calls get longer timeouts than controller calls: a dry run evaluates Nix (the deep
 //! level can take tens of seconds) and a stream may be quiet while a rebuild compiles.
 

@@ -4,7 +4,8 @@
 //!
 //! Files a context refers to live in a directory named after the context next to the
 //! config file (`~/.kcore/<context>/`), so a temporary `HOME` or `--kctl-config` keeps
-//! everything in one place.
+//! everything in one place; so do the LUKS recovery keys `kctl node install` brings back
+//! (`<context>/recovery/<nodeId>.luks-recovery-key.txt`, [`store_recovery_key`]).
 
 use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
