@@ -554,3 +554,37 @@ async fn install_run_keyfile_mode_and_run_controller_write_the_key_device_and_co
     assert_eq!(record["luksMode"], "keyfile");
     bed.agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_run_while_one_runs_is_refused_and_plans_still_answer() {
+    let bed = run_bed(true).await;
+    let pki = Pki::new();
+    let (_, request) = confirmed(&bed, &pki, &spec("/dev/sdb", &["/dev/sdc"])).await;
+    let hold = bed.node.path("fail/hold-disko");
+    std::fs::write(&hold, "").unwrap();
+    let started: OperationStarted = bed
+        .client
+        .post_json("/v1/install/run", &request)
+        .await
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while !log(&bed).iter().any(|l| l.starts_with("disko ")) {
+        assert!(waited.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = bed
+        .client
+        .post_json::<_, OperationStarted>("/v1/install/run", &request)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "DISK_APPLY_IN_PROGRESS", "{err}");
+    let _: InstallPlan = bed
+        .client
+        .post_json("/v1/install/plan", &request.spec)
+        .await
+        .unwrap();
+    std::fs::remove_file(&hold).unwrap();
+    let (_, result) = follow(&bed.client, &started.operation_id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    bed.agent.stop().await;
+}
