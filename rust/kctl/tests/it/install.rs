@@ -559,3 +559,65 @@ async fn a_failed_step_exits_3_naming_it_and_the_agent_keeps_serving() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     bed.stop().await;
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`, fed the typed line),
+/// kctl asks for the node's hostname: a wrong answer writes nothing, the right one
+/// installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_operator_types_the_hostname() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: util-linux `script` is not on PATH");
+        return;
+    }
+    let bed = Bed::start().await;
+    let on_a_terminal = |typed: &'static str| {
+        let command = format!(
+            "{} node install --node {} --fingerprint {} --node-id {NODE_ID} --os-disk /dev/sdb",
+            env!("CARGO_BIN_EXE_kctl"),
+            bed.live.addr,
+            bed.live.fingerprint
+        );
+        let home = bed.lab.home().to_path_buf();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write as _;
+                let mut child = std::process::Command::new("script")
+                    .args(["-qec", &command, "/dev/null"])
+                    .env("HOME", &home)
+                    .env_remove("KCORE_CONFIG")
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                // After the question is up, so the line is not echoed before the plan.
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                stdin.write_all(typed.as_bytes()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                drop(stdin);
+                child.wait_with_output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = on_a_terminal("kcore-wrong\n").await;
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        shown.contains("Type the node's hostname (kcore-3f2a9c1e)"),
+        "{shown}"
+    );
+    assert!(shown.contains("not confirmed"), "{shown}");
+    assert_eq!(bed.writers(), Vec::<String>::new(), "programs ran");
+    let out = on_a_terminal("kcore-3f2a9c1e\n").await;
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("==> done"), "{shown}");
+    bed.stop().await;
+}
