@@ -183,8 +183,8 @@ async fn k_prints_the_fingerprint_it_accepted() {
 // sgdisk, vgchange, zpool, systemctl; each says so at its top). Disks are a block snapshot
 // fixture: this machine has no spare disk (the storage bed has real ones).
 
-/// The node's disks: the live system on sda, a blank sdb, sdc with an old ext4, sdd
-/// mounted at /srv.
+/// The node's disks: the live system on sda, blank sdb and sde, sdc with an old ext4,
+/// sdd mounted at /srv.
 fn snapshot() -> kcore_disko::BlockSnapshot {
     let disk = |name: &str, serial: &str| {
         json!({"name": name, "kname": name, "path": format!("/dev/{name}"), "type": "disk",
@@ -205,6 +205,7 @@ fn snapshot() -> kcore_disko::BlockSnapshot {
         json!({"fstype": "ext4", "mountpoints": ["/"]})
     )]);
     let sdb = disk("sdb", "BLANK1");
+    let sde = disk("sde", "BLANK2");
     let mut sdc = disk("sdc", "OLD1");
     sdc["pttype"] = json!("gpt");
     sdc["children"] = json!([part("sdc1", json!({"fstype": "ext4"}))]);
@@ -219,11 +220,12 @@ fn snapshot() -> kcore_disko::BlockSnapshot {
         ("sdb", "BLANK1"),
         ("sdc", "OLD1"),
         ("sdd", "MNT1"),
+        ("sde", "BLANK2"),
     ] {
         links.insert(by_id(serial), json!(format!("/dev/{name}")));
     }
     serde_json::from_value(json!({
-        "lsblk": {"blockdevices": [sda, sdb, sdc, sdd]},
+        "lsblk": {"blockdevices": [sda, sdb, sdc, sdd, sde]},
         "links": links,
     }))
     .unwrap()
@@ -266,6 +268,7 @@ impl Bed {
             "systems": {
                 "filesystem": "/nix/store/00000000000000000000000000000000-kcore-node-filesystem",
                 "lvm": "/nix/store/00000000000000000000000000000000-kcore-node-lvm",
+                "zfs": "/nix/store/00000000000000000000000000000000-kcore-node-zfs",
             },
         },
         "binaries": {
@@ -619,5 +622,50 @@ async fn on_a_terminal_the_operator_types_the_hostname() {
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("==> done"), "{shown}");
+    bed.stop().await;
+}
+
+/// The zfs flags reach the node: the layout mirrors the two data disks into the named
+/// pool, and the installed configuration names the pool, dataset prefix and hostname.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zfs_mirror_flags_reach_the_layout_and_the_installed_config() {
+    let bed = Bed::start().await;
+    let args = [
+        "--os-disk",
+        "/dev/sdb",
+        "--data-disk",
+        "/dev/sdc",
+        "--data-disk",
+        "/dev/sde",
+        "--storage-backend",
+        "zfs",
+        "--data-disk-mode",
+        "mirror",
+        "--zfs-pool-name",
+        "tank9",
+        "--zfs-dataset-prefix",
+        "vols",
+        "--hostname",
+        "hv9",
+        "--dc-id",
+        "DC3",
+    ];
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let out = bed.install(&dry).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(plan.contains("storage zfs"), "{plan}");
+    assert!(plan.contains("mirror"), "{plan}");
+    assert!(plan.contains("tank9"), "{plan}");
+    assert!(plan.contains("-kcore-node-zfs"), "{plan}");
+    let mut yes = args.to_vec();
+    yes.push("--yes");
+    let out = bed.install(&yes).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let yaml = std::fs::read_to_string(bed.path("root/etc/kcore/node-agent.yaml")).unwrap();
+    for want in ["tank9", "vols", "hv9", "DC3", "zfs"] {
+        assert!(yaml.contains(want), "{want}: {yaml}");
+    }
     bed.stop().await;
 }
