@@ -538,8 +538,15 @@ async fn run_controller_has_the_controller_csr_signed_by_the_new_route() {
         std::fs::read_to_string(bed.path("root/etc/kcore/controller/sub-ca.crt")).unwrap(),
         sub
     );
-    let yaml = std::fs::read_to_string(bed.path("root/etc/kcore/controller.yaml")).unwrap();
-    assert!(yaml.contains("127.0.0.1:9190"), "{yaml}");
+    // The controller's own loader reads what was written: this id and cluster, the
+    // advertised address, the context's controller as the peer to fetch the sub-CA key from.
+    let config =
+        kcore_controller::ControllerConfig::load(&bed.path("root/etc/kcore/controller.yaml"))
+            .unwrap();
+    assert_eq!(config.controller_id, NODE_ID);
+    assert_eq!(config.cluster_name, "lab");
+    assert_eq!(config.advertise_address.as_deref(), Some("127.0.0.1:9190"));
+    assert_eq!(config.peers, [bed.lab.addr.clone()]);
     bed.stop().await;
 }
 
