@@ -546,7 +546,7 @@ async fn run_controller_has_the_controller_csr_signed_by_the_new_route() {
     assert_eq!(config.controller_id, NODE_ID);
     assert_eq!(config.cluster_name, "lab");
     assert_eq!(config.advertise_address.as_deref(), Some("127.0.0.1:9190"));
-    assert_eq!(config.peers, [bed.lab.addr.clone()]);
+    assert_eq!(config.peers, std::slice::from_ref(&bed.lab.addr));
     bed.stop().await;
 }
 
