@@ -6,6 +6,9 @@
 //!   (`~/.kcore/config`, or `--context` / `--kctl-config`); the agent must present a node
 //!   certificate of the context's cluster, for exactly `--node-id` when that is given.
 //!
+//! `kctl node install` with `-k` learns the fingerprint from one handshake
+//! ([`learn_fingerprint`]), prints it and pins it ([`pinned`]) for the rest of the install.
+//!
 //! Agent calls get longer timeouts than controller calls: a dry run evaluates Nix (the deep
 //! level can take tens of seconds) and a stream may be quiet while a rebuild compiles.
 
@@ -85,4 +88,56 @@ pub fn connect(global: &GlobalArgs, target: &NodeTarget) -> anyhow::Result<Remot
     };
     let client = Client::new(vec![kcore_net::https_url(node)], tls, options())?;
     Ok(Remote::new(client, Expected::agent(&trust, context)))
+}
+/// The install-mode agent's certificate fingerprint, from one TLS handshake that accepts
+/// any certificate (`-k`): printed, then pinned for the rest of the install.
+pub fn learn_fingerprint(node: &str) -> anyhow::Result<String> {
+    use std::net::ToSocketAddrs as _;
+    let host_port = node
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let host = match host_port.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        None => host_port.clone(),
+    };
+    let addr = host_port
+        .to_socket_addrs()
+        .with_context(|| format!("--node {node}: cannot resolve it"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--node {node}: no address"))?;
+    let config = std::sync::Arc::new(kcore_pki::client_config_insecure()?);
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .with_context(|| format!("--node {node}: not a host name"))?;
+    let mut conn = rustls::ClientConnection::new(config, name)?;
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .with_context(|| {
+            format!("cannot reach the node agent at --node {node}: is it booted from the live ISO and listening?")
+        })?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .with_context(|| format!("--node {node}: TLS handshake"))?;
+    }
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| anyhow::anyhow!("--node {node}: the agent showed no certificate"))?;
+    Ok(kcore_pki::fingerprint_sha256(leaf.as_ref()))
+}
+
+/// A client for the install-mode agent at `node` pinned to `fingerprint` (`kctl node
+/// install` pins even after `-k`, to the fingerprint it printed).
+pub fn pinned(node: &str, fingerprint: &str) -> anyhow::Result<Remote> {
+    let tls = kcore_pki::client_config_pinned(fingerprint)
+        .with_context(|| format!("--fingerprint {fingerprint:?}"))?;
+    let client = kcore_net::Client::new(
+        vec![kcore_net::https_url(node)],
+        tls,
+        crate::agent_client::options(),
+    )?;
+    Ok(Remote::new(
+        client,
+        Expected::PinnedAgent(fingerprint.to_string()),
+    ))
 }

@@ -4,7 +4,8 @@
 //!
 //! Files a context refers to live in a directory named after the context next to the
 //! config file (`~/.kcore/<context>/`), so a temporary `HOME` or `--kctl-config` keeps
-//! everything in one place.
+//! everything in one place; so do the LUKS recovery keys `kctl node install` brings back
+//! (`<context>/recovery/<nodeId>.luks-recovery-key.txt`, [`store_recovery_key`]).
 
 use kcore_api::ErrorCode;
 use std::path::{Path, PathBuf};
@@ -195,6 +196,36 @@ pub fn credentials_error(ctx: &Context, err: kcore_pki::PkiError) -> anyhow::Err
     )
 }
 
+/// Where the recovery key of `node_id` is kept: `<context dir>/recovery/<nodeId>.luks-recovery-key.txt`.
+pub fn recovery_key_path(context_dir: &Path, node_id: &str) -> PathBuf {
+    context_dir
+        .join("recovery")
+        .join(format!("{node_id}.luks-recovery-key.txt"))
+}
+
+/// Writes the recovery key next to the context's credentials: the directory 0700 (also
+/// when it exists: it holds nothing but keys), the file 0600, temp file + rename so a
+/// crash never leaves half a key.
+pub fn store_recovery_key(
+    context_dir: &Path,
+    key: &kcore_api::install::RecoveryKey,
+) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let path = recovery_key_path(context_dir, &key.node_id);
+    let dir = path.parent().unwrap_or(context_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} 0700", dir.display()))?;
+    let text = format!("{}\n", key.recovery_key.trim());
+    kcore_pki::write_atomically(&path, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +253,39 @@ mod tests {
         let err = format!("{:#}", KctlConfig::load(&path).unwrap_err());
         assert!(err.contains("bogus"), "{err}");
         assert_eq!(context_dir(&path, "lab"), dir.path().join("lab"));
+    }
+
+    #[test]
+    fn the_recovery_key_is_stored_0600_in_a_0700_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("lab");
+        std::fs::create_dir_all(ctx.join("recovery")).unwrap();
+        std::fs::set_permissions(ctx.join("recovery"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let key = kcore_api::install::RecoveryKey {
+            node_id: "n1".into(),
+            luks_device: "/dev/disk/by-id/x-part2".into(),
+            recovery_key: "aaaa-bbbb\n".into(),
+            path_on_node: "/etc/kcore/recovery/luks-recovery-key.txt".into(),
+        };
+        let path = store_recovery_key(&ctx, &key).unwrap();
+        assert_eq!(path, ctx.join("recovery/n1.luks-recovery-key.txt"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "aaaa-bbbb\n");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&ctx.join("recovery")), 0o700);
+        // A second install of the same id replaces the key; no temp file is left.
+        let again = kcore_api::install::RecoveryKey {
+            recovery_key: "cccc".into(),
+            ..key
+        };
+        store_recovery_key(&ctx, &again).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "cccc\n");
+        let names: Vec<_> = std::fs::read_dir(ctx.join("recovery"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 }
