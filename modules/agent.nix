@@ -296,16 +296,27 @@ in
           lib.mkDefault "${config.boot.loader.grub.package}/sbin/grub-reboot"
         );
       }
-      # Install mode: the tools the install routes run (cryptsetup, nixos-install, sgdisk;
-      # systemctl for the reboot). nixos-install is nixpkgs' pkgs/by-name/ni/nixos-install
-      # (in nixos-install-tools). systemd-cryptenroll and umount are found on the unit's
-      # PATH (systemd and util-linux are on it) until the agent knows them as `binaries`
-      # keys (kcore-nix's program list).
+      # Install mode: every program the install routes run (docs/agent.md "Install mode"),
+      # as kcore-nix's tool names: disko formats, nixos-install installs (nixpkgs
+      # pkgs/by-name/ni/nixos-install, in nixos-install-tools), systemd-cryptenroll enrols
+      # the recovery key and the TPM2 (systemd ships it: pkgs/os-specific/linux/systemd),
+      # cryptsetup proves and removes keys and closes the LUKS device, sgdisk partitions the
+      # key device, umount -R and vgchange -an (lvm2's bin output links every LVM command to
+      # `lvm`: pkgs/os-specific/linux/lvm2/common.nix) or zpool export release the disks
+      # after the install, zpool status -P tells an imported pool's member from an exported
+      # one (the live ISO has ZFS: nixos/modules/profiles/base.nix supportedFilesystems),
+      # and systemctl reboots.
       (lib.mkIf (cfg.settings.mode == "install") {
         cryptsetup = lib.mkDefault (lib.getExe' pkgs.cryptsetup "cryptsetup");
+        systemd-cryptenroll = lib.mkDefault (
+          lib.getExe' config.systemd.package "systemd-cryptenroll"
+        );
         systemctl = lib.mkDefault (lib.getExe' config.systemd.package "systemctl");
         nixos-install = lib.mkDefault (lib.getExe' pkgs.nixos-install-tools "nixos-install");
         sgdisk = lib.mkDefault (lib.getExe' pkgs.gptfdisk "sgdisk");
+        umount = lib.mkDefault (lib.getExe' pkgs.util-linux "umount");
+        vgchange = lib.mkDefault (lib.getExe' pkgs.lvm2 "vgchange");
+        zpool = lib.mkDefault (lib.getExe' config.boot.zfs.package "zpool");
       })
     ];
 

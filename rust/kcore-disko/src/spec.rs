@@ -140,8 +140,9 @@ pub struct LuksSpec {
     /// Keyfile mode: the key file the container is formatted with and unlocked by.
     #[serde(default)]
     pub key_file: Option<String>,
-    /// TPM2 mode: the file holding the install-time passphrase (the recovery key) that
-    /// `cryptsetup luksFormat` reads; the TPM key is enrolled on first boot.
+    /// TPM2 mode: the file holding the install-time passphrase that `cryptsetup
+    /// luksFormat` reads (the installer's random install key, whose slot it removes once
+    /// the recovery key and the TPM2 key, PCRs 0+2+7, are enrolled at install).
     #[serde(default = "default_install_key_file")]
     pub install_key_file: String,
     /// The key derivation `cryptsetup luksFormat` uses for the keyslot. Unset: cryptsetup's

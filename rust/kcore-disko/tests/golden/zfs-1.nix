@@ -25,8 +25,9 @@
                 type = "luks";
                 name = "crypted";
                 extraFormatArgs = [ "--type" "luks2" ];
-                # Formatted with the install-time recovery key; the TPM2 key is enrolled on
-                # first boot so it is bound to the installed system's PCRs.
+                # Formatted with the passphrase in passwordFile; the TPM2 key (PCRs 0+2+7)
+                # is enrolled at install (kctl node install) or with kcore-tpm2-reenroll,
+                # never at boot: docs/storage.md "LUKS keys".
                 passwordFile = "/tmp/kcore-luks-install.key";
                 settings = {
                   allowDiscards = true;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use kcore_agent::config::Backend;
 use serde_json::json;
 
 use crate::eval::{agent_config, controller_config};
@@ -55,6 +56,31 @@ fn kcore_agent_accepts_the_rendered_agent_yaml() {
     for host in ["hv-lvm", "hv-zfs", "node"] {
         parse(&agent_text(&h.host_outputs(host)), host);
     }
+    // The ISO's file (hosts/installer), `install:` section and the install-mode binaries
+    // included, as kcore-agent reads it.
+    let iso = parse(&agent_text(&h.host_outputs("installer")), "hosts/installer");
+    assert_eq!(iso.mode, kcore_agent::config::Mode::Install);
+    assert_eq!(iso.install.tpm2_pcrs, [0, 2, 7]);
+    for backend in [Backend::Filesystem, Backend::Lvm, Backend::Zfs] {
+        let system = iso.install.systems.get(backend);
+        assert!(
+            system.is_some_and(|p| p.starts_with("/nix/store/")),
+            "install.systems.{backend:?}: {system:?}"
+        );
+    }
+    for tool in [
+        "cryptsetup",
+        "systemd-cryptenroll",
+        "nixos-install",
+        "sgdisk",
+        "umount",
+        "vgchange",
+        "zpool",
+        "systemctl",
+        "disko",
+    ] {
+        assert!(iso.binaries.get(tool).is_some(), "binaries.{tool}");
+    }
 
     // Teeth: a freeform key the agent does not know passes the module but not the agent.
     let mut config = agent_config(json!({}));
@@ -105,28 +131,10 @@ fn kcore_controller_accepts_the_rendered_controller_yaml() {
     assert!(err.to_string().contains("requireManualAproval"), "{err}");
 }
 
-/// Deep merge of the contract's `--defaults` rule: maps merge key by key, the config file
-/// wins, anything else (lists, scalars) is replaced. The agent's own loader does this at
-/// run time; this copy lets the check run on the file shapes alone.
-fn merge_under(defaults: serde_json::Value, file: serde_json::Value) -> serde_json::Value {
-    match (defaults, file) {
-        (serde_json::Value::Object(mut d), serde_json::Value::Object(f)) => {
-            for (k, v) in f {
-                let merged = match d.remove(&k) {
-                    Some(dv) => merge_under(dv, v),
-                    None => v,
-                };
-                d.insert(k, merged);
-            }
-            serde_json::Value::Object(d)
-        }
-        (_, f) => f,
-    }
-}
-
 /// An installed system (hosts/installed-*): its `--defaults` file under a node-agent.yaml of
-/// the shape the installer writes (the install contract, step write-config) is a file
-/// kcore-agent accepts, with the node's values winning.
+/// the shape the installer writes (the install contract, step write-config), read by
+/// kcore-agent's own layered loader (`AgentConfig::load_layered`, what `--defaults FILE
+/// --config FILE` runs), is a configuration the agent accepts, with the node's values winning.
 #[test]
 fn kcore_agent_accepts_the_installed_defaults_under_the_installers_file() {
     let Some(h) =
@@ -134,34 +142,39 @@ fn kcore_agent_accepts_the_installed_defaults_under_the_installers_file() {
     else {
         return;
     };
-    let path = Path::new("/etc/kcore/node-agent.yaml");
+    let dir = tempfile::tempdir().unwrap();
     let hosts = h.hosts(&json!({}));
     for backend in ["filesystem", "lvm", "zfs"] {
         let host = &hosts[&format!("installed-{backend}")];
-        let defaults: serde_json::Value =
-            serde_json::from_str(host["agentDefaults"].as_str().unwrap()).unwrap();
-        let installer = json!({
-            "nodeId": "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b",
-            "dcId": "DC2",
-            "hostname": "hv1",
-            "mode": "managed",
-            "controllers": ["10.0.0.5:9090", "10.0.0.6:9090"],
-            "labels": {},
-            "tls": {
-                "caFile": "/etc/kcore/tls/ca.crt",
-                "certFile": "/etc/kcore/tls/node.crt",
-                "keyFile": "/etc/kcore/tls/node.key"
-            },
-            "storage": {
-                "backend": backend,
-                "lvm": { "vgName": "vg_fast", "lvPrefix": "kcore-" },
-                "zfs": { "poolName": "tank0", "datasetPrefix": "kcore" }
-            }
-        });
-        let merged = merge_under(defaults, installer);
-        let text = serde_json::to_string(&merged).unwrap();
-        let parsed = kcore_agent::config::AgentConfig::parse(&text, path)
-            .unwrap_or_else(|e| panic!("installed-{backend}: kcore-agent refuses {e}\n{text}"));
+        let defaults = dir
+            .path()
+            .join(format!("installed-{backend}-defaults.yaml"));
+        std::fs::write(&defaults, host["agentDefaults"].as_str().unwrap()).unwrap();
+        let installer = dir.path().join("node-agent.yaml");
+        std::fs::write(
+            &installer,
+            format!(
+                r#"nodeId: 3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b
+dcId: DC2
+hostname: hv1
+mode: managed
+controllers: ["10.0.0.5:9090", "10.0.0.6:9090"]
+labels: {{}}
+tls:
+  caFile: /etc/kcore/tls/ca.crt
+  certFile: /etc/kcore/tls/node.crt
+  keyFile: /etc/kcore/tls/node.key
+storage:
+  backend: {backend}
+  lvm: {{ vgName: vg_fast, lvPrefix: kcore- }}
+  zfs: {{ poolName: tank0, datasetPrefix: kcore }}
+disko: {{ managementModeFile: /etc/kcore/disko-management-mode }}
+"#
+            ),
+        )
+        .unwrap();
+        let parsed = kcore_agent::config::AgentConfig::load_layered(Some(&defaults), &installer)
+            .unwrap_or_else(|e| panic!("installed-{backend}: kcore-agent refuses {e}"));
         assert_eq!(parsed.node_id, "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b");
         assert_eq!(parsed.dc_id, "DC2");
         assert_eq!(parsed.storage.backend.as_str(), backend);
@@ -171,15 +184,21 @@ fn kcore_agent_accepts_the_installed_defaults_under_the_installers_file() {
             parsed.binaries.get("disko").is_some(),
             "installed-{backend}"
         );
-        // The installer's list replaces the defaults' empty one.
-        assert_eq!(
-            merged["controllers"],
-            json!(["10.0.0.5:9090", "10.0.0.6:9090"])
-        );
-        assert_eq!(
-            merged["storage"]["lvm"]["vgName"],
-            json!("vg_fast"),
-            "the file wins"
+        // The installer's list replaces the defaults' empty one; its names win.
+        assert_eq!(parsed.controllers, ["10.0.0.5:9090", "10.0.0.6:9090"]);
+        assert_eq!(parsed.storage.lvm.vg_name, "vg_fast", "the file wins");
+        // Teeth: a key the agent does not know, in the defaults, is refused naming both
+        // files (a module key the agent lacks fails here, not at a node's boot).
+        let mut bad: serde_json::Value =
+            serde_yaml_ng::from_str(host["agentDefaults"].as_str().unwrap()).unwrap();
+        bad["heartbeatIntervalSecs"] = json!(5);
+        std::fs::write(&defaults, serde_json::to_string(&bad).unwrap()).unwrap();
+        let err = kcore_agent::config::AgentConfig::load_layered(Some(&defaults), &installer)
+            .expect_err("an unknown key in --defaults must be refused")
+            .to_string();
+        assert!(
+            err.contains("heartbeatIntervalSecs") && err.contains("over --defaults"),
+            "{err}"
         );
     }
 }

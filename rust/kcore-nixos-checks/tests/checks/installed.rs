@@ -155,6 +155,10 @@ fn the_installer_carries_each_backends_system_and_its_tools() {
         ("cryptsetup", "cryptsetup/bin/cryptsetup"),
         ("sgdisk", "gptfdisk/bin/sgdisk"),
         ("systemctl", "systemd/bin/systemctl"),
+        ("systemd-cryptenroll", "systemd/bin/systemd-cryptenroll"),
+        ("umount", "util-linux/bin/umount"),
+        ("vgchange", "lvm2/bin/vgchange"),
+        ("zpool", "zfs/bin/zpool"),
         ("disko", "disko/bin/disko"),
     ] {
         assert_eq!(

@@ -11,6 +11,7 @@ mod contract;
 mod eval;
 mod flake;
 mod hosts;
+mod install_files;
 mod installed;
 mod lint;
 mod lock;
