@@ -34,6 +34,16 @@ let
     "k_against_a_managed_agent_says_to_drop_k"
     "a_managed_agent_with_another_identity_names_what_was_expected_and_got"
     "luks_mode_auto_is_tpm2_on_a_node_with_a_tpm_and_keyfile_without"
+    # kctl/tests/it/install.rs: the install stand-ins in tests/support/install
+    "a_failed_step_exits_3_naming_it_and_the_agent_keeps_serving"
+    "a_refused_disk_exits_1_with_its_code_and_nothing_runs"
+    "dry_run_prints_the_plan_and_writes_nothing_and_no_terminal_needs_yes"
+    "k_prints_the_fingerprint_it_accepted"
+    "on_a_terminal_the_operator_types_the_hostname"
+    "run_controller_has_the_controller_csr_signed_by_the_new_route"
+    "the_node_target_errors_name_the_flag_to_fix"
+    "yes_installs_streams_steps_stores_the_recovery_key_and_reboots"
+    "zfs_mirror_flags_reach_the_layout_and_the_installed_config"
     # kctl/tests/it/update.rs: the fleet flake in tests/support/fleet, scripts/demo-rollout.sh
     "update_cluster_apply_waits_for_approve_and_a_failed_rollout_exits_1"
     "update_cluster_get_watch_prints_each_change_until_the_rollout_ends_and_exits_1_when_it_failed"
