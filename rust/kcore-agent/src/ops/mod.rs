@@ -353,6 +353,26 @@ impl Operations {
         Some(result)
     }
 
+    /// Returns once operation `id` has finished (its lanes are released by then, as
+    /// `OpHandle::finish` drops them first), at once for an unknown id. One that is detached (the agent
+    /// stops while its unit runs on) never finishes here: callers bound the wait.
+    pub async fn finished(&self, id: &str) {
+        let Some(entry) = lock(&self.entries).get(id).cloned() else {
+            return;
+        };
+        let mut rx = entry.version.subscribe();
+        loop {
+            if lock(&entry.result).status != OperationStatus::Running {
+                return;
+            }
+            // The sender lives in `entry`, which we hold; the status changes before the
+            // `finished` event bumps the version.
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Every event from the first, then new ones as they come, ending after `finished`.
     pub fn stream(&self, id: &str) -> Option<impl Stream<Item = OperationEvent> + Send + 'static> {
         let entry = lock(&self.entries).get(id).cloned()?;
@@ -496,6 +516,10 @@ impl OpHandle {
 
     /// End the operation; emits the final event. Only [`OpHandle::run`] calls it.
     fn finish(&self, status: OperationStatus, error: Option<ApiError>) -> OperationResult {
+        // The lanes first: whoever sees the status change ([`Operations::finished`], the
+        // assignment loop starting the activation after its prepare) can take them at once
+        // instead of meeting a `409` and backing off.
+        lock(&self.entry.guard).take();
         let result = {
             let mut result = lock(&self.entry.result);
             result.status = status;

@@ -246,3 +246,39 @@ async fn a_detached_operation_stays_running_and_is_re_attachable_after_a_restart
         "finished: no handle"
     );
 }
+
+/// What the assignment loop waits on between a prepare's final report and the activation:
+/// `finished` returns only once the operation ended, and its lanes are free by then (a
+/// waiter that took them right away would otherwise meet a `409`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_returns_when_the_operation_ends_with_its_lanes_already_free() {
+    let lanes = Arc::new(Lanes::default());
+    let ops = Arc::new(Operations::default());
+    let op = ops.start(
+        OperationKind::RolloutPrepare,
+        None,
+        lanes.take(OperationKind::RolloutPrepare).unwrap(),
+    );
+    let id = op.id.clone();
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(op.run(|_| async move {
+        let _ = wait.await;
+        Ok(Outcome::default())
+    }));
+    let waiter = {
+        let (ops, id, lanes) = (ops.clone(), id.clone(), lanes.clone());
+        tokio::spawn(async move {
+            ops.finished(&id).await;
+            // Taken the moment `finished` returns, as the assignment loop does.
+            lanes.take(OperationKind::RolloutActivate).is_ok()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "returned while the operation ran");
+    go.send(()).unwrap();
+    assert!(waiter.await.unwrap(), "the lane was still held");
+    running.await.unwrap();
+    // Unknown or already ended: at once.
+    ops.finished(&id).await;
+    ops.finished("nope").await;
+}

@@ -106,10 +106,14 @@ pub async fn run(
     mut rec: ActivationRecord,
 ) -> Result<Outcome, OpError> {
     let dir = ops_dir(state)?;
+    let started = tokio::time::Instant::now();
     rec.save(&dir)?;
     report(state, &rec, StepPhase::Activating, |_| {})?;
     if goal_of(&rec) != Goal::Test {
-        match system::set_profile(state, op, &rec.store_path).await {
+        let set = system::set_profile(state, op, &rec.store_path).await;
+        tracing::debug!(operation = %op.id, set_profile_ms = started.elapsed().as_millis() as u64,
+            "nix-env --set ran");
+        match set {
             Ok(generation) => rec.generation = Some(generation),
             // Nothing was activated: the step failed, the record goes.
             Err(OpError::Failed { status, mut error }) => {
@@ -133,6 +137,8 @@ pub async fn run(
         Step::Activate,
     )
     .await?;
+    tracing::debug!(operation = %op.id, exit, since_start_ms = started.elapsed().as_millis() as u64,
+        "switch-to-configuration unit ended");
     after_unit(state, op, rec, Step::Activate, exit).await
 }
 

@@ -30,8 +30,14 @@ use tokio::sync::watch;
 use super::state;
 use crate::server::AgentState;
 
-/// How often a running step's report is read for a new phase, as the health gate's 200 ms.
+/// How often a running step's report is read for a new phase when no save woke the loop
+/// first ([`state::reports_saved`] wakes it at every save; this catches what no save
+/// announces: an operation that ended without a final report, a trial boot's record).
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// How long the loop waits for a prepare whose final report it has to end (and release the
+/// system lane) before it starts the activation anyway ([`Loop::start_with_retry`] then
+/// waits out a lane still held).
+const PREPARE_END_WAIT: Duration = Duration::from_secs(5);
 /// A report is tried this many times before the loop gives up on that phase (the final
 /// one is kept and sent again when the controller names the step once more).
 const REPORT_ATTEMPTS: u32 = 6;
@@ -286,7 +292,22 @@ impl Loop {
                     report.store_path = Some(path.clone());
                     report
                 }
-                None => self.prepare(step, p).await?,
+                None => {
+                    let prepared = self.prepare(step, p).await?;
+                    // The final report is saved before the operation ends: without this
+                    // wait the activation would meet the prepare's system lane (a `409`
+                    // and a 0.5 s back-off).
+                    if let Some(id) = p.prepare_op.clone() {
+                        let started = tokio::time::Instant::now();
+                        tokio::select! {
+                            _ = tokio::time::timeout(PREPARE_END_WAIT, self.state.ops.finished(&id)) => {}
+                            _ = self.stop.wait_for(|s| *s) => return Err(Halt::Stopping),
+                        }
+                        tracing::debug!(operation = %id, waited_ms = started.elapsed().as_millis() as u64,
+                            "prepare ended; starting the activation");
+                    }
+                    prepared
+                }
             };
             if prepared.phase != StepPhase::Prepared {
                 return self.close(step, p, prepared).await;
@@ -389,8 +410,11 @@ impl Loop {
         id: &str,
         bound: Duration,
     ) -> Result<StepReport, Halt> {
-        let deadline = tokio::time::Instant::now() + bound;
+        let started = tokio::time::Instant::now();
+        let deadline = started + bound;
         let mut last: Option<StepPhase> = None;
+        // Subscribed before the first read, so no save between a read and the wait is lost.
+        let mut saved = state::reports_saved();
         loop {
             let ended = self
                 .state
@@ -400,14 +424,22 @@ impl Loop {
             // Read after the status: an operation that ended has saved its last report.
             let report = state::load_report(&self.ops_dir, id);
             if let Some(report) = &report {
+                if report.phase.is_final() || last != Some(report.phase) {
+                    // Where a step's time goes on the node (docs/rollouts.md, "Benchmark").
+                    tracing::debug!(operation = %id, phase = ?report.phase,
+                        since_follow_ms = started.elapsed().as_millis() as u64, "step phase seen");
+                }
                 if report.phase.is_final() {
                     return Ok(report.clone());
                 }
                 if last != Some(report.phase) {
                     last = Some(report.phase);
+                    let sent = tokio::time::Instant::now();
                     if self.report(step, report).await? == Delivery::Refused {
                         return Err(Halt::Refused);
                     }
+                    tracing::debug!(operation = %id, phase = ?report.phase,
+                        report_ms = sent.elapsed().as_millis() as u64, "step phase reported");
                 }
             }
             // A trial boot outlives the activation operation: until its record is gone the
@@ -427,8 +459,11 @@ impl Loop {
                 failed.code = failed.code.or(Some(StepCode::StepFailed));
                 return Ok(failed);
             }
-            if !self.sleep(FOLLOW_EVERY).await {
-                return Err(Halt::Stopping);
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                // Closed only if the sender were dropped (it is a static): then the sleep.
+                Ok(()) = saved.changed() => {}
+                _ = self.stop.wait_for(|s| *s) => return Err(Halt::Stopping),
             }
         }
     }

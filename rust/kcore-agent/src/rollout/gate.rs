@@ -13,8 +13,12 @@ use super::system;
 use crate::ops::{OpError, OpHandle};
 use crate::server::AgentState;
 
-/// How often the health gate looks.
-const GATE_INTERVAL: Duration = Duration::from_millis(200);
+/// The health gate looks again after this, doubling up to [`GATE_INTERVAL_MAX`]: a system
+/// that is healthy a moment after its activation (the usual case) passes within tens of
+/// milliseconds, one still starting is not asked about thousands of times (each look runs
+/// `systemctl is-system-running` and may ask a controller).
+const GATE_INTERVAL_MIN: Duration = Duration::from_millis(25);
+const GATE_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
 /// Why a health gate did not pass.
 #[derive(Debug)]
@@ -37,10 +41,14 @@ pub async fn health_gate(
     timeout: Duration,
 ) -> Result<Result<(), GateFailure>, OpError> {
     op.step(format!("health gate ({} s)", timeout.as_secs()));
-    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let mut interval = super::assignment::Doubling::new(GATE_INTERVAL_MIN, GATE_INTERVAL_MAX);
+    let mut looks = 0u32;
     let mut stopping = state.stopping.subscribe();
     let expected = system::resolved(expected).unwrap_or_else(|| expected.to_path_buf());
     loop {
+        looks += 1;
         let mut links = vec![("/run/current-system", system::current_system(state))];
         if after_boot {
             links.push(("/run/booted-system", system::booted_system(state)));
@@ -59,6 +67,8 @@ pub async fn health_gate(
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     match reaches_controller(state, left).await {
                         Ok(reached) => {
+                            tracing::debug!(operation = %op.id, looks,
+                                gate_ms = started.elapsed().as_millis() as u64, "health gate passed");
                             op.output(
                                 "agent",
                                 format!("health gate passed: the new system is running{reached}"),
@@ -89,7 +99,7 @@ pub async fn health_gate(
             }));
         }
         tokio::select! {
-            _ = tokio::time::sleep(GATE_INTERVAL) => {}
+            _ = tokio::time::sleep(interval.wait().min(deadline.saturating_duration_since(tokio::time::Instant::now()))) => {}
             // The unit record stays: the next agent re-attaches to the ended unit and runs
             // the gate again.
             _ = stopping.wait_for(|s| *s) => return Err(OpError::Detached),
