@@ -19,6 +19,12 @@ pub struct Cli {
     #[arg(long = "config", global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
 
+    /// A YAML of the same shape read UNDER `--config` (maps merge key by key, the config
+    /// file wins, lists replace): an installed node's NixOS module passes the settings
+    /// every node of the system shares here, the config file holds the node's own.
+    #[arg(long = "defaults", global = true, value_name = "FILE")]
+    pub defaults: Option<PathBuf>,
+
     #[command(flatten)]
     pub log: kcore_net::daemon::LogArgs,
 
@@ -78,7 +84,7 @@ pub fn main() -> std::process::ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config).await,
+        Command::Serve => serve(cli.defaults.as_deref(), &cli.config).await,
         Command::ProvisionDisk(p) => {
             // clap reads one variable per argument; SATELLITE_ID is the guide's name for
             // NODE_ID (an init container's environment), read only when NODE_ID is unset.
@@ -102,7 +108,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::VmReconcile { file } => {
-            let config = AgentConfig::load(&cli.config).context("reading the configuration")?;
+            let config = AgentConfig::load_layered(cli.defaults.as_deref(), &cli.config)
+                .context("reading the configuration")?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let desired: Vec<kcore_api::vm::NodeVm> = serde_json::from_str(&text)
@@ -117,8 +124,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config_path: &std::path::Path) -> anyhow::Result<()> {
-    let config = AgentConfig::load(config_path).context("cannot start the agent")?;
+async fn serve(
+    defaults: Option<&std::path::Path>,
+    config_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let config =
+        AgentConfig::load_layered(defaults, config_path).context("cannot start the agent")?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -100,6 +100,9 @@ pub struct AgentConfig {
     /// docs/agent.md ("Connections and limits").
     #[serde(default)]
     pub connections: kcore_net::ConnectionLimits,
+    /// Install mode: what `POST /v1/install/run` installs and where ([`crate::install`]).
+    #[serde(default)]
+    pub install: crate::install::config::InstallConfig,
 }
 
 /// TLS material, as file paths only (never inline secrets).
@@ -544,6 +547,9 @@ impl AgentConfig {
         self.connections
             .validate()
             .map_err(|e| invalid("connections", e.to_string()))?;
+        self.install
+            .validate()
+            .map_err(|(field, message)| invalid(field, message))?;
         Ok(())
     }
 

@@ -152,7 +152,7 @@ fn failure(status: StatusCode, err: ApiError) -> ApiFailure {
     ApiFailure { status, error: err }
 }
 
-fn validate_failure(err: ValidateError) -> ApiFailure {
+pub(crate) fn validate_failure(err: ValidateError) -> ApiFailure {
     match err {
         ValidateError::Invalid(findings) => failure(
             StatusCode::UNPROCESSABLE_ENTITY,

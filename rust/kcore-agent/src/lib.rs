@@ -1,7 +1,9 @@
 //! The kcore node agent: inventory, day-2 storage and configuration, served over HTTPS,
 //! and registration with the controllers (`registration`).
 //!
-//! - [`config`] parses `/etc/kcore/node-agent.yaml`.
+//! - [`config`] parses `/etc/kcore/node-agent.yaml`, [`config_defaults`] reads it over
+//!   `--defaults FILE`.
+//! - [`install`] is install mode's day 0: plan, CSRs, the install itself, claim, reboot.
 //! - [`server`] sets up TLS per mode and the `/v1` routes ([`run`]).
 //! - [`inventory`] collects disks, NICs and the storage view.
 //! - [`disko_apply`] and [`nix_apply`] make the day-2 changes, run as [`ops`] operations.
@@ -16,8 +18,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod config_defaults;
 pub mod disko_apply;
 pub mod fsutil;
+pub mod install;
 pub mod inventory;
 pub mod metrics;
 pub mod mgmt;

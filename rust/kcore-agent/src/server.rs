@@ -1,8 +1,9 @@
 //! The agent's HTTPS server: TLS per mode (managed: mTLS against the cluster CA; install:
 //! a self-signed certificate whose SHA-256 fingerprint is logged), the `/v1` routes and
-//! who may call them. In install mode only the inventory routes exist; everything else
-//! is a 404, not a 403, so a live ISO does not even advertise day-2 operations (nor
-//! `/metrics`, which needs a client identity; managed mode serves it, [`crate::metrics`]).
+//! who may call them. In install mode only the inventory, install ([`crate::install`]) and
+//! operation routes exist; everything else is a 404, not a 403, so a live ISO does not
+//! even advertise day-2 operations (nor `/metrics`, which needs a client identity; managed
+//! mode serves it, [`crate::metrics`]).
 
 use kcore_api::ErrorCode;
 use std::future::Future;
@@ -77,6 +78,9 @@ pub struct RuntimeOptions {
     /// Where the inventory reads sysfs (NIC speeds, the TPM): `/sys` in production; a
     /// directory of the tests' making, so a TPM can be present or absent.
     pub sysfs_root: PathBuf,
+    /// Where the install opens the device paths it writes to itself (the key device's
+    /// partition, `crate::install::steps`): `/` in production; the tests' directory.
+    pub dev_root: PathBuf,
 }
 
 /// This process's executable if it is kcore-agent (also as NixOS's wrapped
@@ -99,6 +103,7 @@ impl Default for RuntimeOptions {
             unit_result_helper: own_agent_executable(),
             system_root: PathBuf::from("/"),
             sysfs_root: PathBuf::from("/sys"),
+            dev_root: PathBuf::from("/"),
         }
     }
 }
@@ -124,6 +129,8 @@ pub struct AgentState {
     /// until it made one: the rollout assignment loop polls through it and the rollout
     /// health gate asks through it whether this node reaches a controller.
     pub controller_client: Arc<tokio::sync::watch::Sender<Option<kcore_net::Client>>>,
+    /// Install mode: the keys made and the installs' claims ([`crate::install`]).
+    pub install: crate::install::InstallState,
 }
 
 impl AgentState {
@@ -227,6 +234,7 @@ impl Agent {
                 evaluations,
                 metrics: Default::default(),
                 controller_client: Arc::new(tokio::sync::watch::Sender::new(None)),
+                install: Default::default(),
             }),
             tls: TlsSource::new(server_config),
             fingerprint,
@@ -358,8 +366,23 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/inventory/nics", get(nics))
         .route("/v1/inventory/storage", get(storage));
     let app = match state.config.mode {
-        // No client identities exist on the live ISO: inventory is open, nothing else exists.
-        Mode::Install => inventory,
+        // No client identities exist on the live ISO: inventory and the install routes are
+        // open (TLS pinned by kctl; nothing secret comes in, the recovery key goes out
+        // only for the claim token), nothing else exists.
+        Mode::Install => inventory
+            .route("/v1/install/plan", post(crate::install::plan_route))
+            .route("/v1/install/csr", post(crate::install::csr_route))
+            .route("/v1/install/run", post(crate::install::run::run_route))
+            .route(
+                "/v1/install/recovery-key",
+                post(crate::install::run::recovery_key_route),
+            )
+            .route(
+                "/v1/install/reboot",
+                post(crate::install::run::reboot_route),
+            )
+            .route("/v1/operations/{id}", get(operation))
+            .route("/v1/operations/{id}/stream", get(operation_stream)),
         Mode::Managed => {
             let day2 = Router::new()
                 .route("/v1/disko/apply", post(apply_disko))

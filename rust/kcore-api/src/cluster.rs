@@ -404,6 +404,28 @@ pub struct IssueMetricsCertificateRequest {
     pub csr_pem: String,
 }
 
+/// `POST /v1/certificates/controller` (admin; `kctl node install --run-controller`): a new
+/// controller's certificate (`kcore://<cluster>/controller/<controllerId>`) from the CSR
+/// made on the node it will run on. The sub-CA key is not part of the answer: the new
+/// controller fetches it from a peer over mTLS after its first start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssueControllerCertificateRequest {
+    pub controller_id: String,
+    pub csr_pem: String,
+}
+
+/// The answer of `POST /v1/certificates/controller`: the chain (leaf then sub-CA), what
+/// the leaf is, and the sub-CA certificate the new controller writes as
+/// `tls.subCaCertFile`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerCertificateResponse {
+    pub chain_pem: String,
+    pub certificate: CertificateInfo,
+    pub sub_ca_pem: String,
+}
+
 /// A signed certificate: the leaf followed by the CA that signed it (PEM), ready to be
 /// written as the node's `certFile` and presented as a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

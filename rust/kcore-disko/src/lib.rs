@@ -22,7 +22,7 @@ pub mod syntax;
 pub use eval::{DeepInputs, DeepOutput};
 pub use model::DeviceTree;
 pub use plan::{BuildPlan, Plan, RefusalCode};
-pub use render::{render_data_disk, render_fragment};
+pub use render::{render_data_disk, render_fragment, render_install_fragment};
 pub use snapshot::BlockSnapshot;
 pub use spec::StorageSpec;
 

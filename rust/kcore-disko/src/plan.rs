@@ -367,6 +367,67 @@ pub fn in_use_refusals(
     out
 }
 
+/// The plan of a fresh install (kcore-agent's `POST /v1/install/plan`): every disk of the
+/// layout is new and disko's `destroy,format,mount` wipes it whole, so data on a disk is
+/// no refusal but a destructive `new-disk` action whose detail lists that content (the
+/// operator confirms it); a disk in use (the running system, mounted, swap, held, a member
+/// of an imported pool) stays refused, as does one that is missing or named twice.
+pub fn build_install(new: &DeviceTree, snapshot: &BlockSnapshot) -> Plan {
+    let mut plan = Plan::build(new, None, snapshot);
+    for target in &mut plan.targets {
+        let had_data = target
+            .refusals
+            .iter()
+            .any(|r| r.code == RefusalCode::TargetHasData);
+        target
+            .refusals
+            .retain(|r| r.code != RefusalCode::TargetHasData);
+        if !had_data {
+            continue;
+        }
+        let content = snapshot
+            .resolve(&target.device)
+            .map(disk_content)
+            .unwrap_or_default();
+        for a in &mut target.actions {
+            if a.kind == ActionKind::NewDisk {
+                a.class = ChangeClass::Destructive;
+                a.detail = format!("{} (wipes: {})", a.detail, content.join(", "));
+            }
+        }
+    }
+    Plan::from_targets(plan.targets)
+}
+
+/// What a disk holds, in words, for the operator deciding whether it may be wiped: its
+/// partition table, every partition, and every signature on it or below (`ext4
+/// filesystem on /dev/sdb1`). Empty for a blank disk.
+pub fn disk_content(dev: &BlockDevice) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(pt) = &dev.pttype {
+        out.push(format!("{pt} partition table"));
+    }
+    for d in dev.walk() {
+        if d.kind == "part" && d.fstype.is_none() {
+            out.push(format!(
+                "partition {} ({} bytes, no signature)",
+                d.path, d.size
+            ));
+        }
+        if let Some(fs) = &d.fstype {
+            let what = match fs.as_str() {
+                "LVM2_member" => "LVM physical volume".to_string(),
+                "zfs_member" => "ZFS pool member".to_string(),
+                "crypto_LUKS" => "LUKS container".to_string(),
+                "swap" => "swap signature".to_string(),
+                other => format!("{other} filesystem"),
+            };
+            out.push(format!("{what} on {}", d.path));
+        }
+    }
+    out
+}
+
 /// Two targets on one device, or a device whose serial/WWN another disk shares.
 fn mark_ambiguous(targets: &mut [Target], snapshot: &BlockSnapshot) {
     let knames: Vec<Option<String>> = targets
@@ -473,6 +534,56 @@ mod tests {
             &disk("/dev/sda", &[("a", "100%")]),
         );
         assert_eq!(full[0].class, ChangeClass::Destructive);
+    }
+
+    fn snapshot_with(dev: serde_json::Value) -> BlockSnapshot {
+        serde_json::from_value(serde_json::json!({
+            "lsblk": { "blockdevices": [dev] },
+            "links": { "/dev/disk/by-id/ata-A": "/dev/sdb" },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn install_plans_wipe_data_and_refuse_what_is_in_use() {
+        let tree = DeviceTree {
+            disk: [(
+                "os".to_string(),
+                disk("/dev/disk/by-id/ata-A", &[("root", "100%")]),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let data = snapshot_with(serde_json::json!({
+            "name": "sdb", "kname": "sdb", "path": "/dev/sdb", "type": "disk", "size": 1000,
+            "pttype": "gpt",
+            "children": [{ "name": "sdb1", "kname": "sdb1", "path": "/dev/sdb1", "type": "part",
+                           "size": 900, "fstype": "ext4" }],
+        }));
+        let plan = build_install(&tree, &data);
+        assert!(!plan.is_refused(), "{plan:?}");
+        assert_eq!(plan.class, ChangeClass::Destructive);
+        let detail = &plan.targets[0].actions[0].detail;
+        assert!(
+            detail.contains("gpt partition table")
+                && detail.contains("ext4 filesystem on /dev/sdb1"),
+            "{detail}"
+        );
+        assert!(plan.verify());
+        let mounted = snapshot_with(serde_json::json!({
+            "name": "sdb", "kname": "sdb", "path": "/dev/sdb", "type": "disk", "size": 1000,
+            "children": [{ "name": "sdb1", "kname": "sdb1", "path": "/dev/sdb1", "type": "part",
+                           "size": 900, "fstype": "ext4", "mountpoints": ["/srv"] }],
+        }));
+        let plan = build_install(&tree, &mounted);
+        let codes: Vec<RefusalCode> = plan.refusals().iter().map(|(_, r)| r.code).collect();
+        assert_eq!(codes, [RefusalCode::TargetMounted]);
+        let blank = snapshot_with(serde_json::json!({
+            "name": "sdb", "kname": "sdb", "path": "/dev/sdb", "type": "disk", "size": 1000,
+        }));
+        let plan = build_install(&tree, &blank);
+        assert_eq!(plan.class, ChangeClass::Additive);
+        assert!(disk_content(blank.resolve("/dev/sdb").unwrap()).is_empty());
     }
 
     #[test]

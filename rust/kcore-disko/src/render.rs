@@ -130,6 +130,44 @@ pub fn render_fragment(spec: &StorageSpec) -> Result<String, RenderError> {
     })
 }
 
+/// The layout `kcore-agent` installs a node with (`POST /v1/install/run`): the whole
+/// fragment, with the OS disk's LUKS2 container formatted from `luks.installKeyFile` in
+/// both modes (disko's `passwordFile`; a key file in `settings.keyFile` would be what
+/// luksFormat reads instead, disko `lib/types/luks.nix`). The TPM2 slot or the key
+/// device's slot is added after the format and the install key's slot removed, so the
+/// unlock settings of the installed system are its own modules', not this layout's.
+pub fn render_install_fragment(spec: &StorageSpec) -> Result<String, RenderError> {
+    check(spec)?;
+    let data = spec
+        .data_disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| disk_ctx(spec, i, d))
+        .collect();
+    let os = OsCtx {
+        attr: "os".into(),
+        device: spec.os_disk.clone(),
+        luks_name: LUKS_NAME.into(),
+        luks_mode: "install".into(),
+        key_file: String::new(),
+        install_key_file: spec.luks.install_key_file.clone(),
+        luks_format_args: spec.luks.format_args(),
+    };
+    render_ctx(&FragmentCtx {
+        os: Some(os),
+        data,
+        lvm: lvm_ctx(spec),
+        zfs: zfs_ctx(spec),
+    })
+}
+
+/// The LUKS2 partition of the OS disk the layout gives `os_disk` (by-id): disko numbers
+/// the partitions in order of their priority, the ESP first (`EF00`), the `100%` root
+/// last, so the root is partition 2 and udev names it `<by-id>-part2`.
+pub fn os_luks_partition(os_disk: &str) -> String {
+    format!("{os_disk}-part2")
+}
+
 /// The day-2 fragment for ONE new data disk at position `index` (so it mounts at
 /// `volumes<index>` or joins the spec's VG/pool), renderable on its own. The spec supplies
 /// the backend and names; its `dataDisks` are not rendered.
@@ -367,5 +405,37 @@ mod tests {
         assert!(out.contains("data3 = {"), "{out}");
         assert!(out.contains("\"/var/lib/kcore/volumes3\""), "{out}");
         assert!(!out.contains("os = {"), "{out}");
+    }
+}
+
+#[cfg(test)]
+mod install_tests {
+    use super::*;
+    use crate::spec::Backend;
+
+    #[test]
+    fn the_install_layout_formats_with_the_install_key_in_both_modes() {
+        for mode in [LuksMode::Tpm2, LuksMode::Keyfile] {
+            let mut spec = StorageSpec::new(
+                "/dev/disk/by-id/ata-OS",
+                vec!["/dev/disk/by-id/ata-DATA".into()],
+                Backend::Lvm,
+            );
+            spec.luks.set_mode(mode);
+            spec.luks.install_key_file = "/run/kcore-install/install.key".into();
+            let text = render_install_fragment(&spec).unwrap();
+            assert!(
+                text.contains(r#"passwordFile = "/run/kcore-install/install.key";"#),
+                "{text}"
+            );
+            assert!(!text.contains("keyFile ="), "{mode:?}: {text}");
+            assert!(!text.contains("crypttabExtraOpts"), "{mode:?}: {text}");
+            assert!(text.contains(r#"device = "/dev/disk/by-id/ata-DATA";"#));
+            assert!(crate::syntax::check("install.nix", &text).is_empty());
+        }
+        assert_eq!(
+            os_luks_partition("/dev/disk/by-id/ata-OS"),
+            "/dev/disk/by-id/ata-OS-part2"
+        );
     }
 }

@@ -22,10 +22,15 @@ use std::path::{Path, PathBuf};
 
 use crate::runner::{Invocation, Program};
 
+mod install;
 mod lvm;
 mod rollout;
 mod systemctl;
 mod vm;
+pub use install::{
+    Cryptsetup, Enrol, SgdiskSinglePartition, SystemdCryptenroll, TestKey, UmountRecursive,
+    ZpoolExport,
+};
 pub use lvm::LvmChange;
 pub use rollout::{GrubReboot, Running, SystemState, parse_failed_units};
 pub use systemctl::{Systemctl, UnitPresence};

@@ -45,8 +45,10 @@ impl Tool {
             "disko" => {
                 "it is in the kcore installer ISO; elsewhere `nix run github:nix-community/disko`"
             }
-            "systemd-run" | "systemctl" | "bootctl" => "it ships with systemd",
-            "lsblk" | "blkid" | "wipefs" => "it ships with util-linux",
+            "systemd-run" | "systemctl" | "bootctl" | "systemd-cryptenroll" => {
+                "it ships with systemd"
+            }
+            "lsblk" | "blkid" | "wipefs" | "umount" => "it ships with util-linux",
             "cryptsetup" => "package cryptsetup",
             "lvm" | "pvs" | "vgs" | "lvs" | "pvcreate" | "vgcreate" | "lvcreate" | "vgchange"
             | "pvremove" | "vgremove" | "lvremove" | "lvextend" | "pvresize" => "package lvm2",
@@ -100,6 +102,10 @@ tools! {
     WIPEFS = "wipefs", "KCORE_WIPEFS";
     /// LUKS2 formatting, opening and TPM2/key-file enrollment.
     CRYPTSETUP = "cryptsetup", "KCORE_CRYPTSETUP";
+    /// TPM2 and recovery-key enrolment of a LUKS2 volume (install).
+    SYSTEMD_CRYPTENROLL = "systemd-cryptenroll", "KCORE_SYSTEMD_CRYPTENROLL";
+    /// Unmounts what an install mounted (`umount -R <root>`).
+    UMOUNT = "umount", "KCORE_UMOUNT";
     /// The LVM multi-call binary (`lvm vgs`, `lvm fullreport`, ...).
     LVM = "lvm", "KCORE_LVM";
     /// LVM physical volume report.

@@ -27,7 +27,8 @@ pub struct NodeTarget {
     pub node: Option<String>,
 
     /// The node id the agent at --node must prove in managed mode (its certificate's
-    /// kcore://<cluster>/node/<ID>); without it any node of the cluster is accepted.
+    /// kcore://<cluster>/node/<ID>); without it any node of the cluster is accepted. For
+    /// `node install`: the id of the node to install (default: a new random UUID).
     #[arg(long = "node-id", global = true, value_name = "ID")]
     pub node_id: Option<String>,
 

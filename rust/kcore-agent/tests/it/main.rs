@@ -8,6 +8,8 @@
 //! command line, the guide's names), `rollout` (prepare, activate, health gate, revert and
 //! trial boots against the real fleet flake of `rollout_rig`), `rollout_fleet` (a real controller
 //! and five real agents running rollouts through the assignment loop, on `rollout_fleet_bed`),
+//! `install` (install mode: plan, CSRs) and `install_run` (the install through stand-ins,
+//! claim, reboot),
 //! `rollout_fleet_kill` (the same with agents and controllers as OS processes, `rollout_proc`,
 //! killed with SIGKILL mid-rollout), `metrics` (`/metrics`),
 //! `vm` (the VM reconciler: volumes, image import and real QEMU guests on the filesystem
@@ -18,6 +20,8 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
 
 mod disko;
+mod install;
+mod install_run;
 mod metrics;
 mod nix;
 mod ops;

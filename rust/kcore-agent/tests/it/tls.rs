@@ -271,7 +271,7 @@ async fn install_mode_is_self_signed_pinnable_and_serves_inventory_only() {
         assert_eq!(code(&err), "NOT_FOUND", "{path}");
     }
     let err = insecure
-        .get_json::<serde_json::Value>("/v1/operations/x")
+        .get_json::<serde_json::Value>("/v1/rollout/steps/x")
         .await
         .unwrap_err();
     assert_eq!(code(&err), "NOT_FOUND");

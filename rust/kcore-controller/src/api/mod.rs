@@ -13,6 +13,7 @@
 //! | `POST /v1/nodes/{id}/cordon`, `.../uncordon` | admin |
 //! | `POST /v1/certificates/node` | admin (a node's first certificate, from its CSR) |
 //! | `POST /v1/certificates/metrics` | admin (a scraper's certificate, from its CSR) |
+//! | `POST /v1/certificates/controller` | admin (a new controller's certificate, from its CSR; `kctl node install --run-controller`) |
 //! | `PUT /v1/pki/sub-ca` | admin (`kctl rotate sub-ca`; retires the one it replaces) |
 //! | `GET /v1/pki/sub-cas`, `POST /v1/pki/sub-cas/{serial}/revoke` | admin ([`crate::sub_ca`]) |
 //! | `GET /v1/storage-classes`, `GET /v1/storage-classes/{name}` | admin, controller |
@@ -197,6 +198,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/nodes/{id}/cordon", post(nodes::cordon))
         .route("/v1/nodes/{id}/uncordon", post(nodes::uncordon))
         .route("/v1/certificates/node", post(pki::issue_node_certificate))
+        .route(
+            "/v1/certificates/controller",
+            post(pki::issue_controller_certificate),
+        )
         .route(
             "/v1/certificates/metrics",
             post(metrics::issue_metrics_certificate),

@@ -1,5 +1,6 @@
-//! Certificates: node renewals, an admin issuing a node's first certificate, the names a
-//! node certificate may carry, and installing a new sub-CA.
+//! Certificates: node renewals, an admin issuing a node's first certificate or a new
+//! controller's certificate (`kctl node install --run-controller`), the names a node
+//! certificate may carry, and installing a new sub-CA.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,8 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use kcore_api::ErrorCode;
 use kcore_api::cluster::{
-    Approval, CertificateInfo, CertificateResponse, CsrRequest, InstallSubCa,
-    IssueNodeCertificateRequest, SubCaInstalled,
+    Approval, CertificateInfo, CertificateResponse, ControllerCertificateResponse, CsrRequest,
+    InstallSubCa, IssueControllerCertificateRequest, IssueNodeCertificateRequest, SubCaInstalled,
 };
 use kcore_net::{ApiFailure, ApiJson, PeerCert};
 // kcore-net's `Path`: a segment that is not percent-encoded UTF-8 gets the JSON envelope.
@@ -26,6 +27,12 @@ use crate::store::NodeRecord;
 /// tools. Loopback names say nothing about which host answers, so sharing them with
 /// controllers is harmless once clients check the identity (security review D1).
 const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// How long a controller certificate issued through the API is valid: as long as the
+/// ones `kctl create cluster` / `kctl create controller` issue (kctl's `LEAF_VALIDITY`),
+/// so a controller made by `kctl node install` is not the first to expire.
+pub const CONTROLLER_CERT_VALIDITY: std::time::Duration =
+    std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// Who asked for a node certificate: the node renewing its own, or an admin issuing a
 /// node's first one from the CSR the operator brought.
@@ -306,6 +313,72 @@ pub(super) async fn issue_node_certificate(
         &body.csr_pem,
         Requester::Admin,
     )?))
+}
+
+/// `POST /v1/certificates/controller` (admin): signs a new controller's CSR for
+/// `kcore://<cluster>/controller/<controllerId>` with the current sub-CA and answers the
+/// chain and the sub-CA certificate. The CSR's names are kept unless another node or this
+/// controller holds them ([`names_of_others`], loopback allowed). Refused: this
+/// controller's own id, and the id of a controller already registered (its certificate
+/// would be a second identity for a live controller; delete it first).
+pub(super) async fn issue_controller_certificate(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<IssueControllerCertificateRequest>,
+) -> Result<Json<ControllerCertificateResponse>> {
+    let admin = caller.require(&[Role::Admin])?.uri();
+    let id = &body.controller_id;
+    let expected =
+        Identity::new(&state.config.cluster_name, Role::Controller, id).map_err(|e| {
+            ApiFailure::with_status(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidIdentity,
+                format!("controllerId: {e}"),
+            )
+        })?;
+    if *id == state.config.controller_id
+        || state
+            .store
+            .get(kcore_api::resource::Kind::Controller, id)
+            .is_some()
+    {
+        return Err(ApiFailure::with_status(
+            StatusCode::CONFLICT,
+            ErrorCode::InvalidIdentity,
+            format!(
+                "controllerId: controller {id:?} already exists in this cluster; pick another \
+                 id (kctl node install --node-id), or `kctl delete controller {id}` first"
+            ),
+        ));
+    }
+    let names = kcore_pki::csr_names(&body.csr_pem).map_err(|e| {
+        ApiFailure::with_status(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidCsr,
+            format!("csrPem: {e}"),
+        )
+    })?;
+    let taken = names_of_others(&state, id);
+    let allowed: Vec<String> = names
+        .iter()
+        .map(|n| canonical_name(n))
+        .filter(|n| !taken.contains(n))
+        .collect();
+    let signer = state
+        .signer
+        .read()
+        .map_err(|_| internal("signer lock poisoned"))?
+        .clone();
+    let chain_pem = signer
+        .sign_csr_for_names(&body.csr_pem, &expected, &allowed, CONTROLLER_CERT_VALIDITY)
+        .map_err(|e| signing_failure(&expected, e))?;
+    let certificate = certificate_info(&chain_pem)?;
+    tracing::info!(controller = %expected.uri(), by = %admin, not_after = %certificate.not_after, "controller certificate issued");
+    Ok(Json(ControllerCertificateResponse {
+        chain_pem,
+        certificate,
+        sub_ca_pem: signer.cert_pem().to_string(),
+    }))
 }
 
 pub(super) async fn install_sub_ca(

@@ -39,6 +39,12 @@ async fn authorization_matrix_every_route_and_caller() {
     let n4_csr = kcore_pki::generate_csr(&Identity::new(CLUSTER, Role::Node, "n4").unwrap(), &[])
         .unwrap()
         .1;
+    let ctl9_csr = kcore_pki::generate_csr(
+        &Identity::new(CLUSTER, Role::Controller, "ctl9").unwrap(),
+        &[],
+    )
+    .unwrap()
+    .1;
     let new_sub = cl.root.new_sub_ca("rotated", YEAR).unwrap();
 
     use Outcome::{Allowed as A, NoAnswer as X};
@@ -122,6 +128,25 @@ async fn authorization_matrix_every_route_and_caller() {
                             "/v1/certificates/node",
                             &IssueNodeCertificateRequest {
                                 node_id: "n4".into(),
+                                csr_pem: csr,
+                            },
+                        )
+                        .await,
+                    )
+                })
+            }),
+            vec![A, f(), f(), f(), X, X],
+        ),
+        (
+            "POST /v1/certificates/controller",
+            Box::new(|c| {
+                let csr = ctl9_csr.clone();
+                Box::pin(async move {
+                    outcome(
+                        c.post_json::<_, ControllerCertificateResponse>(
+                            "/v1/certificates/controller",
+                            &IssueControllerCertificateRequest {
+                                controller_id: "ctl9".into(),
                                 csr_pem: csr,
                             },
                         )

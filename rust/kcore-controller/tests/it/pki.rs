@@ -111,6 +111,88 @@ async fn issuing_a_node_certificate_checks_the_csr_identity() {
     ctl.stop().await;
 }
 
+/// `kctl node install --run-controller`: the admin route signs a controller CSR made on
+/// the node with the current sub-CA, keeps its names, and refuses identities that are
+/// not new and names another node holds.
+#[tokio::test]
+async fn an_admin_signs_a_new_controllers_csr_with_the_sub_ca() {
+    let cl = Cluster::new();
+    let ctl = Running::start(cl.config(false)).await;
+    let trust = cl.root.cert_pem();
+    let admin = client(&ctl.url, trust, &cl.admin());
+    let n1 = client(&ctl.url, trust, &cl.node("n1"));
+    register(&n1, "n1", report("hv1", "DC1", None))
+        .await
+        .unwrap();
+    let sign = |id: &'static str, csr_pem: String| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .post_json::<_, ControllerCertificateResponse>(
+                    "/v1/certificates/controller",
+                    &IssueControllerCertificateRequest {
+                        controller_id: id.into(),
+                        csr_pem,
+                    },
+                )
+                .await
+        }
+    };
+    let controller_csr = |id: &str, names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        kcore_pki::generate_csr(
+            &Identity::new(CLUSTER, Role::Controller, id).unwrap(),
+            &names,
+        )
+        .unwrap()
+    };
+
+    let (key_pem, csr_pem) = controller_csr("node-7", &["ctl-host.lab", "10.0.0.9"]);
+    let signed = sign("node-7", csr_pem).await.unwrap();
+    assert_eq!(signed.sub_ca_pem, cl.sub.cert_pem());
+    assert!(
+        signed.chain_pem.ends_with(cl.sub.cert_pem()),
+        "chain ends with the sub-CA"
+    );
+    let leaf = kcore_pki::certs_from_pem(&signed.chain_pem).unwrap();
+    assert_eq!(
+        kcore_pki::identity_of(&leaf[0]).unwrap().uri(),
+        "kcore://lab/controller/node-7"
+    );
+    let names = kcore_pki::cert_names(&leaf[0]);
+    assert!(names.contains(&"ctl-host.lab".to_string()), "{names:?}");
+    assert!(names.contains(&"10.0.0.9".to_string()), "{names:?}");
+    // The certificate works as a controller's: it may read the controllers.
+    let new_ctl = client(
+        &ctl.url,
+        trust,
+        &CertifiedKey {
+            cert_pem: signed.chain_pem.clone(),
+            key_pem,
+        },
+    );
+    let _: serde_json::Value = new_ctl.get_json("/v1/controllers").await.unwrap();
+
+    // This controller's own id, a CSR for another id, another node's hostname.
+    let err = sign("ctl1", controller_csr("ctl1", &[]).1)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_IDENTITY", "{err}");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let err = sign("node-8", controller_csr("node-9", &[]).1)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "INVALID_CSR", "{err}");
+    let err = sign("node-8", controller_csr("node-8", &["hv1"]).1)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "NAME_NOT_ALLOWED", "{err}");
+    // A node's CSR is not a controller's.
+    let err = sign("node-8", csr("node-8", &[]).1).await.unwrap_err();
+    assert_eq!(code(&err), "INVALID_CSR", "{err}");
+    ctl.stop().await;
+}
+
 #[tokio::test]
 async fn renewal_signs_only_the_names_the_node_registered() {
     let cl = Cluster::new();

@@ -7,9 +7,10 @@ pub use std::sync::Arc;
 pub use std::time::Duration;
 
 pub use kcore_api::cluster::{
-    Approval, CertificateResponse, CsrRequest, HeartbeatRequest, InstallSubCa,
-    IssueNodeCertificateRequest, Node, NodeAck, NodeList, NodeReport, NodeStatus, RegisterRequest,
-    StorageBackend, StorageClassDetail, StorageClassList, StorageReport, SubCaInstalled,
+    Approval, CertificateResponse, ControllerCertificateResponse, CsrRequest, HeartbeatRequest,
+    InstallSubCa, IssueControllerCertificateRequest, IssueNodeCertificateRequest, Node, NodeAck,
+    NodeList, NodeReport, NodeStatus, RegisterRequest, StorageBackend, StorageClassDetail,
+    StorageClassList, StorageReport, SubCaInstalled,
 };
 pub use kcore_controller::config::{ControllerConfig, ControllerTls};
 pub use kcore_net::{Client, ClientError, ClientOptions};

@@ -1,9 +1,11 @@
 //! `kctl node ...`: commands about one node. Inventory and day-2 changes talk to the
 //! node's agent (`--node HOST:9091`, module `agent`); approval talks to a controller
-//! (module `approval`).
+//! (module `approval`); `install` talks to both: the install-mode agent on the live ISO
+//! and a controller that signs the node's certificates.
 
 pub mod agent;
 pub mod approval;
+pub mod install;
 
 use clap::Subcommand;
 
@@ -28,6 +30,9 @@ pub enum NodeCommand {
     Agent(agent::AgentCommand),
     #[command(flatten)]
     Approval(approval::ApprovalCommand),
+    /// Install a node booted from the live ISO: plan, confirm, format, install, enrol
+    /// LUKS, write /etc/kcore, store the recovery key, reboot (docs/kctl.md).
+    Install(Box<install::InstallArgs>),
 }
 
 /// Agent commands get the node target, approval the controllers.
@@ -40,5 +45,6 @@ pub async fn run(
     match args.command {
         NodeCommand::Agent(command) => agent::run(command, global, node).await,
         NodeCommand::Approval(command) => approval::run(command, global, controllers).await,
+        NodeCommand::Install(args) => install::run(*args, global, node, controllers).await,
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod disko;
+pub mod install;
 pub mod inventory;
 pub mod node;
 pub mod operation;

@@ -15,6 +15,7 @@ mod controllers;
 mod disko;
 mod failover;
 mod guide;
+mod install;
 mod interrupt;
 mod lab;
 mod metrics;
