@@ -260,6 +260,21 @@ start_controller() {
 }
 "#;
 
+/// [`NIX_BUILD_OPTS`] as shell words.
+fn nix_opts() -> String {
+    NIX_BUILD_OPTS
+        .iter()
+        .map(|o| {
+            if o.is_empty() {
+                "''".to_owned()
+            } else {
+                (*o).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Boot 1: the install, step by step as the install contract lists them.
 fn install_script(spec: &StorageSpec) -> String {
     format!(
@@ -312,7 +327,7 @@ mode: managed
 controllers: ["127.0.0.1:9090"]
 labels: {{}}
 tls: {{caFile: /etc/kcore/tls/ca.crt, certFile: /etc/kcore/tls/node.crt, keyFile: /etc/kcore/tls/node.key}}
-storage: {{backend: lvm, lvm: {{vgName: {vg}, lvPrefix: {lv_prefix}}}}}
+storage: {{backend: {backend}, lvm: {{vgName: {vg}, lvPrefix: {lv_prefix}}}, zfs: {{poolName: {pool}, datasetPrefix: {ds_prefix}}}}}
 disko: {{managementModeFile: /etc/kcore/disko-management-mode, stateDir: /var/lib/kcore/disko}}
 YAML
 printf '{{"nodeId":"{node}","system":"%s","luksMode":"tpm2","tpm2Pcrs":[0,2,7],"luksDevice":"{luks}"}}\n' "$SYS" >"$E/install.json"
@@ -320,32 +335,46 @@ printf '{{"nodeId":"{node}","system":"%s","luksMode":"tpm2","tpm2Pcrs":[0,2,7],"
 sync
 step umount umount -R /mnt
 vgchange -an >/dev/null
+if command -v zpool >/dev/null; then zpool export -a; fi
 step close cryptsetup close crypted
 lsblk --json -o NAME,SERIAL,FSTYPE,PARTLABEL,MOUNTPOINTS >"$R/lsblk-boot1.json"
 [ -n "$CTL_PID" ] && kill "$CTL_PID"; wait
 umount /state
 exit 0
 "#,
-        nix_opts = NIX_BUILD_OPTS
-            .iter()
-            .map(|o| if o.is_empty() {
-                "''".to_owned()
-            } else {
-                (*o).to_owned()
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
+        nix_opts = nix_opts(),
         install_key = spec.luks.install_key_file,
         luks = LUKS_DEV,
         node = NODE_ID,
+        backend = spec.backend.as_str(),
         vg = spec.lvm.vg_name,
         lv_prefix = spec.lvm.lv_prefix,
+        pool = spec.zfs.pool_name,
+        ds_prefix = spec.zfs.dataset_prefix,
     )
 }
 
 /// Boot 2: stage 1 played by the payload, then the node and the kept controller, then the
 /// PCR change and the recovery key. No key is in the payload until the recovery step.
-fn boot2_script(vg: &str) -> String {
+fn boot2_script(spec: &StorageSpec) -> String {
+    // What the installed system's own mounts and imports do for the data disk.
+    let (data_up, data_down) = match spec.backend {
+        Backend::Filesystem => (
+            format!(
+                "mkdir -p {v} && mount {DATA_DISK}-part1 {v}",
+                v = StorageSpec::volume_dir(0)
+            ),
+            format!("umount {}", StorageSpec::volume_dir(0)),
+        ),
+        Backend::Lvm => (
+            format!("vgchange -ay {}", spec.lvm.vg_name),
+            "vgchange -an".to_owned(),
+        ),
+        Backend::Zfs => (
+            format!("zpool import -N {}", spec.zfs.pool_name),
+            format!("zpool export {}", spec.zfs.pool_name),
+        ),
+    };
     format!(
         r#"set -u
 {COMMON_SH}
@@ -355,7 +384,7 @@ mkdir -p /state && mount "$STATE" /state
 step tpm-unlock cryptsetup open --token-only {luks} crypted
 mkdir -p /sysroot
 step mount-root mount /dev/mapper/crypted /sysroot
-step vg-up vgchange -ay {vg}
+step data-up {data_up}
 mkdir -p /etc/kcore /var/lib/kcore
 step bind-etc mount --bind /sysroot/etc/kcore /etc/kcore
 SYS=$(readlink /sysroot/nix/var/nix/profiles/system-1-link)
@@ -373,7 +402,7 @@ step node-ready wait_for 120 ready
 "$K" -o json get nodes >"$R/nodes.json" 2>"$R/nodes.err"
 for pid in $AGENT_PID $CTL_PID; do kill "$pid"; done; wait
 umount /etc/kcore
-vgchange -an >/dev/null
+{data_down}
 umount /sysroot
 cryptsetup close crypted
 umount /state
@@ -422,10 +451,20 @@ fn node_entry(nodes: &serde_json::Value) -> Option<serde_json::Value> {
 
 #[test]
 fn installed_lvm_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_change() {
+    install_and_boot(Backend::Lvm);
+}
+
+#[test]
+fn installed_filesystem_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_change() {
+    install_and_boot(Backend::Filesystem);
+}
+
+/// Boot 1 installs a node with `backend`, boot 2 plays stage 1, runs it, changes PCR 7.
+fn install_and_boot(backend: Backend) {
     let agent = workspace_binary("kcore-agent", "kcore-agent");
     let kctl = workspace_binary("kctl", "kctl");
     let controller = workspace_binary("kcore-controller", "kcore-controller");
-    let mut spec = StorageSpec::new(OS_DISK, vec![DATA_DISK.into()], Backend::Lvm);
+    let mut spec = StorageSpec::new(OS_DISK, vec![DATA_DISK.into()], backend);
     // Test-only key derivation (argon2id costs ~9 s per keyslot operation under TCG).
     spec.luks.pbkdf = Some(PbkdfSpec {
         kind: PbkdfType::Pbkdf2,
@@ -435,7 +474,9 @@ fn installed_lvm_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_ch
     let Some(scripts) = deep(&spec) else {
         return;
     };
-    let Some(bed) = bed(BedOptions::default()) else {
+    let Some(bed) = bed(BedOptions {
+        zfs: backend == Backend::Zfs,
+    }) else {
         return;
     };
     let keep = tempfile::tempdir().unwrap();
@@ -526,15 +567,35 @@ fn installed_lvm_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_ch
     assert_eq!(recovery.len(), 71, "recovery key {recovery:?}");
 
     // Boot 2: same disks, same swtpm state.
+    let bins = Bins {
+        agent,
+        kctl,
+        controller,
+    };
+    boot2(&bed, run1, &spec, &bins, &system, &recovery);
+}
+
+/// The workspace binaries a boot copies into its payload.
+struct Bins {
+    agent: PathBuf,
+    kctl: PathBuf,
+    controller: PathBuf,
+}
+
+/// Boot 2 after an install (`run1`'s disks and swtpm state): stage 1, the installed agent
+/// Ready with the kept controller, then the PCR change and the recovery key.
+fn boot2(bed: &Bed, run1: Run, spec: &StorageSpec, bins: &Bins, system: &str, recovery: &str) {
+    let backend = spec.backend;
+    let (agent, kctl, controller) = (&bins.agent, &bins.kctl, &bins.controller);
     let p2 = tempfile::tempdir().unwrap();
     let p = p2.path();
-    write_exec(&p.join("run.sh"), &boot2_script(&spec.lvm.vg_name));
+    write_exec(&p.join("run.sh"), &boot2_script(spec));
     for (bin, name) in [(&kctl, "kctl"), (&controller, "kcore-controller")] {
         fs::copy(bin, p.join(name)).unwrap();
     }
     // Only for the comparison with what the installed root holds (`cmp`), never run.
-    fs::copy(&agent, p.join("kcore-agent")).unwrap();
-    fs::write(p.join("recovery-key"), &recovery).unwrap();
+    fs::copy(agent, p.join("kcore-agent")).unwrap();
+    fs::write(p.join("recovery-key"), recovery).unwrap();
     let out = bed
         .run(&Run {
             payload_dir: p.to_owned(),
@@ -549,7 +610,7 @@ fn installed_lvm_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_ch
     for s in [
         "tpm-unlock",
         "mount-root",
-        "vg-up",
+        "data-up",
         "bind-etc",
         "controller",
     ] {
@@ -574,7 +635,11 @@ fn installed_lvm_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_ch
     let node = node_entry(&nodes).unwrap_or_else(|| panic!("{NODE_ID} not in {nodes}"));
     assert_eq!(node["status"], "Ready", "{node}");
     assert_eq!(node["report"]["dcId"], "DC1", "{node}");
-    assert_eq!(node["report"]["storage"]["backend"], "lvm", "{node}");
+    assert_eq!(
+        node["report"]["storage"]["backend"],
+        backend.as_str(),
+        "{node}"
+    );
 
     // After the PCR change: TPM refused, the recovery key unlocks, the installed system is there.
     assert_eq!(result_code(&out, "extend"), 0, "{log}");
@@ -590,4 +655,232 @@ fn installed_lvm_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_ch
     assert_eq!(result_code(&out, "recovery-unlock"), 0, "{log}");
     assert_eq!(result_code(&out, "recovery-mount"), 0, "{log}");
     assert_eq!(out.result("after-recovery-agent").unwrap().trim(), "0");
+}
+
+// ---------------------------------------------------------------------------------------
+// The whole path: kctl node install against the install-mode agent, then stage 1.
+// ---------------------------------------------------------------------------------------
+
+/// Plays `systemctl reboot` for the install-mode agent's `install/reboot`: records that the
+/// reboot was asked for (the bed's boot 2 is the reboot).
+const REBOOT_SYSTEMCTL: &str = "#!/bin/sh\n# Test payload only: records the agent's `systemctl reboot`; the bed's next boot is the reboot.\necho \"$*\" >>\"$KCORE_RESULTS/systemctl-calls\"\n";
+
+/// Boot 1 of the whole path: the controller, the install-mode agent and kctl on 127.0.0.1;
+/// the refusals first (nothing written to a refused disk), then `kctl node install`.
+fn kctl_install_script(backend: Backend) -> String {
+    format!(
+        r#"set -u
+{COMMON_SH}
+lo_up
+step state-mkfs mkfs.ext4 -q -L ctl-state "$STATE"
+mkdir -p /state && mount "$STATE" /state && mkdir -p "$HOME"
+step create-cluster "$K" create cluster --controller 127.0.0.1:9090 --context lab
+step controller-boot1 start_controller
+SYS=$(nix-build --no-out-link {nix_opts} /payload/closure.nix --arg agent /payload/kcore-agent 2>"$R/nix-build.log")
+echo "$SYS" >"$R/system"
+cat >/run/install-agent.yaml <<YAML
+nodeId: live
+mode: install
+listen: "127.0.0.1:9091"
+disko: {{ diskoSource: /payload/disko, nixpkgsLib: /payload/nixpkgs-lib }}
+binaries: {{ disko: /payload/disko-from-lib, nixos-install: /payload/nixos-install, systemctl: /payload/reboot-systemctl }}
+install: {{ root: /mnt, stateDir: /run/kcore-install, systems: {{ {backend}: $SYS }} }}
+YAML
+KCORE_DISKO_SOURCE=/payload/disko KCORE_NIXPKGS_LIB=/payload/nixpkgs-lib \
+  /payload/kcore-agent --config /run/install-agent.yaml >"$R/install-agent.log" 2>&1 &
+wait_for 60 "$K" node install --node 127.0.0.1:9091 -k --os-disk {os} --dry-run --yes
+
+sums() {{ # device -> sha256 of its first and last MiB
+  local d="$1" mib
+  mib=$(( $(blockdev --getsize64 "$d") / 1048576 ))
+  {{ dd if="$d" bs=1M count=1 status=none; dd if="$d" bs=1M skip=$((mib - 1)) count=1 status=none; }} | sha256sum | cut -d' ' -f1
+}}
+refuse() {{ # name device extra-flags...
+  local name="$1" dev="$2"; shift 2
+  sums "$dev" >"$R/$name-sum-before"
+  "$K" node install --node 127.0.0.1:9091 -k --os-disk "$dev" --storage-backend {backend} "$@" \
+    </dev/null >"$R/$name.out" 2>"$R/$name.err"
+  echo $? >"$R/$name.rc"
+  sums "$dev" >"$R/$name-sum-after"
+}}
+ROOTDISK=/dev/disk/by-id/virtio-kcore-root
+BUSY=/dev/disk/by-id/virtio-busy
+DIRTY=/dev/disk/by-id/virtio-dirty
+mkfs.ext4 -q "$BUSY" && mkdir -p /srv/busy && mount "$BUSY" /srv/busy
+sgdisk -q -n1:0:0 "$DIRTY" && udevadm settle && mkfs.ext4 -q "$DIRTY-part1" && udevadm settle
+refuse root "$ROOTDISK" --yes
+refuse mounted "$BUSY" --yes
+refuse dirty "$DIRTY"
+
+"$K" node install --node 127.0.0.1:9091 -k --os-disk {os} --data-disk {data} \
+  --storage-backend {backend} --node-id {node} --yes </dev/null >"$R/install.out" 2>"$R/install.err"
+echo $? >"$R/install"
+cat "$R/install.out" "$R/install.err"
+cp "$HOME"/.kcore/lab/recovery/{node}.luks-recovery-key.txt "$R/recovery-key"
+stat -c %a "$HOME"/.kcore/lab/recovery/{node}.luks-recovery-key.txt >"$R/recovery-file-mode"
+stat -c %a "$HOME"/.kcore/lab/recovery >"$R/recovery-dir-mode"
+sleep 3
+cryptsetup luksDump --dump-json-metadata {luks} >"$R/luks.json"
+lsblk --json -o NAME,SERIAL,FSTYPE,PARTLABEL,MOUNTPOINTS >"$R/lsblk-boot1.json"
+for pid in $CTL_PID; do kill "$pid"; done
+sleep 1; sync
+umount /state
+exit 0
+"#,
+        nix_opts = nix_opts(),
+        backend = backend.as_str(),
+        os = OS_DISK,
+        data = DATA_DISK,
+        luks = LUKS_DEV,
+        node = NODE_ID,
+    )
+}
+
+#[test]
+fn kctl_node_install_lvm_then_stage1_boot_registers_ready_and_recovers() {
+    let backend = Backend::Lvm;
+    let agent = workspace_binary("kcore-agent", "kcore-agent");
+    let kctl = workspace_binary("kctl", "kctl");
+    let controller = workspace_binary("kcore-controller", "kcore-controller");
+    let Some(inputs) = DeepInputs::from_env() else {
+        eprintln!(
+            "SKIP: disko source / nixpkgs lib not found (KCORE_TEST_DISKO, KCORE_TEST_NIXPKGS_LIB)"
+        );
+        return;
+    };
+    let Some(bed) = bed(BedOptions {
+        zfs: backend == Backend::Zfs,
+    }) else {
+        return;
+    };
+    let keep = tempfile::tempdir().unwrap();
+    let persistent = vec![
+        Disk::persistent("os", 2 << 30, &keep.path().join("os.img")),
+        Disk::persistent("data0", 1 << 30, &keep.path().join("data0.img")),
+        Disk::persistent("ctl-state", 256 << 20, &keep.path().join("state.img")),
+    ];
+    let mut disks = persistent.clone();
+    disks.push(Disk::new("busy", 64 << 20));
+    disks.push(Disk::new("dirty", 64 << 20));
+    let tpm = keep.path().join("tpm");
+
+    let p1 = tempfile::tempdir().unwrap();
+    let p = p1.path();
+    write_exec(&p.join("run.sh"), &kctl_install_script(backend));
+    write_exec(&p.join("reboot-systemctl"), REBOOT_SYSTEMCTL);
+    fs::write(p.join("closure.nix"), CLOSURE_NIX).unwrap();
+    for (bin, name) in [
+        (&agent, "kcore-agent"),
+        (&kctl, "kctl"),
+        (&controller, "kcore-controller"),
+    ] {
+        fs::copy(bin, p.join(name)).unwrap();
+    }
+    for tool in ["nixos-install", "disko-from-lib"] {
+        fs::copy(support(tool), p.join(tool)).unwrap();
+    }
+    copy_dir(&inputs.disko, &p.join("disko"));
+    copy_dir(&inputs.nixpkgs_lib, &p.join("nixpkgs-lib"));
+    let out = bed
+        .run(&Run {
+            disks,
+            tpm_state_dir: Some(tpm.clone()),
+            payload_dir: p.to_owned(),
+            timeout: Duration::from_secs(1500),
+        })
+        .unwrap();
+    eprintln!("kctl node install boot 1: {:.1}s", out.wall.as_secs_f64());
+    let log = &out.serial_log;
+    let agent_log = out.result("install-agent.log").unwrap_or_default();
+    assert_eq!(out.exit_code, 0, "{log}");
+    for s in ["state-mkfs", "create-cluster", "controller-boot1"] {
+        assert_eq!(result_code(&out, s), 0, "boot 1 step {s}\n{log}");
+    }
+    // The refusals: exit 1, the reason named, nothing written to the disk.
+    for (name, code) in [
+        ("root", "TARGET_IS_OS_DISK"),
+        ("mounted", "TARGET_MOUNTED"),
+        ("dirty", "--yes"),
+    ] {
+        let err = out.result(&format!("{name}.err")).unwrap_or_default();
+        assert_eq!(
+            result_code(&out, &format!("{name}.rc")),
+            1,
+            "{name}: kctl must refuse: {err}\n{}\nagent:\n{agent_log}",
+            out.result(&format!("{name}.out")).unwrap_or_default()
+        );
+        assert!(err.contains(code), "{name}: expected {code} in: {err}");
+        assert_eq!(
+            out.result(&format!("{name}-sum-before")).unwrap(),
+            out.result(&format!("{name}-sum-after")).unwrap(),
+            "{name}: first/last MiB changed"
+        );
+    }
+    assert_eq!(
+        result_code(&out, "install"),
+        0,
+        "kctl node install failed:\n{}\n{}\nagent:\n{agent_log}\n{log}",
+        out.result("install.out").unwrap_or_default(),
+        out.result("install.err").unwrap_or_default()
+    );
+    let printed = out.result("install.out").unwrap() + &out.result("install.err").unwrap();
+    for step in ["format", "install", "enrol", "write-config", "done"] {
+        assert!(printed.contains(step), "step {step} not printed: {printed}");
+    }
+    assert!(
+        out.result("systemctl-calls")
+            .unwrap_or_default()
+            .contains("reboot"),
+        "install/reboot did not run systemctl reboot\nagent:\n{agent_log}"
+    );
+    assert_eq!(out.result("recovery-file-mode").unwrap().trim(), "600");
+    assert_eq!(out.result("recovery-dir-mode").unwrap().trim(), "700");
+    let meta: serde_json::Value = serde_json::from_str(&out.result("luks.json").unwrap()).unwrap();
+    let tokens: Vec<&str> = meta["tokens"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|t| t["type"].as_str())
+        .collect();
+    assert!(tokens.contains(&"systemd-tpm2"), "{meta}");
+    assert!(tokens.contains(&"systemd-recovery"), "{meta}");
+    assert_eq!(
+        meta["keyslots"].as_object().unwrap().len(),
+        2,
+        "install key slot left: {meta}"
+    );
+    let system = out.result("system").unwrap().trim().to_owned();
+    let recovery = out.result("recovery-key").unwrap().trim().to_owned();
+    assert_eq!(recovery.len(), 71, "recovery key {recovery:?}");
+
+    // Boot 2 and the PCR change, as for the hand-made install.
+    let spec = StorageSpec::new(OS_DISK, vec![DATA_DISK.into()], backend);
+    let run1 = Run {
+        disks: persistent,
+        tpm_state_dir: Some(tpm),
+        payload_dir: p.to_owned(),
+        timeout: Duration::from_secs(1200),
+    };
+    let bins = Bins {
+        agent,
+        kctl,
+        controller,
+    };
+    boot2(&bed, run1, &spec, &bins, &system, &recovery);
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for entry in fs::read_dir(src).unwrap().flatten() {
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let (from, to) = (entry.path(), dst.join(&name));
+        if from.is_dir() {
+            copy_dir(&from, &to);
+        } else {
+            fs::copy(&from, &to).unwrap();
+        }
+    }
 }
