@@ -451,6 +451,11 @@ fn kctl_node_install_filesystem_then_stage1_boot_registers_ready_and_recovers() 
     kctl_install_and_boot(Backend::Filesystem, false);
 }
 
+#[test]
+fn kctl_node_install_zfs_then_stage1_boot_registers_ready_and_recovers() {
+    kctl_install_and_boot(Backend::Zfs, false);
+}
+
 /// Boot 1: `kctl node install` with `backend` (the refusals first when `with_refusals`);
 /// then [`boot2`].
 fn kctl_install_and_boot(backend: Backend, with_refusals: bool) {
