@@ -15,9 +15,6 @@
 //!   controller from the kept state: `kctl get nodes -o json` shows the node Ready with
 //!   backend lvm and DC1. Then PCR 7 is extended: TPM unlock is refused, and the recovery key
 //!   kctl stored unlocks.
-//! - `installed_{lvm,filesystem}_node_...`: the same two boots with boot 1 done by hand in
-//!   shell, step by step as the install contract lists them (kept for the filesystem backend,
-//!   and as the reference the agent's install is held to).
 //!
 //! The guest-side shell lives in `scripts.rs`.
 
@@ -28,8 +25,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kcore_disko::spec::{Backend, PbkdfSpec, PbkdfType, StorageSpec};
-use kcore_disko::{DeepInputs, DeepOutput};
+use kcore_disko::DeepInputs;
+use kcore_disko::spec::{Backend, StorageSpec};
 use kcore_nix::runner::{Invocation, Output, Program};
 use kcore_storage_bed::{Bed, BedError, BedOptions, Disk, Outcome, Run};
 
@@ -200,24 +197,6 @@ fn nixos_install_stand_in_copies_a_nix_built_closure_into_the_root() {
 // The two-boot proof.
 // ---------------------------------------------------------------------------------------
 
-fn deep(spec: &StorageSpec) -> Option<DeepOutput> {
-    let Some(inputs) = DeepInputs::from_env() else {
-        eprintln!(
-            "SKIP: disko source / nixpkgs lib not found (KCORE_TEST_DISKO, KCORE_TEST_NIXPKGS_LIB)"
-        );
-        return None;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fragment.nix");
-    fs::write(&path, kcore_disko::render_fragment(spec).unwrap()).unwrap();
-    let evaluator = kcore_disko::eval::Evaluator::new(None).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    Some(rt.block_on(evaluator.level3(&path, &inputs)).unwrap())
-}
-
 fn node_entry(nodes: &serde_json::Value) -> Option<serde_json::Value> {
     let list = nodes
         .as_array()
@@ -225,134 +204,6 @@ fn node_entry(nodes: &serde_json::Value) -> Option<serde_json::Value> {
         .or_else(|| nodes["items"].as_array().cloned())
         .unwrap_or_default();
     list.into_iter().find(|n| n["nodeId"] == NODE_ID)
-}
-
-#[test]
-#[ignore = "the by-hand reference install; the kctl_node_install_* tests cover the path in CI (time budget): run with --ignored"]
-fn installed_lvm_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_change() {
-    install_and_boot(Backend::Lvm);
-}
-
-#[test]
-#[ignore = "the by-hand reference install; the kctl_node_install_* tests cover the path in CI (time budget): run with --ignored"]
-fn installed_filesystem_node_unlocks_with_the_tpm_registers_and_recovers_after_a_pcr_change() {
-    install_and_boot(Backend::Filesystem);
-}
-
-/// Boot 1 installs a node with `backend`, boot 2 plays stage 1, runs it, changes PCR 7.
-fn install_and_boot(backend: Backend) {
-    let agent = workspace_binary("kcore-agent", "kcore-agent");
-    let kctl = workspace_binary("kctl", "kctl");
-    let controller = workspace_binary("kcore-controller", "kcore-controller");
-    let mut spec = StorageSpec::new(OS_DISK, vec![DATA_DISK.into()], backend);
-    // Test-only key derivation (argon2id costs ~9 s per keyslot operation under TCG).
-    spec.luks.pbkdf = Some(PbkdfSpec {
-        kind: PbkdfType::Pbkdf2,
-        iterations: Some(1000),
-        memory_kib: None,
-    });
-    let Some(scripts) = deep(&spec) else {
-        return;
-    };
-    let Some(bed) = bed(BedOptions {
-        zfs: backend == Backend::Zfs,
-    }) else {
-        return;
-    };
-    let keep = tempfile::tempdir().unwrap();
-    let disks = vec![
-        Disk::persistent("os", 2 << 30, &keep.path().join("os.img")),
-        Disk::persistent("data0", 1 << 30, &keep.path().join("data0.img")),
-        Disk::persistent("ctl-state", 256 << 20, &keep.path().join("state.img")),
-    ];
-    let tpm = keep.path().join("tpm");
-
-    let p1 = tempfile::tempdir().unwrap();
-    let p = p1.path();
-    write_exec(&p.join("run.sh"), &install_script(&spec));
-    fs::write(p.join("create.sh"), &scripts.create).unwrap();
-    fs::write(p.join("mount.sh"), &scripts.mount).unwrap();
-    fs::write(p.join("closure.nix"), CLOSURE_NIX).unwrap();
-    for (bin, name) in [
-        (&agent, "kcore-agent"),
-        (&kctl, "kctl"),
-        (&controller, "kcore-controller"),
-    ] {
-        fs::copy(bin, p.join(name)).unwrap();
-    }
-    fs::copy(support("nixos-install"), p.join("nixos-install")).unwrap();
-    let run1 = Run {
-        disks,
-        tpm_state_dir: Some(tpm),
-        payload_dir: p.to_owned(),
-        timeout: Duration::from_secs(1200),
-    };
-    let out = bed.run(&run1).unwrap();
-    eprintln!("install boot 1: {:.1}s", out.wall.as_secs_f64());
-    let log = &out.serial_log;
-    assert_eq!(out.exit_code, 0, "{log}");
-    for s in [
-        "state-mkfs",
-        "create-cluster",
-        "controller-boot1",
-        "format",
-        "mount",
-        "install",
-        "enrol-recovery",
-        "enrol-tpm",
-        "tpm-proven",
-        "remove-install-key",
-        "csr",
-        "cert",
-        "umount",
-        "close",
-    ] {
-        assert_eq!(result_code(&out, s), 0, "boot 1 step {s}\n{log}");
-    }
-    assert_ne!(
-        result_code(&out, "install-key-refused"),
-        0,
-        "the install key must no longer open the volume\n{log}"
-    );
-    let system = out.result("system").unwrap().trim().to_owned();
-    assert!(
-        system.starts_with("/nix/store/") && system.ends_with("-kcore-bed-node-system"),
-        "{system}: {}",
-        out.result("nix-build.log").unwrap_or_default()
-    );
-    // Only the TPM2 token and the recovery key remain: the install key's slot is gone.
-    let meta: serde_json::Value = serde_json::from_str(&out.result("luks.json").unwrap()).unwrap();
-    let tokens: Vec<&str> = meta["tokens"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter_map(|t| t["type"].as_str())
-        .collect();
-    assert!(tokens.contains(&"systemd-tpm2"), "{meta}");
-    assert!(tokens.contains(&"systemd-recovery"), "{meta}");
-    assert_eq!(meta["keyslots"].as_object().unwrap().len(), 2, "{meta}");
-    let tpm_token = meta["tokens"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|t| t["type"] == "systemd-tpm2")
-        .unwrap();
-    assert_eq!(
-        tpm_token["tpm2-pcrs"],
-        serde_json::json!([0, 2, 7]),
-        "{meta}"
-    );
-    // The recovery key, as kctl keeps it beside its context.
-    let recovery = out.result("recovery-key").unwrap().trim().to_owned();
-    assert_eq!(recovery.len(), 71, "recovery key {recovery:?}");
-
-    // Boot 2: same disks, same swtpm state.
-    let bins = Bins {
-        agent,
-        kctl,
-        controller,
-    };
-    boot2(&bed, run1, &spec, &bins, &system, &recovery);
 }
 
 /// The workspace binaries a boot copies into its payload.

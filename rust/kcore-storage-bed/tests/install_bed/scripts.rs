@@ -1,6 +1,5 @@
 //! The guest-side shell of the install proof: the closure derivation nix builds in the
-//! guest, and the payload scripts of each boot (the hand-made install by the contract's
-//! steps, `kctl node install` against the install-mode agent with its refusals, and boot 2's
+//! guest, and the payload scripts of each boot (`kctl node install` against the install-mode agent with its refusals, and boot 2's
 //! stage 1 with the PCR change). Kept apart from the assertions in `main.rs`.
 
 use kcore_disko::spec::{Backend, StorageSpec};
@@ -86,85 +85,6 @@ pub fn nix_opts() -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Boot 1: the install, step by step as the install contract lists them.
-pub fn install_script(spec: &StorageSpec) -> String {
-    format!(
-        r#"set -u
-{COMMON_SH}
-lo_up
-step state-mkfs mkfs.ext4 -q -L ctl-state "$STATE"
-mkdir -p /state && mount "$STATE" /state && mkdir -p "$HOME"
-step create-cluster "$K" create cluster --controller 127.0.0.1:9090 --context lab
-step controller-boot1 start_controller
-"$K" -o json get nodes >"$R/nodes-boot1.json" 2>&1
-
-# The node system: built by nix here, from the closure derivation and this host's agent.
-SYS=$(nix-build --no-out-link {nix_opts} /payload/closure.nix --arg agent /payload/kcore-agent 2>"$R/nix-build.log")
-echo "$SYS" >"$R/system"
-
-# format: a random install key (64 random bytes, hex) is the passwordFile disko reads.
-KEY={install_key}
-head -c 64 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$KEY"; chmod 0600 "$KEY"
-step format bash -e ./create.sh
-step mount bash -e ./mount.sh
-udevadm settle --timeout=30
-# install
-step install /payload/nixos-install --system "$SYS" --no-root-passwd --no-channel-copy --root /mnt
-# enrol: recovery key (stdout), TPM2 on PCRs 0+2+7 proven token-only, install key slot removed.
-systemd-cryptenroll --recovery-key --unlock-key-file="$KEY" {luks} >"$R/recovery-key.out" 2>"$R/recovery-key.err"
-echo $? >"$R/enrol-recovery"
-step enrol-tpm systemd-cryptenroll --unlock-key-file="$KEY" --tpm2-device=auto --tpm2-pcrs=0+2+7 {luks}
-step tpm-proven cryptsetup open --test-passphrase --token-only {luks}
-step remove-install-key cryptsetup luksRemoveKey --key-file "$KEY" {luks}
-step install-key-refused cryptsetup open --test-passphrase --token-ignore --key-file "$KEY" {luks}
-rm -f "$KEY"
-cryptsetup luksDump --dump-json-metadata {luks} >"$R/luks.json"
-# write-config (the node key and CSR are made here and signed by the cluster's sub-CA, as
-# the controller's node-certificate route does; nothing secret travels).
-E=/mnt/etc/kcore
-mkdir -p "$E/tls" && install -d -m 0700 "$E/recovery"
-step csr "$K" create csr --node-id {node} --cluster lab --key-out "$E/tls/node.key" --csr-out /run/node.csr --dns 127.0.0.1 --dns localhost
-step cert "$K" create node-cert --offline --node-id {node} --csr /run/node.csr --out "$E/tls/node.crt" --ca-out "$E/tls/ca.crt"
-chmod 0600 "$E/tls/node.key"
-grep -Eo '[a-z]{{8}}(-[a-z]{{8}}){{7}}' "$R/recovery-key.out" | head -n1 >"$E/recovery/luks-recovery-key.txt"
-chmod 0400 "$E/recovery/luks-recovery-key.txt"
-cp "$E/recovery/luks-recovery-key.txt" "$R/recovery-key"
-echo installer-only >"$E/disko-management-mode"
-cat >"$E/node-agent.yaml" <<YAML
-nodeId: {node}
-dcId: DC1
-hostname: kcore-bed-node
-mode: managed
-controllers: ["127.0.0.1:9090"]
-labels: {{}}
-tls: {{caFile: /etc/kcore/tls/ca.crt, certFile: /etc/kcore/tls/node.crt, keyFile: /etc/kcore/tls/node.key}}
-storage: {{backend: {backend}, lvm: {{vgName: {vg}, lvPrefix: {lv_prefix}}}, zfs: {{poolName: {pool}, datasetPrefix: {ds_prefix}}}}}
-disko: {{managementModeFile: /etc/kcore/disko-management-mode, stateDir: /var/lib/kcore/disko}}
-YAML
-printf '{{"nodeId":"{node}","system":"%s","luksMode":"tpm2","tpm2Pcrs":[0,2,7],"luksDevice":"{luks}"}}\n' "$SYS" >"$E/install.json"
-# done: sync, unmount, close.
-sync
-step umount umount -R /mnt
-vgchange -an >/dev/null
-if command -v zpool >/dev/null; then zpool export -a; fi
-step close cryptsetup close crypted
-lsblk --json -o NAME,SERIAL,FSTYPE,PARTLABEL,MOUNTPOINTS >"$R/lsblk-boot1.json"
-[ -n "$CTL_PID" ] && kill "$CTL_PID"; wait
-umount /state
-exit 0
-"#,
-        nix_opts = nix_opts(),
-        install_key = spec.luks.install_key_file,
-        luks = LUKS_DEV,
-        node = NODE_ID,
-        backend = spec.backend.as_str(),
-        vg = spec.lvm.vg_name,
-        lv_prefix = spec.lvm.lv_prefix,
-        pool = spec.zfs.pool_name,
-        ds_prefix = spec.zfs.dataset_prefix,
-    )
 }
 
 /// Boot 2: stage 1 played by the payload, then the node and the kept controller, then the
