@@ -55,6 +55,17 @@ impl ApiFailure {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    /// `400 INVALID_FIELD` for one request field: the message starts with the field's name
+    /// and `details.field` carries it, so a client can point at what to fix.
+    pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::with_status(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidField,
+            format!("{field}: {message}"),
+        )
+        .with_details(serde_json::json!({ "field": field }))
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 
-use axum::http::StatusCode;
 use kcore_api::ErrorCode;
 use kcore_api::install::{InstallCsr, InstallCsrRequest};
 use kcore_net::ApiFailure;
@@ -16,15 +15,6 @@ use kcore_pki::{Identity, Role};
 
 use crate::install::{MadeKey, lock};
 use crate::server::AgentState;
-
-fn bad(field: &str, message: String) -> ApiFailure {
-    ApiFailure::with_status(
-        StatusCode::BAD_REQUEST,
-        ErrorCode::InvalidField,
-        format!("{field}: {message}"),
-    )
-    .with_details(serde_json::json!({ "field": field }))
-}
 
 /// The file the key of `role` is kept in.
 pub fn key_path(state: &AgentState, role: &str) -> PathBuf {
@@ -37,19 +27,20 @@ pub fn make(state: &AgentState, req: InstallCsrRequest) -> Result<InstallCsr, Ap
         "node" => Role::Node,
         "controller" => Role::Controller,
         other => {
-            return Err(bad(
+            return Err(ApiFailure::invalid_field(
                 "role",
                 format!("{other:?}: the install makes keys for `node` and `controller` only"),
             ));
         }
     };
-    kcore_api::validate::node_id("id", &req.id).map_err(|e| bad("id", e.to_string()))?;
-    let identity =
-        Identity::new(&req.cluster, role, &req.id).map_err(|e| bad("cluster", e.to_string()))?;
+    kcore_api::validate::node_id("id", &req.id)
+        .map_err(|e| ApiFailure::invalid_field("id", e.to_string()))?;
+    let identity = Identity::new(&req.cluster, role, &req.id)
+        .map_err(|e| ApiFailure::invalid_field("cluster", e.to_string()))?;
     let mut names = req.dns_names.clone();
     for (i, n) in names.iter().enumerate() {
         kcore_api::report_limits::hostname(&format!("dnsNames[{i}]"), n)
-            .map_err(|e| bad(&format!("dnsNames[{i}]"), e.to_string()))?;
+            .map_err(|e| ApiFailure::invalid_field(&format!("dnsNames[{i}]"), e.to_string()))?;
     }
     // The node's hostname (from the last plan) is always one of the names.
     names.extend(lock(&state.install.hostname).clone());

@@ -58,15 +58,6 @@ pub const MIN_CLAIM_TOKEN: usize = 32;
 /// Where the installed system keeps its copy of the recovery key.
 pub const RECOVERY_KEY_PATH: &str = "/etc/kcore/recovery/luks-recovery-key.txt";
 
-fn bad(field: &str, message: String) -> ApiFailure {
-    ApiFailure::with_status(
-        StatusCode::BAD_REQUEST,
-        ErrorCode::InvalidField,
-        format!("{field}: {message}"),
-    )
-    .with_details(serde_json::json!({ "field": field }))
-}
-
 /// Everything one install needs, checked.
 pub struct Job {
     pub prepared: Prepared,
@@ -89,7 +80,7 @@ fn check_credentials(state: &AgentState, req: &InstallRunRequest) -> Result<(), 
         kcore_pki::verify_client_chain(&creds.ca_pem, chain)
             .map(|_| ())
             .map_err(|e| {
-                bad(
+                ApiFailure::invalid_field(
                     field,
                     format!("does not chain to credentials.caPem (the cluster CA): {e}"),
                 )
@@ -98,18 +89,18 @@ fn check_credentials(state: &AgentState, req: &InstallRunRequest) -> Result<(), 
     let keyed = |field: &str, role: &str, chain: &str| -> Result<(), ApiFailure> {
         match crate::install::csr::matches_key(state, role, chain) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(bad(
+            Ok(false) => Err(ApiFailure::invalid_field(
                 field,
                 format!(
                     "is not for the {role} key this node made: sign the CSR of the last \
                      POST /v1/install/csr with role {role}"
                 ),
             )),
-            Err(e) => Err(bad(field, e)),
+            Err(e) => Err(ApiFailure::invalid_field(field, e)),
         }
     };
     kcore_pki::certs_from_pem(&creds.ca_pem)
-        .map_err(|e| bad("credentials.caPem", e.to_string()))?;
+        .map_err(|e| ApiFailure::invalid_field("credentials.caPem", e.to_string()))?;
     chained("credentials.nodeChainPem", &creds.node_chain_pem)?;
     keyed("credentials.nodeChainPem", "node", &creds.node_chain_pem)?;
     match (&creds.controller, req.spec.run_controller) {
@@ -120,27 +111,28 @@ fn check_credentials(state: &AgentState, req: &InstallRunRequest) -> Result<(), 
                 "controller",
                 &c.chain_pem,
             )?;
-            kcore_pki::certs_from_pem(&c.sub_ca_pem)
-                .map_err(|e| bad("credentials.controller.subCaPem", e.to_string()))?;
+            kcore_pki::certs_from_pem(&c.sub_ca_pem).map_err(|e| {
+                ApiFailure::invalid_field("credentials.controller.subCaPem", e.to_string())
+            })?;
             kcore_api::controller::address(
                 "credentials.controller.advertiseAddress",
                 &c.advertise_address,
             )
-            .map_err(|e| bad("credentials.controller.advertiseAddress", e.to_string()))?;
+            .map_err(|e| {
+                ApiFailure::invalid_field("credentials.controller.advertiseAddress", e.to_string())
+            })?;
         }
         (None, true) => {
-            return Err(bad(
+            return Err(ApiFailure::invalid_field(
                 "credentials.controller",
                 "runController is set: the controller's certificate (signed for the CSR of \
-                 role controller) is needed"
-                    .into(),
+                 role controller) is needed",
             ));
         }
         (Some(_), false) => {
-            return Err(bad(
+            return Err(ApiFailure::invalid_field(
                 "credentials.controller",
-                "given, but runController is not set: drop it, or plan with --run-controller"
-                    .into(),
+                "given, but runController is not set: drop it, or plan with --run-controller",
             ));
         }
         (None, false) => {}
@@ -154,7 +146,7 @@ pub async fn run_route(
     ApiJson(req): ApiJson<InstallRunRequest>,
 ) -> Result<Response, ApiFailure> {
     if req.claim_token.chars().count() < MIN_CLAIM_TOKEN {
-        return Err(bad(
+        return Err(ApiFailure::invalid_field(
             "claimToken",
             format!("must be at least {MIN_CLAIM_TOKEN} random characters (kctl makes one)"),
         ));
@@ -162,7 +154,7 @@ pub async fn run_route(
     let timeout = match req.timeout_seconds {
         None => DEFAULT_TIMEOUT_SECONDS,
         Some(0) => {
-            return Err(bad(
+            return Err(ApiFailure::invalid_field(
                 "timeoutSeconds",
                 format!(
                     "must be at least 1 (the default is {DEFAULT_TIMEOUT_SECONDS}, the \
