@@ -13,6 +13,8 @@
 //! `<cache>/.run.lock`): the machines this runs on have two cores and one TCG guest already
 //! uses both.
 
+pub mod testing;
+
 use kcore_nix::runner::{Invocation, Output, Program, RunError, StreamLine};
 use std::ffi::OsStr;
 use std::fs;

@@ -6,47 +6,11 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use kcore_storage_bed::{Bed, BedError, BedOptions, Disk, Run};
-
-fn bed(opts: BedOptions) -> Option<Bed> {
-    let t = Instant::now();
-    match Bed::ensure(opts) {
-        Ok(b) => {
-            eprintln!("bed ready in {:.1}s", t.elapsed().as_secs_f64());
-            Some(b)
-        }
-        Err(BedError::Unavailable(why)) => {
-            eprintln!("SKIP: {why}");
-            None
-        }
-        Err(e) => panic!("preparing the storage bed failed: {e}"),
-    }
-}
-
-/// `target/debug/kcore-agent` next to this test binary (`target/debug/deps/agent_bed-*`).
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let agent = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("kcore-agent"))
-        .unwrap();
-    assert!(
-        agent.is_file(),
-        "{} missing: build it first: cargo build -p kcore-agent",
-        agent.display()
-    );
-    agent
-}
-
-fn write_exec(path: &Path, content: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::write(path, content).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
+use kcore_storage_bed::testing::*;
+use kcore_storage_bed::{BedOptions, Disk, Run};
 
 /// The guest side: each provision run records its exit code, log, `vgs`/`lvs` JSON, the
 /// stored id and the LV uuids under `$KCORE_RESULTS/<name>.*`.
@@ -133,8 +97,8 @@ fn size(v: &serde_json::Value) -> u64 {
 
 #[test]
 fn provision_disk_first_same_changed_grown_foreign_and_retry_marker() {
-    let agent = agent_binary();
-    let Some(bed) = bed(BedOptions::default()) else {
+    let agent = workspace_binary("kcore-agent", "kcore-agent");
+    let Some(bed) = bed_or_skip(BedOptions::default()) else {
         return;
     };
     let payload = tempfile::tempdir().unwrap();
@@ -258,33 +222,6 @@ fn provision_disk_first_same_changed_grown_foreign_and_retry_marker() {
 // apply-disko through kctl and the agent, on real disks.
 // ---------------------------------------------------------------------------------------
 
-/// `target/debug/kctl` next to this test binary.
-fn kctl_binary() -> PathBuf {
-    let kctl = agent_binary().with_file_name("kctl");
-    assert!(
-        kctl.is_file(),
-        "{} missing: build it first: cargo build -p kctl",
-        kctl.display()
-    );
-    kctl
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(src).unwrap().flatten() {
-        let name = entry.file_name();
-        if name == ".git" {
-            continue;
-        }
-        let (from, to) = (entry.path(), dst.join(&name));
-        if from.is_dir() {
-            copy_dir(&from, &to);
-        } else {
-            fs::copy(&from, &to).unwrap();
-        }
-    }
-}
-
 const NEW_DISK: &str = r#"{
   disko.devices.disk.data1 = {
     type = "disk";
@@ -361,14 +298,17 @@ exit 0
 
 #[test]
 fn apply_disko_formats_a_new_disk_and_refuses_a_mounted_one_with_disko_from_lib_stand_in() {
-    let (agent, kctl) = (agent_binary(), kctl_binary());
+    let (agent, kctl) = (
+        workspace_binary("kcore-agent", "kcore-agent"),
+        workspace_binary("kctl", "kctl"),
+    );
     let Some(deep) = kcore_disko::DeepInputs::from_env() else {
         eprintln!(
             "SKIP: KCORE_TEST_DISKO / KCORE_TEST_NIXPKGS_LIB not set and no cached test inputs"
         );
         return;
     };
-    let Some(bed) = bed(BedOptions::default()) else {
+    let Some(bed) = bed_or_skip(BedOptions::default()) else {
         return;
     };
     let payload = tempfile::tempdir().unwrap();

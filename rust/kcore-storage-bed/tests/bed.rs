@@ -6,26 +6,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::path::Path;
+
 use std::time::{Duration, Instant};
 
-use kcore_storage_bed::{Bed, BedError, BedOptions, Disk, Run};
-
-/// Prepares the bed, or prints `SKIP:` and returns `None` when the host cannot run it.
-fn bed(opts: BedOptions) -> Option<Bed> {
-    let t = Instant::now();
-    match Bed::ensure(opts) {
-        Ok(b) => {
-            eprintln!("bed ready ({opts:?}) in {:.1}s", t.elapsed().as_secs_f64());
-            Some(b)
-        }
-        Err(BedError::Unavailable(why)) => {
-            eprintln!("SKIP: {why}");
-            None
-        }
-        Err(e) => panic!("preparing the storage bed failed: {e}"),
-    }
-}
+use kcore_storage_bed::testing::*;
+use kcore_storage_bed::{BedOptions, Disk, Run};
 
 fn payload(script: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -33,15 +18,9 @@ fn payload(script: &str) -> tempfile::TempDir {
     dir
 }
 
-fn write_exec(path: &Path, content: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::write(path, content).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 #[test]
 fn guest_boots_and_sees_disks_by_serial() {
-    let Some(bed) = bed(BedOptions::default()) else {
+    let Some(bed) = bed_or_skip(BedOptions::default()) else {
         return;
     };
     let p = payload(
@@ -84,17 +63,9 @@ const STEP_SH: &str = r#"
 step() { local name="$1"; shift; "$@"; local rc=$?; echo "$rc" >"$KCORE_RESULTS/$name"; echo "step $name -> $rc"; return 0; }
 "#;
 
-fn result_code(out: &kcore_storage_bed::Outcome, name: &str) -> i32 {
-    out.result(name)
-        .unwrap_or_else(|e| panic!("{e}\nserial log:\n{}", out.serial_log))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn tpm2_enrolled_luks_unlocks_without_key_refuses_after_pcr7_change_and_recovery_key_works() {
-    let Some(bed) = bed(BedOptions::default()) else {
+    let Some(bed) = bed_or_skip(BedOptions::default()) else {
         return;
     };
     let keep = tempfile::tempdir().unwrap();
@@ -337,7 +308,7 @@ fn mountpoints(n: &serde_json::Value) -> Vec<String> {
 }
 
 fn layout_test(backend: Backend) {
-    let Some(bed) = bed(BedOptions {
+    let Some(bed) = bed_or_skip(BedOptions {
         zfs: backend == Backend::Zfs,
     }) else {
         return;
@@ -544,22 +515,6 @@ fn layout_zfs_backend_with_luks_os_disk() {
 // 2. `kctl disko plan --live` against in-use disks made real in the guest.
 // ---------------------------------------------------------------------------------------
 
-/// `target/debug/kctl` next to this test binary (`target/debug/deps/bed-*`).
-fn kctl_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let kctl = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("kctl"))
-        .unwrap();
-    assert!(
-        kctl.is_file(),
-        "{} missing: build it: cargo build -p kctl",
-        kctl.display()
-    );
-    kctl
-}
-
 /// Each in-use condition: disk serial, the guest commands that make it real, the refusal code.
 const IN_USE: &[(&str, &str, &str)] = &[
     (
@@ -595,9 +550,9 @@ const IN_USE: &[(&str, &str, &str)] = &[
 
 #[test]
 fn plan_live_refuses_in_use_disks_without_touching_them_and_applies_a_new_disk() {
-    let kctl = kctl_binary();
+    let kctl = workspace_binary("kctl", "kctl");
     // The ZFS image: one of the conditions is a ZFS pool member.
-    let Some(bed) = bed(BedOptions { zfs: true }) else {
+    let Some(bed) = bed_or_skip(BedOptions { zfs: true }) else {
         return;
     };
     let Some(inputs) = DeepInputs::from_env() else {

@@ -9,54 +9,12 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap, like the tests themselves
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use kcore_storage_bed::{Bed, BedError, BedOptions, Disk, Outcome, Run};
+use std::time::Duration;
+
+use kcore_storage_bed::testing::*;
+use kcore_storage_bed::{BedOptions, Disk, Outcome, Run};
 use serde_json::{Value, json};
-
-fn bed(opts: BedOptions) -> Option<Bed> {
-    let t = Instant::now();
-    match Bed::ensure(opts) {
-        Ok(b) => {
-            eprintln!("bed ready in {:.1}s", t.elapsed().as_secs_f64());
-            Some(b)
-        }
-        Err(BedError::Unavailable(why)) => {
-            eprintln!("SKIP: {why}");
-            None
-        }
-        Err(e) => panic!("preparing the storage bed failed: {e}"),
-    }
-}
-
-/// `target/debug/kcore-agent` next to this test binary (`target/debug/deps/vm_bed-*`).
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let agent = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("kcore-agent"))
-        .unwrap();
-    assert!(
-        agent.is_file(),
-        "{} missing: build it first: cargo build -p kcore-agent",
-        agent.display()
-    );
-    agent
-}
-
-fn support(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/support")
-        .join(name)
-}
-
-fn write_exec(path: &Path, content: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::write(path, content).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
 
 const MIB: u64 = 1 << 20;
 
@@ -147,8 +105,8 @@ fn size(v: &Value) -> u64 {
 #[test]
 fn lvm_vm_volumes_create_once_refuse_a_resize_while_running_delete_exactly_theirs_and_leave_nothing_after_a_failed_create_with_qemu_and_systemd_run_stand_ins()
  {
-    let agent = agent_binary();
-    let Some(bed) = bed(BedOptions::default()) else {
+    let agent = workspace_binary("kcore-agent", "kcore-agent");
+    let Some(bed) = bed_or_skip(BedOptions::default()) else {
         return;
     };
     let payload = tempfile::tempdir().unwrap();
@@ -384,8 +342,8 @@ fn zvols(out: &Outcome, step: &str) -> std::collections::BTreeMap<String, (u64, 
 #[test]
 fn zfs_vm_volumes_create_once_refuse_a_resize_while_running_delete_exactly_theirs_and_leave_nothing_after_a_failed_create_with_qemu_and_systemd_run_stand_ins()
  {
-    let agent = agent_binary();
-    let Some(bed) = bed(BedOptions { zfs: true }) else {
+    let agent = workspace_binary("kcore-agent", "kcore-agent");
+    let Some(bed) = bed_or_skip(BedOptions { zfs: true }) else {
         return;
     };
     let payload = tempfile::tempdir().unwrap();

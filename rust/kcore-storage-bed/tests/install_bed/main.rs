@@ -23,67 +23,16 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kcore_disko::DeepInputs;
 use kcore_disko::spec::{Backend, StorageSpec};
 use kcore_nix::runner::{Invocation, Output, Program};
-use kcore_storage_bed::{Bed, BedError, BedOptions, Disk, Outcome, Run};
+use kcore_storage_bed::testing::*;
+use kcore_storage_bed::{Bed, BedOptions, Disk, Run};
 
 mod scripts;
 use scripts::*;
-
-/// Prepares the bed, or prints `SKIP:` and returns `None` when the host cannot run it.
-fn bed(opts: BedOptions) -> Option<Bed> {
-    let t = Instant::now();
-    match Bed::ensure(opts) {
-        Ok(b) => {
-            eprintln!("bed ready ({opts:?}) in {:.1}s", t.elapsed().as_secs_f64());
-            Some(b)
-        }
-        Err(BedError::Unavailable(why)) => {
-            eprintln!("SKIP: {why}");
-            None
-        }
-        Err(e) => panic!("preparing the storage bed failed: {e}"),
-    }
-}
-
-fn write_exec(path: &Path, content: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::write(path, content).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn support(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/support")
-        .join(name)
-}
-
-/// A binary of this workspace next to this test binary (`target/debug/deps/install_bed-*`).
-fn workspace_binary(name: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join(name))
-        .unwrap();
-    assert!(
-        bin.is_file(),
-        "{} missing: build it first: cargo build -p {package}",
-        bin.display()
-    );
-    bin
-}
-
-fn result_code(out: &Outcome, name: &str) -> i32 {
-    out.result(name)
-        .unwrap_or_else(|e| panic!("{e}\nserial log:\n{}", out.serial_log))
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 /// Runs a program through kcore-nix's runner (tests follow the same rule as the code).
 fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -319,7 +268,7 @@ fn kctl_install_and_boot(backend: Backend, with_refusals: bool) {
         );
         return;
     };
-    let Some(bed) = bed(BedOptions {
+    let Some(bed) = bed_or_skip(BedOptions {
         zfs: backend == Backend::Zfs,
     }) else {
         return;
@@ -448,20 +397,4 @@ fn kctl_install_and_boot(backend: Backend, with_refusals: bool) {
         controller,
     };
     boot2(&bed, run1, &spec, &bins, &system, &recovery);
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(src).unwrap().flatten() {
-        let name = entry.file_name();
-        if name == ".git" {
-            continue;
-        }
-        let (from, to) = (entry.path(), dst.join(&name));
-        if from.is_dir() {
-            copy_dir(&from, &to);
-        } else {
-            fs::copy(&from, &to).unwrap();
-        }
-    }
 }
