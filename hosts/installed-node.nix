@@ -1,11 +1,20 @@
-# The system `kctl node install` puts on a node, one prebuilt closure per storage backend
-# (hosts/installed-{filesystem,lvm,zfs} set `kcore.storage.backend`; the installer ISO carries
-# all three). One closure fits every node, so nothing here is node-specific: the node's id,
+# The system `kctl node install` puts on a node, one prebuilt closure per storage backend and
+# LUKS unlock (hosts/installed-{filesystem,lvm,zfs} unlock the root with the TPM2,
+# hosts/installed-{filesystem,lvm,zfs}-keyfile with the key device's `kcore-luks-key`
+# partition; each sets `kcore.storage.backend`; the installer ISO carries all six). One
+# closure fits every node, so nothing here is node-specific: the node's id,
 # DC, controllers, certificates and storage names are runtime files the install writes under
 # /etc/kcore (docs/nixos.md "Installed systems"), and every device is named by the partition
 # labels disko gives kcore-disko's layout (`disk-<disk>-<partition>`, disko
 # lib/types/gpt.nix `label`), never by a disk's by-id path. Not a host itself (a file, not a
-# directory under hosts/).
+# directory under hosts/): a function of the unlock, imported as
+# `(import ../installed-node.nix { unlock = "tpm2"; })`, returning the NixOS module.
+{
+  # "tpm2" or "keyFile" (kcore.diskEncryption.unlock): fixed in the initrd, hence one closure
+  # per mode; the install-mode agent picks install.systems or install.keyfileSystems by the
+  # plan's LUKS mode.
+  unlock ? "tpm2",
+}:
 {
   lib,
   config,
@@ -47,7 +56,8 @@ in
 
   # The hostname is a runtime value too (the agent reports the one in node-agent.yaml); the
   # kernel's stays generic (one name per closure) until the operator's configuration sets it.
-  networking.hostName = "kcore-node-${storage.backend}";
+  networking.hostName =
+    "kcore-node-${storage.backend}" + lib.optionalString (unlock == "keyFile") "-keyfile";
   # Needed by ZFS, shared by every node installed from these closures: ZFS uses it to refuse
   # importing a pool last used by another host, which a pool moved between nodes of the
   # same install would no longer get (docs/nixos.md).
@@ -76,10 +86,18 @@ in
     lib.listToAttrs (lib.genList volumeMount maxFilesystemDataDisks)
   );
 
-  # TPM2 (the default) or, when the installer chose key-file mode, the key device: the
-  # initrd's choice is fixed in the closure, so a key-file node runs its own configuration
-  # or a specialisation (docs/install.md "Key-file nodes").
-  kcore.diskEncryption.enable = true;
+  # TPM2 or the key device (`--luks keyfile --luks-key-device DEV`): the initrd's choice is
+  # fixed in the closure, so each mode has its own prebuilt system (docs/install.md
+  # "Key-file nodes"). Key-file mode reads the partition the install-mode agent makes on the
+  # key device (GPT, partlabel kcore-luks-key, the key in its first 4096 bytes).
+  kcore.diskEncryption = {
+    enable = true;
+    inherit unlock;
+  }
+  // lib.optionalAttrs (unlock == "keyFile") {
+    keyFile = "/dev/disk/by-partlabel/kcore-luks-key";
+    keyFileSize = 4096;
+  };
 
   # Written by the installer as `installer-only` (contract: /etc/kcore/disko-management-mode).
   kcore.storage.managementModeFile = "/etc/kcore/disko-management-mode";

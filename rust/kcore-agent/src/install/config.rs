@@ -1,6 +1,7 @@
 //! The agent configuration's `install:` section (install mode on the live ISO): where the
 //! new system is mounted, where the install keeps its keys (a tmpfs), which prebuilt
-//! system closure each storage backend installs, and the TPM2 PCR policy.
+//! system closure each storage backend installs (one set unlocking the root with the TPM2,
+//! one reading the key-file partition of a key device), and the TPM2 PCR policy.
 
 use std::path::{Path, PathBuf};
 
@@ -18,9 +19,14 @@ pub struct InstallConfig {
     /// system, the recovery key; a tmpfs on the ISO, so nothing outlives the live system.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// The system closure (store path) installed for each backend.
+    /// The system closure (store path) installed for each backend in TPM2 mode.
     #[serde(default)]
     pub systems: InstallSystems,
+    /// The system closure installed for each backend in key-file mode: its initrd unlocks
+    /// the root with `/dev/disk/by-partlabel/kcore-luks-key` instead of waiting for a TPM2
+    /// token the node does not have.
+    #[serde(default)]
+    pub keyfile_systems: InstallSystems,
     /// The PCRs the TPM2 slot is sealed to (docs/storage.md: firmware, option ROMs,
     /// Secure Boot state; the same on the ISO and the installed system).
     #[serde(default = "default_pcrs")]
@@ -33,13 +39,14 @@ impl Default for InstallConfig {
             root: default_root(),
             state_dir: default_state_dir(),
             systems: InstallSystems::default(),
+            keyfile_systems: InstallSystems::default(),
             tpm2_pcrs: default_pcrs(),
         }
     }
 }
 
-/// `install.systems`: one prebuilt closure per backend; a backend without one cannot be
-/// installed from this ISO.
+/// `install.systems` / `install.keyfileSystems`: one prebuilt closure per backend; a
+/// backend without one cannot be installed from this ISO in that LUKS mode.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstallSystems {
@@ -104,6 +111,12 @@ impl InstallConfig {
             ("install.systems.filesystem", &self.systems.filesystem),
             ("install.systems.lvm", &self.systems.lvm),
             ("install.systems.zfs", &self.systems.zfs),
+            (
+                "install.keyfileSystems.filesystem",
+                &self.keyfile_systems.filesystem,
+            ),
+            ("install.keyfileSystems.lvm", &self.keyfile_systems.lvm),
+            ("install.keyfileSystems.zfs", &self.keyfile_systems.zfs),
         ] {
             if let Some(p) = path {
                 if !p.is_absolute() {
@@ -134,10 +147,18 @@ mod tests {
         assert_eq!(c.install.state_dir, Path::new("/run/kcore-install"));
         assert_eq!(c.install.tpm2_pcrs, [0, 2, 7]);
         assert_eq!(c.install.systems.get(crate::config::Backend::Lvm), None);
+        assert_eq!(
+            c.install.keyfile_systems.get(crate::config::Backend::Lvm),
+            None
+        );
         let c = parse(
-            "nodeId: n\nmode: install\ninstall: { root: /target, systems: { lvm: /nix/store/a-lvm } }\n",
+            "nodeId: n\nmode: install\ninstall: { root: /target, systems: { lvm: /nix/store/a-lvm }, keyfileSystems: { lvm: /nix/store/b-lvm-keyfile } }\n",
         )
         .unwrap();
+        assert_eq!(
+            c.install.keyfile_systems.get(crate::config::Backend::Lvm),
+            Some(Path::new("/nix/store/b-lvm-keyfile"))
+        );
         assert_eq!(c.install.root, Path::new("/target"));
         assert_eq!(
             c.install.systems.get(crate::config::Backend::Lvm),
@@ -151,6 +172,10 @@ mod tests {
             (
                 "install: { systems: { zfs: result } }",
                 "install.systems.zfs",
+            ),
+            (
+                "install: { keyfileSystems: { lvm: result } }",
+                "install.keyfileSystems.lvm",
             ),
         ] {
             let err = parse(&format!("nodeId: n\nmode: install\n{text}\n")).unwrap_err();

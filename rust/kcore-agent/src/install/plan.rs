@@ -313,17 +313,28 @@ pub async fn prepare(state: &AgentState, mut spec: InstallSpec) -> Result<Prepar
     storage.luks.set_mode(luks_mode);
     storage.luks.install_key_file = install_key_path(state).display().to_string();
 
-    let system = match state.config.install.systems.get(spec.storage_backend) {
+    // TPM2 mode installs `install.systems.<backend>`, key-file mode
+    // `install.keyfileSystems.<backend>`: the two differ in how their initrd unlocks the root.
+    let (systems, key) = match luks_mode {
+        LuksMode::Tpm2 => (&state.config.install.systems, "systems"),
+        LuksMode::Keyfile => (&state.config.install.keyfile_systems, "keyfileSystems"),
+    };
+    let system = match systems.get(spec.storage_backend) {
         Some(p) => p.display().to_string(),
         None => {
             let backend = spec.storage_backend.as_str();
+            let mode = match luks_mode {
+                LuksMode::Tpm2 => "TPM2",
+                LuksMode::Keyfile => "key-file",
+            };
             refusals.push(InstallRefusal {
                 device: "storageBackend".into(),
                 code: ErrorCode::InstallRefused,
                 message: format!(
-                    "this installer carries no system for the {backend} backend \
-                     (install.systems.{backend} in the agent's configuration): pick another \
-                     --storage-backend"
+                    "this installer carries no {mode} system for the {backend} backend \
+                     (install.{key}.{backend} in the agent's configuration is not set): add it \
+                     to the installer's agent configuration, or pick another --storage-backend \
+                     or --luks mode"
                 ),
             });
             String::new()

@@ -84,8 +84,8 @@ pub fn by_id(serial: &str) -> String {
     format!("/dev/disk/by-id/ata-QEMU_HARDDISK_{serial}")
 }
 
-/// An install-mode agent over [`install_snapshot`], with or without a TPM, and systems
-/// for every backend.
+/// An install-mode agent over [`install_snapshot`], with or without a TPM, and TPM2 and
+/// key-file systems for the filesystem and lvm backends (none for zfs).
 pub struct InstallBed {
     pub node: Node,
     pub agent: Running,
@@ -107,6 +107,10 @@ pub async fn install_bed(tpm: bool, extra: serde_json::Value) -> InstallBed {
             "systems": {
                 "filesystem": "/nix/store/00000000000000000000000000000000-kcore-node-filesystem",
                 "lvm": "/nix/store/00000000000000000000000000000000-kcore-node-lvm",
+            },
+            "keyfileSystems": {
+                "filesystem": "/nix/store/00000000000000000000000000000000-kcore-node-filesystem-keyfile",
+                "lvm": "/nix/store/00000000000000000000000000000000-kcore-node-lvm-keyfile",
             },
         },
     });
@@ -294,6 +298,12 @@ async fn install_plan_refuses_disks_in_use_and_explains_the_key_device() {
     assert_eq!(plan.wipes[2].role, "luks-key");
     assert!(plan.layout.contains("passwordFile"));
     assert!(!plan.layout.contains("keyFile ="));
+    // Key-file mode installs the key-file system, whose initrd reads the key partition.
+    assert!(
+        plan.system.ends_with("-kcore-node-lvm-keyfile"),
+        "{}",
+        plan.system
+    );
 
     // The live system's disk, a mounted disk, a missing one, one named twice.
     let mut bad = spec(
@@ -371,6 +381,7 @@ async fn install_plan_refuses_disks_in_use_and_explains_the_key_device() {
         [("storageBackend".to_string(), "INSTALL_REFUSED".to_string())]
     );
     assert!(plan.refusals[0].message.contains("install.systems.zfs"));
+    assert!(plan.system.is_empty(), "{}", plan.system);
 
     // Bad fields are 400s naming the field.
     for (patch, field) in [
@@ -391,6 +402,72 @@ async fn install_plan_refuses_disks_in_use_and_explains_the_key_device() {
         assert_eq!(code(&err), "INVALID_FIELD", "{field}: {err}");
         assert!(err.to_string().contains(field), "{field}: {err}");
     }
+    bed.agent.stop().await;
+}
+
+/// TPM2 mode and key-file mode pick their own system; an ISO with a TPM2 system but no
+/// key-file system for a backend refuses a key-file install of it, naming the config key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_plan_picks_the_system_of_its_luks_mode_and_refuses_a_missing_keyfile_system() {
+    let bed = install_bed(
+        true,
+        json!({"install": {"keyfileSystems": {"filesystem": null}}}),
+    )
+    .await;
+    let mut wanted = spec("/dev/sdb", &[]);
+    wanted.storage_backend = kcore_api::cluster::StorageBackend::Filesystem;
+    wanted.luks = kcore_api::install::LuksChoice::Tpm2;
+    let plan: InstallPlan = bed
+        .client
+        .post_json("/v1/install/plan", &wanted)
+        .await
+        .unwrap();
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    assert!(
+        plan.system.ends_with("-kcore-node-filesystem"),
+        "{}",
+        plan.system
+    );
+
+    // The same node, key-file mode: its TPM2 system would wait for a token it never gets.
+    wanted.luks = kcore_api::install::LuksChoice::Keyfile;
+    wanted.luks_key_device = Some("/dev/sde".into());
+    let plan: InstallPlan = bed
+        .client
+        .post_json("/v1/install/plan", &wanted)
+        .await
+        .unwrap();
+    assert_eq!(plan.refusals.len(), 1, "{:?}", plan.refusals);
+    let refusal = &plan.refusals[0];
+    assert_eq!(
+        (refusal.device.as_str(), refusal.code.as_str()),
+        ("storageBackend", "INSTALL_REFUSED")
+    );
+    assert!(
+        refusal
+            .message
+            .contains("install.keyfileSystems.filesystem")
+            && refusal.message.contains("key-file"),
+        "{}",
+        refusal.message
+    );
+    assert!(plan.system.is_empty(), "{}", plan.system);
+
+    // lvm has a key-file system: the same key-file spec (with a data disk) plans, and
+    // shows it.
+    wanted.storage_backend = kcore_api::cluster::StorageBackend::Lvm;
+    wanted.data_disks = vec!["/dev/sdf".into()];
+    let plan: InstallPlan = bed
+        .client
+        .post_json("/v1/install/plan", &wanted)
+        .await
+        .unwrap();
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    assert!(
+        plan.system.ends_with("-kcore-node-lvm-keyfile"),
+        "{}",
+        plan.system
+    );
     bed.agent.stop().await;
 }
 

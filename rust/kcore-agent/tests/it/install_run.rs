@@ -42,6 +42,10 @@ pub async fn run_bed(tpm: bool) -> InstallBed {
                 "filesystem": "/nix/store/00000000000000000000000000000000-kcore-node-filesystem",
                 "lvm": "/nix/store/00000000000000000000000000000000-kcore-node-lvm",
             },
+            "keyfileSystems": {
+                "filesystem": "/nix/store/00000000000000000000000000000000-kcore-node-filesystem-keyfile",
+                "lvm": "/nix/store/00000000000000000000000000000000-kcore-node-lvm-keyfile",
+            },
         }}),
     );
     let config = node.config("install", None, extra);
@@ -515,6 +519,14 @@ async fn install_run_keyfile_mode_and_run_controller_write_the_key_device_and_co
     ] {
         assert!(log.contains(&line), "{line} in {log:?}");
     }
+    // The key-file system is the one installed: its initrd reads the key partition.
+    let system = "/nix/store/00000000000000000000000000000000-kcore-node-filesystem-keyfile";
+    assert_eq!(plan.system, system);
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with(&format!("nixos-install --system {system} "))),
+        "{log:?}"
+    );
     assert!(!log.iter().any(|l| l.contains("tpm2")), "{log:?}");
     assert!(
         !log.iter()
@@ -552,6 +564,7 @@ async fn install_run_keyfile_mode_and_run_controller_write_the_key_device_and_co
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(etc.join("install.json")).unwrap()).unwrap();
     assert_eq!(record["luksMode"], "keyfile");
+    assert_eq!(record["system"], system);
     bed.agent.stop().await;
 }
 

@@ -67,6 +67,12 @@ fn kcore_agent_accepts_the_rendered_agent_yaml() {
             system.is_some_and(|p| p.starts_with("/nix/store/")),
             "install.systems.{backend:?}: {system:?}"
         );
+        let keyfile = iso.install.keyfile_systems.get(backend);
+        assert!(
+            keyfile.is_some_and(|p| p.starts_with("/nix/store/")),
+            "install.keyfileSystems.{backend:?}: {keyfile:?}"
+        );
+        assert_ne!(keyfile, system, "{backend:?}: one system per LUKS mode");
     }
     for tool in [
         "cryptsetup",

@@ -64,6 +64,13 @@ fn flake_outputs_are_complete_and_wired() {
             .map(|f| format!("vm-{}", f.trim_end_matches(".nix"))),
     );
     want.sort();
+    // The key-file prebuilt systems are hosts too, so each is a check of its own.
+    for b in ["filesystem", "lvm", "zfs"] {
+        assert!(
+            want.contains(&format!("host-installed-{b}-keyfile")),
+            "{want:?}"
+        );
+    }
     assert_eq!(sorted(&out["checks"]["x86_64-linux"]), want);
     assert_eq!(
         sorted(&out["checks"]["aarch64-linux"]),

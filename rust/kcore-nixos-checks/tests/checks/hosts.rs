@@ -265,8 +265,8 @@ fn installer_sets_its_image_name_over_iso_image() {
             .contains("kcore.hosts.operatorSshKeys is empty"),
         "{warnings:?}"
     );
-    // The three prebuilt systems and the two inputs (installed::*).
-    assert_eq!(iso["storeContents"], json!(5));
+    // The six prebuilt systems (TPM2 and key-file) and the two inputs (installed::*).
+    assert_eq!(iso["storeContents"], json!(8));
     let yaml = rendered(&iso, "agentConfig");
     assert_eq!(yaml["mode"], json!("install"));
     // kctl comes with the agent's package once; nixos-install is listed by the host.

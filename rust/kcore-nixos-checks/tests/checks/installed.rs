@@ -1,9 +1,10 @@
-//! The systems `kctl node install` puts on a node (hosts/installed-{filesystem,lvm,zfs}) and
-//! the installer ISO that carries them: generic closures whose node-specific values are the
+//! The systems `kctl node install` puts on a node (hosts/installed-{filesystem,lvm,zfs} with
+//! TPM2 unlock, hosts/installed-{filesystem,lvm,zfs}-keyfile with the key device) and the
+//! installer ISO that carries them: generic closures whose node-specific values are the
 //! runtime files the install writes (docs/nixos.md "Installed systems"). The agent runs
 //! `--defaults <store file> --config /etc/kcore/node-agent.yaml`; the controller is in every
 //! closure but only starts where /etc/kcore/controller.yaml exists; every device is a disko
-//! partition label; the ISO's install-mode agent names each backend's closure.
+//! partition label; the ISO's install-mode agent names each backend's closure per LUKS mode.
 
 use serde_json::{Value, json};
 
@@ -17,8 +18,13 @@ fn installed_systems_read_the_installers_runtime_files() {
         return;
     };
     let hosts = h.hosts(&json!({}));
-    for backend in BACKENDS {
-        let host = format!("installed-{backend}");
+    let variants = BACKENDS.iter().flat_map(|b| [(*b, false), (*b, true)]);
+    for (backend, keyfile) in variants {
+        let host = if keyfile {
+            format!("installed-{backend}-keyfile")
+        } else {
+            format!("installed-{backend}")
+        };
         let out = &hosts[&host];
         assert_eq!(out["failed"], json!([]), "{host}");
 
@@ -92,12 +98,32 @@ fn installed_systems_read_the_installers_runtime_files() {
         );
         assert_eq!(out["allowedTCPPorts"], json!([9090, 9091]), "{host}");
 
-        // Devices by partition label, the same on every node; TPM2 with the editor off.
+        // Devices by partition label, the same on every node; TPM2 (or the key device's
+        // partition) with the editor off.
+        let luks = &out["luks"]["crypted"];
         assert_eq!(
-            out["luks"]["crypted"]["device"],
-            json!("/dev/disk/by-partlabel/disk-os-root")
+            luks["device"],
+            json!("/dev/disk/by-partlabel/disk-os-root"),
+            "{host}"
         );
-        assert_eq!(out["initrdSystemd"], json!(true));
+        if keyfile {
+            // The partition the install-mode agent makes on --luks-key-device, no TPM wait.
+            assert_eq!(
+                luks["keyFile"],
+                json!("/dev/disk/by-partlabel/kcore-luks-key"),
+                "{host}"
+            );
+            assert_eq!(luks["keyFileSize"], json!(4096), "{host}");
+            assert_eq!(luks["crypttabExtraOpts"], json!([]), "{host}");
+        } else {
+            assert_eq!(luks["keyFile"], Value::Null, "{host}");
+            assert_eq!(
+                luks["crypttabExtraOpts"],
+                json!(["tpm2-device=auto"]),
+                "{host}"
+            );
+            assert_eq!(out["initrdSystemd"], json!(true), "{host}");
+        }
         assert_eq!(out["systemdBootEditor"], json!(false));
         let fs = &out["fileSystems"];
         assert_eq!(fs["/"]["device"], json!("/dev/mapper/crypted"));
@@ -142,10 +168,18 @@ fn the_installer_carries_each_backends_system_and_its_tools() {
     let yaml = rendered(&iso, "agentConfig");
     assert_eq!(yaml["mode"], json!("install"));
     for backend in BACKENDS {
-        // The fake toplevel is named after the system's host name, one per backend.
+        // The fake toplevel is named after the system's host name, one per backend and
+        // LUKS mode: TPM2 systems in `systems`, key-file systems in `keyfileSystems`.
         assert_eq!(
             yaml["install"]["systems"][backend],
             json!(format!("{FAKE_STORE}nixos-system-kcore-node-{backend}")),
+            "{yaml}"
+        );
+        assert_eq!(
+            yaml["install"]["keyfileSystems"][backend],
+            json!(format!(
+                "{FAKE_STORE}nixos-system-kcore-node-{backend}-keyfile"
+            )),
             "{yaml}"
         );
     }
@@ -185,7 +219,7 @@ fn the_installer_carries_each_backends_system_and_its_tools() {
 }
 
 /// `nix build .#installer-iso` evaluates (iso-image.nix's stand-in) and the image holds the
-/// three prebuilt systems and the flake's inputs.
+/// six prebuilt systems (TPM2 and key-file) and the flake's inputs.
 #[test]
 fn the_installer_iso_evaluates_with_the_prebuilt_systems() {
     let Some(h) = Harness::get("the_installer_iso_evaluates_with_the_prebuilt_systems") else {
@@ -198,6 +232,11 @@ fn the_installer_iso_evaluates_with_the_prebuilt_systems() {
     let mut want: Vec<String> = BACKENDS
         .iter()
         .map(|b| format!("{FAKE_STORE}nixos-system-kcore-node-{b}"))
+        .chain(
+            BACKENDS
+                .iter()
+                .map(|b| format!("{FAKE_STORE}nixos-system-kcore-node-{b}-keyfile")),
+        )
         .collect();
     want.push(out["paths"]["nixpkgs"].as_str().unwrap().to_string());
     want.push(out["paths"]["disko"].as_str().unwrap().to_string());
