@@ -82,23 +82,14 @@ pub fn install_key_path(state: &AgentState) -> PathBuf {
     state.config.install.state_dir.join("install.key")
 }
 
-fn invalid(field: &str, message: String) -> ApiFailure {
-    ApiFailure::with_status(
-        StatusCode::BAD_REQUEST,
-        ErrorCode::InvalidField,
-        format!("{field}: {message}"),
-    )
-    .with_details(serde_json::json!({ "field": field }))
-}
-
 fn field_error(err: impl std::fmt::Display, field: &str) -> ApiFailure {
-    invalid(field, err.to_string())
+    ApiFailure::invalid_field(field, err)
 }
 
 /// The request's own fields, before any disk is looked at.
 fn check_fields(spec: &InstallSpec) -> Result<(), ApiFailure> {
     if spec.cluster.trim().is_empty() || spec.cluster.contains(['/', ' ']) {
-        return Err(invalid(
+        return Err(ApiFailure::invalid_field(
             "cluster",
             format!(
                 "{:?} is not a cluster name: kctl sends its context's cluster",
@@ -113,10 +104,9 @@ fn check_fields(spec: &InstallSpec) -> Result<(), ApiFailure> {
             .map_err(|e| field_error(e, "hostname"))?;
     }
     if spec.controllers.is_empty() {
-        return Err(invalid(
+        return Err(ApiFailure::invalid_field(
             "controllers",
-            "empty: the installed node registers with these; pass --join-controller HOST:PORT"
-                .into(),
+            "empty: the installed node registers with these; pass --join-controller HOST:PORT",
         ));
     }
     for (i, c) in spec.controllers.iter().enumerate() {
@@ -248,7 +238,7 @@ pub async fn prepare(state: &AgentState, mut spec: InstallSpec) -> Result<Prepar
     let luks_mode = spec
         .luks
         .resolve(Some(tpm))
-        .map_err(|e| invalid("luks", e))?;
+        .map_err(|e| ApiFailure::invalid_field("luks", e))?;
     spec.luks = match luks_mode {
         LuksMode::Tpm2 => kcore_api::install::LuksChoice::Tpm2,
         LuksMode::Keyfile => kcore_api::install::LuksChoice::Keyfile,
