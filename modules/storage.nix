@@ -175,7 +175,11 @@ in
       poolName = lib.mkOption {
         type = lib.types.str;
         default = "tank0";
-        description = "ZFS pool holding VM volumes (backend `zfs`); imported at boot.";
+        description = ''
+          ZFS pool holding VM volumes (backend `zfs`); imported at boot (`boot.zfs.extraPools`).
+          Systems whose agent has `nodeConfig = "runtime"` import the pools named in
+          /etc/kcore/zfs-pools instead (kcore-zfs-import.service), which the installer writes.
+        '';
       };
       datasetPrefix = lib.mkOption {
         type = lib.types.str;
