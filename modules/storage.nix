@@ -10,6 +10,7 @@
   config,
   options,
   lib,
+  pkgs,
   ...
 }:
 let
@@ -35,6 +36,64 @@ let
   ) allFragments;
 
   thin = cfg.backend == "lvm" && cfg.lvm.thinProvisioning;
+
+  # The prebuilt systems `kctl node install` puts on a node (services.kcore.agent.nodeConfig
+  # = "runtime", agent.nix) are one closure for every node: the pool the operator named
+  # (`--zfs-pool-name`) is not known at build time, so it is not a static
+  # `boot.zfs.extraPools` entry; the installer writes it to `zfsPoolsFile` and
+  # kcore-zfs-import.service imports what that file names. `or`: storage.nix also works
+  # without agent.nix.
+  runtimeFiles = (config.services.kcore.agent.nodeConfig or "settings") == "runtime";
+  zfsPoolsFile = "/etc/kcore/zfs-pools";
+  # Read line by line; every name is checked against ZFS's pool-name rules (zpool-create(8):
+  # a letter first, then letters, digits, `_`, `-`, `.`, `:`; `mirror`, `raidz`, `draid`,
+  # `spare` and `log` reserved, also as prefixes but `log`, and `c<digit>...` which looks like
+  # a disk, libzfs zfs_namecheck.c `pool_namecheck`; at most 255 characters) before it
+  # is an argument, always one quoted argument. Space, also allowed by ZFS, is refused: the
+  # installer never writes one. The import flags are nixpkgs' import units' (`zpool import -d
+  # <devNodes> -N`, nixos/modules/tasks/filesystems/zfs.nix `poolImport`), retried for 60 s as
+  # there while the pool's disks may not be discovered yet; no `-f`: the install exports the
+  # pool cleanly before its reboot.
+  zfsImportScript = pkgs.writeShellScript "kcore-zfs-import" ''
+    set -u
+    zpool=${lib.escapeShellArg "${config.boot.zfs.package}/bin/zpool"}
+    pools=${lib.escapeShellArg zfsPoolsFile}
+    status=0
+    while IFS= read -r pool || [ -n "$pool" ]; do
+      [ -n "$pool" ] || continue
+      if ! [[ "$pool" =~ ^[A-Za-z][A-Za-z0-9_.:-]*$ ]] || [ "''${#pool}" -gt 255 ]; then
+        echo "kcore-zfs-import: $pools: invalid pool name '$pool' (a letter, then letters, digits, _ - . :); skipped" >&2
+        status=1
+        continue
+      fi
+      case "$pool" in
+        mirror* | raidz* | draid* | spare* | log | c[0-9]*)
+          echo "kcore-zfs-import: $pools: '$pool' is a name ZFS reserves; skipped" >&2
+          status=1
+          continue
+          ;;
+      esac
+      if "$zpool" list "$pool" >/dev/null 2>&1; then
+        echo "ZFS pool $pool already imported"
+        continue
+      fi
+      imported=0
+      for _ in $(seq 1 60); do
+        if "$zpool" import -N -d /dev/disk/by-id "$pool"; then
+          imported=1
+          break
+        fi
+        sleep 1
+      done
+      if [ "$imported" = 1 ]; then
+        echo "Successfully imported $pool"
+      else
+        echo "kcore-zfs-import: could not import ZFS pool $pool from /dev/disk/by-id" >&2
+        status=1
+      fi
+    done < "$pools"
+    exit "$status"
+  '';
 
   # Whether some disko NixOS module (the consumer's own, or this flake's input) is imported.
   hasDisko = options ? disko.devices;
@@ -116,7 +175,11 @@ in
       poolName = lib.mkOption {
         type = lib.types.str;
         default = "tank0";
-        description = "ZFS pool holding VM volumes (backend `zfs`); imported at boot.";
+        description = ''
+          ZFS pool holding VM volumes (backend `zfs`); imported at boot (`boot.zfs.extraPools`).
+          Systems whose agent has `nodeConfig = "runtime"` import the pools named in
+          /etc/kcore/zfs-pools instead (kcore-zfs-import.service), which the installer writes.
+        '';
       };
       datasetPrefix = lib.mkOption {
         type = lib.types.str;
@@ -236,8 +299,42 @@ in
       ++ lib.optional (cfg.backend == "filesystem") "d ${cfg.filesystemVolumeDir} 0755 root root -";
 
       boot.supportedFilesystems = lib.mkIf (cfg.backend == "zfs") { zfs = true; };
-      # The volume pool usually has no file system in fileSystems, so import it explicitly.
-      boot.zfs.extraPools = lib.mkIf (cfg.backend == "zfs") [ cfg.zfs.poolName ];
+      # The volume pool usually has no file system in fileSystems, so import it explicitly:
+      # by name in a system configured in Nix, from the installer's file in a prebuilt one.
+      boot.zfs.extraPools = lib.mkIf (cfg.backend == "zfs" && !runtimeFiles) [ cfg.zfs.poolName ];
+
+      # Ordered as nixpkgs' own zfs-import-<pool> units (nixos/modules/tasks/filesystems/zfs.nix
+      # `createImportService`: requires/after udev-settle, after modules-load, before and
+      # wanted by local-fs.target, no default dependencies, oneshot RemainAfterExit), and as
+      # they are through zfs-import.target: before zfs-mount.service (zfs.target's mounts) and
+      # the agent, which opens the pool.
+      systemd.services.kcore-zfs-import = lib.mkIf (cfg.backend == "zfs" && runtimeFiles) {
+        description = "Import the ZFS pools named in ${zfsPoolsFile}";
+        requires = [ "systemd-udev-settle.service" ];
+        after = [
+          "systemd-udev-settle.service"
+          "systemd-modules-load.service"
+        ];
+        before = [
+          "local-fs.target"
+          "zfs-import.target"
+          "zfs-mount.service"
+          "kcore-agent.service"
+        ];
+        wantedBy = [
+          "local-fs.target"
+          "zfs-import.target"
+        ];
+        unitConfig = {
+          DefaultDependencies = "no";
+          ConditionPathExists = zfsPoolsFile;
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = zfsImportScript;
+        };
+      };
 
       # nixpkgs' lvm.nix installs thin-provisioning-tools (system and initrd) and points
       # lvm.conf at them.

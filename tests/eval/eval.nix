@@ -50,6 +50,8 @@ let
           unitConfig
           wantedBy
           after
+          before
+          requires
           environment
           ;
         path = map (p: p.name) config.systemd.services.${name}.path;
@@ -64,7 +66,10 @@ let
       "kcore-agent"
       "kcore-controller"
       "kcore-tpm2-enroll"
+      "kcore-zfs-import"
     ] unit;
+    # kcore.storage's import script of runtime-mode zfs systems (a fake writeShellScript).
+    zfsImportScript = config.systemd.services.kcore-zfs-import.serviceConfig.ExecStart.text or null;
     diskoDevices = config.disko.devices or null;
     tmpfiles = config.systemd.tmpfiles.rules;
     # kcore.diskEncryption's re-enrolment command (a writeShellScriptBin: fake, with its text).

@@ -117,6 +117,8 @@ let
       inherit (u)
         wantedBy
         after
+        before
+        requires
         wants
         environment
         serviceConfig
@@ -222,6 +224,9 @@ let
       agentConfig = (etcText config)."kcore/node-agent.yaml" or null;
       controllerConfig = (etcText config)."kcore/controller.yaml" or null;
       units = unitsOf config;
+      zfsExtraPools = config.boot.zfs.extraPools;
+      # kcore.storage's import script of runtime-mode zfs systems (writeShellScript's text).
+      zfsImportScript = config.systemd.services.kcore-zfs-import.serviceConfig.ExecStart.text or null;
       luks = config.boot.initrd.luks.devices;
       initrdSystemd = config.boot.initrd.systemd.enable;
       initrdModules = config.boot.initrd.availableKernelModules;

@@ -8,6 +8,9 @@
 //!   file paths, the storage section, the management mode file.
 //! - `tls/ca.crt`, `tls/node.crt` (the chain), `tls/node.key` (0600).
 //! - `disko-management-mode`: `installer-only`.
+//! - backend zfs: `zfs-pools`, the pool name (one per line): the prebuilt zfs closures are
+//!   shared by every node, so their `kcore-zfs-import.service` imports the pools this file
+//!   names instead of a name fixed at build time (modules/storage.nix).
 //! - `recovery/luks-recovery-key.txt` (0400, in a 0700 directory).
 //! - `install.json`: node id, when, plan hash, system, LUKS mode, PCRs, LUKS device (no
 //!   secrets).
@@ -31,6 +34,8 @@ pub const NODE_CONFIG: &str = "/etc/kcore/node-agent.yaml";
 pub const CONTROLLER_CONFIG: &str = "/etc/kcore/controller.yaml";
 /// The installed system's disko management mode file.
 pub const MANAGEMENT_MODE_FILE: &str = "/etc/kcore/disko-management-mode";
+/// The pools the installed zfs system imports at boot (modules/storage.nix).
+pub const ZFS_POOLS_FILE: &str = "/etc/kcore/zfs-pools";
 /// Where a controller keeps the sub-CA key it fetched.
 pub const SUB_CA_KEY_FILE: &str = "/var/lib/kcore-controller/sub-ca.key";
 /// The controller's port on every node.
@@ -125,6 +130,10 @@ pub fn write_all(ctx: &Ctx<'_>) -> Result<Vec<String>, WriteError> {
     });
     w.file(NODE_CONFIG, &yaml(&node), 0o644)?;
     w.file(MANAGEMENT_MODE_FILE, b"installer-only\n", 0o644)?;
+    if spec.storage_backend == kcore_api::cluster::StorageBackend::Zfs {
+        let pools = format!("{}\n", storage.zfs.pool_name);
+        w.file(ZFS_POOLS_FILE, pools.as_bytes(), 0o644)?;
+    }
     w.dir("/etc/kcore/recovery", 0o700)?;
     let recovery = ctx.recovery_key.clone().unwrap_or_default();
     w.file(

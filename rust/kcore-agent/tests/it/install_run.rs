@@ -41,6 +41,7 @@ pub async fn run_bed(tpm: bool) -> InstallBed {
             "systems": {
                 "filesystem": "/nix/store/00000000000000000000000000000000-kcore-node-filesystem",
                 "lvm": "/nix/store/00000000000000000000000000000000-kcore-node-lvm",
+                "zfs": "/nix/store/00000000000000000000000000000000-kcore-node-zfs",
             },
             "keyfileSystems": {
                 "filesystem": "/nix/store/00000000000000000000000000000000-kcore-node-filesystem-keyfile",
@@ -565,6 +566,36 @@ async fn install_run_keyfile_mode_and_run_controller_write_the_key_device_and_co
         serde_json::from_str(&std::fs::read_to_string(etc.join("install.json")).unwrap()).unwrap();
     assert_eq!(record["luksMode"], "keyfile");
     assert_eq!(record["system"], system);
+    bed.agent.stop().await;
+}
+
+/// The prebuilt zfs closure is shared by every node: the pool the operator named reaches its
+/// `kcore-zfs-import.service` through `/etc/kcore/zfs-pools` (modules/storage.nix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_run_zfs_writes_the_spec_pool_name_to_etc_kcore_zfs_pools() {
+    let bed = run_bed(true).await;
+    let pki = Pki::new();
+    let mut wanted = spec("/dev/sdb", &["/dev/sdc"]);
+    wanted.storage_backend = kcore_api::cluster::StorageBackend::Zfs;
+    wanted.zfs_pool_name = Some("vmpool7".into());
+    let (plan, request) = confirmed(&bed, &pki, &wanted).await;
+    let started: OperationStarted = bed
+        .client
+        .post_json("/v1/install/run", &request)
+        .await
+        .unwrap();
+    let (_, result) = follow(&bed.client, &started.operation_id).await;
+    assert_eq!(result.status, OperationStatus::Succeeded, "{result:?}");
+    assert_eq!(
+        plan.system,
+        "/nix/store/00000000000000000000000000000000-kcore-node-zfs"
+    );
+    let pools = bed.node.path("root/etc/kcore/zfs-pools");
+    assert_eq!(std::fs::read_to_string(&pools).unwrap(), "vmpool7\n");
+    assert_eq!(mode_of(&pools), 0o644);
+    let installed = AgentConfig::load(&bed.node.path("root/etc/kcore/node-agent.yaml")).unwrap();
+    assert_eq!(installed.storage.backend, kcore_agent::config::Backend::Zfs);
+    assert_eq!(installed.storage.zfs.pool_name, "vmpool7");
     bed.agent.stop().await;
 }
 

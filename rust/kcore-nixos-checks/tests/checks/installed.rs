@@ -242,3 +242,106 @@ fn the_installer_iso_evaluates_with_the_prebuilt_systems() {
     want.push(out["paths"]["disko"].as_str().unwrap().to_string());
     assert_eq!(contents, want);
 }
+
+/// `kctl node install --zfs-pool-name NAME` makes pool NAME and writes it to
+/// /etc/kcore/zfs-pools: the prebuilt zfs systems (runtime files) import what that file names
+/// with kcore-zfs-import.service, not a pool fixed at build time; a node configured in Nix
+/// (hosts/hv-zfs) keeps its pool in `boot.zfs.extraPools`.
+#[test]
+fn installed_zfs_systems_import_the_pools_the_installer_names() {
+    let Some(h) = Harness::get("installed_zfs_systems_import_the_pools_the_installer_names") else {
+        return;
+    };
+    let hosts = h.hosts(&json!({}));
+    let mut script = None;
+    for host in ["installed-zfs", "installed-zfs-keyfile"] {
+        let out = &hosts[host];
+        assert_eq!(out["failed"], json!([]), "{host}");
+        assert_eq!(out["zfsExtraPools"], json!([]), "{host}: no static pool");
+        let unit = &out["units"]["kcore-zfs-import"];
+        assert_eq!(
+            unit["unitConfig"],
+            json!({ "DefaultDependencies": "no", "ConditionPathExists": "/etc/kcore/zfs-pools" }),
+            "{host}"
+        );
+        assert_eq!(unit["serviceConfig"]["Type"], json!("oneshot"), "{host}");
+        assert_eq!(unit["serviceConfig"]["RemainAfterExit"], json!(true));
+        assert_eq!(unit["requires"], json!(["systemd-udev-settle.service"]));
+        let before = unit["before"].as_array().unwrap();
+        for u in [
+            "kcore-agent.service",
+            "zfs-mount.service",
+            "zfs-import.target",
+        ] {
+            assert!(before.contains(&json!(u)), "{host}: before {u}: {before:?}");
+        }
+        assert!(
+            unit["wantedBy"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("zfs-import.target"))
+        );
+        script = Some(out["zfsImportScript"].as_str().unwrap().to_string());
+    }
+    for host in ["installed-lvm", "installed-filesystem"] {
+        assert_eq!(
+            hosts[host]["units"]["kcore-zfs-import"],
+            Value::Null,
+            "{host}"
+        );
+    }
+    let hv = &hosts["hv-zfs"];
+    assert_eq!(hv["failed"], json!([]));
+    assert_eq!(hv["zfsExtraPools"], json!(["tank0"]));
+    assert_eq!(hv["units"]["kcore-zfs-import"], Value::Null);
+
+    run_import_script(&script.unwrap());
+}
+
+/// The import script itself, with bash and the `zpool` stand-in of tests/support: valid
+/// names not yet imported are imported `-N -d /dev/disk/by-id`, imported ones skipped,
+/// names outside ZFS's rules never reach zpool and fail the unit.
+fn run_import_script(text: &str) {
+    let Ok(bash) = kcore_nix::Program::resolve("bash", None, "KCORE_BASH") else {
+        eprintln!("SKIP: the import script: no bash");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = crate::support::repo_root().join("rust/kcore-nixos-checks/tests/support/zpool");
+    let zpool = format!("{FAKE_STORE}zfs/bin/zpool");
+    // lib.escapeShellArg quotes only what needs it: a store path and this file do not.
+    assert!(text.contains(&format!("zpool={zpool}\n")), "{text}");
+    assert!(text.contains("pools=/etc/kcore/zfs-pools\n"), "{text}");
+    let run = |pools: &str| {
+        let file = dir.path().join("zfs-pools");
+        let log = dir.path().join("zpool.log");
+        std::fs::write(&file, pools).unwrap();
+        let _ = std::fs::remove_file(&log);
+        let body = text
+            .replace(&zpool, &stand_in.display().to_string())
+            .replace("/etc/kcore/zfs-pools", &file.display().to_string());
+        let script = dir.path().join("import.sh");
+        let env = format!(
+            "export KCORE_TEST_ZPOOL_LOG='{}' KCORE_TEST_ZPOOL_IMPORTED=already\n",
+            log.display()
+        );
+        std::fs::write(&script, format!("{env}{body}")).unwrap();
+        let out = crate::support::run(&bash, &[script.display().to_string()]).unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        (out, calls)
+    };
+    let (out, calls) = run("vmpool7\nalready\n");
+    assert!(out.status.success(), "{}", out.stderr_lossy());
+    assert_eq!(
+        calls,
+        "list vmpool7\nimport -N -d /dev/disk/by-id vmpool7\nlist already\n"
+    );
+    let (out, calls) = run("bad;touch x\n-f\nmirror0\nc0t0d0\n0pool\n\ntank_1\n");
+    assert!(!out.status.success());
+    let err = out.stderr_lossy();
+    assert!(err.contains("invalid pool name 'bad;touch x'"), "{err}");
+    assert!(err.contains("'mirror0' is a name ZFS reserves"), "{err}");
+    assert!(err.contains("'c0t0d0' is a name ZFS reserves"), "{err}");
+    assert!(err.contains("invalid pool name '-f'"), "{err}");
+    assert_eq!(calls, "list tank_1\nimport -N -d /dev/disk/by-id tank_1\n");
+}

@@ -110,6 +110,9 @@ fn zfs_backend_enables_zfs_and_imports_the_pool() {
     ));
     assert_eq!(out["supportedFilesystems"], json!({ "zfs": true }));
     assert_eq!(out["zfsExtraPools"], json!(["tank1"]));
+    // Configured in Nix: the pool by name, not the installer's runtime file.
+    assert_eq!(out["units"]["kcore-zfs-import"], Value::Null);
+    assert_eq!(out["zfsImportScript"], Value::Null);
     assert_eq!(out["lvmThin"], json!(false));
 
     let fs = h.outputs(&agent_config(json!({})));
