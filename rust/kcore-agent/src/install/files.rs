@@ -12,8 +12,8 @@
 //!   shared by every node, so their `kcore-zfs-import.service` imports the pools this file
 //!   names instead of a name fixed at build time (modules/storage.nix).
 //! - `recovery/luks-recovery-key.txt` (0400, in a 0700 directory).
-//! - `install.json`: node id, when, plan hash, system, LUKS mode, PCRs, LUKS device (no
-//!   secrets).
+//! - `install.json`: node id, when, plan hash, system, LUKS mode, PCRs, LUKS device,
+//!   whether the node wants a VXLAN overlay (no secrets).
 //! - with `runController`: `controller.yaml` (the controller's own keys: id, cluster, DC,
 //!   listen, advertise address, peers, TLS files) and `controller/ca.crt`,
 //!   `controller.crt`, `controller.key` (0600), `sub-ca.crt`; the sub-CA key is not here,
@@ -152,6 +152,9 @@ pub fn write_all(ctx: &Ctx<'_>) -> Result<Vec<String>, WriteError> {
             kcore_api::install::LuksMode::Keyfile => json!(null),
         },
         "luksDevice": job.prepared.luks_device,
+        // kcore has no VXLAN overlay yet: `--disable-vxlan` is recorded here for the one
+        // that comes, so a node installed without it is known to want none.
+        "vxlan": !spec.disable_vxlan,
     });
     let mut text = serde_json::to_vec_pretty(&record).unwrap_or_default();
     text.push(b'\n');

@@ -344,6 +344,7 @@ async fn install_run_through_stand_ins_formats_installs_enrols_tpm2_writes_etc_k
     assert_eq!(record["luksMode"], "tpm2");
     assert_eq!(record["tpm2Pcrs"], json!([0, 2, 7]));
     assert_eq!(record["luksDevice"], json!(luks));
+    assert_eq!(record["vxlan"], true, "no --disable-vxlan: {record}");
 
     // The recovery key, for the claim token only, the same as the installed copy.
     let claim = InstallClaim {
@@ -477,6 +478,7 @@ async fn install_run_keyfile_mode_and_run_controller_write_the_key_device_and_co
     wanted.storage_backend = kcore_api::cluster::StorageBackend::Filesystem;
     wanted.luks_key_device = Some("/dev/sde".into());
     wanted.run_controller = true;
+    wanted.disable_vxlan = true;
     // The key partition sgdisk makes appears where the agent opens it (udev's link).
     let part = bed
         .node
@@ -566,6 +568,7 @@ async fn install_run_keyfile_mode_and_run_controller_write_the_key_device_and_co
         serde_json::from_str(&std::fs::read_to_string(etc.join("install.json")).unwrap()).unwrap();
     assert_eq!(record["luksMode"], "keyfile");
     assert_eq!(record["system"], system);
+    assert_eq!(record["vxlan"], false, "--disable-vxlan: {record}");
     bed.agent.stop().await;
 }
 
