@@ -221,14 +221,32 @@ struct Planned {
     fragment: PathBuf,
 }
 
-async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFailure> {
+/// A layout written to a work directory and validated at levels 1-3 (3 with the configured
+/// disko source and nixpkgs lib): where a disk apply and an install plan both start.
+pub(crate) struct ValidatedLayout {
+    /// Holds `file` (disko reads it during an apply).
+    pub workdir: tempfile::TempDir,
+    pub file: PathBuf,
+    pub evaluator: Evaluator,
+    pub deep: Option<DeepInputs>,
+    pub tree: DeviceTree,
+    /// The levels that ran: `parse`, `eval`, and `deep` when level 3 did.
+    pub levels: Vec<String>,
+}
+
+/// Writes `layout` to a work directory named `<prefix>...` and validates it.
+pub(crate) async fn validate_layout(
+    state: &AgentState,
+    layout: &str,
+    prefix: &str,
+) -> Result<ValidatedLayout, ApiFailure> {
     let workdir = tempfile::Builder::new()
-        .prefix("kcore-disko-")
+        .prefix(prefix)
         .tempdir()
         .map_err(|e| ApiFailure::internal(format!("cannot create a work directory: {e}")))?;
-    let fragment = workdir.path().join("fragment.nix");
-    std::fs::write(&fragment, layout)
-        .map_err(|e| ApiFailure::internal(format!("cannot write the fragment: {e}")))?;
+    let file = workdir.path().join("fragment.nix");
+    std::fs::write(&file, layout)
+        .map_err(|e| ApiFailure::internal(format!("cannot write the layout: {e}")))?;
     let evaluator = Evaluator::new(state.config.binaries.get("nix-instantiate"))
         .map_err(|e| {
             failure(
@@ -247,15 +265,34 @@ async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFa
         }),
         _ => None,
     };
-    let validated = validate_file(&evaluator, &fragment, deep.as_ref())
+    let validated = validate_file(&evaluator, &file, deep.as_ref())
         .await
         .map_err(validate_failure)?;
     let mut levels = vec!["parse".to_string(), "eval".to_string()];
     if validated.level >= 3 {
         levels.push("deep".to_string());
     }
-    let file_name = fragment_file_name(&validated.tree)
-        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(ValidatedLayout {
+        workdir,
+        file,
+        evaluator,
+        deep,
+        tree: validated.tree,
+        levels,
+    })
+}
+
+async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFailure> {
+    let ValidatedLayout {
+        workdir,
+        file: fragment,
+        evaluator,
+        deep,
+        tree,
+        levels,
+    } = validate_layout(state, layout, "kcore-disko-").await?;
+    let file_name =
+        fragment_file_name(&tree).map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let current_path = state.config.disko.state_dir.join(&file_name);
     let current = if current_path.is_file() {
         let lib = deep.as_ref().map(|d| d.nixpkgs_lib.as_path());
@@ -279,7 +316,7 @@ async fn plan_request(state: &AgentState, layout: &str) -> Result<Planned, ApiFa
                 )
             })?,
     };
-    let plan = Plan::build(&validated.tree, current.as_ref(), &snapshot);
+    let plan = Plan::build(&tree, current.as_ref(), &snapshot);
     Ok(Planned {
         plan,
         levels,

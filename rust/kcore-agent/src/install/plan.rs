@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use axum::http::StatusCode;
 use kcore_api::install::{InstallPlan, InstallRefusal, InstallSpec, LuksMode, WipedDisk};
 use kcore_api::{ApiError, ErrorCode};
-use kcore_disko::eval::{DeepInputs, EVAL_TIMEOUT, Evaluator, validate_file};
 use kcore_disko::plan::{build_install, disk_content, in_use_refusals, install_refusals};
 use kcore_disko::snapshot::BlockDevice;
 use kcore_disko::spec::TPM_SYSFS_PATH;
@@ -427,43 +426,15 @@ async fn imported_zfs_members(
     }
 }
 
-/// Levels 1-3 of the rendered layout (3 with the configured disko source and nixpkgs lib).
+/// Levels 1-3 of the rendered layout (3 with the configured disko source and nixpkgs lib),
+/// as a disk apply validates its fragment.
 async fn validate_layout(
     state: &AgentState,
     layout: &str,
 ) -> Result<(kcore_disko::DeviceTree, Vec<String>), ApiFailure> {
-    let workdir = tempfile::Builder::new()
-        .prefix("kcore-install-plan-")
-        .tempdir()
-        .map_err(|e| ApiFailure::internal(format!("cannot create a work directory: {e}")))?;
-    let file = workdir.path().join("layout.nix");
-    std::fs::write(&file, layout)
-        .map_err(|e| ApiFailure::internal(format!("cannot write the layout: {e}")))?;
-    let evaluator = Evaluator::new(state.config.binaries.get("nix-instantiate"))
-        .map_err(|e| ApiFailure::new(ErrorCode::ToolUnavailable, e.to_string()))?
-        .with_bounds(state.eval_bounds(EVAL_TIMEOUT));
-    let deep = deep_inputs(state);
-    let validated = validate_file(&evaluator, &file, deep.as_ref())
-        .await
-        .map_err(crate::disko_apply::validate_failure)?;
-    let mut levels = vec!["parse".to_string(), "eval".to_string()];
-    if validated.level >= 3 {
-        levels.push("deep".to_string());
-    }
-    Ok((validated.tree, levels))
-}
-
-fn deep_inputs(state: &AgentState) -> Option<DeepInputs> {
-    match (
-        &state.config.disko.disko_source,
-        &state.config.disko.nixpkgs_lib,
-    ) {
-        (Some(disko), Some(lib)) => Some(DeepInputs {
-            disko: disko.clone(),
-            nixpkgs_lib: lib.clone(),
-        }),
-        _ => None,
-    }
+    let validated =
+        crate::disko_apply::validate_layout(state, layout, "kcore-install-plan-").await?;
+    Ok((validated.tree, validated.levels))
 }
 
 /// A refused plan as the `409 INSTALL_REFUSED` of `install/run`.
