@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::spec::{Backend, DataDiskMode, LuksMode, StorageSpec};
+use crate::spec::{Backend, DataDiskMode, StorageSpec};
 
 /// The templates, compiled into the binary: (name, source).
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -103,31 +103,12 @@ pub fn data_disk_attr(index: usize) -> String {
 
 /// The whole fragment for a node: OS disk and every data disk.
 pub fn render_fragment(spec: &StorageSpec) -> Result<String, RenderError> {
-    check(spec)?;
-    let data = spec
-        .data_disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| disk_ctx(spec, i, d))
-        .collect();
-    let os = OsCtx {
-        attr: "os".into(),
-        device: spec.os_disk.clone(),
-        luks_name: LUKS_NAME.into(),
-        luks_mode: match spec.luks.mode {
-            LuksMode::Tpm2 => "tpm2".into(),
-            LuksMode::Keyfile => "keyfile".into(),
-        },
-        key_file: spec.luks.key_file.clone().unwrap_or_default(),
-        install_key_file: spec.luks.install_key_file.clone(),
-        luks_format_args: spec.luks.format_args(),
-    };
-    render_ctx(&FragmentCtx {
-        os: Some(os),
-        data,
-        lvm: lvm_ctx(spec),
-        zfs: zfs_ctx(spec),
-    })
+    // The template's LUKS branches are named as the modes are spelt (`tpm2`, `keyfile`).
+    render_node(
+        spec,
+        spec.luks.mode.as_str(),
+        spec.luks.key_file.clone().unwrap_or_default(),
+    )
 }
 
 /// The layout `kcore-agent` installs a node with (`POST /v1/install/run`): the whole
@@ -137,6 +118,15 @@ pub fn render_fragment(spec: &StorageSpec) -> Result<String, RenderError> {
 /// device's slot is added after the format and the install key's slot removed, so the
 /// unlock settings of the installed system are its own modules', not this layout's.
 pub fn render_install_fragment(spec: &StorageSpec) -> Result<String, RenderError> {
+    render_node(spec, "install", String::new())
+}
+
+/// The OS disk with the template's LUKS branch `luks_mode`, and every data disk.
+fn render_node(
+    spec: &StorageSpec,
+    luks_mode: &str,
+    key_file: String,
+) -> Result<String, RenderError> {
     check(spec)?;
     let data = spec
         .data_disks
@@ -148,8 +138,8 @@ pub fn render_install_fragment(spec: &StorageSpec) -> Result<String, RenderError
         attr: "os".into(),
         device: spec.os_disk.clone(),
         luks_name: LUKS_NAME.into(),
-        luks_mode: "install".into(),
-        key_file: String::new(),
+        luks_mode: luks_mode.into(),
+        key_file,
         install_key_file: spec.luks.install_key_file.clone(),
         luks_format_args: spec.luks.format_args(),
     };
@@ -411,7 +401,7 @@ mod tests {
 #[cfg(test)]
 mod install_tests {
     use super::*;
-    use crate::spec::Backend;
+    use crate::spec::{Backend, LuksMode};
 
     #[test]
     fn the_install_layout_formats_with_the_install_key_in_both_modes() {
