@@ -126,21 +126,36 @@ pub async fn install_bed(tpm: bool, extra: serde_json::Value) -> InstallBed {
     }
     merge(&mut doc, extra);
     let config = node.config("install", None, doc);
+    let env = vec![(
+        "KCORE_TEST_ZPOOL_STATUS".to_string(),
+        node.path("zpool-status").display().to_string(),
+    )];
+    start_install_agent(node, sysfs, config, None, env).await
+}
+
+/// Starts `node`'s install-mode agent with `config` over [`install_snapshot`] and `sysfs`,
+/// the stand-ins recording into `install.log` (plus `env`), and a client pinned to its
+/// self-signed certificate.
+pub async fn start_install_agent(
+    node: Node,
+    sysfs: tempfile::TempDir,
+    config: kcore_agent::config::AgentConfig,
+    dev_root: Option<std::path::PathBuf>,
+    env: Vec<(String, String)>,
+) -> InstallBed {
+    let mut extra_env = vec![(
+        "KCORE_TEST_INSTALL_LOG".to_string(),
+        node.path("install.log").display().to_string(),
+    )];
+    extra_env.extend(env);
+    let defaults = RuntimeOptions::default();
     let options = RuntimeOptions {
         block_snapshot: Some(install_snapshot()),
         sysfs_root: sysfs.path().to_path_buf(),
+        dev_root: dev_root.unwrap_or(defaults.dev_root.clone()),
         rebuild_log_dir: node.path("logs"),
-        extra_env: vec![
-            (
-                "KCORE_TEST_INSTALL_LOG".into(),
-                node.path("install.log").display().to_string(),
-            ),
-            (
-                "KCORE_TEST_ZPOOL_STATUS".into(),
-                node.path("zpool-status").display().to_string(),
-            ),
-        ],
-        ..RuntimeOptions::default()
+        extra_env,
+        ..defaults
     };
     let agent = start(config, options).await;
     let fingerprint = agent.fingerprint.clone().unwrap();

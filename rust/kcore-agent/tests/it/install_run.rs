@@ -52,32 +52,12 @@ pub async fn run_bed(tpm: bool) -> InstallBed {
     let config = node.config("install", None, extra);
     std::fs::create_dir_all(node.path("fail")).unwrap();
     std::fs::create_dir_all(node.path("dev/dev/disk/by-id")).unwrap();
-    let options = RuntimeOptions {
-        block_snapshot: Some(install_snapshot()),
-        sysfs_root: sysfs.path().to_path_buf(),
-        dev_root: node.path("dev"),
-        rebuild_log_dir: node.path("logs"),
-        extra_env: vec![
-            (
-                "KCORE_TEST_INSTALL_LOG".into(),
-                node.path("install.log").display().to_string(),
-            ),
-            (
-                "KCORE_TEST_INSTALL_FAIL_DIR".into(),
-                node.path("fail").display().to_string(),
-            ),
-        ],
-        ..RuntimeOptions::default()
-    };
-    let agent = start(config, options).await;
-    let fingerprint = agent.fingerprint.clone().unwrap();
-    let client = agent.client(kcore_pki::client_config_pinned(&fingerprint).unwrap());
-    InstallBed {
-        node,
-        agent,
-        client,
-        _sysfs: sysfs,
-    }
+    let env = vec![(
+        "KCORE_TEST_INSTALL_FAIL_DIR".to_string(),
+        node.path("fail").display().to_string(),
+    )];
+    let dev_root = node.path("dev");
+    start_install_agent(node, sysfs, config, Some(dev_root), env).await
 }
 
 /// What the stand-ins recorded, without the plans' `zpool status -P` reads.
