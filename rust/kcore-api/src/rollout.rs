@@ -194,6 +194,19 @@ pub struct StepReport {
     pub reboots: u32,
 }
 
+impl StepReport {
+    /// What a prepare alone reports: `preparing`, `prepared`, or `failed` with
+    /// `PREPARE_FAILED` (a node preparing ahead reports nothing else before its step is
+    /// assigned).
+    pub fn is_of_a_prepare(&self) -> bool {
+        match self.phase {
+            StepPhase::Preparing | StepPhase::Prepared => true,
+            StepPhase::Failed => self.code == Some(StepCode::PrepareFailed),
+            _ => false,
+        }
+    }
+}
+
 /// One step the controller's engine assigned to a node (`GET /v1/nodes/{id}/assignment`):
 /// prepare the target, then activate it. `epoch` is the rollout owner's current epoch; a
 /// report carries it back and an agent refuses an assignment older than the newest epoch
@@ -214,6 +227,12 @@ pub struct AssignedStep {
     /// `prepare`; nothing is built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_path: Option<String>,
+    /// Only prepare (build or fetch the closure, report `preparing` and `prepared`), do not
+    /// activate: the owner prepares the next wave while the current one activates
+    /// (docs/rollouts.md, "Preparing ahead"). The same step comes again without it when the
+    /// node's turn comes; its prepare is then over and the activation starts at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prepare_only: bool,
 }
 
 /// `GET /v1/nodes/{id}/assignment?wait=SECONDS&known=TOKEN`: the step this node should run

@@ -17,7 +17,7 @@
 //!
 //! Each mode runs `batch` (every node, batchSize 10, maxUnavailable 10) against the ideal
 //! ⌈N/B⌉·T, and `one-at-a-time` over the first 10 nodes against 10·T. Overhead is the
-//! span from the first assignment to the last step's end, less the ideal. The
+//! span from the rollout entering `rolling_out` to the last step's end, less the ideal. The
 //! controller's CPU time (utime + stime from /proc/PID/stat) and its resident memory
 //! (VmRSS, VmHWM from /proc/PID/status) are read around each run. Results: docs/rollouts.md.
 
@@ -102,7 +102,13 @@ async fn run(bed: &rollouts::ProcBed, what: &str, body: Value, ideal: Duration) 
         .wait_phase(0, &name, &["succeeded", "halted", "failed"])
         .await;
     assert_eq!(cu["status"]["phase"], "succeeded", "{what}: {cu:#}");
-    json!({"what": what, "name": name, "wall": started.elapsed().as_secs_f64(), "ideal": ideal.as_secs_f64()})
+    // The engine's own time of entering `rolling_out`: where the span starts.
+    let rolling_out = cu["status"]["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|c| c["phase"] == "rolling_out"))
+        .map(|c| c["at"].clone())
+        .unwrap_or(Value::Null);
+    json!({"what": what, "name": name, "wall": started.elapsed().as_secs_f64(), "ideal": ideal.as_secs_f64(), "rollingOut": rolling_out})
 }
 
 fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Run {
@@ -115,19 +121,46 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
         .iter()
         .filter(|r| matches!(r.what.as_str(), "succeeded" | "failed" | "reverted"))
         .collect();
-    let first = assigned.iter().map(|r| at(r)).min().unwrap();
+    // From the rollout entering `rolling_out` (before its first assignment), so the first
+    // wave's prepare and the engine's first tick count.
+    let first = run["rollingOut"]
+        .as_str()
+        .map(|t| OffsetDateTime::parse(t, &Rfc3339).unwrap())
+        .unwrap_or_else(|| assigned.iter().map(|r| at(r)).min().unwrap());
     let last = ends.iter().map(|r| at(r)).max().unwrap();
-    // Step latency: the assignment's write to the node's first report (`preparing`), which
-    // includes the long poll waking, the answer, and the report's round trip.
-    let mut latencies = Vec::new();
-    for a in &assigned {
-        let first_report = recs
-            .iter()
+    // A node's first report after its assignment (`preparing`, or `activating` for a node
+    // that prepared ahead, whose `preparing` and `prepared` came before).
+    let first_report_after = |a: &StepRecord| {
+        recs.iter()
             .filter(|r| r.node == a.node && r.what != records::ASSIGNED)
+            .filter(|r| r.what != records::PREPARE_AHEAD && at(r) >= at(a))
             .map(|r| at(r))
             .min()
-            .unwrap();
-        latencies.push(first_report - at(a));
+    };
+    // Step latency: the assignment's write to that report, which includes the long poll
+    // waking, the answer, and the report's round trip.
+    let mut latencies = Vec::new();
+    for a in &assigned {
+        latencies.push(first_report_after(a).unwrap() - at(a));
+    }
+    // Preparing ahead: how many nodes did, and how long before their assignment their
+    // prepare was over.
+    let ahead: Vec<time::Duration> = assigned
+        .iter()
+        .filter_map(|a| {
+            let prepared = recs
+                .iter()
+                .find(|r| r.node == a.node && r.what == "prepared")?;
+            Some(at(a) - at(prepared))
+        })
+        .collect();
+    if !ahead.is_empty() {
+        eprintln!(
+            "{name}: {} of {} nodes prepared ahead, `prepared` a mean {:.0} ms before their assignment",
+            ahead.len(),
+            assigned.len(),
+            ahead.iter().map(|d| d.as_seconds_f64()).sum::<f64>() / ahead.len() as f64 * 1000.0
+        );
     }
     // Where a step's time goes, averaged over the nodes: assigned -> preparing ->
     // activating -> end, and from a step's end to the next assignment (the engine's turn).
@@ -139,13 +172,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     };
     let mut gaps = [0f64; 3];
     for a in &assigned {
-        // The first report (`preparing` from the stand-ins; a real agent may skip it when
-        // its build took under its 200 ms report interval and report `activating` first).
-        let p = recs
-            .iter()
-            .filter(|r| r.node == a.node && r.what != records::ASSIGNED)
-            .map(|r| at(r))
-            .min();
+        let p = first_report_after(a);
         let act = when(&a.node, "activating");
         let end = when(&a.node, "succeeded");
         if let (Some(p), Some(act), Some(end)) = (p, act, end) {
@@ -162,8 +189,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
         }
     }
     let n = assigned.len() as f64;
-    // What each node's step recorded, in order (a real agent skips a phase shorter than
-    // its 200 ms report interval).
+    // What each node's step recorded, in order.
     let mut sequences: BTreeMap<Vec<&str>, usize> = BTreeMap::new();
     for a in &assigned {
         let mut mine: Vec<&&StepRecord> = recs.iter().filter(|r| r.node == a.node).collect();
@@ -174,7 +200,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     }
     eprintln!("{name}: records per step (how many nodes): {sequences:?}");
     eprintln!(
-        "{name}: mean assigned->first report {:.1} ms, first report->activating {:.1} ms, activating->end {:.1} ms; step end -> next assignment mean {:.1} ms over {} hand-overs",
+        "{name}: mean assigned->first report after it {:.1} ms, that report->activating {:.1} ms, activating->end {:.1} ms; step end -> next assignment mean {:.1} ms over {} hand-overs",
         gaps[0] / n * 1000.0,
         gaps[1] / n * 1000.0,
         gaps[2] / n * 1000.0,
@@ -234,7 +260,7 @@ impl Readings {
 fn print_runs(title: &str, runs: &[Run], r: &Readings, peak: f64) {
     println!("\n{title}");
     println!(
-        "| run | ideal | first assignment to last end | overhead | ratio to ideal | wall (apply to seen done) | step latency mean / max | most unavailable | controller CPU |"
+        "| run | ideal | rolling_out to last end | overhead | ratio to ideal | wall (apply to seen done) | step latency mean / max | most unavailable | controller CPU |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in runs {

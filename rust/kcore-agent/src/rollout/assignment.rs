@@ -277,6 +277,9 @@ impl Loop {
         if let Some(report) = p.final_report.clone() {
             return self.close(step, p, report).await;
         }
+        if step.prepare_only && !p.activation_started {
+            return self.prepare_ahead(step, p).await;
+        }
         if p.activate_op.is_none() && p.activation_started {
             p.activate_op = super::state::ActivationRecord::load(&self.ops_dir)
                 .ok()
@@ -351,6 +354,24 @@ impl Loop {
         let bound = Duration::from_secs(step.health_timeout_seconds) * 2 + FOLLOW_SLACK;
         let report = self.follow(step, &id, bound).await?;
         self.close(step, p, report).await
+    }
+
+    /// A `prepareOnly` step (docs/rollouts.md, "Preparing ahead"): the prepare runs, and
+    /// `prepared` is reported, but the step stays open (`closed` false): the same step
+    /// comes again without `prepareOnly` when the node's turn comes, and [`Loop::drive`]
+    /// then follows the saved prepare, over already, to the activation. A prepare that
+    /// failed is the step's final report.
+    async fn prepare_ahead(&mut self, step: &AssignedStep, p: &mut Progress) -> Result<(), Halt> {
+        let prepared = self.prepare(step, p).await?;
+        if prepared.phase != StepPhase::Prepared {
+            return self.close(step, p, prepared).await;
+        }
+        match self.report(step, &prepared).await? {
+            Delivery::Refused => Err(Halt::Refused),
+            // Undelivered: the engine waits for it only to prepare the wave after; the
+            // assignment of this step comes regardless.
+            Delivery::Recorded | Delivery::Undelivered => Ok(()),
+        }
     }
 
     /// The prepare's final report, starting it unless the saved progress names one.
@@ -593,6 +614,7 @@ mod tests {
             mode: ActivationMode::Auto,
             health_timeout_seconds: 30,
             store_path: None,
+            prepare_only: false,
         }
     }
 

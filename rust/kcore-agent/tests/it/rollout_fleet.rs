@@ -30,7 +30,34 @@ async fn rollout_fleet_one_at_a_time_moves_five_real_agents_each_activated_once_
             "{id} activated exactly once"
         );
     }
-    bed.finish(&[("u1", 1)]).await;
+    let recs = bed.finish(&[("u1", 1)]).await;
+    // Every node after the first prepared ahead (docs/rollouts.md, "Preparing ahead"):
+    // told while the node before it activated, reporting its prepare, and activating only
+    // once its own step was assigned.
+    let first = |node: &str, what: &str| {
+        recs.iter()
+            .filter(|r| r.node == node && r.what == what)
+            .map(|r| r.at.clone())
+            .min()
+    };
+    for (i, id) in NODES.iter().enumerate() {
+        let ahead = first(id, records::PREPARE_AHEAD);
+        assert_eq!(ahead.is_some(), i > 0, "{id}: {recs:#?}");
+        let assigned = first(id, records::ASSIGNED).unwrap();
+        assert!(
+            first(id, "activating").unwrap() > assigned,
+            "{id}: {recs:#?}"
+        );
+        if let Some(ahead) = ahead {
+            let before = first(NODES[i - 1], "activating").unwrap();
+            assert!(
+                before <= ahead,
+                "{id} told before {} activated",
+                NODES[i - 1]
+            );
+            assert!(first(id, "prepared").is_some(), "{id}: {recs:#?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

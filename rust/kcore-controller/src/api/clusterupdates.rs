@@ -260,8 +260,10 @@ async fn report(
         &records::node_records(&state.store, &body.rollout, &id),
         body.seq,
     );
-    let assigned = progress.get(&id).is_some_and(|p| p.assigned.is_some());
-    if !assigned {
+    if !progress
+        .get(&id)
+        .is_some_and(|p| p.takes_report(&body.report))
+    {
         return Err(ApiFailure::with_status(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,

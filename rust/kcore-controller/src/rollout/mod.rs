@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, now_unix};
 use crate::store::StoreError;
-use records::{ASSIGNED, NodeProgress, ROLLBACK_SEQ, StepRecord, UPDATE_SEQ};
+use records::{ASSIGNED, NodeProgress, PREPARE_AHEAD, ROLLBACK_SEQ, StepRecord, UPDATE_SEQ};
 
 /// How long an owner's lease lasts; it is renewed every third of it.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -87,8 +87,13 @@ pub fn tick(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Nodes in flight in any rollout (a step assigned, or draining under its cordon):
-/// node -> rollout.
+/// Whether a stored `ClusterUpdate` is `rolling_out`.
+fn is_rolling_out(object: &serde_json::Value) -> bool {
+    object.pointer("/status/phase").and_then(|p| p.as_str()) == Some("rolling_out")
+}
+
+/// Nodes in flight in any rollout (a step assigned, draining under its cordon, or
+/// preparing ahead in a rollout still `rolling_out`): node -> rollout.
 fn busy_nodes(state: &AppState) -> BTreeMap<String, String> {
     let mut busy = BTreeMap::new();
     for (node, record, _) in state.store.nodes() {
@@ -108,9 +113,12 @@ fn busy_nodes(state: &AppState) -> BTreeMap<String, String> {
             continue;
         };
         let recs = records::records(&state.store, name);
+        // A node preparing ahead is busy too, so no other rollout's prepare meets this
+        // one's on the node's system lane; no longer once the rollout stopped offering it.
+        let ahead_counts = is_rolling_out(&object);
         for seq in [UPDATE_SEQ, ROLLBACK_SEQ] {
             for (node, p) in records::progress(&recs, seq) {
-                if p.in_flight() {
+                if p.in_flight() || (ahead_counts && p.preparing_ahead()) {
                     busy.insert(node, name.to_string());
                 }
             }
@@ -335,6 +343,20 @@ fn assign(
     node: &str,
     seq: u64,
 ) -> Result<(), StoreError> {
+    write_owner_record(state, name, owner, node, seq, ASSIGNED)?;
+    tracing::info!(rollout = %name, node = %node, epoch = owner.epoch, seq, "step assigned");
+    Ok(())
+}
+
+/// Writes the owner's record `what` ([`ASSIGNED`] or [`PREPARE_AHEAD`]) of step `seq`.
+fn write_owner_record(
+    state: &AppState,
+    name: &str,
+    owner: &RolloutOwner,
+    node: &str,
+    seq: u64,
+    what: &str,
+) -> Result<bool, StoreError> {
     records::write_once(
         &state.store,
         name,
@@ -342,13 +364,68 @@ fn assign(
             node: node.to_string(),
             epoch: owner.epoch,
             seq,
-            what: ASSIGNED.into(),
+            what: what.into(),
             at: records::now_rfc3339(),
             by: state.config.controller_id.clone(),
             report: None,
         },
-    )?;
-    tracing::info!(rollout = %name, node = %node, epoch = owner.epoch, seq, "step assigned");
+    )
+}
+
+/// Preparing ahead (docs/rollouts.md): once every node of wave `current` has started its
+/// activation (or ended), the nodes of the wave after it are told to prepare their update
+/// step (a [`PREPARE_AHEAD`] record), so that when their turn comes the activation starts
+/// at once. Waiting for the current wave's activations keeps the next wave's builds from
+/// competing with this wave's own; preparing takes nothing down, so it takes no
+/// `maxUnavailable` slot. Not while canaries run: nothing else starts before they are
+/// healthy.
+fn prepare_next_wave(
+    state: &AppState,
+    name: &str,
+    spec: &ClusterUpdateSpec,
+    owner: &RolloutOwner,
+    waves: &[Vec<String>],
+    current: usize,
+    progress: &BTreeMap<String, NodeProgress>,
+) -> Result<(), StoreError> {
+    let canaries = spec.strategy.strategy_type == StrategyType::Canary
+        && spec.strategy.canary_count > 0
+        && current == 0;
+    let Some(next) = waves.get(current + 1) else {
+        return Ok(());
+    };
+    let activating = |n: &String| {
+        progress
+            .get(n)
+            .is_some_and(|p| p.reached(StepPhase::Activating))
+    };
+    if canaries || !waves[current].iter().all(activating) {
+        return Ok(());
+    }
+    let todo: Vec<&String> = next
+        .iter()
+        .filter(|n| {
+            !progress.get(*n).is_some_and(|p| {
+                p.assigned.is_some() || p.prepare_ahead.is_some() || p.final_record().is_some()
+            })
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let busy = busy_nodes(state);
+    for node in todo {
+        if busy.get(node).is_some_and(|other| other != name) {
+            // Busy in another rollout: it prepares when its turn comes.
+            continue;
+        }
+        if records::owner(&state.store, name).as_ref() != Some(owner) {
+            return Ok(());
+        }
+        if write_owner_record(state, name, owner, node, UPDATE_SEQ, PREPARE_AHEAD)? {
+            tracing::info!(rollout = %name, node = %node, epoch = owner.epoch, "preparing ahead");
+        }
+    }
     Ok(())
 }
 
@@ -431,7 +508,7 @@ fn roll(
             &[],
         );
     }
-    let Some(wave) = waves.iter().find(|w| !w.iter().all(ended)) else {
+    let Some(current) = waves.iter().position(|w| !w.iter().all(ended)) else {
         return Ok(());
     };
     start_wave(
@@ -440,11 +517,12 @@ fn roll(
         spec,
         owner,
         status.phase,
-        wave,
+        &waves[current],
         &progress,
         &back,
         UPDATE_SEQ,
-    )
+    )?;
+    prepare_next_wave(state, name, spec, owner, &waves, current, &progress)
 }
 
 /// `rolling_back`: the nodes whose update step succeeded return to the generation it
@@ -585,7 +663,9 @@ fn start_wave(
 
 /// The steps every node should run now, node -> (token part, step): for each node the
 /// first rollout with an assignment for it that has not ended, stamped with that rollout
-/// owner's current epoch, and its token part (`rollout:epoch:seq`). Computed for all nodes
+/// owner's current epoch, and its token part (`rollout:epoch:seq`). A node preparing
+/// ahead in a rollout still `rolling_out` gets its update step with `prepareOnly`, token
+/// `rollout:epoch:seq:prepare` (so the token changes when the step is assigned). Computed for all nodes
 /// at once, because every node's long poll wakes at every store change and they share one
 /// answer per store version ([`crate::assignment::Cache`]). What a node is told as a whole
 /// is [`crate::assignment`].
@@ -606,14 +686,17 @@ pub fn assigned_steps(state: &AppState) -> BTreeMap<String, (String, AssignedSte
         };
         // A node already told a step by an earlier rollout keeps it (one rollout per node).
         let nodes: std::collections::BTreeSet<&String> = update.keys().chain(back.keys()).collect();
-        let steps: Vec<(&String, u64, Option<String>)> = nodes
+        let ahead = is_rolling_out(&object);
+        let steps: Vec<(&String, u64, Option<String>, bool)> = nodes
             .into_iter()
             .filter(|node| !out.contains_key(*node))
             .filter_map(|node| {
                 if running(&back, node) {
-                    Some((node, ROLLBACK_SEQ, previous_path(update.get(node))))
+                    Some((node, ROLLBACK_SEQ, previous_path(update.get(node)), false))
                 } else if running(&update, node) {
-                    Some((node, UPDATE_SEQ, None))
+                    Some((node, UPDATE_SEQ, None, false))
+                } else if ahead && update.get(node).is_some_and(NodeProgress::preparing_ahead) {
+                    Some((node, UPDATE_SEQ, None, true))
                 } else {
                     None
                 }
@@ -627,7 +710,7 @@ pub fn assigned_steps(state: &AppState) -> BTreeMap<String, (String, AssignedSte
         else {
             continue;
         };
-        for (node, seq, store_path) in steps {
+        for (node, seq, store_path, prepare_only) in steps {
             let step = AssignedStep {
                 rollout: name.to_string(),
                 epoch: owner.epoch,
@@ -640,10 +723,12 @@ pub fn assigned_steps(state: &AppState) -> BTreeMap<String, (String, AssignedSte
                 mode: mode(spec.activation.mode),
                 health_timeout_seconds: spec.activation.health_timeout_seconds,
                 store_path,
+                prepare_only,
             };
+            let only = if prepare_only { ":prepare" } else { "" };
             out.insert(
                 node.clone(),
-                (format!("{name}:{}:{seq}", owner.epoch), step),
+                (format!("{name}:{}:{seq}{only}", owner.epoch), step),
             );
         }
     }
@@ -695,6 +780,7 @@ mod tests {
             };
             NodeProgress {
                 assigned: Some(rec(ASSIGNED, None)),
+                prepare_ahead: None,
                 reports: vec![rec(phase, serde_json::from_value(report).ok())],
             }
         };
@@ -706,6 +792,36 @@ mod tests {
         // An older agent's report without a code.
         assert_eq!(code(progress("failed", None)), Some(StepCode::StepFailed));
         assert_eq!(code(progress("succeeded", None)), None);
+    }
+
+    #[test]
+    fn a_node_preparing_ahead_shows_its_prepare_and_no_start() {
+        let rec = |what: &str| StepRecord {
+            node: "n3".into(),
+            epoch: 1,
+            seq: UPDATE_SEQ,
+            what: what.into(),
+            at: "2026-01-01T00:00:00Z".into(),
+            by: "ctl1".into(),
+            report: None,
+        };
+        let p = NodeProgress {
+            assigned: None,
+            prepare_ahead: Some(rec(PREPARE_AHEAD)),
+            reports: vec![rec("preparing"), rec("prepared")],
+        };
+        assert!(
+            p.preparing_ahead() && !p.in_flight(),
+            "no maxUnavailable slot"
+        );
+        let r = row("n3", Some(&p), None);
+        assert_eq!((r.phase, r.started_at), (NodeUpdatePhase::Prepared, None));
+        // Once assigned it is in flight, and no longer preparing ahead.
+        let assigned = NodeProgress {
+            assigned: Some(rec(ASSIGNED)),
+            ..p
+        };
+        assert!(assigned.in_flight() && !assigned.preparing_ahead());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! owner") decides: the owner lease in `status.owner`, and append-only step records.
 //!
 //! A step record is its own resource, `clusterupdate/<name>/step/<node>/<epoch>-<seq>-<what>`,
-//! with `what` `assigned` (the owner started the node's step) or a reported
-//! [`StepPhase`] (`activating`, `succeeded`, ...). The key names its one writer and its one
+//! with `what` `assigned` (the owner started the node's step), `prepare-ahead` (the owner
+//! asked the node to prepare its update before its turn, docs/rollouts.md "Preparing
+//! ahead") or a reported [`StepPhase`] (`activating`, `succeeded`, ...). The key names its one writer and its one
 //! fact, so a record is written once and never updated: two controllers (the owner
 //! assigning, any controller receiving a node's report) can never mix one record's fields,
 //! and replication only ever adds records. The phase is part of the key (the decision's
@@ -21,6 +22,10 @@ use crate::store::{Store, StoreError, resource_key};
 
 /// What an `assigned` record says in `what`.
 pub const ASSIGNED: &str = "assigned";
+/// What a `prepare-ahead` record says in `what`: the node prepares its update step while
+/// the wave before it activates. It takes no `maxUnavailable` slot (preparing takes
+/// nothing down) and is no assignment: the step is assigned when the node's turn comes.
+pub const PREPARE_AHEAD: &str = "prepare-ahead";
 
 /// The `seq` of a node's update step: prepare and activate the rollout's target.
 pub const UPDATE_SEQ: u64 = 1;
@@ -34,7 +39,7 @@ pub struct StepRecord {
     pub node: String,
     pub epoch: u64,
     pub seq: u64,
-    /// [`ASSIGNED`] or a reported phase in camelCase.
+    /// [`ASSIGNED`], [`PREPARE_AHEAD`] or a reported phase in camelCase.
     pub what: String,
     /// RFC 3339 with sub-seconds, the writer's clock.
     pub at: String,
@@ -165,6 +170,8 @@ pub fn owner(store: &Store, name: &str) -> Option<RolloutOwner> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeProgress {
     pub assigned: Option<StepRecord>,
+    /// The owner asked the node to prepare this step ahead of its turn.
+    pub prepare_ahead: Option<StepRecord>,
     /// Reported records of the assigned step, in the order phases advance.
     pub reports: Vec<StepRecord>,
 }
@@ -183,6 +190,27 @@ impl NodeProgress {
     /// Assigned and not ended: the node counts against `maxUnavailable`.
     pub fn in_flight(&self) -> bool {
         self.assigned.is_some() && self.final_record().is_none()
+    }
+
+    /// Told to prepare ahead, not assigned yet, not ended (a prepare that failed ahead ends
+    /// the step).
+    pub fn preparing_ahead(&self) -> bool {
+        self.prepare_ahead.is_some() && self.assigned.is_none() && self.final_record().is_none()
+    }
+
+    /// Whether a report of this step is taken: any once it is assigned; before that, with
+    /// a [`PREPARE_AHEAD`] record, only what its prepare reports. A later phase needs the
+    /// `assigned` record: a controller without one has not seen the assignment (one that a
+    /// lost owner never replicated, docs/rollouts.md "Takeover"), and the new owner assigns
+    /// the step afresh.
+    pub fn takes_report(&self, report: &StepReport) -> bool {
+        self.assigned.is_some() || (self.prepare_ahead.is_some() && report.is_of_a_prepare())
+    }
+
+    /// It reported `phase` or a later one, or its step ended.
+    pub fn reached(&self, phase: StepPhase) -> bool {
+        self.last_phase()
+            .is_some_and(|p| phase_rank(p) >= phase_rank(phase))
     }
 
     /// The furthest phase reported.
@@ -231,6 +259,10 @@ pub fn progress(records: &[StepRecord], seq: u64) -> BTreeMap<String, NodeProgre
             if p.assigned.is_none() {
                 p.assigned = Some(r.clone());
             }
+        } else if r.what == PREPARE_AHEAD {
+            if p.prepare_ahead.is_none() {
+                p.prepare_ahead = Some(r.clone());
+            }
         } else {
             p.reports.push(r.clone());
         }
@@ -247,7 +279,7 @@ pub fn progress(records: &[StepRecord], seq: u64) -> BTreeMap<String, NodeProgre
 pub mod timeline {
     use std::collections::BTreeMap;
 
-    use super::{ASSIGNED, StepRecord};
+    use super::{ASSIGNED, PREPARE_AHEAD, StepRecord};
 
     /// The most nodes ever between `activating` and the end of their step. A step that
     /// ended without activating (failed before it was assigned: a `drainVms` drain that
@@ -296,7 +328,7 @@ pub mod timeline {
     }
 
     /// At most `cap` nodes between activation start and the end of their step, and no
-    /// node assigned or activated twice in one step (a node's update is step `seq` 1, its
+    /// node assigned, told to prepare ahead or activated twice in one step (a node's update is step `seq` 1, its
     /// rollback step 2; re-reports under a newer epoch keep the seq); the violations,
     /// worded for a test's panic.
     pub fn check(recs: &[StepRecord], cap: usize) -> Result<(), String> {
@@ -305,7 +337,7 @@ pub mod timeline {
         if max > cap {
             wrong.push(format!("{max} nodes unavailable at once, over {cap}"));
         }
-        for what in [ASSIGNED, "activating"] {
+        for what in [ASSIGNED, PREPARE_AHEAD, "activating"] {
             let mut per_step: BTreeMap<(&str, u64), usize> = BTreeMap::new();
             for r in recs.iter().filter(|r| r.what == what) {
                 *per_step.entry((r.node.as_str(), r.seq)).or_default() += 1;
@@ -338,6 +370,42 @@ mod tests {
             by: "ctl1".into(),
             report: None,
         }
+    }
+
+    #[test]
+    fn a_node_preparing_ahead_may_report_its_prepare_and_nothing_later() {
+        let report = |phase: &str, code: Option<&str>| -> StepReport {
+            serde_json::from_value(
+                json!({"operationId": "1", "phase": phase, "updatedAt": "t", "code": code}),
+            )
+            .unwrap()
+        };
+        let ahead = NodeProgress {
+            prepare_ahead: Some(rec("n1", PREPARE_AHEAD, "1")),
+            ..NodeProgress::default()
+        };
+        for taken in [
+            report("preparing", None),
+            report("prepared", None),
+            report("failed", Some("PREPARE_FAILED")),
+        ] {
+            assert!(ahead.takes_report(&taken), "{taken:?}");
+        }
+        // An activation's reports mean the node holds an assignment this controller never
+        // saw (a lost owner's): refused, so the new owner assigns the step afresh.
+        for refused in [
+            report("activating", None),
+            report("succeeded", None),
+            report("failed", Some("ACTIVATION_FAILED")),
+        ] {
+            assert!(!ahead.takes_report(&refused), "{refused:?}");
+        }
+        let assigned = NodeProgress {
+            assigned: Some(rec("n1", ASSIGNED, "2")),
+            ..ahead
+        };
+        assert!(assigned.takes_report(&report("succeeded", None)));
+        assert!(!NodeProgress::default().takes_report(&report("preparing", None)));
     }
 
     #[test]

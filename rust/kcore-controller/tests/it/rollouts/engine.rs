@@ -78,15 +78,107 @@ async fn rollout_halts_when_a_node_reverts_over_the_failure_budget() {
     // The agent's code is the row's; rows of nodes that did not fail carry none.
     assert_eq!(row_of(&cu, "n1")["code"], "ACTIVATION_FAILED", "{cu:#}");
     assert!(row_of(&cu, "n2").get("code").is_none(), "{cu:#}");
+    // n2, the next wave, may have prepared ahead while n1 activated (how far it got
+    // before the halt is a race), but it was never started.
     assert!(
-        ["n2", "n3", "n4", "n5"]
-            .iter()
-            .all(|n| phases[*n] == "pending"),
+        ["pending", "preparing", "prepared"].contains(&phases["n2"].as_str()),
+        "{phases:?}"
+    );
+    assert!(row_of(&cu, "n2").get("startedAt").is_none(), "{cu:#}");
+    assert!(
+        ["n3", "n4", "n5"].iter().all(|n| phases[*n] == "pending"),
         "{phases:?}"
     );
     let (recs, log) = bed.timeline("r1").await;
     assert_eq!(assigned_per_node(&recs).keys().collect::<Vec<_>>(), ["n1"]);
     assert_eq!(log.len(), 1, "{log:?}");
+}
+
+/// When `node`'s first record `what` was written.
+fn when(recs: &[records::StepRecord], node: &str, what: &str) -> String {
+    recs.iter()
+        .filter(|r| r.node == node && r.what == what)
+        .map(|r| r.at.clone())
+        .min()
+        .unwrap_or_else(|| panic!("{node} has no {what} record: {recs:#?}"))
+}
+
+#[tokio::test]
+async fn the_next_wave_prepares_while_the_current_one_activates() {
+    // Waves [n1 n2] [n3 n4] [n5]; a 1 s activation leaves the next wave time to prepare.
+    let bed = Bed::with(&[], Duration::from_secs(1)).await;
+    let strategy = json!({"strategyType": "batch", "batchSize": 2, "maxUnavailable": 2});
+    bed.apply(&rollout("r1", strategy, "auto", 0)).await;
+    let cu = bed
+        .wait_phase("r1", &["succeeded", "halted", "failed"])
+        .await;
+    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
+    let (recs, log) = bed.timeline("r1").await;
+    records::timeline::check(&recs, 2).unwrap_or_else(|e| panic!("{e}: {recs:#?}"));
+    assert!(log.values().all(|n| *n == 1) && log.len() == 5, "{log:?}");
+    let ahead = records::timeline::count_per_node(&recs, records::PREPARE_AHEAD);
+    assert_eq!(
+        ahead.keys().collect::<Vec<_>>(),
+        ["n3", "n4", "n5"],
+        "{recs:#?}"
+    );
+    let waves: [(&[&str], &[&str]); 2] = [(&["n1", "n2"], &["n3", "n4"]), (&["n3", "n4"], &["n5"])];
+    for (current, next) in waves {
+        let activated: Vec<String> = current
+            .iter()
+            .map(|n| when(&recs, n, "activating"))
+            .collect();
+        let ended: Vec<String> = current
+            .iter()
+            .map(|n| when(&recs, n, "succeeded"))
+            .collect();
+        for n in next {
+            let ahead = when(&recs, n, records::PREPARE_AHEAD);
+            // Told once the current wave activates, prepared before it ends, and assigned
+            // (taking its `maxUnavailable` slot) only after it ended.
+            assert!(activated.iter().all(|a| *a <= ahead), "{n}: {recs:#?}");
+            assert!(
+                ended.iter().all(|e| when(&recs, n, "prepared") < *e),
+                "{n}: {recs:#?}"
+            );
+            assert!(
+                ended.iter().all(|e| *e <= when(&recs, n, "assigned")),
+                "{n}: {recs:#?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_prepares_ahead_of_the_canaries_ending() {
+    // Waves [n1] (canary) [n2 n3] [n4 n5].
+    let bed = Bed::with(&[], Duration::from_secs(1)).await;
+    let strategy =
+        json!({"strategyType": "canary", "canaryCount": 1, "batchSize": 2, "maxUnavailable": 2});
+    bed.apply(&rollout("r1", strategy, "auto", 0)).await;
+    let cu = bed
+        .wait_phase("r1", &["succeeded", "halted", "failed"])
+        .await;
+    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
+    let (recs, _) = bed.timeline("r1").await;
+    records::timeline::check(&recs, 2).unwrap_or_else(|e| panic!("{e}: {recs:#?}"));
+    // The wave after the canary prepares in its own steps, after the canary ended.
+    let canary_ended = when(&recs, "n1", "succeeded");
+    let ahead = records::timeline::count_per_node(&recs, records::PREPARE_AHEAD);
+    assert_eq!(ahead.keys().collect::<Vec<_>>(), ["n4", "n5"], "{recs:#?}");
+    for n in ["n2", "n3"] {
+        assert!(
+            canary_ended <= when(&recs, n, "preparing"),
+            "{n} prepared before the canary ended: {recs:#?}"
+        );
+    }
+    // After the canaries, the pipeline runs as in a batch.
+    for n in ["n4", "n5"] {
+        assert!(
+            when(&recs, n, "prepared") < when(&recs, "n2", "succeeded"),
+            "{n}: {recs:#?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -202,7 +202,8 @@ async fn send(c: &Client, id: &str, body: &AssignmentReport) {
 /// client that fails over across `urls`. `fails` nodes report `reverted` after activating.
 /// Like the agent, a step (rollout + seq) is run once: named again (a restart, a takeover
 /// under a newer epoch) it only gets its final report again, under the epoch it is named
-/// with.
+/// with. A `prepareOnly` step is prepared (`preparing`, `prepared`) and kept open; when the
+/// step comes again without it, the activation starts at once.
 async fn node(
     urls: Vec<String>,
     trust: String,
@@ -218,6 +219,7 @@ async fn node(
     beat(&c, &id).await.unwrap();
     let mut known = String::new();
     let mut finals: BTreeMap<String, AssignmentReport> = BTreeMap::new();
+    let mut prepared_ahead: std::collections::BTreeSet<String> = Default::default();
     let mut reported: BTreeMap<String, VmPhase> = BTreeMap::new();
     loop {
         // Under the client's 5 s attempt timeout, so a poll is answered, not abandoned.
@@ -247,13 +249,21 @@ async fn node(
             }
             continue;
         }
-        log.event(&id, format!("step {}", step.seq));
         let body = |phase, reason| AssignmentReport {
             rollout: step.rollout.clone(),
             epoch: step.epoch,
             seq: step.seq,
             report: report(&id, phase, reason),
         };
+        if step.prepare_only {
+            // Not a step's start for the VM log: nothing on the node changes.
+            if prepared_ahead.insert(key) {
+                send(&c, &id, &body(StepPhase::Preparing, None)).await;
+                send(&c, &id, &body(StepPhase::Prepared, None)).await;
+            }
+            continue;
+        }
+        log.event(&id, format!("step {}", step.seq));
         if let Some(path) = &step.store_path {
             // A rollback step: activate the named (previous) system, nothing to build.
             log.rollbacks
@@ -273,8 +283,10 @@ async fn node(
             log.event(&id, format!("end {}", step.seq));
             continue;
         }
-        send(&c, &id, &body(StepPhase::Preparing, None)).await;
-        send(&c, &id, &body(StepPhase::Prepared, None)).await;
+        if !prepared_ahead.contains(&key) {
+            send(&c, &id, &body(StepPhase::Preparing, None)).await;
+            send(&c, &id, &body(StepPhase::Prepared, None)).await;
+        }
         *log.activations
             .lock()
             .unwrap()
