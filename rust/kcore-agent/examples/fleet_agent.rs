@@ -40,6 +40,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(fake_root::install(root, Path::new(top))?)
         }
         ["serve", config, root, agent_bin] => {
+            // The daemons' own logging set-up: warnings by default, RUST_LOG for more
+            // (`kcore_agent=debug` logs where a step's time goes, docs/rollouts.md).
+            kcore_net::daemon::init_tracing(&kcore_net::daemon::LogArgs {
+                log_level: "warn".into(),
+                log_json: false,
+            });
             let config = kcore_agent::config::AgentConfig::load(Path::new(config))?;
             let root = PathBuf::from(root);
             let options = kcore_agent::server::RuntimeOptions {

@@ -64,6 +64,22 @@ fn clock_ticks_per_second() -> u64 {
         .unwrap_or(100)
 }
 
+/// The whole machine's busy time (every CPU, `/proc/stat`'s first line less idle and
+/// iowait), in clock ticks: with it the bench tells a starved machine from a slow engine.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    cpu.iter().sum::<u64>() - cpu[3] - cpu[4]
+}
+
 /// `VmRSS` and `VmHWM` of `pid`, in MiB.
 fn memory_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -230,6 +246,10 @@ pub struct Readings {
     cpu: u64,
     rss_after: Vec<f64>,
     cpus: Vec<f64>,
+    machine: u64,
+    /// Seconds of the whole machine's CPU each run used (all processes: controller,
+    /// nodes, their builds and stand-ins).
+    machine_busy: Vec<f64>,
 }
 
 impl Readings {
@@ -241,6 +261,8 @@ impl Readings {
             cpu: cpu_ticks(pid),
             rss_after: Vec::new(),
             cpus: Vec::new(),
+            machine: machine_busy_ticks(),
+            machine_busy: Vec::new(),
         }
     }
 
@@ -250,6 +272,10 @@ impl Readings {
         self.cpus.push((now - self.cpu) as f64 / self.tck);
         self.cpu = now;
         self.rss_after.push(memory_mib(self.pid).0);
+        let machine = machine_busy_ticks();
+        self.machine_busy
+            .push((machine - self.machine) as f64 / self.tck);
+        self.machine = machine;
     }
 
     fn peak(&self) -> f64 {
@@ -260,12 +286,15 @@ impl Readings {
 fn print_runs(title: &str, runs: &[Run], r: &Readings, peak: f64) {
     println!("\n{title}");
     println!(
-        "| run | ideal | rolling_out to last end | overhead | ratio to ideal | wall (apply to seen done) | step latency mean / max | most unavailable | controller CPU |"
+        "| run | ideal | rolling_out to last end | overhead | ratio to ideal | wall (apply to seen done) | step latency mean / max | most unavailable | controller CPU | machine CPU (all cores) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in runs {
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let machine_busy = r.machine_busy.clone();
+    for (i, r) in runs.iter().enumerate() {
+        let machine = machine_busy.get(i).copied().unwrap_or(0.0);
         println!(
-            "| {} | {:.2} s | {:.3} s | {:.3} s | {:.3} | {:.3} s | {:.1} / {:.1} ms | {} | {:.2} s ({:.0} %) |",
+            "| {} | {:.2} s | {:.3} s | {:.3} s | {:.3} | {:.3} s | {:.1} / {:.1} ms | {} | {:.2} s ({:.0} %) | {:.2} s ({:.0} % of {cores} cores) |",
             r.what,
             r.ideal.as_secs_f64(),
             r.span.as_secs_f64(),
@@ -277,6 +306,8 @@ fn print_runs(title: &str, runs: &[Run], r: &Readings, peak: f64) {
             r.most_unavailable,
             r.cpu_seconds,
             100.0 * r.cpu_seconds / r.wall.as_secs_f64(),
+            machine,
+            100.0 * machine / (cores * r.wall.as_secs_f64()),
         );
     }
     // The figures mean little on a starved machine; they carry the load they ran under.

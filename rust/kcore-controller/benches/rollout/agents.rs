@@ -11,7 +11,7 @@
 //! Needs nix and git (else it prints SKIP), and the two binaries built first with the
 //! bench's profile: `cargo build -p kcore-agent --bin kcore-agent --example fleet_agent`
 //! (add `--release` for a release bench). `KCORE_BENCH_AGENTS` sets the node count
-//! (default 50).
+//! (default 50); `KCORE_BENCH_KEEP=1` keeps every node's directory (its `agent.log`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -118,6 +118,158 @@ fn start_agent(
     Agent(child)
 }
 
+/// One node's side of an update step, run directly by the bench with the argv kcore-agent
+/// builds (kcore-nix's builders), without a controller or an agent: `nix build` of its
+/// toplevel, or its activation: `nix-env --set`, `switch-to-configuration switch` in a
+/// unit of the `systemd-run` stand-in (with the agent's `unit-result` helper as
+/// `ExecStopPost=`), then `systemctl is-system-running`.
+enum Direct<'a> {
+    Build {
+        installable: String,
+        out_link: PathBuf,
+    },
+    Activate {
+        dir: &'a Path,
+        top: PathBuf,
+        agent_bin: &'a Path,
+        n: usize,
+    },
+}
+
+fn direct(step: Direct) -> PathBuf {
+    use kcore_nix::commands::{
+        NixBuild, NixEnvProfile, ProfileAction, SwitchToConfiguration, SystemState, SystemdRun,
+    };
+    let run = |program: &Path, argv: Vec<std::ffi::OsString>, env: &[(&str, &str)]| {
+        let st = Command::new(program)
+            .args(argv)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        st.success()
+    };
+    let offline = [("NIX_CONFIG", "substituters =")];
+    match step {
+        Direct::Build {
+            installable,
+            out_link,
+        } => {
+            let cmd = NixBuild {
+                installable,
+                out_link: out_link.clone(),
+            };
+            assert!(
+                run(Path::new("nix"), cmd.argv(), &offline),
+                "baseline nix build"
+            );
+            std::fs::canonicalize(out_link).unwrap()
+        }
+        Direct::Activate {
+            dir,
+            top,
+            agent_bin,
+            n,
+        } => {
+            let root = dir.join("root");
+            let set = NixEnvProfile {
+                profile: root.join("nix/var/nix/profiles/system"),
+                action: ProfileAction::Set(top.clone()),
+            };
+            assert!(
+                run(Path::new("nix-env"), set.argv(), &[]),
+                "baseline nix-env --set"
+            );
+            let stc = SwitchToConfiguration {
+                toplevel: top.clone(),
+                goal: kcore_nix::Goal::Switch,
+            };
+            let mut command = vec![stc.program_path().into_os_string()];
+            command.extend(stc.argv());
+            let status = dir.join(format!("baseline-{n}.status"));
+            let mut unit = SystemdRun::logged(
+                &format!(
+                    "kcore-baseline-{}-{n}",
+                    dir.file_name().unwrap().to_string_lossy()
+                ),
+                "kcore bench baseline: switch-to-configuration switch",
+                &dir.join("logs/baseline.log"),
+                command,
+            );
+            unit.stop_post = vec![agent_bin.into(), "unit-result".into(), status.into()];
+            unit.env = vec![("KCORE_FAKE_ROOT".into(), root.display().to_string())];
+            let systemd_run = fleet_dir().join("../systemd-run");
+            assert!(
+                run(&systemd_run, unit.argv(), &[]),
+                "baseline switch-to-configuration"
+            );
+            let running = run(
+                &dir.join("bin/systemctl"),
+                SystemState::IsSystemRunning.argv(),
+                &[],
+            );
+            assert!(running, "baseline: the system runs");
+            top
+        }
+    }
+}
+
+/// The same batch rollout's node-side work done directly ([`Direct`]), pipelined as
+/// kcore pipelines it: the first wave's builds, then each wave's activations at once
+/// while the next wave builds. No controller, no agent, no report: what any orchestrator
+/// pays on this machine for this work, the baseline kcore's run is set against.
+async fn direct_baseline(
+    fleet: &Fleet,
+    nodes: &[String],
+    work: &Path,
+    rev: &str,
+    agent_bin: &Path,
+    batch: usize,
+) -> Duration {
+    let url = kcore_nix::flake::pinned_flake_url(&fleet.flake_ref(), rev).unwrap();
+    let build = |id: &String| {
+        let installable = kcore_nix::flake::toplevel_installable(&url, id).unwrap();
+        let out_link = work.join(id).join("state/baseline-system");
+        tokio::task::spawn_blocking(move || {
+            direct(Direct::Build {
+                installable,
+                out_link,
+            })
+        })
+    };
+    let waves: Vec<&[String]> = nodes.chunks(batch).collect();
+    let started = Instant::now();
+    let mut built: Vec<_> = waves[0].iter().map(build).collect();
+    for (i, wave) in waves.iter().enumerate() {
+        let mut tops = Vec::new();
+        for b in built.drain(..) {
+            tops.push(b.await.unwrap());
+        }
+        let activations: Vec<_> = wave
+            .iter()
+            .zip(tops)
+            .map(|(id, top)| {
+                let (dir, agent_bin) = (work.join(id), agent_bin.to_path_buf());
+                tokio::task::spawn_blocking(move || {
+                    direct(Direct::Activate {
+                        dir: &dir,
+                        top,
+                        agent_bin: &agent_bin,
+                        n: i,
+                    })
+                })
+            })
+            .collect();
+        if let Some(next) = waves.get(i + 1) {
+            built = next.iter().map(build).collect();
+        }
+        for a in activations {
+            a.await.unwrap();
+        }
+    }
+    started.elapsed()
+}
+
 pub async fn run_agents(count: usize) {
     let (agent_bin, fleet_agent) = binaries();
     let Some(fleet) = Fleet::new() else {
@@ -168,6 +320,7 @@ pub async fn run_agents(count: usize) {
         ("bench-batch", revision(&fleet, &nodes, "r2")),
         ("bench-serial", revision(&fleet, &nodes, "r3")),
     ];
+    let baseline_rev = revision(&fleet, &nodes, "r4");
     let flake_ref = fleet.flake_ref();
     let [(batch, ideal1), (serial, ideal2)] = manifests(&nodes, |name| {
         let rev = &revs.iter().find(|(n, _)| *n == name).unwrap().1;
@@ -181,6 +334,18 @@ pub async fn run_agents(count: usize) {
     let r2 = run(&bed, &serial_what, serial, ideal2).await;
     readings.lap();
     let peak = readings.peak();
+    // The baseline, in the same run on the same fake roots (the agents idle meanwhile, as
+    // between steps): the batch rollout's node-side work done directly.
+    let batch = 10.min(count);
+    let baseline = direct_baseline(
+        &fleet,
+        &nodes,
+        work.path(),
+        &baseline_rev,
+        &agent_bin,
+        batch,
+    )
+    .await;
     drop(agents);
     let (store, _) = bed.stop(0);
     let mut runs = Vec::new();
@@ -199,4 +364,20 @@ pub async fn run_agents(count: usize) {
         &readings,
         peak,
     );
+    let ideal = super::T * count.div_ceil(batch) as u32;
+    let kcore = runs[0].span;
+    println!(
+        "baseline: the batch's node-side work done directly (no controller, no agent): {:.3} s, {:.3} s over the ideal {:.0} s; kcore's batch run {:.3} s, {:.3} s over that baseline (ratio {:.3})",
+        baseline.as_secs_f64(),
+        baseline.as_secs_f64() - ideal.as_secs_f64(),
+        ideal.as_secs_f64(),
+        kcore.as_secs_f64(),
+        kcore.as_secs_f64() - baseline.as_secs_f64(),
+        kcore.as_secs_f64() / baseline.as_secs_f64(),
+    );
+    if std::env::var_os("KCORE_BENCH_KEEP").is_some() {
+        // Each node's agent.log (with RUST_LOG=kcore_agent=debug: where its step's time
+        // went) and fake root, for a look afterwards.
+        eprintln!("agents: kept {}", work.keep().display());
+    }
 }
