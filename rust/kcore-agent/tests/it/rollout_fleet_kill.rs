@@ -185,3 +185,44 @@ async fn rollout_fleet_the_owner_controller_killed_9_is_taken_over_by_a_second_c
     // Some nodes were assigned by the deposed owner and some by the new one.
     assert_eq!(records::assigned_by(&recs), ["ctl1", "ctl2"], "{recs:#?}");
 }
+
+/// node-3 prepares ahead while node-2 activates (held at its gate); node-3's agent process
+/// is SIGKILLed after its prepare reported `prepared`, and started again. When its turn
+/// comes it activates the system it prepared before the kill: one prepare (one built
+/// system link in its operations directory), one activation.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_fleet_an_agent_killed_9_after_preparing_ahead_activates_what_it_prepared_with_fleet_flake()
+ {
+    let Some((fleet, r1, r2)) = revisions(None) else {
+        return;
+    };
+    let gates = tempfile::tempdir().unwrap();
+    let gate = gates.path().join("open");
+    let shape = Shape {
+        agent_processes: true,
+        ..Shape::default()
+    };
+    let mut bed = Bed::with(fleet, &r1, Some(("node-2", &gate)), shape).await;
+    bed.apply("ahead-kill", &r2).await;
+    until_step_activating(&bed, "node-2").await;
+    bed.until("node-3 prepared ahead", |bed| async move {
+        let cu = bed.get("ahead-kill").await?;
+        let r = row(&cu, "node-3");
+        (r["phase"] == "prepared" && r.get("startedAt").is_none()).then_some(())
+    })
+    .await;
+    let i = Bed::index("node-3");
+    bed.nodes[i].kill9();
+    bed.nodes[i].start_process().await;
+    std::fs::write(&gate, "").unwrap();
+    let done = bed.wait_done("ahead-kill").await;
+    assert_eq!(done["status"]["phase"], "succeeded", "{done:#}");
+    each_activated_once(&bed, &r2);
+    let built: Vec<_> = std::fs::read_dir(bed.node("node-3").node.path("operations/rollout"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".system"))
+        .collect();
+    assert_eq!(built.len(), 1, "node-3 prepared once: {built:?}");
+    bed.finish(&[("ahead-kill", 1)]).await;
+}

@@ -320,7 +320,10 @@ pub async fn run_agents(count: usize) {
         ("bench-batch", revision(&fleet, &nodes, "r2")),
         ("bench-serial", revision(&fleet, &nodes, "r3")),
     ];
-    let baseline_rev = revision(&fleet, &nodes, "r4");
+    let baseline_revs = [
+        revision(&fleet, &nodes, "r4"),
+        revision(&fleet, &nodes, "r5"),
+    ];
     let flake_ref = fleet.flake_ref();
     let [(batch, ideal1), (serial, ideal2)] = manifests(&nodes, |name| {
         let rev = &revs.iter().find(|(n, _)| *n == name).unwrap().1;
@@ -334,18 +337,14 @@ pub async fn run_agents(count: usize) {
     let r2 = run(&bed, &serial_what, serial, ideal2).await;
     readings.lap();
     let peak = readings.peak();
-    // The baseline, in the same run on the same fake roots (the agents idle meanwhile, as
-    // between steps): the batch rollout's node-side work done directly.
+    // The baselines, in the same run on the same fake roots (the agents idle meanwhile, as
+    // between steps): each rollout's node-side work done directly.
     let batch = 10.min(count);
-    let baseline = direct_baseline(
-        &fleet,
-        &nodes,
-        work.path(),
-        &baseline_rev,
-        &agent_bin,
-        batch,
-    )
-    .await;
+    let (dir, bin) = (work.path(), &agent_bin);
+    let baselines = [
+        direct_baseline(&fleet, &nodes, dir, &baseline_revs[0], bin, batch).await,
+        direct_baseline(&fleet, &nodes[..batch], dir, &baseline_revs[1], bin, 1).await,
+    ];
     drop(agents);
     let (store, _) = bed.stop(0);
     let mut runs = Vec::new();
@@ -364,17 +363,23 @@ pub async fn run_agents(count: usize) {
         &readings,
         peak,
     );
-    let ideal = super::T * count.div_ceil(batch) as u32;
-    let kcore = runs[0].span;
     println!(
-        "baseline: the batch's node-side work done directly (no controller, no agent): {:.3} s, {:.3} s over the ideal {:.0} s; kcore's batch run {:.3} s, {:.3} s over that baseline (ratio {:.3})",
-        baseline.as_secs_f64(),
-        baseline.as_secs_f64() - ideal.as_secs_f64(),
-        ideal.as_secs_f64(),
-        kcore.as_secs_f64(),
-        kcore.as_secs_f64() - baseline.as_secs_f64(),
-        kcore.as_secs_f64() / baseline.as_secs_f64(),
+        "\nbaseline: each run's node-side work done directly by the bench (no controller, no agent), same run\n| run | ideal | baseline | baseline over ideal | kcore | kcore over baseline | ratio kcore / baseline |\n|---|---|---|---|---|---|---|"
     );
+    for (run, baseline) in runs.iter().zip(baselines) {
+        let (ideal, kcore, base) = (
+            run.ideal.as_secs_f64(),
+            run.span.as_secs_f64(),
+            baseline.as_secs_f64(),
+        );
+        println!(
+            "| {} | {ideal:.2} s | {base:.3} s | {:.3} s | {kcore:.3} s | **{:.3} s** | {:.3} |",
+            run.what,
+            base - ideal,
+            kcore - base,
+            kcore / base
+        );
+    }
     if std::env::var_os("KCORE_BENCH_KEEP").is_some() {
         // Each node's agent.log (with RUST_LOG=kcore_agent=debug: where its step's time
         // went) and fake root, for a look afterwards.

@@ -9,7 +9,16 @@ pub(super) fn cordon_by(name: &str) -> String {
 }
 
 /// The nodes this rollout holds cordoned (`drainVms`): node -> the cordon.
-pub(super) fn held_cordons(state: &AppState, name: &str) -> BTreeMap<String, CordonEntry> {
+pub(super) fn held_cordons(
+    state: &AppState,
+    name: &str,
+    spec: &ClusterUpdateSpec,
+) -> BTreeMap<String, CordonEntry> {
+    // Only a `drainVms` rollout cordons (its spec cannot change once it started), and
+    // reading the cordons decodes every node: not at every tick of every other rollout.
+    if !spec.drain_vms {
+        return BTreeMap::new();
+    }
     let by = cordon_by(name);
     state
         .store
@@ -153,6 +162,7 @@ pub(super) fn fail_unassigned(
 pub(super) fn lift_cordons(
     state: &AppState,
     name: &str,
+    spec: &ClusterUpdateSpec,
     phase: Option<ClusterUpdatePhase>,
 ) -> Result<(), StoreError> {
     let recs = records::records(&state.store, name);
@@ -160,7 +170,7 @@ pub(super) fn lift_cordons(
         records::progress(&recs, UPDATE_SEQ),
         records::progress(&recs, ROLLBACK_SEQ),
     );
-    let held = held_cordons(state, name);
+    let held = held_cordons(state, name, spec);
     let drains = draining(phase, &held, &update, &back);
     for node in held.keys() {
         let running = [&update, &back]

@@ -92,6 +92,17 @@ fn is_rolling_out(object: &serde_json::Value) -> bool {
     object.pointer("/status/phase").and_then(|p| p.as_str()) == Some("rolling_out")
 }
 
+/// Whether every step of a stored `ClusterUpdate` has ended: `succeeded` (every target's
+/// update) or `rolled_back` (every rollback, after every update). A halted, cancelled or
+/// failed one may still have steps in flight. Their records need no reading to know what
+/// runs now.
+fn all_steps_ended(object: &serde_json::Value) -> bool {
+    matches!(
+        object.pointer("/status/phase").and_then(|p| p.as_str()),
+        Some("succeeded" | "rolled_back")
+    )
+}
+
 /// Nodes in flight in any rollout (a step assigned, draining under its cordon, or
 /// preparing ahead in a rollout still `rolling_out`): node -> rollout.
 fn busy_nodes(state: &AppState) -> BTreeMap<String, String> {
@@ -112,6 +123,9 @@ fn busy_nodes(state: &AppState) -> BTreeMap<String, String> {
         let Some(name) = object.pointer("/metadata/name").and_then(|n| n.as_str()) else {
             continue;
         };
+        if all_steps_ended(&object) {
+            continue;
+        }
         let recs = records::records(&state.store, name);
         // A node preparing ahead is busy too, so no other rollout's prepare meets this
         // one's on the node's system lane; no longer once the rollout stopped offering it.
@@ -208,7 +222,7 @@ fn step_rollout(state: &AppState, name: &str) -> Result<(), StoreError> {
     };
     if spec.drain_vms {
         // Also for a rollout that ended: its last steps end after it halted or was cancelled.
-        lift_cordons(state, name, status.phase)?;
+        lift_cordons(state, name, &spec, status.phase)?;
     }
     let rollback_wanted = status.rollback_at.is_some();
     if status
@@ -450,7 +464,7 @@ fn roll(
     let recs = records::records(&state.store, name);
     let progress = records::progress(&recs, UPDATE_SEQ);
     let back = records::progress(&recs, ROLLBACK_SEQ);
-    let status = &refresh_rows(state, name, status, &progress, &back)?;
+    let status = &refresh_rows(state, name, spec, status, &progress, &back)?;
     if status.cancelled_at.is_some() {
         // Nodes mid-step finish or revert on their own; nothing new starts.
         return enter(
@@ -540,7 +554,7 @@ fn roll_back(
     let recs = records::records(&state.store, name);
     let update = records::progress(&recs, UPDATE_SEQ);
     let back = records::progress(&recs, ROLLBACK_SEQ);
-    let status = &refresh_rows(state, name, status, &update, &back)?;
+    let status = &refresh_rows(state, name, spec, status, &update, &back)?;
     let updated: Vec<String> = status
         .targets
         .iter()
@@ -622,19 +636,26 @@ fn start_wave(
     seq: u64,
 ) -> Result<(), StoreError> {
     let steps = if seq == ROLLBACK_SEQ { back } else { update };
-    let held = held_cordons(state, name);
+    let todo: Vec<&String> = wave
+        .iter()
+        .filter(|n| {
+            !steps
+                .get(*n)
+                .is_some_and(|p| p.assigned.is_some() || p.final_record().is_some())
+        })
+        .collect();
+    if todo.is_empty() {
+        // The usual tick (a report of a node in flight): nothing to start, so nothing to
+        // read about the other rollouts and the nodes.
+        return Ok(());
+    }
+    let held = held_cordons(state, name, spec);
     let drains = draining(phase, &held, update, back);
     // A draining node is cordoned, so out of service already: it takes a slot.
     let mut in_flight = steps.values().filter(|p| p.in_flight()).count() + drains.len();
     let cap = unavailable_cap(spec);
     let busy = busy_nodes(state);
-    for node in wave {
-        if steps
-            .get(node)
-            .is_some_and(|p| p.assigned.is_some() || p.final_record().is_some())
-        {
-            continue;
-        }
+    for node in todo {
         if busy.get(node).is_some_and(|other| other != name) {
             // One rollout per node: it waits until the other rollout's step ended.
             continue;
@@ -678,6 +699,9 @@ pub fn assigned_steps(state: &AppState) -> BTreeMap<String, (String, AssignedSte
         let Some(name) = object.pointer("/metadata/name").and_then(|n| n.as_str()) else {
             continue;
         };
+        if all_steps_ended(&object) {
+            continue;
+        }
         let recs = records::records(&state.store, name);
         let update = records::progress(&recs, UPDATE_SEQ);
         let back = records::progress(&recs, ROLLBACK_SEQ);

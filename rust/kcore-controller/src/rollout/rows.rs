@@ -96,11 +96,12 @@ pub(super) fn previous_path(update: Option<&NodeProgress>) -> Option<String> {
 pub(super) fn refresh_rows(
     state: &AppState,
     name: &str,
+    spec: &ClusterUpdateSpec,
     status: &ClusterUpdateStatus,
     update: &BTreeMap<String, NodeProgress>,
     back: &BTreeMap<String, NodeProgress>,
 ) -> Result<ClusterUpdateStatus, StoreError> {
-    let held = held_cordons(state, name);
+    let held = held_cordons(state, name, spec);
     let drains = draining(status.phase, &held, update, back);
     let rows: Vec<NodeUpdateRow> = status
         .targets
