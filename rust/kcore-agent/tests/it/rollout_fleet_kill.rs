@@ -4,7 +4,8 @@
 //! `rollout_fleet_bed` with the killed parts as OS processes (`rollout_proc`): five agent
 //! processes on the real fleet flake, the controllers as processes too where one is killed.
 //! A gate in the chosen node's switch-to-configuration holds its activation open, so the
-//! kill lands while that step is `activating` without relying on timing. Each test ends with
+//! kill lands while that step is `activating` without relying on timing (or, for the node
+//! after it, while that node has prepared ahead and waits for its turn). Each test ends with
 //! [`Bed::finish`]'s timeline check (`maxUnavailable`, no node assigned or activated twice),
 //! and each node's stand-in log shows exactly one activation.
 
