@@ -6,7 +6,7 @@
 #   1. revision 2 for every node: `kctl update cluster plan`, `apply` (manual approval),
 #      `approve`, `get` until it succeeded (batches of 2);
 #   2. revision 3, in which node-3's activation fails: the one-at-a-time rollout halts,
-#      node-3 reverts on its own, node-4 and node-5 are never touched, `get` shows why.
+#      node-3 reverts on its own, node-4 (prepared ahead) and node-5 are never activated, `get` shows why.
 # Everything lives in a temporary directory removed on exit. KEEP=1 leaves the cluster
 # running and prints the fleet repository, the kctl config and how to stop it.
 #
