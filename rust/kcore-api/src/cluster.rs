@@ -166,6 +166,12 @@ pub struct NodeReport {
     /// (it keeps its current one and retries later); absent when renewal is fine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_renewal_problem: Option<String>,
+    /// What this agent understands beyond what every agent does, so the controller sends
+    /// nothing an older agent would misread: [`crate::rollout::CAPABILITY_PREPARE_AHEAD`]
+    /// (a `prepareOnly` step, which an agent without it would run as a whole step, and
+    /// activate). Empty from an agent older than the first capability.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 /// One generation of the system profile.

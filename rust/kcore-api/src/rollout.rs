@@ -207,6 +207,11 @@ impl StepReport {
     }
 }
 
+/// The node capability (`NodeReport::capabilities`) of an agent that runs a `prepareOnly`
+/// step as a prepare alone (docs/rollouts.md, "Preparing ahead"). The engine prepares
+/// ahead only the nodes that report it.
+pub const CAPABILITY_PREPARE_AHEAD: &str = "prepare-ahead";
+
 /// One step the controller's engine assigned to a node (`GET /v1/nodes/{id}/assignment`):
 /// prepare the target, then activate it. `epoch` is the rollout owner's current epoch; a
 /// report carries it back and an agent refuses an assignment older than the newest epoch

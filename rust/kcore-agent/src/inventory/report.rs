@@ -55,6 +55,7 @@ pub fn report_from_config(config: &AgentConfig) -> NodeReport {
         agent_address: Some(config.listen.clone()),
         system: None,
         certificate_renewal_problem: None,
+        capabilities: vec![kcore_api::rollout::CAPABILITY_PREPARE_AHEAD.to_string()],
     }
 }
 

@@ -44,7 +44,8 @@ use kcore_api::clusterupdate::{
 };
 use kcore_api::resource::{Kind, LabelSelector};
 use kcore_api::rollout::{
-    ActivationMode, AssignedStep, PrepareRequest, StepCode, StepPhase, StepReport,
+    ActivationMode, AssignedStep, CAPABILITY_PREPARE_AHEAD, PrepareRequest, StepCode, StepPhase,
+    StepReport,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -431,6 +432,17 @@ fn prepare_next_wave(
     for node in todo {
         if busy.get(node).is_some_and(|other| other != name) {
             // Busy in another rollout: it prepares when its turn comes.
+            continue;
+        }
+        let understands = state.store.node(node).is_some_and(|r| {
+            r.report
+                .capabilities
+                .iter()
+                .any(|c| c == CAPABILITY_PREPARE_AHEAD)
+        });
+        if !understands {
+            // An older agent would run a `prepareOnly` step whole, activating before its
+            // turn: it prepares in its own step.
             continue;
         }
         if records::owner(&state.store, name).as_ref() != Some(owner) {

@@ -150,6 +150,34 @@ async fn the_next_wave_prepares_while_the_current_one_activates() {
 }
 
 #[tokio::test]
+async fn an_agent_without_the_prepare_ahead_capability_prepares_in_its_own_step() {
+    // n2 plays an older agent: told `prepareOnly` it would activate before its turn.
+    let bed = Bed::with_old_agents(&[], Duration::from_millis(500), &["n2"]).await;
+    bed.apply(&rollout(
+        "r1",
+        json!({"strategyType": "one-at-a-time"}),
+        "auto",
+        0,
+    ))
+    .await;
+    let cu = bed
+        .wait_phase("r1", &["succeeded", "halted", "failed"])
+        .await;
+    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
+    let (recs, log) = bed.timeline("r1").await;
+    records::timeline::check(&recs, 1).unwrap_or_else(|e| panic!("{e}: {recs:#?}"));
+    assert!(log.values().all(|n| *n == 1) && log.len() == 5, "{log:?}");
+    let ahead = records::timeline::count_per_node(&recs, records::PREPARE_AHEAD);
+    assert_eq!(
+        ahead.keys().collect::<Vec<_>>(),
+        ["n3", "n4", "n5"],
+        "{recs:#?}"
+    );
+    // n2 prepared in its own step, after n1 ended.
+    assert!(when(&recs, "n1", "succeeded") <= when(&recs, "n2", "preparing"));
+}
+
+#[tokio::test]
 async fn nothing_prepares_ahead_of_the_canaries_ending() {
     // Waves [n1] (canary) [n2 n3] [n4 n5].
     let bed = Bed::with(&[], Duration::from_secs(1)).await;

@@ -65,6 +65,9 @@ struct Log {
     vm_events: Mutex<Vec<(String, String, String)>>,
     /// The stand-ins' VMs never stop (a guest that ignores its shutdown).
     vms_never_stop: AtomicBool,
+    /// Stand-ins of an agent older than `prepare-ahead`: they report no capability, and
+    /// run a step whole whatever it says (as an agent that does not know `prepareOnly`).
+    old_agents: Vec<String>,
 }
 
 impl Log {
@@ -215,7 +218,12 @@ async fn node(
 ) {
     let tls = kcore_pki::client_config(&trust, &cert.cert_pem, &cert.key_pem).unwrap();
     let c = Client::new(urls, tls, options()).unwrap();
-    register(&c, &id, report_for(&id)).await.unwrap();
+    let old = log.old_agents.contains(&id);
+    let mut node_report = report_for(&id);
+    if !old {
+        node_report.capabilities = vec![kcore_api::rollout::CAPABILITY_PREPARE_AHEAD.into()];
+    }
+    register(&c, &id, node_report).await.unwrap();
     beat(&c, &id).await.unwrap();
     let mut known = String::new();
     let mut finals: BTreeMap<String, AssignmentReport> = BTreeMap::new();
@@ -255,7 +263,7 @@ async fn node(
             seq: step.seq,
             report: report(&id, phase, reason),
         };
-        if step.prepare_only {
+        if step.prepare_only && !old {
             // Not a step's start for the VM log: nothing on the node changes.
             if prepared_ahead.insert(key) {
                 send(&c, &id, &body(StepPhase::Preparing, None)).await;
@@ -344,13 +352,22 @@ impl Bed {
 
     /// Five stand-ins whose activation takes `activation`; `failing` ones revert.
     async fn with(failing: &[&str], activation: Duration) -> Bed {
+        Bed::with_old_agents(failing, activation, &[]).await
+    }
+
+    /// [`Bed::with`], the stand-ins named in `old` playing agents older than
+    /// `prepare-ahead` ([`Log::old_agents`]).
+    async fn with_old_agents(failing: &[&str], activation: Duration, old: &[&str]) -> Bed {
         let cl = Cluster::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let ctl = Running::start_on(listener, cl.config(false));
         let trust = cl.root.cert_pem().to_string();
         let admin = client(&ctl.url, &trust, &cl.admin());
-        let log = Arc::new(Log::default());
+        let log = Arc::new(Log {
+            old_agents: old.iter().map(|n| n.to_string()).collect(),
+            ..Log::default()
+        });
         let nodes = NODES
             .iter()
             .map(|id| {
