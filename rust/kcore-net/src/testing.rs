@@ -23,7 +23,8 @@ pub struct RecordingServer {
 
 impl RecordingServer {
     /// Serves with `cert` (trusting `trust_pem` for client certificates), answering
-    /// `answers[path]`, or `{"items": []}` for any other path.
+    /// `answers[path]`, or `{"items": []}` for any other path; an answer
+    /// `{"$status": N, "$body": B}` is `B` with status `N`.
     pub async fn start(
         trust_pem: &str,
         cert: &CertifiedKey,
@@ -47,12 +48,22 @@ impl RecordingServer {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(format!("{line} {}", String::from_utf8_lossy(&body)));
-                axum::Json(
-                    answers
-                        .get(&path)
-                        .cloned()
-                        .unwrap_or_else(|| serde_json::json!({"items": []})),
-                )
+                let answer = answers
+                    .get(&path)
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"items": []}));
+                // `{"$status": N, "$body": B}`: answered with status N (a refusal).
+                match answer
+                    .get("$status")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|s| axum::http::StatusCode::from_u16(s as u16).ok())
+                {
+                    Some(status) => axum::response::IntoResponse::into_response((
+                        status,
+                        axum::Json(answer.get("$body").cloned().unwrap_or_default()),
+                    )),
+                    None => axum::response::IntoResponse::into_response(axum::Json(answer)),
+                }
             }
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -361,16 +361,28 @@ impl Loop {
     /// comes again without `prepareOnly` when the node's turn comes, and [`Loop::drive`]
     /// then follows the saved prepare, over already, to the activation. A prepare that
     /// failed is the step's final report.
+    ///
+    /// A refused report (`409`, `404`) does not close it either, unlike a whole step's:
+    /// nothing but a build ran, and a `404` here may only mean the controller answering
+    /// has not replicated the `prepare-ahead` record yet; closed, the step would be
+    /// ignored when it is assigned under the same epoch, and the rollout would wait for
+    /// this node for ever. An undelivered `prepared` is not needed either: the engine waits
+    /// for it only to prepare the wave after, and the assignment comes regardless.
     async fn prepare_ahead(&mut self, step: &AssignedStep, p: &mut Progress) -> Result<(), Halt> {
-        let prepared = self.prepare(step, p).await?;
-        if prepared.phase != StepPhase::Prepared {
-            return self.close(step, p, prepared).await;
-        }
-        match self.report(step, &prepared).await? {
-            Delivery::Refused => Err(Halt::Refused),
-            // Undelivered: the engine waits for it only to prepare the wave after; the
-            // assignment of this step comes regardless.
-            Delivery::Recorded | Delivery::Undelivered => Ok(()),
+        let outcome = match self.prepare(step, p).await {
+            Ok(prepared) if prepared.phase != StepPhase::Prepared => {
+                self.close(step, p, prepared).await
+            }
+            Ok(prepared) => self.report(step, &prepared).await.map(|_| ()),
+            Err(halt) => Err(halt),
+        };
+        match outcome {
+            Err(Halt::Refused) => {
+                tracing::info!(rollout = %step.rollout, epoch = step.epoch,
+                    "a report of this prepare-ahead was refused; the step stays open for its assignment");
+                Ok(())
+            }
+            other => other,
         }
     }
 

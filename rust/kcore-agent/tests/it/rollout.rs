@@ -671,3 +671,121 @@ async fn the_assignment_loop_polls_with_the_newest_client_the_registration_loop_
     task.await.unwrap();
     assert!(moved, "the loop kept polling with the first client");
 }
+
+/// A refused report of a `prepareOnly` step leaves the step open: controller stand-in A
+/// tells node-1 to prepare ahead and answers every report `404` (what a peer that has not
+/// replicated the `prepare-ahead` record yet answers); then B, reached through a new client
+/// as after a failover, assigns the same step (same rollout, epoch and seq). The agent
+/// activates the system it prepared for A, once, and reports the step to B. Before the
+/// fix the refusal closed the step, B's assignment was ignored, and the rollout would have
+/// waited for node-1 for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_report_while_preparing_ahead_leaves_the_step_open_for_its_assignment_with_fleet_flake()
+ {
+    use crate::support::Role;
+    let Some(fleet) = Fleet::new() else { return };
+    let r1 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r1"))]);
+    let r2 = fleet.commit(&[("node-1", host("ok", "ok", "6.6.1", "r2"))]);
+    let node = FleetNode::installed(&fleet, &r1, None, None);
+    let step = |prepare_only: bool| {
+        json!({
+            "rollout": "u1", "epoch": 1, "seq": 1,
+            "prepare": {"flakeRef": fleet.flake_ref(), "flakeRev": r2},
+            "mode": "switch", "healthTimeoutSeconds": 30, "prepareOnly": prepare_only,
+        })
+    };
+    let assignment = "/v1/nodes/node-1/assignment".to_string();
+    let report = format!("{assignment}/report");
+    let refusing = [
+        (
+            assignment.clone(),
+            json!({"token": "u1:1:1:prepare", "step": step(true)}),
+        ),
+        (
+            report.clone(),
+            json!({"$status": 404, "$body": {"error": {"code": "NOT_FOUND", "message": "rollout \"u1\" assigned node \"node-1\" no step 1"}}}),
+        ),
+    ];
+    let assigning = [
+        (
+            assignment.clone(),
+            json!({"token": "u1:1:1", "step": step(false)}),
+        ),
+        (report.clone(), json!({"recorded": true})),
+    ];
+    let pki = &node.pki;
+    let start = |leaf, answers: [(String, serde_json::Value); 2]| {
+        kcore_net::testing::RecordingServer::start(
+            pki.root.cert_pem(),
+            leaf,
+            answers.into_iter().collect(),
+        )
+    };
+    let (ctl_a, ctl_b) = (
+        pki.leaf(Role::Controller, "a"),
+        pki.leaf(Role::Controller, "b"),
+    );
+    let a = start(&ctl_a, refusing).await.unwrap();
+    let b = start(&ctl_b, assigning).await.unwrap();
+    let config = node.node.config("managed", Some(pki), node.extra.clone());
+    let agent = kcore_agent::Agent::new(config, node.options.clone()).unwrap();
+    let state = agent.state().clone();
+    let client = |url: String| {
+        kcore_net::Client::new(
+            vec![url],
+            pki.client_tls(&pki.leaf(Role::Node, "node-1")),
+            kcore_net::ClientOptions::default(),
+        )
+        .unwrap()
+    };
+    let (clients, rx) = tokio::sync::watch::channel(Some(client(a.url())));
+    let task = tokio::spawn(kcore_agent::rollout::assignment::run(
+        state.clone(),
+        rx,
+        std::time::Duration::from_secs(1),
+    ));
+    let reported = |server: &kcore_net::testing::RecordingServer, phase: &str| {
+        let needle = format!("\"phase\":\"{phase}\"");
+        server.requests().iter().any(|r| {
+            r.starts_with("POST /v1/nodes/node-1/assignment/report") && r.contains(&needle)
+        })
+    };
+    // Bounded: 300 checks of 100 ms each.
+    let mut refused = false;
+    for _ in 0..300 {
+        refused = reported(&a, "preparing");
+        if refused {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "node-1 never reported its prepare to A: {:?}",
+        a.requests()
+    );
+    clients.send_replace(Some(client(b.url())));
+    let mut succeeded = false;
+    for _ in 0..300 {
+        succeeded = reported(&b, "succeeded");
+        if succeeded {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    state.stopping.send_replace(true);
+    task.await.unwrap();
+    assert!(succeeded, "B's assignment was not run: {:?}", b.requests());
+    let new = fleet.build(&r2, "node-1", &node.node.path("expected-r2"));
+    assert_eq!(node.link("run/current-system"), new);
+    assert_eq!(
+        node.log("activations"),
+        [format!("switch {}", new.display())]
+    );
+    let built = std::fs::read_dir(node.node.path("operations/rollout"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".system"))
+        .count();
+    assert_eq!(built, 1, "prepared once");
+}
