@@ -163,6 +163,10 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     // prepare was over.
     let ahead: Vec<time::Duration> = assigned
         .iter()
+        .filter(|a| {
+            recs.iter()
+                .any(|r| r.node == a.node && r.what == records::PREPARE_AHEAD)
+        })
         .filter_map(|a| {
             let prepared = recs
                 .iter()
