@@ -593,6 +593,27 @@ async fn rollout_grub_trial_boots_use_grub_reboot_and_keep_the_old_default_until
     assert_eq!(node.link("nix/var/nix/profiles/system"), new);
 }
 
+/// A client of node-1 (its node certificate from `pki`) to the controller stand-in `url`.
+fn node1_client(pki: &crate::support::Pki, url: String) -> kcore_net::Client {
+    kcore_net::Client::new(
+        vec![url],
+        pki.client_tls(&pki.leaf(crate::support::Role::Node, "node-1")),
+        kcore_net::ClientOptions::default(),
+    )
+    .unwrap()
+}
+
+/// Whether `done` comes true within `looks` looks, 100 ms apart.
+async fn true_within(looks: u32, done: impl Fn() -> bool) -> bool {
+    for _ in 0..looks {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    done()
+}
+
 /// The assignment loop polls through the newest client the registration loop handed it:
 /// when the registration loop rebuilds its session (credentials reloaded from disk after
 /// they could not be read, a new client with the certificate now on disk), the long poll
@@ -628,14 +649,7 @@ async fn the_assignment_loop_polls_with_the_newest_client_the_registration_loop_
     );
     let agent = kcore_agent::Agent::new(config, kcore_agent::RuntimeOptions::default()).unwrap();
     let state = agent.state().clone();
-    let client = |url: String| {
-        kcore_net::Client::new(
-            vec![url],
-            pki.client_tls(&pki.leaf(Role::Node, "node-1")),
-            kcore_net::ClientOptions::default(),
-        )
-        .unwrap()
-    };
+    let client = |url: String| node1_client(&pki, url);
     let (clients, rx) = tokio::sync::watch::channel(Some(client(first.url())));
     let task = tokio::spawn(kcore_agent::rollout::assignment::run(
         state.clone(),
@@ -648,25 +662,12 @@ async fn the_assignment_loop_polls_with_the_newest_client_the_registration_loop_
             .iter()
             .any(|r| r.starts_with("GET /v1/nodes/node-1/assignment"))
     };
-    // Bounded: 100 checks of 100 ms each.
-    let mut seen = false;
-    for _ in 0..100 {
-        seen = polled(&first);
-        if seen {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(seen, "the first client never polled");
+    assert!(
+        true_within(100, || polled(&first)).await,
+        "the first client never polled"
+    );
     clients.send_replace(Some(client(second.url())));
-    let mut moved = false;
-    for _ in 0..100 {
-        moved = polled(&second);
-        if moved {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let moved = true_within(100, || polled(&second)).await;
     state.stopping.send_replace(true);
     task.await.unwrap();
     assert!(moved, "the loop kept polling with the first client");
@@ -730,14 +731,7 @@ async fn a_refused_report_while_preparing_ahead_leaves_the_step_open_for_its_ass
     let config = node.node.config("managed", Some(pki), node.extra.clone());
     let agent = kcore_agent::Agent::new(config, node.options.clone()).unwrap();
     let state = agent.state().clone();
-    let client = |url: String| {
-        kcore_net::Client::new(
-            vec![url],
-            pki.client_tls(&pki.leaf(Role::Node, "node-1")),
-            kcore_net::ClientOptions::default(),
-        )
-        .unwrap()
-    };
+    let client = |url: String| node1_client(pki, url);
     let (clients, rx) = tokio::sync::watch::channel(Some(client(a.url())));
     let task = tokio::spawn(kcore_agent::rollout::assignment::run(
         state.clone(),
@@ -750,29 +744,13 @@ async fn a_refused_report_while_preparing_ahead_leaves_the_step_open_for_its_ass
             r.starts_with("POST /v1/nodes/node-1/assignment/report") && r.contains(&needle)
         })
     };
-    // Bounded: 300 checks of 100 ms each.
-    let mut refused = false;
-    for _ in 0..300 {
-        refused = reported(&a, "preparing");
-        if refused {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     assert!(
-        refused,
+        true_within(300, || reported(&a, "preparing")).await,
         "node-1 never reported its prepare to A: {:?}",
         a.requests()
     );
     clients.send_replace(Some(client(b.url())));
-    let mut succeeded = false;
-    for _ in 0..300 {
-        succeeded = reported(&b, "succeeded");
-        if succeeded {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let succeeded = true_within(300, || reported(&b, "succeeded")).await;
     state.stopping.send_replace(true);
     task.await.unwrap();
     assert!(succeeded, "B's assignment was not run: {:?}", b.requests());

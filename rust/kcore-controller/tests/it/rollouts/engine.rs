@@ -103,25 +103,33 @@ fn when(recs: &[records::StepRecord], node: &str, what: &str) -> String {
         .unwrap_or_else(|| panic!("{node} has no {what} record: {recs:#?}"))
 }
 
-#[tokio::test]
-async fn the_next_wave_prepares_while_the_current_one_activates() {
-    // Waves [n1 n2] [n3 n4] [n5]; a 1 s activation leaves the next wave time to prepare.
-    let bed = Bed::with(&[], Duration::from_secs(1)).await;
-    let strategy = json!({"strategyType": "batch", "batchSize": 2, "maxUnavailable": 2});
+/// Runs `strategy` as rollout r1 on `bed` to its success, checks its timeline (`cap`, no
+/// node assigned, told to prepare ahead or activated twice, each activated once), and
+/// returns its records with the nodes that prepared ahead.
+async fn run_checked(
+    bed: Bed,
+    strategy: Value,
+    cap: usize,
+) -> (Vec<records::StepRecord>, Vec<String>) {
     bed.apply(&rollout("r1", strategy, "auto", 0)).await;
     let cu = bed
         .wait_phase("r1", &["succeeded", "halted", "failed"])
         .await;
     assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
     let (recs, log) = bed.timeline("r1").await;
-    records::timeline::check(&recs, 2).unwrap_or_else(|e| panic!("{e}: {recs:#?}"));
+    records::timeline::check(&recs, cap).unwrap_or_else(|e| panic!("{e}: {recs:#?}"));
     assert!(log.values().all(|n| *n == 1) && log.len() == 5, "{log:?}");
     let ahead = records::timeline::count_per_node(&recs, records::PREPARE_AHEAD);
-    assert_eq!(
-        ahead.keys().collect::<Vec<_>>(),
-        ["n3", "n4", "n5"],
-        "{recs:#?}"
-    );
+    (recs, ahead.into_keys().collect())
+}
+
+#[tokio::test]
+async fn the_next_wave_prepares_while_the_current_one_activates() {
+    // Waves [n1 n2] [n3 n4] [n5]; a 1 s activation leaves the next wave time to prepare.
+    let bed = Bed::with(&[], Duration::from_secs(1)).await;
+    let strategy = json!({"strategyType": "batch", "batchSize": 2, "maxUnavailable": 2});
+    let (recs, ahead) = run_checked(bed, strategy, 2).await;
+    assert_eq!(ahead, ["n3", "n4", "n5"], "{recs:#?}");
     let waves: [(&[&str], &[&str]); 2] = [(&["n1", "n2"], &["n3", "n4"]), (&["n3", "n4"], &["n5"])];
     for (current, next) in waves {
         let activated: Vec<String> = current
@@ -153,26 +161,8 @@ async fn the_next_wave_prepares_while_the_current_one_activates() {
 async fn an_agent_without_the_prepare_ahead_capability_prepares_in_its_own_step() {
     // n2 plays an older agent: told `prepareOnly` it would activate before its turn.
     let bed = Bed::with_old_agents(&[], Duration::from_millis(500), &["n2"]).await;
-    bed.apply(&rollout(
-        "r1",
-        json!({"strategyType": "one-at-a-time"}),
-        "auto",
-        0,
-    ))
-    .await;
-    let cu = bed
-        .wait_phase("r1", &["succeeded", "halted", "failed"])
-        .await;
-    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
-    let (recs, log) = bed.timeline("r1").await;
-    records::timeline::check(&recs, 1).unwrap_or_else(|e| panic!("{e}: {recs:#?}"));
-    assert!(log.values().all(|n| *n == 1) && log.len() == 5, "{log:?}");
-    let ahead = records::timeline::count_per_node(&recs, records::PREPARE_AHEAD);
-    assert_eq!(
-        ahead.keys().collect::<Vec<_>>(),
-        ["n3", "n4", "n5"],
-        "{recs:#?}"
-    );
+    let (recs, ahead) = run_checked(bed, json!({"strategyType": "one-at-a-time"}), 1).await;
+    assert_eq!(ahead, ["n3", "n4", "n5"], "{recs:#?}");
     // n2 prepared in its own step, after n1 ended.
     assert!(when(&recs, "n1", "succeeded") <= when(&recs, "n2", "preparing"));
 }
@@ -183,17 +173,10 @@ async fn nothing_prepares_ahead_of_the_canaries_ending() {
     let bed = Bed::with(&[], Duration::from_secs(1)).await;
     let strategy =
         json!({"strategyType": "canary", "canaryCount": 1, "batchSize": 2, "maxUnavailable": 2});
-    bed.apply(&rollout("r1", strategy, "auto", 0)).await;
-    let cu = bed
-        .wait_phase("r1", &["succeeded", "halted", "failed"])
-        .await;
-    assert_eq!(cu["status"]["phase"], "succeeded", "{cu:#}");
-    let (recs, _) = bed.timeline("r1").await;
-    records::timeline::check(&recs, 2).unwrap_or_else(|e| panic!("{e}: {recs:#?}"));
+    let (recs, ahead) = run_checked(bed, strategy, 2).await;
     // The wave after the canary prepares in its own steps, after the canary ended.
     let canary_ended = when(&recs, "n1", "succeeded");
-    let ahead = records::timeline::count_per_node(&recs, records::PREPARE_AHEAD);
-    assert_eq!(ahead.keys().collect::<Vec<_>>(), ["n4", "n5"], "{recs:#?}");
+    assert_eq!(ahead, ["n4", "n5"], "{recs:#?}");
     for n in ["n2", "n3"] {
         assert!(
             canary_ended <= when(&recs, n, "preparing"),
