@@ -14,6 +14,20 @@ use kcore_controller::rollout::records;
 
 use crate::rollout_fleet_bed::*;
 
+/// The bed in `shape`, installed at r1 with r2 to roll out, `gated`'s
+/// switch-to-configuration held until the returned gate file exists (its directory must
+/// outlive the test's steps: the stand-in gives up once it is gone). `None`: SKIP.
+async fn gated_bed(
+    gated: &str,
+    shape: Shape,
+) -> Option<(Bed, String, std::path::PathBuf, tempfile::TempDir)> {
+    let (fleet, r1, r2) = revisions(None)?;
+    let gates = tempfile::tempdir().unwrap();
+    let gate = gates.path().join("open");
+    let bed = Bed::with(fleet, &r1, Some((gated, &gate)), shape).await;
+    Some((bed, r2, gate, gates))
+}
+
 /// Every node runs r2's system, switched to exactly once.
 fn each_activated_once(bed: &Bed, r2: &str) {
     for id in NODES {
@@ -55,16 +69,13 @@ async fn until_switched(bed: &Bed, id: &str, new: &Path) {
 /// the unit still waits at its gate (the new agent re-attaches to it). Either way it runs the
 /// health gate and reports, and the rollout succeeds with node-3 activated once.
 async fn agent_killed_9_mid_activation(name: &str, unit_done_first: bool) {
-    let Some((fleet, r1, r2)) = revisions(None) else {
-        return;
-    };
-    let gates = tempfile::tempdir().unwrap();
-    let gate = gates.path().join("open");
     let shape = Shape {
         agent_processes: true,
         ..Shape::default()
     };
-    let mut bed = Bed::with(fleet, &r1, Some(("node-3", &gate)), shape).await;
+    let Some((mut bed, r2, gate, _gates)) = gated_bed("node-3", shape).await else {
+        return;
+    };
     bed.apply(name, &r2).await;
     until_step_activating(&bed, "node-3").await;
     let i = Bed::index("node-3");
@@ -105,17 +116,14 @@ async fn rollout_fleet_an_agent_process_killed_9_mid_activation_restarted_while_
 #[tokio::test(flavor = "multi_thread")]
 async fn rollout_fleet_the_controller_process_killed_9_mid_rollout_resumes_with_real_agents_with_fleet_flake()
  {
-    let Some((fleet, r1, r2)) = revisions(None) else {
-        return;
-    };
-    let gates = tempfile::tempdir().unwrap();
-    let gate = gates.path().join("open");
     let shape = Shape {
         controller_processes: true,
         agent_processes: true,
         ..Shape::default()
     };
-    let mut bed = Bed::with(fleet, &r1, Some(("node-3", &gate)), shape).await;
+    let Some((mut bed, r2, gate, _gates)) = gated_bed("node-3", shape).await else {
+        return;
+    };
     let batch = json!({"strategyType": "batch", "batchSize": 2, "maxUnavailable": 2});
     let mut s = spec(&bed.fleet, &r2, batch, "auto", 0);
     // node-3's health gate needs a controller: time enough for the restart.
@@ -146,17 +154,14 @@ async fn rollout_fleet_the_controller_process_killed_9_mid_rollout_resumes_with_
 #[tokio::test(flavor = "multi_thread")]
 async fn rollout_fleet_the_owner_controller_killed_9_is_taken_over_by_a_second_controller_with_fleet_flake()
  {
-    let Some((fleet, r1, r2)) = revisions(None) else {
-        return;
-    };
-    let gates = tempfile::tempdir().unwrap();
-    let gate = gates.path().join("open");
     let shape = Shape {
         controllers: 2,
         controller_processes: true,
         agent_processes: true,
     };
-    let mut bed = Bed::with(fleet, &r1, Some(("node-3", &gate)), shape).await;
+    let Some((mut bed, r2, gate, _gates)) = gated_bed("node-3", shape).await else {
+        return;
+    };
     let mut s = spec(&bed.fleet, &r2, one_at_a_time(), "auto", 0);
     // node-3's health gate needs a controller: time enough for the failover.
     s["activation"]["healthTimeoutSeconds"] = json!(60);
@@ -194,16 +199,13 @@ async fn rollout_fleet_the_owner_controller_killed_9_is_taken_over_by_a_second_c
 #[tokio::test(flavor = "multi_thread")]
 async fn rollout_fleet_an_agent_killed_9_after_preparing_ahead_activates_what_it_prepared_with_fleet_flake()
  {
-    let Some((fleet, r1, r2)) = revisions(None) else {
-        return;
-    };
-    let gates = tempfile::tempdir().unwrap();
-    let gate = gates.path().join("open");
     let shape = Shape {
         agent_processes: true,
         ..Shape::default()
     };
-    let mut bed = Bed::with(fleet, &r1, Some(("node-2", &gate)), shape).await;
+    let Some((mut bed, r2, gate, _gates)) = gated_bed("node-2", shape).await else {
+        return;
+    };
     bed.apply("ahead-kill", &r2).await;
     until_step_activating(&bed, "node-2").await;
     bed.until("node-3 prepared ahead", |bed| async move {
