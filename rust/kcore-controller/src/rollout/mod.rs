@@ -88,9 +88,14 @@ pub fn tick(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The phase a stored `ClusterUpdate`'s status says (none before its first tick).
+fn stored_phase(object: &serde_json::Value) -> Option<ClusterUpdatePhase> {
+    serde_json::from_value(object.pointer("/status/phase")?.clone()).ok()
+}
+
 /// Whether a stored `ClusterUpdate` is `rolling_out`.
 fn is_rolling_out(object: &serde_json::Value) -> bool {
-    object.pointer("/status/phase").and_then(|p| p.as_str()) == Some("rolling_out")
+    stored_phase(object) == Some(ClusterUpdatePhase::RollingOut)
 }
 
 /// Whether every step of a stored `ClusterUpdate` has ended: `succeeded` (every target's
@@ -99,8 +104,8 @@ fn is_rolling_out(object: &serde_json::Value) -> bool {
 /// runs now.
 fn all_steps_ended(object: &serde_json::Value) -> bool {
     matches!(
-        object.pointer("/status/phase").and_then(|p| p.as_str()),
-        Some("succeeded" | "rolled_back")
+        stored_phase(object),
+        Some(ClusterUpdatePhase::Succeeded | ClusterUpdatePhase::RolledBack)
     )
 }
 
