@@ -118,103 +118,84 @@ fn start_agent(
     Agent(child)
 }
 
-/// One node's side of an update step, run directly by the bench with the argv kcore-agent
-/// builds (kcore-nix's builders), without a controller or an agent: `nix build` of its
-/// toplevel, or its activation: `nix-env --set`, `switch-to-configuration switch` in a
-/// unit of the `systemd-run` stand-in (with the agent's `unit-result` helper as
-/// `ExecStopPost=`), then `systemctl is-system-running`.
-enum Direct<'a> {
-    Build {
-        installable: String,
-        out_link: PathBuf,
-    },
-    Activate {
-        dir: &'a Path,
-        top: PathBuf,
-        agent_bin: &'a Path,
-        n: usize,
-    },
+/// `program argv`, its output dropped; whether it succeeded.
+fn succeeds(program: &Path, argv: Vec<std::ffi::OsString>, env: &[(&str, &str)]) -> bool {
+    Command::new(program)
+        .args(argv)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
-fn direct(step: Direct) -> PathBuf {
-    use kcore_nix::commands::{
-        NixBuild, NixEnvProfile, ProfileAction, SwitchToConfiguration, SystemState, SystemdRun,
-    };
-    let run = |program: &Path, argv: Vec<std::ffi::OsString>, env: &[(&str, &str)]| {
-        let st = Command::new(program)
-            .args(argv)
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        st.success()
+/// One node's prepare, run directly by the bench with the argv kcore-agent builds
+/// (kcore-nix's `NixBuild`), without a controller or an agent: the built toplevel.
+fn direct_build(installable: String, out_link: PathBuf) -> PathBuf {
+    let cmd = kcore_nix::commands::NixBuild {
+        installable,
+        out_link: out_link.clone(),
     };
     let offline = [("NIX_CONFIG", "substituters =")];
-    match step {
-        Direct::Build {
-            installable,
-            out_link,
-        } => {
-            let cmd = NixBuild {
-                installable,
-                out_link: out_link.clone(),
-            };
-            assert!(
-                run(Path::new("nix"), cmd.argv(), &offline),
-                "baseline nix build"
-            );
-            std::fs::canonicalize(out_link).unwrap()
-        }
-        Direct::Activate {
-            dir,
-            top,
-            agent_bin,
-            n,
-        } => {
-            let root = dir.join("root");
-            let set = NixEnvProfile {
-                profile: root.join("nix/var/nix/profiles/system"),
-                action: ProfileAction::Set(top.clone()),
-            };
-            assert!(
-                run(Path::new("nix-env"), set.argv(), &[]),
-                "baseline nix-env --set"
-            );
-            let stc = SwitchToConfiguration {
-                toplevel: top.clone(),
-                goal: kcore_nix::Goal::Switch,
-            };
-            let mut command = vec![stc.program_path().into_os_string()];
-            command.extend(stc.argv());
-            let status = dir.join(format!("baseline-{n}.status"));
-            let mut unit = SystemdRun::logged(
-                &format!(
-                    "kcore-baseline-{}-{n}",
-                    dir.file_name().unwrap().to_string_lossy()
-                ),
-                "kcore bench baseline: switch-to-configuration switch",
-                &dir.join("logs/baseline.log"),
-                command,
-            );
-            unit.stop_post = vec![agent_bin.into(), "unit-result".into(), status.into()];
-            unit.env = vec![("KCORE_FAKE_ROOT".into(), root.display().to_string())];
-            let systemd_run = fleet_dir().join("../systemd-run");
-            assert!(
-                run(&systemd_run, unit.argv(), &[]),
-                "baseline switch-to-configuration"
-            );
-            let running = run(
-                &dir.join("bin/systemctl"),
-                SystemState::IsSystemRunning.argv(),
-                &[],
-            );
-            assert!(running, "baseline: the system runs");
-            top
-        }
-    }
+    assert!(
+        succeeds(Path::new("nix"), cmd.argv(), &offline),
+        "baseline nix build"
+    );
+    std::fs::canonicalize(out_link).unwrap()
 }
 
-/// The same batch rollout's node-side work done directly ([`Direct`]), pipelined as
+/// One node's activation of `top`, run directly the same way: `nix-env --set`,
+/// `switch-to-configuration switch` in a unit of the `systemd-run` stand-in (with the
+/// agent's `unit-result` helper as `ExecStopPost=`), then `systemctl is-system-running`.
+/// `n` tells this activation's unit from the node's others.
+fn direct_activate(dir: &Path, top: PathBuf, agent_bin: &Path, n: usize) {
+    use kcore_nix::commands::{
+        NixEnvProfile, ProfileAction, SwitchToConfiguration, SystemState, SystemdRun,
+    };
+    let root = dir.join("root");
+    let set = NixEnvProfile {
+        profile: root.join("nix/var/nix/profiles/system"),
+        action: ProfileAction::Set(top.clone()),
+    };
+    assert!(
+        succeeds(Path::new("nix-env"), set.argv(), &[]),
+        "baseline nix-env --set"
+    );
+    let stc = SwitchToConfiguration {
+        toplevel: top,
+        goal: kcore_nix::Goal::Switch,
+    };
+    let mut command = vec![stc.program_path().into_os_string()];
+    command.extend(stc.argv());
+    let status = dir.join(format!("baseline-{n}.status"));
+    let mut unit = SystemdRun::logged(
+        &format!(
+            "kcore-baseline-{}-{n}",
+            dir.file_name().unwrap().to_string_lossy()
+        ),
+        "kcore bench baseline: switch-to-configuration switch",
+        &dir.join("logs/baseline.log"),
+        command,
+    );
+    unit.stop_post = vec![agent_bin.into(), "unit-result".into(), status.into()];
+    unit.env = vec![("KCORE_FAKE_ROOT".into(), root.display().to_string())];
+    let systemd_run = fleet_dir().join("../systemd-run");
+    assert!(
+        succeeds(&systemd_run, unit.argv(), &[]),
+        "baseline switch-to-configuration"
+    );
+    assert!(
+        succeeds(
+            &dir.join("bin/systemctl"),
+            SystemState::IsSystemRunning.argv(),
+            &[]
+        ),
+        "baseline: the system runs"
+    );
+}
+
+/// The same batch rollout's node-side work done directly ([`direct_build`],
+/// [`direct_activate`]), pipelined as
 /// kcore pipelines it: the first wave's builds, then each wave's activations at once
 /// while the next wave builds. No controller, no agent, no report: what any orchestrator
 /// pays on this machine for this work, the baseline kcore's run is set against.
@@ -230,12 +211,7 @@ async fn direct_baseline(
     let build = |id: &String| {
         let installable = kcore_nix::flake::toplevel_installable(&url, id).unwrap();
         let out_link = work.join(id).join("state/baseline-system");
-        tokio::task::spawn_blocking(move || {
-            direct(Direct::Build {
-                installable,
-                out_link,
-            })
-        })
+        tokio::task::spawn_blocking(move || direct_build(installable, out_link))
     };
     let waves: Vec<&[String]> = nodes.chunks(batch).collect();
     let started = Instant::now();
@@ -250,14 +226,7 @@ async fn direct_baseline(
             .zip(tops)
             .map(|(id, top)| {
                 let (dir, agent_bin) = (work.join(id), agent_bin.to_path_buf());
-                tokio::task::spawn_blocking(move || {
-                    direct(Direct::Activate {
-                        dir: &dir,
-                        top,
-                        agent_bin: &agent_bin,
-                        n: i,
-                    })
-                })
+                tokio::task::spawn_blocking(move || direct_activate(&dir, top, &agent_bin, i))
             })
             .collect();
         if let Some(next) = waves.get(i + 1) {
