@@ -242,7 +242,10 @@ exit 0
 const REFUSALS_SH: &str = r#"ROOTDISK=/dev/disk/by-id/virtio-kcore-root
 BUSY=/dev/disk/by-id/virtio-busy
 DIRTY=/dev/disk/by-id/virtio-dirty
-mkfs.ext4 -q "$BUSY" && mkdir -p /srv/busy && mount "$BUSY" /srv/busy
+# Read-only, as bed.rs's use-mnt: a read-write fresh ext4 rewrites its own superblock and
+# group descriptors (journal commits, the kernel's lazy inode-table init) while it stays
+# mounted, which the unchanged-bytes check would blame on the install (CI saw it once).
+mkfs.ext4 -q "$BUSY" && mkdir -p /srv/busy && mount -o ro "$BUSY" /srv/busy
 # A disk with data: a GPT with one partition (the plan lists it as a wipe).
 sgdisk -q -n1:0:0 "$DIRTY"; udevadm settle
 # The live root changes under its own filesystem's writes (superblock, journal): frozen while
