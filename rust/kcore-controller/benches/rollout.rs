@@ -128,12 +128,11 @@ async fn run(bed: &rollouts::ProcBed, what: &str, body: Value, ideal: Duration) 
 }
 
 fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Run {
-    let recs: Vec<&StepRecord> = recs.iter().collect();
-    let assigned: Vec<&&StepRecord> = recs
+    let assigned: Vec<&StepRecord> = recs
         .iter()
         .filter(|r| r.what == records::ASSIGNED)
         .collect();
-    let ends: Vec<&&StepRecord> = recs
+    let ends: Vec<&StepRecord> = recs
         .iter()
         .filter(|r| matches!(r.what.as_str(), "succeeded" | "failed" | "reverted"))
         .collect();
@@ -150,7 +149,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
         recs.iter()
             .filter(|r| r.node == a.node && r.what != records::ASSIGNED)
             .filter(|r| r.what != records::PREPARE_AHEAD && at(r) >= at(a))
-            .map(|r| at(r))
+            .map(at)
             .min()
     };
     // Step latency: the assignment's write to that report, which includes the long poll
@@ -184,12 +183,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     }
     // Where a step's time goes, averaged over the nodes: assigned -> preparing ->
     // activating -> end, and from a step's end to the next assignment (the engine's turn).
-    let when = |node: &str, what: &str| {
-        recs.iter()
-            .filter(|r| r.node == node && r.what == what)
-            .map(|r| at(r))
-            .min()
-    };
+    let when = |node: &str, what: &str| records::timeline::first(recs, node, what).map(at);
     let mut gaps = [0f64; 3];
     for a in &assigned {
         let p = first_report_after(a);
@@ -212,7 +206,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     // What each node's step recorded, in order.
     let mut sequences: BTreeMap<Vec<&str>, usize> = BTreeMap::new();
     for a in &assigned {
-        let mut mine: Vec<&&StepRecord> = recs.iter().filter(|r| r.node == a.node).collect();
+        let mut mine: Vec<&StepRecord> = recs.iter().filter(|r| r.node == a.node).collect();
         mine.sort_by_key(|r| at(r));
         *sequences
             .entry(mine.iter().map(|r| r.what.as_str()).collect())
@@ -229,7 +223,6 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
     );
     let to_std = |d: time::Duration| Duration::from_secs_f64(d.as_seconds_f64().max(0.0));
     let total: f64 = latencies.iter().map(|d| d.as_seconds_f64()).sum();
-    let owned: Vec<StepRecord> = recs.iter().map(|r| (*r).clone()).collect();
     Run {
         what: format!("{} ({name})", run["what"].as_str().unwrap()),
         ideal: Duration::from_secs_f64(run["ideal"].as_f64().unwrap()),
@@ -237,7 +230,7 @@ fn measure(recs: &[StepRecord], name: &str, run: &Value, cpu_seconds: f64) -> Ru
         wall: Duration::from_secs_f64(run["wall"].as_f64().unwrap()),
         step_latency_max: to_std(latencies.iter().copied().max().unwrap()),
         step_latency_mean: Duration::from_secs_f64(total / latencies.len() as f64),
-        most_unavailable: records::timeline::max_unavailable(&owned),
+        most_unavailable: records::timeline::max_unavailable(recs),
         cpu_seconds,
     }
 }

@@ -34,12 +34,8 @@ async fn rollout_fleet_one_at_a_time_moves_five_real_agents_each_activated_once_
     // Every node after the first prepared ahead (docs/rollouts.md, "Preparing ahead"):
     // told while the node before it activated, reporting its prepare, and activating only
     // once its own step was assigned.
-    let first = |node: &str, what: &str| {
-        recs.iter()
-            .filter(|r| r.node == node && r.what == what)
-            .map(|r| r.at.clone())
-            .min()
-    };
+    let first =
+        |node: &str, what: &str| records::timeline::first(&recs, node, what).map(|r| r.at.clone());
     for (i, id) in NODES.iter().enumerate() {
         let ahead = first(id, records::PREPARE_AHEAD);
         assert_eq!(ahead.is_some(), i > 0, "{id}: {recs:#?}");

@@ -221,11 +221,7 @@ async fn rollout_fleet_an_agent_killed_9_after_preparing_ahead_activates_what_it
     let done = bed.wait_done("ahead-kill").await;
     assert_eq!(done["status"]["phase"], "succeeded", "{done:#}");
     each_activated_once(&bed, &r2);
-    let built: Vec<_> = std::fs::read_dir(bed.node("node-3").node.path("operations/rollout"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".system"))
-        .collect();
+    let built = bed.node("node-3").built_systems();
     assert_eq!(built.len(), 1, "node-3 prepared once: {built:?}");
     bed.finish(&[("ahead-kill", 1)]).await;
 }

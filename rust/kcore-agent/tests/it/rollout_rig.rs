@@ -242,6 +242,17 @@ impl FleetNode {
             .collect()
     }
 
+    /// The systems its rollout prepares built: their GC roots,
+    /// `operations/rollout/<operation>.system`.
+    pub fn built_systems(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.node.path("operations/rollout"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".system"))
+            .collect()
+    }
+
     pub fn link(&self, rel: &str) -> PathBuf {
         std::fs::canonicalize(self.root(rel)).unwrap()
     }

@@ -425,9 +425,9 @@ fn prepare_next_wave(
     let todo: Vec<&String> = next
         .iter()
         .filter(|n| {
-            !progress.get(*n).is_some_and(|p| {
-                p.assigned.is_some() || p.prepare_ahead.is_some() || p.final_record().is_some()
-            })
+            !progress
+                .get(*n)
+                .is_some_and(|p| p.begun() || p.prepare_ahead.is_some())
         })
         .collect();
     if todo.is_empty() {
@@ -655,11 +655,7 @@ fn start_wave(
     let steps = if seq == ROLLBACK_SEQ { back } else { update };
     let todo: Vec<&String> = wave
         .iter()
-        .filter(|n| {
-            !steps
-                .get(*n)
-                .is_some_and(|p| p.assigned.is_some() || p.final_record().is_some())
-        })
+        .filter(|n| !steps.get(*n).is_some_and(NodeProgress::begun))
         .collect();
     if todo.is_empty() {
         // The usual tick (a report of a node in flight): nothing to start, so nothing to

@@ -187,6 +187,12 @@ impl NodeProgress {
         })
     }
 
+    /// Assigned, or ended (a step can end unassigned: a drain that timed out, a rollback
+    /// with nothing to go back to): the engine starts nothing more for it.
+    pub fn begun(&self) -> bool {
+        self.assigned.is_some() || self.final_record().is_some()
+    }
+
     /// Assigned and not ended: the node counts against `maxUnavailable`.
     pub fn in_flight(&self) -> bool {
         self.assigned.is_some() && self.final_record().is_none()
@@ -311,6 +317,14 @@ pub mod timeline {
             max = max.max(now);
         }
         max as usize
+    }
+
+    /// `node`'s earliest record of kind `what` (RFC 3339 in UTC with the same layout sorts
+    /// as time, as in [`max_unavailable`]).
+    pub fn first<'a>(recs: &'a [StepRecord], node: &str, what: &str) -> Option<&'a StepRecord> {
+        recs.iter()
+            .filter(|r| r.node == node && r.what == what)
+            .min_by(|a, b| a.at.cmp(&b.at))
     }
 
     /// How many records of kind `what` each node has.

@@ -41,7 +41,7 @@ pub(super) fn row(
         rollback_started_at: None,
         rollback_finished_at: None,
     };
-    let Some(b) = back.filter(|b| b.assigned.is_some() || b.final_record().is_some()) else {
+    let Some(b) = back.filter(|b| b.begun()) else {
         return row;
     };
     let report = last_report(b);

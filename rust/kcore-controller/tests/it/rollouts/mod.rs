@@ -476,3 +476,15 @@ fn row_of<'a>(cu: &'a Value, node: &str) -> &'a Value {
         .find(|r| r["nodeId"] == node)
         .unwrap()
 }
+
+/// `node` of `cu` was never started: it may have prepared ahead while the node before it
+/// activated (how far it got before the rollout stopped is a race), and has no `startedAt`.
+fn assert_never_started(cu: &Value, node: &str) {
+    let row = row_of(cu, node);
+    assert!(
+        ["pending", "preparing", "prepared"].contains(&row["phase"].as_str().unwrap()),
+        "{node}: {:?}",
+        node_phases(cu)
+    );
+    assert!(row.get("startedAt").is_none(), "{cu:#}");
+}
